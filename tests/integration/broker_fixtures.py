@@ -1,0 +1,1 @@
+"""Fixtures that run assetfs-broker against the stack (filled in by the broker work)."""

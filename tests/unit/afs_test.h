@@ -1,0 +1,37 @@
+/* A tiny test harness for the C unit tests (run by CTest). Each check prints the
+ * failing expression with file and line; main returns non-zero if any check failed. */
+#ifndef AFS_TEST_H
+#define AFS_TEST_H
+
+#include <stdio.h>
+#include <string.h>
+
+static int afs_test_failures, afs_test_checks;
+
+#define CHECK(cond)                                                                                \
+  do {                                                                                             \
+    afs_test_checks++;                                                                             \
+    if (!(cond)) {                                                                                 \
+      afs_test_failures++;                                                                         \
+      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);                     \
+    }                                                                                              \
+  } while (0)
+
+#define CHECK_STREQ(a, b)                                                                          \
+  do {                                                                                             \
+    const char *a_ = (a), *b_ = (b);                                                               \
+    afs_test_checks++;                                                                             \
+    if (!a_ || !b_ || strcmp(a_, b_) != 0) {                                                       \
+      afs_test_failures++;                                                                         \
+      fprintf(stderr, "%s:%d: %s == %s failed:\n  got      '%s'\n  expected '%s'\n", __FILE__,     \
+              __LINE__, #a, #b, a_ ? a_ : "(null)", b_ ? b_ : "(null)");                           \
+    }                                                                                              \
+  } while (0)
+
+#define TEST_MAIN_END()                                                                            \
+  do {                                                                                             \
+    printf("%d checks, %d failed\n", afs_test_checks, afs_test_failures);                          \
+    return afs_test_failures ? 1 : 0;                                                              \
+  } while (0)
+
+#endif

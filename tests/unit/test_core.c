@@ -1,0 +1,67 @@
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "afs_test.h"
+#include "assetfs/config.h"
+#include "assetfs/error.h"
+#include "assetfs/log.h"
+
+static void test_redaction(void) {
+  char out[512];
+  afs_log_redact("GET http://h/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature="
+                 "aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404&a=b",
+                 out, sizeof out);
+  CHECK(strstr(out, "aeeed9bb") == NULL);
+  CHECK(strstr(out, "X-Amz-Signature=REDACTED&a=b") != NULL);
+  afs_log_add_secret("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
+  afs_log_redact("secret is wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY!", out, sizeof out);
+  CHECK(strstr(out, "wJalr") == NULL);
+  CHECK(strstr(out, "secret is ") == out);
+}
+
+static void test_error(void) {
+  struct afs_error e = {0};
+  CHECK(!afs_error_set(&e, ENOENT, "no %s", "thing"));
+  CHECK(e.code == ENOENT);
+  CHECK_STREQ(e.msg, "no thing");
+  afs_error_wrap(&e, "loading %d", 3);
+  CHECK_STREQ(e.msg, "loading 3: no thing");
+  CHECK(!afs_error_set(NULL, EIO, "ignored"));
+}
+
+static void test_config_file(void) {
+  char path[] = "/tmp/afs-test-config-XXXXXX";
+  int fd = mkstemp(path);
+  CHECK(fd >= 0);
+  const char *text = "# comment\ns3_bucket = media\ns3_secret_key = \"s3cr3t\"\n"
+                     "write_url_seconds=3600\nkeep_versions = yes\n";
+  CHECK(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+  close(fd);
+  struct afs_config c;
+  struct afs_error e = {0};
+  afs_config_defaults(&c);
+  chmod(path, 0644);
+  CHECK(!afs_config_from_file(&c, path, &e));
+  CHECK(e.code == EPERM);
+  CHECK(strstr(e.msg, "chmod 600") != NULL);
+  chmod(path, 0600);
+  CHECK(afs_config_from_file(&c, path, &e));
+  CHECK_STREQ(c.s3_bucket, "media");
+  CHECK_STREQ(c.s3_secret_key, "s3cr3t");
+  CHECK(c.write_url_seconds == 3600);
+  CHECK(c.keep_versions);
+  CHECK(!afs_config_set(&c, "write_url_seconds", "9999999", &e));
+  CHECK(!afs_config_set(&c, "nonsense", "1", &e));
+  CHECK(strstr(e.msg, "unknown setting") != NULL);
+  afs_config_free(&c);
+  unlink(path);
+}
+
+int main(void) {
+  test_redaction();
+  test_error();
+  test_config_file();
+  TEST_MAIN_END();
+}
