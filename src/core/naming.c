@@ -292,10 +292,11 @@ bool afs_naming_keys_from_path(const char *path, const char *content_type,
   if (dash == (size_t)-1)
     return false;
   int64_t ts = strtoll(path + dash + 1, NULL, 10);
-  char *orig = out->key[AFS_PART_ORIGINAL];
-  out->key[AFS_PART_ORIGINAL] = NULL;
-  bool ok = fill_keys(path, dash, ts, path + eo, kind, out);
-  out->key[AFS_PART_ORIGINAL] = orig;
+  struct afs_keys tmp = {{0}};
+  bool ok = fill_keys(path, dash, ts, path + eo, kind, &tmp);
+  for (int p = AFS_PART_ORIGINAL + 1; p < AFS_PART_COUNT; p++)
+    out->key[p] = tmp.key[p];
+  free(tmp.key[AFS_PART_ORIGINAL]);
   return ok;
 }
 
