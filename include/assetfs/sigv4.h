@@ -41,4 +41,59 @@ char *afs_sigv4_presign(const struct afs_s3_target *t, const char *method, const
 /* Plain unsigned URL of KEY (for public assets), with the same addressing rules. Caller frees. */
 char *afs_s3_object_url(const struct afs_s3_target *t, const char *key);
 
+/* One query parameter, raw (unencoded): the module encodes and sorts. A NULL value is
+ * sent as "name=" (S3 subresources such as "uploads" or "delete"). */
+struct afs_sigv4_param {
+  const char *name;
+  const char *value;
+};
+
+/* What a header-signed request needs besides its body: the URL and the headers to send.
+ * `authorization` holds a signature: never log it. */
+struct afs_sigv4_signed {
+  char *url;                 /* full URL with the encoded query */
+  char *host;                /* value of the Host header that was signed */
+  char *authorization;       /* value of the Authorization header */
+  char amz_date[17];         /* value of X-Amz-Date, YYYYMMDDTHHMMSSZ */
+  char payload_hash[65];     /* value of X-Amz-Content-Sha256 */
+};
+
+/* Signs a request in the Authorization header (the broker's own calls). KEY is the raw
+ * object key, or NULL for a bucket-level request (ListObjectsV2, DeleteObjects).
+ * `params` are the query parameters (raw). `headers` (lower-case names) are signed in
+ * addition to host, x-amz-date and x-amz-content-sha256; the caller must send them with
+ * the same values. `payload_sha256_hex` is the hex SHA-256 of the body (NULL = empty
+ * body). Fills *out (free with afs_sigv4_signed_free). */
+bool afs_sigv4_sign_request(const struct afs_s3_target *t, const char *method, const char *key,
+                            const struct afs_sigv4_param *params, size_t nparams,
+                            const struct afs_sigv4_header *headers, size_t nheaders,
+                            const char *payload_sha256_hex, time_t now,
+                            struct afs_sigv4_signed *out, struct afs_error *err);
+void afs_sigv4_signed_free(struct afs_sigv4_signed *s);
+
+/* Same as afs_sigv4_presign with raw (unencoded) query parameters instead of an encoded
+ * subresource string. */
+char *afs_sigv4_presign_params(const struct afs_s3_target *t, const char *method,
+                               const char *key, const struct afs_sigv4_param *params,
+                               size_t nparams, const struct afs_sigv4_header *headers,
+                               size_t n, long expires, time_t now, struct afs_error *err);
+
+/* S3's URI encoding: every byte except A-Za-z0-9 - . _ ~ becomes %XX (upper-case hex);
+ * '/' is kept when keep_slash. Caller frees; NULL only when out of memory. */
+char *afs_s3_uri_encode(const char *s, bool keep_slash);
+
+/* Hex SHA-256 of LEN bytes (out: 65 bytes) and base64 MD5 (out: 25 bytes), for bodies. */
+void afs_sha256_hex(const void *data, size_t len, char out[65]);
+void afs_md5_base64(const void *data, size_t len, char out[25]);
+
+/* Formats NOW as YYYYMMDDTHHMMSSZ (out: 17 bytes); parses it back (false if malformed). */
+void afs_sigv4_format_time(time_t now, char out[17]);
+bool afs_sigv4_parse_time(const char *s, time_t *out);
+
+/* Unsigned URL for a public asset under a configured public base URL (a CDN or the
+ * bucket's website), e.g. base "https://cdn.example.com/assets" and key "public/a b.jpg"
+ * give "https://cdn.example.com/assets/public/a%20b.jpg". NULL base or "" falls back to
+ * nothing: the caller then uses afs_s3_object_url. Caller frees; NULL on bad base. */
+char *afs_s3_public_url(const char *base, const char *key);
+
 #endif
