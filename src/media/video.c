@@ -1,0 +1,643 @@
+#include "assetfs/video.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libavcodec/avcodec.h>
+#include <libavformat/avformat.h>
+#include <libavutil/avstring.h>
+#include <libavutil/display.h>
+#include <libavutil/imgutils.h>
+#include <libavutil/pixdesc.h>
+#include <libswscale/swscale.h>
+
+#include "assetfs/log.h"
+
+/* Header probing: enough for the codec parameters of 4K/8K streams, small enough that a file
+ * with a hostile header cannot make avformat_find_stream_info read for long. */
+#define PROBE_SIZE "8388608"
+#define ANALYZE_DURATION_US "5000000"
+#define MAX_DIM 16384
+#define MAX_DECODE_ERRORS 50
+#define MAX_LOGGED_PER_CALL 20
+
+/* Containers that video files come in (names as libavformat's demuxers spell them). The list
+ * keeps out everything else FFmpeg can open, in particular hls and concat, which would follow
+ * references to other files or URLs written in a user's file, and image/text formats. */
+static const char k_formats[] = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,mpeg,mpegvideo,"
+                                "flv,asf,ogg,h264,hevc,m4v,mxf,dv,ivf,obu,nut,rm";
+
+/* One call's state, reachable from FFmpeg's callbacks (interrupt: opaque pointer; log: the
+ * thread-local t_call, since FFmpeg's log callback is process-wide). */
+struct call {
+  int64_t deadline_ns;
+  bool timed_out;
+  char first_error[200]; /* first FFmpeg error-level message during the call */
+  int nlogged, nsuppressed;
+};
+
+static _Thread_local struct call *t_call;
+static _Thread_local int t_print_prefix = 1;
+static pthread_once_t g_log_once = PTHREAD_ONCE_INIT;
+
+static int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void chomp(char *s) {
+  size_t n = strlen(s);
+  while (n && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' '))
+    s[--n] = '\0';
+}
+
+static void log_cb(void *avcl, int level, const char *fmt, va_list vl) {
+  if (level > AV_LOG_VERBOSE)
+    return;
+  struct call *c = t_call;
+  bool fatal = level <= AV_LOG_FATAL;
+  bool capture = c && level <= AV_LOG_ERROR && !c->first_error[0];
+  bool debug = afs_log_get_level() >= AFS_LOG_DEBUG && (!c || c->nlogged < MAX_LOGGED_PER_CALL);
+  if (c && !debug && afs_log_get_level() >= AFS_LOG_DEBUG)
+    c->nsuppressed++;
+  if (!fatal && !capture && !debug)
+    return;
+  if (capture) {
+    va_list copy;
+    va_copy(copy, vl);
+    vsnprintf(c->first_error, sizeof c->first_error, fmt, copy);
+    va_end(copy);
+    chomp(c->first_error);
+  }
+  char line[1024];
+  av_log_format_line2(avcl, level, fmt, vl, line, sizeof line, &t_print_prefix);
+  chomp(line);
+  if (!line[0])
+    return;
+  if (fatal) {
+    afs_warn("video: ffmpeg: %s", line);
+  } else if (debug) {
+    if (c)
+      c->nlogged++;
+    afs_log(AFS_LOG_DEBUG, "video: ffmpeg: %s", line);
+  }
+}
+
+static void install_log_cb(void) { av_log_set_callback(log_cb); }
+
+static int interrupt_cb(void *opaque) {
+  struct call *c = opaque;
+  if (now_ns() > c->deadline_ns) {
+    c->timed_out = true;
+    return 1;
+  }
+  return 0;
+}
+
+static void call_begin(struct call *c) {
+  pthread_once(&g_log_once, install_log_cb);
+  memset(c, 0, sizeof *c);
+  c->deadline_ns = now_ns() + (int64_t)AFS_VIDEO_DEADLINE_S * 1000000000;
+  t_call = c;
+}
+
+static void call_end(struct call *c) {
+  if (c->nsuppressed)
+    afs_debug("video: %d more ffmpeg messages suppressed", c->nsuppressed);
+  t_call = NULL;
+}
+
+/* Fills err for an FFmpeg failure: errno-range codes keep their errno, content errors are
+ * EINVAL; the FFmpeg message and the first logged FFmpeg error explain it. */
+static bool fail_av(struct call *c, struct afs_error *err, int rc, const char *what) {
+  if (c->timed_out)
+    return afs_error_set(err, ETIMEDOUT, "%s: gave up after %d s", what, AFS_VIDEO_DEADLINE_S);
+  char buf[AV_ERROR_MAX_STRING_SIZE];
+  av_strerror(rc, buf, sizeof buf);
+  int code = (rc < 0 && rc > -4096) ? -rc : EINVAL;
+  if (c->first_error[0] && !strstr(buf, c->first_error))
+    return afs_error_set(err, code, "%s: %s (%s)", what, buf, c->first_error);
+  return afs_error_set(err, code, "%s: %s", what, buf);
+}
+
+/* Degrees clockwise that a player rotates the stored frames by. The display matrix rotates
+ * counter-clockwise (av_display_rotation_get); other angles round to the nearest quarter turn,
+ * and mirroring is ignored. */
+static int rotation_of(const int32_t *matrix) {
+  if (!matrix)
+    return 0;
+  double ccw = av_display_rotation_get(matrix);
+  if (isnan(ccw))
+    return 0;
+  double x = -ccw; /* rounded by hand: lround would need libm on the link line */
+  long cw = (x >= 0 ? (long)(x + 0.5) : -(long)(0.5 - x)) % 360;
+  if (cw < 0)
+    cw += 360;
+  return (int)(((cw + 45) / 90) % 4) * 90;
+}
+
+static int stream_rotation(const AVStream *st) {
+  return rotation_of((const int32_t *)av_stream_get_side_data(st, AV_PKT_DATA_DISPLAYMATRIX, NULL));
+}
+
+/* Width once the pixel aspect ratio is applied (players stretch the width). */
+static int display_width(int w, AVRational sar) {
+  if (sar.num <= 0 || sar.den <= 0 || sar.num == sar.den)
+    return w;
+  int64_t s = av_rescale(w, sar.num, sar.den);
+  return (s >= 1 && s <= MAX_DIM) ? (int)s : w;
+}
+
+static void fill_size(struct afs_video_info *info, int w, int h, int rotation) {
+  info->rotation = rotation;
+  info->width = (rotation == 90 || rotation == 270) ? h : w;
+  info->height = (rotation == 90 || rotation == 270) ? w : h;
+}
+
+static double duration_of(const AVFormatContext *fmt, const AVStream *st) {
+  if (fmt->duration != AV_NOPTS_VALUE && fmt->duration > 0)
+    return (double)fmt->duration / AV_TIME_BASE;
+  if (st->duration != AV_NOPTS_VALUE && st->duration > 0)
+    return (double)st->duration * av_q2d(st->time_base);
+  return 0;
+}
+
+/* mov/mp4 index every sample from the moov box, so a sample that ends past the end of the
+ * file proves the file is truncated (interrupted copy), even when the moov came first and the
+ * first frame would still decode. Other containers have no such complete index up front. */
+static bool check_complete(const AVFormatContext *fmt, struct afs_error *err) {
+  if (strncmp(fmt->iformat->name, "mov,", 4) != 0 || !fmt->pb)
+    return true;
+  int64_t size = avio_size(fmt->pb);
+  if (size <= 0)
+    return true;
+  for (unsigned i = 0; i < fmt->nb_streams; i++) {
+    AVStream *st = fmt->streams[i];
+    int n = avformat_index_get_entries_count(st);
+    for (int k = n - 1; k >= 0 && k >= n - 64; k--) {
+      const AVIndexEntry *e = avformat_index_get_entry(st, k);
+      if (e && e->pos + e->size > size)
+        return afs_error_set(err, EINVAL,
+                             "truncated file: stream %u has data up to byte %lld, file has %lld",
+                             i, (long long)(e->pos + e->size), (long long)size);
+    }
+  }
+  return true;
+}
+
+/* The stream a player shows: a video stream that is not cover art, the default one first,
+ * then the largest. Returns -1 if none. */
+static int pick_stream(const AVFormatContext *fmt) {
+  int best = -1;
+  int64_t best_score = -1;
+  for (unsigned i = 0; i < fmt->nb_streams; i++) {
+    const AVStream *st = fmt->streams[i];
+    if (st->codecpar->codec_type != AVMEDIA_TYPE_VIDEO ||
+        (st->disposition & AV_DISPOSITION_ATTACHED_PIC))
+      continue;
+    int64_t score = (int64_t)st->codecpar->width * st->codecpar->height;
+    if (st->disposition & AV_DISPOSITION_DEFAULT)
+      score += (int64_t)1 << 40;
+    if (score > best_score) {
+      best = (int)i;
+      best_score = score;
+    }
+  }
+  return best;
+}
+
+/* Opens and probes PATH; on success *out owns the context (avformat_close_input) and *vstream
+ * is the video stream's index; every other stream is discarded so the demuxer skips it. */
+static bool open_video(struct call *c, const char *path, AVFormatContext **out, int *vstream,
+                       struct afs_error *err) {
+  bool ok = false;
+  AVDictionary *opts = NULL;
+  char *url = NULL;
+  AVFormatContext *fmt = avformat_alloc_context();
+  if (!fmt) {
+    afs_error_set(err, ENOMEM, "out of memory");
+    goto done;
+  }
+  fmt->interrupt_callback.callback = interrupt_cb;
+  fmt->interrupt_callback.opaque = c;
+  av_dict_set(&opts, "probesize", PROBE_SIZE, 0);
+  av_dict_set(&opts, "analyzeduration", ANALYZE_DURATION_US, 0);
+  av_dict_set(&opts, "protocol_whitelist", "file", 0);
+  av_dict_set(&opts, "format_whitelist", k_formats, 0);
+  /* "file:" so a name with a colon is never taken for a protocol. */
+  url = av_asprintf("file:%s", path);
+  if (!url) {
+    afs_error_set(err, ENOMEM, "out of memory");
+    goto done;
+  }
+  int rc = avformat_open_input(&fmt, url, NULL, &opts); /* frees fmt on failure */
+  if (rc < 0) {
+    if (rc == AVERROR(EINVAL) && strstr(c->first_error, "not on whitelist"))
+      afs_error_set(err, EINVAL, "not a video: FFmpeg detects a format that is not a video "
+                                 "container");
+    else
+      fail_av(c, err, rc, "not a readable video");
+    goto done;
+  }
+  rc = avformat_find_stream_info(fmt, NULL);
+  if (rc < 0) {
+    fail_av(c, err, rc, "cannot read stream information");
+    goto done;
+  }
+  int vi = pick_stream(fmt);
+  if (vi < 0) {
+    afs_error_set(err, EINVAL, "no video stream (container %s)", fmt->iformat->name);
+    goto done;
+  }
+  if (!check_complete(fmt, err))
+    goto done;
+  for (unsigned i = 0; i < fmt->nb_streams; i++)
+    if ((int)i != vi)
+      fmt->streams[i]->discard = AVDISCARD_ALL;
+  *vstream = vi;
+  ok = true;
+done:
+  if (!ok)
+    avformat_close_input(&fmt);
+  *out = fmt;
+  av_dict_free(&opts);
+  av_free(url);
+  return ok;
+}
+
+static bool check_dims(int w, int h, struct afs_error *err) {
+  if (w <= 0 || h <= 0)
+    return afs_error_set(err, EINVAL, "unknown frame size");
+  if (w > MAX_DIM || h > MAX_DIM || (int64_t)w * h > AFS_VIDEO_MAX_PIXELS)
+    return afs_error_set(err, EINVAL, "frame size %dx%d is over the limit (%d pixels)", w, h,
+                         AFS_VIDEO_MAX_PIXELS);
+  return true;
+}
+
+bool afs_video_probe(const char *path, struct afs_video_info *info, struct afs_error *err) {
+  struct call c;
+  call_begin(&c);
+  memset(info, 0, sizeof *info);
+  AVFormatContext *fmt = NULL;
+  int vi = -1;
+  bool ok = false;
+  if (!open_video(&c, path, &fmt, &vi, err))
+    goto done;
+  AVStream *st = fmt->streams[vi];
+  int w = st->codecpar->width, h = st->codecpar->height;
+  if (!check_dims(w, h, err))
+    goto done;
+  info->duration = duration_of(fmt, st);
+  fill_size(info, display_width(w, av_guess_sample_aspect_ratio(fmt, st, NULL)), h,
+            stream_rotation(st));
+  ok = true;
+done:
+  avformat_close_input(&fmt);
+  call_end(&c);
+  return ok;
+}
+
+/* Decodes the first frame to show into *frame (presentation order; frames the decoder flags as
+ * corrupt are skipped). Reads at most AFS_VIDEO_MAX_PACKETS / AFS_VIDEO_MAX_BYTES. */
+static bool decode_first(struct call *c, AVFormatContext *fmt, AVStream *st, AVFrame *frame,
+                         struct afs_error *err) {
+  bool ok = false;
+  AVCodecContext *dec = NULL;
+  AVPacket *pkt = NULL;
+  const AVCodec *codec = avcodec_find_decoder(st->codecpar->codec_id);
+  if (!codec) {
+    char tag[AV_FOURCC_MAX_STRING_SIZE];
+    av_fourcc_make_string(tag, st->codecpar->codec_tag);
+    afs_error_set(err, EINVAL, "unsupported video codec %s (tag %s)",
+                  avcodec_get_name(st->codecpar->codec_id), tag);
+    goto done;
+  }
+  dec = avcodec_alloc_context3(codec);
+  pkt = av_packet_alloc();
+  if (!dec || !pkt) {
+    afs_error_set(err, ENOMEM, "out of memory");
+    goto done;
+  }
+  int rc = avcodec_parameters_to_context(dec, st->codecpar);
+  if (rc < 0) {
+    fail_av(c, err, rc, "cannot set up the decoder");
+    goto done;
+  }
+  /* Frame threads would read ahead and hold several frames; one frame needs one thread. */
+  dec->thread_count = 1;
+  dec->pkt_timebase = st->time_base;
+  dec->max_pixels = AFS_VIDEO_MAX_PIXELS;
+  /* A stream that starts mid-GOP yields grey smears until a keyframe: not a preview. */
+  dec->flags &= ~AV_CODEC_FLAG_OUTPUT_CORRUPT;
+  rc = avcodec_open2(dec, codec, NULL);
+  if (rc < 0) {
+    fail_av(c, err, rc, "cannot open the decoder");
+    goto done;
+  }
+  int npackets = 0, nerrors = 0;
+  int64_t nbytes = 0;
+  bool eof = false;
+  for (;;) {
+    if (now_ns() > c->deadline_ns) {
+      afs_error_set(err, ETIMEDOUT, "no frame decoded within %d s", AFS_VIDEO_DEADLINE_S);
+      goto done;
+    }
+    if (!eof) {
+      rc = av_read_frame(fmt, pkt);
+      if (rc == AVERROR_EOF) {
+        eof = true;
+        avcodec_send_packet(dec, NULL); /* flush: frames held for reordering come out */
+      } else if (rc < 0) {
+        fail_av(c, err, rc, "read error before the first frame");
+        goto done;
+      } else {
+        npackets++;
+        nbytes += pkt->size;
+        if (pkt->stream_index == st->index) {
+          rc = avcodec_send_packet(dec, pkt);
+          if (rc < 0 && ++nerrors > MAX_DECODE_ERRORS) {
+            av_packet_unref(pkt);
+            fail_av(c, err, rc, "cannot decode the video");
+            goto done;
+          }
+        }
+        av_packet_unref(pkt);
+      }
+    }
+    for (;;) {
+      rc = avcodec_receive_frame(dec, frame);
+      if (rc == AVERROR(EAGAIN))
+        break;
+      if (rc < 0) {
+        if (rc == AVERROR_EOF)
+          afs_error_set(err, EINVAL, "no decodable frame in the file%s%s",
+                        c->first_error[0] ? ": " : "", c->first_error);
+        else
+          fail_av(c, err, rc, "cannot decode the video");
+        goto done;
+      }
+      if (!(frame->flags & AV_FRAME_FLAG_CORRUPT) && !frame->decode_error_flags) {
+        ok = true;
+        goto done;
+      }
+      av_frame_unref(frame);
+    }
+    if (eof) { /* drained without EOF: cannot happen per the API, but never spin */
+      afs_error_set(err, EINVAL, "no decodable frame in the file");
+      goto done;
+    }
+    if (npackets >= AFS_VIDEO_MAX_PACKETS || nbytes >= AFS_VIDEO_MAX_BYTES) {
+      afs_error_set(err, EINVAL, "no decodable frame in the first %d packets (%lld bytes)%s%s",
+                    npackets, (long long)nbytes, c->first_error[0] ? ": " : "", c->first_error);
+      goto done;
+    }
+  }
+done:
+  av_packet_free(&pkt);
+  avcodec_free_context(&dec);
+  return ok;
+}
+
+static bool has_alpha(enum AVPixelFormat f) {
+  const AVPixFmtDescriptor *d = av_pix_fmt_desc_get(f);
+  return d && (d->flags & AV_PIX_FMT_FLAG_ALPHA);
+}
+
+/* Converts the decoded frame to packed RGB24/RGBA at width dst_w (pixel aspect applied).
+ * Returns a new frame (caller frees) or NULL with err set. */
+static AVFrame *to_rgb(const AVFrame *src, int dst_w, struct afs_error *err) {
+  enum AVPixelFormat dst_fmt = has_alpha(src->format) ? AV_PIX_FMT_RGBA : AV_PIX_FMT_RGB24;
+  struct SwsContext *sws = NULL;
+  AVFrame *rgb = av_frame_alloc();
+  if (!rgb)
+    goto nomem;
+  rgb->format = dst_fmt;
+  rgb->width = dst_w;
+  rgb->height = src->height;
+  if (av_frame_get_buffer(rgb, 0) < 0)
+    goto nomem;
+  sws = sws_getContext(src->width, src->height, src->format, dst_w, src->height, dst_fmt,
+                       SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT, NULL, NULL, NULL);
+  if (!sws) {
+    afs_error_set(err, EINVAL, "cannot convert pixel format %s",
+                  av_get_pix_fmt_name(src->format) ? av_get_pix_fmt_name(src->format) : "?");
+    goto fail;
+  }
+  const AVPixFmtDescriptor *d = av_pix_fmt_desc_get(src->format);
+  if (d && !(d->flags & AV_PIX_FMT_FLAG_RGB) && d->nb_components >= 3) {
+    /* Honour the stream's matrix and range; unspecified HD streams are BT.709 in practice. */
+    int cs = src->colorspace;
+    if (cs == AVCOL_SPC_UNSPECIFIED || cs == AVCOL_SPC_RGB || cs == AVCOL_SPC_RESERVED)
+      cs = src->height >= 720 ? SWS_CS_ITU709 : SWS_CS_DEFAULT;
+    int full = src->color_range == AVCOL_RANGE_JPEG || src->format == AV_PIX_FMT_YUVJ420P ||
+               src->format == AV_PIX_FMT_YUVJ422P || src->format == AV_PIX_FMT_YUVJ444P;
+    sws_setColorspaceDetails(sws, sws_getCoefficients(cs), full,
+                             sws_getCoefficients(SWS_CS_DEFAULT), 1, 0, 1 << 16, 1 << 16);
+  }
+  if (sws_scale(sws, (const uint8_t *const *)src->data, src->linesize, 0, src->height, rgb->data,
+                rgb->linesize) != rgb->height) {
+    afs_error_set(err, EINVAL, "pixel format conversion failed");
+    goto fail;
+  }
+  sws_freeContext(sws);
+  return rgb;
+nomem:
+  afs_error_set(err, ENOMEM, "out of memory for a %dx%d frame", dst_w, src->height);
+fail:
+  sws_freeContext(sws);
+  av_frame_free(&rgb);
+  return NULL;
+}
+
+/* Rotates a packed RGB(A) frame clockwise by 90/180/270 degrees into a new frame (caller frees). */
+static AVFrame *rotate(const AVFrame *src, int rotation, struct afs_error *err) {
+  int w = src->width, h = src->height, bpp = src->format == AV_PIX_FMT_RGBA ? 4 : 3;
+  AVFrame *dst = av_frame_alloc();
+  if (!dst)
+    goto nomem;
+  dst->format = src->format;
+  dst->width = rotation == 180 ? w : h;
+  dst->height = rotation == 180 ? h : w;
+  if (av_frame_get_buffer(dst, 0) < 0)
+    goto nomem;
+  for (int y = 0; y < h; y++) {
+    const uint8_t *s = src->data[0] + (ptrdiff_t)y * src->linesize[0];
+    for (int x = 0; x < w; x++, s += bpp) {
+      int dx, dy;
+      if (rotation == 90) {
+        dx = h - 1 - y;
+        dy = x;
+      } else if (rotation == 180) {
+        dx = w - 1 - x;
+        dy = h - 1 - y;
+      } else {
+        dx = y;
+        dy = w - 1 - x;
+      }
+      memcpy(dst->data[0] + (ptrdiff_t)dy * dst->linesize[0] + (ptrdiff_t)dx * bpp, s, bpp);
+    }
+  }
+  return dst;
+nomem:
+  av_frame_free(&dst);
+  afs_error_set(err, ENOMEM, "out of memory rotating a %dx%d frame", w, h);
+  return NULL;
+}
+
+static bool write_all(int fd, const uint8_t *p, size_t n) {
+  while (n) {
+    ssize_t k = write(fd, p, n);
+    if (k < 0 && errno == EINTR)
+      continue;
+    if (k <= 0)
+      return false;
+    p += k;
+    n -= (size_t)k;
+  }
+  return true;
+}
+
+/* Encodes IMG as PNG into OUT through a temporary file in the same directory and a rename, so
+ * OUT is either complete or untouched. */
+static bool write_png(struct call *c, const AVFrame *img, const char *out, struct afs_error *err) {
+  bool ok = false;
+  AVCodecContext *enc = NULL;
+  AVPacket *pkt = NULL;
+  char *tmp = NULL;
+  int fd = -1;
+  const AVCodec *codec = avcodec_find_encoder(AV_CODEC_ID_PNG);
+  if (!codec) {
+    afs_error_set(err, ENOSYS, "this FFmpeg has no PNG encoder");
+    goto done;
+  }
+  enc = avcodec_alloc_context3(codec);
+  pkt = av_packet_alloc();
+  if (!enc || !pkt) {
+    afs_error_set(err, ENOMEM, "out of memory");
+    goto done;
+  }
+  enc->width = img->width;
+  enc->height = img->height;
+  enc->pix_fmt = img->format;
+  enc->time_base = (AVRational){1, 25};
+  enc->thread_count = 1;
+  int rc = avcodec_open2(enc, codec, NULL);
+  if (rc < 0) {
+    fail_av(c, err, rc, "cannot open the PNG encoder");
+    goto done;
+  }
+  rc = avcodec_send_frame(enc, img);
+  if (rc >= 0)
+    rc = avcodec_receive_packet(enc, pkt);
+  if (rc < 0) {
+    fail_av(c, err, rc, "PNG encoding failed");
+    goto done;
+  }
+  if (asprintf(&tmp, "%s.tmp-XXXXXX", out) < 0) {
+    tmp = NULL;
+    afs_error_set(err, ENOMEM, "out of memory");
+    goto done;
+  }
+  fd = mkostemp(tmp, O_CLOEXEC);
+  if (fd < 0) {
+    afs_error_set(err, errno, "cannot create %s: %s", tmp, strerror(errno));
+    free(tmp);
+    tmp = NULL;
+    goto done;
+  }
+  if (!write_all(fd, pkt->data, (size_t)pkt->size)) {
+    afs_error_set(err, errno ? errno : EIO, "cannot write the preview: %s", strerror(errno));
+    goto done;
+  }
+  if (close(fd) != 0) {
+    fd = -1;
+    afs_error_set(err, errno, "cannot write the preview: %s", strerror(errno));
+    goto done;
+  }
+  fd = -1;
+  if (rename(tmp, out) != 0) {
+    afs_error_set(err, errno, "cannot rename the preview to %s: %s", out, strerror(errno));
+    goto done;
+  }
+  ok = true;
+done:
+  if (fd >= 0)
+    close(fd);
+  if (tmp && !ok)
+    unlink(tmp);
+  free(tmp);
+  av_packet_free(&pkt);
+  avcodec_free_context(&enc);
+  return ok;
+}
+
+bool afs_video_probe_preview(const char *path, struct afs_video_info *info,
+                             const char *png_out_path, struct afs_error *err) {
+  struct call c;
+  call_begin(&c);
+  memset(info, 0, sizeof *info);
+  AVFormatContext *fmt = NULL;
+  AVFrame *frame = av_frame_alloc(), *rgb = NULL, *rot = NULL;
+  int vi = -1;
+  bool ok = false;
+  if (!frame) {
+    afs_error_set(err, ENOMEM, "out of memory");
+    goto done;
+  }
+  if (!open_video(&c, path, &fmt, &vi, err))
+    goto done;
+  AVStream *st = fmt->streams[vi];
+  /* Refuse huge sizes before the decoder allocates for them (0 = not known yet). */
+  if ((st->codecpar->width || st->codecpar->height) &&
+      !check_dims(st->codecpar->width, st->codecpar->height, err))
+    goto done;
+  if (!decode_first(&c, fmt, st, frame, err))
+    goto done;
+  if (!check_dims(frame->width, frame->height, err))
+    goto done;
+  int rotation = stream_rotation(st);
+  if (!av_stream_get_side_data(st, AV_PKT_DATA_DISPLAYMATRIX, NULL)) {
+    /* No container matrix: the bitstream may carry one (H.264/HEVC display orientation). */
+    AVFrameSideData *sd = av_frame_get_side_data(frame, AV_FRAME_DATA_DISPLAYMATRIX);
+    if (sd && sd->size >= 9 * sizeof(int32_t))
+      rotation = rotation_of((const int32_t *)sd->data);
+  }
+  int w = display_width(frame->width, av_guess_sample_aspect_ratio(fmt, st, frame));
+  info->duration = duration_of(fmt, st);
+  fill_size(info, w, frame->height, rotation);
+  /* Free the demuxer's buffers before the RGB copies: peak memory is two frames, not three. */
+  avformat_close_input(&fmt);
+  rgb = to_rgb(frame, w, err);
+  av_frame_free(&frame);
+  if (!rgb)
+    goto done;
+  if (rotation) {
+    rot = rotate(rgb, rotation, err);
+    av_frame_free(&rgb);
+    if (!rot)
+      goto done;
+  }
+  if (!write_png(&c, rot ? rot : rgb, png_out_path, err))
+    goto done;
+  ok = true;
+done:
+  if (!ok)
+    memset(info, 0, sizeof *info);
+  av_frame_free(&rot);
+  av_frame_free(&rgb);
+  av_frame_free(&frame);
+  avformat_close_input(&fmt);
+  call_end(&c);
+  return ok;
+}
