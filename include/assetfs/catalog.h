@@ -153,6 +153,10 @@ bool afs_catalog_fresh_url(struct afs_catalog *cat, const char *id, enum afs_par
                            const char *failed_url, char **url, int64_t *expires_ms,
                            struct afs_error *err);
 
+/* Seconds before expiration at which a URL of that lifetime is refreshed: refresh_margin,
+ * capped at 10 % of the lifetime (so short-lived URLs are not refreshed on every read). */
+double afs_catalog_url_margin(const struct afs_catalog *cat, double expiration_hours);
+
 /* Sets the caption of asset id (writes `caption` and `updatedAt` in CosyncAsset), then
  * invalidates what is cached for it. ENOENT when there is no active asset with that id. */
 bool afs_catalog_set_caption(struct afs_catalog *cat, const char *id, const char *caption,

@@ -1,0 +1,95 @@
+/* Internals shared by catalog.c (tree cache, lookup, list), catalog_record.c (BSON
+ * <-> struct afs_asset, xattrs) and catalog_refresh.c (read-URL refresh, cut sizes). */
+#ifndef ASSETFS_CATALOG_INT_H
+#define ASSETFS_CATALOG_INT_H
+
+#include <pthread.h>
+
+#include "assetfs/catalog.h"
+
+/* A string-keyed chained hash map; values are owned by the caller. */
+struct smap_ent {
+  char *key;
+  void *val;
+  struct smap_ent *next;
+};
+struct smap {
+  struct smap_ent **b;
+  size_t nb, n;
+};
+void afs_smap_init(struct smap *m);
+void *afs_smap_get(const struct smap *m, const char *key);
+void afs_smap_put(struct smap *m, const char *key, void *val); /* replaces */
+void *afs_smap_del(struct smap *m, const char *key);          /* returns the old value */
+void afs_smap_clear(struct smap *m, void (*free_val)(void *));
+
+/* One file or directory of a partition tree. */
+struct node {
+  char *rel;              /* path relative to the partition, "" for its root */
+  const char *name;       /* last component, points into rel */
+  struct node *parent;
+  struct node **kids;     /* directories: children, unordered */
+  size_t nkids, kcap, slot; /* slot: index in parent->kids */
+  bool is_dir;
+  bool ghost;             /* invalidated file: ask MongoDB before believing anything */
+  bool was_derived;       /* ghost of a derived-name file (not findable by filePath) */
+  double stamp;           /* monotonic time it was last confirmed by MongoDB */
+  double listed;          /* directories: when their listing was last complete, 0 never */
+  struct afs_asset a;     /* files */
+};
+
+struct part {
+  char *name;
+  struct smap nodes;      /* rel -> struct node* (owns the nodes) */
+  struct node *root;
+};
+
+/* Per-asset URL state for refresh (single flight) and cut sizes. */
+struct ref {
+  char id[25];
+  bool have;              /* urls/expiration loaded */
+  bool in_flight;         /* a thread is refreshing: others wait on cat->ref_cv */
+  unsigned gen;           /* bumped when a flight ends */
+  bool last_ok;           /* result of the last flight */
+  double fail_at;         /* when the last flight failed: fail fast for a few seconds */
+  struct afs_error last_err;
+  char *url[AFS_PART_COUNT];
+  int64_t expiration_ms;
+  double expiration_hours;
+  int64_t part_size[AFS_PART_COUNT]; /* cut sizes learned by probing; -1 unknown */
+};
+
+struct afs_catalog {
+  struct afs_db *db;
+  char *upload_partition;
+  char **partitions;      /* explicit list, NULL-terminated, or NULL */
+  char *uid, *session_id;
+  double attr_ttl, list_ttl, refresh_margin, refresh_timeout;
+
+  /* mu protects parts, disc_*; lock order: mu and ref_mu are never held together. */
+  pthread_mutex_t mu;
+  struct smap parts;      /* partition name -> struct part* */
+  char **disc;            /* discovered partitions (NULL-terminated), NULL never ran */
+  double disc_at;
+
+  /* ref_mu protects refs; ref_cv signals the end of a refresh flight. */
+  pthread_mutex_t ref_mu;
+  pthread_cond_t ref_cv;
+  struct smap refs;       /* id -> struct ref* */
+};
+
+double afs_cat_now(void);  /* monotonic seconds */
+int64_t afs_cat_wall_ms(void);
+
+/* Parses a CosyncAsset document. false if it lacks an ObjectId _id. */
+bool afs_asset_from_bson(const bson_t *doc, struct afs_asset *a);
+/* Fetches the asset with _id hex id (any status). Returns 1 found, 0 not found, -1 error. */
+int afs_cat_fetch_by_id(struct afs_catalog *cat, const char *id, struct afs_asset *out,
+                        struct afs_error *err);
+/* Size of a cut (probe, cached). */
+bool afs_cat_part_size(struct afs_catalog *cat, const struct afs_asset *a, enum afs_part part,
+                       int64_t *size, struct afs_error *err);
+/* Frees every struct ref. */
+void afs_cat_refs_free(struct afs_catalog *cat);
+
+#endif
