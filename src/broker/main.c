@@ -1,17 +1,292 @@
-/* assetfs-broker: entry point. Parses settings, then either runs one command
- * (`sign`) or the broker loop until SIGTERM/SIGINT. */
+/* assetfs-broker: entry point. Parses settings (built-in defaults, then the ASSETFS_*
+ * environment or a --config file, then command-line options), then either runs one
+ * command (`sign`) or the broker loop until SIGTERM/SIGINT. */
+#include <errno.h>
+#include <getopt.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
-#include "assetfs/config.h"
+#include "assetfs/broker.h"
+#include "assetfs/indexes.h"
+#include "assetfs/lease.h"
 #include "assetfs/log.h"
+#if __has_include("assetfs/sign_cmd.h")
+#include "assetfs/sign_cmd.h"
+#define HAVE_SIGN_CMD 1
+#endif
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: assetfs-broker [OPTIONS]\n"
+          "       assetfs-broker [OPTIONS] sign --method GET|PUT|HEAD|DELETE --key KEY "
+          "[--expires SECONDS] [--time YYYYMMDDTHHMMSSZ]\n"
+          "\n"
+          "Drives Cosync upload records in MongoDB: signs S3 URLs, verifies uploads, creates\n"
+          "assets, answers CosyncFunctionCall requests, deletes removed assets' objects.\n"
+          "Settings come from the ASSETFS_* environment unless --config is given.\n"
+          "\n"
+          "  -c, --config FILE       read settings from FILE (must not be group/world readable)\n"
+          "  -l, --log-level LEVEL   error, warn, info (default) or debug\n"
+          "  -d, --database NAME     MongoDB database (ASSETFS_DATABASE)\n"
+          "  -m, --mongo-uri URI     MongoDB URI (ASSETFS_MONGO_URI)\n"
+          "  -s, --set KEY=VALUE     any config-file setting, e.g. --set keep_versions=yes\n"
+          "  -w, --workers N         worker threads (default 4)\n"
+          "      --batch N           records claimed per poll (default 16)\n"
+          "      --poll-min-ms N     poll interval after activity (default 5)\n"
+          "      --poll-max-ms N     poll interval when idle (default 100)\n"
+          "      --syslog            log to syslog instead of stderr\n"
+          "  -h, --help              this text\n"
+          "  -V, --version           print the version\n");
+}
+
+static bool parse_int(const char *s, int min, int max, int *out) {
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || end == s || *end || v < min || v > max)
+    return false;
+  *out = (int)v;
+  return true;
+}
+
+static void derive_seal_key(struct afs_broker *b) {
+  static const char label[] = "assetfs-broker record seal v1";
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), b->cfg.s3_secret_key, (int)strlen(b->cfg.s3_secret_key),
+       (const unsigned char *)label, sizeof label - 1, b->seal_key, &len);
+}
+
+static void make_owner_id(void) {
+  char host[64] = "host", id[96];
+  gethostname(host, sizeof host - 1);
+  host[sizeof host - 1] = '\0';
+  unsigned char r[4] = {0};
+  FILE *f = fopen("/dev/urandom", "rb");
+  if (f) {
+    if (fread(r, 1, sizeof r, f) != sizeof r)
+      memset(r, 0, sizeof r);
+    fclose(f);
+  }
+  snprintf(id, sizeof id, "%.40s:%d:%02x%02x%02x%02x", host, (int)getpid(), r[0], r[1], r[2],
+           r[3]);
+  afs_lease_set_owner(id);
+}
+
+/* libmongoc logs to stderr by itself; route it through our levels and redaction.
+ * Its warnings are mostly FerretDB gaps (e.g. no endSessions), hence debug. */
+static void mongoc_log(mongoc_log_level_t level, const char *domain, const char *msg, void *ud) {
+  (void)ud;
+  if (level <= MONGOC_LOG_LEVEL_ERROR)
+    afs_warn("mongoc %s: %s", domain, msg);
+  else
+    afs_debug("mongoc %s: %s", domain, msg);
+}
+
+static void *run_thread(void *arg) {
+  if (afs_broker_run(arg) != 0)
+    kill(getpid(), SIGTERM); /* let main() shut down the same way as on a signal */
+  return NULL;
+}
 
 int main(int argc, char *argv[]) {
-  if (argc > 1 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V"))) {
-    printf("assetfs-broker %s\n", ASSETFS_VERSION);
-    return 0;
+  static struct afs_broker b;
+  struct afs_error err = {0};
+  const char *config_file = NULL;
+  int rc = 1;
+  enum { OPT_BATCH = 1000, OPT_PMIN, OPT_PMAX, OPT_SYSLOG };
+  static const struct option opts[] = {
+      {"config", required_argument, NULL, 'c'},  {"log-level", required_argument, NULL, 'l'},
+      {"database", required_argument, NULL, 'd'}, {"mongo-uri", required_argument, NULL, 'm'},
+      {"set", required_argument, NULL, 's'},     {"workers", required_argument, NULL, 'w'},
+      {"batch", required_argument, NULL, OPT_BATCH},
+      {"poll-min-ms", required_argument, NULL, OPT_PMIN},
+      {"poll-max-ms", required_argument, NULL, OPT_PMAX},
+      {"syslog", no_argument, NULL, OPT_SYSLOG}, {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0}};
+  /* Options are applied after the environment/file, so collect them first. */
+  struct {
+    const char *key, *value;
+  } sets[64];
+  char *owned[64];
+  int nsets = 0, nowned = 0;
+  bool use_syslog = false;
+  b.workers = 4;
+  b.batch = 16;
+  b.poll_min_ms = 5;
+  b.poll_max_ms = 100;
+  afs_config_defaults(&b.cfg);
+
+  int ch;
+  while ((ch = getopt_long(argc, argv, "+c:l:d:m:s:w:hV", opts, NULL)) != -1) {
+    switch (ch) {
+    case 'c':
+      config_file = optarg;
+      break;
+    case 'l':
+    case 'd':
+    case 'm':
+      if (nsets < 64)
+        sets[nsets++] = (typeof(sets[0])){ch == 'l' ? "log_level" : ch == 'd' ? "database"
+                                                                              : "mongo_uri",
+                                          optarg};
+      break;
+    case 's': {
+      char *eq = strchr(optarg, '=');
+      if (!eq || nsets >= 64 || nowned >= 64) {
+        fprintf(stderr, "assetfs-broker: --set needs KEY=VALUE\n");
+        goto out;
+      }
+      char *k = strndup(optarg, (size_t)(eq - optarg));
+      owned[nowned++] = k;
+      sets[nsets++] = (typeof(sets[0])){k, eq + 1};
+      break;
+    }
+    case 'w':
+      if (!parse_int(optarg, 1, 256, &b.workers)) {
+        fprintf(stderr, "assetfs-broker: --workers must be 1..256\n");
+        goto out;
+      }
+      break;
+    case OPT_BATCH:
+      if (!parse_int(optarg, 1, 1000, &b.batch)) {
+        fprintf(stderr, "assetfs-broker: --batch must be 1..1000\n");
+        goto out;
+      }
+      break;
+    case OPT_PMIN:
+    case OPT_PMAX:
+      if (!parse_int(optarg, 1, 60000, ch == OPT_PMIN ? &b.poll_min_ms : &b.poll_max_ms)) {
+        fprintf(stderr, "assetfs-broker: poll intervals must be 1..60000 ms\n");
+        goto out;
+      }
+      break;
+    case OPT_SYSLOG:
+      use_syslog = true;
+      break;
+    case 'h':
+      usage(stdout);
+      rc = 0;
+      goto out;
+    case 'V':
+      printf("assetfs-broker %s\n", ASSETFS_VERSION);
+      rc = 0;
+      goto out;
+    default:
+      usage(stderr);
+      rc = 2;
+      goto out;
+    }
   }
-  afs_log_init("assetfs-broker", AFS_LOG_INFO, false);
-  afs_err("the broker loop is not built yet");
-  return 1;
+  if (b.poll_max_ms < b.poll_min_ms)
+    b.poll_max_ms = b.poll_min_ms;
+
+  if (config_file) {
+    if (!afs_config_from_file(&b.cfg, config_file, &err)) {
+      fprintf(stderr, "assetfs-broker: %s\n", err.msg);
+      goto out;
+    }
+  } else {
+    afs_config_from_env(&b.cfg);
+  }
+  for (int i = 0; i < nsets; i++)
+    if (!afs_config_set(&b.cfg, sets[i].key, sets[i].value, &err)) {
+      fprintf(stderr, "assetfs-broker: %s\n", err.msg);
+      goto out;
+    }
+  enum afs_log_level level;
+  if (!afs_log_parse_level(b.cfg.log_level ? b.cfg.log_level : "info", &level)) {
+    fprintf(stderr, "assetfs-broker: unknown log level '%s'\n", b.cfg.log_level);
+    goto out;
+  }
+  afs_log_init("assetfs-broker", level, use_syslog);
+  afs_log_add_secret(b.cfg.s3_secret_key);
+  mongoc_log_set_handler(mongoc_log, NULL);
+
+  if (optind < argc && !strcmp(argv[optind], "sign")) {
+#ifdef HAVE_SIGN_CMD
+    rc = afs_sign_cmd(argc - optind, argv + optind, &b.cfg);
+#else
+    fprintf(stderr, "assetfs-broker: the sign command is not built in this version\n");
+#endif
+    goto out;
+  }
+  if (optind < argc) {
+    fprintf(stderr, "assetfs-broker: unknown command '%s'\n", argv[optind]);
+    usage(stderr);
+    rc = 2;
+    goto out;
+  }
+  if (!afs_config_check_broker(&b.cfg, &err)) {
+    afs_err("%s", err.msg);
+    goto out;
+  }
+  b.s3 = (struct afs_s3_target){.endpoint = b.cfg.s3_endpoint,
+                                .region = b.cfg.s3_region,
+                                .bucket = b.cfg.s3_bucket,
+                                .access_key = b.cfg.s3_access_key,
+                                .secret_key = b.cfg.s3_secret_key,
+                                .path_style = b.cfg.s3_path_style};
+  derive_seal_key(&b);
+  make_owner_id();
+
+  /* Signals go to the main thread only (sigwait below); workers inherit the mask. */
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+  signal(SIGPIPE, SIG_IGN);
+
+  if (!afs_db_open(&b.db, b.cfg.mongo_uri, b.cfg.database, "assetfs-broker", &err)) {
+    afs_err("%s", err.msg);
+    goto out;
+  }
+  /* MongoDB may not be up yet (or down for a while): wait, do not exit. */
+  for (int attempt = 0;; attempt++) {
+    if (afs_db_ping(&b.db, &err) && afs_indexes_ensure(&b.db, &err))
+      break;
+    if (attempt == 0)
+      afs_warn("%s; retrying", err.msg);
+    struct timespec ts = {0, 0};
+    int sig;
+    sigset_t pending;
+    sigpending(&pending);
+    if (sigismember(&pending, SIGTERM) || sigismember(&pending, SIGINT)) {
+      sigwait(&sigs, &sig);
+      afs_info("stopped before MongoDB was reachable");
+      rc = 0;
+      goto close_db;
+    }
+    ts.tv_nsec = 500000000L;
+    nanosleep(&ts, NULL);
+  }
+  afs_info("assetfs-broker %s ready: database %s, bucket %s, %d workers, id %s",
+           ASSETFS_VERSION, b.cfg.database, b.cfg.s3_bucket, b.workers, afs_lease_owner());
+
+  pthread_t runner;
+  /* The loop runs in its own thread so this one can wait for signals. */
+  if (pthread_create(&runner, NULL, run_thread, &b)) {
+    afs_err("cannot start the broker loop");
+    goto close_db;
+  }
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  afs_info("%s received: finishing in-flight work and releasing leases",
+           sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  atomic_store(&b.stop, true);
+  pthread_join(runner, NULL);
+  afs_info("stopped");
+  rc = 0;
+close_db:
+  afs_db_close(&b.db);
+out:
+  for (int i = 0; i < nowned; i++)
+    free(owned[i]);
+  afs_config_free(&b.cfg);
+  return rc;
 }

@@ -1,0 +1,86 @@
+/* assetfs-broker internals shared by its modules: the process context, the handlers of
+ * each state change, and the helpers they share (URLs, the record seal, object removal).
+ *
+ * Flow: the dispatcher (dispatch.c) polls MongoDB with adaptive intervals, claims
+ * batches of records under a lease (lease.h) and queues them; worker threads run the
+ * handlers below, each of which ends the lease with a conditional update. Handlers
+ * return AFS_DONE when the record moved on (or was given up), AFS_RETRY when a
+ * transient failure (MongoDB or S3 unreachable) means it should be tried again later.
+ */
+#ifndef ASSETFS_BROKER_H
+#define ASSETFS_BROKER_H
+
+#include <mongoc/mongoc.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "assetfs/config.h"
+#include "assetfs/db.h"
+#include "assetfs/naming.h"
+#include "assetfs/sigv4.h"
+
+#define AFS_READ_HOURS_DEFAULT 24.0
+#define AFS_READ_HOURS_CAP 168.0       /* S3's 7-day presign limit, as Cosync */
+#define AFS_READ_HOURS_ABSURD 876000.0 /* above this (100 years) it is an error, not a cap */
+#define AFS_RETRY_MS 2000              /* a record that met a transient failure waits this */
+
+struct afs_broker {
+  struct afs_config cfg;
+  struct afs_db db;
+  struct afs_s3_target s3;
+  unsigned char seal_key[32];
+  int workers;     /* worker threads */
+  int batch;       /* records claimed per poll */
+  int poll_min_ms; /* poll interval right after work was found */
+  int poll_max_ms; /* poll interval when idle */
+  atomic_bool stop;
+};
+
+enum afs_outcome { AFS_DONE, AFS_RETRY };
+
+/* Handlers; `doc` is the claimed record, `token` its lease token. */
+enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
+                                 const char *token);
+enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
+                                     const bson_t *doc, const char *token);
+enum afs_outcome afs_upload_stale(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
+                                  const char *token);
+enum afs_outcome afs_asset_purge(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
+                                 const char *token);
+enum afs_outcome afs_function_call(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
+                                   const char *token);
+
+/* Read URL of KEY: public (unsigned, under public_base_url or the plain object URL) when
+ * hours == 0, else presigned GET valid hours (capped). Caller frees. */
+char *afs_broker_read_url(struct afs_broker *b, const char *key, double hours,
+                          struct afs_error *err);
+/* Presigned PUT of KEY with content_type signed (NULL: unsigned type). Caller frees. */
+char *afs_broker_write_url(struct afs_broker *b, const char *key, const char *content_type,
+                           struct afs_error *err);
+/* Seconds a read URL for `hours` lasts (1..604800). */
+long afs_broker_read_seconds(double hours);
+
+/* HMAC over the fields that fix where a record's objects live (_id, uid, path,
+ * contentType, expirationHours), stored as `brokerSeal` when the broker sets them, so a
+ * client that edits them afterwards cannot make the broker verify or delete another
+ * user's objects. hex: 65 bytes. */
+void afs_broker_seal(const struct afs_broker *b, const bson_value_t *id, const char *uid,
+                     const char *path, const char *content_type, double hours, char hex[65]);
+/* true if doc carries a valid seal for its current fields. */
+bool afs_broker_seal_ok(const struct afs_broker *b, const bson_t *doc);
+
+/* Deletes every object of an asset/upload record whose `path` is set (original, cuts,
+ * preview). Refuses (false, EPERM) when the record's seal is invalid, or, for records
+ * without a seal (made by Cosync), when path is outside "<uid>/" and "public/<uid>/".
+ * Keys in `keep` (NULL-terminated, may be NULL) are left alone. false with a transient
+ * error (EAGAIN/EHOSTUNREACH) when S3 failed. */
+bool afs_broker_delete_objects(struct afs_broker *b, const bson_t *doc, const char *const *keep,
+                               struct afs_error *err);
+
+/* Collection helper: caller destroys. */
+mongoc_collection_t *afs_broker_coll(struct afs_broker *b, mongoc_client_t *c, const char *name);
+
+/* Runs the dispatcher and workers until b->stop; returns the exit status. */
+int afs_broker_run(struct afs_broker *b);
+
+#endif

@@ -1,0 +1,59 @@
+/* State changes as atomic conditional updates with leases, so several brokers can share
+ * one database and a broker that dies mid-way loses nothing.
+ *
+ * A record is claimable when it matches the caller's filter and has no live lease
+ * (leaseUntil missing, not a date, or in the past). Claiming writes a unique token into
+ * `leaseOwner` and a deadline into `leaseUntil`; every later write is conditional on the
+ * token, so a broker whose lease expired (and whose work was taken over) cannot write
+ * over its successor. Finishing clears both fields. Works on FerretDB: plain
+ * find/updateMany/updateOne, no transactions, no $currentDate.
+ */
+#ifndef ASSETFS_LEASE_H
+#define ASSETFS_LEASE_H
+
+#include <mongoc/mongoc.h>
+#include <stdbool.h>
+
+#include "assetfs/error.h"
+
+#define AFS_LEASE_TOKEN_MAX 96
+
+struct afs_lease_batch {
+  bson_t **docs; /* the claimed records, as read after the claim */
+  size_t n;
+  char token[AFS_LEASE_TOKEN_MAX];
+};
+
+/* Sets the broker identity used in tokens ("host:pid:random"); call once at start-up. */
+void afs_lease_set_owner(const char *owner);
+const char *afs_lease_owner(void);
+
+/* Milliseconds since the epoch (wall clock, as stored in MongoDB dates). */
+int64_t afs_now_ms(void);
+
+/* Appends {$or: [{leaseUntil: {$not: {$type: "date"}}}, {leaseUntil: {$lt: now}}]}'s
+ * clause to `filter` (as key "$or"; the filter must not already use "$or"). */
+void afs_lease_append_claimable(bson_t *filter, int64_t now_ms);
+
+/* Claims up to `limit` records matching `filter`, oldest _id first, for lease_ms.
+ * 0 claimed is success with out->n == 0. Free with afs_lease_batch_free. */
+bool afs_lease_claim(mongoc_collection_t *coll, const bson_t *filter, int limit, long lease_ms,
+                     struct afs_lease_batch *out, struct afs_error *err);
+void afs_lease_batch_free(struct afs_lease_batch *b);
+
+/* Ends the lease on record `id` held under `token`, applying $set `set` (may be NULL) and
+ * $unset of the fields in `unset` (may be NULL; values ignored). Returns 1 if applied,
+ * 0 if the lease was lost (someone else owns the record now), -1 on error. */
+int afs_lease_finish(mongoc_collection_t *coll, const bson_value_t *id, const char *token,
+                     const bson_t *set, const bson_t *unset, struct afs_error *err);
+
+/* Gives the record back without changing its state; nobody claims it again for
+ * retry_ms (0 = at once). Same return values as afs_lease_finish. */
+int afs_lease_release(mongoc_collection_t *coll, const bson_value_t *id, const char *token,
+                      long retry_ms, struct afs_error *err);
+
+/* Deletes record `id` if still held under `token`. Same return values. */
+int afs_lease_delete(mongoc_collection_t *coll, const bson_value_t *id, const char *token,
+                     struct afs_error *err);
+
+#endif

@@ -1,0 +1,150 @@
+/* Helpers shared by the broker's handlers: URLs, the record seal, object removal. */
+#include <errno.h>
+#include <math.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "assetfs/broker.h"
+#include "assetfs/log.h"
+#include "assetfs/records.h"
+#include "assetfs/s3ops.h"
+
+mongoc_collection_t *afs_broker_coll(struct afs_broker *b, mongoc_client_t *c,
+                                     const char *name) {
+  return afs_db_coll(&b->db, c, name);
+}
+
+long afs_broker_read_seconds(double hours) {
+  if (hours > AFS_READ_HOURS_CAP)
+    hours = AFS_READ_HOURS_CAP;
+  long s = (long)(hours * 3600.0 + 0.5);
+  if (s < 1)
+    s = 1;
+  if (s > AFS_SIGV4_MAX_EXPIRES)
+    s = AFS_SIGV4_MAX_EXPIRES;
+  return s;
+}
+
+char *afs_broker_read_url(struct afs_broker *b, const char *key, double hours,
+                          struct afs_error *err) {
+  if (hours == 0) {
+    char *u = NULL;
+    if (b->cfg.public_base_url && *b->cfg.public_base_url)
+      u = afs_s3_public_url(b->cfg.public_base_url, key);
+    else
+      u = afs_s3_object_url(&b->s3, key);
+    if (!u)
+      afs_error_set(err, EINVAL, "cannot build the public URL of %s", key);
+    return u;
+  }
+  return afs_sigv4_presign(&b->s3, "GET", key, NULL, NULL, 0, afs_broker_read_seconds(hours),
+                           time(NULL), err);
+}
+
+char *afs_broker_write_url(struct afs_broker *b, const char *key, const char *content_type,
+                           struct afs_error *err) {
+  struct afs_sigv4_header h = {"content-type", content_type};
+  return afs_sigv4_presign(&b->s3, "PUT", key, NULL, content_type ? &h : NULL,
+                           content_type ? 1 : 0, b->cfg.write_url_seconds, time(NULL), err);
+}
+
+static void feed(EVP_MAC_CTX *m, const char *s) {
+  s = s ? s : "";
+  EVP_MAC_update(m, (const unsigned char *)s, strlen(s) + 1); /* the NUL separates fields */
+}
+
+void afs_broker_seal(const struct afs_broker *b, const bson_value_t *id, const char *uid,
+                     const char *path, const char *content_type, double hours, char hex[65]) {
+  char idbuf[160], hbuf[64];
+  if (id->value_type == BSON_TYPE_OID) {
+    bson_oid_to_string(&id->value.v_oid, idbuf);
+  } else {
+    bson_t tmp = BSON_INITIALIZER;
+    bson_append_value(&tmp, "_id", 3, id);
+    char *j = bson_as_canonical_extended_json(&tmp, NULL);
+    snprintf(idbuf, sizeof idbuf, "%s", j ? j : "");
+    bson_free(j);
+    bson_destroy(&tmp);
+  }
+  snprintf(hbuf, sizeof hbuf, "%.17g", hours);
+  unsigned char mac[32];
+  size_t maclen = 0;
+  EVP_MAC *alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
+  EVP_MAC_CTX *m = EVP_MAC_CTX_new(alg);
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", "SHA256", 0),
+                         OSSL_PARAM_construct_end()};
+  EVP_MAC_init(m, b->seal_key, sizeof b->seal_key, params);
+  feed(m, "assetfs-seal-v1");
+  feed(m, idbuf);
+  feed(m, uid);
+  feed(m, path);
+  feed(m, content_type);
+  feed(m, hbuf);
+  EVP_MAC_final(m, mac, &maclen, sizeof mac);
+  EVP_MAC_CTX_free(m);
+  EVP_MAC_free(alg);
+  for (size_t i = 0; i < 32; i++)
+    snprintf(hex + 2 * i, 3, "%02x", mac[i]);
+}
+
+bool afs_broker_seal_ok(const struct afs_broker *b, const bson_t *doc) {
+  const char *seal, *uid, *path, *ct;
+  double hours = AFS_READ_HOURS_DEFAULT;
+  bool has;
+  bson_value_t id;
+  if (!afs_rec_str(doc, "brokerSeal", 64, &seal, NULL) || !seal)
+    return false;
+  if (!afs_rec_str(doc, "uid", 4096, &uid, NULL) || !afs_rec_str(doc, "path", 4096, &path, NULL) ||
+      !afs_rec_str(doc, "contentType", 4096, &ct, NULL) ||
+      !afs_rec_num(doc, "expirationHours", &hours, &has, NULL) || !afs_rec_id(doc, &id))
+    return false;
+  char want[65];
+  afs_broker_seal(b, &id, uid, path, ct, has ? hours : AFS_READ_HOURS_DEFAULT, want);
+  bson_value_destroy(&id);
+  return strlen(seal) == 64 && CRYPTO_memcmp(want, seal, 64) == 0;
+}
+
+static bool under_prefix(const char *path, const char *uid) {
+  if (!path || !uid || !*uid)
+    return false;
+  if (!strncmp(path, "public/", 7))
+    path += 7;
+  size_t ul = strlen(uid);
+  return !strncmp(path, uid, ul) && path[ul] == '/' && path[ul + 1];
+}
+
+bool afs_broker_delete_objects(struct afs_broker *b, const bson_t *doc, const char *const *keep,
+                               struct afs_error *err) {
+  const char *path = NULL, *uid = NULL, *ct = NULL;
+  afs_rec_str(doc, "path", 4096, &path, NULL);
+  afs_rec_str(doc, "uid", 4096, &uid, NULL);
+  afs_rec_str(doc, "contentType", 4096, &ct, NULL);
+  if (!path || !*path)
+    return true; /* nothing was ever signed */
+  bson_iter_t it;
+  bool has_seal = bson_iter_init_find(&it, doc, "brokerSeal");
+  if (has_seal ? !afs_broker_seal_ok(b, doc) : !under_prefix(path, uid))
+    return afs_error_set(err, EPERM,
+                         "refusing to delete objects of a record whose path/uid/contentType "
+                         "were changed after the broker set them");
+  struct afs_keys k;
+  afs_naming_keys_from_path(path, ct, &k);
+  bool ok = true;
+  for (int p = 0; p < AFS_PART_COUNT && ok; p++) {
+    if (!k.key[p])
+      continue;
+    bool skip = false;
+    for (size_t i = 0; keep && keep[i]; i++)
+      if (!strcmp(keep[i], k.key[p]))
+        skip = true;
+    if (!skip)
+      ok = afs_s3op_delete(&b->s3, k.key[p], err);
+  }
+  afs_keys_free(&k);
+  return ok;
+}

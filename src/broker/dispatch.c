@@ -1,0 +1,295 @@
+/* The broker's loop: one dispatcher thread polls MongoDB (adaptive interval: poll_min_ms
+ * right after work was found, doubling up to poll_max_ms while idle, longer backoff while
+ * MongoDB is unreachable), claims batches under a lease and queues them; worker threads
+ * run the handlers. On stop, workers finish the record in hand and every queued record's
+ * lease is released so another broker takes it at once. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "assetfs/broker.h"
+#include "assetfs/lease.h"
+#include "assetfs/log.h"
+#include "assetfs/records.h"
+#include "assetfs/s3ops.h"
+
+enum src { SRC_UPLOAD, SRC_CALL, SRC_DELETED, SRC_STALE, SRC_COUNT };
+static const char *const src_coll[SRC_COUNT] = {AFS_COLL_UPLOAD, AFS_COLL_CALL, AFS_COLL_ASSET,
+                                                AFS_COLL_UPLOAD};
+
+struct item {
+  enum src src;
+  bson_t *doc;
+  char token[AFS_LEASE_TOKEN_MAX];
+};
+
+struct queue {
+  /* lock protects every field below; leaf lock (never held while calling MongoDB). */
+  pthread_mutex_t lock;
+  pthread_cond_t nonempty, room;
+  struct item *items;
+  size_t cap, head, len, busy;
+};
+
+struct ctx {
+  struct afs_broker *b;
+  struct queue q;
+};
+
+static void q_push(struct queue *q, struct item it) {
+  pthread_mutex_lock(&q->lock);
+  q->items[(q->head + q->len) % q->cap] = it;
+  q->len++;
+  pthread_cond_signal(&q->nonempty);
+  pthread_mutex_unlock(&q->lock);
+}
+
+static size_t q_room(struct queue *q) {
+  pthread_mutex_lock(&q->lock);
+  size_t r = q->cap - q->len - q->busy;
+  pthread_mutex_unlock(&q->lock);
+  return r;
+}
+
+static void deadline_in(struct timespec *ts, long ms) {
+  clock_gettime(CLOCK_REALTIME, ts);
+  ts->tv_sec += ms / 1000;
+  ts->tv_nsec += (ms % 1000) * 1000000L;
+  if (ts->tv_nsec >= 1000000000L) {
+    ts->tv_sec++;
+    ts->tv_nsec -= 1000000000L;
+  }
+}
+
+static void *worker_main(void *arg) {
+  struct ctx *x = arg;
+  struct afs_broker *b = x->b;
+  struct queue *q = &x->q;
+  mongoc_client_t *c = afs_db_pop(&b->db);
+  for (;;) {
+    pthread_mutex_lock(&q->lock);
+    while (q->len == 0 && !atomic_load(&b->stop)) {
+      struct timespec ts;
+      deadline_in(&ts, 200);
+      pthread_cond_timedwait(&q->nonempty, &q->lock, &ts);
+    }
+    if (atomic_load(&b->stop)) {
+      pthread_mutex_unlock(&q->lock);
+      break;
+    }
+    struct item it = q->items[q->head];
+    q->head = (q->head + 1) % q->cap;
+    q->len--;
+    q->busy++;
+    pthread_mutex_unlock(&q->lock);
+
+    const char *status = NULL;
+    switch (it.src) {
+    case SRC_UPLOAD:
+      afs_rec_str(it.doc, "status", 64, &status, NULL);
+      if (status && !strcmp(status, "uploaded"))
+        afs_upload_complete(b, c, it.doc, it.token);
+      else
+        afs_upload_init(b, c, it.doc, it.token);
+      break;
+    case SRC_CALL:
+      afs_function_call(b, c, it.doc, it.token);
+      break;
+    case SRC_DELETED:
+      afs_asset_purge(b, c, it.doc, it.token);
+      break;
+    case SRC_STALE:
+      afs_upload_stale(b, c, it.doc, it.token);
+      break;
+    default:
+      break;
+    }
+    bson_destroy(it.doc);
+    pthread_mutex_lock(&q->lock);
+    q->busy--;
+    pthread_cond_signal(&q->room);
+    pthread_mutex_unlock(&q->lock);
+  }
+  afs_db_push(&b->db, c);
+  afs_s3op_thread_cleanup();
+  return NULL;
+}
+
+static bson_t *source_filter(struct afs_broker *b, enum src s) {
+  switch (s) {
+  case SRC_UPLOAD:
+    return BCON_NEW("status", "{", "$in", "[", "pending", "uploaded", "]", "}");
+  case SRC_CALL:
+    return BCON_NEW("status", "pending");
+  case SRC_DELETED:
+    return BCON_NEW("status", "deleted");
+  case SRC_STALE: {
+    int64_t cutoff = afs_now_ms() - b->cfg.stale_upload_seconds * 1000L;
+    bson_oid_t oid;
+    /* An ObjectId whose time part is the cutoff and the rest zero: every _id made
+     * before the cutoff compares lower. */
+    memset(&oid, 0, sizeof oid);
+    uint32_t secs = (uint32_t)(cutoff / 1000);
+    oid.bytes[0] = (uint8_t)(secs >> 24);
+    oid.bytes[1] = (uint8_t)(secs >> 16);
+    oid.bytes[2] = (uint8_t)(secs >> 8);
+    oid.bytes[3] = (uint8_t)secs;
+    return BCON_NEW("status", "{", "$in", "[", "pending", "initialized", "]", "}", "$and", "[",
+                    "{", "$or", "[", "{", "createdAt", "{", "$lt", BCON_DATE_TIME(cutoff), "}",
+                    "}", "{", "createdAt", "{", "$not", "{", "$type", "date", "}", "}", "_id",
+                    "{", "$lt", BCON_OID(&oid), "}", "}", "]", "}", "]");
+  }
+  default:
+    return bson_new();
+  }
+}
+
+/* Claims from one source; returns records queued, or -1 on a MongoDB error. */
+static int claim_source(struct ctx *x, mongoc_client_t *c, enum src s, size_t room,
+                        struct afs_error *err) {
+  struct afs_broker *b = x->b;
+  struct afs_lease_batch batch;
+  size_t want = room < (size_t)b->batch ? room : (size_t)b->batch;
+  if (want == 0)
+    return 0;
+  mongoc_collection_t *coll = afs_broker_coll(b, c, src_coll[s]);
+  bson_t *f = source_filter(b, s);
+  bool ok = afs_lease_claim(coll, f, (int)want, b->cfg.lease_seconds * 1000L, &batch, err);
+  bson_destroy(f);
+  mongoc_collection_destroy(coll);
+  if (!ok)
+    return -1;
+  for (size_t i = 0; i < batch.n; i++) {
+    struct item it = {.src = s, .doc = batch.docs[i]};
+    snprintf(it.token, sizeof it.token, "%s", batch.token);
+    batch.docs[i] = NULL;
+    q_push(&x->q, it);
+  }
+  int n = (int)batch.n;
+  batch.n = 0;
+  afs_lease_batch_free(&batch);
+  return n;
+}
+
+static void release_queued(struct ctx *x) {
+  struct afs_broker *b = x->b;
+  struct queue *q = &x->q;
+  mongoc_client_t *c = afs_db_pop(&b->db);
+  size_t n = 0;
+  while (q->len > 0) {
+    struct item it = q->items[q->head];
+    q->head = (q->head + 1) % q->cap;
+    q->len--;
+    bson_value_t id;
+    if (afs_rec_id(it.doc, &id)) {
+      mongoc_collection_t *coll = afs_broker_coll(b, c, src_coll[it.src]);
+      if (afs_lease_release(coll, &id, it.token, 0, NULL) > 0)
+        n++;
+      mongoc_collection_destroy(coll);
+      bson_value_destroy(&id);
+    }
+    bson_destroy(it.doc);
+  }
+  afs_db_push(&b->db, c);
+  if (n)
+    afs_info("released %zu queued record(s) for other brokers", n);
+}
+
+int afs_broker_run(struct afs_broker *b) {
+  struct ctx x = {.b = b};
+  struct queue *q = &x.q;
+  pthread_mutex_init(&q->lock, NULL);
+  pthread_cond_init(&q->nonempty, NULL);
+  pthread_cond_init(&q->room, NULL);
+  q->cap = (size_t)b->workers * 2 + (size_t)b->batch;
+  q->items = calloc(q->cap, sizeof *q->items);
+  pthread_t *th = calloc((size_t)b->workers, sizeof *th);
+  if (!q->items || !th) {
+    afs_err("out of memory");
+    free(q->items);
+    free(th);
+    return 1;
+  }
+  int started = 0;
+  for (; started < b->workers; started++)
+    if (pthread_create(&th[started], NULL, worker_main, &x)) {
+      afs_err("cannot start worker thread");
+      atomic_store(&b->stop, true);
+      break;
+    }
+
+  mongoc_client_t *c = afs_db_pop(&b->db);
+  long delay = b->poll_min_ms, stale_every_ms = b->cfg.stale_upload_seconds * 250L;
+  if (stale_every_ms < 500)
+    stale_every_ms = 500;
+  if (stale_every_ms > 30000)
+    stale_every_ms = 30000;
+  int64_t next_stale = 0, down_since = 0, last_down_log = 0;
+  while (!atomic_load(&b->stop)) {
+    int found = 0;
+    bool failed = false;
+    struct afs_error err = {0};
+    bool full = false;
+    for (int s = 0; s < SRC_COUNT && !failed; s++) {
+      if (s == SRC_STALE && afs_now_ms() < next_stale)
+        continue;
+      size_t room = q_room(q);
+      if (room == 0) {
+        full = true;
+        break;
+      }
+      int n = claim_source(&x, c, (enum src)s, room, &err);
+      if (n < 0)
+        failed = true;
+      else
+        found += n;
+      if (s == SRC_STALE && n >= 0)
+        next_stale = afs_now_ms() + stale_every_ms;
+    }
+    int64_t now = afs_now_ms();
+    if (failed) {
+      if (!down_since || now - last_down_log > 30000) {
+        afs_warn("%s; backing off", err.msg);
+        last_down_log = now;
+      }
+      if (!down_since)
+        down_since = now;
+      delay = delay < 100 ? 100 : delay * 2;
+      if (delay > 2000)
+        delay = 2000;
+    } else {
+      if (down_since) {
+        afs_info("MongoDB reachable again after %lld ms", (long long)(now - down_since));
+        down_since = 0;
+      }
+      if (found || full)
+        delay = b->poll_min_ms;
+      else if ((delay *= 2) > b->poll_max_ms)
+        delay = b->poll_max_ms;
+    }
+    pthread_mutex_lock(&q->lock);
+    struct timespec ts;
+    deadline_in(&ts, delay);
+    if (!atomic_load(&b->stop))
+      pthread_cond_timedwait(&q->room, &q->lock, &ts);
+    pthread_mutex_unlock(&q->lock);
+  }
+  afs_db_push(&b->db, c);
+  afs_info("stopping: finishing records in hand");
+  pthread_mutex_lock(&q->lock);
+  pthread_cond_broadcast(&q->nonempty);
+  pthread_mutex_unlock(&q->lock);
+  for (int i = 0; i < started; i++)
+    pthread_join(th[i], NULL);
+  release_queued(&x);
+  free(th);
+  free(q->items);
+  pthread_cond_destroy(&q->nonempty);
+  pthread_cond_destroy(&q->room);
+  pthread_mutex_destroy(&q->lock);
+  afs_s3op_thread_cleanup();
+  return 0;
+}

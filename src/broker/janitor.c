@@ -1,0 +1,97 @@
+/* Clean-up: assets whose status became "deleted" lose their objects, then their record
+ * (and the upload record with the same _id); uploads stuck in pending/initialized for
+ * longer than stale_upload_seconds become "error" and lose whatever they uploaded. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "assetfs/broker.h"
+#include "assetfs/lease.h"
+#include "assetfs/log.h"
+#include "assetfs/records.h"
+
+/* True if another asset record still points at the same original key (never the case
+ * with timestamped keys, but deleting shared bytes would lose data). */
+static bool path_shared(mongoc_collection_t *assets, const bson_value_t *id, const char *path) {
+  bson_t q = BSON_INITIALIZER, ne;
+  BSON_APPEND_UTF8(&q, "path", path);
+  BSON_APPEND_DOCUMENT_BEGIN(&q, "_id", &ne);
+  bson_append_value(&ne, "$ne", 3, id);
+  bson_append_document_end(&q, &ne);
+  int64_t n = mongoc_collection_count_documents(assets, &q, NULL, NULL, NULL, NULL);
+  bson_destroy(&q);
+  return n != 0; /* -1 (error) counts as shared: keep the bytes */
+}
+
+enum afs_outcome afs_asset_purge(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
+                                 const char *token) {
+  enum afs_outcome out = AFS_DONE;
+  struct afs_error err = {0};
+  bson_value_t id;
+  char ids[80];
+  if (!afs_rec_id(doc, &id))
+    return AFS_DONE;
+  afs_rec_id_str(&id, ids, sizeof ids);
+  mongoc_collection_t *assets = afs_broker_coll(b, c, AFS_COLL_ASSET);
+  mongoc_collection_t *uploads = afs_broker_coll(b, c, AFS_COLL_UPLOAD);
+  const char *path = NULL;
+  afs_rec_str(doc, "path", AFS_KEY_MAX, &path, NULL);
+  if (path && *path && path_shared(assets, &id, path)) {
+    afs_warn("asset %s: another record uses %s; keeping the objects", ids, path);
+  } else if (!afs_broker_delete_objects(b, doc, NULL, &err)) {
+    if (err.code == EPERM) {
+      afs_warn("asset %s: %s; removing only the record", ids, err.msg);
+    } else {
+      afs_warn("asset %s: cannot delete objects: %s; will retry", ids, err.msg);
+      afs_lease_release(assets, &id, token, AFS_RETRY_MS, NULL);
+      out = AFS_RETRY;
+      goto done;
+    }
+  }
+  int rc = afs_lease_delete(assets, &id, token, &err);
+  if (rc < 0) {
+    afs_warn("asset %s: objects deleted, record not: %s; will retry", ids, err.msg);
+    out = AFS_RETRY;
+    goto done;
+  }
+  bson_t q = BSON_INITIALIZER;
+  bson_append_value(&q, "_id", 3, &id);
+  mongoc_collection_delete_one(uploads, &q, NULL, NULL, NULL);
+  bson_destroy(&q);
+  afs_info("asset %s deleted (%s)", ids, path ? path : "no objects");
+done:
+  bson_value_destroy(&id);
+  mongoc_collection_destroy(assets);
+  mongoc_collection_destroy(uploads);
+  return out;
+}
+
+enum afs_outcome afs_upload_stale(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
+                                  const char *token) {
+  enum afs_outcome out = AFS_DONE;
+  struct afs_error err = {0};
+  bson_value_t id;
+  char ids[80], why[160];
+  if (!afs_rec_id(doc, &id))
+    return AFS_DONE;
+  afs_rec_id_str(&id, ids, sizeof ids);
+  mongoc_collection_t *uploads = afs_broker_coll(b, c, AFS_COLL_UPLOAD);
+  if (!afs_broker_delete_objects(b, doc, NULL, &err) && err.code != EPERM) {
+    afs_warn("upload %s: cannot delete leftovers: %s; will retry", ids, err.msg);
+    afs_lease_release(uploads, &id, token, AFS_RETRY_MS, NULL);
+    out = AFS_RETRY;
+    goto done;
+  }
+  snprintf(why, sizeof why, "upload not finished within %ld s; abandoned", b->cfg.stale_upload_seconds);
+  bson_t *set = BCON_NEW("status", "error", "error", BCON_UTF8(why), "updatedAt",
+                         BCON_DATE_TIME(afs_now_ms()));
+  if (afs_lease_finish(uploads, &id, token, set, NULL, &err) < 0)
+    out = AFS_RETRY;
+  else
+    afs_info("upload %s: %s", ids, why);
+  bson_destroy(set);
+done:
+  bson_value_destroy(&id);
+  mongoc_collection_destroy(uploads);
+  return out;
+}

@@ -1,0 +1,291 @@
+/* uploaded -> completed: verify every part with HEAD, create the CosyncAsset (upsert with
+ * the upload's _id, so a retry after a crash is harmless), supersede older versions of
+ * the same file, then mark the upload completed. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "assetfs/broker.h"
+#include "assetfs/lease.h"
+#include "assetfs/log.h"
+#include "assetfs/records.h"
+#include "assetfs/s3ops.h"
+
+#define META_STR_MAX 65536
+
+static const char *const meta_strings[] = {"caption", "color", "extra", "containerId", "title",
+                                           "transactionId"};
+static const char *const meta_numbers[] = {"duration", "xRes", "yRes"};
+
+static enum afs_outcome fail_upload(mongoc_collection_t *coll, const bson_value_t *id,
+                                    const char *token, const char *why) {
+  char ids[80];
+  struct afs_error e = {0};
+  afs_warn("upload %s: error: %s", afs_rec_id_str(id, ids, sizeof ids), why);
+  bson_t *set = BCON_NEW("status", "error", "error", BCON_UTF8(why), "updatedAt",
+                         BCON_DATE_TIME(afs_now_ms()));
+  int rc = afs_lease_finish(coll, id, token, set, NULL, &e);
+  bson_destroy(set);
+  return rc < 0 ? AFS_RETRY : AFS_DONE;
+}
+
+/* Copies the metadata fields a Cosync asset carries, with Cosync's defaults. */
+static bool copy_metadata(const bson_t *doc, bson_t *set, struct afs_error *err) {
+  for (size_t i = 0; i < sizeof meta_strings / sizeof meta_strings[0]; i++) {
+    const char *v;
+    if (!afs_rec_str(doc, meta_strings[i], META_STR_MAX, &v, err))
+      return false;
+    if (v)
+      BSON_APPEND_UTF8(set, meta_strings[i], v);
+    else if (!strcmp(meta_strings[i], "caption"))
+      BSON_APPEND_UTF8(set, "caption", "");
+    else if (!strcmp(meta_strings[i], "color"))
+      BSON_APPEND_UTF8(set, "color", "#000000");
+  }
+  for (size_t i = 0; i < sizeof meta_numbers / sizeof meta_numbers[0]; i++) {
+    double v;
+    bool has;
+    if (!afs_rec_num(doc, meta_numbers[i], &v, &has, err))
+      return false;
+    bson_iter_t it;
+    if (has && bson_iter_init_find(&it, doc, meta_numbers[i]))
+      bson_append_value(set, meta_numbers[i], -1, bson_iter_value(&it));
+    else if (strcmp(meta_numbers[i], "duration"))
+      BSON_APPEND_INT32(set, meta_numbers[i], 0);
+  }
+  return true;
+}
+
+/* Marks older active assets at the same place superseded, or this one if a newer one
+ * is already there. Both brokers of a race run this after their upsert, so at least
+ * one of them sees the other. Failures are logged: the next completion retries. */
+static void supersede(struct afs_broker *b, mongoc_collection_t *assets, const bson_value_t *id,
+                      const char *partition, const char *file_path) {
+  const char *target = b->cfg.keep_versions ? "archived" : "deleted";
+  bson_t *q = BCON_NEW("_partition", BCON_UTF8(partition), "filePath", BCON_UTF8(file_path),
+                       "status", "active");
+  bson_t *opts = BCON_NEW("projection", "{", "_id", BCON_INT32(1), "}");
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(assets, q, opts, NULL);
+  const bson_t *d;
+  bool self_old = false;
+  bson_value_t olds[64];
+  size_t n = 0;
+  while (mongoc_cursor_next(cur, &d)) {
+    bson_iter_t it;
+    if (!bson_iter_init_find(&it, d, "_id"))
+      continue;
+    const bson_value_t *o = bson_iter_value(&it);
+    if (o->value_type == id->value_type && o->value_type == BSON_TYPE_OID &&
+        bson_oid_equal(&o->value.v_oid, &id->value.v_oid))
+      continue;
+    if (o->value_type == id->value_type && o->value_type == BSON_TYPE_UTF8 &&
+        o->value.v_utf8.len == id->value.v_utf8.len &&
+        !memcmp(o->value.v_utf8.str, id->value.v_utf8.str, id->value.v_utf8.len))
+      continue;
+    bool newer = o->value_type == BSON_TYPE_OID && id->value_type == BSON_TYPE_OID &&
+                 bson_oid_compare(&o->value.v_oid, &id->value.v_oid) > 0;
+    if (newer)
+      self_old = true;
+    else if (n < sizeof olds / sizeof olds[0])
+      bson_value_copy(o, &olds[n++]);
+  }
+  bson_error_t berr;
+  if (mongoc_cursor_error(cur, &berr))
+    afs_warn("supersede %s: %s", file_path, berr.message);
+  mongoc_cursor_destroy(cur);
+  if (self_old && n < sizeof olds / sizeof olds[0])
+    bson_value_copy(id, &olds[n++]);
+  for (size_t i = 0; i < n; i++) {
+    bson_t sel = BSON_INITIALIZER;
+    bson_append_value(&sel, "_id", 3, &olds[i]);
+    BSON_APPEND_UTF8(&sel, "status", "active");
+    bson_t *upd = BCON_NEW("$set", "{", "status", BCON_UTF8(target), "updatedAt",
+                           BCON_DATE_TIME(afs_now_ms()), "}");
+    char ids[80];
+    if (!mongoc_collection_update_one(assets, &sel, upd, NULL, NULL, &berr))
+      afs_warn("supersede %s: %s", file_path, berr.message);
+    else
+      afs_info("asset %s (%s) superseded: %s", afs_rec_id_str(&olds[i], ids, sizeof ids),
+               file_path, target);
+    bson_destroy(upd);
+    bson_destroy(&sel);
+    bson_value_destroy(&olds[i]);
+  }
+  bson_destroy(opts);
+  bson_destroy(q);
+}
+
+enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
+                                     const bson_t *doc, const char *token) {
+  enum afs_outcome out = AFS_DONE;
+  struct afs_error err = {0};
+  bson_value_t id;
+  struct afs_keys keys;
+  struct afs_s3_head head[AFS_PART_COUNT];
+  bson_t set = BSON_INITIALIZER, unset = BSON_INITIALIZER, *sel = NULL, *upd = NULL;
+  const char *uid = NULL, *path = NULL, *ct = NULL, *part = NULL, *apart = NULL, *fp = NULL,
+             *sess = NULL, *seal = NULL;
+  char ids[80];
+  memset(&keys, 0, sizeof keys);
+  memset(head, 0, sizeof head);
+  if (!afs_rec_id(doc, &id)) {
+    bson_destroy(&set);
+    bson_destroy(&unset);
+    return AFS_DONE;
+  }
+  afs_rec_id_str(&id, ids, sizeof ids);
+  mongoc_collection_t *uploads = afs_broker_coll(b, c, AFS_COLL_UPLOAD);
+  mongoc_collection_t *assets = afs_broker_coll(b, c, AFS_COLL_ASSET);
+
+  afs_rec_str(doc, "path", AFS_KEY_MAX, &path, NULL);
+  if (!path || !*path) {
+    out = fail_upload(uploads, &id, token, "status is uploaded but the record was never "
+                                           "initialized (no path)");
+    goto done;
+  }
+  if (!afs_broker_seal_ok(b, doc)) {
+    out = fail_upload(uploads, &id, token,
+                      "path, uid, contentType or expirationHours changed after the broker "
+                      "initialized the record; refusing to complete it");
+    goto done;
+  }
+  double hours = AFS_READ_HOURS_DEFAULT;
+  bool has_hours;
+  afs_rec_str(doc, "uid", AFS_UID_MAX, &uid, NULL);
+  afs_rec_str(doc, "contentType", 255, &ct, NULL);
+  afs_rec_num(doc, "expirationHours", &hours, &has_hours, NULL);
+  if (!has_hours)
+    hours = AFS_READ_HOURS_DEFAULT;
+  if (!afs_rec_str(doc, "_partition", 1024, &part, &err) ||
+      !afs_rec_str(doc, "assetPartition", 1024, &apart, &err) ||
+      !afs_rec_str(doc, "sessionId", 256, &sess, &err) ||
+      !afs_rec_str_req(doc, "filePath", AFS_FILEPATH_MAX, &fp, &err) ||
+      !afs_filepath_check(fp, strlen(fp), &err) || !copy_metadata(doc, &set, &err)) {
+    out = fail_upload(uploads, &id, token, err.msg);
+    goto done;
+  }
+  const char *target = apart && *apart ? apart : part;
+  if (!target || !*target) {
+    out = fail_upload(uploads, &id, token, "neither _partition nor assetPartition is set");
+    goto done;
+  }
+  afs_naming_keys_from_path(path, ct, &keys);
+  for (int p = 0; p < AFS_PART_COUNT; p++) {
+    if (!keys.key[p])
+      continue;
+    if (!afs_s3op_head(&b->s3, keys.key[p], &head[p], &err)) {
+      afs_warn("upload %s: cannot check %s: %s; will retry", ids, keys.key[p], err.msg);
+      afs_lease_release(uploads, &id, token, AFS_RETRY_MS, NULL);
+      out = AFS_RETRY;
+      goto done;
+    }
+    if (p == AFS_PART_ORIGINAL && !head[p].found) {
+      char why[AFS_ERROR_MSG_MAX];
+      snprintf(why, sizeof why, "the original was not uploaded (no object at %s)", keys.key[p]);
+      afs_broker_delete_objects(b, doc, NULL, NULL);
+      out = fail_upload(uploads, &id, token, why);
+      goto done;
+    }
+    if (p == AFS_PART_ORIGINAL && head[p].size > b->cfg.max_object_size) {
+      char why[AFS_ERROR_MSG_MAX];
+      snprintf(why, sizeof why, "the object is %lld bytes, over the limit of %ld",
+               (long long)head[p].size, b->cfg.max_object_size);
+      if (!afs_broker_delete_objects(b, doc, NULL, &err))
+        afs_warn("upload %s: %s", ids, err.msg);
+      out = fail_upload(uploads, &id, token, why);
+      goto done;
+    }
+    if (!head[p].found) {
+      afs_info("upload %s: %s %s was not uploaded; its URL stays empty", ids,
+               afs_part_name((enum afs_part)p), keys.key[p]);
+      BSON_APPEND_UTF8(&unset, afs_read_url_field[p], "");
+      continue;
+    }
+    /* Read URLs are signed now, so the lifetime starts at completion, not at
+     * initialization (cosync-storage.md §4.3). */
+    char *u = afs_broker_read_url(b, keys.key[p], hours, &err);
+    if (!u) {
+      afs_err("upload %s: signing failed: %s", ids, err.msg);
+      afs_lease_release(uploads, &id, token, AFS_RETRY_MS, NULL);
+      out = AFS_RETRY;
+      goto done;
+    }
+    BSON_APPEND_UTF8(&set, afs_read_url_field[p], u);
+    free(u);
+  }
+  for (int p = 0; p < AFS_PART_COUNT; p++)
+    if (!keys.key[p])
+      BSON_APPEND_UTF8(&unset, afs_read_url_field[p], "");
+
+  int64_t now = afs_now_ms(), mtime;
+  bool has_mtime;
+  afs_rec_date(doc, "mtime", &mtime, &has_mtime);
+  afs_rec_str(doc, "brokerSeal", 64, &seal, NULL);
+  BSON_APPEND_UTF8(&set, "_partition", target);
+  BSON_APPEND_UTF8(&set, "uid", uid);
+  if (sess)
+    BSON_APPEND_UTF8(&set, "sessionId", sess);
+  BSON_APPEND_UTF8(&set, "path", path);
+  BSON_APPEND_UTF8(&set, "filePath", fp);
+  BSON_APPEND_DOUBLE(&set, "expirationHours", hours);
+  if (hours > 0)
+    BSON_APPEND_DATE_TIME(&set, "expiration", now + afs_broker_read_seconds(hours) * 1000);
+  else
+    BSON_APPEND_UTF8(&unset, "expiration", "");
+  if (ct)
+    BSON_APPEND_UTF8(&set, "contentType", ct);
+  BSON_APPEND_INT64(&set, "size", head[AFS_PART_ORIGINAL].size);
+  BSON_APPEND_UTF8(&set, "etag", head[AFS_PART_ORIGINAL].etag);
+  BSON_APPEND_DATE_TIME(&set, "mtime", has_mtime ? mtime : now);
+  BSON_APPEND_UTF8(&set, "status", "active");
+  BSON_APPEND_UTF8(&set, "brokerSeal", seal);
+  BSON_APPEND_DATE_TIME(&set, "updatedAt", now);
+
+  sel = bson_new();
+  bson_append_value(sel, "_id", 3, &id);
+  upd = bson_new();
+  BSON_APPEND_DOCUMENT(upd, "$set", &set);
+  if (!bson_empty(&unset))
+    BSON_APPEND_DOCUMENT(upd, "$unset", &unset);
+  bson_t soi;
+  BSON_APPEND_DOCUMENT_BEGIN(upd, "$setOnInsert", &soi);
+  BSON_APPEND_DATE_TIME(&soi, "createdAt", now);
+  bson_append_document_end(upd, &soi);
+  bson_t *uopts = BCON_NEW("upsert", BCON_BOOL(true));
+  bson_error_t berr;
+  bool ok = mongoc_collection_update_one(assets, sel, upd, uopts, NULL, &berr);
+  bson_destroy(uopts);
+  if (!ok) {
+    afs_warn("upload %s: cannot write the asset: %s; will retry", ids, berr.message);
+    afs_lease_release(uploads, &id, token, AFS_RETRY_MS, NULL);
+    out = AFS_RETRY;
+    goto done;
+  }
+  supersede(b, assets, &id, target, fp);
+
+  bson_t *done_set = BCON_NEW("status", "completed", "updatedAt", BCON_DATE_TIME(afs_now_ms()));
+  int rc = afs_lease_finish(uploads, &id, token, done_set, NULL, &err);
+  bson_destroy(done_set);
+  if (rc < 0) {
+    afs_warn("upload %s: asset written but the upload not marked completed: %s", ids, err.msg);
+    out = AFS_RETRY;
+  } else if (rc == 0) {
+    afs_warn("upload %s: lease lost while completing; the asset write is idempotent", ids);
+  } else {
+    afs_info("upload %s completed: asset in partition '%s' at '%s' (%lld bytes)", ids, target,
+             fp, (long long)head[AFS_PART_ORIGINAL].size);
+  }
+done:
+  if (sel)
+    bson_destroy(sel);
+  if (upd)
+    bson_destroy(upd);
+  afs_keys_free(&keys);
+  bson_destroy(&set);
+  bson_destroy(&unset);
+  bson_value_destroy(&id);
+  mongoc_collection_destroy(uploads);
+  mongoc_collection_destroy(assets);
+  return out;
+}

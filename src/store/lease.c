@@ -1,0 +1,246 @@
+#include "assetfs/lease.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "assetfs/db.h"
+
+static char g_owner[64] = "assetfs";
+static atomic_uint_fast64_t g_seq;
+
+void afs_lease_set_owner(const char *owner) { snprintf(g_owner, sizeof g_owner, "%s", owner); }
+
+const char *afs_lease_owner(void) { return g_owner; }
+
+int64_t afs_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void afs_lease_append_claimable(bson_t *filter, int64_t now_ms) {
+  bson_t or, c0, c1, in0, not0, in1;
+  BSON_APPEND_ARRAY_BEGIN(filter, "$or", &or);
+  BSON_APPEND_DOCUMENT_BEGIN(&or, "0", &c0);
+  BSON_APPEND_DOCUMENT_BEGIN(&c0, "leaseUntil", &in0);
+  BSON_APPEND_DOCUMENT_BEGIN(&in0, "$not", &not0);
+  BSON_APPEND_UTF8(&not0, "$type", "date");
+  bson_append_document_end(&in0, &not0);
+  bson_append_document_end(&c0, &in0);
+  bson_append_document_end(&or, &c0);
+  BSON_APPEND_DOCUMENT_BEGIN(&or, "1", &c1);
+  BSON_APPEND_DOCUMENT_BEGIN(&c1, "leaseUntil", &in1);
+  BSON_APPEND_DATE_TIME(&in1, "$lt", now_ms);
+  bson_append_document_end(&c1, &in1);
+  bson_append_document_end(&or, &c1);
+  bson_append_array_end(filter, &or);
+}
+
+static void append_ids_in(bson_t *q, bson_value_t *ids, size_t n) {
+  bson_t id, in, arr;
+  BSON_APPEND_DOCUMENT_BEGIN(q, "_id", &id);
+  BSON_APPEND_ARRAY_BEGIN(&id, "$in", &arr);
+  for (size_t i = 0; i < n; i++) {
+    char k[16];
+    snprintf(k, sizeof k, "%zu", i);
+    bson_append_value(&arr, k, -1, &ids[i]);
+  }
+  bson_append_array_end(&id, &arr);
+  bson_append_document_end(q, &id);
+  (void)in;
+}
+
+bool afs_lease_claim(mongoc_collection_t *coll, const bson_t *filter, int limit, long lease_ms,
+                     struct afs_lease_batch *out, struct afs_error *err) {
+  bool ok = false;
+  bson_error_t berr;
+  bson_value_t *ids = NULL;
+  size_t nids = 0;
+  const bson_t *doc;
+  mongoc_cursor_t *cur = NULL;
+  bson_t *q = NULL, *opts = NULL, *upd = NULL, reply = BSON_INITIALIZER;
+  memset(out, 0, sizeof *out);
+  snprintf(out->token, sizeof out->token, "%s:%llu", g_owner,
+           (unsigned long long)atomic_fetch_add(&g_seq, 1));
+  if (limit <= 0)
+    return true;
+  int64_t now = afs_now_ms();
+
+  /* 1. candidates (ids only) */
+  q = bson_copy(filter);
+  afs_lease_append_claimable(q, now);
+  opts = BCON_NEW("projection", "{", "_id", BCON_INT32(1), "}", "sort", "{", "_id",
+                  BCON_INT32(1), "}", "limit", BCON_INT64(limit));
+  cur = mongoc_collection_find_with_opts(coll, q, opts, NULL);
+  ids = calloc((size_t)limit, sizeof *ids);
+  if (!ids) {
+    afs_error_set(err, ENOMEM, "out of memory");
+    goto done;
+  }
+  while (nids < (size_t)limit && mongoc_cursor_next(cur, &doc)) {
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, doc, "_id"))
+      bson_value_copy(bson_iter_value(&it), &ids[nids++]);
+  }
+  if (mongoc_cursor_error(cur, &berr)) {
+    afs_db_error(err, &berr, "finding claimable records");
+    goto done;
+  }
+  mongoc_cursor_destroy(cur);
+  cur = NULL;
+  if (nids == 0) {
+    ok = true;
+    goto done;
+  }
+
+  /* 2. claim those still claimable: the filter repeats, so a record another broker
+   * claimed or moved on in between is left alone. */
+  bson_destroy(q);
+  q = bson_copy(filter);
+  append_ids_in(q, ids, nids);
+  afs_lease_append_claimable(q, now);
+  upd = BCON_NEW("$set", "{", "leaseOwner", BCON_UTF8(out->token), "leaseUntil",
+                 BCON_DATE_TIME(now + lease_ms), "}");
+  if (!mongoc_collection_update_many(coll, q, upd, NULL, &reply, &berr)) {
+    afs_db_error(err, &berr, "claiming records");
+    goto done;
+  }
+
+  /* 3. read what we own */
+  bson_destroy(q);
+  q = bson_new();
+  append_ids_in(q, ids, nids);
+  BSON_APPEND_UTF8(q, "leaseOwner", out->token);
+  bson_destroy(opts);
+  opts = BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}");
+  cur = mongoc_collection_find_with_opts(coll, q, opts, NULL);
+  out->docs = calloc(nids, sizeof *out->docs);
+  if (!out->docs) {
+    afs_error_set(err, ENOMEM, "out of memory");
+    goto done;
+  }
+  while (out->n < nids && mongoc_cursor_next(cur, &doc))
+    out->docs[out->n++] = bson_copy(doc);
+  if (mongoc_cursor_error(cur, &berr)) {
+    /* The claimed records come back when their leases expire. */
+    afs_db_error(err, &berr, "reading claimed records");
+    goto done;
+  }
+  ok = true;
+done:
+  if (cur)
+    mongoc_cursor_destroy(cur);
+  for (size_t i = 0; i < nids; i++)
+    bson_value_destroy(&ids[i]);
+  free(ids);
+  if (q)
+    bson_destroy(q);
+  if (opts)
+    bson_destroy(opts);
+  if (upd)
+    bson_destroy(upd);
+  bson_destroy(&reply);
+  if (!ok)
+    afs_lease_batch_free(out);
+  return ok;
+}
+
+void afs_lease_batch_free(struct afs_lease_batch *b) {
+  for (size_t i = 0; i < b->n; i++)
+    bson_destroy(b->docs[i]);
+  free(b->docs);
+  b->docs = NULL;
+  b->n = 0;
+}
+
+static int matched(const bson_t *reply) {
+  bson_iter_t it;
+  if (bson_iter_init_find(&it, reply, "matchedCount") && BSON_ITER_HOLDS_NUMBER(&it))
+    return bson_iter_as_int64(&it) > 0;
+  if (bson_iter_init_find(&it, reply, "deletedCount") && BSON_ITER_HOLDS_NUMBER(&it))
+    return bson_iter_as_int64(&it) > 0;
+  return 0;
+}
+
+static bson_t *owned(const bson_value_t *id, const char *token) {
+  bson_t *q = bson_new();
+  bson_append_value(q, "_id", 3, id);
+  BSON_APPEND_UTF8(q, "leaseOwner", token);
+  return q;
+}
+
+int afs_lease_finish(mongoc_collection_t *coll, const bson_value_t *id, const char *token,
+                     const bson_t *set, const bson_t *unset, struct afs_error *err) {
+  bson_error_t berr;
+  bson_t reply, upd = BSON_INITIALIZER, u;
+  bson_t *q = owned(id, token);
+  if (set && !bson_empty(set))
+    BSON_APPEND_DOCUMENT(&upd, "$set", set);
+  BSON_APPEND_DOCUMENT_BEGIN(&upd, "$unset", &u);
+  BSON_APPEND_UTF8(&u, "leaseOwner", "");
+  BSON_APPEND_UTF8(&u, "leaseUntil", "");
+  if (unset) {
+    bson_iter_t it;
+    if (bson_iter_init(&it, unset))
+      while (bson_iter_next(&it))
+        BSON_APPEND_UTF8(&u, bson_iter_key(&it), "");
+  }
+  bson_append_document_end(&upd, &u);
+  int rc;
+  if (!mongoc_collection_update_one(coll, q, &upd, NULL, &reply, &berr)) {
+    afs_db_error(err, &berr, "finishing a state change");
+    rc = -1;
+  } else {
+    rc = matched(&reply);
+  }
+  bson_destroy(&reply);
+  bson_destroy(&upd);
+  bson_destroy(q);
+  return rc;
+}
+
+int afs_lease_release(mongoc_collection_t *coll, const bson_value_t *id, const char *token,
+                      long retry_ms, struct afs_error *err) {
+  bson_error_t berr;
+  bson_t reply;
+  bson_t *q = owned(id, token);
+  bson_t *upd;
+  if (retry_ms > 0)
+    upd = BCON_NEW("$set", "{", "leaseUntil", BCON_DATE_TIME(afs_now_ms() + retry_ms), "}",
+                   "$unset", "{", "leaseOwner", "", "}");
+  else
+    upd = BCON_NEW("$unset", "{", "leaseOwner", "", "leaseUntil", "", "}");
+  int rc;
+  if (!mongoc_collection_update_one(coll, q, upd, NULL, &reply, &berr)) {
+    afs_db_error(err, &berr, "releasing a lease");
+    rc = -1;
+  } else {
+    rc = matched(&reply);
+  }
+  bson_destroy(&reply);
+  bson_destroy(upd);
+  bson_destroy(q);
+  return rc;
+}
+
+int afs_lease_delete(mongoc_collection_t *coll, const bson_value_t *id, const char *token,
+                     struct afs_error *err) {
+  bson_error_t berr;
+  bson_t reply;
+  bson_t *q = owned(id, token);
+  int rc;
+  if (!mongoc_collection_delete_one(coll, q, NULL, &reply, &berr)) {
+    afs_db_error(err, &berr, "deleting a record");
+    rc = -1;
+  } else {
+    rc = matched(&reply);
+  }
+  bson_destroy(&reply);
+  bson_destroy(q);
+  return rc;
+}

@@ -1,0 +1,109 @@
+#include "assetfs/records.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "assetfs/naming.h"
+
+const char *const afs_write_url_field[] = {"writeUrl", "writeUrlSmall", "writeUrlMedium",
+                                           "writeUrlLarge", "writeUrlVideoPreview"};
+const char *const afs_read_url_field[] = {"url", "urlSmall", "urlMedium", "urlLarge",
+                                          "urlVideoPreview"};
+
+bool afs_rec_str(const bson_t *doc, const char *field, size_t max, const char **out,
+                 struct afs_error *err) {
+  bson_iter_t it;
+  *out = NULL;
+  if (!bson_iter_init_find(&it, doc, field) || BSON_ITER_HOLDS_NULL(&it) ||
+      bson_iter_type(&it) == BSON_TYPE_UNDEFINED)
+    return true;
+  if (!BSON_ITER_HOLDS_UTF8(&it))
+    return afs_error_set(err, EINVAL, "%s must be a string", field);
+  uint32_t len;
+  const char *s = bson_iter_utf8(&it, &len);
+  if (len > max)
+    return afs_error_set(err, ENAMETOOLONG, "%s is %u bytes (limit %zu)", field, len, max);
+  if (memchr(s, '\0', len))
+    return afs_error_set(err, EINVAL, "%s contains a NUL byte", field);
+  if (!afs_utf8_valid(s, len))
+    return afs_error_set(err, EINVAL, "%s is not valid UTF-8", field);
+  *out = s;
+  return true;
+}
+
+bool afs_rec_str_req(const bson_t *doc, const char *field, size_t max, const char **out,
+                     struct afs_error *err) {
+  if (!afs_rec_str(doc, field, max, out, err))
+    return false;
+  if (!*out || !**out)
+    return afs_error_set(err, EINVAL, "%s is missing", field);
+  return true;
+}
+
+bool afs_rec_num(const bson_t *doc, const char *field, double *out, bool *present,
+                 struct afs_error *err) {
+  bson_iter_t it;
+  *present = false;
+  if (!bson_iter_init_find(&it, doc, field) || BSON_ITER_HOLDS_NULL(&it) ||
+      bson_iter_type(&it) == BSON_TYPE_UNDEFINED)
+    return true;
+  double v;
+  switch (bson_iter_type(&it)) {
+  case BSON_TYPE_DOUBLE:
+    v = bson_iter_double(&it);
+    break;
+  case BSON_TYPE_INT32:
+    v = bson_iter_int32(&it);
+    break;
+  case BSON_TYPE_INT64:
+    v = (double)bson_iter_int64(&it);
+    break;
+  default:
+    return afs_error_set(err, EINVAL, "%s must be a number", field);
+  }
+  if (!isfinite(v))
+    return afs_error_set(err, EINVAL, "%s is not a finite number", field);
+  *out = v;
+  *present = true;
+  return true;
+}
+
+void afs_rec_date(const bson_t *doc, const char *field, int64_t *out, bool *present) {
+  bson_iter_t it;
+  *present = false;
+  if (bson_iter_init_find(&it, doc, field) && BSON_ITER_HOLDS_DATE_TIME(&it)) {
+    *out = bson_iter_date_time(&it);
+    *present = true;
+  }
+}
+
+bool afs_rec_id(const bson_t *doc, bson_value_t *out) {
+  bson_iter_t it;
+  if (!bson_iter_init_find(&it, doc, "_id"))
+    return false;
+  bson_value_copy(bson_iter_value(&it), out);
+  return true;
+}
+
+const char *afs_rec_id_str(const bson_value_t *id, char *buf, size_t n) {
+  if (id->value_type == BSON_TYPE_OID) {
+    char hex[25];
+    bson_oid_to_string(&id->value.v_oid, hex);
+    snprintf(buf, n, "%s", hex);
+  } else if (id->value_type == BSON_TYPE_UTF8) {
+    snprintf(buf, n, "%.*s", (int)(id->value.v_utf8.len > 64 ? 64 : id->value.v_utf8.len),
+             id->value.v_utf8.str);
+    for (char *p = buf; *p; p++)
+      if ((unsigned char)*p < 0x20)
+        *p = '?';
+  } else if (id->value_type == BSON_TYPE_INT32) {
+    snprintf(buf, n, "%d", id->value.v_int32);
+  } else if (id->value_type == BSON_TYPE_INT64) {
+    snprintf(buf, n, "%lld", (long long)id->value.v_int64);
+  } else {
+    snprintf(buf, n, "(id)");
+  }
+  return buf;
+}
