@@ -79,7 +79,7 @@ static void make_owner_id(void) {
 
 /* libmongoc logs to stderr by itself; route it through our levels and redaction.
  * Its warnings are mostly FerretDB gaps (e.g. no endSessions), hence debug. */
-static void mongoc_log(mongoc_log_level_t level, const char *domain, const char *msg, void *ud) {
+static void on_mongoc_log(mongoc_log_level_t level, const char *domain, const char *msg, void *ud) {
   (void)ud;
   if (level <= MONGOC_LOG_LEVEL_ERROR)
     afs_warn("mongoc %s: %s", domain, msg);
@@ -205,7 +205,7 @@ int main(int argc, char *argv[]) {
   }
   afs_log_init("assetfs-broker", level, use_syslog);
   afs_log_add_secret(b.cfg.s3_secret_key);
-  mongoc_log_set_handler(mongoc_log, NULL);
+  mongoc_log_set_handler(on_mongoc_log, NULL);
 
   if (optind < argc && !strcmp(argv[optind], "sign")) {
 #ifdef HAVE_SIGN_CMD
