@@ -64,6 +64,20 @@ static void truncate_copy(const char *src, const char *dst, double fraction) {
   fclose(out);
 }
 
+/* Copies SRC from FRACTION of its size on, at a 188-byte TS packet boundary. */
+static void cut_ts(const char *src, const char *dst, double fraction) {
+  FILE *in = fopen(src, "rb"), *out = fopen(dst, "wb");
+  if (!in || !out)
+    exit(1);
+  fseek(in, 0, SEEK_END);
+  long n = ftell(in);
+  fseek(in, (long)(n * fraction) / 188 * 188, SEEK_SET);
+  for (int ch; (ch = fgetc(in)) != EOF;)
+    fputc(ch, out);
+  fclose(in);
+  fclose(out);
+}
+
 static void write_text(const char *path, const char *text) {
   FILE *f = fopen(path, "w");
   if (!f)
@@ -284,6 +298,10 @@ int main(void) {
   ffmpeg(PATTERN(320, 240, 25, 2) "-c:v libx264 -preset ultrafast -movflags +faststart "
                                   "faststart.mp4");
   ffmpeg("-f lavfi -i sine=d=2 -c:a aac audio.mp4");
+  ffmpeg(PATTERN(320, 240, 25, 2) "-c:v mpeg4 mpeg4.avi");
+  /* MPEG-TS with 4-second GOPs, to be cut mid-GOP below. */
+  ffmpeg(PATTERN(320, 240, 25, 8) "-c:v libx264 -preset veryfast -x264-params "
+                                  "keyint=100:min-keyint=100:scenecut=0 gop.ts");
   printf("fixtures generated in %.1f s\n", now_s() - t0);
 
   check_preview("h264.mp4", 320, 240, 0, 2.0);
@@ -301,6 +319,28 @@ int main(void) {
   }
   CHECK(saw_phone);
   check_preview("anamorphic.mp4", 320, 240, 0, 2.0);
+  check_preview("mpeg4.avi", 320, 240, 0, 2.0);
+  {
+    /* A TS cut at 1.6 s (as a broadcast recording starts): the frames before the next
+     * keyframe (4 s) cannot be decoded cleanly and are not taken as the preview. */
+    cut_ts(p("gop.ts"), p("cut.ts"), 0.2);
+    struct afs_video_info info;
+    struct afs_error err = {0};
+    CHECK(afs_video_probe_preview(p("cut.ts"), &info, p("cut.png"), &err));
+    CHECK(info.width == 320 && info.height == 240);
+    uint8_t *rgb = read_png(p("cut.png"), 320, 240);
+    CHECK(rgb != NULL);
+    if (rgb) {
+      CHECK_COLOUR(rgb, 320, 20, 15, RED);
+      CHECK_COLOUR(rgb, 320, 300, 15, BLUE);
+      CHECK_COLOUR(rgb, 320, 300, 225, BLUE);
+      CHECK_COLOUR(rgb, 320, 20, 225, BLUE);
+      CHECK_COLOUR(rgb, 320, 160, 120, BLUE);
+      free(rgb);
+    }
+    printf("cut.ts: %dx%d duration %.2f s: %s\n", info.width, info.height, info.duration,
+           err.msg[0] ? err.msg : "preview from the first clean frame");
+  }
 
   double t1 = now_s();
   check_preview("long.mp4", 160, 120, 0, 600.0);
@@ -326,6 +366,12 @@ int main(void) {
   write_text(p("empty.mp4"), "");
   check_fails("empty.mp4", "not a readable video");
   check_fails("missing.mp4", "No such file");
+  CHECK(mkfifo(p("fifo.mp4"), 0600) == 0); /* would block in open(2) if it were opened */
+  check_fails("fifo.mp4", "not a regular file");
+  truncate_copy(p("vp9.webm"), p("truncated.webm"), 0.5);
+  check_fails("truncated.webm", "truncated");
+  truncate_copy(p("mpeg4.avi"), p("truncated.avi"), 0.7);
+  check_fails("truncated.avi", "truncated");
   unknown_codec_copy(p("h264.mp4"), p("unknown-codec.mp4"));
   check_fails("unknown-codec.mp4", "unsupported video codec");
   {
