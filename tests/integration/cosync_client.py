@@ -1,0 +1,82 @@
+"""A Cosync-style client in plain pymongo + HTTP, as an app on the partition-sync data
+model would behave (no assetfs code): create CosyncAssetUpload records, wait for the
+broker, PUT the bytes to the presigned URLs, mark them uploaded, call functions through
+CosyncFunctionCall."""
+import datetime
+import time
+
+import bson
+import requests
+
+from procs import wait_for
+
+PARTS = ["", "Small", "Medium", "Large", "VideoPreview"]
+
+
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+def new_upload(db, uid, file_path, content_type, hours=24.0, asset_partition="",
+               session="device-1", _id=None, **extra):
+    doc = {
+        "_id": _id if _id is not None else bson.ObjectId(),
+        "_partition": f"user_id={uid}",
+        "uid": uid,
+        "sessionId": session,
+        "extra": "",
+        "assetPartition": asset_partition,
+        "filePath": file_path,
+        "path": "",
+        "contentType": content_type,
+        "color": "#000000",
+        "xRes": 0,
+        "yRes": 0,
+        "caption": "",
+        "status": "pending",
+        "createdAt": utcnow(),
+        "updatedAt": utcnow(),
+    }
+    if hours is not None:
+        doc["expirationHours"] = float(hours)
+    doc.update(extra)
+    db.CosyncAssetUpload.insert_one(doc)
+    return doc["_id"]
+
+
+def wait_status(db, _id, statuses, timeout=15.0, coll="CosyncAssetUpload"):
+    if isinstance(statuses, str):
+        statuses = [statuses]
+
+    def check():
+        d = db[coll].find_one({"_id": _id})
+        return d if d and d.get("status") in statuses else None
+
+    try:
+        return wait_for(check, timeout, f"{coll} {_id} to reach {statuses}")
+    except AssertionError:
+        raise AssertionError(f"{_id} stuck: {db[coll].find_one({'_id': _id})}")
+
+
+def put(url, data, content_type):
+    r = requests.put(url, data=data, headers={"Content-Type": content_type}, timeout=30)
+    return r.status_code
+
+
+def get(url):
+    r = requests.get(url, timeout=30)
+    return r.status_code, r.content
+
+
+def mark_uploaded(db, _id, **meta):
+    meta["status"] = "uploaded"
+    meta["updatedAt"] = utcnow()
+    db.CosyncAssetUpload.update_one({"_id": _id}, {"$set": meta})
+
+
+def call(db, name, args, uid, timeout=15.0):
+    _id = bson.ObjectId()
+    db.CosyncFunctionCall.insert_one({"_id": _id, "name": name, "args": args, "uid": uid,
+                                      "sessionId": "device-1", "status": "pending",
+                                      "createdAt": utcnow()})
+    return wait_status(db, _id, ["done", "error"], timeout, coll="CosyncFunctionCall")
