@@ -379,13 +379,16 @@ done:
   return ok;
 }
 
-/* Decodes the first frame to show into *frame (presentation order; frames the decoder flags as
- * corrupt are skipped). Reads at most AFS_VIDEO_MAX_PACKETS / AFS_VIDEO_MAX_BYTES. */
+/* Decodes the first frame to show into *frame, in presentation order. Frames the decoder
+ * flags as damaged (concealed errors) are passed over for a clean one, but the first of them
+ * is kept and used if no clean frame comes before the end or the limits: a player would show
+ * it. Reads at most AFS_VIDEO_MAX_PACKETS / AFS_VIDEO_MAX_BYTES. */
 static bool decode_first(struct call *c, AVFormatContext *fmt, AVStream *st, AVFrame *frame,
                          struct afs_error *err) {
   bool ok = false;
   AVCodecContext *dec = NULL;
   AVPacket *pkt = NULL;
+  AVFrame *damaged = NULL;
   const AVCodec *codec = avcodec_find_decoder(st->codecpar->codec_id);
   if (!codec) {
     char tag[AV_FOURCC_MAX_STRING_SIZE];
@@ -462,6 +465,8 @@ static bool decode_first(struct call *c, AVFormatContext *fmt, AVStream *st, AVF
         ok = true;
         goto done;
       }
+      if (!damaged && (damaged = av_frame_alloc()))
+        av_frame_move_ref(damaged, frame);
       av_frame_unref(frame);
     }
     if (eof) { /* drained without EOF: cannot happen per the API, but never spin */
@@ -475,6 +480,15 @@ static bool decode_first(struct call *c, AVFormatContext *fmt, AVStream *st, AVF
     }
   }
 done:
+  if (!ok && damaged && damaged->buf[0]) {
+    afs_debug("video: no clean frame (%s): using the first frame with concealed errors",
+              err ? err->msg : "");
+    av_frame_unref(frame);
+    av_frame_move_ref(frame, damaged);
+    afs_error_clear(err);
+    ok = true;
+  }
+  av_frame_free(&damaged);
   av_packet_free(&pkt);
   avcodec_free_context(&dec);
   return ok;
