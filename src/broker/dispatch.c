@@ -87,6 +87,7 @@ static void *worker_main(void *arg) {
     pthread_mutex_unlock(&q->lock);
 
     const char *status = NULL;
+    int64_t t0 = afs_now_ms();
     switch (it.src) {
     case SRC_UPLOAD:
       afs_rec_str(it.doc, "status", 64, &status, NULL);
@@ -107,6 +108,8 @@ static void *worker_main(void *arg) {
     default:
       break;
     }
+    afs_debug("handled a %s record in %lld ms", src_coll[it.src],
+              (long long)(afs_now_ms() - t0));
     bson_destroy(it.doc);
     pthread_mutex_lock(&q->lock);
     q->busy--;
@@ -157,11 +160,15 @@ static int claim_source(struct ctx *x, mongoc_client_t *c, enum src s, size_t ro
     return 0;
   mongoc_collection_t *coll = afs_broker_coll(b, c, src_coll[s]);
   bson_t *f = source_filter(b, s);
+  int64_t t0 = afs_now_ms();
   bool ok = afs_lease_claim(coll, f, (int)want, b->cfg.lease_seconds * 1000L, &batch, err);
   bson_destroy(f);
   mongoc_collection_destroy(coll);
   if (!ok)
     return -1;
+  if (batch.n)
+    afs_debug("claimed %zu from %s in %lld ms", batch.n, src_coll[s],
+              (long long)(afs_now_ms() - t0));
   for (size_t i = 0; i < batch.n; i++) {
     struct item it = {.src = s, .doc = batch.docs[i]};
     snprintf(it.token, sizeof it.token, "%s", batch.token);

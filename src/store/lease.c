@@ -42,7 +42,7 @@ void afs_lease_append_claimable(bson_t *filter, int64_t now_ms) {
 }
 
 static void append_ids_in(bson_t *q, bson_value_t *ids, size_t n) {
-  bson_t id, in, arr;
+  bson_t id, arr;
   BSON_APPEND_DOCUMENT_BEGIN(q, "_id", &id);
   BSON_APPEND_ARRAY_BEGIN(&id, "$in", &arr);
   for (size_t i = 0; i < n; i++) {
@@ -52,7 +52,6 @@ static void append_ids_in(bson_t *q, bson_value_t *ids, size_t n) {
   }
   bson_append_array_end(&id, &arr);
   bson_append_document_end(q, &id);
-  (void)in;
 }
 
 bool afs_lease_claim(mongoc_collection_t *coll, const bson_t *filter, int limit, long lease_ms,
@@ -94,6 +93,41 @@ bool afs_lease_claim(mongoc_collection_t *coll, const bson_t *filter, int limit,
   mongoc_cursor_destroy(cur);
   cur = NULL;
   if (nids == 0) {
+    ok = true;
+    goto done;
+  }
+
+  if (nids == 1) {
+    /* One record (the usual case when load is light): findAndModify claims and reads it
+     * in one round trip. */
+    bson_destroy(q);
+    q = bson_copy(filter);
+    bson_append_value(q, "_id", 3, &ids[0]);
+    afs_lease_append_claimable(q, now);
+    upd = BCON_NEW("$set", "{", "leaseOwner", BCON_UTF8(out->token), "leaseUntil",
+                   BCON_DATE_TIME(now + lease_ms), "}");
+    bson_t fam;
+    if (!mongoc_collection_find_and_modify(coll, q, NULL, upd, NULL, false, false, true, &fam,
+                                           &berr)) {
+      bson_destroy(&fam);
+      afs_db_error(err, &berr, "claiming a record");
+      goto done;
+    }
+    bson_iter_t it;
+    out->docs = calloc(1, sizeof *out->docs);
+    if (!out->docs) {
+      bson_destroy(&fam);
+      afs_error_set(err, ENOMEM, "out of memory");
+      goto done;
+    }
+    if (bson_iter_init_find(&it, &fam, "value") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+      uint32_t len;
+      const uint8_t *data;
+      bson_iter_document(&it, &len, &data);
+      out->docs[0] = bson_new_from_data(data, len);
+      out->n = out->docs[0] ? 1 : 0;
+    }
+    bson_destroy(&fam);
     ok = true;
     goto done;
   }
