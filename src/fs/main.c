@@ -1,56 +1,172 @@
-/* assetfs: the FUSE filesystem. This is the mount skeleton (an empty root); the
- * partition namespace, write and read paths are built on top of it. */
-#define FUSE_USE_VERSION 35
+/* assetfs: mounts Cosync Storage partitions as directories (DESIGN.md §7).
+ *
+ * Order matters: options and a MongoDB reachability check run before the mount (so a
+ * bad URI fails loudly, not in the background); everything that starts threads
+ * (MongoDB pool monitoring, read workers, the upload worker, libvips) starts in the FUSE
+ * init callback, after libfuse has daemonised. Unmount (fusermount3 -u, SIGTERM,
+ * SIGINT) ends the loop; destroy then waits, bounded, for uploads still in flight.
+ */
 #include <errno.h>
-#include <fuse.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "assetfs/http_put.h"
 #include "assetfs/log.h"
+#include "assetfs/upload.h"
+#include "ops_int.h"
 
-static time_t g_mount_time;
+static struct afs_fs g_fs;
 
-static int afs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi) {
-  (void)fi;
-  memset(st, 0, sizeof *st);
-  if (strcmp(path, "/") != 0)
-    return -ENOENT;
-  st->st_mode = S_IFDIR | 0755;
-  st->st_nlink = 2;
-  st->st_uid = getuid();
-  st->st_gid = getgid();
-  st->st_mtime = st->st_ctime = st->st_atime = g_mount_time;
-  return 0;
+static bool mkdir_p(const char *path) {
+  char *copy = strdup(path);
+  for (char *s = copy + 1; *s; s++) {
+    if (*s != '/')
+      continue;
+    *s = '\0';
+    mkdir(copy, 0700);
+    *s = '/';
+  }
+  bool ok = mkdir(copy, 0700) == 0 || errno == EEXIST;
+  free(copy);
+  return ok;
 }
 
-static int afs_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t off,
-                       struct fuse_file_info *fi, enum fuse_readdir_flags flags) {
-  (void)off;
-  (void)fi;
-  (void)flags;
-  if (strcmp(path, "/") != 0)
-    return -ENOENT;
-  fill(buf, ".", NULL, 0, 0);
-  fill(buf, "..", NULL, 0, 0);
-  return 0;
+static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
+  struct afs_fs *fs = &g_fs;
+  struct afs_error e = {0};
+  /* O_TRUNC reaches open(): an overwrite starts a new upload without first copying
+   * the old asset down. */
+  if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+    conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+  conn->max_write = 1 << 20;
+  cfg->attr_timeout = fs->opt.attr_ttl;
+  cfg->entry_timeout = fs->opt.attr_ttl;
+  cfg->negative_timeout = 0;
+  cfg->hard_remove = 1;  /* unlink of an open file: handles keep working (no .fuse_hidden) */
+  cfg->nullpath_ok = 1;
+  cfg->use_ino = 0;
+
+  struct afs_catalog_opts co;
+  afs_catalog_opts_default(&co);
+  co.upload_partition = fs->opt.upload_partition;
+  co.partitions = (const char *const *)fs->opt.partitions;
+  co.uid = fs->opt.uid;
+  co.session_id = fs->opt.session_id;
+  co.attr_ttl = fs->opt.attr_ttl;
+  co.list_ttl = fs->opt.list_ttl;
+  struct afs_readcache_opts ro;
+  afs_readcache_opts_default(&ro);
+  ro.budget_bytes = (size_t)fs->opt.cache_mb << 20;
+  char *staging_dir = NULL;
+  if (asprintf(&staging_dir, "%s/staging.%d", fs->opt.cache_dir, (int)getpid()) < 0)
+    abort();
+  if (!(fs->cat = afs_catalog_new(&fs->db, &co, &e)) ||
+      !(fs->rc = afs_readcache_new(&ro, &e)) ||
+      !(fs->st = afs_staging_new(staging_dir, &e)) ||
+      !(fs->up = afs_uploader_new(fs, &e))) {
+    afs_err("cannot start: %s", e.msg);
+    free(staging_dir);
+    fuse_exit(fuse_get_context()->fuse);
+    return fs;
+  }
+  afs_info("mounted %s (database %s, uid %s, upload partition %s, staging %s)",
+           fs->opt.mountpoint, fs->opt.database, fs->opt.uid, fs->opt.upload_partition,
+           staging_dir);
+  free(staging_dir);
+  return fs;
 }
 
-static const struct fuse_operations afs_ops = {
-    .getattr = afs_getattr,
-    .readdir = afs_readdir,
-};
+static void op_destroy(void *data) {
+  struct afs_fs *fs = data;
+  /* Data written and closed must reach S3 before we go; bounded so that a dead S3
+   * cannot hold the unmount forever (then the staging files stay on disk). */
+  double wait = fs->opt.close_timeout > 60 ? fs->opt.close_timeout : 60;
+  afs_uploader_free(fs->up, wait);
+  fs->up = NULL;
+  afs_staging_free(fs->st);
+  fs->st = NULL;
+  if (fs->rc)
+    afs_readcache_free(fs->rc);
+  fs->rc = NULL;
+  afs_catalog_free(fs->cat);
+  fs->cat = NULL;
+  afs_info("unmounted %s", fs->opt.mountpoint);
+}
+
+/* A plain, single-threaded client: the pool must not start its monitor threads before
+ * libfuse forks into the background. */
+static bool check_mongo(const char *uri_str, struct afs_error *err) {
+  bson_error_t berr;
+  mongoc_uri_t *uri = mongoc_uri_new_with_error(uri_str, &berr);
+  if (!uri)
+    return afs_db_error(err, &berr, "invalid MongoDB URI");
+  mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 5000);
+  mongoc_client_t *c = mongoc_client_new_from_uri(uri);
+  mongoc_uri_destroy(uri);
+  bson_t *cmd = BCON_NEW("ping", BCON_INT32(1));
+  bool ok = c && mongoc_client_command_simple(c, "admin", cmd, NULL, NULL, &berr);
+  bson_destroy(cmd);
+  if (c)
+    mongoc_client_destroy(c);
+  if (!ok)
+    return afs_db_error(err, &berr, "cannot reach MongoDB");
+  return true;
+}
 
 int main(int argc, char *argv[]) {
-  for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--version") || !strcmp(argv[i], "-V")) {
-      printf("assetfs %s\n", ASSETFS_VERSION);
-      return 0;
-    }
-  }
-  g_mount_time = time(NULL);
+  struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+  struct afs_error e = {0};
+  struct afs_fs *fs = &g_fs;
+  int rc = 1;
   afs_log_init("assetfs", AFS_LOG_INFO, false);
-  return fuse_main(argc, argv, &afs_ops, NULL);
+  if (!afs_fs_options_parse(&args, &fs->opt, &e)) {
+    fprintf(stderr, "assetfs: %s\n", e.msg);
+    goto done;
+  }
+  if (fs->opt.show_version) {
+    printf("assetfs %s\n", ASSETFS_VERSION);
+    rc = 0;
+    goto done;
+  }
+  if (fs->opt.show_help) {
+    afs_fs_options_help();
+    struct fuse_operations none;
+    memset(&none, 0, sizeof none);
+    rc = fuse_main(args.argc, args.argv, &none, NULL);
+    goto done;
+  }
+  enum afs_log_level lvl;
+  if (afs_log_parse_level(fs->opt.log_level, &lvl))
+    afs_log_init("assetfs", lvl, false);
+  fs->owner = getuid();
+  fs->group = getgid();
+  afs_db_global_init();
+  if (!check_mongo(fs->opt.mongo_uri, &e)) {
+    fprintf(stderr, "assetfs: %s\n", e.msg);
+    goto done;
+  }
+  if (!afs_db_open(&fs->db, fs->opt.mongo_uri, fs->opt.database, "assetfs", &e)) {
+    fprintf(stderr, "assetfs: %s\n", e.msg);
+    goto done;
+  }
+  if (!mkdir_p(fs->opt.cache_dir)) {
+    fprintf(stderr, "assetfs: cannot create cache_dir %s: %s\n", fs->opt.cache_dir,
+            strerror(errno));
+    goto done;
+  }
+  struct fuse_operations ops = *afs_fs_operations();
+  ops.init = op_init;
+  ops.destroy = op_destroy;
+  /* fuse_main: mount, daemonise unless -f, multithreaded loop unless -s, signal
+   * handlers that unmount on SIGTERM/SIGINT/SIGHUP. */
+  rc = fuse_main(args.argc, args.argv, &ops, fs);
+done:
+  if (fs->db.pool)
+    afs_db_close(&fs->db);
+  afs_fs_options_free(&fs->opt);
+  fuse_opt_free_args(&args);
+  return rc;
 }

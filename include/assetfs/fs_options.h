@@ -1,0 +1,45 @@
+/* Mount options of the assetfs filesystem (DESIGN.md §7).
+ *
+ * `assetfs MOUNTPOINT [-f] [-o key=value,...]`: our keys are taken out of the argument
+ * list and the rest is left for libfuse (allow_other, max_read, ...). ASSETFS_MONGO_URI
+ * and ASSETFS_DATABASE give the defaults of mongo_uri/database.
+ */
+#ifndef ASSETFS_FS_OPTIONS_H
+#define ASSETFS_FS_OPTIONS_H
+
+#ifndef FUSE_USE_VERSION
+#define FUSE_USE_VERSION 35
+#endif
+#include <fuse_opt.h>
+#include <stdbool.h>
+
+#include "assetfs/error.h"
+
+struct afs_fs_options {
+  char *mountpoint;        /* absolute */
+  char *mongo_uri;
+  char *database;
+  char *uid;               /* default: the login name */
+  char *session_id;        /* default: "<host>:<mountpoint>" (stable per host and mount) */
+  char **partitions;       /* NULL-terminated; NULL = discover */
+  char *upload_partition;  /* default "user_id=<uid>" */
+  double expiration_hours; /* default 24; 0 = public */
+  char *cache_dir;         /* default $XDG_CACHE_HOME/assetfs or ~/.cache/assetfs */
+  bool ro;
+  bool refuse_chmod;       /* chmod/chown fail with EPERM instead of being ignored */
+  double close_timeout;    /* seconds close() may wait for the broker and retries; 30 */
+  double attr_ttl, list_ttl;
+  long cache_mb;           /* read cache budget; default 256 */
+  char *log_level;
+  bool foreground, show_help, show_version;
+};
+
+/* Parses our options out of args (leaves FUSE's). false + err on a bad value. On
+ * --help, prints our part of the help and sets show_help (FUSE's help is added by the
+ * caller). */
+bool afs_fs_options_parse(struct fuse_args *args, struct afs_fs_options *o,
+                          struct afs_error *err);
+void afs_fs_options_help(void);
+void afs_fs_options_free(struct afs_fs_options *o);
+
+#endif

@@ -1,0 +1,236 @@
+#include "assetfs/fs_options.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Raw strings as fuse_opt_parse fills them; converted in afs_fs_options_parse. */
+struct raw {
+  char *uid, *session_id, *partitions, *upload_partition, *expiration_hours, *cache_dir;
+  char *close_timeout, *attr_ttl, *list_ttl, *cache_mb, *mongo_uri, *database, *log_level;
+  int ro, refuse_chmod, help, version, foreground;
+};
+
+enum { KEY_HELP, KEY_VERSION, KEY_FOREGROUND, KEY_RO };
+
+#define OPT(t, f) {t, offsetof(struct raw, f), 0}
+static const struct fuse_opt g_specs[] = {
+    OPT("uid=%s", uid),
+    OPT("session_id=%s", session_id),
+    OPT("partitions=%s", partitions),
+    OPT("upload_partition=%s", upload_partition),
+    OPT("expiration_hours=%s", expiration_hours),
+    OPT("cache_dir=%s", cache_dir),
+    OPT("close_timeout=%s", close_timeout),
+    OPT("attr_ttl=%s", attr_ttl),
+    OPT("list_ttl=%s", list_ttl),
+    OPT("cache_mb=%s", cache_mb),
+    OPT("mongo_uri=%s", mongo_uri),
+    OPT("database=%s", database),
+    OPT("log_level=%s", log_level),
+    {"refuse_chmod", offsetof(struct raw, refuse_chmod), 1},
+    FUSE_OPT_KEY("ro", KEY_RO),
+    FUSE_OPT_KEY("-h", KEY_HELP),
+    FUSE_OPT_KEY("--help", KEY_HELP),
+    FUSE_OPT_KEY("-V", KEY_VERSION),
+    FUSE_OPT_KEY("--version", KEY_VERSION),
+    FUSE_OPT_KEY("-f", KEY_FOREGROUND),
+    FUSE_OPT_END,
+};
+
+static int on_key(void *data, const char *arg, int key, struct fuse_args *outargs) {
+  struct raw *r = data;
+  (void)arg;
+  (void)outargs;
+  switch (key) {
+  case KEY_RO: r->ro = 1; return 1;          /* also for the kernel */
+  case KEY_HELP: r->help = 1; return 1;      /* libfuse prints its part */
+  case KEY_VERSION: r->version = 1; return 0;
+  case KEY_FOREGROUND: r->foreground = 1; return 1;
+  case FUSE_OPT_KEY_NONOPT: return 1;        /* the mountpoint: libfuse parses it */
+  default: return 1;
+  }
+}
+
+static bool parse_double(const char *s, double lo, double hi, double *out) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno || end == s || *end || v < lo || v > hi)
+    return false;
+  *out = v;
+  return true;
+}
+
+static char *default_uid(void) {
+  struct passwd *pw = getpwuid(getuid());
+  if (pw && pw->pw_name)
+    return strdup(pw->pw_name);
+  char buf[32];
+  snprintf(buf, sizeof buf, "%u", (unsigned)getuid());
+  return strdup(buf);
+}
+
+static char *default_cache_dir(void) {
+  const char *xdg = getenv("XDG_CACHE_HOME");
+  const char *home = getenv("HOME");
+  char *out;
+  if (xdg && *xdg) {
+    if (asprintf(&out, "%s/assetfs", xdg) < 0)
+      abort();
+  } else if (home && *home) {
+    if (asprintf(&out, "%s/.cache/assetfs", home) < 0)
+      abort();
+  } else {
+    if (asprintf(&out, "/var/tmp/assetfs-%u", (unsigned)getuid()) < 0)
+      abort();
+  }
+  return out;
+}
+
+/* The mountpoint is the first non-option argument (libfuse re-parses it). */
+static char *find_mountpoint(const struct fuse_args *args) {
+  for (int i = 1; i < args->argc; i++) {
+    const char *a = args->argv[i];
+    if (a[0] == '-') {
+      if (!strcmp(a, "-o"))
+        i++;
+      continue;
+    }
+    char *abs = realpath(a, NULL);
+    return abs ? abs : strdup(a);
+  }
+  return NULL;
+}
+
+static char **split_partitions(const char *s) {
+  size_t n = 1;
+  for (const char *p = s; *p; p++)
+    n += *p == ':';
+  char **out = calloc(n + 1, sizeof *out);
+  char *copy = strdup(s), *save = NULL, *tok;
+  size_t i = 0;
+  for (tok = strtok_r(copy, ":", &save); tok; tok = strtok_r(NULL, ":", &save))
+    out[i++] = strdup(tok);
+  free(copy);
+  return out;
+}
+
+bool afs_fs_options_parse(struct fuse_args *args, struct afs_fs_options *o,
+                          struct afs_error *err) {
+  struct raw r;
+  bool ok = false;
+  memset(&r, 0, sizeof r);
+  memset(o, 0, sizeof *o);
+  if (fuse_opt_parse(args, &r, g_specs, on_key) != 0) {
+    afs_error_set(err, EINVAL, "cannot parse the options");
+    goto done;
+  }
+  o->show_help = r.help;
+  o->show_version = r.version;
+  o->foreground = r.foreground;
+  o->ro = r.ro;
+  o->refuse_chmod = r.refuse_chmod;
+  if (o->show_help || o->show_version) {
+    ok = true;
+    goto done;
+  }
+  o->mountpoint = find_mountpoint(args);
+  if (!o->mountpoint) {
+    afs_error_set(err, EINVAL, "no mountpoint given (see --help)");
+    goto done;
+  }
+  const char *env_uri = getenv("ASSETFS_MONGO_URI"), *env_db = getenv("ASSETFS_DATABASE");
+  o->mongo_uri = strdup(r.mongo_uri ? r.mongo_uri
+                        : env_uri   ? env_uri
+                                    : "mongodb://127.0.0.1:27017");
+  o->database = strdup(r.database ? r.database : env_db ? env_db : "assetfs");
+  o->uid = r.uid ? strdup(r.uid) : default_uid();
+  if (r.session_id) {
+    o->session_id = strdup(r.session_id);
+  } else {
+    char host[256] = "localhost";
+    gethostname(host, sizeof host - 1);
+    if (asprintf(&o->session_id, "%s:%s", host, o->mountpoint) < 0)
+      abort();
+  }
+  if (r.upload_partition)
+    o->upload_partition = strdup(r.upload_partition);
+  else if (asprintf(&o->upload_partition, "user_id=%s", o->uid) < 0)
+    abort();
+  if (r.partitions && *r.partitions)
+    o->partitions = split_partitions(r.partitions);
+  o->expiration_hours = 24;
+  if (r.expiration_hours && !parse_double(r.expiration_hours, 0, 168, &o->expiration_hours)) {
+    afs_error_set(err, EINVAL, "expiration_hours must be a number from 0 to 168");
+    goto done;
+  }
+  o->close_timeout = 30;
+  if (r.close_timeout && !parse_double(r.close_timeout, 0.1, 86400, &o->close_timeout)) {
+    afs_error_set(err, EINVAL, "close_timeout must be a number of seconds (0.1 to 86400)");
+    goto done;
+  }
+  o->attr_ttl = 1;
+  o->list_ttl = 3;
+  if ((r.attr_ttl && !parse_double(r.attr_ttl, 0, 3600, &o->attr_ttl)) ||
+      (r.list_ttl && !parse_double(r.list_ttl, 0, 3600, &o->list_ttl))) {
+    afs_error_set(err, EINVAL, "attr_ttl and list_ttl are seconds from 0 to 3600");
+    goto done;
+  }
+  double mb = 256;
+  if (r.cache_mb && !parse_double(r.cache_mb, 4, 1 << 20, &mb)) {
+    afs_error_set(err, EINVAL, "cache_mb must be a number of MiB (at least 4)");
+    goto done;
+  }
+  o->cache_mb = (long)mb;
+  o->cache_dir = r.cache_dir ? strdup(r.cache_dir) : default_cache_dir();
+  o->log_level = strdup(r.log_level ? r.log_level : "info");
+  ok = true;
+done:
+  free(r.uid); free(r.session_id); free(r.partitions); free(r.upload_partition);
+  free(r.expiration_hours); free(r.cache_dir); free(r.close_timeout); free(r.attr_ttl);
+  free(r.list_ttl); free(r.cache_mb); free(r.mongo_uri); free(r.database); free(r.log_level);
+  return ok;
+}
+
+void afs_fs_options_help(void) {
+  printf("usage: assetfs MOUNTPOINT [-f] [-o option[,option...]]\n"
+         "\n"
+         "Mounts Cosync Storage assets (MongoDB records, S3 bytes) as files. Each partition is\n"
+         "a top-level directory; files written in it are uploaded through the broker's\n"
+         "presigned URLs when they are closed.\n"
+         "\n"
+         "assetfs options (defaults in brackets):\n"
+         "    -o uid=NAME              uid written in upload records [login name]\n"
+         "    -o session_id=ID         sessionId of this mount [<host>:<mountpoint>]\n"
+         "    -o partitions=A:B:C      partitions to show [all with active assets + upload]\n"
+         "    -o upload_partition=P    _partition of upload records [user_id=<uid>]\n"
+         "    -o expiration_hours=H    read URL lifetime of new assets, 0 = public [24]\n"
+         "    -o cache_dir=DIR         staging folder [$XDG_CACHE_HOME/assetfs]\n"
+         "    -o close_timeout=SECONDS how long close() waits for an upload [30]\n"
+         "    -o attr_ttl=S,list_ttl=S metadata cache lifetimes [1, 3]\n"
+         "    -o cache_mb=MIB          read cache budget for all open files [256]\n"
+         "    -o refuse_chmod          chmod/chown fail with EPERM [ignored]\n"
+         "    -o mongo_uri=URI         [$ASSETFS_MONGO_URI]\n"
+         "    -o database=NAME         [$ASSETFS_DATABASE]\n"
+         "    -o log_level=LEVEL       error, warn, info or debug [info]\n"
+         "    -o ro                    read-only mount\n"
+         "    -f                       stay in the foreground\n"
+         "    -V, --version            print the version\n"
+         "\n");
+}
+
+void afs_fs_options_free(struct afs_fs_options *o) {
+  free(o->mountpoint); free(o->mongo_uri); free(o->database); free(o->uid);
+  free(o->session_id); free(o->upload_partition); free(o->cache_dir); free(o->log_level);
+  if (o->partitions)
+    for (char **p = o->partitions; *p; p++)
+      free(*p);
+  free(o->partitions);
+  memset(o, 0, sizeof *o);
+}

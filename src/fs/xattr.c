@@ -1,0 +1,210 @@
+/* Extended attributes user.assetfs.* (DESIGN.md §7). A completed asset answers from its
+ * CosyncAsset record (catalog); a file written here and not completed yet answers from
+ * its upload state, so `getfattr -n user.assetfs.status` shows "uploading", "uploaded",
+ * "retrying: <why>" or "error: <why>" while the broker has not completed it. Writing
+ * user.assetfs.caption sets the caption (on the asset, or with the upload). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+
+#include "assetfs/log.h"
+#include "ops_int.h"
+
+#define PREFIX "user.assetfs."
+
+static int put_value(const char *v, char *value, size_t size) {
+  size_t n = strlen(v);
+  if (size == 0)
+    return (int)n;
+  if (n > size)
+    return -ERANGE;
+  memcpy(value, v, n);
+  return (int)n;
+}
+
+/* The value of field for a staged, not completed file. NULL: not available. */
+static char *wf_field(struct afs_fs *fs, struct afs_wfile *wf, const char *field) {
+  char *out = NULL, *partition, *file_path;
+  afs_staging_names(fs->st, wf, &partition, &file_path);
+  pthread_mutex_lock(&wf->mu);
+  if (!strcmp(field, "status")) {
+    const char *s = afs_wstate_name(wf->state);
+    if ((wf->state == AFS_W_RETRYING || wf->state == AFS_W_FAILED) && wf->last_err.msg[0])
+      out = asprintf(&out, "%s: %s", s, wf->last_err.msg) < 0 ? NULL : out;
+    else
+      out = strdup(s);
+  } else if (!strcmp(field, "id") && wf->id[0]) {
+    out = strdup(wf->id);
+  } else if (!strcmp(field, "contentType")) {
+    out = strdup(wf->content_type);
+  } else if (!strcmp(field, "caption") && wf->caption) {
+    out = strdup(wf->caption);
+  } else if (!strcmp(field, "filePath")) {
+    out = strdup(file_path);
+  } else if (!strcmp(field, "partition")) {
+    out = strdup(partition);
+  } else if (!strcmp(field, "uid")) {
+    out = strdup(fs->opt.uid);
+  } else if (!strcmp(field, "expirationHours")) {
+    out = asprintf(&out, "%g", fs->opt.expiration_hours) < 0 ? NULL : out;
+  } else if (!strcmp(field, "size")) {
+    struct stat s;
+    pthread_mutex_unlock(&wf->mu);
+    if (afs_staging_stat(wf, &s))
+      out = asprintf(&out, "%lld", (long long)s.st_size) < 0 ? NULL : out;
+    pthread_mutex_lock(&wf->mu);
+  }
+  pthread_mutex_unlock(&wf->mu);
+  free(partition);
+  free(file_path);
+  return out;
+}
+
+static const char *const g_wf_fields[] = {"id", "status", "contentType", "size", "filePath",
+                                          "partition", "uid", "expirationHours", "caption",
+                                          NULL};
+
+/* Resolves path: *wf (staged and not completed, with a ref) or *a (asset). */
+static int lookup(struct afs_fs *fs, const char *path, struct afs_fpath *p,
+                  struct afs_wfile **wf, struct afs_asset *a, bool *have_asset) {
+  *wf = NULL;
+  *have_asset = false;
+  int rc = afs_fpath_parse(path, p);
+  if (rc)
+    return rc;
+  if (p->depth < 2)
+    return -ENODATA;
+  int k = afs_fs_resolve(fs, p, wf, a);
+  if (k == 'f') {
+    pthread_mutex_lock(&(*wf)->mu);
+    bool completed = (*wf)->state == AFS_W_COMPLETED;
+    pthread_mutex_unlock(&(*wf)->mu);
+    if (completed) {
+      /* The asset exists: its record is the better answer. */
+      struct afs_error e = {0};
+      if (afs_catalog_lookup(fs->cat, p->partition, p->rel, a, &e) == AFS_CAT_FILE) {
+        afs_staging_unref(fs->st, *wf);
+        *wf = NULL;
+        *have_asset = true;
+      }
+    }
+    return 0;
+  }
+  if (k == 'a') {
+    *have_asset = true;
+    return 0;
+  }
+  return k < 0 ? k : k == 'd' ? -ENODATA : -ENOENT;
+}
+
+int afs_op_getxattr(const char *path, const char *name, char *value, size_t size) {
+  struct afs_fs *fs = afs_fs_ctx();
+  struct afs_fpath p;
+  struct afs_wfile *wf;
+  struct afs_asset a;
+  bool have_asset;
+  struct afs_error e = {0};
+  memset(&a, 0, sizeof a);
+  if (strncmp(name, PREFIX, strlen(PREFIX)) != 0)
+    return -ENODATA;
+  int rc = lookup(fs, path, &p, &wf, &a, &have_asset);
+  if (!rc) {
+    const char *field = name + strlen(PREFIX);
+    char *v = NULL;
+    if (wf)
+      v = wf_field(fs, wf, field);
+    else if (!afs_asset_xattr_get(&a, name, &v, &e))
+      v = NULL;
+    rc = v ? put_value(v, value, size) : -ENODATA;
+    free(v);
+  }
+  if (have_asset)
+    afs_asset_free(&a);
+  afs_staging_unref(fs->st, wf);
+  afs_fpath_free(&p);
+  return rc;
+}
+
+int afs_op_listxattr(const char *path, char *list, size_t size) {
+  struct afs_fs *fs = afs_fs_ctx();
+  struct afs_fpath p;
+  struct afs_wfile *wf;
+  struct afs_asset a;
+  bool have_asset;
+  memset(&a, 0, sizeof a);
+  int rc = lookup(fs, path, &p, &wf, &a, &have_asset);
+  if (rc == -ENODATA)
+    rc = 0; /* directories: no attributes */
+  else if (!rc && wf) {
+    size_t need = 0;
+    for (int i = 0; g_wf_fields[i]; i++) {
+      char *v = wf_field(fs, wf, g_wf_fields[i]);
+      if (!v)
+        continue;
+      size_t n = strlen(PREFIX) + strlen(g_wf_fields[i]) + 1;
+      if (size && need + n <= size)
+        snprintf(list + need, n, "%s%s", PREFIX, g_wf_fields[i]);
+      need += n;
+      free(v);
+    }
+    rc = size && need > size ? -ERANGE : (int)need;
+  } else if (!rc) {
+    size_t need = afs_asset_xattr_list(&a, list, size);
+    rc = size && need > size ? -ERANGE : (int)need;
+  }
+  if (have_asset)
+    afs_asset_free(&a);
+  afs_staging_unref(fs->st, wf);
+  afs_fpath_free(&p);
+  return rc;
+}
+
+int afs_op_setxattr(const char *path, const char *name, const char *value, size_t size,
+                    int flags) {
+  (void)flags;
+  struct afs_fs *fs = afs_fs_ctx();
+  struct afs_fpath p;
+  struct afs_wfile *wf;
+  struct afs_asset a;
+  bool have_asset;
+  struct afs_error e = {0};
+  memset(&a, 0, sizeof a);
+  if (strcmp(name, PREFIX "caption") != 0)
+    return strncmp(name, PREFIX, strlen(PREFIX)) == 0 ? -EPERM : -ENOTSUP;
+  if (fs->opt.ro)
+    return -EROFS;
+  if (memchr(value, '\0', size))
+    return -EINVAL;
+  int rc = lookup(fs, path, &p, &wf, &a, &have_asset);
+  if (!rc) {
+    char *caption = strndup(value, size);
+    if (wf) {
+      /* Sent with "uploaded"; if that already happened, the asset gets it once
+       * completed (the user sees it through the record then). */
+      pthread_mutex_lock(&wf->mu);
+      free(wf->caption);
+      wf->caption = caption;
+      bool late = wf->state == AFS_W_UPLOADED;
+      pthread_mutex_unlock(&wf->mu);
+      if (late)
+        afs_warn("caption set while the broker completes %s: it applies to the next upload",
+                 p.rel);
+    } else {
+      if (!afs_catalog_set_caption(fs->cat, a.id, caption, &e))
+        rc = afs_fs_errno(&e);
+      free(caption);
+    }
+  }
+  if (have_asset)
+    afs_asset_free(&a);
+  afs_staging_unref(fs->st, wf);
+  afs_fpath_free(&p);
+  return rc;
+}
+
+int afs_op_removexattr(const char *path, const char *name) {
+  (void)path;
+  return strncmp(name, PREFIX, strlen(PREFIX)) == 0 ? -EPERM : -ENOTSUP;
+}

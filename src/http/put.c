@@ -1,0 +1,196 @@
+#include "assetfs/http_put.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "assetfs/log.h"
+
+/* curl_global_init is reference counted and thread-safe in the libcurl we build on
+ * (>= 7.84); the GET module may call it too. */
+static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
+static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
+static void put_global_init(void) { pthread_once(&g_curl_once, curl_init_once); }
+
+int64_t afs_monotonic_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void afs_put_opts_default(struct afs_put_opts *o) {
+  o->max_attempts = 6;
+  o->connect_timeout_ms = 10000;
+  o->stall_seconds = 30;
+  o->deadline_ms = 0;
+}
+
+struct body {
+  char buf[2048];
+  size_t len;
+};
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *arg) {
+  struct body *b = arg;
+  size_t n = size * nmemb, room = sizeof b->buf - 1 - b->len;
+  memcpy(b->buf + b->len, data, n < room ? n : room);
+  b->len += n < room ? n : room;
+  b->buf[b->len] = '\0';
+  return n;
+}
+
+enum attempt_result { ATTEMPT_OK, ATTEMPT_RETRY, ATTEMPT_FATAL };
+
+static enum attempt_result put_once(struct afs_put_job *job, const struct afs_put_opts *opts) {
+  enum attempt_result res = ATTEMPT_FATAL;
+  CURL *c = NULL;
+  struct curl_slist *hdrs = NULL;
+  struct body body = {.len = 0};
+  FILE *f = fopen(job->path, "rb");
+  struct stat st;
+  if (!f || fstat(fileno(f), &st) != 0) {
+    afs_error_set(&job->err, errno ? errno : EIO, "%s: cannot open %s: %s", job->what,
+                  job->path, strerror(errno));
+    goto done;
+  }
+  if (st.st_size > AFS_PUT_MAX_SIZE) {
+    afs_error_set(&job->err, EFBIG, "%s: %lld bytes is over the 5 GiB single-PUT limit",
+                  job->what, (long long)st.st_size);
+    goto done;
+  }
+  c = curl_easy_init();
+  if (!c) {
+    afs_error_set(&job->err, ENOMEM, "%s: curl_easy_init failed", job->what);
+    goto done;
+  }
+  char ct[300];
+  snprintf(ct, sizeof ct, "Content-Type: %s",
+           job->content_type ? job->content_type : "application/octet-stream");
+  hdrs = curl_slist_append(hdrs, ct);
+  hdrs = curl_slist_append(hdrs, "Expect:"); /* no 100-continue round trip */
+  curl_easy_setopt(c, CURLOPT_URL, job->url);
+  curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+  curl_easy_setopt(c, CURLOPT_READDATA, f);
+  curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)st.st_size);
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, opts->connect_timeout_ms);
+  curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, opts->stall_seconds);
+  curl_easy_setopt(c, CURLOPT_UPLOAD_BUFFERSIZE, 512L * 1024);
+  CURLcode rc = curl_easy_perform(c);
+  if (rc != CURLE_OK) {
+    afs_error_set(&job->err, EIO, "%s: PUT failed: %s", job->what, curl_easy_strerror(rc));
+    res = ATTEMPT_RETRY;
+    goto done;
+  }
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &job->http_status);
+  long s = job->http_status;
+  if (s >= 200 && s < 300) {
+    res = ATTEMPT_OK;
+  } else if (s >= 500 || s == 408 || s == 429) {
+    afs_error_set(&job->err, EIO, "%s: PUT got HTTP %ld", job->what, s);
+    res = ATTEMPT_RETRY;
+  } else if (s == 403 && strcasestr(body.buf, "expired")) {
+    afs_error_set(&job->err, EKEYEXPIRED, "%s: the presigned PUT URL has expired", job->what);
+  } else {
+    /* Neither retried nor hidden: a 4xx means the URL or the request is wrong. */
+    const char *code = strstr(body.buf, "<Code>");
+    char detail[128] = "";
+    if (code)
+      snprintf(detail, sizeof detail, " (%.*s)", (int)strcspn(code + 6, "<"), code + 6);
+    afs_error_set(&job->err, s == 403 ? EACCES : EIO, "%s: PUT refused with HTTP %ld%s",
+                  job->what, s, detail);
+  }
+done:
+  curl_slist_free_all(hdrs);
+  if (c)
+    curl_easy_cleanup(c);
+  if (f)
+    fclose(f);
+  return res;
+}
+
+bool afs_http_put(struct afs_put_job *job, const struct afs_put_opts *opts) {
+  struct afs_put_opts defaults;
+  if (!opts) {
+    afs_put_opts_default(&defaults);
+    opts = &defaults;
+  }
+  put_global_init();
+  job->ok = false;
+  job->http_status = 0;
+  afs_error_clear(&job->err);
+  long backoff_ms = 200;
+  for (int attempt = 1;; attempt++) {
+    enum attempt_result r = put_once(job, opts);
+    if (r == ATTEMPT_OK) {
+      job->ok = true;
+      return true;
+    }
+    if (r == ATTEMPT_FATAL || attempt >= opts->max_attempts)
+      return false;
+    int64_t now = afs_monotonic_ms();
+    if (opts->deadline_ms && now + backoff_ms >= opts->deadline_ms)
+      return false;
+    afs_debug("%s: attempt %d failed (%s); retrying in %ld ms", job->what, attempt,
+              job->err.msg, backoff_ms);
+    /* Jitter spreads retries of parallel parts and of many files. */
+    usleep((useconds_t)(backoff_ms + rand() % (backoff_ms / 2 + 1)) * 1000);
+    backoff_ms = backoff_ms * 2 > 5000 ? 5000 : backoff_ms * 2;
+  }
+}
+
+struct put_thread {
+  pthread_t tid;
+  struct afs_put_job *job;
+  const struct afs_put_opts *opts;
+  bool started;
+};
+
+static void *put_thread_main(void *arg) {
+  struct put_thread *t = arg;
+  afs_http_put(t->job, t->opts);
+  return NULL;
+}
+
+bool afs_http_put_all(struct afs_put_job *jobs, int n, const struct afs_put_opts *opts,
+                      struct afs_error *err) {
+  struct put_thread th[8];
+  int i;
+  put_global_init();
+  if (n > 8)
+    return afs_error_set(err, EINVAL, "too many parts (%d)", n);
+  /* The first part runs on the calling thread; the others get one thread each. */
+  for (i = 1; i < n; i++) {
+    th[i] = (struct put_thread){.job = &jobs[i], .opts = opts};
+    th[i].started = pthread_create(&th[i].tid, NULL, put_thread_main, &th[i]) == 0;
+    if (!th[i].started)
+      afs_http_put(&jobs[i], opts);
+  }
+  if (n > 0)
+    afs_http_put(&jobs[0], opts);
+  for (i = 1; i < n; i++)
+    if (th[i].started)
+      pthread_join(th[i].tid, NULL);
+  int first = -1;
+  for (i = 0; i < n; i++) {
+    if (jobs[i].ok)
+      continue;
+    if (first < 0 || jobs[i].err.code == EKEYEXPIRED)
+      first = i;
+  }
+  if (first < 0)
+    return true;
+  if (err)
+    *err = jobs[first].err;
+  return false;
+}
