@@ -325,6 +325,39 @@ static bool stop_after_one(void *ud, const struct afs_s3_listed *o) {
   return false;
 }
 
+struct thread_arg {
+  const struct afs_s3_client *c;
+  const char *key;
+  int ok;
+};
+
+static void *head_loop(void *ud) {
+  struct thread_arg *a = ud;
+  for (int i = 0; i < 25; i++) {
+    struct afs_s3_object_info info;
+    struct afs_error err = {0};
+    if (afs_s3_head_object(a->c, a->key, &info, &err) && info.exists)
+      a->ok++;
+  }
+  afs_s3_thread_cleanup();
+  return NULL;
+}
+
+/* One client shared by several threads, each with its own curl handle. */
+static void test_threads(const struct afs_s3_client *c, const char *key) {
+  enum { NT = 6 };
+  pthread_t th[NT];
+  struct thread_arg a[NT];
+  for (int i = 0; i < NT; i++) {
+    a[i] = (struct thread_arg){c, key, 0};
+    pthread_create(&th[i], NULL, head_loop, &a[i]);
+  }
+  for (int i = 0; i < NT; i++) {
+    pthread_join(th[i], NULL);
+    CHECK(a[i].ok == 25);
+  }
+}
+
 static void test_live(const struct afs_s3_target *t) {
   struct afs_s3_client c;
   afs_s3_client_init(&c, t);
@@ -348,6 +381,7 @@ static void test_live(const struct afs_s3_target *t) {
   CHECK(strlen(info.etag) == 32 && info.etag[0] != '"');
   CHECK_STREQ(info.content_type, "image/jpeg");
   CHECK(info.last_modified > time(NULL) - 600);
+  test_threads(&c, keys[5]);
   char missing[160];
   snprintf(missing, sizeof missing, "%snot-there", prefix);
   CHECK(afs_s3_head_object(&c, missing, &info, &err) && !info.exists);
