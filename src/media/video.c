@@ -39,6 +39,9 @@ static const char k_formats[] = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegt
 struct call {
   int64_t deadline_ns;
   bool timed_out;
+  const AVIOContext *pb;  /* once set: the input, whose bytes_read is held to max_bytes_read */
+  int64_t max_bytes_read;
+  bool over_budget;
   char first_error[200]; /* first FFmpeg error-level message during the call */
   int nlogged, nsuppressed;
 };
@@ -95,10 +98,16 @@ static void install_log_cb(void) {
   av_log_set_callback(log_cb);
 }
 
+/* Also holds the bytes read to a budget: packets of discarded streams never come out of
+ * av_read_frame, so counting packets alone would not stop a demuxer skipping through a file. */
 static int interrupt_cb(void *opaque) {
   struct call *c = opaque;
   if (now_ns() > c->deadline_ns) {
     c->timed_out = true;
+    return 1;
+  }
+  if (c->pb && c->pb->bytes_read > c->max_bytes_read) {
+    c->over_budget = true;
     return 1;
   }
   return 0;
@@ -122,6 +131,9 @@ static void call_end(struct call *c) {
 static bool fail_av(struct call *c, struct afs_error *err, int rc, const char *what) {
   if (c->timed_out)
     return afs_error_set(err, ETIMEDOUT, "%s: gave up after %d s", what, AFS_VIDEO_DEADLINE_S);
+  if (c->over_budget)
+    return afs_error_set(err, EINVAL, "%s: no frame in the first %d MiB after the header", what,
+                         AFS_VIDEO_MAX_BYTES >> 20);
   char buf[AV_ERROR_MAX_STRING_SIZE];
   av_strerror(rc, buf, sizeof buf);
   int code = (rc < 0 && rc > -4096) ? -rc : EINVAL;
@@ -422,6 +434,10 @@ static bool decode_first(struct call *c, AVFormatContext *fmt, AVStream *st, AVF
   int npackets = 0, nerrors = 0;
   int64_t nbytes = 0;
   bool eof = false;
+  if (fmt->pb) {
+    c->max_bytes_read = fmt->pb->bytes_read + AFS_VIDEO_MAX_BYTES;
+    c->pb = fmt->pb;
+  }
   for (;;) {
     if (now_ns() > c->deadline_ns) {
       afs_error_set(err, ETIMEDOUT, "no frame decoded within %d s", AFS_VIDEO_DEADLINE_S);
@@ -433,7 +449,7 @@ static bool decode_first(struct call *c, AVFormatContext *fmt, AVStream *st, AVF
         eof = true;
         avcodec_send_packet(dec, NULL); /* flush: frames held for reordering come out */
       } else if (rc < 0) {
-        fail_av(c, err, rc, "read error before the first frame");
+        fail_av(c, err, rc, "cannot read the video");
         goto done;
       } else {
         npackets++;
@@ -480,6 +496,7 @@ static bool decode_first(struct call *c, AVFormatContext *fmt, AVStream *st, AVF
     }
   }
 done:
+  c->pb = NULL;
   if (!ok && damaged && damaged->buf[0]) {
     afs_debug("video: no clean frame (%s): using the first frame with concealed errors",
               err ? err->msg : "");

@@ -78,6 +78,27 @@ static void cut_ts(const char *src, const char *dst, double fraction) {
   fclose(out);
 }
 
+/* A TS whose tables declare a video stream that never comes: its PSI packets, then MB
+ * megabytes of null packets, which the demuxer skips without returning anything. */
+static void ts_without_video(const char *src, const char *dst, int mb) {
+  FILE *in = fopen(src, "rb"), *out = fopen(dst, "wb");
+  if (!in || !out)
+    exit(1);
+  unsigned char pkt[188];
+  while (fread(pkt, 1, 188, in) == 188) {
+    int pid = (pkt[1] & 0x1f) << 8 | pkt[2];
+    if (pid >= 0x100 && pid < 0x1000) /* elementary streams: ffmpeg's PIDs start at 0x100 */
+      break;
+    fwrite(pkt, 1, 188, out);
+  }
+  memset(pkt, 0xff, sizeof pkt);
+  pkt[0] = 0x47, pkt[1] = 0x1f, pkt[2] = 0xff, pkt[3] = 0x10;
+  for (long i = 0; i < (long)mb * 1024 * 1024 / 188; i++)
+    fwrite(pkt, 1, 188, out);
+  fclose(in);
+  fclose(out);
+}
+
 static void write_text(const char *path, const char *text) {
   FILE *f = fopen(path, "w");
   if (!f)
@@ -372,6 +393,12 @@ int main(void) {
   check_fails("truncated.webm", "truncated");
   truncate_copy(p("mpeg4.avi"), p("truncated.avi"), 0.7);
   check_fails("truncated.avi", "truncated");
+  /* However big the file, reading stops at the byte budget (96 MiB after the header). */
+  ts_without_video(p("gop.ts"), p("novideo.ts"), 110);
+  double t2 = now_s();
+  check_fails("novideo.ts", "no frame in the first 96 MiB");
+  printf("novideo.ts: gave up in %.0f ms\n", (now_s() - t2) * 1000);
+  unlink(p("novideo.ts"));
   unknown_codec_copy(p("h264.mp4"), p("unknown-codec.mp4"));
   check_fails("unknown-codec.mp4", "unsupported video codec");
   {
