@@ -1,0 +1,900 @@
+/* Block cache, read-ahead and fetch workers behind afs_reader_read (see reader.h).
+ *
+ * Blocks are keyed by (source, index) in one hash table. A block is FETCHING until the
+ * worker that owns its job has written all its bytes (then READY, and on the LRU list),
+ * or ERROR (then out of the table; freed when the last reader waiting on it lets go).
+ * Readers pin the blocks they copy from; only READY, unpinned blocks are evicted.
+ *
+ * Locking: rc->mu protects everything in struct afs_readcache, every struct blk except
+ * the bytes of a FETCHING block (written only by its job's worker), every struct src and
+ * the mutable fields of every struct afs_reader. rc->job_cv wakes workers, rc->blk_cv
+ * wakes readers waiting for blocks. No lock is held during HTTP transfers, URL refreshes
+ * or copies to the caller's buffer.
+ */
+#include "assetfs/reader.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "assetfs/http_get.h"
+#include "assetfs/log.h"
+
+enum bstate { B_FETCHING, B_READY, B_ERROR };
+
+struct src {
+  char *key;
+  int64_t size;
+  int refs; /* readers, blocks and jobs using it */
+  struct src *next;
+};
+
+struct blk {
+  struct src *src;
+  int64_t idx;
+  struct blk *hnext;
+  struct blk *prev, *next; /* LRU (READY blocks only); head = most recently used */
+  char *data;
+  size_t len;    /* bytes this block holds when READY (the last block may be short) */
+  size_t filled; /* written by the worker */
+  enum bstate state;
+  int pins;
+  bool in_hash, in_lru;
+  bool in_job; /* its job still runs: never evicted, not on the LRU */
+  int err_code;
+  char *err_msg;    /* ERROR: why */
+  char *failed_url; /* ERROR with EACCES: the URL S3 refused */
+};
+
+struct job {
+  struct src *src;
+  int64_t first; /* block index */
+  size_t n;      /* blocks */
+  struct blk **blks;
+  char *url;
+  struct job *next;
+};
+
+struct afs_readcache {
+  struct afs_readcache_opts o;
+  pthread_mutex_t mu;
+  pthread_cond_t job_cv, blk_cv;
+  struct blk **ht;
+  size_t nht;
+  struct blk *lru_head, *lru_tail;
+  char **freelist; /* spare block buffers, so steady streaming does not mmap per block */
+  size_t nfree;
+  size_t bytes; /* every allocated block buffer, incl. the free list */
+  struct afs_readcache_stats st;
+  struct job *q_head, *q_tail;
+  struct src *srcs;
+  int nseq; /* readers currently sequential, for the fair share of the budget */
+  bool stop;
+  pthread_t *th;
+  int nth;
+};
+
+struct afs_reader {
+  struct afs_readcache *rc;
+  struct src *src;
+  char *url; /* rc->mu */
+  int64_t expires_ms;
+  double margin_s;
+  afs_reader_url_fn get_url;
+  void *ctx;
+  void (*ctx_free)(void *);
+  /* access pattern (rc->mu) */
+  int64_t next_off;
+  int64_t window;
+  int64_t ra_end; /* read-ahead issued up to this byte */
+  bool seq;
+};
+
+#define FREELIST_MAX 16
+
+static int64_t wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static char *xstrdup(const char *s) {
+  char *d = strdup(s ? s : "");
+  if (!d)
+    abort();
+  return d;
+}
+
+void afs_readcache_opts_default(struct afs_readcache_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->budget_bytes = 256u << 20;
+  o->block_size = 256u << 10;
+  o->chunk_size = 8u << 20;
+  o->max_window = 64u << 20;
+  o->workers = 8;
+  o->retries = 3;
+  o->connect_timeout_s = 5;
+  o->stall_timeout_s = 15;
+}
+
+/* ---- buffers, table, LRU (mu held) ---- */
+
+static char *buf_get(struct afs_readcache *rc) {
+  if (rc->nfree)
+    return rc->freelist[--rc->nfree];
+  void *p = mmap(NULL, rc->o.block_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                 -1, 0);
+  if (p == MAP_FAILED)
+    return NULL;
+  rc->bytes += rc->o.block_size;
+  if (rc->bytes > rc->st.bytes_peak)
+    rc->st.bytes_peak = rc->bytes;
+  return p;
+}
+
+static void buf_put(struct afs_readcache *rc, char *p) {
+  if (rc->nfree < FREELIST_MAX && rc->bytes <= rc->o.budget_bytes) {
+    rc->freelist[rc->nfree++] = p;
+    return;
+  }
+  munmap(p, rc->o.block_size);
+  rc->bytes -= rc->o.block_size;
+}
+
+static size_t hslot(const struct afs_readcache *rc, const struct src *s, int64_t idx) {
+  uint64_t h = (uint64_t)(uintptr_t)s * 0x9E3779B97F4A7C15ULL ^ (uint64_t)idx * 0xC2B2AE3D27D4EB4FULL;
+  return (size_t)(h ^ (h >> 29)) & (rc->nht - 1);
+}
+
+static struct blk *hget(struct afs_readcache *rc, struct src *s, int64_t idx) {
+  for (struct blk *b = rc->ht[hslot(rc, s, idx)]; b; b = b->hnext)
+    if (b->src == s && b->idx == idx)
+      return b;
+  return NULL;
+}
+
+static void hdel(struct afs_readcache *rc, struct blk *b) {
+  if (!b->in_hash)
+    return;
+  struct blk **pp = &rc->ht[hslot(rc, b->src, b->idx)];
+  for (; *pp; pp = &(*pp)->hnext)
+    if (*pp == b) {
+      *pp = b->hnext;
+      break;
+    }
+  b->in_hash = false;
+}
+
+static void lru_unlink(struct afs_readcache *rc, struct blk *b) {
+  if (!b->in_lru)
+    return;
+  if (b->prev)
+    b->prev->next = b->next;
+  else
+    rc->lru_head = b->next;
+  if (b->next)
+    b->next->prev = b->prev;
+  else
+    rc->lru_tail = b->prev;
+  b->prev = b->next = NULL;
+  b->in_lru = false;
+}
+
+static void lru_front(struct afs_readcache *rc, struct blk *b) {
+  lru_unlink(rc, b);
+  b->next = rc->lru_head;
+  if (rc->lru_head)
+    rc->lru_head->prev = b;
+  rc->lru_head = b;
+  if (!rc->lru_tail)
+    rc->lru_tail = b;
+  b->in_lru = true;
+}
+
+/* Makes b the first to be evicted (a sequential reader has passed it). */
+static void lru_back(struct afs_readcache *rc, struct blk *b) {
+  lru_unlink(rc, b);
+  b->prev = rc->lru_tail;
+  if (rc->lru_tail)
+    rc->lru_tail->next = b;
+  rc->lru_tail = b;
+  if (!rc->lru_head)
+    rc->lru_head = b;
+  b->in_lru = true;
+}
+
+static void src_unref(struct afs_readcache *rc, struct src *s) {
+  if (--s->refs > 0)
+    return;
+  for (struct src **pp = &rc->srcs; *pp; pp = &(*pp)->next)
+    if (*pp == s) {
+      *pp = s->next;
+      break;
+    }
+  free(s->key);
+  free(s);
+}
+
+static void blk_free(struct afs_readcache *rc, struct blk *b) {
+  hdel(rc, b);
+  lru_unlink(rc, b);
+  if (b->data)
+    buf_put(rc, b->data);
+  src_unref(rc, b->src);
+  free(b->err_msg);
+  free(b->failed_url);
+  free(b);
+}
+
+/* Evicts READY unpinned blocks from the LRU tail until need more bytes fit the budget. */
+static bool make_room(struct afs_readcache *rc, size_t need) {
+  while (rc->bytes + need > rc->o.budget_bytes) {
+    if (rc->nfree) {
+      munmap(rc->freelist[--rc->nfree], rc->o.block_size);
+      rc->bytes -= rc->o.block_size;
+      continue;
+    }
+    struct blk *b = rc->lru_tail;
+    while (b && b->pins > 0)
+      b = b->prev;
+    if (!b)
+      return false;
+    blk_free(rc, b);
+  }
+  return true;
+}
+
+/* A new FETCHING block in the table. force: allocate even over budget (a read that must
+ * be served); otherwise NULL when the budget is full (read-ahead just stops). */
+static struct blk *blk_new(struct afs_readcache *rc, struct src *s, int64_t idx, bool force) {
+  if (!make_room(rc, rc->o.block_size) && !force)
+    return NULL;
+  struct blk *b = calloc(1, sizeof *b);
+  if (!b)
+    return NULL;
+  b->data = buf_get(rc);
+  if (!b->data) {
+    free(b);
+    return NULL;
+  }
+  b->src = s;
+  s->refs++;
+  b->idx = idx;
+  int64_t start = idx * (int64_t)rc->o.block_size;
+  int64_t left = s->size - start;
+  b->len = left < (int64_t)rc->o.block_size ? (size_t)left : rc->o.block_size;
+  b->state = B_FETCHING;
+  size_t k = hslot(rc, s, idx);
+  b->hnext = rc->ht[k];
+  rc->ht[k] = b;
+  b->in_hash = true;
+  return b;
+}
+
+static void job_push(struct afs_readcache *rc, struct job *j, bool front) {
+  if (front) {
+    j->next = rc->q_head;
+    rc->q_head = j;
+    if (!rc->q_tail)
+      rc->q_tail = j;
+  } else {
+    j->next = NULL;
+    if (rc->q_tail)
+      rc->q_tail->next = j;
+    else
+      rc->q_head = j;
+    rc->q_tail = j;
+  }
+  rc->st.requests++;
+  pthread_cond_signal(&rc->job_cv);
+}
+
+/* Queues fetches for the missing blocks in [first, last], in runs of at most max_blocks.
+ * Returns false when the budget stopped it early (only without force). */
+static bool fetch_range(struct afs_readcache *rc, struct afs_reader *r, int64_t first,
+                        int64_t last, size_t max_blocks, bool demand) {
+  int64_t i = first;
+  while (i <= last) {
+    if (hget(rc, r->src, i)) {
+      i++;
+      continue;
+    }
+    struct job *j = calloc(1, sizeof *j);
+    if (!j)
+      return false;
+    j->blks = calloc(max_blocks, sizeof *j->blks);
+    if (!j->blks) {
+      free(j);
+      return false;
+    }
+    j->first = i;
+    bool full = false;
+    while (i <= last && j->n < max_blocks && !hget(rc, r->src, i)) {
+      struct blk *b = blk_new(rc, r->src, i, demand);
+      if (!b) {
+        full = true;
+        break;
+      }
+      b->in_job = true;
+      j->blks[j->n++] = b;
+      i++;
+    }
+    if (j->n == 0) {
+      free(j->blks);
+      free(j);
+      return false;
+    }
+    j->src = r->src;
+    r->src->refs++;
+    j->url = xstrdup(r->url);
+    job_push(rc, j, demand);
+    if (full)
+      return false;
+  }
+  return true;
+}
+
+/* ---- workers ---- */
+
+struct sink_ctx {
+  struct afs_readcache *rc;
+  struct job *j;
+  size_t pos; /* bytes of the job written so far */
+};
+
+static void blk_ready(struct afs_readcache *rc, struct blk *b) {
+  pthread_mutex_lock(&rc->mu);
+  b->state = B_READY;
+  pthread_cond_broadcast(&rc->blk_cv);
+  pthread_mutex_unlock(&rc->mu);
+}
+
+static bool sink(void *ctx, const void *data, size_t len) {
+  struct sink_ctx *sc = ctx;
+  size_t bs = sc->rc->o.block_size;
+  const char *p = data;
+  while (len > 0) {
+    size_t k = sc->pos / bs, off = sc->pos % bs;
+    if (k >= sc->j->n)
+      return true; /* more than asked for: ignore */
+    struct blk *b = sc->j->blks[k];
+    size_t n = b->len - off < len ? b->len - off : len;
+    memcpy(b->data + off, p, n);
+    b->filled = off + n;
+    sc->pos += n;
+    p += n;
+    len -= n;
+    if (b->filled == b->len)
+      blk_ready(sc->rc, b);
+  }
+  return !__atomic_load_n(&sc->rc->stop, __ATOMIC_RELAXED);
+}
+
+static void job_finish(struct afs_readcache *rc, struct job *j, bool ok,
+                       const struct afs_error *err, uint64_t bytes) {
+  pthread_mutex_lock(&rc->mu);
+  rc->st.bytes_fetched += bytes;
+  for (size_t k = 0; k < j->n; k++) {
+    struct blk *b = j->blks[k];
+    b->in_job = false;
+    if (b->state != B_FETCHING) {
+      if (b->in_hash && b->pins == 0)
+        lru_front(rc, b);
+      continue;
+    }
+    b->state = B_ERROR;
+    b->err_code = ok ? EIO : err->code;
+    b->err_msg = xstrdup(ok ? "S3 object is shorter than the asset's recorded size" : err->msg);
+    if (b->err_code == EACCES)
+      b->failed_url = xstrdup(j->url);
+    hdel(rc, b);
+    if (b->pins == 0)
+      blk_free(rc, b);
+  }
+  pthread_cond_broadcast(&rc->blk_cv);
+  src_unref(rc, j->src);
+  pthread_mutex_unlock(&rc->mu);
+  free(j->url);
+  free(j->blks);
+  free(j);
+}
+
+static void *worker(void *arg) {
+  struct afs_readcache *rc = arg;
+  struct afs_http_conn *conn = afs_http_conn_new(rc->o.connect_timeout_s, rc->o.stall_timeout_s);
+  for (;;) {
+    pthread_mutex_lock(&rc->mu);
+    while (!rc->stop && !rc->q_head)
+      pthread_cond_wait(&rc->job_cv, &rc->mu);
+    if (rc->stop && !rc->q_head) {
+      pthread_mutex_unlock(&rc->mu);
+      break;
+    }
+    struct job *j = rc->q_head;
+    rc->q_head = j->next;
+    if (!rc->q_head)
+      rc->q_tail = NULL;
+    pthread_mutex_unlock(&rc->mu);
+
+    size_t bs = rc->o.block_size;
+    int64_t start = j->first * (int64_t)bs;
+    int64_t total = 0;
+    for (size_t k = 0; k < j->n; k++)
+      total += j->blks[k]->len;
+    struct sink_ctx sc = {rc, j, 0};
+    struct afs_error err = {0};
+    bool ok = false;
+    long status = 0;
+    for (int attempt = 0; conn && !__atomic_load_n(&rc->stop, __ATOMIC_RELAXED); attempt++) {
+      afs_error_clear(&err);
+      ok = afs_http_get_range(conn, j->url, start + (int64_t)sc.pos, total - (int64_t)sc.pos,
+                              sink, &sc, &status, NULL, &err);
+      if (ok && (int64_t)sc.pos < total) {
+        /* S3 sent less than asked: the object is shorter than recorded. */
+        break;
+      }
+      if (ok || err.code != EAGAIN || attempt >= rc->o.retries)
+        break;
+      /* Resume where the transfer stopped, after a growing pause. */
+      useconds_t pause = (useconds_t)(200000u << (attempt < 4 ? attempt : 4));
+      afs_warn("read of %s failed (%s); retry %d of %d in %u ms", j->src->key, err.msg,
+               attempt + 1, rc->o.retries, pause / 1000);
+      usleep(pause);
+    }
+    if (!conn)
+      afs_error_set(&err, ENOMEM, "cannot create a curl handle");
+    else if (rc->stop && !ok)
+      afs_error_set(&err, EIO, "read cache is shutting down");
+    job_finish(rc, j, ok, &err, sc.pos);
+  }
+  afs_http_conn_free(conn);
+  return NULL;
+}
+
+/* ---- cache lifetime ---- */
+
+struct afs_readcache *afs_readcache_new(const struct afs_readcache_opts *o,
+                                        struct afs_error *err) {
+  struct afs_readcache *rc = calloc(1, sizeof *rc);
+  if (!rc) {
+    afs_error_set(err, ENOMEM, "out of memory");
+    return NULL;
+  }
+  afs_readcache_opts_default(&rc->o);
+  if (o) {
+    if (o->block_size >= 4096)
+      rc->o.block_size = o->block_size;
+    if (o->budget_bytes)
+      rc->o.budget_bytes = o->budget_bytes;
+    if (o->chunk_size)
+      rc->o.chunk_size = o->chunk_size;
+    if (o->max_window)
+      rc->o.max_window = o->max_window;
+    if (o->workers > 0)
+      rc->o.workers = o->workers;
+    if (o->retries >= 0)
+      rc->o.retries = o->retries;
+    if (o->connect_timeout_s > 0)
+      rc->o.connect_timeout_s = o->connect_timeout_s;
+    if (o->stall_timeout_s > 0)
+      rc->o.stall_timeout_s = o->stall_timeout_s;
+  }
+  size_t bs = rc->o.block_size;
+  rc->o.block_size = (bs + 4095) & ~(size_t)4095;
+  if (rc->o.budget_bytes < 4 * rc->o.block_size)
+    rc->o.budget_bytes = 4 * rc->o.block_size;
+  if (rc->o.chunk_size < rc->o.block_size)
+    rc->o.chunk_size = rc->o.block_size;
+  afs_http_global_init();
+  rc->nht = 1024;
+  while (rc->nht < 2 * rc->o.budget_bytes / rc->o.block_size)
+    rc->nht *= 2;
+  rc->ht = calloc(rc->nht, sizeof *rc->ht);
+  rc->freelist = calloc(FREELIST_MAX, sizeof *rc->freelist);
+  rc->th = calloc(rc->o.workers, sizeof *rc->th);
+  if (!rc->ht || !rc->freelist || !rc->th) {
+    free(rc->ht);
+    free(rc->freelist);
+    free(rc->th);
+    free(rc);
+    afs_error_set(err, ENOMEM, "out of memory");
+    return NULL;
+  }
+  pthread_mutex_init(&rc->mu, NULL);
+  pthread_cond_init(&rc->job_cv, NULL);
+  pthread_cond_init(&rc->blk_cv, NULL);
+  for (int i = 0; i < rc->o.workers; i++) {
+    if (pthread_create(&rc->th[i], NULL, worker, rc) != 0)
+      break;
+    rc->nth++;
+  }
+  if (rc->nth == 0) {
+    afs_readcache_free(rc);
+    afs_error_set(err, EAGAIN, "cannot start read workers");
+    return NULL;
+  }
+  return rc;
+}
+
+void afs_readcache_free(struct afs_readcache *rc) {
+  if (!rc)
+    return;
+  pthread_mutex_lock(&rc->mu);
+  rc->stop = true;
+  pthread_cond_broadcast(&rc->job_cv);
+  pthread_mutex_unlock(&rc->mu);
+  for (int i = 0; i < rc->nth; i++)
+    pthread_join(rc->th[i], NULL);
+  /* Jobs still queued after the workers left. */
+  struct afs_error err;
+  afs_error_set(&err, EIO, "read cache is shutting down");
+  while (rc->q_head) {
+    struct job *j = rc->q_head;
+    rc->q_head = j->next;
+    job_finish(rc, j, false, &err, 0);
+  }
+  for (size_t i = 0; i < rc->nht; i++)
+    while (rc->ht[i])
+      blk_free(rc, rc->ht[i]);
+  while (rc->nfree)
+    munmap(rc->freelist[--rc->nfree], rc->o.block_size);
+  pthread_mutex_destroy(&rc->mu);
+  pthread_cond_destroy(&rc->job_cv);
+  pthread_cond_destroy(&rc->blk_cv);
+  free(rc->ht);
+  free(rc->freelist);
+  free(rc->th);
+  free(rc);
+}
+
+void afs_readcache_get_stats(struct afs_readcache *rc, struct afs_readcache_stats *out) {
+  pthread_mutex_lock(&rc->mu);
+  *out = rc->st;
+  out->bytes_cached = rc->bytes;
+  pthread_mutex_unlock(&rc->mu);
+}
+
+void afs_readcache_forget(struct afs_readcache *rc, const char *key) {
+  pthread_mutex_lock(&rc->mu);
+  for (size_t i = 0; i < rc->nht; i++) {
+    struct blk *b = rc->ht[i], *next;
+    for (; b; b = next) {
+      next = b->hnext;
+      if (!strcmp(b->src->key, key) && b->state == B_READY && b->pins == 0)
+        blk_free(rc, b);
+    }
+  }
+  pthread_mutex_unlock(&rc->mu);
+}
+
+/* ---- readers ---- */
+
+struct afs_reader *afs_reader_open(struct afs_readcache *rc, const struct afs_reader_source *src,
+                                   struct afs_error *err) {
+  if (!src || !src->key || src->size < 0) {
+    afs_error_set(err, EINVAL, "bad reader source");
+    return NULL;
+  }
+  struct afs_reader *r = calloc(1, sizeof *r);
+  if (!r) {
+    afs_error_set(err, ENOMEM, "out of memory");
+    return NULL;
+  }
+  r->rc = rc;
+  r->url = xstrdup(src->url);
+  r->expires_ms = src->expires_ms;
+  r->margin_s = src->refresh_margin_s;
+  r->get_url = src->get_url;
+  r->ctx = src->ctx;
+  r->ctx_free = src->ctx_free;
+  pthread_mutex_lock(&rc->mu);
+  struct src *s = rc->srcs;
+  while (s && strcmp(s->key, src->key) != 0)
+    s = s->next;
+  if (!s) {
+    s = calloc(1, sizeof *s);
+    if (!s)
+      abort();
+    s->key = xstrdup(src->key);
+    s->size = src->size;
+    s->next = rc->srcs;
+    rc->srcs = s;
+  } else if (s->size != src->size) {
+    /* Same key, other size: the cached blocks belong to another version. Start over
+     * under a fresh identity; the old blocks age out. */
+    s = calloc(1, sizeof *s);
+    if (!s)
+      abort();
+    s->key = xstrdup(src->key);
+    s->size = src->size;
+    s->next = rc->srcs;
+    rc->srcs = s;
+  }
+  s->refs++;
+  r->src = s;
+  pthread_mutex_unlock(&rc->mu);
+  return r;
+}
+
+void afs_reader_close(struct afs_reader *r) {
+  if (!r)
+    return;
+  struct afs_readcache *rc = r->rc;
+  pthread_mutex_lock(&rc->mu);
+  if (r->seq)
+    rc->nseq--;
+  src_unref(rc, r->src);
+  pthread_mutex_unlock(&rc->mu);
+  if (r->ctx_free)
+    r->ctx_free(r->ctx);
+  free(r->url);
+  free(r);
+}
+
+/* Asks the source for a new URL (no lock held). */
+static bool renew_url(struct afs_reader *r, const char *failed, struct afs_error *err) {
+  if (!r->get_url)
+    return afs_error_set(err, EIO, "URL expired or refused and cannot be refreshed");
+  char *url = NULL;
+  int64_t exp = 0;
+  if (!r->get_url(r->ctx, failed, &url, &exp, err))
+    return false;
+  pthread_mutex_lock(&r->rc->mu);
+  free(r->url);
+  r->url = url;
+  r->expires_ms = exp;
+  r->rc->st.refreshes++;
+  pthread_mutex_unlock(&r->rc->mu);
+  return true;
+}
+
+/* Refreshes an expiring URL before use; an unexpired one survives a failed refresh. */
+static bool check_url(struct afs_reader *r, struct afs_error *err) {
+  pthread_mutex_lock(&r->rc->mu);
+  int64_t exp = r->expires_ms;
+  bool empty = !*r->url;
+  pthread_mutex_unlock(&r->rc->mu);
+  int64_t now = wall_ms();
+  if (!empty && (exp <= 0 || exp - now > (int64_t)(r->margin_s * 1000)))
+    return true;
+  struct afs_error rerr = {0};
+  if (renew_url(r, NULL, &rerr))
+    return true;
+  if (!empty && exp > now + 1000) {
+    afs_debug("%s: keeping the current URL: %s", r->src->key, rerr.msg);
+    return true;
+  }
+  *err = rerr;
+  if (err->code != ESTALE)
+    err->code = EIO;
+  return false;
+}
+
+/* Updates the access pattern for a read of [off, end) and queues read-ahead (mu held). */
+static void plan_ahead(struct afs_readcache *rc, struct afs_reader *r, int64_t off, int64_t end) {
+  const int64_t tol = 1 << 20; /* kernel and async reads arrive slightly out of order */
+  bool seq = off >= r->next_off - tol && off <= r->next_off + tol;
+  if (seq != r->seq) {
+    rc->nseq += seq ? 1 : -1;
+    r->seq = seq;
+  }
+  if (!seq) {
+    r->window = 0;
+    r->ra_end = end;
+    r->next_off = end;
+    return;
+  }
+  if (end > r->next_off)
+    r->next_off = end;
+  int64_t cap = (int64_t)rc->o.max_window;
+  int64_t share = (int64_t)rc->o.budget_bytes / (2 * (rc->nseq > 0 ? rc->nseq : 1));
+  if (share < cap)
+    cap = share;
+  int64_t bs = (int64_t)rc->o.block_size;
+  if (cap < bs)
+    cap = bs;
+  r->window = r->window ? r->window * 2 : (1 << 20);
+  if (r->window > cap)
+    r->window = cap;
+  if (r->ra_end < end)
+    r->ra_end = end;
+  /* Issue in batches: only when less than half a window is left in flight, so GETs are
+   * large, not one per kernel read. */
+  int64_t want = end + r->window;
+  if (want > r->src->size)
+    want = r->src->size;
+  if (r->ra_end >= want || r->ra_end - end > r->window / 2)
+    return;
+  int64_t first = r->ra_end / bs, last = (want - 1) / bs;
+  if (first <= last)
+    fetch_range(rc, r, first, last, rc->o.chunk_size / rc->o.block_size, false);
+  r->ra_end = want;
+}
+
+static int map_code(int code) {
+  switch (code) {
+  case ENOENT:
+  case ESTALE:
+    return ESTALE;
+  case EINVAL:
+    return EINVAL;
+  default:
+    return EIO;
+  }
+}
+
+ssize_t afs_reader_read(struct afs_reader *r, void *buf, size_t size, int64_t off,
+                        struct afs_error *err) {
+  struct afs_readcache *rc = r->rc;
+  if (off < 0) {
+    afs_error_set(err, EINVAL, "negative offset");
+    return -1;
+  }
+  int64_t fsize = r->src->size;
+  if (off >= fsize || size == 0)
+    return 0;
+  int64_t end = off + (int64_t)size < fsize ? off + (int64_t)size : fsize;
+  int64_t bs = (int64_t)rc->o.block_size;
+  int64_t first = off / bs, last = (end - 1) / bs;
+  size_t nb = (size_t)(last - first + 1);
+  struct blk *stackv[16];
+  struct blk **bv = nb <= 16 ? stackv : calloc(nb, sizeof *bv);
+  if (!bv) {
+    afs_error_set(err, ENOMEM, "out of memory");
+    return -1;
+  }
+  bool refreshed = false;
+  ssize_t ret = -1;
+  for (;;) {
+    char *failed = NULL;
+    int code = 0;
+    if (!check_url(r, err))
+      break;
+    pthread_mutex_lock(&rc->mu);
+    size_t got = 0;
+    struct blk *bad = NULL;
+    for (int64_t i = first; i <= last; i++) {
+      struct blk *b = hget(rc, r->src, i);
+      if (b && b->state == B_READY)
+        rc->st.hits++;
+      else
+        rc->st.misses++;
+      if (!b) {
+        fetch_range(rc, r, i, last, nb, true); /* the missing run, as one GET */
+        b = hget(rc, r->src, i);
+      }
+      if (!b) {
+        pthread_mutex_unlock(&rc->mu);
+        afs_error_set(err, ENOMEM, "no memory for read buffers");
+        goto unpin;
+      }
+      b->pins++; /* pinned before read-ahead may evict */
+      bv[got++] = b;
+    }
+    plan_ahead(rc, r, off, end);
+    for (;;) {
+      bool waiting = false;
+      for (size_t k = 0; k < got && !bad; k++) {
+        if (bv[k]->state == B_ERROR)
+          bad = bv[k];
+        else if (bv[k]->state == B_FETCHING)
+          waiting = true;
+      }
+      if (bad || !waiting)
+        break;
+      pthread_cond_wait(&rc->blk_cv, &rc->mu);
+    }
+    pthread_mutex_unlock(&rc->mu);
+    if (!bad) {
+      /* Pinned READY blocks do not change: copy without the lock. */
+      char *out = buf;
+      for (size_t k = 0; k < got; k++) {
+        int64_t bstart = (first + (int64_t)k) * bs;
+        int64_t from = off > bstart ? off - bstart : 0;
+        int64_t to = end - bstart < (int64_t)bv[k]->len ? end - bstart : (int64_t)bv[k]->len;
+        memcpy(out, bv[k]->data + from, (size_t)(to - from));
+        out += to - from;
+      }
+      ret = end - off;
+    }
+    if (0) {
+    unpin:
+      bad = NULL;
+      code = ENOMEM;
+    }
+    pthread_mutex_lock(&rc->mu);
+    if (bad) {
+      code = bad->err_code;
+      afs_error_set(err, code, "%s", bad->err_msg);
+      if (bad->failed_url)
+        failed = xstrdup(bad->failed_url);
+    }
+    for (size_t k = 0; k < got; k++) {
+      struct blk *b = bv[k];
+      b->pins--;
+      if (b->state == B_ERROR) {
+        if (b->pins == 0)
+          blk_free(rc, b);
+      } else if (b->in_job || b->pins > 0) {
+        /* the job (or the last reader) puts it on the LRU */
+      } else if (r->seq && b->pins == 0 &&
+                 (first + (int64_t)k + 1) * bs <= end) {
+        lru_back(rc, b); /* fully read by a sequential reader: evict first */
+      } else {
+        lru_front(rc, b);
+      }
+    }
+    pthread_mutex_unlock(&rc->mu);
+    if (code == ENOMEM)
+      break;
+    if (!bad)
+      break;
+    if (code == EACCES && !refreshed) {
+      refreshed = true;
+      struct afs_error rerr = {0};
+      afs_info("%s: S3 refused the read URL (403); refreshing it", r->src->key);
+      bool ok = renew_url(r, failed, &rerr);
+      free(failed);
+      if (ok)
+        continue;
+      *err = rerr;
+      err->code = map_code(rerr.code);
+      break;
+    }
+    free(failed);
+    afs_warn("%s: read at %" PRId64 " failed: %s", r->src->key, off, err->msg);
+    err->code = map_code(code);
+    break;
+  }
+  if (bv != stackv)
+    free(bv);
+  return ret;
+}
+
+/* ---- catalog glue ---- */
+
+struct cat_url_ctx {
+  struct afs_catalog *cat;
+  char id[25];
+  enum afs_part part;
+};
+
+static bool cat_url(void *ctx, const char *failed_url, char **url, int64_t *expires_ms,
+                    struct afs_error *err) {
+  struct cat_url_ctx *c = ctx;
+  return afs_catalog_fresh_url(c->cat, c->id, c->part, failed_url, url, expires_ms, err);
+}
+
+struct afs_reader *afs_reader_open_asset(struct afs_readcache *rc, struct afs_catalog *cat,
+                                         const struct afs_asset *a, struct afs_error *err) {
+  struct cat_url_ctx *c = calloc(1, sizeof *c);
+  if (!c) {
+    afs_error_set(err, ENOMEM, "out of memory");
+    return NULL;
+  }
+  c->cat = cat;
+  snprintf(c->id, sizeof c->id, "%s", a->id);
+  c->part = a->part;
+  char key[64];
+  snprintf(key, sizeof key, "%s/%s", a->id, afs_part_name(a->part));
+  struct afs_reader_source src = {
+      .key = key,
+      .size = a->size,
+      .url = afs_asset_part_url(a),
+      .expires_ms = a->expiration_hours > 0 ? a->expiration_ms : 0,
+      .refresh_margin_s = afs_catalog_url_margin(cat, a->expiration_hours),
+      .get_url = cat_url,
+      .ctx = c,
+      .ctx_free = free,
+  };
+  struct afs_reader *r = afs_reader_open(rc, &src, err);
+  if (!r)
+    free(c);
+  return r;
+}
