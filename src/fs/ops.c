@@ -704,12 +704,8 @@ static int op_unlink(const char *path) {
   }
   bool found = false;
   struct afs_wfile *wf = afs_staging_get(fs->st, p.partition, p.rel);
-  char wid[25] = "";
   if (wf) {
     found = true;
-    pthread_mutex_lock(&wf->mu);
-    memcpy(wid, wf->id, sizeof wid);
-    pthread_mutex_unlock(&wf->mu);
     afs_staging_remove(fs->st, wf);
     afs_upload_unlinked(fs->up, wf);
     afs_staging_unref(fs->st, wf);
@@ -719,7 +715,8 @@ static int op_unlink(const char *path) {
   memset(&a, 0, sizeof a);
   int k = afs_catalog_lookup(fs->cat, p.partition, p.rel, &a, &e);
   if (k == AFS_CAT_FILE) {
-    if (strcmp(a.id, wid) != 0 && !afs_asset_mark_deleted(fs->up, a.id, &e))
+    /* Whether it is wf's own asset (completed meanwhile) or an older one, it goes. */
+    if (!afs_asset_mark_deleted(fs->up, a.id, &e))
       rc = afs_fs_errno(&e);
     found = true;
     afs_asset_free(&a);

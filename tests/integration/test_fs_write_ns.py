@@ -1,0 +1,196 @@
+"""Namespace operations through the mount: rename (before, during and after upload; of
+directories), unlink, mkdir/rmdir, utimens, chmod/chown, statfs, bad names, xattrs."""
+import errno
+import os
+import subprocess
+import time
+
+import pytest
+
+from fs_write_util import active_asset, http_get, wait_asset, wait_no_staging
+from procs import wait_for
+
+
+def put(mount, rel, data):
+    with open(mount.p(rel), "wb") as f:
+        f.write(data)
+
+
+def test_rename_before_during_after_upload(mount, db):
+    # before: renamed while still open for writing
+    f = open(mount.p("before.tmp"), "wb")
+    f.write(b"before")
+    os.rename(mount.p("before.tmp"), mount.p("before.txt"))
+    f.close()
+    assert http_get(wait_asset(db, "before.txt")["url"]) == b"before"
+    # during: right after close, while the broker completes it
+    put(mount, "during.tmp", b"during")
+    os.rename(mount.p("during.tmp"), mount.p("during.txt"))
+    assert open(mount.p("during.txt"), "rb").read() == b"during"
+    a = wait_asset(db, "during.txt")
+    assert http_get(a["url"]) == b"during"
+    # after: a completed asset; the S3 key does not change
+    put(mount, "after.tmp", b"after")
+    a = wait_asset(db, "after.tmp")
+    wait_no_staging(mount)
+    os.rename(mount.p("after.tmp"), mount.p("after.txt"))
+    b = wait_asset(db, "after.txt")
+    assert b["_id"] == a["_id"] and b["path"] == a["path"]
+    assert open(mount.p("after.txt"), "rb").read() == b"after"
+    time.sleep(0.5)
+    for name in ("before.tmp", "during.tmp", "after.tmp"):
+        assert active_asset(db, name) is None
+        assert not os.path.exists(mount.p(name))
+    assert db.CosyncAsset.count_documents({"status": "active"}) == 3
+
+
+def test_rename_over_existing_replaces_it(mount, db):
+    put(mount, "target.txt", b"old")
+    old = wait_asset(db, "target.txt")
+    put(mount, "new.tmp", b"new")
+    os.rename(mount.p("new.tmp"), mount.p("target.txt"))
+    wait_for(lambda: (a := active_asset(db, "target.txt")) and a["_id"] != old["_id"], 30,
+             "the replacing asset")
+    assert db.CosyncAsset.count_documents({"filePath": "target.txt", "status": "active"}) == 1
+    assert open(mount.p("target.txt"), "rb").read() == b"new"
+
+
+def test_rename_directory(mount, db):
+    os.makedirs(mount.p("d1", "sub"))
+    put(mount, "d1/x.txt", b"x")
+    put(mount, "d1/sub/y.txt", b"y")
+    wait_asset(db, "d1/x.txt")
+    wait_asset(db, "d1/sub/y.txt")
+    put(mount, "d1/z.txt", b"z")  # maybe still uploading
+    os.rename(mount.p("d1"), mount.p("d2"))
+    assert sorted(os.listdir(mount.p("d2"))) == ["sub", "x.txt", "z.txt"]
+    assert not os.path.exists(mount.p("d1"))
+    for rel, data in [("d2/x.txt", b"x"), ("d2/sub/y.txt", b"y"), ("d2/z.txt", b"z")]:
+        assert http_get(wait_asset(db, rel)["url"]) == data
+        assert open(mount.p(rel), "rb").read() == data
+    assert db.CosyncAsset.count_documents({"filePath": {"$regex": "^d1/"},
+                                           "status": "active"}) == 0
+    # an empty local directory renames too; into itself is EINVAL; across partitions EXDEV
+    os.mkdir(mount.p("empty"))
+    os.rename(mount.p("empty"), mount.p("empty2"))
+    assert os.path.isdir(mount.p("empty2"))
+    with pytest.raises(OSError) as e:
+        os.rename(mount.p("d2"), mount.p("d2", "sub", "inside"))
+    assert e.value.errno == errno.EINVAL
+    os.mkdir(mount.p("other", partition="elsewhere")) if False else None
+
+
+def test_unlink(mount, db):
+    put(mount, "gone.txt", b"bye")
+    a = wait_asset(db, "gone.txt")
+    os.unlink(mount.p("gone.txt"))
+    assert not os.path.exists(mount.p("gone.txt"))
+    assert "gone.txt" not in os.listdir(mount.p())
+    wait_for(lambda: (x := db.CosyncAsset.find_one({"_id": a["_id"]})) is None
+             or x["status"] == "deleted", 30, "the asset to be deleted")
+    # unlink before the upload finished: no asset, no record left behind
+    f = open(mount.p("never.txt"), "wb")
+    f.write(b"never")
+    os.unlink(mount.p("never.txt"))
+    f.close()
+    time.sleep(1.5)
+    assert active_asset(db, "never.txt") is None
+    assert db.CosyncAssetUpload.count_documents(
+        {"filePath": "never.txt", "status": {"$in": ["pending", "initialized"]}}) == 0
+    with pytest.raises(FileNotFoundError):
+        os.unlink(mount.p("nothing-here"))
+
+
+def test_mkdir_rmdir(mount, db):
+    os.mkdir(mount.p("dir"))
+    assert os.path.isdir(mount.p("dir"))
+    with pytest.raises(FileExistsError):
+        os.mkdir(mount.p("dir"))
+    put(mount, "dir/f.txt", b"f")
+    wait_asset(db, "dir/f.txt")
+    with pytest.raises(OSError) as e:
+        os.rmdir(mount.p("dir"))
+    assert e.value.errno == errno.ENOTEMPTY
+    os.unlink(mount.p("dir", "f.txt"))
+    os.mkdir(mount.p("dir2"))
+    os.rmdir(mount.p("dir2"))
+    assert not os.path.exists(mount.p("dir2"))
+    # a new partition directory at the top level
+    os.mkdir(os.path.join(mount.path, "team%2Fphotos"))
+    with open(os.path.join(mount.path, "team%2Fphotos", "p.txt"), "wb") as f:
+        f.write(b"p")
+    a = wait_asset(db, "p.txt", partition="team/photos")
+    assert a["_partition"] == "team/photos"
+    up = db.CosyncAssetUpload.find_one({"_id": a["_id"]})
+    assert up["_partition"] == mount.upload_partition and up["assetPartition"] == "team/photos"
+    assert "team%2Fphotos" in os.listdir(mount.path)
+    # cross-partition rename falls back to copy (EXDEV)
+    with pytest.raises(OSError) as e:
+        os.rename(os.path.join(mount.path, "team%2Fphotos", "p.txt"), mount.p("p.txt"))
+    assert e.value.errno == errno.EXDEV
+    subprocess.run(["mv", os.path.join(mount.path, "team%2Fphotos", "p.txt"), mount.p("p.txt")],
+                   check=True, timeout=60)
+    assert http_get(wait_asset(db, "p.txt", partition=mount.upload_partition)["url"]) == b"p"
+
+
+def test_bad_names(mount, db):
+    with pytest.raises(OSError) as e:
+        open(mount.p("x" * 256), "wb")
+    assert e.value.errno == errno.ENAMETOOLONG
+    with pytest.raises(OSError) as e:
+        open(mount.p("bad\x01name"), "wb")
+    assert e.value.errno == errno.EINVAL
+    with pytest.raises(OSError) as e:
+        open(os.path.join(mount.p().encode(), b"bad\xffname"), "wb")
+    assert e.value.errno == errno.EINVAL
+    deep = "/".join(["d" * 100] * 8)
+    with pytest.raises(OSError) as e:
+        os.makedirs(mount.p(deep))
+    assert e.value.errno in (errno.ENAMETOOLONG, errno.EINVAL)
+    with pytest.raises(OSError) as e:
+        open(os.path.join(mount.path, "top-level-file"), "wb")
+    assert e.value.errno == errno.EPERM
+    time.sleep(0.5)
+    assert db.CosyncAssetUpload.count_documents({}) == 0  # never a half-created record
+
+
+def test_times_modes_statfs(mount, db):
+    put(mount, "t.txt", b"t")
+    os.utime(mount.p("t.txt"), (1600000000, 1600000000))
+    assert int(os.stat(mount.p("t.txt")).st_mtime) == 1600000000
+    a = wait_asset(db, "t.txt")
+    wait_for(lambda: (x := active_asset(db, "t.txt")) and x.get("mtime") is not None, 30,
+             "mtime in the asset")
+    wait_no_staging(mount)
+    assert int(os.stat(mount.p("t.txt")).st_mtime) == 1600000000
+    os.utime(mount.p("t.txt"), (1700000000, 1700000000))
+    time.sleep(1.2)
+    assert int(os.stat(mount.p("t.txt")).st_mtime) == 1700000000
+    os.chmod(mount.p("t.txt"), 0o600)  # accepted
+    os.chown(mount.p("t.txt"), os.getuid(), os.getgid())
+    sv = os.statvfs(mount.path)
+    assert sv.f_bavail * sv.f_frsize > 1 << 40
+    assert a["_id"] == active_asset(db, "t.txt")["_id"]
+
+
+def test_xattrs_status_and_caption(mount, db):
+    p = mount.p("cap.txt")
+    f = open(p, "wb")
+    f.write(b"c")
+    assert os.getxattr(p, "user.assetfs.status") == b"writing"
+    os.setxattr(p, "user.assetfs.caption", b"before upload")
+    f.close()
+    a = wait_asset(db, "cap.txt")
+    assert a.get("caption") == "before upload"
+    wait_no_staging(mount)
+    assert os.getxattr(p, "user.assetfs.id").decode() == str(a["_id"])
+    assert os.getxattr(p, "user.assetfs.url").decode() == a["url"]
+    assert os.getxattr(p, "user.assetfs.contentType") == b"text/plain"
+    os.setxattr(p, "user.assetfs.caption", "après".encode())
+    wait_for(lambda: active_asset(db, "cap.txt").get("caption") == "après", 10, "caption")
+    names = os.listxattr(p)
+    assert "user.assetfs.url" in names and "user.assetfs.id" in names
+    with pytest.raises(OSError):
+        os.setxattr(p, "user.assetfs.url", b"http://evil")
+    with pytest.raises(OSError):
+        os.setxattr(p, "user.other", b"x")
