@@ -124,11 +124,15 @@ static void *worker_main(void *arg) {
 static bson_t *source_filter(struct afs_broker *b, enum src s) {
   switch (s) {
   case SRC_UPLOAD:
-    return BCON_NEW("status", "{", "$in", "[", "pending", "uploaded", "]", "}");
+    /* Not an array: ["pending"] would match $in too (and $type "string" as well). */
+    return BCON_NEW("status", "{", "$in", "[", "pending", "uploaded", "]", "}", "$and", "[",
+                    "{", "status", "{", "$not", "{", "$type", "array", "}", "}", "}", "]");
   case SRC_CALL:
-    return BCON_NEW("status", "pending");
+    return BCON_NEW("status", "pending", "$and", "[", "{", "status", "{", "$not", "{", "$type",
+                    "array", "}", "}", "}", "]");
   case SRC_DELETED:
-    return BCON_NEW("status", "deleted");
+    return BCON_NEW("status", "deleted", "$and", "[", "{", "status", "{", "$not", "{", "$type",
+                    "array", "}", "}", "}", "]");
   case SRC_STALE: {
     int64_t cutoff = afs_now_ms() - b->cfg.stale_upload_seconds * 1000L;
     bson_oid_t oid;
@@ -141,6 +145,7 @@ static bson_t *source_filter(struct afs_broker *b, enum src s) {
     oid.bytes[2] = (uint8_t)(secs >> 8);
     oid.bytes[3] = (uint8_t)secs;
     return BCON_NEW("status", "{", "$in", "[", "pending", "initialized", "]", "}", "$and", "[",
+                    "{", "status", "{", "$not", "{", "$type", "array", "}", "}", "}",
                     "{", "$or", "[", "{", "createdAt", "{", "$lt", BCON_DATE_TIME(cutoff), "}",
                     "}", "{", "createdAt", "{", "$not", "{", "$type", "date", "}", "}", "_id",
                     "{", "$lt", BCON_OID(&oid), "}", "}", "]", "}", "]");

@@ -144,6 +144,12 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
                                            "initialized (no path)");
     goto done;
   }
+  bson_iter_t sit;
+  if (!bson_iter_init_find(&sit, doc, "brokerSeal")) {
+    out = fail_upload(uploads, &id, token, "status is uploaded but the broker never "
+                                           "initialized the record (no seal)");
+    goto done;
+  }
   if (!afs_broker_seal_ok(b, doc)) {
     out = fail_upload(uploads, &id, token,
                       "path, uid, contentType or expirationHours changed after the broker "
