@@ -38,8 +38,11 @@ char *afs_s3_uri_encode(const char *s, bool keep_slash) {
 
 void afs_sigv4_format_time(time_t now, char out[17]) {
   struct tm tm;
-  gmtime_r(&now, &tm);
-  strftime(out, 17, "%Y%m%dT%H%M%SZ", &tm);
+  out[0] = '\0'; /* stays empty for a time SigV4 cannot name (before 1970, after 9999) */
+  if (now < 0 || !gmtime_r(&now, &tm) || tm.tm_year + 1900 > 9999)
+    return;
+  if (strftime(out, 17, "%Y%m%dT%H%M%SZ", &tm) != 16)
+    out[0] = '\0';
 }
 
 bool afs_sigv4_parse_time(const char *s, time_t *out) {

@@ -393,6 +393,10 @@ static char *presign_impl(const struct afs_s3_target *t, const char *method, con
     goto done;
 
   afs_sigv4_format_time(now, amz_date);
+  if (!amz_date[0]) {
+    afs_error_set(err, EINVAL, "signing time is out of range");
+    goto done;
+  }
   snprintf(expires_s, sizeof expires_s, "%ld", expires);
   if (asprintf(&cred, "%s/%.8s/%s/s3/aws4_request", t->access_key, amz_date, t->region) < 0) {
     cred = NULL;
@@ -469,6 +473,10 @@ bool afs_sigv4_sign_request(const struct afs_s3_target *t, const char *method, c
   }
   snprintf(out->payload_hash, sizeof out->payload_hash, "%s", ph);
   afs_sigv4_format_time(now, out->amz_date);
+  if (!out->amz_date[0]) {
+    afs_error_set(err, EINVAL, "signing time is out of range");
+    goto done;
+  }
   if (!afs_s3_endpoint_build(t, key, &e, err))
     goto done;
   if (!hlist_add(&h, "host", e.host, err) ||

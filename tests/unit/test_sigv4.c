@@ -192,6 +192,9 @@ static void test_rejects(void) {
   t.secret_key = "";
   CHECK(!afs_sigv4_presign(&t, "GET", "k", NULL, NULL, 0, 60, now, &err));
 
+  CHECK(!afs_sigv4_presign(&aws_example, "GET", "k", NULL, NULL, 0, 60, (time_t)-1, &err));
+  CHECK(!afs_sigv4_presign(&aws_example, "GET", "k", NULL, NULL, 0, 60, (time_t)1 << 40, &err));
+  CHECK(err.code == EINVAL && strstr(err.msg, "time"));
   time_t x;
   CHECK(!afs_sigv4_parse_time("20130231T000000Z", &x));
   CHECK(!afs_sigv4_parse_time("20130524T000000", &x));
