@@ -141,6 +141,8 @@ static bool write_png(const AVFrame *img, const char *out, struct afs_error *err
   enc->height = img->height;
   enc->pix_fmt = img->format;
   enc->time_base = (AVRational){1, 25};
+  /* The encoder always writes a pHYs chunk from this: 0:1 (unset) would be an invalid one. */
+  enc->sample_aspect_ratio = (AVRational){1, 1};
   enc->thread_count = 1;
   /* Paeth prediction: ~15% smaller files than none for ~10% more time. */
   AVDictionary *opts = NULL;

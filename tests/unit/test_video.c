@@ -186,6 +186,22 @@ static void check_preview(const char *name, int w, int h, int rotation, double d
   CHECK(pinfo.width == info.width && pinfo.height == info.height);
   CHECK(pinfo.rotation == info.rotation && fabs(pinfo.duration - info.duration) < 1e-9);
 
+  /* Size and square pixels as another reader sees them (a 0:1 pHYs would be invalid). */
+  char cmd[1024], line[128] = "", want[128];
+  snprintf(cmd, sizeof cmd,
+           "ffprobe -v error -show_entries stream=width,height,sample_aspect_ratio "
+           "-of csv=p=0 %s",
+           png);
+  FILE *f = popen(cmd, "r");
+  if (f) {
+    if (!fgets(line, sizeof line, f))
+      line[0] = '\0';
+    pclose(f);
+  }
+  line[strcspn(line, "\n")] = '\0';
+  snprintf(want, sizeof want, "%d,%d,1:1", dw, dh);
+  CHECK_STREQ(line, want);
+
   uint8_t *rgb = read_png(png, dw, dh);
   CHECK(rgb != NULL);
   if (!rgb)
