@@ -411,6 +411,24 @@ static void test_live(const struct afs_s3_target *t) {
   col.n = 0;
   CHECK(afs_s3_list_objects(&c, prefix, 0, on_listed, &col, &err) && col.n == 0);
 
+  /* 1001 keys: two DeleteObjects requests (S3 refuses more than 1000 in one); three of
+   * them exist, at both ends of the first batch and alone in the second. */
+  enum { NB = 1001 };
+  static char bk[NB][96];
+  const char *bkp[NB];
+  for (int i = 0; i < NB; i++) {
+    snprintf(bk[i], sizeof bk[i], "%sbatch/%04d", prefix, i);
+    bkp[i] = bk[i];
+  }
+  CHECK(presigned_put(t, bk[0], "a", "text/plain"));
+  CHECK(presigned_put(t, bk[999], "b", "text/plain"));
+  CHECK(presigned_put(t, bk[1000], "c", "text/plain"));
+  CHECK(afs_s3_delete_objects(&c, bkp, NB, &failed, &err) && failed == 0);
+  if (failed)
+    fprintf(stderr, "  %s\n", err.msg);
+  col.n = 0;
+  CHECK(afs_s3_list_objects(&c, prefix, 0, on_listed, &col, &err) && col.n == 0);
+
   /* multipart: create, two parts through presigned UploadPart URLs, complete */
   char mkey[160], *uid = NULL;
   snprintf(mkey, sizeof mkey, "%smulti part+.bin", prefix);
