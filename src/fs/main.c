@@ -7,6 +7,7 @@
  * SIGINT) ends the loop; destroy then waits, bounded, for uploads still in flight.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,8 @@
 #include "assetfs/log.h"
 #include "assetfs/upload.h"
 #include "ops_int.h"
+
+#include <fuse_lowlevel.h> /* fuse_parse_cmdline; needs FUSE_USE_VERSION from fs.h */
 
 static struct afs_fs g_fs;
 
@@ -116,11 +119,45 @@ static bool check_mongo(const char *uri_str, struct afs_error *err) {
   return true;
 }
 
+/* Mount, daemonise unless -f, serve (multithreaded unless -s) until unmounted or
+ * signalled, unmount. An unmount by SIGTERM/SIGINT/SIGHUP is a clean exit (0). */
+static int run_fuse(struct fuse_args *args, const struct fuse_cmdline_opts *copts,
+                    const struct fuse_operations *ops, struct afs_fs *fs) {
+  int res = 1;
+  struct fuse *f = fuse_new(args, ops, sizeof *ops, fs);
+  if (!f)
+    return 1;
+  if (fuse_mount(f, copts->mountpoint) != 0)
+    goto out_destroy;
+  if (fuse_daemonize(copts->foreground) != 0)
+    goto out_unmount;
+  struct fuse_session *se = fuse_get_session(f);
+  if (fuse_set_signal_handlers(se) != 0)
+    goto out_unmount;
+  if (copts->singlethread) {
+    res = fuse_loop(f);
+  } else {
+    struct fuse_loop_config lc = {.clone_fd = copts->clone_fd,
+                                  .max_idle_threads = copts->max_idle_threads};
+    res = fuse_loop_mt(f, &lc);
+  }
+  if (res == SIGTERM || res == SIGINT || res == SIGHUP)
+    res = 0;
+  fuse_remove_signal_handlers(se);
+out_unmount:
+  fuse_unmount(f);
+out_destroy:
+  fuse_destroy(f);
+  return res ? 1 : 0;
+}
+
 int main(int argc, char *argv[]) {
   struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
   struct afs_error e = {0};
   struct afs_fs *fs = &g_fs;
   int rc = 1;
+  struct fuse_cmdline_opts copts;
+  memset(&copts, 0, sizeof copts);
   afs_log_init("assetfs", AFS_LOG_INFO, false);
   if (!afs_fs_options_parse(&args, &fs->opt, &e)) {
     fprintf(stderr, "assetfs: %s\n", e.msg);
@@ -131,11 +168,18 @@ int main(int argc, char *argv[]) {
     rc = 0;
     goto done;
   }
-  if (fs->opt.show_help) {
+  if (fuse_parse_cmdline(&args, &copts) != 0)
+    goto done;
+  if (fs->opt.show_help || copts.show_help) {
     afs_fs_options_help();
-    struct fuse_operations none;
-    memset(&none, 0, sizeof none);
-    rc = fuse_main(args.argc, args.argv, &none, NULL);
+    printf("FUSE options:\n");
+    fuse_cmdline_help();
+    fuse_lib_help(&args);
+    rc = 0;
+    goto done;
+  }
+  if (!copts.mountpoint) {
+    fprintf(stderr, "assetfs: no mountpoint given (see --help)\n");
     goto done;
   }
   enum afs_log_level lvl;
@@ -160,13 +204,12 @@ int main(int argc, char *argv[]) {
   struct fuse_operations ops = *afs_fs_operations();
   ops.init = op_init;
   ops.destroy = op_destroy;
-  /* fuse_main: mount, daemonise unless -f, multithreaded loop unless -s, signal
-   * handlers that unmount on SIGTERM/SIGINT/SIGHUP. */
-  rc = fuse_main(args.argc, args.argv, &ops, fs);
+  rc = run_fuse(&args, &copts, &ops, fs);
 done:
   if (fs->db.pool)
     afs_db_close(&fs->db);
   afs_fs_options_free(&fs->opt);
+  free(copts.mountpoint);
   fuse_opt_free_args(&args);
   return rc;
 }
