@@ -6,8 +6,8 @@
  * has ONE budget for all open files (budget_bytes, default 256 MiB); least recently used
  * blocks are dropped first, and blocks a sequential reader has passed go before others.
  *
- * Sequential readers get a read-ahead window that starts at 1 MiB and doubles while the
- * reader stays sequential, up to max_window and to a fair share of the budget (budget /
+ * Sequential readers get a read-ahead window of 1 MiB that grows to twice the bytes read
+ * in the current sequential run (so it doubles as the reader keeps going), up to max_window and to a fair share of the budget (budget /
  * (2 × sequential readers)); the window is fetched as parallel ranged GETs of up to
  * chunk_size each by a pool of worker threads (each keeps its curl connection alive).
  * A random read (a seek, ffprobe, a player) fetches only the blocks it touches; a seek

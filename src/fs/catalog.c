@@ -241,10 +241,30 @@ static struct node *file_put(struct part *p, const char *rel, struct afs_asset *
 
 typedef void (*each_doc_fn)(void *ctx, const bson_t *doc);
 
+#define DB_BACKOFF_MS 3000
+
+bool afs_cat_db_gate(struct afs_catalog *cat, struct afs_error *err) {
+  int64_t until = __atomic_load_n(&cat->db_down_until_ms, __ATOMIC_RELAXED);
+  if (until && (int64_t)(afs_cat_now() * 1000) < until)
+    return afs_error_set(err, EIO, "MongoDB is unreachable (failed moments ago)");
+  return true;
+}
+
+void afs_cat_db_result(struct afs_catalog *cat, bool ok, const struct afs_error *err) {
+  int64_t v = 0;
+  /* Only connection trouble trips the breaker, not a bad query. */
+  if (!ok && err && err->code == EHOSTUNREACH)
+    v = (int64_t)(afs_cat_now() * 1000) + DB_BACKOFF_MS;
+  if (ok || v)
+    __atomic_store_n(&cat->db_down_until_ms, v, __ATOMIC_RELAXED);
+}
+
 static bool run_find(struct afs_catalog *cat, const bson_t *filter, const bson_t *opts,
                      each_doc_fn each, void *ctx, struct afs_error *err) {
   bson_error_t berr;
   const bson_t *doc;
+  if (!afs_cat_db_gate(cat, err))
+    return false;
   mongoc_client_t *c = afs_db_pop(cat->db);
   if (!c)
     return afs_error_set(err, EIO, "no MongoDB client available");
@@ -258,9 +278,11 @@ static bool run_find(struct afs_catalog *cat, const bson_t *filter, const bson_t
   afs_db_push(cat->db, c);
   if (!ok) {
     afs_db_error(err, &berr, "CosyncAsset query");
+    afs_cat_db_result(cat, false, err);
     err->code = EIO;
     return false;
   }
+  afs_cat_db_result(cat, true, NULL);
   return true;
 }
 
@@ -551,6 +573,8 @@ static void strv_push(char ***v, size_t *n, const char *s) {
 static bool discover(struct afs_catalog *cat, char ***out, struct afs_error *err) {
   bson_error_t berr;
   bson_t reply;
+  if (!afs_cat_db_gate(cat, err))
+    return false;
   bson_t *cmd = BCON_NEW("distinct", BCON_UTF8(AFS_COLL_ASSET), "key", BCON_UTF8("_partition"),
                          "query", "{", "status", BCON_UTF8("active"), "}");
   mongoc_client_t *c = afs_db_pop(cat->db);
@@ -571,6 +595,7 @@ static bool discover(struct afs_catalog *cat, char ***out, struct afs_error *err
     }
   } else {
     afs_db_error(err, &berr, "listing partitions");
+    afs_cat_db_result(cat, false, err);
     err->code = EIO;
   }
   bson_destroy(&reply);

@@ -72,6 +72,10 @@ struct afs_catalog {
   char **disc;            /* discovered partitions (NULL-terminated), NULL never ran */
   double disc_at;
 
+  /* After MongoDB failed, queries fail fast until then (monotonic ms; atomic), so a
+   * dead server costs one server-selection timeout, not one per lookup. */
+  int64_t db_down_until_ms;
+
   /* ref_mu protects refs; ref_cv signals the end of a refresh flight. */
   pthread_mutex_t ref_mu;
   pthread_cond_t ref_cv;
@@ -79,6 +83,9 @@ struct afs_catalog {
 };
 
 double afs_cat_now(void);  /* monotonic seconds */
+/* false (EIO) while MongoDB is considered down; afs_cat_db_result records an outcome. */
+bool afs_cat_db_gate(struct afs_catalog *cat, struct afs_error *err);
+void afs_cat_db_result(struct afs_catalog *cat, bool ok, const struct afs_error *err);
 int64_t afs_cat_wall_ms(void);
 
 /* Parses a CosyncAsset document. false if it lacks an ObjectId _id. */

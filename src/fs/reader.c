@@ -93,6 +93,7 @@ struct afs_reader {
   int64_t next_off;
   int64_t window;
   int64_t ra_end; /* read-ahead issued up to this byte */
+  int64_t run_start; /* where the current sequential run began */
   bool seq;
 };
 
@@ -688,6 +689,7 @@ static void plan_ahead(struct afs_readcache *rc, struct afs_reader *r, int64_t o
     r->window = 0;
     r->ra_end = end;
     r->next_off = end;
+    r->run_start = off;
     return;
   }
   if (end > r->next_off)
@@ -699,7 +701,11 @@ static void plan_ahead(struct afs_readcache *rc, struct afs_reader *r, int64_t o
   int64_t bs = (int64_t)rc->o.block_size;
   if (cap < bs)
     cap = bs;
-  r->window = r->window ? r->window * 2 : (1 << 20);
+  /* The window follows what was actually read in this run (twice as much ahead), not
+   * the number of read calls: one small read that the kernel splits into a burst of
+   * readahead requests must not pull a whole file. */
+  int64_t run = end - r->run_start;
+  r->window = 2 * run > (1 << 20) ? 2 * run : (1 << 20);
   if (r->window > cap)
     r->window = cap;
   if (r->ra_end < end)
@@ -712,6 +718,8 @@ static void plan_ahead(struct afs_readcache *rc, struct afs_reader *r, int64_t o
   if (r->ra_end >= want || r->ra_end - end > r->window / 2)
     return;
   int64_t first = r->ra_end / bs, last = (want - 1) / bs;
+  afs_debug("%s: read at %" PRId64 ": read-ahead to %" PRId64 " (window %" PRId64 " KiB)",
+            r->src->key, off, want, r->window >> 10);
   if (first <= last)
     fetch_range(rc, r, first, last, rc->o.chunk_size / rc->o.block_size, false);
   r->ra_end = want;
