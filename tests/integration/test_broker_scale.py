@@ -1,0 +1,90 @@
+"""Several brokers on one database: 3 brokers, 500 uploads, one broker SIGKILLed in the
+middle -> every upload completed exactly once, no asset duplicated, none missing."""
+import concurrent.futures
+import hashlib
+import os
+import signal
+import time
+import uuid
+
+import bson
+import requests
+
+from cosync_client import utcnow
+from procs import wait_for
+
+# The issue asks for 500; FerretDB's SQLite backend scans a whole collection for every
+# query that is not a bare _id lookup, so on a loaded 2-core machine this takes minutes.
+N = int(os.environ.get("ASSETFS_SCALE_UPLOADS", "500"))
+
+
+def body_for(i):
+    return hashlib.sha256(str(i).encode()).digest() * 8
+
+
+def test_three_brokers_one_killed(db, start_broker):
+    brokers = [start_broker("--set", "lease_seconds=10", "--workers", "4", name=f"b{i}")
+               for i in range(3)]
+    u = "u" + uuid.uuid4().hex[:12]
+    ids = [bson.ObjectId() for _ in range(N)]
+    index = {oid: i for i, oid in enumerate(ids)}
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=16, pool_maxsize=16)
+    session.mount("http://", adapter)
+    t0 = time.monotonic()
+    for start in range(0, N, 50):
+        db.CosyncAssetUpload.insert_many([{
+            "_id": oid, "_partition": f"user_id={u}", "uid": u, "sessionId": "bulk",
+            "assetPartition": "shared", "filePath": f"bulk/{index[oid]:04d}.bin",
+            "contentType": "application/octet-stream", "expirationHours": 24.0,
+            "status": "pending", "createdAt": utcnow()} for oid in ids[start:start + 50]])
+
+    def upload(rec):
+        i = index[rec["_id"]]
+        r = session.put(rec["writeUrl"], data=body_for(i),
+                        headers={"Content-Type": "application/octet-stream"}, timeout=30)
+        assert r.status_code == 200, r.text
+        return rec["_id"]
+
+    killed = False
+    put_done = set()
+    deadline = time.monotonic() + max(120, N * 1.5)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        while True:
+            assert time.monotonic() < deadline, "uploads did not finish in time"
+            ready = list(db.CosyncAssetUpload.find(
+                {"status": "initialized"},
+                {"writeUrl": 1}).limit(100))
+            if ready:
+                done = list(pool.map(upload, ready))
+                put_done.update(done)
+                db.CosyncAssetUpload.update_many({"_id": {"$in": done}},
+                                                 {"$set": {"status": "uploaded",
+                                                           "updatedAt": utcnow()}})
+            completed = db.CosyncAssetUpload.count_documents({"status": "completed"})
+            if not killed and completed >= N // 4:
+                brokers[1].proc.send_signal(signal.SIGKILL)
+                brokers[1].proc.wait(timeout=10)
+                killed = True
+            if completed == N:
+                break
+            if not ready:
+                time.sleep(0.5)  # every client query is a collection scan on FerretDB
+    elapsed = time.monotonic() - t0
+    print(f"\n{N} uploads through 3 brokers (one SIGKILLed) in {elapsed:.1f} s")
+    assert killed
+    assert db.CosyncAssetUpload.count_documents({"status": {"$ne": "completed"}}) == 0
+    assets = list(db.CosyncAsset.find({}, {"filePath": 1, "status": 1, "url": 1, "size": 1}))
+    assert len(assets) == N
+    assert {a["_id"] for a in assets} == set(ids)
+    assert len({a["filePath"] for a in assets}) == N
+    assert all(a["status"] == "active" for a in assets)
+    assert db.CosyncAssetUpload.count_documents({"leaseOwner": {"$exists": True}}) == 0
+
+    def check(a):
+        r = session.get(a["url"], timeout=30)
+        return r.status_code == 200 and r.content == body_for(index[a["_id"]])
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(check, assets))
+    for i in (0, 2):
+        assert brokers[i].proc.poll() is None
