@@ -22,6 +22,7 @@ static const char *const src_coll[SRC_COUNT] = {AFS_COLL_UPLOAD, AFS_COLL_CALL, 
 
 struct item {
   enum src src;
+  int64_t claimed_ms; /* when the lease was taken */
   bson_t *doc;
   char token[AFS_LEASE_TOKEN_MAX];
 };
@@ -88,6 +89,18 @@ static void *worker_main(void *arg) {
 
     const char *status = NULL;
     int64_t t0 = afs_now_ms();
+    /* A record that waited most of its lease in the queue may be taken over while we
+     * work on it; give it back instead of racing. */
+    if (t0 - it.claimed_ms > b->cfg.lease_seconds * 800L) {
+      bson_value_t id;
+      if (afs_rec_id(it.doc, &id)) {
+        mongoc_collection_t *coll = afs_broker_coll(b, c, src_coll[it.src]);
+        afs_lease_release(coll, &id, it.token, 0, NULL);
+        mongoc_collection_destroy(coll);
+        bson_value_destroy(&id);
+      }
+      it.src = SRC_COUNT;
+    }
     switch (it.src) {
     case SRC_UPLOAD:
       afs_rec_str(it.doc, "status", 64, &status, NULL);
@@ -108,8 +121,9 @@ static void *worker_main(void *arg) {
     default:
       break;
     }
-    afs_debug("handled a %s record in %lld ms", src_coll[it.src],
-              (long long)(afs_now_ms() - t0));
+    if (it.src < SRC_COUNT)
+      afs_debug("handled a %s record in %lld ms", src_coll[it.src],
+                (long long)(afs_now_ms() - t0));
     bson_destroy(it.doc);
     pthread_mutex_lock(&q->lock);
     q->busy--;
@@ -175,7 +189,7 @@ static int claim_source(struct ctx *x, mongoc_client_t *c, enum src s, size_t ro
     afs_debug("claimed %zu from %s in %lld ms", batch.n, src_coll[s],
               (long long)(afs_now_ms() - t0));
   for (size_t i = 0; i < batch.n; i++) {
-    struct item it = {.src = s, .doc = batch.docs[i]};
+    struct item it = {.src = s, .doc = batch.docs[i], .claimed_ms = t0};
     snprintf(it.token, sizeof it.token, "%s", batch.token);
     batch.docs[i] = NULL;
     q_push(&x->q, it);
@@ -216,7 +230,9 @@ int afs_broker_run(struct afs_broker *b) {
   pthread_mutex_init(&q->lock, NULL);
   pthread_cond_init(&q->nonempty, NULL);
   pthread_cond_init(&q->room, NULL);
-  q->cap = (size_t)b->workers * 2 + (size_t)b->batch;
+  /* Batches amortize the claim's queries (each a collection scan on FerretDB/SQLite);
+   * a record that waits too long in the queue is given back (see worker_main). */
+  q->cap = (size_t)b->workers + (size_t)b->batch;
   q->items = calloc(q->cap, sizeof *q->items);
   pthread_t *th = calloc((size_t)b->workers, sizeof *th);
   if (!q->items || !th) {
@@ -239,16 +255,34 @@ int afs_broker_run(struct afs_broker *b) {
     stale_every_ms = 500;
   if (stale_every_ms > 30000)
     stale_every_ms = 30000;
-  int64_t next_stale = 0, down_since = 0, last_down_log = 0;
+  int64_t next_stale = 0, down_since = 0, last_down_log = 0, next_side = 0, last_claim = 0;
+  bool busy_streak = false;
   while (!atomic_load(&b->stop)) {
     int found = 0;
     bool failed = false;
     struct afs_error err = {0};
     bool full = false;
+    /* Every poll is a query per source, and on FerretDB's SQLite backend every query
+     * scans the whole collection: while busy, wait until half the workers are free
+     * (or a short while) before claiming more, and look at the low-volume sources
+     * (calls, deleted assets) at most every poll_max_ms. */
+    size_t room = q_room(q);
+    if (busy_streak && room < (size_t)b->batch && afs_now_ms() - last_claim < 50) {
+      pthread_mutex_lock(&q->lock);
+      struct timespec ts;
+      deadline_in(&ts, 10);
+      if (!atomic_load(&b->stop))
+        pthread_cond_timedwait(&q->room, &q->lock, &ts);
+      pthread_mutex_unlock(&q->lock);
+      continue;
+    }
+    bool side_due = afs_now_ms() >= next_side;
     for (int s = 0; s < SRC_COUNT && !failed; s++) {
       if (s == SRC_STALE && afs_now_ms() < next_stale)
         continue;
-      size_t room = q_room(q);
+      if ((s == SRC_CALL || s == SRC_DELETED) && !side_due)
+        continue;
+      room = q_room(q);
       if (room == 0) {
         full = true;
         break;
@@ -260,7 +294,12 @@ int afs_broker_run(struct afs_broker *b) {
         found += n;
       if (s == SRC_STALE && n >= 0)
         next_stale = afs_now_ms() + stale_every_ms;
+      if (s == SRC_UPLOAD)
+        busy_streak = n > 0;
     }
+    last_claim = afs_now_ms();
+    if (side_due && !failed)
+      next_side = last_claim + (busy_streak ? b->poll_max_ms : 0);
     int64_t now = afs_now_ms();
     if (failed) {
       if (!down_since || now - last_down_log > 30000) {

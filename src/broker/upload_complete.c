@@ -271,7 +271,13 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
   supersede(b, assets, &id, target, fp);
 
   bson_t *done_set = BCON_NEW("status", "completed", "updatedAt", BCON_DATE_TIME(afs_now_ms()));
-  int rc = afs_lease_finish(uploads, &id, token, done_set, NULL, &err);
+  /* The write URLs are spent: dropping them keeps old upload records small (every
+   * query scans the collection on FerretDB's SQLite backend). */
+  bson_t *spent = bson_new();
+  for (int p = 0; p < AFS_PART_COUNT; p++)
+    BSON_APPEND_UTF8(spent, afs_write_url_field[p], "");
+  int rc = afs_lease_finish(uploads, &id, token, done_set, spent, &err);
+  bson_destroy(spent);
   bson_destroy(done_set);
   if (rc < 0) {
     afs_warn("upload %s: asset written but the upload not marked completed: %s", ids, err.msg);
