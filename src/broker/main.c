@@ -15,10 +15,7 @@
 #include "assetfs/indexes.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
-#if __has_include("assetfs/sign_cmd.h")
 #include "assetfs/sign_cmd.h"
-#define HAVE_SIGN_CMD 1
-#endif
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -208,11 +205,7 @@ int main(int argc, char *argv[]) {
   mongoc_log_set_handler(on_mongoc_log, NULL);
 
   if (optind < argc && !strcmp(argv[optind], "sign")) {
-#ifdef HAVE_SIGN_CMD
     rc = afs_sign_cmd(argc - optind, argv + optind, &b.cfg);
-#else
-    fprintf(stderr, "assetfs-broker: the sign command is not built in this version\n");
-#endif
     goto out;
   }
   if (optind < argc) {
