@@ -20,6 +20,9 @@ enum src { SRC_UPLOAD, SRC_CALL, SRC_DELETED, SRC_STALE, SRC_COUNT };
 static const char *const src_coll[SRC_COUNT] = {AFS_COLL_UPLOAD, AFS_COLL_CALL, AFS_COLL_ASSET,
                                                 AFS_COLL_UPLOAD};
 
+/* Deleted assets are purged without hurry; the query scans the asset collection. */
+#define DELETED_POLL_MS 1000
+
 struct item {
   enum src src;
   int64_t claimed_ms; /* when the lease was taken */
@@ -256,6 +259,7 @@ int afs_broker_run(struct afs_broker *b) {
   if (stale_every_ms > 30000)
     stale_every_ms = 30000;
   int64_t next_stale = 0, down_since = 0, last_down_log = 0, next_side = 0, last_claim = 0;
+  int64_t next_deleted = 0, claim_cost = 0;
   bool busy_streak = false;
   while (!atomic_load(&b->stop)) {
     int found = 0;
@@ -267,7 +271,10 @@ int afs_broker_run(struct afs_broker *b) {
      * (or a short while) before claiming more, and look at the low-volume sources
      * (calls, deleted assets) at most every poll_max_ms. */
     size_t room = q_room(q);
-    if (busy_streak && room < (size_t)b->batch && afs_now_ms() - last_claim < 50) {
+    /* ...and never spend more than about half the time scanning: wait at least as long
+     * as the last claim took. */
+    int64_t gap = claim_cost > 50 ? claim_cost : 50;
+    if (busy_streak && room < (size_t)b->batch && afs_now_ms() - last_claim < gap) {
       pthread_mutex_lock(&q->lock);
       struct timespec ts;
       deadline_in(&ts, 10);
@@ -280,14 +287,19 @@ int afs_broker_run(struct afs_broker *b) {
     for (int s = 0; s < SRC_COUNT && !failed; s++) {
       if (s == SRC_STALE && afs_now_ms() < next_stale)
         continue;
-      if ((s == SRC_CALL || s == SRC_DELETED) && !side_due)
+      if ((s == SRC_CALL && !side_due) || (s == SRC_DELETED && afs_now_ms() < next_deleted))
         continue;
       room = q_room(q);
       if (room == 0) {
         full = true;
         break;
       }
+      int64_t c0 = afs_now_ms();
       int n = claim_source(&x, c, (enum src)s, room, &err);
+      if (s == SRC_UPLOAD)
+        claim_cost = afs_now_ms() - c0;
+      if (s == SRC_DELETED && n >= 0)
+        next_deleted = afs_now_ms() + (n > 0 ? 0 : DELETED_POLL_MS);
       if (n < 0)
         failed = true;
       else
