@@ -38,6 +38,22 @@ struct afs_broker {
 
 enum afs_outcome { AFS_DONE, AFS_RETRY };
 
+/* What a valid upload record asks for: fields point into the record; keys are built
+ * deterministically from the record, so planning twice gives the same keys. */
+struct afs_upload_plan {
+  bson_value_t id;
+  bool has_id;
+  const char *uid, *file_path, *content_type, *partition, *asset_partition;
+  double hours;
+  bool hours_defaulted;
+  struct afs_keys keys;
+};
+
+/* Validates an upload record and builds its keys; false with the reason in err (for
+ * the record's `error`). Free with afs_upload_plan_free even on failure. */
+bool afs_upload_plan(const bson_t *doc, struct afs_upload_plan *plan, struct afs_error *err);
+void afs_upload_plan_free(struct afs_upload_plan *plan);
+
 /* Handlers; `doc` is the claimed record, `token` its lease token. */
 enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
                                  const char *token);

@@ -30,6 +30,16 @@ static enum afs_outcome fail_upload(mongoc_collection_t *coll, const bson_value_
   return rc < 0 ? AFS_RETRY : AFS_DONE;
 }
 
+/* Removes a record's objects; the keys come from a sealed or freshly planned path, so
+ * they lie under the uploader's prefix. */
+static bool delete_keys(struct afs_broker *b, const struct afs_keys *k, struct afs_error *err) {
+  bool ok = true;
+  for (int p = 0; p < AFS_PART_COUNT; p++)
+    if (k->key[p] && !afs_s3op_delete(&b->s3, k->key[p], err))
+      ok = false;
+  return ok;
+}
+
 /* Copies the metadata fields a Cosync asset carries, with Cosync's defaults. */
 static bool copy_metadata(const bson_t *doc, bson_t *set, struct afs_error *err) {
   for (size_t i = 0; i < sizeof meta_strings / sizeof meta_strings[0]; i++) {
@@ -126,7 +136,9 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
   bson_t set = BSON_INITIALIZER, unset = BSON_INITIALIZER, *sel = NULL, *upd = NULL;
   const char *uid = NULL, *path = NULL, *ct = NULL, *part = NULL, *apart = NULL, *fp = NULL,
              *sess = NULL, *seal = NULL;
-  char ids[80];
+  char ids[80], fresh_seal[65];
+  struct afs_upload_plan plan;
+  memset(&plan, 0, sizeof plan);
   memset(&keys, 0, sizeof keys);
   memset(head, 0, sizeof head);
   if (!afs_rec_id(doc, &id)) {
@@ -139,18 +151,21 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
   mongoc_collection_t *assets = afs_broker_coll(b, c, AFS_COLL_ASSET);
 
   afs_rec_str(doc, "path", AFS_KEY_MAX, &path, NULL);
-  if (!path || !*path) {
-    out = fail_upload(uploads, &id, token, "status is uploaded but the record was never "
-                                           "initialized (no path)");
-    goto done;
-  }
   bson_iter_t sit;
-  if (!bson_iter_init_find(&sit, doc, "brokerSeal")) {
-    out = fail_upload(uploads, &id, token, "status is uploaded but the broker never "
-                                           "initialized the record (no seal)");
-    goto done;
-  }
-  if (!afs_broker_seal_ok(b, doc)) {
+  if (!path || !*path || !bson_iter_init_find(&sit, doc, "brokerSeal")) {
+    /* Never initialized, or the initialization was lost (see key_timestamp in
+     * upload_init.c): plan it now. Keys are deterministic, so objects uploaded through
+     * URLs of a lost initialization are found; anything else finds nothing under the
+     * uploader's own prefix and fails below. */
+    if (!afs_upload_plan(doc, &plan, &err)) {
+      out = fail_upload(uploads, &id, token, err.msg);
+      goto done;
+    }
+    path = plan.keys.key[AFS_PART_ORIGINAL];
+    afs_broker_seal(b, &id, plan.uid, path, plan.content_type, plan.hours, fresh_seal);
+    seal = fresh_seal;
+    afs_info("upload %s: uploaded without a (kept) initialization; checking %s", ids, path);
+  } else if (!afs_broker_seal_ok(b, doc)) {
     out = fail_upload(uploads, &id, token,
                       "path, uid, contentType or expirationHours changed after the broker "
                       "initialized the record; refusing to complete it");
@@ -189,7 +204,7 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
     if (p == AFS_PART_ORIGINAL && !head[p].found) {
       char why[AFS_ERROR_MSG_MAX];
       snprintf(why, sizeof why, "the original was not uploaded (no object at %s)", keys.key[p]);
-      afs_broker_delete_objects(b, doc, NULL, NULL);
+      delete_keys(b, &keys, NULL);
       out = fail_upload(uploads, &id, token, why);
       goto done;
     }
@@ -197,7 +212,7 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
       char why[AFS_ERROR_MSG_MAX];
       snprintf(why, sizeof why, "the object is %lld bytes, over the limit of %ld",
                (long long)head[p].size, b->cfg.max_object_size);
-      if (!afs_broker_delete_objects(b, doc, NULL, &err))
+      if (!delete_keys(b, &keys, &err))
         afs_warn("upload %s: %s", ids, err.msg);
       out = fail_upload(uploads, &id, token, why);
       goto done;
@@ -227,7 +242,8 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
   int64_t now = afs_now_ms(), mtime;
   bool has_mtime;
   afs_rec_date(doc, "mtime", &mtime, &has_mtime);
-  afs_rec_str(doc, "brokerSeal", 64, &seal, NULL);
+  if (!seal)
+    afs_rec_str(doc, "brokerSeal", 64, &seal, NULL);
   BSON_APPEND_UTF8(&set, "_partition", target);
   BSON_APPEND_UTF8(&set, "uid", uid);
   if (sess)
@@ -289,6 +305,7 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
              fp, (long long)head[AFS_PART_ORIGINAL].size);
   }
 done:
+  afs_upload_plan_free(&plan);
   if (sel)
     bson_destroy(sel);
   if (upd)

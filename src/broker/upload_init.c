@@ -67,62 +67,95 @@ static enum afs_outcome fail_record(mongoc_collection_t *coll, const bson_value_
   return AFS_DONE;
 }
 
+/* The "-<ms>" in the keys comes from the record itself, not the clock: initializing the
+ * same record twice gives the same keys. That makes the transition idempotent, which
+ * matters where conditional updates are not atomic (FerretDB 1.24 on SQLite loses
+ * concurrent updates of one document, so a record can come back "pending" after it was
+ * initialized and a client already uploaded to its URLs). ObjectIds give their creation
+ * second plus a per-id millisecond part; other ids createdAt or a hash. */
+static int64_t key_timestamp(const bson_t *doc, const bson_value_t *id) {
+  if (id->value_type == BSON_TYPE_OID) {
+    const uint8_t *o = id->value.v_oid.bytes;
+    uint32_t secs = (uint32_t)o[0] << 24 | (uint32_t)o[1] << 16 | (uint32_t)o[2] << 8 | o[3];
+    uint64_t h = 1469598103934665603ULL;
+    for (int i = 4; i < 12; i++)
+      h = (h ^ o[i]) * 1099511628211ULL;
+    return (int64_t)secs * 1000 + (int64_t)(h % 1000);
+  }
+  int64_t created;
+  bool has;
+  afs_rec_date(doc, "createdAt", &created, &has);
+  if (has && created > 0)
+    return created;
+  char buf[80];
+  const char *s = afs_rec_id_str(id, buf, sizeof buf);
+  uint64_t h = 1469598103934665603ULL;
+  for (; *s; s++)
+    h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+  return 1000000000000LL + (int64_t)(h % 1000000000000ULL);
+}
+
+bool afs_upload_plan(const bson_t *doc, struct afs_upload_plan *plan, struct afs_error *err) {
+  const char *sess;
+  memset(plan, 0, sizeof *plan);
+  plan->hours = AFS_READ_HOURS_DEFAULT;
+  if (!afs_rec_id(doc, &plan->id))
+    return afs_error_set(err, EINVAL, "no _id");
+  plan->has_id = true;
+  if (!afs_rec_str_req(doc, "uid", AFS_UID_MAX, &plan->uid, err) ||
+      !afs_uid_check(plan->uid, strlen(plan->uid), err) ||
+      !afs_rec_str_req(doc, "filePath", AFS_FILEPATH_MAX, &plan->file_path, err) ||
+      !afs_filepath_check(plan->file_path, strlen(plan->file_path), err) ||
+      !afs_rec_str(doc, "contentType", CONTENT_TYPE_MAX, &plan->content_type, err) ||
+      !check_content_type(plan->content_type, err) ||
+      !afs_rec_str(doc, "_partition", PARTITION_MAX, &plan->partition, err) ||
+      !afs_rec_str(doc, "assetPartition", PARTITION_MAX, &plan->asset_partition, err) ||
+      !afs_rec_str(doc, "sessionId", SESSION_MAX, &sess, err) ||
+      !check_hours(doc, &plan->hours, &plan->hours_defaulted, err))
+    return false;
+  if ((!plan->partition || !*plan->partition) &&
+      (!plan->asset_partition || !*plan->asset_partition))
+    return afs_error_set(err, EINVAL, "neither _partition nor assetPartition is set");
+  return afs_naming_make_keys(plan->uid, plan->file_path, plan->content_type, plan->hours == 0,
+                              key_timestamp(doc, &plan->id), &plan->keys, err);
+}
+
+void afs_upload_plan_free(struct afs_upload_plan *plan) {
+  afs_keys_free(&plan->keys);
+  if (plan->has_id)
+    bson_value_destroy(&plan->id);
+  plan->has_id = false;
+}
+
 enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
                                  const char *token) {
   enum afs_outcome out = AFS_DONE;
   struct afs_error err = {0};
-  bson_value_t id;
-  struct afs_keys keys;
+  struct afs_upload_plan plan;
   char *wurl[AFS_PART_COUNT] = {0}, *rurl[AFS_PART_COUNT] = {0};
   bson_t set = BSON_INITIALIZER, unset = BSON_INITIALIZER;
-  const char *uid, *fp, *ct, *part, *apart, *sess;
-  double hours = AFS_READ_HOURS_DEFAULT;
-  bool defaulted = false;
   char ids[80];
-  memset(&keys, 0, sizeof keys);
-  if (!afs_rec_id(doc, &id)) {
-    bson_destroy(&set);
-    bson_destroy(&unset);
-    return AFS_DONE; /* cannot be: every stored document has an _id */
-  }
-  afs_rec_id_str(&id, ids, sizeof ids);
   mongoc_collection_t *coll = afs_broker_coll(b, c, AFS_COLL_UPLOAD);
-
-  if (!afs_rec_str_req(doc, "uid", AFS_UID_MAX, &uid, &err) ||
-      !afs_uid_check(uid, strlen(uid), &err) ||
-      !afs_rec_str_req(doc, "filePath", AFS_FILEPATH_MAX, &fp, &err) ||
-      !afs_filepath_check(fp, strlen(fp), &err) ||
-      !afs_rec_str(doc, "contentType", CONTENT_TYPE_MAX, &ct, &err) ||
-      !check_content_type(ct, &err) ||
-      !afs_rec_str(doc, "_partition", PARTITION_MAX, &part, &err) ||
-      !afs_rec_str(doc, "assetPartition", PARTITION_MAX, &apart, &err) ||
-      !afs_rec_str(doc, "sessionId", SESSION_MAX, &sess, &err) ||
-      !check_hours(doc, &hours, &defaulted, &err)) {
-    out = fail_record(coll, &id, token, err.msg);
+  if (!afs_upload_plan(doc, &plan, &err)) {
+    if (plan.has_id)
+      out = fail_record(coll, &plan.id, token, err.msg);
     goto done;
   }
-  if ((!part || !*part) && (!apart || !*apart)) {
-    out = fail_record(coll, &id, token, "neither _partition nor assetPartition is set");
-    goto done;
-  }
-  bool is_public = hours == 0;
+  afs_rec_id_str(&plan.id, ids, sizeof ids);
+  const char *ct = plan.content_type;
   enum afs_kind kind = afs_content_kind(ct);
-  if (!afs_naming_make_keys(uid, fp, ct, is_public, afs_naming_now_ms(), &keys, &err)) {
-    out = fail_record(coll, &id, token, err.msg);
-    goto done;
-  }
   for (int p = 0; p < AFS_PART_COUNT; p++) {
-    if (!keys.key[p]) {
+    if (!plan.keys.key[p]) {
       BSON_APPEND_UTF8(&unset, afs_write_url_field[p], "");
       BSON_APPEND_UTF8(&unset, afs_read_url_field[p], "");
       continue;
     }
     const char *pct = ct ? afs_part_content_type(kind, (enum afs_part)p, ct) : NULL;
-    wurl[p] = afs_broker_write_url(b, keys.key[p], pct, &err);
-    rurl[p] = wurl[p] ? afs_broker_read_url(b, keys.key[p], hours, &err) : NULL;
+    wurl[p] = afs_broker_write_url(b, plan.keys.key[p], pct, &err);
+    rurl[p] = wurl[p] ? afs_broker_read_url(b, plan.keys.key[p], plan.hours, &err) : NULL;
     if (!wurl[p] || !rurl[p]) {
       afs_err("upload %s: signing failed: %s", ids, err.msg);
-      out = fail_record(coll, &id, token, "the broker could not sign the URLs");
+      out = fail_record(coll, &plan.id, token, "the broker could not sign the URLs");
       goto done;
     }
     BSON_APPEND_UTF8(&set, afs_write_url_field[p], wurl[p]);
@@ -130,37 +163,37 @@ enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const
   }
   int64_t now = afs_now_ms();
   char seal[65];
-  afs_broker_seal(b, &id, uid, keys.key[AFS_PART_ORIGINAL], ct, hours, seal);
+  const char *path = plan.keys.key[AFS_PART_ORIGINAL];
+  afs_broker_seal(b, &plan.id, plan.uid, path, ct, plan.hours, seal);
   BSON_APPEND_UTF8(&set, "status", "initialized");
-  BSON_APPEND_UTF8(&set, "path", keys.key[AFS_PART_ORIGINAL]);
+  BSON_APPEND_UTF8(&set, "path", path);
   BSON_APPEND_UTF8(&set, "brokerSeal", seal);
-  if (defaulted)
-    BSON_APPEND_DOUBLE(&set, "expirationHours", hours);
-  if (is_public)
+  if (plan.hours_defaulted)
+    BSON_APPEND_DOUBLE(&set, "expirationHours", plan.hours);
+  if (plan.hours == 0)
     BSON_APPEND_UTF8(&unset, "expiration", "");
   else
-    BSON_APPEND_DATE_TIME(&set, "expiration", now + afs_broker_read_seconds(hours) * 1000);
+    BSON_APPEND_DATE_TIME(&set, "expiration",
+                          now + afs_broker_read_seconds(plan.hours) * 1000);
   BSON_APPEND_DATE_TIME(&set, "updatedAt", now);
   BSON_APPEND_UTF8(&unset, "error", "");
-  int rc = afs_lease_finish(coll, &id, token, &set, &unset, &err);
+  int rc = afs_lease_finish(coll, &plan.id, token, &set, &unset, &err);
   if (rc < 0) {
     afs_warn("upload %s: %s", ids, err.msg);
     out = AFS_RETRY;
   } else if (rc == 0) {
     afs_warn("upload %s: lease lost before it was initialized; another broker has it", ids);
   } else {
-    afs_info("upload %s initialized: %s (%s)", ids, keys.key[AFS_PART_ORIGINAL],
-             ct ? ct : "no content type");
+    afs_info("upload %s initialized: %s (%s)", ids, path, ct ? ct : "no content type");
   }
 done:
   for (int p = 0; p < AFS_PART_COUNT; p++) {
     free(wurl[p]);
     free(rurl[p]);
   }
-  afs_keys_free(&keys);
+  afs_upload_plan_free(&plan);
   bson_destroy(&set);
   bson_destroy(&unset);
-  bson_value_destroy(&id);
   mongoc_collection_destroy(coll);
   return out;
 }

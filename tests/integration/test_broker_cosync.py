@@ -349,3 +349,32 @@ def test_config_file_must_be_private(build_dir, broker_env, tmp_path):
     r = subprocess.run([os.path.join(build_dir, "assetfs-broker"), "--help"],
                        capture_output=True, text=True, timeout=20)
     assert r.returncode == 0 and "--config" in r.stdout
+
+
+def test_lost_initialization_heals(db, broker):
+    """FerretDB 1.24 (SQLite) can lose one of two concurrent updates of a document, so a
+    record may lose its initialization after the client already uploaded. Keys are
+    derived from the record, so re-planning finds the same objects."""
+    u = uid()
+    _id = new_upload(db, u, "heal/me.jpg", "image/jpeg")
+    rec = wait_status(db, _id, "initialized")
+    for w, _r, _t in IMAGE_PARTS:
+        assert put(rec[w], b"bytes-" + w.encode(), "image/jpeg") == 200
+    wiped = {k: "" for k in ("path", "brokerSeal", "expiration", "writeUrl", "url",
+                             "writeUrlSmall", "urlSmall")}
+    db.CosyncAssetUpload.update_one({"_id": _id}, {"$unset": wiped,
+                                                   "$set": {"status": "uploaded"}})
+    wait_status(db, _id, "completed")
+    a = db.CosyncAsset.find_one({"_id": _id})
+    assert a["path"] == rec["path"]
+    assert get(a["url"]) == (200, b"bytes-writeUrl")
+    assert get(a["urlSmall"]) == (200, b"bytes-writeUrlSmall")
+    # Initializing again (e.g. after a lost update put it back to pending) gives the
+    # same keys.
+    _id2 = new_upload(db, u, "heal/again.jpg", "image/jpeg")
+    r1 = wait_status(db, _id2, "initialized")
+    db.CosyncAssetUpload.update_one({"_id": _id2}, {"$set": {"status": "pending"}})
+    wait_for(lambda: db.CosyncAssetUpload.find_one({"_id": _id2})["updatedAt"] != r1["updatedAt"]
+             and db.CosyncAssetUpload.find_one({"_id": _id2})["status"] == "initialized",
+             15, "re-initialization")
+    assert db.CosyncAssetUpload.find_one({"_id": _id2})["path"] == r1["path"]

@@ -23,7 +23,7 @@ def body_for(i):
 
 
 def test_three_brokers_one_killed(db, start_broker):
-    brokers = [start_broker("--set", "lease_seconds=10", "--workers", "4", name=f"b{i}")
+    brokers = [start_broker("--set", "lease_seconds=20", "--workers", "4", "--batch", "8", name=f"b{i}")
                for i in range(3)]
     u = "u" + uuid.uuid4().hex[:12]
     ids = [bson.ObjectId() for _ in range(N)]

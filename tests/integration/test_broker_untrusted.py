@@ -161,7 +161,10 @@ def test_fields_changed_after_initialization_are_refused(db, broker, s3, bucket)
     nid = new_upload(db, attacker, "x.jpg", "image/jpeg", status="uploaded",
                      path=vrec["path"])
     rec = wait_status(db, nid, "error")
-    assert "never initialized" in rec["error"]
+    # The broker plans the record itself (keys under the attacker's own prefix) and
+    # finds nothing there; the path the client wrote is never looked at.
+    assert "original was not uploaded" in rec["error"] and f"{attacker}/" in rec["error"]
+    assert s3.get_object(Bucket=bucket, Key=vrec["path"])["Body"].read() == b"victim data"
 
 
 @pytest.mark.parametrize("name,args,why", [
