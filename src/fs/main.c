@@ -99,6 +99,17 @@ static void op_destroy(void *data) {
   afs_info("unmounted %s", fs->opt.mountpoint);
 }
 
+/* libmongoc's messages through our logger; its warnings are mostly FerretDB lacking a
+ * command (endSessions) and only useful when debugging. */
+static void on_mongoc_log(mongoc_log_level_t level, const char *domain, const char *message,
+                       void *data) {
+  (void)data;
+  if (level <= MONGOC_LOG_LEVEL_ERROR)
+    afs_err("mongoc %s: %s", domain, message);
+  else if (level <= MONGOC_LOG_LEVEL_WARNING)
+    afs_debug("mongoc %s: %s", domain, message);
+}
+
 /* A plain, single-threaded client: the pool must not start its monitor threads before
  * libfuse forks into the background. */
 static bool check_mongo(const char *uri_str, struct afs_error *err) {
@@ -188,6 +199,7 @@ int main(int argc, char *argv[]) {
   fs->owner = getuid();
   fs->group = getgid();
   afs_db_global_init();
+  mongoc_log_set_handler(on_mongoc_log, NULL);
   if (!check_mongo(fs->opt.mongo_uri, &e)) {
     fprintf(stderr, "assetfs: %s\n", e.msg);
     goto done;

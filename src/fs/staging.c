@@ -70,6 +70,13 @@ void afs_staging_free(struct afs_staging *st) {
   for (size_t i = 0; i < st->n_files; i++) {
     struct afs_wfile *wf = st->files[i];
     wf->in_table = false;
+    if (wf->state != AFS_W_COMPLETED && wf->state != AFS_W_UPLOADED && !wf->unlinked) {
+      /* Not uploaded: the bytes stay on disk for the user (the log names the folder). */
+      afs_warn("not uploaded: %s/%s is kept in %s", wf->partition, wf->file_path,
+               wf->staging_path);
+      free(wf->staging_path);
+      wf->staging_path = NULL;
+    }
     if (--wf->refs == 0)
       wf_destroy(wf);
   }

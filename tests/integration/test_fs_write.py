@@ -30,8 +30,8 @@ def test_cp_uploads_and_reads_back(mount, db, tmp_path):
     assert a["size"] == len(data)
     assert a["path"].startswith("tester/docs/")
     assert a["expirationHours"] == 24
-    up = db.CosyncAssetUpload.find_one({"_id": a["_id"]})
-    assert up["status"] == "completed"
+    up = wait_for(lambda: (u := db.CosyncAssetUpload.find_one({"_id": a["_id"]}))
+                  and u["status"] == "completed" and u, 30, "the record to be completed")
     assert up["sessionId"] and up["assetPartition"] == mount.upload_partition
     # through the asset's URL with an HTTP client
     assert sha256_bytes(http_get(a["url"])) == sha256_bytes(data)
