@@ -4,8 +4,9 @@
  * Source of truth is MongoDB, never S3 listing. Listing a directory costs one indexed
  * query ({_partition, status:"active", filePath prefix}); the answer fills the cache for
  * the whole subtree, so `ls -l`, `find` and file managers then run from memory. Lookups
- * answer from the cache while it is fresh (attr_ttl for files, list_ttl for listings);
- * changes by other clients therefore show within those TTLs. When MongoDB cannot be
+ * answer from the cache while it is fresh (attr_ttl for files, list_ttl for listings and
+ * for files learnt from a listing, so `ls -l` of 10,000 files costs one query); changes
+ * by other clients therefore show within those TTLs. When MongoDB cannot be
  * reached, whatever is cached (however old) is still served; anything else is EIO.
  *
  * Paths: `partition` is the MongoDB _partition value (not the encoded directory name);

@@ -233,6 +233,7 @@ static struct node *file_put(struct part *p, const char *rel, struct afs_asset *
   n->a = *a;
   memset(a, 0, sizeof *a);
   n->ghost = false;
+  n->from_listing = false;
   n->stamp = now;
   return n;
 }
@@ -497,8 +498,11 @@ static int list_fetch(struct afs_catalog *cat, const char *partition, const char
       continue;
     }
     char *rel = xstrdup(av.v[i].file_path);
-    if (file_put(p, rel, &av.v[i], now))
+    struct node *fn = file_put(p, rel, &av.v[i], now);
+    if (fn) {
+      fn->from_listing = true;
       installed++;
+    }
     free(rel);
   }
   /* Every directory in the subtree is now completely known. */
@@ -665,12 +669,55 @@ static int find_part_cb(void *ctx, const char *p) {
   return 0;
 }
 
+static void count_doc(void *ctx, const bson_t *doc) {
+  (void)doc;
+  (*(int *)ctx)++;
+}
+
+/* Is partition a top-level directory? Configured ones are; otherwise one indexed
+ * find-one (not the partition discovery, which scans), cached for list_ttl. */
 static bool partition_exists(struct afs_catalog *cat, const char *partition,
                              struct afs_error *err) {
-  const char *want = partition;
-  if (!afs_catalog_partitions(cat, find_part_cb, &want, err))
-    return false;
-  if (want)
+  if (cat->upload_partition && !strcmp(partition, cat->upload_partition))
+    return true;
+  if (cat->partitions) {
+    for (char **s = cat->partitions; *s; s++)
+      if (!strcmp(*s, partition))
+        return true;
+    return afs_error_set(err, ENOENT, "no partition %s", partition);
+  }
+  pthread_mutex_lock(&cat->mu);
+  struct part *p = part_get(cat, partition, false);
+  double now = afs_cat_now();
+  int known = -1;
+  if (p && fresh(p->checked, cat->list_ttl, now))
+    known = p->exists;
+  else if (p && fresh(p->root->listed, cat->list_ttl, now) && p->root->nkids > 0)
+    known = 1;
+  else if (cat->disc && fresh(cat->disc_at, cat->list_ttl, now)) {
+    const char *want = partition;
+    for (char **s = cat->disc; *s; s++)
+      find_part_cb(&want, *s);
+    known = want == NULL;
+  }
+  pthread_mutex_unlock(&cat->mu);
+  if (known < 0) {
+    int n = 0;
+    bson_t *q = BCON_NEW("_partition", BCON_UTF8(partition), "status", BCON_UTF8("active"));
+    bson_t *opts = BCON_NEW("limit", BCON_INT64(1), "projection", "{", "_id", BCON_INT32(1), "}");
+    bool ok = run_find(cat, q, opts, count_doc, &n, err);
+    bson_destroy(q);
+    bson_destroy(opts);
+    if (!ok)
+      return false;
+    pthread_mutex_lock(&cat->mu);
+    p = part_get(cat, partition, true);
+    p->checked = afs_cat_now();
+    p->exists = n > 0;
+    pthread_mutex_unlock(&cat->mu);
+    known = n > 0;
+  }
+  if (!known)
     return afs_error_set(err, ENOENT, "no partition %s", partition);
   return true;
 }
@@ -686,7 +733,11 @@ static enum cached cache_answer(struct afs_catalog *cat, struct part *p, const c
     return C_MISS;
   struct node *n = afs_smap_get(&p->nodes, rel);
   if (n && !n->ghost) {
-    double ttl = n->is_dir ? cat->list_ttl : cat->attr_ttl;
+    /* A file seen in a listing is as fresh as that listing: `ls -l` of a big directory
+     * then needs one query, not one per entry once attr_ttl has run out. */
+    double ttl = n->is_dir || (n->from_listing && cat->list_ttl > cat->attr_ttl)
+                     ? cat->list_ttl
+                     : cat->attr_ttl;
     if (any_age || fresh(n->stamp, ttl, now)) {
       if (n->is_dir)
         return C_DIR;
@@ -721,7 +772,8 @@ static int lookup_plain(struct afs_catalog *cat, const char *partition, const ch
       return AFS_CAT_NOENT;
     /* MongoDB down: a partition we have cached is still a directory. */
     pthread_mutex_lock(&cat->mu);
-    bool known = part_get(cat, partition, false) != NULL;
+    struct part *kp = part_get(cat, partition, false);
+    bool known = kp && (kp->exists || kp->root->nkids > 0);
     pthread_mutex_unlock(&cat->mu);
     if (known)
       return AFS_CAT_DIR;
@@ -1013,6 +1065,8 @@ void afs_catalog_invalidate_path(struct afs_catalog *cat, const char *partition,
   pthread_mutex_lock(&cat->mu);
   struct part *p = part_get(cat, partition, false);
   struct node *n = p ? afs_smap_get(&p->nodes, path) : NULL;
+  if (p && !p->exists)
+    p->checked = 0; /* a first asset may have made the partition */
   if (n && n->is_dir) {
     n->stamp = 0;
     n->listed = 0;

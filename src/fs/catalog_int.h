@@ -33,6 +33,7 @@ struct node {
   bool is_dir;
   bool ghost;             /* invalidated file: ask MongoDB before believing anything */
   bool was_derived;       /* ghost of a derived-name file (not findable by filePath) */
+  bool from_listing;      /* files: installed by a listing, trusted as long as it */
   double stamp;           /* monotonic time it was last confirmed by MongoDB */
   double listed;          /* directories: when their listing was last complete, 0 never */
   struct afs_asset a;     /* files */
@@ -42,6 +43,8 @@ struct part {
   char *name;
   struct smap nodes;      /* rel -> struct node* (owns the nodes) */
   struct node *root;
+  double checked;         /* when `exists` was last asked of MongoDB, 0 never */
+  bool exists;            /* has active assets */
 };
 
 /* Per-asset URL state for refresh (single flight) and cut sizes. */
