@@ -1,6 +1,7 @@
 /* assetfs-broker: entry point. Parses settings (built-in defaults, then the ASSETFS_*
  * environment or a --config file, then command-line options), then either runs one
  * command (`sign`) or the broker loop until SIGTERM/SIGINT. */
+#include <curl/curl.h>
 #include <errno.h>
 #include <getopt.h>
 #include <openssl/evp.h>
@@ -111,7 +112,7 @@ int main(int argc, char *argv[]) {
   } sets[64];
   char *owned[64];
   int nsets = 0, nowned = 0;
-  bool use_syslog = false;
+  bool use_syslog = false, curl_inited = false;
   b.workers = 4;
   b.batch = 16;
   b.poll_min_ms = 5;
@@ -226,6 +227,9 @@ int main(int argc, char *argv[]) {
                                 .path_style = b.cfg.s3_path_style};
   derive_seal_key(&b);
   make_owner_id();
+  /* Not thread-safe, so before any worker exists (curl_easy_init would do it lazily). */
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+  curl_inited = true;
 
   /* Signals go to the main thread only (sigwait below); workers inherit the mask. */
   sigset_t sigs;
@@ -277,9 +281,12 @@ int main(int argc, char *argv[]) {
   rc = 0;
 close_db:
   afs_db_close(&b.db);
+  mongoc_cleanup();
 out:
   for (int i = 0; i < nowned; i++)
     free(owned[i]);
   afs_config_free(&b.cfg);
+  if (curl_inited)
+    curl_global_cleanup();
   return rc;
 }

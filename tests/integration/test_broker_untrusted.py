@@ -85,7 +85,7 @@ def test_bad_uploads_become_errors(db, broker, s3, bucket):
     ids["path-utf8"] = d["_id"]
     # A valid record among them still goes through.
     good = new_upload(db, u, "fine/ok.jpg", "image/jpeg")
-    wait_status(db, good, "initialized")
+    wait_status(db, good, "initialized", timeout=60)
     expect = {name: why for name, _o, why in CASES}
     expect["path-utf8"] = "not valid UTF-8"
     # FerretDB replaces invalid UTF-8 with U+FFFD when it stores a string (MongoDB keeps
@@ -94,7 +94,7 @@ def test_bad_uploads_become_errors(db, broker, s3, bucket):
     rec = wait_status(db, ids.pop("path-utf8"), ["initialized", "error"])
     assert ("not valid UTF-8" in rec.get("error", "")) or rec["path"].startswith(f"{u}/caf-X")
     for name, _id in ids.items():
-        rec = wait_status(db, _id, "error")
+        rec = wait_status(db, _id, "error", timeout=60)
         assert expect[name] in rec["error"], (name, rec["error"])
         assert len(rec["error"]) < 600
         assert "writeUrl" not in rec and not rec.get("path"), name
@@ -113,7 +113,7 @@ def test_unattributable_records_are_ignored(db, broker):
     ])
     db.CosyncFunctionCall.insert_one({"_id": bson.ObjectId(), "status": {"x": 1}})
     good = new_upload(db, u, "fine/ok.jpg", "image/jpeg")
-    wait_status(db, good, "initialized")
+    wait_status(db, good, "initialized", timeout=60)
     assert db.CosyncAssetUpload.count_documents({"status": "error"}) == 0
     assert broker.proc.poll() is None
 
