@@ -85,6 +85,10 @@ void afs_broker_seal(const struct afs_broker *b, const bson_value_t *id, const c
 /* true if doc carries a valid seal for its current fields. */
 bool afs_broker_seal_ok(const struct afs_broker *b, const bson_t *doc);
 
+/* true if doc's path may be acted on: a valid seal, or, without a seal (records made by
+ * Cosync itself), a path under "<uid>/" or "public/<uid>/". */
+bool afs_broker_path_trusted(const struct afs_broker *b, const bson_t *doc);
+
 /* Deletes every object of an asset/upload record whose `path` is set (original, cuts,
  * preview). Refuses (false, EPERM) when the record's seal is invalid, or, for records
  * without a seal (made by Cosync), when path is outside "<uid>/" and "public/<uid>/".

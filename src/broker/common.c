@@ -118,6 +118,16 @@ static bool under_prefix(const char *path, const char *uid) {
   return !strncmp(path, uid, ul) && path[ul] == '/' && path[ul + 1];
 }
 
+bool afs_broker_path_trusted(const struct afs_broker *b, const bson_t *doc) {
+  const char *path = NULL, *uid = NULL;
+  bson_iter_t it;
+  if (bson_iter_init_find(&it, doc, "brokerSeal"))
+    return afs_broker_seal_ok(b, doc);
+  afs_rec_str(doc, "path", 4096, &path, NULL);
+  afs_rec_str(doc, "uid", 4096, &uid, NULL);
+  return under_prefix(path, uid);
+}
+
 bool afs_broker_delete_objects(struct afs_broker *b, const bson_t *doc, const char *const *keep,
                                struct afs_error *err) {
   const char *path = NULL, *uid = NULL, *ct = NULL;

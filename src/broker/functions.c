@@ -92,12 +92,14 @@ static bool first_arg(const bson_t *call, bson_value_t *out, struct afs_error *e
   return true;
 }
 
-static bson_t *find_asset(mongoc_collection_t *assets, const bson_value_t *id) {
+/* for_result: without the broker's bookkeeping fields, as returned to clients. */
+static bson_t *find_asset(mongoc_collection_t *assets, const bson_value_t *id, bool for_result) {
   bson_t q = BSON_INITIALIZER;
   bson_append_value(&q, "_id", 3, id);
-  bson_t *opts = BCON_NEW("limit", BCON_INT64(1), "projection", "{", "leaseOwner",
-                          BCON_INT32(0), "leaseUntil", BCON_INT32(0), "brokerSeal",
-                          BCON_INT32(0), "}");
+  bson_t *opts = for_result ? BCON_NEW("limit", BCON_INT64(1), "projection", "{", "leaseOwner",
+                                       BCON_INT32(0), "leaseUntil", BCON_INT32(0),
+                                       "brokerSeal", BCON_INT32(0), "}")
+                            : BCON_NEW("limit", BCON_INT64(1));
   mongoc_cursor_t *cur = mongoc_collection_find_with_opts(assets, &q, opts, NULL);
   const bson_t *d;
   bson_t *res = NULL;
@@ -115,7 +117,7 @@ static bson_t *refresh_one(struct afs_broker *b, mongoc_collection_t *assets,
                            const bson_value_t *id, struct afs_error *err) {
   char ids[80];
   afs_rec_id_str(id, ids, sizeof ids);
-  bson_t *a = find_asset(assets, id);
+  bson_t *a = find_asset(assets, id, false);
   if (!a) {
     afs_error_set(err, ENOENT, "asset %s not found", ids);
     return NULL;
@@ -133,10 +135,22 @@ static bson_t *refresh_one(struct afs_broker *b, mongoc_collection_t *assets,
     hours = AFS_READ_HOURS_DEFAULT;
   else if (!has)
     hours = AFS_READ_HOURS_DEFAULT;
-  if (hours == 0)
-    return a; /* public: nothing expires */
+  if (hours == 0) { /* public: nothing expires */
+    bson_destroy(a);
+    if (!(a = find_asset(assets, id, true)))
+      afs_error_set(err, ENOENT, "asset %s not found", ids);
+    return a;
+  }
   if (hours < 0)
     hours = AFS_READ_HOURS_DEFAULT;
+  if (!afs_broker_path_trusted(b, a)) {
+    /* Otherwise a client could point its asset at someone else's key and have it signed. */
+    afs_error_set(err, EPERM, "asset %s: path, uid or contentType were changed after the "
+                              "broker set them; refusing to sign",
+                  ids);
+    bson_destroy(a);
+    return NULL;
+  }
   if (!afs_rec_str(a, "path", AFS_KEY_MAX, &path, NULL) || !path || !*path) {
     afs_error_set(err, EINVAL, "asset %s has no path", ids);
     bson_destroy(a);
@@ -177,7 +191,7 @@ static bson_t *refresh_one(struct afs_broker *b, mongoc_collection_t *assets,
     bson_destroy(&upd);
   }
   bson_destroy(&set);
-  if (ok && !(a = find_asset(assets, id)))
+  if (ok && !(a = find_asset(assets, id, true)))
     afs_error_set(err, ENOENT, "asset %s vanished while being refreshed", ids);
   return a;
 }
@@ -188,7 +202,7 @@ static bool owner_set_status(mongoc_collection_t *assets, const bson_value_t *id
                              struct afs_error *err) {
   char ids[80];
   afs_rec_id_str(id, ids, sizeof ids);
-  bson_t *a = find_asset(assets, id);
+  bson_t *a = find_asset(assets, id, false);
   if (!a)
     return afs_error_set(err, ENOENT, "asset %s not found", ids);
   const char *owner = NULL, *cur = NULL;

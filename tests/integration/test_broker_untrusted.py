@@ -188,3 +188,21 @@ def test_bad_function_calls(db, broker, name, args, why):
     rec = wait_status(db, doc["_id"], ["done", "error"], coll="CosyncFunctionCall")
     assert rec["status"] == "error" and why in rec["error"], rec
     assert broker.proc.poll() is None
+
+
+def test_refresh_refuses_retargeted_asset(db, broker):
+    victim, attacker = uid(), uid()
+    vid = new_upload(db, victim, "private/secret.jpg", "image/jpeg")
+    vrec = wait_status(db, vid, "initialized")
+    aid = new_upload(db, attacker, "mine.jpg", "image/jpeg")
+    rec = wait_status(db, aid, "initialized")
+    assert put(rec["writeUrl"], b"attacker", "image/jpeg") == 200
+    mark_uploaded(db, aid)
+    wait_status(db, aid, "completed")
+    db.CosyncAsset.update_one({"_id": aid}, {"$set": {"path": vrec["path"]}})
+    res = call(db, "CosyncRefreshAsset", [str(aid)], attacker)
+    assert res["status"] == "error" and "refusing to sign" in res["error"]
+    # Changing uid as well does not help: the seal covers both.
+    db.CosyncAsset.update_one({"_id": aid}, {"$set": {"uid": victim}})
+    res = call(db, "CosyncRefreshAsset", [str(aid)], victim)
+    assert res["status"] == "error" and "refusing to sign" in res["error"]
