@@ -1,0 +1,98 @@
+/* Leases against the stack's MongoDB-compatible server (include/assetfs/lease.h): a
+ * claimed record cannot be claimed again until its lease ends; writes under a stale
+ * token miss; a release with a retry delay hides the record for that long. Needs
+ * ASSETFS_MONGO_URI; exit 77 (skip) without it. */
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "afs_test.h"
+#include "assetfs/db.h"
+#include "assetfs/lease.h"
+
+int main(void) {
+  const char *uri = getenv("ASSETFS_MONGO_URI");
+  if (!uri) {
+    printf("ASSETFS_MONGO_URI not set: skipped\n");
+    return 77;
+  }
+  char dbname[64];
+  snprintf(dbname, sizeof dbname, "afs_lease_%d", (int)getpid());
+  struct afs_db db;
+  struct afs_error err = {0};
+  CHECK(afs_db_open(&db, uri, dbname, "test_lease_live", &err));
+  mongoc_client_t *c = afs_db_pop(&db);
+  mongoc_collection_t *coll = afs_db_coll(&db, c, AFS_COLL_UPLOAD);
+  afs_lease_set_owner("unit:1");
+  for (int i = 0; i < 5; i++) {
+    bson_t *d = BCON_NEW("n", BCON_INT32(i), "status", "pending");
+    CHECK(mongoc_collection_insert_one(coll, d, NULL, NULL, NULL));
+    bson_destroy(d);
+  }
+  bson_t *f = BCON_NEW("status", "pending");
+  struct afs_lease_batch a, b2, one;
+  CHECK(afs_lease_claim(coll, f, 3, 60000, &a, &err));
+  CHECK(a.n == 3);
+  CHECK(afs_lease_claim(coll, f, 10, 60000, &b2, &err));
+  CHECK(b2.n == 2); /* only the unclaimed ones */
+  CHECK(strcmp(a.token, b2.token) != 0);
+  afs_lease_batch_free(&b2);
+  CHECK(afs_lease_claim(coll, f, 10, 60000, &b2, &err));
+  CHECK(b2.n == 0);
+  afs_lease_batch_free(&b2);
+
+  bson_iter_t it;
+  CHECK(bson_iter_init_find(&it, a.docs[0], "_id"));
+  bson_value_t id0;
+  bson_value_copy(bson_iter_value(&it), &id0);
+  bson_t *set = BCON_NEW("status", "initialized");
+  CHECK(afs_lease_finish(coll, &id0, "someone-else", set, NULL, &err) == 0);
+  CHECK(afs_lease_finish(coll, &id0, a.token, set, NULL, &err) == 1);
+  CHECK(afs_lease_finish(coll, &id0, a.token, set, NULL, &err) == 0); /* lease ended */
+
+  /* Release with a delay: invisible for that long, then claimable again (one record:
+   * the findAndModify path). */
+  CHECK(bson_iter_init_find(&it, a.docs[1], "_id"));
+  bson_value_t id1;
+  bson_value_copy(bson_iter_value(&it), &id1);
+  CHECK(afs_lease_release(coll, &id1, a.token, 300, &err) == 1);
+  bson_t *f1 = bson_copy(f);
+  bson_append_value(f1, "_id", 3, &id1);
+  CHECK(afs_lease_claim(coll, f1, 1, 60000, &one, &err));
+  CHECK(one.n == 0);
+  afs_lease_batch_free(&one);
+  usleep(400000);
+  CHECK(afs_lease_claim(coll, f1, 1, 60000, &one, &err));
+  CHECK(one.n == 1);
+  CHECK(afs_lease_delete(coll, &id1, one.token, &err) == 1);
+  afs_lease_batch_free(&one);
+
+  /* An expired lease is claimable by anyone. */
+  CHECK(bson_iter_init_find(&it, a.docs[2], "_id"));
+  bson_value_t id2;
+  bson_value_copy(bson_iter_value(&it), &id2);
+  bson_t *expire = BCON_NEW("$set", "{", "leaseUntil", BCON_DATE_TIME(afs_now_ms() - 1), "}");
+  bson_t sel = BSON_INITIALIZER;
+  bson_append_value(&sel, "_id", 3, &id2);
+  CHECK(mongoc_collection_update_one(coll, &sel, expire, NULL, NULL, NULL));
+  CHECK(afs_lease_claim(coll, f, 10, 60000, &b2, &err));
+  CHECK(b2.n == 1);
+  afs_lease_batch_free(&b2);
+
+  bson_destroy(&sel);
+  bson_destroy(expire);
+  bson_destroy(f1);
+  bson_destroy(set);
+  bson_destroy(f);
+  bson_value_destroy(&id0);
+  bson_value_destroy(&id1);
+  bson_value_destroy(&id2);
+  afs_lease_batch_free(&a);
+  mongoc_database_t *d = mongoc_client_get_database(c, dbname);
+  mongoc_database_drop(d, NULL);
+  mongoc_database_destroy(d);
+  mongoc_collection_destroy(coll);
+  afs_db_push(&db, c);
+  afs_db_close(&db);
+  mongoc_cleanup();
+  TEST_MAIN_END();
+}
