@@ -44,6 +44,20 @@ int afs_fs_check_name(const struct afs_fpath *p);
 int afs_fs_resolve(struct afs_fs *fs, const struct afs_fpath *p, struct afs_wfile **wf,
                    struct afs_asset *a);
 
+/* ops_file.c */
+int afs_op_create(const char *path, mode_t mode, struct fuse_file_info *fi);
+int afs_op_open(const char *path, struct fuse_file_info *fi);
+int afs_op_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi);
+int afs_op_write(const char *path, const char *buf, size_t size, off_t off,
+                 struct fuse_file_info *fi);
+int afs_op_flush(const char *path, struct fuse_file_info *fi);
+int afs_op_fsync(const char *path, int datasync, struct fuse_file_info *fi);
+int afs_op_release(const char *path, struct fuse_file_info *fi);
+int afs_op_truncate(const char *path, off_t size, struct fuse_file_info *fi);
+int afs_op_unlink(const char *path);
+int afs_op_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi);
+
+/* ops_rename.c, xattr.c */
 int afs_op_rename(const char *from, const char *to, unsigned int flags);
 int afs_op_setxattr(const char *path, const char *name, const char *value, size_t size,
                     int flags);

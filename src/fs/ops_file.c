@@ -1,0 +1,432 @@
+/* The FUSE operations on files: create/open (staging or a reader on the asset), read,
+ * write, flush/fsync/release (which start uploads), truncate, unlink, utimens. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "assetfs/http_put.h"
+#include "assetfs/log.h"
+#include "assetfs/mime.h"
+#include "assetfs/upload.h"
+#include "ops_int.h"
+
+static struct afs_fh *fh_new(struct afs_wfile *wf, bool writable) {
+  struct afs_fh *h = calloc(1, sizeof *h);
+  h->wf = wf;
+  h->writable = writable;
+  if (wf) {
+    pthread_mutex_lock(&wf->mu);
+    wf->handles++;
+    if (writable)
+      wf->writers++;
+    pthread_mutex_unlock(&wf->mu);
+  }
+  return h;
+}
+
+/* A new staged file at p with its pending record; *out has a reference. The record is
+ * created before anything is visible, so a failure leaves nothing half made. */
+static int new_staged(struct afs_fs *fs, const struct afs_fpath *p, struct afs_wfile **out) {
+  struct afs_error e = {0};
+  struct afs_wfile *replaced = NULL;
+  struct afs_wfile *wf = afs_staging_create(fs->st, p->partition, p->rel,
+                                            afs_mime_from_path(p->rel), &replaced, &e);
+  if (!wf)
+    return afs_fs_errno(&e);
+  if (!afs_upload_begin(fs->up, wf, &e)) {
+    afs_warn("cannot create %s/%s: %s", p->partition, p->rel, e.msg);
+    afs_staging_remove(fs->st, wf);
+    afs_staging_unref(fs->st, wf);
+    afs_staging_unref(fs->st, replaced);
+    return afs_fs_errno(&e);
+  }
+  if (replaced) {
+    /* Overwritten before its upload finished: the old data will never be an asset
+     * unless it already is one (then the broker supersedes it with the new upload). */
+    pthread_mutex_lock(&replaced->mu);
+    bool completed = replaced->state == AFS_W_COMPLETED;
+    pthread_mutex_unlock(&replaced->mu);
+    if (!completed)
+      afs_upload_unlinked(fs->up, replaced);
+    afs_staging_unref(fs->st, replaced);
+  }
+  afs_catalog_invalidate_path(fs->cat, p->partition, p->rel);
+  *out = wf;
+  return 0;
+}
+
+/* Copy-on-write: the asset's bytes into a new staged file (for O_RDWR, append, truncate
+ * to a non-zero size). */
+static int copy_asset_to_staging(struct afs_fs *fs, const struct afs_fpath *p,
+                                 const struct afs_asset *a, struct afs_wfile **out) {
+  struct afs_error e = {0};
+  struct afs_reader *r = afs_reader_open_asset(fs->rc, fs->cat, a, &e);
+  if (!r)
+    return afs_fs_errno(&e);
+  struct afs_wfile *wf = NULL;
+  int rc = new_staged(fs, p, &wf);
+  if (rc) {
+    afs_reader_close(r);
+    return rc;
+  }
+  size_t bufsz = 1 << 20;
+  char *buf = malloc(bufsz);
+  int64_t off = 0;
+  for (;;) {
+    ssize_t n = afs_reader_read(r, buf, bufsz, off, &e);
+    if (n < 0) {
+      rc = afs_fs_errno(&e);
+      break;
+    }
+    if (n == 0)
+      break;
+    if (pwrite(wf->fd, buf, (size_t)n, off) != n) {
+      rc = -errno;
+      break;
+    }
+    off += n;
+  }
+  free(buf);
+  afs_reader_close(r);
+  if (rc) {
+    afs_upload_unlinked(fs->up, wf);
+    afs_staging_remove(fs->st, wf);
+    afs_staging_unref(fs->st, wf);
+    return rc;
+  }
+  pthread_mutex_lock(&wf->mu);
+  wf->mtime_ms = a->mtime_ms;
+  pthread_mutex_unlock(&wf->mu);
+  *out = wf;
+  return 0;
+}
+
+int afs_op_create(const char *path, mode_t mode, struct fuse_file_info *fi) {
+  (void)mode;
+  struct afs_fs *fs = afs_fs_ctx();
+  struct afs_fpath p;
+  int rc = afs_fpath_parse(path, &p);
+  if (rc)
+    return rc;
+  struct afs_wfile *wf = NULL;
+  if (fs->opt.ro)
+    rc = -EROFS;
+  else if (p.depth < 2)
+    rc = -EPERM;
+  else if (!(rc = afs_fs_check_name(&p)) && !(rc = new_staged(fs, &p, &wf))) {
+    struct afs_fh *h = fh_new(wf, true);
+    h->append = fi->flags & O_APPEND;
+    fi->fh = (uintptr_t)h;
+  }
+  afs_fpath_free(&p);
+  return rc;
+}
+
+static void mark_dirty(struct afs_wfile *wf) {
+  pthread_mutex_lock(&wf->mu);
+  wf->dirty = true;
+  wf->generation++;
+  if (wf->state != AFS_W_UPLOADING)
+    wf->state = AFS_W_WRITING;
+  pthread_mutex_unlock(&wf->mu);
+}
+
+int afs_op_open(const char *path, struct fuse_file_info *fi) {
+  struct afs_fs *fs = afs_fs_ctx();
+  struct afs_error e = {0};
+  bool writable = (fi->flags & O_ACCMODE) != O_RDONLY;
+  bool trunc = writable && (fi->flags & O_TRUNC);
+  struct afs_fpath p;
+  int rc = afs_fpath_parse(path, &p);
+  if (rc)
+    return rc;
+  if (p.depth < 2) {
+    afs_fpath_free(&p);
+    return -EISDIR;
+  }
+  if (writable && (fs->opt.ro || afs_fs_is_cuts_path(p.rel))) {
+    afs_fpath_free(&p);
+    return fs->opt.ro ? -EROFS : -EPERM;
+  }
+  struct afs_wfile *wf = NULL;
+  struct afs_asset a;
+  int k = afs_fs_resolve(fs, &p, &wf, &a);
+  if (k == 'f') {
+    if (trunc && ftruncate(wf->fd, 0) == 0)
+      mark_dirty(wf);
+  } else if (k == 'a') {
+    if (!writable) {
+      struct afs_fh *h = fh_new(NULL, false);
+      h->reader = afs_reader_open_asset(fs->rc, fs->cat, &a, &e);
+      if (!h->reader) {
+        free(h);
+        rc = afs_fs_errno(&e);
+      } else {
+        h->asset = a;
+        fi->fh = (uintptr_t)h;
+        afs_fpath_free(&p);
+        return 0;
+      }
+    } else if (trunc) {
+      rc = new_staged(fs, &p, &wf);
+    } else {
+      rc = copy_asset_to_staging(fs, &p, &a, &wf);
+    }
+    afs_asset_free(&a);
+  } else {
+    rc = k < 0 ? k : k == 'd' ? -EISDIR : -ENOENT;
+  }
+  if (!rc && wf) {
+    struct afs_fh *h = fh_new(wf, writable);
+    h->append = fi->flags & O_APPEND;
+    fi->fh = (uintptr_t)h;
+  } else if (wf) {
+    afs_staging_unref(fs->st, wf);
+  }
+  afs_fpath_free(&p);
+  return rc;
+}
+
+int afs_op_read(const char *path, char *buf, size_t size, off_t off,
+                   struct fuse_file_info *fi) {
+  (void)path;
+  struct afs_fh *h = afs_fh_of(fi);
+  struct afs_error e = {0};
+  if (!h)
+    return -EBADF;
+  if (h->wf) {
+    ssize_t n = pread(h->wf->fd, buf, size, off);
+    return n < 0 ? -errno : (int)n;
+  }
+  ssize_t n = afs_reader_read(h->reader, buf, size, off, &e);
+  return n < 0 ? afs_fs_errno(&e) : (int)n;
+}
+
+int afs_op_write(const char *path, const char *buf, size_t size, off_t off,
+                    struct fuse_file_info *fi) {
+  (void)path;
+  struct afs_fh *h = afs_fh_of(fi);
+  if (!h || !h->wf || !h->writable)
+    return -EBADF;
+  if (h->append) {
+    struct stat s;
+    if (fstat(h->wf->fd, &s) == 0)
+      off = s.st_size;
+  }
+  if ((int64_t)off + (int64_t)size > AFS_PUT_MAX_SIZE) {
+    afs_err("write past 5 GiB refused (EFBIG): S3 takes at most 5 GiB in one PUT and "
+            "multipart uploads are not supported yet");
+    return -EFBIG;
+  }
+  ssize_t n = pwrite(h->wf->fd, buf, size, off);
+  if (n < 0)
+    return -errno;
+  mark_dirty(h->wf);
+  return (int)n;
+}
+
+static int upload_now(struct afs_fs *fs, struct afs_fh *h) {
+  struct afs_error e = {0};
+  if (!h || !h->wf || !h->writable)
+    return 0;
+  if (afs_upload_flush(fs->up, h->wf, &e))
+    return 0;
+  afs_err("upload failed: %s", e.msg);
+  return afs_fs_errno(&e);
+}
+
+int afs_op_flush(const char *path, struct fuse_file_info *fi) {
+  (void)path;
+  struct afs_fh *h = afs_fh_of(fi);
+  if (!h || !h->wf || !h->writable)
+    return 0;
+  /* Shells open a file, dup it onto stdout and close the original before writing; that
+   * close flushes a file nothing was written to yet. Such a file (also `touch`) is
+   * uploaded at release instead, in the background. */
+  pthread_mutex_lock(&h->wf->mu);
+  bool untouched = h->wf->generation == 0 && h->wf->state == AFS_W_WRITING;
+  pthread_mutex_unlock(&h->wf->mu);
+  if (untouched)
+    return 0;
+  return upload_now(afs_fs_ctx(), h);
+}
+
+int afs_op_fsync(const char *path, int datasync, struct fuse_file_info *fi) {
+  (void)path;
+  (void)datasync;
+  return upload_now(afs_fs_ctx(), afs_fh_of(fi));
+}
+
+int afs_op_release(const char *path, struct fuse_file_info *fi) {
+  (void)path;
+  struct afs_fs *fs = afs_fs_ctx();
+  struct afs_fh *h = afs_fh_of(fi);
+  if (!h)
+    return 0;
+  if (h->wf) {
+    struct afs_wfile *wf = h->wf;
+    pthread_mutex_lock(&wf->mu);
+    wf->handles--;
+    if (h->writable)
+      wf->writers--;
+    bool queue = wf->writers == 0 && wf->dirty && wf->state == AFS_W_WRITING;
+    bool drop = wf->handles == 0 && wf->state == AFS_W_COMPLETED;
+    pthread_mutex_unlock(&wf->mu);
+    if (queue) /* closed without flush (NFS export, a dup'd fd): upload in background */
+      afs_upload_queue(fs->up, wf);
+    if (drop)
+      afs_staging_remove(fs->st, wf);
+    afs_staging_unref(fs->st, wf);
+  }
+  if (h->reader) {
+    afs_reader_close(h->reader);
+    afs_asset_free(&h->asset);
+  }
+  free(h);
+  return 0;
+}
+
+int afs_op_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
+  struct afs_fs *fs = afs_fs_ctx();
+  struct afs_fh *h = afs_fh_of(fi);
+  if (fs->opt.ro)
+    return -EROFS;
+  if (size > AFS_PUT_MAX_SIZE)
+    return -EFBIG;
+  if (h && h->wf) {
+    if (ftruncate(h->wf->fd, size) != 0)
+      return -errno;
+    mark_dirty(h->wf);
+    return 0;
+  }
+  struct afs_fpath p;
+  int rc = afs_fpath_parse(path, &p);
+  if (rc)
+    return rc;
+  struct afs_wfile *wf = NULL;
+  struct afs_asset a;
+  int k = p.depth < 2 ? 'd' : afs_fs_resolve(fs, &p, &wf, &a);
+  if (k == 'a') {
+    rc = size == 0 ? new_staged(fs, &p, &wf) : copy_asset_to_staging(fs, &p, &a, &wf);
+    afs_asset_free(&a);
+  } else if (k != 'f') {
+    rc = k < 0 ? k : k == 'd' ? -EISDIR : -ENOENT;
+  }
+  if (!rc) {
+    if (ftruncate(wf->fd, size) != 0) {
+      rc = -errno;
+    } else {
+      mark_dirty(wf);
+      pthread_mutex_lock(&wf->mu);
+      bool closed = wf->writers == 0;
+      pthread_mutex_unlock(&wf->mu);
+      if (closed)
+        afs_upload_queue(fs->up, wf);
+    }
+  }
+  afs_staging_unref(fs->st, wf);
+  afs_fpath_free(&p);
+  return rc;
+}
+
+int afs_op_unlink(const char *path) {
+  struct afs_fs *fs = afs_fs_ctx();
+  struct afs_error e = {0};
+  struct afs_fpath p;
+  int rc = afs_fpath_parse(path, &p);
+  if (rc)
+    return rc;
+  if (fs->opt.ro) {
+    afs_fpath_free(&p);
+    return -EROFS;
+  }
+  if (p.depth < 2 || afs_fs_is_cuts_path(p.rel)) {
+    afs_fpath_free(&p);
+    return p.depth < 2 ? -EISDIR : -EPERM;
+  }
+  bool found = false;
+  struct afs_wfile *wf = afs_staging_get(fs->st, p.partition, p.rel);
+  if (wf) {
+    found = true;
+    afs_staging_remove(fs->st, wf);
+    afs_upload_unlinked(fs->up, wf);
+    afs_staging_unref(fs->st, wf);
+  }
+  /* An older completed asset at the same path goes too. */
+  struct afs_asset a;
+  memset(&a, 0, sizeof a);
+  int k = afs_catalog_lookup(fs->cat, p.partition, p.rel, &a, &e);
+  if (k == AFS_CAT_FILE) {
+    /* Whether it is wf's own asset (completed meanwhile) or an older one, it goes. */
+    if (!afs_asset_mark_deleted(fs->up, a.id, &e))
+      rc = afs_fs_errno(&e);
+    found = true;
+    afs_asset_free(&a);
+  } else if (k == AFS_CAT_DIR && !found) {
+    rc = -EISDIR;
+  } else if (k < 0 && !found) {
+    rc = afs_fs_errno(&e);
+  }
+  if (!found && !rc)
+    rc = -ENOENT;
+  afs_catalog_invalidate_path(fs->cat, p.partition, p.rel);
+  afs_fpath_free(&p);
+  return rc;
+}
+
+
+int afs_op_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi) {
+  struct afs_fs *fs = afs_fs_ctx();
+  struct afs_error e = {0};
+  if (fs->opt.ro)
+    return -EROFS;
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  struct timespec m = tv ? tv[1] : now;
+  if (m.tv_nsec == UTIME_OMIT)
+    return 0;
+  if (m.tv_nsec == UTIME_NOW)
+    m = now;
+  int64_t ms = (int64_t)m.tv_sec * 1000 + m.tv_nsec / 1000000;
+  struct afs_fh *h = afs_fh_of(fi);
+  struct afs_wfile *wf = h && h->wf ? h->wf : NULL;
+  struct afs_fpath p;
+  memset(&p, 0, sizeof p);
+  int rc = 0;
+  struct afs_asset a;
+  int k = 0;
+  if (wf) {
+    afs_staging_ref(fs->st, wf);
+    k = 'f';
+  } else {
+    if ((rc = afs_fpath_parse(path, &p)))
+      return rc;
+    k = p.depth < 2 ? 'd' : afs_fs_resolve(fs, &p, &wf, &a);
+  }
+  if (k == 'f') {
+    struct timespec ts[2] = {{0, UTIME_OMIT}, m};
+    futimens(wf->fd, ts);
+    pthread_mutex_lock(&wf->mu);
+    wf->mtime_ms = ms;
+    bool completed = wf->state == AFS_W_COMPLETED;
+    char id[25];
+    memcpy(id, wf->id, sizeof id);
+    pthread_mutex_unlock(&wf->mu);
+    if (completed && !afs_asset_set_mtime(fs->up, id, ms, &e))
+      rc = afs_fs_errno(&e);
+    afs_staging_unref(fs->st, wf);
+  } else if (k == 'a') {
+    if (!afs_asset_set_mtime(fs->up, a.id, ms, &e))
+      rc = afs_fs_errno(&e);
+    afs_catalog_invalidate_path(fs->cat, p.partition, p.rel);
+    afs_asset_free(&a);
+  } else if (k != 'd') {
+    rc = k < 0 ? k : -ENOENT;
+  }
+  afs_fpath_free(&p);
+  return rc;
+}

@@ -1,0 +1,73 @@
+/* Private to the upload module (upload.c: pipeline and worker; upload_records.c:
+ * the MongoDB side of uploads and of namespace changes). */
+#ifndef ASSETFS_UPLOAD_INT_H
+#define ASSETFS_UPLOAD_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "assetfs/upload.h"
+
+/* Statuses of CosyncAssetUpload (DESIGN.md §2). */
+#define ST_PENDING "pending"
+#define ST_INITIALIZED "initialized"
+#define ST_UPLOADED "uploaded"
+#define ST_COMPLETED "completed"
+#define ST_ERROR "error"
+
+struct afs_uploader {
+  struct afs_fs *fs;
+  pthread_t worker;
+  bool worker_started;
+  pthread_mutex_t mu; /* protects stop, orphans, running, wake; leaf lock (never held with
+                       * st->mu or a wf->mu) */
+  pthread_cond_t cond;
+  bool stop;
+  bool wake;
+  int running;               /* pipelines running now (flushes and the worker's) */
+  struct afs_wfile **orphans;/* unlinked/replaced files whose asset must go once completed */
+  size_t n_orphans, cap_orphans;
+};
+
+enum part_urls { U_ORIG, U_SMALL, U_MEDIUM, U_LARGE, U_PREVIEW, U_COUNT };
+
+struct record_state {
+  char status[32];
+  char error[400];
+  char *write_url[U_COUNT];
+  bool exists;
+};
+
+struct meta {
+  int64_t size;
+  int x_res, y_res;
+  char color[8];
+  double duration;
+  bool has_dims, has_duration;
+  char *part_file[U_COUNT]; /* local files of cuts/preview (owned; deleted after) */
+  const char *part_type[U_COUNT];
+};
+
+/* Wall-clock milliseconds since the epoch (for createdAt/updatedAt). */
+int64_t afs_upload_now_ms(void);
+/* True once afs_uploader_free started stopping the worker. */
+bool afs_upload_stopping(struct afs_uploader *up);
+
+/* Deletes the upload record if nobody uploaded to it yet; *gone: deleted or absent. */
+bool afs_rec_delete_unused(struct afs_uploader *up, const char *id, bool *gone,
+                           struct afs_error *err);
+/* Polls until the broker signed the record (adaptive interval: FerretDB has no change
+ * streams). ETIMEDOUT past deadline_ms (monotonic); ESTALE when the record is gone or
+ * already used (the caller makes a new one); EPROTO when the broker refused it;
+ * ECANCELED when unmounting. rs filled on success (free with afs_rec_state_free). */
+bool afs_rec_wait_initialized(struct afs_uploader *up, const char *id, int64_t deadline_ms,
+                              struct record_state *rs, struct afs_error *err);
+void afs_rec_state_free(struct record_state *rs);
+/* status "uploaded" with the metadata (ESTALE if the record is gone). */
+bool afs_rec_set_uploaded(struct afs_uploader *up, const char *id, const struct meta *m,
+                          const char *caption, int64_t mtime, struct afs_error *err);
+/* Statuses of upload records by id: out[i] "" when not found. */
+bool afs_rec_batch_status(struct afs_uploader *up, char (*ids)[25], int n, char (*out)[32]);
+
+#endif
