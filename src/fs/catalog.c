@@ -469,7 +469,8 @@ static int list_fetch(struct afs_catalog *cat, const char *partition, const char
     av.v[keep++] = *a;
   }
   av.n = keep;
-  qsort(av.v, av.n, sizeof *av.v, clash_cmp);
+  if (av.n > 1)
+    qsort(av.v, av.n, sizeof *av.v, clash_cmp);
   for (size_t i = 1, first = 0; i < av.n; i++) {
     if (strcmp(av.v[i].file_path, av.v[first].file_path) != 0) {
       first = i;
