@@ -97,6 +97,13 @@ bool afs_broker_path_trusted(const struct afs_broker *b, const bson_t *doc);
 bool afs_broker_delete_objects(struct afs_broker *b, const bson_t *doc, const char *const *keep,
                                struct afs_error *err);
 
+/* True at most once per 10 s across the process: transient-failure warnings (S3 or
+ * MongoDB away) are logged at warn level that often, the rest at debug, so an outage
+ * does not flood the log with one line per record per retry. */
+bool afs_broker_warn_due(void);
+#define afs_transient(...)                                                                         \
+  afs_log(afs_broker_warn_due() ? AFS_LOG_WARN : AFS_LOG_DEBUG, __VA_ARGS__)
+
 /* Collection helper: caller destroys. */
 mongoc_collection_t *afs_broker_coll(struct afs_broker *b, mongoc_client_t *c, const char *name);
 

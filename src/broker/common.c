@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "assetfs/broker.h"
+#include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"
 #include "assetfs/s3ops.h"
@@ -17,6 +18,13 @@
 mongoc_collection_t *afs_broker_coll(struct afs_broker *b, mongoc_client_t *c,
                                      const char *name) {
   return afs_db_coll(&b->db, c, name);
+}
+
+static atomic_llong g_last_transient_warn;
+
+bool afs_broker_warn_due(void) {
+  long long now = (long long)afs_now_ms(), last = atomic_load(&g_last_transient_warn);
+  return now - last >= 10000 && atomic_compare_exchange_strong(&g_last_transient_warn, &last, now);
 }
 
 long afs_broker_read_seconds(double hours) {

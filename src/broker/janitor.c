@@ -42,7 +42,7 @@ enum afs_outcome afs_asset_purge(struct afs_broker *b, mongoc_client_t *c, const
     if (err.code == EPERM) {
       afs_warn("asset %s: %s; removing only the record", ids, err.msg);
     } else {
-      afs_warn("asset %s: cannot delete objects: %s; will retry", ids, err.msg);
+      afs_transient("asset %s: cannot delete objects: %s; will retry", ids, err.msg);
       afs_lease_release(assets, &id, token, AFS_RETRY_MS, NULL);
       out = AFS_RETRY;
       goto done;
@@ -50,7 +50,7 @@ enum afs_outcome afs_asset_purge(struct afs_broker *b, mongoc_client_t *c, const
   }
   int rc = afs_lease_delete(assets, &id, token, &err);
   if (rc < 0) {
-    afs_warn("asset %s: objects deleted, record not: %s; will retry", ids, err.msg);
+    afs_transient("asset %s: objects deleted, record not: %s; will retry", ids, err.msg);
     out = AFS_RETRY;
     goto done;
   }
@@ -77,12 +77,13 @@ enum afs_outcome afs_upload_stale(struct afs_broker *b, mongoc_client_t *c, cons
   afs_rec_id_str(&id, ids, sizeof ids);
   mongoc_collection_t *uploads = afs_broker_coll(b, c, AFS_COLL_UPLOAD);
   if (!afs_broker_delete_objects(b, doc, NULL, &err) && err.code != EPERM) {
-    afs_warn("upload %s: cannot delete leftovers: %s; will retry", ids, err.msg);
+    afs_transient("upload %s: cannot delete leftovers: %s; will retry", ids, err.msg);
     afs_lease_release(uploads, &id, token, AFS_RETRY_MS, NULL);
     out = AFS_RETRY;
     goto done;
   }
-  snprintf(why, sizeof why, "upload not finished within %ld s; abandoned", b->cfg.stale_upload_seconds);
+  snprintf(why, sizeof why, "upload not finished within %ld s; abandoned",
+           b->cfg.stale_upload_seconds);
   bson_t *set = BCON_NEW("status", "error", "error", BCON_UTF8(why), "updatedAt",
                          BCON_DATE_TIME(afs_now_ms()));
   if (afs_lease_finish(uploads, &id, token, set, NULL, &err) < 0)

@@ -196,7 +196,7 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
     if (!keys.key[p])
       continue;
     if (!afs_s3op_head(&b->s3, keys.key[p], &head[p], &err)) {
-      afs_warn("upload %s: cannot check %s: %s; will retry", ids, keys.key[p], err.msg);
+      afs_transient("upload %s: cannot check %s: %s; will retry", ids, keys.key[p], err.msg);
       afs_lease_release(uploads, &id, token, AFS_RETRY_MS, NULL);
       out = AFS_RETRY;
       goto done;
@@ -279,7 +279,7 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
   bool ok = mongoc_collection_update_one(assets, sel, upd, uopts, NULL, &berr);
   bson_destroy(uopts);
   if (!ok) {
-    afs_warn("upload %s: cannot write the asset: %s; will retry", ids, berr.message);
+    afs_transient("upload %s: cannot write the asset: %s; will retry", ids, berr.message);
     afs_lease_release(uploads, &id, token, AFS_RETRY_MS, NULL);
     out = AFS_RETRY;
     goto done;
