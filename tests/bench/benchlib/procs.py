@@ -60,6 +60,9 @@ def run_timed(argv, timeout, env=None, stdout=subprocess.DEVNULL, cwd=None):
         except subprocess.TimeoutExpired:
             pass  # stuck in an uninterruptible FUSE request; the unmount frees it
         raise OpFailed(f"{os.path.basename(argv[0])} timed out after {timeout:.0f} s")
+    except BaseException:   # interrupted (SIGTERM/SIGINT): do not leave it running
+        p.kill()
+        raise
     dt = time.perf_counter() - t0
     if p.returncode != 0:
         msg = (err or b"").decode(errors="replace").strip().splitlines()
