@@ -18,6 +18,7 @@
 #include "assetfs/staging.h"
 
 struct afs_uploader;
+struct afs_fh;
 
 struct afs_fs {
   struct afs_fs_options opt;
@@ -28,6 +29,11 @@ struct afs_fs {
   struct afs_uploader *up;
   uid_t owner;
   gid_t group;
+  /* Open handles, so that unmount can close those whose RELEASE never came (the kernel
+   * may drop queued releases when the connection goes). fh_mu protects the list only;
+   * it is a leaf lock. */
+  pthread_mutex_t fh_mu;
+  struct afs_fh *fh_list;
 };
 
 /* The FUSE operations; private_data (fuse_get_context) is the struct afs_fs. */

@@ -50,6 +50,8 @@ struct afs_wfile {
   bool busy;              /* an upload is running on this file */
   bool record_used;       /* `id` went past pending/initialized: a new upload needs a new record */
   bool unlinked;          /* removed by the user; records are cleaned up, no upload */
+  bool shown;             /* completed AND the catalog resolves the path to this asset:
+                           * only then may the staged copy go */
   uint64_t generation;    /* bumped by every change to the data */
   enum afs_wstate state;
   char id[25];            /* current CosyncAssetUpload _id (hex), "" if none */

@@ -87,6 +87,8 @@ static void op_destroy(void *data) {
   /* Data written and closed must reach S3 before we go; bounded so that a dead S3
    * cannot hold the unmount forever (then the staging files stay on disk). */
   double wait = fs->opt.close_timeout > 60 ? fs->opt.close_timeout : 60;
+  if (fs->up)
+    afs_fs_release_all(fs);
   afs_uploader_free(fs->up, wait);
   fs->up = NULL;
   afs_staging_free(fs->st);
@@ -197,6 +199,7 @@ int main(int argc, char *argv[]) {
   if (afs_log_parse_level(fs->opt.log_level, &lvl))
     afs_log_init("assetfs", lvl, false);
   fs->owner = getuid();
+  pthread_mutex_init(&fs->fh_mu, NULL);
   fs->group = getgid();
   afs_db_global_init();
   mongoc_log_set_handler(on_mongoc_log, NULL);

@@ -265,7 +265,8 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
   if (rc == 0) {
     fill(buf, ".", NULL, 0, 0);
     fill(buf, "..", NULL, 0, 0);
-    qsort(ns.v, ns.n, sizeof *ns.v, cmp_str);
+    if (ns.n > 0)
+      qsort(ns.v, ns.n, sizeof *ns.v, cmp_str);
     for (size_t i = 0; i < ns.n; i++)
       if (i == 0 || strcmp(ns.v[i], ns.v[i - 1]))
         fill(buf, ns.v[i], NULL, 0, 0);

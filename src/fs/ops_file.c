@@ -15,6 +15,7 @@
 #include "ops_int.h"
 
 static struct afs_fh *fh_new(struct afs_wfile *wf, bool writable) {
+  struct afs_fs *fs = afs_fs_ctx();
   struct afs_fh *h = calloc(1, sizeof *h);
   h->wf = wf;
   h->writable = writable;
@@ -25,7 +26,25 @@ static struct afs_fh *fh_new(struct afs_wfile *wf, bool writable) {
       wf->writers++;
     pthread_mutex_unlock(&wf->mu);
   }
+  pthread_mutex_lock(&fs->fh_mu);
+  h->next = fs->fh_list;
+  if (fs->fh_list)
+    fs->fh_list->prev = h;
+  fs->fh_list = h;
+  pthread_mutex_unlock(&fs->fh_mu);
   return h;
+}
+
+static void fh_unlist(struct afs_fs *fs, struct afs_fh *h) {
+  pthread_mutex_lock(&fs->fh_mu);
+  if (h->prev)
+    h->prev->next = h->next;
+  else if (fs->fh_list == h)
+    fs->fh_list = h->next;
+  if (h->next)
+    h->next->prev = h->prev;
+  h->prev = h->next = NULL;
+  pthread_mutex_unlock(&fs->fh_mu);
 }
 
 /* A new staged file at p with its pending record; *out has a reference. The record is
@@ -160,12 +179,12 @@ int afs_op_open(const char *path, struct fuse_file_info *fi) {
       mark_dirty(wf);
   } else if (k == 'a') {
     if (!writable) {
-      struct afs_fh *h = fh_new(NULL, false);
-      h->reader = afs_reader_open_asset(fs->rc, fs->cat, &a, &e);
-      if (!h->reader) {
-        free(h);
+      struct afs_reader *r = afs_reader_open_asset(fs->rc, fs->cat, &a, &e);
+      if (!r) {
         rc = afs_fs_errno(&e);
       } else {
+        struct afs_fh *h = fh_new(NULL, false);
+        h->reader = r;
         h->asset = a;
         fi->fh = (uintptr_t)h;
         afs_fpath_free(&p);
@@ -261,12 +280,7 @@ int afs_op_fsync(const char *path, int datasync, struct fuse_file_info *fi) {
   return upload_now(afs_fs_ctx(), afs_fh_of(fi));
 }
 
-int afs_op_release(const char *path, struct fuse_file_info *fi) {
-  (void)path;
-  struct afs_fs *fs = afs_fs_ctx();
-  struct afs_fh *h = afs_fh_of(fi);
-  if (!h)
-    return 0;
+static void fh_close(struct afs_fs *fs, struct afs_fh *h) {
   if (h->wf) {
     struct afs_wfile *wf = h->wf;
     pthread_mutex_lock(&wf->mu);
@@ -274,7 +288,7 @@ int afs_op_release(const char *path, struct fuse_file_info *fi) {
     if (h->writable)
       wf->writers--;
     bool queue = wf->writers == 0 && wf->dirty && wf->state == AFS_W_WRITING;
-    bool drop = wf->handles == 0 && wf->state == AFS_W_COMPLETED;
+    bool drop = wf->handles == 0 && wf->state == AFS_W_COMPLETED && wf->shown;
     pthread_mutex_unlock(&wf->mu);
     if (queue) /* closed without flush (NFS export, a dup'd fd): upload in background */
       afs_upload_queue(fs->up, wf);
@@ -287,7 +301,29 @@ int afs_op_release(const char *path, struct fuse_file_info *fi) {
     afs_asset_free(&h->asset);
   }
   free(h);
+}
+
+int afs_op_release(const char *path, struct fuse_file_info *fi) {
+  (void)path;
+  struct afs_fs *fs = afs_fs_ctx();
+  struct afs_fh *h = afs_fh_of(fi);
+  if (!h)
+    return 0;
+  fh_unlist(fs, h);
+  fh_close(fs, h);
   return 0;
+}
+
+void afs_fs_release_all(struct afs_fs *fs) {
+  for (;;) {
+    pthread_mutex_lock(&fs->fh_mu);
+    struct afs_fh *h = fs->fh_list;
+    pthread_mutex_unlock(&fs->fh_mu);
+    if (!h)
+      return;
+    fh_unlist(fs, h);
+    fh_close(fs, h);
+  }
 }
 
 int afs_op_truncate(const char *path, off_t size, struct fuse_file_info *fi) {

@@ -16,6 +16,7 @@ struct afs_fh {
   struct afs_reader *reader;
   struct afs_asset asset; /* for reader handles */
   char *dirpath;          /* for directory handles (readdir may get a NULL path) */
+  struct afs_fh *prev, *next; /* in fs->fh_list (file handles only) */
   bool writable, append;
 };
 
@@ -56,6 +57,9 @@ int afs_op_release(const char *path, struct fuse_file_info *fi);
 int afs_op_truncate(const char *path, off_t size, struct fuse_file_info *fi);
 int afs_op_unlink(const char *path);
 int afs_op_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi);
+
+/* Closes every file handle still open (at unmount). */
+void afs_fs_release_all(struct afs_fs *fs);
 
 /* ops_rename.c, xattr.c */
 int afs_op_rename(const char *from, const char *to, unsigned int flags);

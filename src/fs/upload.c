@@ -344,7 +344,6 @@ static void on_completed(struct afs_uploader *up, struct afs_wfile *wf, const ch
   memcpy(id, wf->id, sizeof id);
   int64_t mtime = wf->mtime_ms;
   bool unlinked = wf->unlinked;
-  int handles = wf->handles;
   pthread_cond_broadcast(&wf->cond);
   pthread_mutex_unlock(&wf->mu);
   if (unlinked) {
@@ -362,12 +361,42 @@ static void on_completed(struct afs_uploader *up, struct afs_wfile *wf, const ch
   if (up->fs->cat)
     afs_catalog_invalidate_path(up->fs->cat, partition, file_path);
   afs_debug("%s/%s completed as asset %s", partition, file_path, id);
-  /* Staging is only a cache from now on; an open handle keeps it until released. */
-  if (handles == 0)
-    afs_staging_remove(up->fs->st, wf);
   afs_staging_unref(up->fs->st, wf);
   free(partition);
   free(file_path);
+}
+
+/* Drops the staged copy of a completed file once the catalog serves that asset at its
+ * path: until the broker has retired the asset it supersedes, a lookup could still
+ * answer with the old one, and reads must not go back in time. */
+static void drop_when_shown(struct afs_uploader *up, struct afs_wfile *wf) {
+  char id[25], *partition, *file_path;
+  struct afs_error err = {0};
+  struct afs_asset a;
+  memset(&a, 0, sizeof a);
+  pthread_mutex_lock(&wf->mu);
+  bool check = wf->state == AFS_W_COMPLETED && !wf->shown && !wf->unlinked;
+  memcpy(id, wf->id, sizeof id);
+  pthread_mutex_unlock(&wf->mu);
+  if (!check || !up->fs->cat)
+    return;
+  afs_staging_names(up->fs->st, wf, &partition, &file_path);
+  afs_catalog_invalidate_path(up->fs->cat, partition, file_path);
+  int k = afs_catalog_lookup(up->fs->cat, partition, file_path, &a, &err);
+  bool ours = k == AFS_CAT_FILE && !strcmp(a.id, id);
+  if (k == AFS_CAT_FILE)
+    afs_asset_free(&a);
+  free(partition);
+  free(file_path);
+  if (!ours)
+    return;
+  pthread_mutex_lock(&wf->mu);
+  bool drop = wf->state == AFS_W_COMPLETED && !strcmp(wf->id, id);
+  wf->shown = drop;
+  drop = drop && wf->handles == 0;
+  pthread_mutex_unlock(&wf->mu);
+  if (drop) /* an open handle keeps the staged copy until it is released */
+    afs_staging_remove(up->fs->st, wf);
 }
 
 /* One pass: completions, errors and retries. Returns true if something is in flight
@@ -399,9 +428,9 @@ static bool worker_pass(struct afs_uploader *up) {
     pthread_mutex_lock(&wf->mu);
     enum afs_wstate s = wf->state;
     bool busy = wf->busy;
-    bool retry_due = !busy && !wf->unlinked &&
-                     ((s == AFS_W_RETRYING && now >= wf->next_try_ms) ||
-                      (s == AFS_W_WRITING && wf->dirty && wf->handles == 0));
+    /* Only what afs_upload_queue or a failure handed over: a file just created has no
+     * handle yet for a moment, and must not be mistaken for one closed without flush. */
+    bool retry_due = !busy && !wf->unlinked && s == AFS_W_RETRYING && now >= wf->next_try_ms;
     if ((s == AFS_W_UPLOADED || (i >= n && s != AFS_W_COMPLETED)) && wf->id[0] && !busy) {
       memcpy(ids[polled], wf->id, sizeof ids[polled]);
       idx[polled++] = i;
@@ -442,6 +471,15 @@ static bool worker_pass(struct afs_uploader *up) {
     for (int k = 0; k < polled; k++)
       if (idx[k] >= n)
         add_orphan(up, all[idx[k]]);
+  }
+  for (int i = 0; i < n; i++) {
+    pthread_mutex_lock(&all[i]->mu);
+    bool waiting = all[i]->state == AFS_W_COMPLETED && !all[i]->shown;
+    pthread_mutex_unlock(&all[i]->mu);
+    if (waiting) {
+      drop_when_shown(up, all[i]);
+      active = true;
+    }
   }
   for (int i = 0; i < total; i++)
     afs_staging_unref(up->fs->st, all[i]);

@@ -39,7 +39,8 @@ def test_large_file(mount, db, tmp_path):
     rss = int([l for l in open(f"/proc/{mount.proc.pid}/status") if l.startswith("VmHWM")][0]
               .split()[1])
     print(f"assetfs peak RSS: {rss // 1024} MiB")
-    assert rss < 512 * 1024  # staging is on disk, not in memory
+    if os.environ.get("ASSETFS_FS_ASAN") != "1":  # ASan's shadow memory inflates RSS
+        assert rss < 512 * 1024  # staged data is on disk, not in memory
 
 
 def test_many_small_files(mount, db, tmp_path):

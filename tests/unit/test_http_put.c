@@ -114,7 +114,8 @@ static void srv_start(struct srv *s) {
 
 static void srv_script(struct srv *s, int n, const int *st) {
   pthread_mutex_lock(&s->mu);
-  memcpy(s->script, st, n * sizeof *st);
+  if (n > 0)
+    memcpy(s->script, st, n * sizeof *st);
   s->n_script = n;
   s->next = 0;
   s->requests = 0;
