@@ -6,7 +6,10 @@
  * the whole subtree, so `ls -l`, `find` and file managers then run from memory. Lookups
  * answer from the cache while it is fresh (attr_ttl for files, list_ttl for listings and
  * for files learnt from a listing, so `ls -l` of 10,000 files costs one query); changes
- * by other clients therefore show within those TTLs. When MongoDB cannot be
+ * by other clients therefore show within those TTLs. In directories of 64 entries or
+ * more, a stale entry is served at once while the directory is re-listed in the
+ * background (stale-while-revalidate, at most list_ttl + 30 s old), so a slow MongoDB
+ * never turns `ls -l` into one query per entry. When MongoDB cannot be
  * reached, whatever is cached (however old) is still served; anything else is EIO.
  *
  * Paths: `partition` is the MongoDB _partition value (not the encoded directory name);

@@ -99,12 +99,20 @@ struct afs_catalog *afs_catalog_new(struct afs_db *db, const struct afs_catalog_
   pthread_cond_init(&cat->ref_cv, NULL);
   afs_smap_init(&cat->parts);
   afs_smap_init(&cat->refs);
+  afs_smap_init(&cat->relisting);
+  pthread_cond_init(&cat->bg_cv, NULL);
   return cat;
 }
 
 void afs_catalog_free(struct afs_catalog *cat) {
   if (!cat)
     return;
+  pthread_mutex_lock(&cat->mu);
+  while (cat->bg_running > 0)
+    pthread_cond_wait(&cat->bg_cv, &cat->mu);
+  pthread_mutex_unlock(&cat->mu);
+  afs_smap_clear(&cat->relisting, NULL);
+  pthread_cond_destroy(&cat->bg_cv);
   afs_smap_clear(&cat->parts, part_free);
   afs_cat_refs_free(cat);
   strv_free(cat->partitions);
@@ -763,6 +771,77 @@ static int to_kind(enum cached c) {
   return c == C_FILE ? AFS_CAT_FILE : c == C_DIR ? AFS_CAT_DIR : AFS_CAT_NOENT;
 }
 
+/* ---- stale-while-revalidate for big directories ---- */
+
+#define BIG_DIR 64        /* entries from which a stale entry triggers a re-listing */
+#define STALE_MAX 30.0    /* seconds past list_ttl a stale entry may still be served */
+
+struct relist {
+  struct afs_catalog *cat;
+  char *partition, *dir, *key;
+};
+
+static void *relist_main(void *arg) {
+  struct relist *rl = arg;
+  struct afs_error err = {0};
+  if (list_fetch(rl->cat, rl->partition, rl->dir, &err) < 0)
+    afs_debug("background listing of %s:/%s: %s", rl->partition, rl->dir, err.msg);
+  pthread_mutex_lock(&rl->cat->mu);
+  afs_smap_del(&rl->cat->relisting, rl->key);
+  if (--rl->cat->bg_running == 0)
+    pthread_cond_broadcast(&rl->cat->bg_cv);
+  pthread_mutex_unlock(&rl->cat->mu);
+  free(rl->partition);
+  free(rl->dir);
+  free(rl->key);
+  free(rl);
+  return NULL;
+}
+
+/* A stale file learnt from the listing of a big directory: answer from the cache and
+ * re-list the directory in the background (once), so `ls -l` of 10,000 files never
+ * turns into 10,000 queries when MongoDB is slow. mu held; true if answered. */
+static bool serve_stale(struct afs_catalog *cat, struct part *p, struct node *n, double now,
+                        struct afs_asset *out) {
+  if (!n || n->is_dir || n->ghost || !n->from_listing || !n->parent)
+    return false;
+  struct node *d = n->parent;
+  if (d->nkids < BIG_DIR || now - d->listed > cat->list_ttl + STALE_MAX)
+    return false;
+  size_t kl = strlen(p->name) + strlen(d->rel) + 2;
+  char *key = malloc(kl);
+  if (!key)
+    abort();
+  snprintf(key, kl, "%s\x1f%s", p->name, d->rel);
+  if (!afs_smap_get(&cat->relisting, key)) {
+    struct relist *rl = calloc(1, sizeof *rl);
+    pthread_t th;
+    pthread_attr_t attr;
+    if (!rl)
+      abort();
+    rl->cat = cat;
+    rl->partition = xstrdup(p->name);
+    rl->dir = xstrdup(d->rel);
+    rl->key = xstrdup(key);
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&th, &attr, relist_main, rl) == 0) {
+      afs_smap_put(&cat->relisting, key, rl);
+      cat->bg_running++;
+    } else {
+      free(rl->partition);
+      free(rl->dir);
+      free(rl->key);
+      free(rl);
+    }
+    pthread_attr_destroy(&attr);
+  }
+  free(key);
+  if (out)
+    afs_asset_copy(out, &n->a);
+  return true;
+}
+
 static int lookup_plain(struct afs_catalog *cat, const char *partition, const char *rel,
                         struct afs_asset *out, struct afs_error *err) {
   if (!*rel) {
@@ -787,6 +866,8 @@ static int lookup_plain(struct afs_catalog *cat, const char *partition, const ch
   enum cached c = cache_answer(cat, p, rel, now, false, out);
   struct node *n = p ? afs_smap_get(&p->nodes, rel) : NULL;
   bool try_file = !n || (!n->is_dir && !n->a.derived_name && !n->was_derived);
+  if (c == C_MISS && serve_stale(cat, p, n, now, out))
+    c = C_FILE;
   pthread_mutex_unlock(&cat->mu);
   if (c != C_MISS)
     return to_kind(c);

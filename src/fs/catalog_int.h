@@ -75,6 +75,12 @@ struct afs_catalog {
   char **disc;            /* discovered partitions (NULL-terminated), NULL never ran */
   double disc_at;
 
+  /* Background re-listings (stale-while-revalidate for big directories): keys
+   * "<partition>\x1f<dir>" in flight (mu); bg_cv signals when bg_running drops. */
+  struct smap relisting;
+  int bg_running;
+  pthread_cond_t bg_cv;
+
   /* After MongoDB failed, queries fail fast until then (monotonic ms; atomic), so a
    * dead server costs one server-selection timeout, not one per lookup. */
   int64_t db_down_until_ms;

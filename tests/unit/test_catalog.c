@@ -367,6 +367,37 @@ int main(void) {
   CHECK(!afs_catalog_fresh_url(cat, id_d2, AFS_PART_ORIGINAL, url1, &url, NULL, &err));
   CHECK(err.code == ESTALE);
 
+  /* A big directory: a stale entry is served at once and re-listed in the background. */
+  char big_id[25] = "";
+  for (int i = 0; i < 70; i++) {
+    char fp[64];
+    snprintf(fp, sizeof fp, "bigdir/f%02d.txt", i);
+    put_asset("p1", fp, "uid1/bigdir/f-1.txt", "text/plain", 5, t, 24, 0, url1, NULL, NULL,
+              i == 7 ? big_id : NULL);
+  }
+  CHECK(strlen(listing(cat, "p1", "bigdir")) > 0);
+  {
+    bson_oid_t oid;
+    bson_oid_init_from_string(&oid, big_id);
+    bson_t *s = BCON_NEW("_id", BCON_OID(&oid));
+    bson_t *u = BCON_NEW("$set", "{", "size", BCON_INT64(77), "}");
+    CHECK(mongoc_collection_update_one(ASSETS, s, u, NULL, NULL, NULL));
+    bson_destroy(s);
+    bson_destroy(u);
+  }
+  usleep(700000);
+  CHECK(afs_catalog_lookup(cat, "p1", "bigdir/f07.txt", &a, &err) == AFS_CAT_FILE);
+  CHECK(a.size == 5); /* stale, served at once */
+  afs_asset_free(&a);
+  bool updated = false;
+  for (int i = 0; i < 50 && !updated; i++) {
+    usleep(100000);
+    CHECK(afs_catalog_lookup(cat, "p1", "bigdir/f07.txt", &a, &err) == AFS_CAT_FILE);
+    updated = a.size == 77;
+    afs_asset_free(&a);
+  }
+  CHECK(updated);
+
   afs_catalog_invalidate_all(cat);
   CHECK_STREQ(listing(cat, "p1", "photos"), "cat.jpg");
   afs_catalog_free(cat);
