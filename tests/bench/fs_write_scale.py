@@ -1,9 +1,8 @@
 """Write-path scale runs (not in tests/run; minutes on a loaded machine):
 copy 1 GiB and 1,000 small files through the mount and report times and peak RSS.
 
-  ASSETFS_STACK_DIR=... ASSETFS_BUILD_DIR=... /usr/bin/python3 -m pytest -s \
-      -p no:cacheprovider --rootdir tests/integration -c /dev/null \
-      --confcutdir tests/integration tests/bench/fs_write_scale.py
+  ASSETFS_STACK_DIR=... ASSETFS_BUILD_DIR=... \
+      /usr/bin/python3 -m pytest -s -p no:cacheprovider tests/bench/fs_write_scale.py
 """
 import os
 import subprocess
@@ -12,10 +11,13 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
 
-from conftest import *  # noqa: E402,F401,F403  (fixtures: stack, db, procs, ...)
+from conftest import bucket, build_dir, db, dbname, mongo_client, s3, stack  # noqa: E402,F401
 from fs_write_util import sha256_file, wait_asset  # noqa: E402
 from procs import wait_for  # noqa: E402
 from test_fs_write_scale import url_sha256  # noqa: E402
+
+
+pytest_plugins = ["procs", "broker_fixtures", "fs_fixtures"]
 
 
 def peak_rss_mib(pid):
