@@ -17,6 +17,7 @@
 #include "assetfs/config.h"
 #include "assetfs/db.h"
 #include "assetfs/naming.h"
+#include "assetfs/s3.h"
 #include "assetfs/sigv4.h"
 
 #define AFS_READ_HOURS_DEFAULT 24.0
@@ -27,7 +28,8 @@
 struct afs_broker {
   struct afs_config cfg;
   struct afs_db db;
-  struct afs_s3_target s3;
+  struct afs_s3_target s3;    /* presigning */
+  struct afs_s3_client s3c;   /* HEAD/DELETE; its target is a copy of s3 */
   unsigned char seal_key[32];
   int workers;     /* worker threads */
   int batch;       /* records claimed per poll */
@@ -63,8 +65,16 @@ enum afs_outcome afs_upload_stale(struct afs_broker *b, mongoc_client_t *c, cons
                                   const char *token);
 enum afs_outcome afs_asset_purge(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
                                  const char *token);
+/* Deletes answered (done/error) CosyncFunctionCall records older than
+ * call_keep_seconds; failures are logged (the next round retries). */
+void afs_calls_purge(struct afs_broker *b, mongoc_client_t *c);
 enum afs_outcome afs_function_call(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
                                    const char *token);
+
+/* Ends the lease of upload record `id` with status "error" and `why` as its error.
+ * AFS_RETRY when MongoDB could not be written. */
+enum afs_outcome afs_upload_fail(mongoc_collection_t *coll, const bson_value_t *id,
+                                 const char *token, const char *why);
 
 /* Read URL of KEY: public (unsigned, under public_base_url or the plain object URL) when
  * hours == 0, else presigned GET valid hours (capped). Caller frees. */
@@ -89,6 +99,15 @@ bool afs_broker_seal_ok(const struct afs_broker *b, const bson_t *doc);
  * Cosync itself), a path under "<uid>/" or "public/<uid>/". */
 bool afs_broker_path_trusted(const struct afs_broker *b, const bson_t *doc);
 
+/* Keys of the objects of an existing record with a `path` (false without one; NULL
+ * entries where a part does not apply). Sealed records: from `path` by our naming.
+ * Unsealed records under their uid's prefix (made by Cosync): the cuts' and preview's
+ * keys from their stored URLs when those name a key under the same uid prefix (Cosync's
+ * "-videopreview-<ts>-.png" and "uid//dir" keys), else by naming. The caller checks that
+ * the record is trusted (afs_broker_path_trusted). Free with afs_keys_free. */
+bool afs_broker_asset_keys(const struct afs_broker *b, const bson_t *doc,
+                           struct afs_keys *out);
+
 /* Deletes every object of an asset/upload record whose `path` is set (original, cuts,
  * preview). Refuses (false, EPERM) when the record's seal is invalid, or, for records
  * without a seal (made by Cosync), when path is outside "<uid>/" and "public/<uid>/".
@@ -96,6 +115,12 @@ bool afs_broker_path_trusted(const struct afs_broker *b, const bson_t *doc);
  * error (EAGAIN/EHOSTUNREACH) when S3 failed. */
 bool afs_broker_delete_objects(struct afs_broker *b, const bson_t *doc, const char *const *keep,
                                struct afs_error *err);
+
+/* Deletes the keys of k (NULL entries skipped, keys in `keep` left alone) in one
+ * DeleteObjects request. Missing objects count as deleted; false with err otherwise
+ * (afs_s3_error_transient(err) tells an outage from a refusal). */
+bool afs_broker_delete_keys(struct afs_broker *b, const struct afs_keys *k,
+                            const char *const *keep, struct afs_error *err);
 
 /* True at most once per 10 s across the process: transient-failure warnings (S3 or
  * MongoDB away) are logged at warn level that often, the rest at debug, so an outage

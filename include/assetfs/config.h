@@ -26,6 +26,8 @@ struct afs_config {
   long write_url_seconds;   /* lifetime of presigned PUT URLs; default 86400 */
   long stale_upload_seconds;/* pending/initialized older than this -> error; default 86400 */
   long lease_seconds;       /* how long a broker owns a record it works on; default 60 */
+  long call_keep_seconds;   /* answered (done/error) function calls older than this are
+                               deleted; default 86400, 0 = keep them */
   bool keep_versions;       /* superseded assets archived instead of deleted */
   long max_object_size;     /* HEAD size limit; default 5 GiB */
   char *log_level;          /* error|warn|info|debug; default info */

@@ -43,4 +43,8 @@ bool afs_rec_id(const bson_t *doc, bson_value_t *out);
  * strings, else "(id)". Writes into buf (size n). */
 const char *afs_rec_id_str(const bson_value_t *id, char *buf, size_t n);
 
+/* The smallest ObjectId made at Unix time ms (its time part, the rest zero): every _id
+ * made before that second compares lower. */
+void afs_rec_oid_at(int64_t ms, bson_oid_t *out);
+
 #endif

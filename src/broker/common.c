@@ -13,11 +13,26 @@
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"
-#include "assetfs/s3ops.h"
 
 mongoc_collection_t *afs_broker_coll(struct afs_broker *b, mongoc_client_t *c,
                                      const char *name) {
   return afs_db_coll(&b->db, c, name);
+}
+
+enum afs_outcome afs_upload_fail(mongoc_collection_t *coll, const bson_value_t *id,
+                                 const char *token, const char *why) {
+  char ids[80];
+  struct afs_error e = {0};
+  afs_warn("upload %s: error: %s", afs_rec_id_str(id, ids, sizeof ids), why);
+  bson_t *set = BCON_NEW("status", "error", "error", BCON_UTF8(why), "updatedAt",
+                         BCON_DATE_TIME(afs_now_ms()));
+  int rc = afs_lease_finish(coll, id, token, set, NULL, &e);
+  bson_destroy(set);
+  if (rc < 0) {
+    afs_warn("upload %s: cannot record the error: %s", ids, e.msg);
+    return AFS_RETRY;
+  }
+  return AFS_DONE;
 }
 
 static atomic_llong g_last_transient_warn;
@@ -138,10 +153,9 @@ bool afs_broker_path_trusted(const struct afs_broker *b, const bson_t *doc) {
 
 bool afs_broker_delete_objects(struct afs_broker *b, const bson_t *doc, const char *const *keep,
                                struct afs_error *err) {
-  const char *path = NULL, *uid = NULL, *ct = NULL;
+  const char *path = NULL, *uid = NULL;
   afs_rec_str(doc, "path", 4096, &path, NULL);
   afs_rec_str(doc, "uid", 4096, &uid, NULL);
-  afs_rec_str(doc, "contentType", 4096, &ct, NULL);
   if (!path || !*path)
     return true; /* nothing was ever signed */
   bson_iter_t it;
@@ -151,18 +165,25 @@ bool afs_broker_delete_objects(struct afs_broker *b, const bson_t *doc, const ch
                          "refusing to delete objects of a record whose path/uid/contentType "
                          "were changed after the broker set them");
   struct afs_keys k;
-  afs_naming_keys_from_path(path, ct, &k);
-  bool ok = true;
-  for (int p = 0; p < AFS_PART_COUNT && ok; p++) {
-    if (!k.key[p])
+  afs_broker_asset_keys(b, doc, &k);
+  bool ok = afs_broker_delete_keys(b, &k, keep, err);
+  afs_keys_free(&k);
+  return ok;
+}
+
+bool afs_broker_delete_keys(struct afs_broker *b, const struct afs_keys *k,
+                            const char *const *keep, struct afs_error *err) {
+  const char *keys[AFS_PART_COUNT];
+  size_t n = 0;
+  for (int p = 0; p < AFS_PART_COUNT; p++) {
+    if (!k->key[p])
       continue;
     bool skip = false;
     for (size_t i = 0; keep && keep[i]; i++)
-      if (!strcmp(keep[i], k.key[p]))
+      if (!strcmp(keep[i], k->key[p]))
         skip = true;
     if (!skip)
-      ok = afs_s3op_delete(&b->s3, k.key[p], err);
+      keys[n++] = k->key[p];
   }
-  afs_keys_free(&k);
-  return ok;
+  return n == 0 || afs_s3_delete_objects(&b->s3c, keys, n, NULL, err);
 }

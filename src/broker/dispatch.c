@@ -14,7 +14,6 @@
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"
-#include "assetfs/s3ops.h"
 
 enum src { SRC_UPLOAD, SRC_CALL, SRC_DELETED, SRC_STALE, SRC_COUNT };
 static const char *const src_coll[SRC_COUNT] = {AFS_COLL_UPLOAD, AFS_COLL_CALL, AFS_COLL_ASSET,
@@ -134,7 +133,7 @@ static void *worker_main(void *arg) {
     pthread_mutex_unlock(&q->lock);
   }
   afs_db_push(&b->db, c);
-  afs_s3op_thread_cleanup();
+  afs_s3_thread_cleanup();
   return NULL;
 }
 
@@ -153,14 +152,7 @@ static bson_t *source_filter(struct afs_broker *b, enum src s) {
   case SRC_STALE: {
     int64_t cutoff = afs_now_ms() - b->cfg.stale_upload_seconds * 1000L;
     bson_oid_t oid;
-    /* An ObjectId whose time part is the cutoff and the rest zero: every _id made
-     * before the cutoff compares lower. */
-    memset(&oid, 0, sizeof oid);
-    uint32_t secs = (uint32_t)(cutoff / 1000);
-    oid.bytes[0] = (uint8_t)(secs >> 24);
-    oid.bytes[1] = (uint8_t)(secs >> 16);
-    oid.bytes[2] = (uint8_t)(secs >> 8);
-    oid.bytes[3] = (uint8_t)secs;
+    afs_rec_oid_at(cutoff, &oid);
     return BCON_NEW("status", "{", "$in", "[", "pending", "initialized", "]", "}", "$and", "[",
                     "{", "status", "{", "$not", "{", "$type", "array", "}", "}", "}",
                     "{", "$or", "[", "{", "createdAt", "{", "$lt", BCON_DATE_TIME(cutoff), "}",
@@ -260,6 +252,14 @@ int afs_broker_run(struct afs_broker *b) {
     stale_every_ms = 30000;
   int64_t next_stale = 0, down_since = 0, last_down_log = 0, next_side = 0, last_claim = 0;
   int64_t next_deleted = 0, claim_cost = 0;
+  /* Purging every quarter of call_keep_seconds (1 s..10 min) keeps an answered call at
+   * most about 25% past that age, with one collection scan per interval. */
+  long call_purge_every_ms = b->cfg.call_keep_seconds * 250L;
+  if (call_purge_every_ms < 1000)
+    call_purge_every_ms = 1000;
+  if (call_purge_every_ms > 600000)
+    call_purge_every_ms = 600000;
+  int64_t next_call_purge = afs_now_ms() + call_purge_every_ms / 4;
   bool busy_streak = false;
   while (!atomic_load(&b->stop)) {
     int found = 0;
@@ -282,6 +282,11 @@ int afs_broker_run(struct afs_broker *b) {
         pthread_cond_timedwait(&q->room, &q->lock, &ts);
       pthread_mutex_unlock(&q->lock);
       continue;
+    }
+    if (b->cfg.call_keep_seconds > 0 && afs_now_ms() >= next_call_purge) {
+      /* One delete per interval; failures are left to the next one. */
+      afs_calls_purge(b, c);
+      next_call_purge = afs_now_ms() + call_purge_every_ms;
     }
     bool side_due = afs_now_ms() >= next_side;
     for (int s = 0; s < SRC_COUNT && !failed; s++) {
@@ -353,6 +358,6 @@ int afs_broker_run(struct afs_broker *b) {
   pthread_cond_destroy(&q->nonempty);
   pthread_cond_destroy(&q->room);
   pthread_mutex_destroy(&q->lock);
-  afs_s3op_thread_cleanup();
+  afs_s3_thread_cleanup();
   return 0;
 }

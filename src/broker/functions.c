@@ -122,7 +122,7 @@ static bson_t *refresh_one(struct afs_broker *b, mongoc_collection_t *assets,
     afs_error_set(err, ENOENT, "asset %s not found", ids);
     return NULL;
   }
-  const char *status = NULL, *path = NULL, *ct = NULL;
+  const char *status = NULL, *path = NULL;
   afs_rec_str(a, "status", 64, &status, NULL);
   if (!status || strcmp(status, "active")) {
     afs_error_set(err, ENOENT, "asset %s is not active", ids);
@@ -156,9 +156,8 @@ static bson_t *refresh_one(struct afs_broker *b, mongoc_collection_t *assets,
     bson_destroy(a);
     return NULL;
   }
-  afs_rec_str(a, "contentType", 255, &ct, NULL);
   struct afs_keys k;
-  afs_naming_keys_from_path(path, ct, &k);
+  afs_broker_asset_keys(b, a, &k);
   bson_t set = BSON_INITIALIZER;
   bool ok = true;
   for (int p = 0; p < AFS_PART_COUNT && ok; p++) {

@@ -1,6 +1,7 @@
 /* Clean-up: assets whose status became "deleted" lose their objects, then their record
  * (and the upload record with the same _id); uploads stuck in pending/initialized for
- * longer than stale_upload_seconds become "error" and lose whatever they uploaded. */
+ * longer than stale_upload_seconds become "error" and lose whatever they uploaded;
+ * answered function calls older than call_keep_seconds are deleted. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -95,4 +96,37 @@ done:
   bson_value_destroy(&id);
   mongoc_collection_destroy(uploads);
   return out;
+}
+
+void afs_calls_purge(struct afs_broker *b, mongoc_client_t *c) {
+  int64_t cutoff = afs_now_ms() - b->cfg.call_keep_seconds * 1000L;
+  bson_oid_t oid;
+  afs_rec_oid_at(cutoff, &oid);
+  /* Age from updatedAt (set when answered), else createdAt, else the ObjectId's time, so
+   * calls answered by Cosync or written without dates still go. Pending calls stay. */
+  bson_t *q = BCON_NEW(
+      "status", "{", "$in", "[", "done", "error", "]", "}", "$or", "[",
+      "{", "updatedAt", "{", "$lt", BCON_DATE_TIME(cutoff), "}", "}",
+      "{", "updatedAt", "{", "$not", "{", "$type", "date", "}", "}",
+           "createdAt", "{", "$lt", BCON_DATE_TIME(cutoff), "}", "}",
+      "{", "updatedAt", "{", "$not", "{", "$type", "date", "}", "}",
+           "createdAt", "{", "$not", "{", "$type", "date", "}", "}",
+           "_id", "{", "$lt", BCON_OID(&oid), "}", "}", "]");
+  mongoc_collection_t *calls = afs_broker_coll(b, c, AFS_COLL_CALL);
+  bson_t reply;
+  bson_error_t berr;
+  if (!mongoc_collection_delete_many(calls, q, NULL, &reply, &berr)) {
+    afs_transient("cannot delete old function calls: %s; will retry", berr.message);
+  } else {
+    bson_iter_t it;
+    int64_t n = 0;
+    if (bson_iter_init_find(&it, &reply, "deletedCount"))
+      n = bson_iter_as_int64(&it);
+    if (n > 0)
+      afs_info("deleted %lld answered function call(s) older than %ld s", (long long)n,
+               b->cfg.call_keep_seconds);
+  }
+  bson_destroy(&reply);
+  mongoc_collection_destroy(calls);
+  bson_destroy(q);
 }

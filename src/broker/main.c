@@ -219,12 +219,13 @@ int main(int argc, char *argv[]) {
     afs_err("%s", err.msg);
     goto out;
   }
-  b.s3 = (struct afs_s3_target){.endpoint = b.cfg.s3_endpoint,
-                                .region = b.cfg.s3_region,
-                                .bucket = b.cfg.s3_bucket,
-                                .access_key = b.cfg.s3_access_key,
-                                .secret_key = b.cfg.s3_secret_key,
-                                .path_style = b.cfg.s3_path_style};
+  afs_s3_target_from_config(&b.s3, &b.cfg);
+  afs_s3_client_init(&b.s3c, &b.s3);
+  /* A worker holds its record's lease while it waits: a short in-request retry covers a
+   * blip, anything longer goes back to the queue (AFS_RETRY_MS) instead. */
+  b.s3c.max_attempts = 2;
+  b.s3c.connect_timeout_s = 5;
+  b.s3c.timeout_s = 20;
   derive_seal_key(&b);
   make_owner_id();
   /* Not thread-safe, so before any worker exists (curl_easy_init would do it lazily). */

@@ -10,35 +10,12 @@
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"
-#include "assetfs/s3ops.h"
 
 #define META_STR_MAX 65536
 
 static const char *const meta_strings[] = {"caption", "color", "extra", "containerId", "title",
                                            "transactionId"};
 static const char *const meta_numbers[] = {"duration", "xRes", "yRes"};
-
-static enum afs_outcome fail_upload(mongoc_collection_t *coll, const bson_value_t *id,
-                                    const char *token, const char *why) {
-  char ids[80];
-  struct afs_error e = {0};
-  afs_warn("upload %s: error: %s", afs_rec_id_str(id, ids, sizeof ids), why);
-  bson_t *set = BCON_NEW("status", "error", "error", BCON_UTF8(why), "updatedAt",
-                         BCON_DATE_TIME(afs_now_ms()));
-  int rc = afs_lease_finish(coll, id, token, set, NULL, &e);
-  bson_destroy(set);
-  return rc < 0 ? AFS_RETRY : AFS_DONE;
-}
-
-/* Removes a record's objects; the keys come from a sealed or freshly planned path, so
- * they lie under the uploader's prefix. */
-static bool delete_keys(struct afs_broker *b, const struct afs_keys *k, struct afs_error *err) {
-  bool ok = true;
-  for (int p = 0; p < AFS_PART_COUNT; p++)
-    if (k->key[p] && !afs_s3op_delete(&b->s3, k->key[p], err))
-      ok = false;
-  return ok;
-}
 
 /* Copies the metadata fields a Cosync asset carries, with Cosync's defaults. */
 static bool copy_metadata(const bson_t *doc, bson_t *set, struct afs_error *err) {
@@ -132,7 +109,7 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
   struct afs_error err = {0};
   bson_value_t id;
   struct afs_keys keys;
-  struct afs_s3_head head[AFS_PART_COUNT];
+  struct afs_s3_object_info head[AFS_PART_COUNT];
   bson_t set = BSON_INITIALIZER, unset = BSON_INITIALIZER, *sel = NULL, *upd = NULL;
   const char *uid = NULL, *path = NULL, *ct = NULL, *part = NULL, *apart = NULL, *fp = NULL,
              *sess = NULL, *seal = NULL;
@@ -158,7 +135,7 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
      * URLs of a lost initialization are found; anything else finds nothing under the
      * uploader's own prefix and fails below. */
     if (!afs_upload_plan(doc, &plan, &err)) {
-      out = fail_upload(uploads, &id, token, err.msg);
+      out = afs_upload_fail(uploads, &id, token, err.msg);
       goto done;
     }
     path = plan.keys.key[AFS_PART_ORIGINAL];
@@ -166,7 +143,7 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
     seal = fresh_seal;
     afs_info("upload %s: uploaded without a (kept) initialization; checking %s", ids, path);
   } else if (!afs_broker_seal_ok(b, doc)) {
-    out = fail_upload(uploads, &id, token,
+    out = afs_upload_fail(uploads, &id, token,
                       "path, uid, contentType or expirationHours changed after the broker "
                       "initialized the record; refusing to complete it");
     goto done;
@@ -183,41 +160,46 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
       !afs_rec_str(doc, "sessionId", 256, &sess, &err) ||
       !afs_rec_str_req(doc, "filePath", AFS_FILEPATH_MAX, &fp, &err) ||
       !afs_filepath_check(fp, strlen(fp), &err) || !copy_metadata(doc, &set, &err)) {
-    out = fail_upload(uploads, &id, token, err.msg);
+    out = afs_upload_fail(uploads, &id, token, err.msg);
     goto done;
   }
   const char *target = apart && *apart ? apart : part;
   if (!target || !*target) {
-    out = fail_upload(uploads, &id, token, "neither _partition nor assetPartition is set");
+    out = afs_upload_fail(uploads, &id, token, "neither _partition nor assetPartition is set");
     goto done;
   }
   afs_naming_keys_from_path(path, ct, &keys);
   for (int p = 0; p < AFS_PART_COUNT; p++) {
     if (!keys.key[p])
       continue;
-    if (!afs_s3op_head(&b->s3, keys.key[p], &head[p], &err)) {
-      afs_transient("upload %s: cannot check %s: %s; will retry", ids, keys.key[p], err.msg);
+    if (!afs_s3_head_object(&b->s3c, keys.key[p], &head[p], &err)) {
+      /* Never the upload's fault: an outage, or a refusal (credentials, policy) that
+       * the operator has to fix; either way the record waits. */
+      if (afs_s3_error_transient(&err))
+        afs_transient("upload %s: cannot check %s: %s; will retry", ids, keys.key[p], err.msg);
+      else
+        afs_err("upload %s: S3 refused to check %s: %s; will retry", ids, keys.key[p], err.msg);
       afs_lease_release(uploads, &id, token, AFS_RETRY_MS, NULL);
       out = AFS_RETRY;
       goto done;
     }
-    if (p == AFS_PART_ORIGINAL && !head[p].found) {
+    if (p == AFS_PART_ORIGINAL && !head[p].exists) {
       char why[AFS_ERROR_MSG_MAX];
       snprintf(why, sizeof why, "the original was not uploaded (no object at %s)", keys.key[p]);
-      delete_keys(b, &keys, NULL);
-      out = fail_upload(uploads, &id, token, why);
+      afs_broker_delete_keys(b, &keys, NULL, NULL);
+      out = afs_upload_fail(uploads, &id, token, why);
       goto done;
     }
     if (p == AFS_PART_ORIGINAL && head[p].size > b->cfg.max_object_size) {
       char why[AFS_ERROR_MSG_MAX];
       snprintf(why, sizeof why, "the object is %lld bytes, over the limit of %ld",
                (long long)head[p].size, b->cfg.max_object_size);
-      if (!delete_keys(b, &keys, &err))
+      if (!afs_broker_delete_keys(b, &keys, NULL, &err))
         afs_warn("upload %s: %s", ids, err.msg);
-      out = fail_upload(uploads, &id, token, why);
+      out = afs_upload_fail(uploads, &id, token, why);
       goto done;
     }
-    if (!head[p].found) {
+    if (!head[p].exists) {
       afs_info("upload %s: %s %s was not uploaded; its URL stays empty", ids,
                afs_part_name((enum afs_part)p), keys.key[p]);
       BSON_APPEND_UTF8(&unset, afs_read_url_field[p], "");

@@ -51,22 +51,6 @@ static bool check_hours(const bson_t *doc, double *hours, bool *defaulted,
   return true;
 }
 
-static enum afs_outcome fail_record(mongoc_collection_t *coll, const bson_value_t *id,
-                                    const char *token, const char *why) {
-  char ids[80];
-  struct afs_error e = {0};
-  afs_warn("upload %s: error: %s", afs_rec_id_str(id, ids, sizeof ids), why);
-  bson_t *set = BCON_NEW("status", "error", "error", BCON_UTF8(why), "updatedAt",
-                         BCON_DATE_TIME(afs_now_ms()));
-  int rc = afs_lease_finish(coll, id, token, set, NULL, &e);
-  bson_destroy(set);
-  if (rc < 0) {
-    afs_warn("upload %s: cannot record the error: %s", ids, e.msg);
-    return AFS_RETRY;
-  }
-  return AFS_DONE;
-}
-
 /* The "-<ms>" in the keys comes from the record itself, not the clock: initializing the
  * same record twice gives the same keys. That makes the transition idempotent, which
  * matters where conditional updates are not atomic (FerretDB 1.24 on SQLite loses
@@ -138,7 +122,7 @@ enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const
   mongoc_collection_t *coll = afs_broker_coll(b, c, AFS_COLL_UPLOAD);
   if (!afs_upload_plan(doc, &plan, &err)) {
     if (plan.has_id)
-      out = fail_record(coll, &plan.id, token, err.msg);
+      out = afs_upload_fail(coll, &plan.id, token, err.msg);
     goto done;
   }
   afs_rec_id_str(&plan.id, ids, sizeof ids);
@@ -155,7 +139,7 @@ enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const
     rurl[p] = wurl[p] ? afs_broker_read_url(b, plan.keys.key[p], plan.hours, &err) : NULL;
     if (!wurl[p] || !rurl[p]) {
       afs_err("upload %s: signing failed: %s", ids, err.msg);
-      out = fail_record(coll, &plan.id, token, "the broker could not sign the URLs");
+      out = afs_upload_fail(coll, &plan.id, token, "the broker could not sign the URLs");
       goto done;
     }
     BSON_APPEND_UTF8(&set, afs_write_url_field[p], wurl[p]);

@@ -18,6 +18,7 @@ void afs_config_defaults(struct afs_config *c) {
   c->write_url_seconds = 86400;
   c->stale_upload_seconds = 86400;
   c->lease_seconds = 60;
+  c->call_keep_seconds = 86400;
   c->max_object_size = 5368709120L;
   c->log_level = strdup("info");
 }
@@ -76,6 +77,7 @@ bool afs_config_set(struct afs_config *c, const char *key, const char *v, struct
       {"write_url_seconds", &c->write_url_seconds, 1, 604800},
       {"stale_upload_seconds", &c->stale_upload_seconds, 1, 365L * 86400},
       {"lease_seconds", &c->lease_seconds, 1, 86400},
+      {"call_keep_seconds", &c->call_keep_seconds, 0, 365L * 86400},
       {"max_object_size", &c->max_object_size, 1, 5497558138880L},
   };
   for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)
@@ -98,7 +100,7 @@ void afs_config_from_env(struct afs_config *c) {
   static const char *keys[] = {"mongo_uri",     "database",        "s3_endpoint",
                                "s3_region",     "s3_bucket",       "s3_access_key",
                                "s3_secret_key", "public_base_url", "log_level",
-                               "write_url_seconds", "stale_upload_seconds", "lease_seconds",
+                               "write_url_seconds", "stale_upload_seconds", "lease_seconds", "call_keep_seconds",
                                "keep_versions", "s3_path_style",   "max_object_size"};
   for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
     char name[64] = "ASSETFS_";

@@ -107,3 +107,12 @@ const char *afs_rec_id_str(const bson_value_t *id, char *buf, size_t n) {
   }
   return buf;
 }
+
+void afs_rec_oid_at(int64_t ms, bson_oid_t *out) {
+  memset(out, 0, sizeof *out);
+  uint32_t secs = ms > 0 ? (uint32_t)(ms / 1000) : 0;
+  out->bytes[0] = (uint8_t)(secs >> 24);
+  out->bytes[1] = (uint8_t)(secs >> 16);
+  out->bytes[2] = (uint8_t)(secs >> 8);
+  out->bytes[3] = (uint8_t)secs;
+}

@@ -378,3 +378,45 @@ def test_lost_initialization_heals(db, broker):
              and db.CosyncAssetUpload.find_one({"_id": _id2})["status"] == "initialized",
              15, "re-initialization")
     assert db.CosyncAssetUpload.find_one({"_id": _id2})["path"] == r1["path"]
+
+
+def test_old_answered_calls_are_deleted(db, start_broker):
+    start_broker(env={"ASSETFS_CALL_KEEP_SECONDS": "3"})
+    u = uid()
+    old = utcnow() - datetime.timedelta(seconds=60)
+    old_oid = bson.ObjectId.from_datetime(old)
+    docs = {
+        "done_old": {"status": "done", "createdAt": old, "updatedAt": old},
+        "error_old_no_updated": {"status": "error", "createdAt": old},
+        "done_no_dates": {"_id": bson.ObjectId(str(old_oid)[:8] + "0" * 15 + "1"),
+                          "status": "done"},
+        "pending_old": {"status": "pending", "createdAt": old, "name": "NoSuchFunction"},
+        "done_recent": {"status": "done", "createdAt": utcnow(), "updatedAt": utcnow()},
+    }
+    ids = {}
+    for k, d in docs.items():
+        d = {"_id": bson.ObjectId(), "uid": u, "name": "CosyncArchiveAsset", "args": ["x"], **d}
+        db.CosyncFunctionCall.insert_one(d)
+        ids[k] = d["_id"]
+    answered = call(db, "CosyncRefreshAsset", [str(bson.ObjectId())], u)
+    assert answered["status"] == "error"
+    gone = ["done_old", "error_old_no_updated", "done_no_dates"]
+    wait_for(lambda: all(db.CosyncFunctionCall.find_one({"_id": ids[k]}) is None for k in gone),
+             10, "old answered calls to be deleted")
+    # The pending one was answered (unknown function) just now: it is young again.
+    assert db.CosyncFunctionCall.find_one({"_id": ids["pending_old"]})["status"] == "error"
+    assert db.CosyncFunctionCall.find_one({"_id": ids["done_recent"]}) is not None
+    assert db.CosyncFunctionCall.find_one({"_id": answered["_id"]}) is not None
+    wait_for(lambda: db.CosyncFunctionCall.find_one({"_id": answered["_id"]}) is None, 15,
+             "the answered call to be deleted once 3 s old")
+
+
+def test_answered_calls_kept_with_call_keep_zero(db, start_broker):
+    b = start_broker(env={"ASSETFS_CALL_KEEP_SECONDS": "0"})
+    old = utcnow() - datetime.timedelta(days=30)
+    _id = db.CosyncFunctionCall.insert_one({"name": "CosyncRefreshAsset", "args": ["x"],
+                                            "uid": "u1", "status": "done", "createdAt": old,
+                                            "updatedAt": old}).inserted_id
+    time.sleep(2.5)
+    assert db.CosyncFunctionCall.find_one({"_id": _id}) is not None
+    assert "answered function call" not in b.log()

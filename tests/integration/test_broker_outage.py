@@ -77,7 +77,9 @@ def test_mongodb_down_then_back(private_stack, pdb, start_broker):
     assert b.proc.poll() is None
     private_stack.start("ferretdb", saved)
     recs = [wait_status(pdb, i, "initialized", timeout=60) for i in ids]
-    assert "MongoDB reachable again" in b.log()
+    # The records may have been initialized before FerretDB stopped; the dispatcher says
+    # so only after its backoff sleep ends.
+    wait_for(lambda: "MongoDB reachable again" in b.log(), 30, "the broker to reconnect")
     for r in recs:
         assert put(r["writeUrl"], b"x" * 10, "application/octet-stream") == 200
     for i in ids:

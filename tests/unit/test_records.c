@@ -67,9 +67,22 @@ static void test_claimable_filter(void) {
   CHECK(afs_now_ms() > 1600000000000LL);
 }
 
+static void test_oid_at(void) {
+  bson_oid_t at, before, after;
+  afs_rec_oid_at(1623456789000LL, &at);
+  CHECK(bson_oid_get_time_t(&at) == 1623456789);
+  bson_oid_init_from_string(&before, "60c3fc140000000000000fff"); /* one second earlier */
+  bson_oid_init_from_string(&after, "60c3fc150000000000000001");  /* same second */
+  CHECK(bson_oid_compare(&before, &at) < 0);
+  CHECK(bson_oid_compare(&after, &at) > 0);
+  afs_rec_oid_at(-5, &at);
+  CHECK(bson_oid_get_time_t(&at) == 0);
+}
+
 int main(void) {
   test_strings();
   test_numbers_dates_ids();
   test_claimable_filter();
+  test_oid_at();
   TEST_MAIN_END();
 }

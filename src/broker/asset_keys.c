@@ -1,0 +1,96 @@
+/* The S3 keys of an existing asset/upload record, for refreshing and deleting it.
+ *
+ * Records the broker made (sealed) follow our naming, so their keys are rebuilt from
+ * `path`. Records made by Cosync itself (no seal, path under the uid's prefix) may not:
+ * Cosync's video preview key ends in "-.png", and its refresh/remove rebuilt preview keys
+ * as "uid//dir/..." (cosync-storage.md §2.4-2.6, §4 items 5-6). For those, each cut's and
+ * the preview's key is taken from the path of its stored URL (query, endpoint and bucket
+ * dropped, URL-decoded), and kept only when it lies under the same uid prefix; otherwise,
+ * or without a URL, the naming rules give it. */
+#include <curl/curl.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "assetfs/broker.h"
+#include "assetfs/records.h"
+
+/* "<uid>/..." or "public/<uid>/..." with no empty, "." or ".." component: a key that
+ * names one object under the uid's prefix on any S3 and any HTTP client. */
+static bool confined(const char *key, const char *uid) {
+  const char *k = key;
+  if (!strncmp(k, "public/", 7))
+    k += 7;
+  size_t ul = strlen(uid);
+  if (!*uid || strncmp(k, uid, ul) || k[ul] != '/' || !k[ul + 1])
+    return false;
+  for (const char *c = key; *c;) {
+    const char *e = strchr(c, '/');
+    size_t n = e ? (size_t)(e - c) : strlen(c);
+    if (n == 0 || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
+      return false;
+    c += n + (e ? 1 : 0);
+    if (e && !*c)
+      return false; /* trailing '/' */
+  }
+  return true;
+}
+
+/* Removes empty components ("a//b" -> "a/b") in place: Cosync's rebuilt preview URLs
+ * name "uid//dir/..." while the object lies at "uid/dir/...". */
+static void squeeze_slashes(char *s) {
+  char *o = s;
+  for (const char *c = s; *c; c++)
+    if (!(*c == '/' && (o == s || o[-1] == '/')))
+      *o++ = *c;
+  *o = '\0';
+}
+
+/* Key behind URL under uid's prefix, malloc'd; NULL if it has none. Both path-style
+ * ("/<bucket>/<key>") and virtual-hosted ("/<key>") URLs are understood. */
+static char *key_from_url(const char *url, const char *bucket, const char *uid) {
+  char *path = NULL, *key = NULL;
+  CURLU *h = curl_url();
+  if (!h)
+    return NULL;
+  if (curl_url_set(h, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK ||
+      curl_url_get(h, CURLUPART_PATH, &path, CURLU_URLDECODE) != CURLUE_OK || !path)
+    goto done;
+  squeeze_slashes(path);
+  const char *p = path[0] == '/' ? path + 1 : path;
+  size_t bl = bucket ? strlen(bucket) : 0;
+  if (!confined(p, uid) && bl && !strncmp(p, bucket, bl) && p[bl] == '/')
+    p += bl + 1;
+  if (confined(p, uid) && strlen(p) <= AFS_KEY_MAX)
+    key = strdup(p);
+done:
+  curl_free(path);
+  curl_url_cleanup(h);
+  return key;
+}
+
+bool afs_broker_asset_keys(const struct afs_broker *b, const bson_t *doc,
+                           struct afs_keys *out) {
+  const char *path = NULL, *uid = NULL, *ct = NULL;
+  memset(out, 0, sizeof *out);
+  afs_rec_str(doc, "path", AFS_KEY_MAX, &path, NULL);
+  afs_rec_str(doc, "uid", AFS_UID_MAX, &uid, NULL);
+  afs_rec_str(doc, "contentType", 255, &ct, NULL);
+  if (!path || !*path)
+    return false;
+  afs_naming_keys_from_path(path, ct, out);
+  bson_iter_t it;
+  if (bson_iter_init_find(&it, doc, "brokerSeal") || !uid || !confined(path, uid))
+    return true;
+  for (int p = 0; p < AFS_PART_COUNT; p++) {
+    const char *url = NULL;
+    if (p == AFS_PART_ORIGINAL || !out->key[p] ||
+        !afs_rec_str(doc, afs_read_url_field[p], 1 << 16, &url, NULL) || !url || !*url)
+      continue;
+    char *k = key_from_url(url, b->cfg.s3_bucket, uid);
+    if (k) {
+      free(out->key[p]);
+      out->key[p] = k;
+    }
+  }
+  return true;
+}
