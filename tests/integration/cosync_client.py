@@ -4,6 +4,7 @@ broker, PUT the bytes to the presigned URLs, mark them uploaded, call functions 
 CosyncFunctionCall."""
 import datetime
 import time
+import urllib.parse
 
 import bson
 import requests
@@ -80,3 +81,17 @@ def call(db, name, args, uid, timeout=15.0):
                                       "sessionId": "device-1", "status": "pending",
                                       "createdAt": utcnow()})
     return wait_status(db, _id, ["done", "error"], timeout, coll="CosyncFunctionCall")
+
+
+def s3_exists(s3, bucket, key):
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+        return True
+    except s3.exceptions.ClientError:
+        return False
+
+
+def key_of(url, bucket):
+    """The key a path-style URL of BUCKET names (decoded)."""
+    path = urllib.parse.urlsplit(url).path
+    return urllib.parse.unquote(path.split(f"/{bucket}/", 1)[1])

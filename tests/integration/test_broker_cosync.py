@@ -8,9 +8,9 @@ import uuid
 
 import bson
 import pytest
-import requests
 
-from cosync_client import call, get, mark_uploaded, new_upload, put, utcnow, wait_status
+from cosync_client import (call, get, key_of, mark_uploaded, new_upload, put, s3_exists, utcnow,
+                           wait_status)
 from procs import wait_for
 
 IMAGE_PARTS = [("writeUrl", "url", ""), ("writeUrlSmall", "urlSmall", "-small-"),
@@ -24,19 +24,6 @@ def uid():
 def near(dt, seconds, slack=120):
     target = utcnow() + datetime.timedelta(seconds=seconds)
     return abs((dt - target).total_seconds()) < slack
-
-
-def s3_exists(s3, bucket, key):
-    try:
-        s3.head_object(Bucket=bucket, Key=key)
-        return True
-    except s3.exceptions.ClientError:
-        return False
-
-
-def key_of(url, bucket):
-    path = url.split("?")[0].split(f"/{bucket}/", 1)[1]
-    return requests.utils.unquote(path)
 
 
 def complete_image(db, u, file_path="photos/Beach Day.jpg", hours=24.0, asset_partition="public",

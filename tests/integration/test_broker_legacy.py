@@ -8,23 +8,10 @@ import uuid
 
 import bson
 
-from cosync_client import call, get, utcnow
+from cosync_client import call, get, key_of, s3_exists, utcnow
 from procs import wait_for
 
 TS = "1623456789000"
-
-
-def s3_exists(s3, bucket, key):
-    try:
-        s3.head_object(Bucket=bucket, Key=key)
-        return True
-    except s3.exceptions.ClientError:
-        return False
-
-
-def key_of(url, bucket):
-    path = urllib.parse.urlsplit(url).path
-    return urllib.parse.unquote(path.split(f"/{bucket}/", 1)[1])
 
 
 def aws_url(bucket, key):
