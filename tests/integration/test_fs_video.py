@@ -528,8 +528,6 @@ def test_videos_under_asan(monkeypatch, start_broker, start_mount, db, s3, bucke
 
 
 @needs_asan
-@pytest.mark.xfail(strict=True, reason="src/fs/catalog.c:449 calls qsort(NULL, 0, ...) when a "
-                   "partition has no records: UBSan (-fno-sanitize-recover) aborts the mount")
 def test_ubsan_lookup_in_empty_partition(monkeypatch, start_broker, start_mount, db):
     broker, mount = sanitized(monkeypatch, start_broker, start_mount, db, seed=False)
     assert not os.path.exists(mount.p("nothing.mp4"))
@@ -540,8 +538,6 @@ def test_ubsan_lookup_in_empty_partition(monkeypatch, start_broker, start_mount,
 
 
 @needs_asan
-@pytest.mark.xfail(strict=True, reason="src/fs/ops.c:268 calls qsort(NULL, 0, ...) when "
-                   "listing an empty directory: UBSan (-fno-sanitize-recover) aborts the mount")
 def test_ubsan_list_empty_directory(monkeypatch, start_broker, start_mount, db):
     broker, mount = sanitized(monkeypatch, start_broker, start_mount, db)
     os.mkdir(mount.p("empty"))
@@ -577,10 +573,6 @@ def test_ffmpeg_writes_into_the_mount(broker, mount, db, s3, bucket, tmp_path):
     finish(mount, broker)
 
 
-@pytest.mark.xfail(strict=True, reason="race in src/fs: afs_staging_create() publishes a new file "
-                   "as dirty/WRITING with handles == 0 before ops.c new_staged()/fh_new() take "
-                   "the handle, and worker_pass() (upload.c:841) uploads such files: an empty or "
-                   "partial version is uploaded and completed first; see the videoint report")
 def test_one_upload_per_written_file(broker, mount, db, tmp_path):
     """Each file written once (create, write, close) is uploaded once: one upload record,
     never an empty or partial asset first (a video would be probed half-written). The race
