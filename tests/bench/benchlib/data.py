@@ -11,7 +11,7 @@ import subprocess
 from bson import ObjectId
 
 from .procs import OpFailed
-from .targets import PARTITION, UID
+from .targets import LIST_PARTITION, PARTITION, UID
 
 PREFIX = "bench/"
 
@@ -93,12 +93,12 @@ class Datasets:
         self.bench = bench
         self.assets = []
 
-    def _record(self, key, size, content_type, etag="", duration=0.0):
+    def _record(self, key, size, content_type, etag="", duration=0.0, partition=PARTITION):
         now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
         exp = now + datetime.timedelta(hours=24)
         url = self.bench.presign("get_object", key, 24 * 3600)
         return {
-            "_id": ObjectId(), "_partition": PARTITION, "uid": UID, "sessionId": "bench-seed",
+            "_id": ObjectId(), "_partition": partition, "uid": UID, "sessionId": "bench-seed",
             "path": key, "filePath": key[len(PREFIX):], "expirationHours": 24.0,
             "expiration": exp, "contentType": content_type, "size": int(size),
             "duration": float(duration), "color": "#000000", "xRes": 0, "yRes": 0,
@@ -163,7 +163,8 @@ class Datasets:
                 list(ex.map(put, range(have, entries)))
         coll = self.bench.db["CosyncAsset"]
         if coll.count_documents({"filePath": {"$regex": "^list/"}}) < entries:
-            recs = [self._record(list_key(i), 100, "application/octet-stream")
+            recs = [self._record(list_key(i), 100, "application/octet-stream",
+                                 partition=LIST_PARTITION)
                     for i in range(entries)]
             for j in range(0, len(recs), 1000):
                 self._register(recs[j:j + 1000])

@@ -12,6 +12,9 @@ from .procs import OpFailed, wait_for
 
 UID = "bench"                     # assetfs -o uid=...; Cosync uid of the bench's assets
 PARTITION = "user_id=" + UID      # assetfs's default upload partition for that uid
+# Workload 4's 10,000 entries live in a partition of their own, so that the other
+# workloads (one video, one large file) do not pay for loading a 10,000-asset partition.
+LIST_PARTITION = "user_id=" + UID + "-list"
 
 
 def is_mounted(path):
@@ -253,7 +256,9 @@ class Assetfs(Target):
     def data_path(self, mnt, key):
         # Dataset objects are registered as CosyncAsset records with filePath = key
         # without the leading "bench/" (see data.py).
-        return os.path.join(mnt, PARTITION, key.split("/", 1)[1])
+        rel = key.split("/", 1)[1]
+        part = LIST_PARTITION if rel.startswith("list/") else PARTITION
+        return os.path.join(mnt, part, rel)
 
     def write_path(self, mnt, rel):
         return os.path.join(mnt, PARTITION, "wr", rel)

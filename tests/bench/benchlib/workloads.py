@@ -260,7 +260,8 @@ def w4_list(bench, targets):
     ls = Table("4a", f"`ls -l` of a directory with {n} entries (fresh mount)",
                [("time", "time (s)", "s")], ["time"],
                notes=["Entries created directly in S3 (boto3) for the peers, and as "
-                      "CosyncAsset records pointing at the same objects for assetfs."])
+                      "CosyncAsset records pointing at the same objects for assetfs (in a "
+                      "partition of their own, `user_id=bench-list`)."])
     fd = Table("4b", f"`find` of the same directory (fresh mount)",
                [("time", "time (s)", "s")], ["time"])
     targets = _readers(bench, targets, [ls, fd])
