@@ -135,4 +135,9 @@ mongoc_collection_t *afs_broker_coll(struct afs_broker *b, mongoc_client_t *c, c
 /* Runs the dispatcher and workers until b->stop; returns the exit status. */
 int afs_broker_run(struct afs_broker *b);
 
+/* True if KEY is "<uid>/..." or "public/<uid>/..." with no empty, "." or ".." component:
+ * a key that names one object under the uid's prefix on any S3 and any HTTP client.
+ * Every key the broker signs or deletes for an unsealed record must pass this. */
+bool afs_broker_key_confined(const char *key, const char *uid);
+
 #endif

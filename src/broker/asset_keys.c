@@ -14,27 +14,6 @@
 #include "assetfs/broker.h"
 #include "assetfs/records.h"
 
-/* "<uid>/..." or "public/<uid>/..." with no empty, "." or ".." component: a key that
- * names one object under the uid's prefix on any S3 and any HTTP client. */
-static bool confined(const char *key, const char *uid) {
-  const char *k = key;
-  if (!strncmp(k, "public/", 7))
-    k += 7;
-  size_t ul = strlen(uid);
-  if (!*uid || strncmp(k, uid, ul) || k[ul] != '/' || !k[ul + 1])
-    return false;
-  for (const char *c = key; *c;) {
-    const char *e = strchr(c, '/');
-    size_t n = e ? (size_t)(e - c) : strlen(c);
-    if (n == 0 || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
-      return false;
-    c += n + (e ? 1 : 0);
-    if (e && !*c)
-      return false; /* trailing '/' */
-  }
-  return true;
-}
-
 /* Removes empty components ("a//b" -> "a/b") in place: Cosync's rebuilt preview URLs
  * name "uid//dir/..." while the object lies at "uid/dir/...". */
 static void squeeze_slashes(char *s) {
@@ -58,9 +37,9 @@ static char *key_from_url(const char *url, const char *bucket, const char *uid) 
   squeeze_slashes(path);
   const char *p = path[0] == '/' ? path + 1 : path;
   size_t bl = bucket ? strlen(bucket) : 0;
-  if (!confined(p, uid) && bl && !strncmp(p, bucket, bl) && p[bl] == '/')
+  if (!afs_broker_key_confined(p, uid) && bl && !strncmp(p, bucket, bl) && p[bl] == '/')
     p += bl + 1;
-  if (confined(p, uid) && strlen(p) <= AFS_KEY_MAX)
+  if (afs_broker_key_confined(p, uid) && strlen(p) <= AFS_KEY_MAX)
     key = strdup(p);
 done:
   curl_free(path);
@@ -79,7 +58,7 @@ bool afs_broker_asset_keys(const struct afs_broker *b, const bson_t *doc,
     return false;
   afs_naming_keys_from_path(path, ct, out);
   bson_iter_t it;
-  if (bson_iter_init_find(&it, doc, "brokerSeal") || !uid || !confined(path, uid))
+  if (bson_iter_init_find(&it, doc, "brokerSeal") || !uid || !afs_broker_key_confined(path, uid))
     return true;
   for (int p = 0; p < AFS_PART_COUNT; p++) {
     const char *url = NULL;

@@ -132,13 +132,31 @@ bool afs_broker_seal_ok(const struct afs_broker *b, const bson_t *doc) {
   return strlen(seal) == 64 && CRYPTO_memcmp(want, seal, 64) == 0;
 }
 
-static bool under_prefix(const char *path, const char *uid) {
-  if (!path || !uid || !*uid)
+/* "<uid>/..." or "public/<uid>/..." with no empty, "." or ".." component: a key that
+ * names one object under the uid's prefix on any S3 and any HTTP client. */
+bool afs_broker_key_confined(const char *key, const char *uid) {
+  if (!key || !uid)
     return false;
-  if (!strncmp(path, "public/", 7))
-    path += 7;
+  const char *k = key;
+  if (!strncmp(k, "public/", 7))
+    k += 7;
   size_t ul = strlen(uid);
-  return !strncmp(path, uid, ul) && path[ul] == '/' && path[ul + 1];
+  if (!*uid || strncmp(k, uid, ul) || k[ul] != '/' || !k[ul + 1])
+    return false;
+  for (const char *c = key; *c;) {
+    const char *e = strchr(c, '/');
+    size_t n = e ? (size_t)(e - c) : strlen(c);
+    if (n == 0 || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
+      return false;
+    c += n + (e ? 1 : 0);
+    if (e && !*c)
+      return false; /* trailing '/' */
+  }
+  return true;
+}
+
+static bool under_prefix(const char *path, const char *uid) {
+  return afs_broker_key_confined(path, uid);
 }
 
 bool afs_broker_path_trusted(const struct afs_broker *b, const bson_t *doc) {

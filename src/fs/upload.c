@@ -102,7 +102,10 @@ static void add_orphan(struct afs_uploader *up, struct afs_wfile *wf) {
   pthread_mutex_lock(&up->mu);
   if (up->n_orphans == up->cap_orphans) {
     up->cap_orphans = up->cap_orphans ? up->cap_orphans * 2 : 16;
-    up->orphans = realloc(up->orphans, up->cap_orphans * sizeof *up->orphans);
+    void *grown = realloc(up->orphans, up->cap_orphans * sizeof *up->orphans);
+    if (!grown)
+      abort(); /* as the rest of the allocation paths: no way to go on without losing track */
+    up->orphans = grown;
   }
   up->orphans[up->n_orphans++] = wf;
   up->wake = true;
@@ -412,7 +415,10 @@ static bool worker_pass(struct afs_uploader *up) {
   up->n_orphans = up->cap_orphans = 0;
   pthread_mutex_unlock(&up->mu);
   int total = n + (int)no;
-  all = realloc(all, (total ? total : 1) * sizeof *all);
+  void *grown = realloc(all, (total ? total : 1) * sizeof *all);
+  if (!grown)
+    abort();
+  all = grown;
   for (size_t i = 0; i < no; i++)
     all[n + i] = orphans[i];
   free(orphans);

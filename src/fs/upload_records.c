@@ -368,11 +368,23 @@ int afs_asset_rename_dir(struct afs_uploader *up, const char *partition, const c
     bson_iter_t it;
     if (!bson_iter_init_find(&it, doc, "_id") || !BSON_ITER_HOLDS_OID(&it))
       continue;
-    if (cnt == cap)
-      items = realloc(items, (cap = cap ? cap * 2 : 64) * sizeof *items);
-    bson_oid_to_string(bson_iter_oid(&it), items[cnt].id);
-    bson_iter_init_find(&it, doc, "filePath");
-    if (asprintf(&items[cnt].fp, "%s/%s", to_dir, bson_iter_utf8(&it, NULL) + strlen(from_dir) + 1) < 0)
+    bson_oid_t oid;
+    bson_oid_copy(bson_iter_oid(&it), &oid);
+    /* Any client can write CosyncAsset: a filePath that is not a string under from_dir
+     * (an array matches the regex too) is not ours to move. */
+    const char *old_fp;
+    size_t fl = strlen(from_dir);
+    if (!bson_iter_init_find(&it, doc, "filePath") || !BSON_ITER_HOLDS_UTF8(&it) ||
+        strncmp(old_fp = bson_iter_utf8(&it, NULL), from_dir, fl) || old_fp[fl] != '/')
+      continue;
+    if (cnt == cap) {
+      void *grown = realloc(items, (cap = cap ? cap * 2 : 64) * sizeof *items);
+      if (!grown)
+        abort();
+      items = grown;
+    }
+    bson_oid_to_string(&oid, items[cnt].id);
+    if (asprintf(&items[cnt].fp, "%s/%s", to_dir, old_fp + fl + 1) < 0)
       abort();
     cnt++;
   }

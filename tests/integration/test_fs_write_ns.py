@@ -80,6 +80,25 @@ def test_rename_directory(mount, db):
     os.mkdir(mount.p("other", partition="elsewhere")) if False else None
 
 
+
+def test_rename_directory_ignores_hostile_records(mount, db):
+    """Any client can write CosyncAsset: a record in the partition whose filePath is not a
+    string (an array matches a regex too) must not crash the mount when a directory is
+    renamed, and must not be moved."""
+    os.mkdir(mount.p("h1"))
+    put(mount, "h1/ok.txt", b"ok")
+    a = wait_asset(db, "h1/ok.txt")
+    import bson
+    bad = bson.ObjectId()
+    db.CosyncAsset.insert_one({"_id": bad, "_partition": a["_partition"], "uid": "mallory",
+                               "filePath": ["h1/evil.txt"], "path": "mallory/evil.txt",
+                               "status": "active", "size": 1, "contentType": "text/plain"})
+    os.rename(mount.p("h1"), mount.p("h2"))
+    assert http_get(wait_asset(db, "h2/ok.txt")["url"]) == b"ok"
+    assert open(mount.p("h2/ok.txt"), "rb").read() == b"ok"
+    assert db.CosyncAsset.find_one({"_id": bad})["filePath"] == ["h1/evil.txt"]
+    assert mount.proc.poll() is None
+
 def test_unlink(mount, db):
     put(mount, "gone.txt", b"bye")
     a = wait_asset(db, "gone.txt")
