@@ -4,7 +4,9 @@
 #define AFS_TEST_H
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int afs_test_failures, afs_test_checks;
 
@@ -27,6 +29,18 @@ static int afs_test_failures, afs_test_checks;
               __LINE__, #a, #b, a_ ? a_ : "(null)", b_ ? b_ : "(null)");                           \
     }                                                                                              \
   } while (0)
+
+/* Live tests need the stack: returns ASSETFS_MONGO_URI and fills dbname with a database
+ * of this process's own ("<prefix>_<pid>"), or exits 77 (CTest: skipped) without it. */
+static inline const char *afs_test_live_db(const char *prefix, char *dbname, size_t n) {
+  const char *uri = getenv("ASSETFS_MONGO_URI");
+  if (!uri) {
+    printf("ASSETFS_MONGO_URI not set: skipped\n");
+    exit(77);
+  }
+  snprintf(dbname, n, "%s_%d", prefix, (int)getpid());
+  return uri;
+}
 
 #define TEST_MAIN_END()                                                                            \
   do {                                                                                             \

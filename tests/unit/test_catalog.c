@@ -165,13 +165,8 @@ static void *flight_main(void *arg) {
 }
 
 int main(void) {
-  const char *uri = getenv("ASSETFS_MONGO_URI");
-  if (!uri) {
-    printf("ASSETFS_MONGO_URI not set: skipped\n");
-    return 77;
-  }
   char dbname[64];
-  snprintf(dbname, sizeof dbname, "afs_cat_%d", (int)getpid());
+  const char *uri = afs_test_live_db("afs_cat", dbname, sizeof dbname);
   struct afs_error err = {0};
   CHECK(afs_db_open(&DB, uri, dbname, "test_catalog", &err));
   CHECK(httpd_start(&H) == 0);

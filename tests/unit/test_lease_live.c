@@ -10,13 +10,8 @@
 #include "assetfs/lease.h"
 
 int main(void) {
-  const char *uri = getenv("ASSETFS_MONGO_URI");
-  if (!uri) {
-    printf("ASSETFS_MONGO_URI not set: skipped\n");
-    return 77;
-  }
   char dbname[64];
-  snprintf(dbname, sizeof dbname, "afs_lease_%d", (int)getpid());
+  const char *uri = afs_test_live_db("afs_lease", dbname, sizeof dbname);
   struct afs_db db;
   struct afs_error err = {0};
   CHECK(afs_db_open(&db, uri, dbname, "test_lease_live", &err));

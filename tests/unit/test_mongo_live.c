@@ -9,13 +9,8 @@
 #include "assetfs/db.h"
 
 int main(void) {
-  const char *uri = getenv("ASSETFS_MONGO_URI");
-  if (!uri) {
-    printf("ASSETFS_MONGO_URI not set: skipped\n");
-    return 77;
-  }
   char dbname[64];
-  snprintf(dbname, sizeof dbname, "afs_unit_%d", (int)getpid());
+  const char *uri = afs_test_live_db("afs_unit", dbname, sizeof dbname);
   struct afs_db db;
   struct afs_error err = {0};
   bson_error_t berr;
