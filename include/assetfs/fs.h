@@ -29,6 +29,8 @@ struct afs_fs {
   struct afs_uploader *up;
   uid_t owner;
   gid_t group;
+  char *staging_dir; /* <cache_dir>/session-<hash of session_id>: survives the process */
+  int lock_fd;       /* flock'd <staging_dir>/lock: one live mount per session */
   /* Open handles, so that unmount can close those whose RELEASE never came (the kernel
    * may drop queued releases when the connection goes). fh_mu protects the list only;
    * it is a leaf lock. */

@@ -28,6 +28,10 @@ struct afs_fs_options {
   bool ro;
   bool refuse_chmod;       /* chmod/chown fail with EPERM instead of being ignored */
   double close_timeout;    /* seconds close() may wait for the broker and retries; 30 */
+  bool writeback;          /* close() returns once staged data is durable; uploads queued */
+  int upload_workers;      /* parallel background uploads; default 4 */
+  long long cache_max;     /* bytes of staged data; 0 = default: min(4 GiB, 25% of
+                            * cache_dir's filesystem), set at mount */
   double attr_ttl, list_ttl;
   long cache_mb;           /* read cache budget; default 256 */
   char *log_level;

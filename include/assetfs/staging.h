@@ -8,9 +8,15 @@
  * reference while the file is visible; every open handle and running upload hold
  * another. An unlinked or replaced entry leaves the table but lives while referenced.
  *
- * Locks: st->mu protects the table and the directory set (and every wf's partition,
- * file_path, in_table); wf->mu protects the rest of a wf. Order: st->mu, then wf->mu.
- * No lock is held across I/O to MongoDB or S3.
+ * Every entry has a journal next to its staging file (journal.h), so that the next mount
+ * of the same session (same staging folder) adopts what a killed mount left behind
+ * (afs_staging_resume).
+ *
+ * Locks: wf->jmu serialises the journal writes of one file (taken first, held across
+ * the local write so that an older state never overwrites a newer one); st->mu protects
+ * the table and the directory set (and every wf's partition, file_path, in_table);
+ * wf->mu protects the rest of a wf. Order: wf->jmu, st->mu, wf->mu. No lock is held
+ * across I/O to MongoDB or S3.
  */
 #ifndef ASSETFS_STAGING_H
 #define ASSETFS_STAGING_H
@@ -29,11 +35,13 @@ enum afs_wstate {
   AFS_W_RETRYING,  /* an upload failed transiently; the worker retries */
   AFS_W_COMPLETED, /* the broker created the asset; staging is only a cache now */
   AFS_W_FAILED,    /* refused for good (broker error, 4xx); data kept in staging */
+  AFS_W_QUEUED,    /* closed and on disk; waits for an upload worker (write-back, resume) */
 };
 
 const char *afs_wstate_name(enum afs_wstate s);
 
 struct afs_wfile {
+  pthread_mutex_t jmu; /* journal writes (see the lock order above) */
   pthread_mutex_t mu;
   pthread_cond_t cond; /* signalled when state/busy change */
   /* under st->mu */
@@ -62,13 +70,18 @@ struct afs_wfile {
   int64_t next_try_ms;    /* monotonic ms of the next background retry */
   int64_t uploaded_ms;    /* monotonic ms when "uploaded" was set */
   struct afs_error last_err;
+  bool claimed;           /* an upload worker took it from the queue */
+  bool resumed;           /* adopted from a journal: ask the record before uploading */
+  int64_t acct_size;      /* bytes of it counted in the staging total */
 };
 
 struct afs_staging;
 
-/* dir: where staging files go (created 0700 if missing). */
+/* dir: where staging files go (created 0700 if missing). Files already there are left
+ * for afs_staging_resume. */
 struct afs_staging *afs_staging_new(const char *dir, struct afs_error *err);
-/* Removes the staging files of entries that are no longer needed. */
+/* Removes the staging files (and journals) of entries that are no longer needed; those
+ * not completed yet stay, with their journals, for the next mount of the session. */
 void afs_staging_free(struct afs_staging *st);
 const char *afs_staging_dir(const struct afs_staging *st);
 
@@ -127,7 +140,29 @@ bool afs_staging_remove_dir(struct afs_staging *st, const char *partition, const
 /* Every entry in the table, with a reference each (caller unrefs and frees the array). */
 int afs_staging_snapshot(struct afs_staging *st, struct afs_wfile ***out);
 
-/* Bytes held by staging files. */
+/* Bytes held by staging files (a running total, see afs_staging_account). */
 int64_t afs_staging_bytes(struct afs_staging *st);
+/* wf's staged size is now size (grow_only: at least size). */
+void afs_staging_account(struct afs_staging *st, struct afs_wfile *wf, int64_t size,
+                         bool grow_only);
+
+/* Writes wf's journal. durable: fsync the staged data, the journal and the folder first
+ * (what close() in write-back mode waits for). A file that was removed loses its
+ * journal instead. */
+bool afs_staging_journal(struct afs_staging *st, struct afs_wfile *wf, bool durable,
+                         struct afs_error *err);
+/* Deletes wf's journal (unlinked: a crash must not bring the file back). */
+void afs_staging_forget(struct afs_staging *st, struct afs_wfile *wf);
+
+/* Adopts the files an earlier mount of this session left in the folder (those with a
+ * journal; leftovers without one are deleted). Returns how many; each in the table, in
+ * state QUEUED (to upload, resumed) or UPLOADED (waiting for the broker). */
+int afs_staging_resume(struct afs_staging *st);
+
+/* Whether wf is still the table's entry at its path (an open may race with a drop). */
+bool afs_staging_in_table(struct afs_staging *st, struct afs_wfile *wf);
+/* Takes wf out of the table if it is completed as asset `id`, shown by the catalog, and
+ * not open, all checked under the locks that open takes. Returns true if removed. */
+bool afs_staging_drop_if_idle(struct afs_staging *st, struct afs_wfile *wf, const char *id);
 
 #endif

@@ -13,8 +13,12 @@
  * Namespace changes are record updates: rename changes filePath (the S3 key stays),
  * unlink removes a pending record or marks the asset `deleted`.
  *
- * Threads: any function may be called from any FUSE thread. The worker is one thread;
- * uploads of different files run concurrently on the threads that flush them.
+ * Write-back mode (-o writeback): close() only makes the staged copy durable (journal
+ * and data fsync'd) and queues the file; fsync() waits for its upload.
+ *
+ * Threads: any function may be called from any FUSE thread. The worker is one thread
+ * (record polling, completions); a pool of upload_workers threads uploads QUEUED files
+ * and retries; flushes in the default mode upload on the thread that flushes.
  */
 #ifndef ASSETFS_UPLOAD_H
 #define ASSETFS_UPLOAD_H
@@ -61,5 +65,9 @@ int afs_asset_rename_dir(struct afs_uploader *up, const char *partition, const c
 
 /* Uploads in flight or waiting for retry (for unmount and tests). */
 int afs_upload_busy_count(struct afs_uploader *up);
+/* Bytes (and *files, may be NULL) of files that still have to go up. */
+int64_t afs_upload_pending_bytes(struct afs_uploader *up, int *files);
+/* Files completed since the mount; files adopted from an earlier mount. */
+void afs_upload_counters(struct afs_uploader *up, int64_t *completed, int64_t *resumed);
 
 #endif

@@ -7,7 +7,10 @@
  * SIGINT) ends the loop; destroy then waits, bounded, for uploads still in flight.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
+#include <sys/statvfs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +47,10 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
    * the old asset down. */
   if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
     conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+  /* Readers of assets keep their page cache across opens (ops_file.c); a new version
+   * (new size or mtime at getattr) must drop it. */
+  if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)
+    conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
   conn->max_write = 1 << 20;
   cfg->attr_timeout = fs->opt.attr_ttl;
   cfg->entry_timeout = fs->opt.attr_ttl;
@@ -63,29 +70,26 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
   struct afs_readcache_opts ro;
   afs_readcache_opts_default(&ro);
   ro.budget_bytes = (size_t)fs->opt.cache_mb << 20;
-  char *staging_dir = NULL;
-  if (asprintf(&staging_dir, "%s/staging.%d", fs->opt.cache_dir, (int)getpid()) < 0)
-    abort();
+  const char *staging_dir = fs->staging_dir;
   if (!(fs->cat = afs_catalog_new(&fs->db, &co, &e)) ||
       !(fs->rc = afs_readcache_new(&ro, &e)) ||
       !(fs->st = afs_staging_new(staging_dir, &e)) ||
       !(fs->up = afs_uploader_new(fs, &e))) {
     afs_err("cannot start: %s", e.msg);
-    free(staging_dir);
     fuse_exit(fuse_get_context()->fuse);
     return fs;
   }
-  afs_info("mounted %s (database %s, uid %s, upload partition %s, staging %s)",
+  afs_info("mounted %s (database %s, uid %s, upload partition %s, staging %s%s)",
            fs->opt.mountpoint, fs->opt.database, fs->opt.uid, fs->opt.upload_partition,
-           staging_dir);
-  free(staging_dir);
+           staging_dir, fs->opt.writeback ? ", write-back" : "");
   return fs;
 }
 
 static void op_destroy(void *data) {
   struct afs_fs *fs = data;
-  /* Data written and closed must reach S3 before we go; bounded so that a dead S3
-   * cannot hold the unmount forever (then the staging files stay on disk). */
+  /* Data written and closed must reach S3 before we go; bounded (by time without
+   * progress) so that a dead S3 cannot hold the unmount forever: then the staging
+   * files stay on disk with their journals for the next mount of this session. */
   double wait = fs->opt.close_timeout > 60 ? fs->opt.close_timeout : 60;
   if (fs->up)
     afs_fs_release_all(fs);
@@ -99,6 +103,49 @@ static void op_destroy(void *data) {
   afs_catalog_free(fs->cat);
   fs->cat = NULL;
   afs_info("unmounted %s", fs->opt.mountpoint);
+}
+
+/* The staging folder of this session: a name derived from session_id (FNV-1a), so that
+ * the next mount with the same session_id and cache_dir finds what this one left. */
+static char *session_dir(const struct afs_fs_options *o) {
+  uint64_t h = 1469598103934665603ULL;
+  for (const unsigned char *p = (const unsigned char *)o->session_id; *p; p++)
+    h = (h ^ *p) * 1099511628211ULL;
+  char *out;
+  if (asprintf(&out, "%s/session-%016llx", o->cache_dir, (unsigned long long)h) < 0)
+    abort();
+  return out;
+}
+
+/* One live mount per session: two would upload the same staged files twice. The lock
+ * is held by the open file (it survives daemonising) and goes with the process. */
+static bool lock_session(struct afs_fs *fs, struct afs_error *err) {
+  char *path;
+  if (asprintf(&path, "%s/lock", fs->staging_dir) < 0)
+    abort();
+  bool ok = false;
+  if (mkdir(fs->staging_dir, 0700) != 0 && errno != EEXIST) {
+    afs_error_set(err, errno, "cannot create %s: %s", fs->staging_dir, strerror(errno));
+    goto done;
+  }
+  fs->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fs->lock_fd < 0) {
+    afs_error_set(err, errno, "cannot open %s: %s", path, strerror(errno));
+    goto done;
+  }
+  if (flock(fs->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    afs_error_set(err, EBUSY,
+                  "session_id \"%s\" is in use by another assetfs mount (%s is locked); "
+                  "give this mount another session_id or cache_dir",
+                  fs->opt.session_id, path);
+    close(fs->lock_fd);
+    fs->lock_fd = -1;
+    goto done;
+  }
+  ok = true;
+done:
+  free(path);
+  return ok;
 }
 
 /* libmongoc's messages through our logger; its warnings are mostly FerretDB lacking a
@@ -171,6 +218,7 @@ int main(int argc, char *argv[]) {
   int rc = 1;
   struct fuse_cmdline_opts copts;
   memset(&copts, 0, sizeof copts);
+  fs->lock_fd = -1;
   afs_log_init("assetfs", AFS_LOG_INFO, false);
   if (!afs_fs_options_parse(&args, &fs->opt, &e)) {
     fprintf(stderr, "assetfs: %s\n", e.msg);
@@ -216,6 +264,19 @@ int main(int argc, char *argv[]) {
             strerror(errno));
     goto done;
   }
+  fs->staging_dir = session_dir(&fs->opt);
+  if (!lock_session(fs, &e)) {
+    fprintf(stderr, "assetfs: %s\n", e.msg);
+    goto done;
+  }
+  if (fs->opt.cache_max <= 0) {
+    struct statvfs sv;
+    long long cap = 4LL << 30;
+    if (statvfs(fs->opt.cache_dir, &sv) == 0 &&
+        (long long)(sv.f_blocks * sv.f_frsize / 4) < cap)
+      cap = (long long)(sv.f_blocks * sv.f_frsize / 4);
+    fs->opt.cache_max = cap > (64LL << 20) ? cap : 64LL << 20;
+  }
   struct fuse_operations ops = *afs_fs_operations();
   ops.init = op_init;
   ops.destroy = op_destroy;
@@ -223,6 +284,9 @@ int main(int argc, char *argv[]) {
 done:
   if (fs->db.pool)
     afs_db_close(&fs->db);
+  if (fs->lock_fd >= 0)
+    close(fs->lock_fd);
+  free(fs->staging_dir);
   afs_fs_options_free(&fs->opt);
   free(copts.mountpoint);
   fuse_opt_free_args(&args);

@@ -16,6 +16,7 @@
 #include "assetfs/log.h"
 #include "assetfs/mime.h"
 #include "assetfs/naming.h"
+#include "assetfs/status.h"
 #include "assetfs/upload.h"
 #include "ops_int.h"
 
@@ -52,6 +53,11 @@ int afs_fpath_parse(const char *path, struct afs_fpath *p) {
   if (slash)
     *slash = '\0';
   p->rel = slash ? slash + 1 : "";
+  if (!strcmp(p->buf, AFS_STATUS_DIR)) {
+    /* The mount's status folder (status.h), never a partition: nothing is made there. */
+    afs_fpath_free(p);
+    return -EPERM;
+  }
   p->partition = afs_partition_from_dirname(p->buf);
   if (!p->partition || !*p->partition) {
     afs_fpath_free(p);
@@ -142,11 +148,28 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
   struct afs_fh *h = afs_fh_of(fi);
   if (h && h->dirpath)
     path = h->dirpath;
+  else if (h && h->text)
+    path = "/" AFS_STATUS_DIR "/" AFS_STATUS_FILE;
   else if (h) {
     if (h->wf)
       fill_wf_stat(fs, h->wf, st);
     else
       fill_asset_stat(fs, &h->asset, st);
+    return 0;
+  }
+  int sp = afs_fs_status_path(path);
+  if (sp) {
+    if (sp < 0)
+      return -ENOENT;
+    fill_dir_stat(fs, st);
+    st->st_mode = S_IFDIR | 0555;
+    if (sp == 2) {
+      char *text = afs_fs_status_text(fs);
+      st->st_mode = S_IFREG | 0444;
+      st->st_nlink = 1;
+      st->st_size = (off_t)strlen(text);
+      free(text);
+    }
     return 0;
   }
   struct afs_fpath p;
@@ -248,10 +271,20 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
   struct afs_error e = {0};
   struct names ns = {0};
   struct afs_fpath p;
+  int sp = afs_fs_status_path(path);
+  if (sp == 1) {
+    fill(buf, ".", NULL, 0, 0);
+    fill(buf, "..", NULL, 0, 0);
+    fill(buf, AFS_STATUS_FILE, NULL, 0, 0);
+    return 0;
+  }
+  if (sp)
+    return -ENOTDIR;
   int rc = afs_fpath_parse(path, &p);
   if (rc)
     return rc;
   if (p.depth == 0) {
+    names_add(&ns, AFS_STATUS_DIR);
     if (!afs_catalog_partitions(fs->cat, add_partition_cb, &ns, &e))
       afs_warn("listing partitions: %s", e.msg);
     add_partition_cb(&ns, fs->opt.upload_partition);

@@ -9,8 +9,10 @@
 #include <unistd.h>
 
 #include "assetfs/http_put.h"
+#include "assetfs/journal.h"
 #include "assetfs/log.h"
 #include "assetfs/mime.h"
+#include "assetfs/status.h"
 #include "assetfs/upload.h"
 #include "ops_int.h"
 
@@ -34,6 +36,8 @@ static struct afs_fh *fh_new(struct afs_wfile *wf, bool writable) {
   pthread_mutex_unlock(&fs->fh_mu);
   return h;
 }
+
+static void fh_close(struct afs_fs *fs, struct afs_fh *h);
 
 static void fh_unlist(struct afs_fs *fs, struct afs_fh *h) {
   pthread_mutex_lock(&fs->fh_mu);
@@ -63,6 +67,9 @@ static int new_staged(struct afs_fs *fs, const struct afs_fpath *p, struct afs_w
     afs_staging_unref(fs->st, replaced);
     return afs_fs_errno(&e);
   }
+  struct afs_error je = {0};
+  if (!afs_staging_journal(fs->st, wf, false, &je))
+    afs_warn("%s", je.msg); /* only resume after a crash needs it */
   if (replaced) {
     /* Overwritten before its upload finished: the old data will never be an asset
      * unless it already is one (then the broker supersedes it with the new upload). */
@@ -104,10 +111,11 @@ static int copy_asset_to_staging(struct afs_fs *fs, const struct afs_fpath *p,
     if (n == 0)
       break;
     if (pwrite(wf->fd, buf, (size_t)n, off) != n) {
-      rc = -errno;
+      rc = errno ? -errno : -ENOSPC;
       break;
     }
     off += n;
+    afs_staging_account(fs->st, wf, off, true);
   }
   free(buf);
   afs_reader_close(r);
@@ -159,6 +167,19 @@ int afs_op_open(const char *path, struct fuse_file_info *fi) {
   struct afs_error e = {0};
   bool writable = (fi->flags & O_ACCMODE) != O_RDONLY;
   bool trunc = writable && (fi->flags & O_TRUNC);
+  int sp = afs_fs_status_path(path);
+  if (sp) {
+    if (sp != 2)
+      return sp < 0 ? -ENOENT : -EISDIR;
+    if (writable)
+      return -EACCES;
+    struct afs_fh *h = fh_new(NULL, false);
+    h->text = afs_fs_status_text(fs);
+    h->text_len = strlen(h->text);
+    fi->fh = (uintptr_t)h;
+    fi->direct_io = 1; /* its size changes with every read */
+    return 0;
+  }
   struct afs_fpath p;
   int rc = afs_fpath_parse(path, &p);
   if (rc)
@@ -173,10 +194,14 @@ int afs_op_open(const char *path, struct fuse_file_info *fi) {
   }
   struct afs_wfile *wf = NULL;
   struct afs_asset a;
-  int k = afs_fs_resolve(fs, &p, &wf, &a);
+  int k;
+again:
+  k = afs_fs_resolve(fs, &p, &wf, &a);
   if (k == 'f') {
-    if (trunc && ftruncate(wf->fd, 0) == 0)
+    if (trunc && ftruncate(wf->fd, 0) == 0) {
+      afs_staging_account(fs->st, wf, 0, false);
       mark_dirty(wf);
+    }
   } else if (k == 'a') {
     if (!writable) {
       struct afs_reader *r = afs_reader_open_asset(fs->rc, fs->cat, &a, &e);
@@ -187,6 +212,11 @@ int afs_op_open(const char *path, struct fuse_file_info *fi) {
         h->reader = r;
         h->asset = a;
         fi->fh = (uintptr_t)h;
+        /* An asset's bytes never change under its _id (a new version is a new asset),
+         * so the page cache may outlive this open. A new version has another size or
+         * mtime, and the kernel drops the pages when getattr shows it (main.c asks for
+         * FUSE_CAP_AUTO_INVAL_DATA). */
+        fi->keep_cache = 1;
         afs_fpath_free(&p);
         return 0;
       }
@@ -201,6 +231,14 @@ int afs_op_open(const char *path, struct fuse_file_info *fi) {
   }
   if (!rc && wf) {
     struct afs_fh *h = fh_new(wf, writable);
+    if (k == 'f' && !afs_staging_in_table(fs->st, wf)) {
+      /* The staged copy was dropped (its asset completed and shown) between the lookup
+       * and the handle: open the asset instead, never a copy nobody will upload. */
+      fh_unlist(fs, h);
+      fh_close(fs, h);
+      wf = NULL;
+      goto again;
+    }
     h->append = fi->flags & O_APPEND;
     fi->fh = (uintptr_t)h;
   } else if (wf) {
@@ -217,12 +255,42 @@ int afs_op_read(const char *path, char *buf, size_t size, off_t off,
   struct afs_error e = {0};
   if (!h)
     return -EBADF;
+  if (h->text) {
+    if ((size_t)off >= h->text_len)
+      return 0;
+    size_t n = h->text_len - (size_t)off < size ? h->text_len - (size_t)off : size;
+    memcpy(buf, h->text + off, n);
+    return (int)n;
+  }
   if (h->wf) {
     ssize_t n = pread(h->wf->fd, buf, size, off);
     return n < 0 ? -errno : (int)n;
   }
   ssize_t n = afs_reader_read(h->reader, buf, size, off, &e);
   return n < 0 ? afs_fs_errno(&e) : (int)n;
+}
+
+/* Room in cache_max for wf to reach `end` bytes. Past the bound, waits a little for
+ * uploads to drain (completed files leave staging), then ENOSPC: the caller learns at
+ * write() that the data did not fit, instead of losing it later. */
+static int reserve(struct afs_fs *fs, struct afs_wfile *wf, int64_t end) {
+  pthread_mutex_lock(&wf->mu);
+  int64_t grow = end - wf->acct_size;
+  pthread_mutex_unlock(&wf->mu);
+  if (grow <= 0 || afs_staging_bytes(fs->st) + grow <= fs->opt.cache_max)
+    return 0;
+  double wait_s = fs->opt.close_timeout < 10 ? fs->opt.close_timeout : 10;
+  int64_t deadline = afs_monotonic_ms() + (int64_t)(wait_s * 1000);
+  while (afs_staging_bytes(fs->st) + grow > fs->opt.cache_max) {
+    if (afs_monotonic_ms() >= deadline) {
+      afs_err("cache_dir holds %lld bytes not yet uploaded (cache_max %lld): write "
+              "refused with ENOSPC", (long long)afs_staging_bytes(fs->st),
+              (long long)fs->opt.cache_max);
+      return -ENOSPC;
+    }
+    usleep(50000);
+  }
+  return 0;
 }
 
 int afs_op_write(const char *path, const char *buf, size_t size, off_t off,
@@ -241,9 +309,17 @@ int afs_op_write(const char *path, const char *buf, size_t size, off_t off,
             "multipart uploads are not supported yet");
     return -EFBIG;
   }
+  int rc = reserve(afs_fs_ctx(), h->wf, (int64_t)off + (int64_t)size);
+  if (rc)
+    return rc;
   ssize_t n = pwrite(h->wf->fd, buf, size, off);
-  if (n < 0)
+  if (n < 0) {
+    if (errno == ENOSPC || errno == EDQUOT)
+      afs_err("cache_dir is full (%s): write refused; free space there or lower cache_max",
+              strerror(errno));
     return -errno;
+  }
+  afs_staging_account(afs_fs_ctx()->st, h->wf, (int64_t)off + n, true);
   mark_dirty(h->wf);
   return (int)n;
 }
@@ -258,6 +334,16 @@ static int upload_now(struct afs_fs *fs, struct afs_fh *h) {
   return afs_fs_errno(&e);
 }
 
+/* Write-back close: the staged bytes and the journal on disk, so that a crash from here
+ * on loses nothing (the next mount of the session uploads it). */
+static int make_durable(struct afs_fs *fs, struct afs_wfile *wf) {
+  struct afs_error e = {0};
+  if (afs_staging_journal(fs->st, wf, true, &e))
+    return 0;
+  afs_err("%s", e.msg);
+  return afs_fs_errno(&e);
+}
+
 int afs_op_flush(const char *path, struct fuse_file_info *fi) {
   (void)path;
   struct afs_fh *h = afs_fh_of(fi);
@@ -268,16 +354,27 @@ int afs_op_flush(const char *path, struct fuse_file_info *fi) {
    * uploaded at release instead, in the background. */
   pthread_mutex_lock(&h->wf->mu);
   bool untouched = h->wf->generation == 0 && h->wf->state == AFS_W_WRITING;
+  bool dirty = h->wf->dirty;
   pthread_mutex_unlock(&h->wf->mu);
   if (untouched)
     return 0;
-  return upload_now(afs_fs_ctx(), h);
+  struct afs_fs *fs = afs_fs_ctx();
+  if (fs->opt.writeback)
+    return dirty ? make_durable(fs, h->wf) : 0;
+  return upload_now(fs, h);
 }
 
 int afs_op_fsync(const char *path, int datasync, struct fuse_file_info *fi) {
   (void)path;
   (void)datasync;
-  return upload_now(afs_fs_ctx(), afs_fh_of(fi));
+  struct afs_fs *fs = afs_fs_ctx();
+  struct afs_fh *h = afs_fh_of(fi);
+  if (fs->opt.writeback && h && h->wf && h->writable) {
+    int rc = make_durable(fs, h->wf);
+    if (rc)
+      return rc;
+  }
+  return upload_now(fs, h);
 }
 
 static void fh_close(struct afs_fs *fs, struct afs_fh *h) {
@@ -289,17 +386,21 @@ static void fh_close(struct afs_fs *fs, struct afs_fh *h) {
       wf->writers--;
     bool queue = wf->writers == 0 && wf->dirty && wf->state == AFS_W_WRITING;
     bool drop = wf->handles == 0 && wf->state == AFS_W_COMPLETED && wf->shown;
+    char id[25];
+    memcpy(id, wf->id, sizeof id);
     pthread_mutex_unlock(&wf->mu);
-    if (queue) /* closed without flush (NFS export, a dup'd fd): upload in background */
+    /* Closed without flush (NFS export, a dup'd fd), or write-back: upload in background */
+    if (queue)
       afs_upload_queue(fs->up, wf);
     if (drop)
-      afs_staging_remove(fs->st, wf);
+      afs_staging_drop_if_idle(fs->st, wf, id);
     afs_staging_unref(fs->st, wf);
   }
   if (h->reader) {
     afs_reader_close(h->reader);
     afs_asset_free(&h->asset);
   }
+  free(h->text);
   free(h);
 }
 
@@ -334,8 +435,12 @@ int afs_op_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
   if (size > AFS_PUT_MAX_SIZE)
     return -EFBIG;
   if (h && h->wf) {
+    int rc = reserve(fs, h->wf, size);
+    if (rc)
+      return rc;
     if (ftruncate(h->wf->fd, size) != 0)
       return -errno;
+    afs_staging_account(fs->st, h->wf, size, false);
     mark_dirty(h->wf);
     return 0;
   }
@@ -356,6 +461,7 @@ int afs_op_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
     if (ftruncate(wf->fd, size) != 0) {
       rc = -errno;
     } else {
+      afs_staging_account(fs->st, wf, size, false);
       mark_dirty(wf);
       pthread_mutex_lock(&wf->mu);
       bool closed = wf->writers == 0;
@@ -454,6 +560,8 @@ int afs_op_utimens(const char *path, const struct timespec tv[2], struct fuse_fi
     pthread_mutex_unlock(&wf->mu);
     if (completed && !afs_asset_set_mtime(fs->up, id, ms, &e))
       rc = afs_fs_errno(&e);
+    else if (!completed && !afs_staging_journal(fs->st, wf, false, &e))
+      afs_warn("%s", e.msg);
     afs_staging_unref(fs->st, wf);
   } else if (k == 'a') {
     if (!afs_asset_set_mtime(fs->up, a.id, ms, &e))

@@ -16,6 +16,8 @@ struct afs_fh {
   struct afs_reader *reader;
   struct afs_asset asset; /* for reader handles */
   char *dirpath;          /* for directory handles (readdir may get a NULL path) */
+  char *text;             /* .assetfs/status: the text as of open (status.h) */
+  size_t text_len;
   struct afs_fh *prev, *next; /* in fs->fh_list (file handles only) */
   bool writable, append;
 };

@@ -13,7 +13,8 @@
 struct raw {
   char *uid, *session_id, *partitions, *upload_partition, *expiration_hours, *cache_dir;
   char *close_timeout, *attr_ttl, *list_ttl, *cache_mb, *mongo_uri, *database, *log_level;
-  int ro, refuse_chmod, help, version, foreground;
+  char *upload_workers, *cache_max;
+  int ro, refuse_chmod, help, version, foreground, writeback;
 };
 
 enum { KEY_HELP, KEY_VERSION, KEY_FOREGROUND, KEY_RO };
@@ -33,7 +34,10 @@ static const struct fuse_opt g_specs[] = {
     OPT("mongo_uri=%s", mongo_uri),
     OPT("database=%s", database),
     OPT("log_level=%s", log_level),
+    OPT("upload_workers=%s", upload_workers),
+    OPT("cache_max=%s", cache_max),
     {"refuse_chmod", offsetof(struct raw, refuse_chmod), 1},
+    {"writeback", offsetof(struct raw, writeback), 1},
     FUSE_OPT_KEY("ro", KEY_RO),
     FUSE_OPT_KEY("-h", KEY_HELP),
     FUSE_OPT_KEY("--help", KEY_HELP),
@@ -64,6 +68,29 @@ static bool parse_double(const char *s, double lo, double hi, double *out) {
   if (errno || end == s || *end || v < lo || v > hi)
     return false;
   *out = v;
+  return true;
+}
+
+/* "123", "64k", "10M", "4G" (powers of 1024). */
+static bool parse_bytes(const char *s, long long *out) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno || end == s || v < 0)
+    return false;
+  double mult = 1;
+  switch (*end) {
+  case 'k': case 'K': mult = 1024.0; end++; break;
+  case 'm': case 'M': mult = 1024.0 * 1024; end++; break;
+  case 'g': case 'G': mult = 1024.0 * 1024 * 1024; end++; break;
+  case 't': case 'T': mult = 1024.0 * 1024 * 1024 * 1024; end++; break;
+  default: break;
+  }
+  if (*end == 'i' || *end == 'B' || *end == 'b')
+    end += *end == 'i' && (end[1] == 'B' || end[1] == 'b') ? 2 : 1;
+  if (*end)
+    return false;
+  *out = (long long)(v * mult);
   return true;
 }
 
@@ -188,6 +215,17 @@ bool afs_fs_options_parse(struct fuse_args *args, struct afs_fs_options *o,
     goto done;
   }
   o->cache_mb = (long)mb;
+  o->writeback = r.writeback;
+  double workers = 4;
+  if (r.upload_workers && !parse_double(r.upload_workers, 1, 64, &workers)) {
+    afs_error_set(err, EINVAL, "upload_workers must be a number from 1 to 64");
+    goto done;
+  }
+  o->upload_workers = (int)workers;
+  if (r.cache_max && (!parse_bytes(r.cache_max, &o->cache_max) || o->cache_max < (1 << 20))) {
+    afs_error_set(err, EINVAL, "cache_max must be a size of at least 1M (e.g. 512M, 4G)");
+    goto done;
+  }
   o->cache_dir = r.cache_dir ? strdup(r.cache_dir) : default_cache_dir();
   o->log_level = strdup(r.log_level ? r.log_level : "info");
   ok = true;
@@ -195,6 +233,7 @@ done:
   free(r.uid); free(r.session_id); free(r.partitions); free(r.upload_partition);
   free(r.expiration_hours); free(r.cache_dir); free(r.close_timeout); free(r.attr_ttl);
   free(r.list_ttl); free(r.cache_mb); free(r.mongo_uri); free(r.database); free(r.log_level);
+  free(r.upload_workers); free(r.cache_max);
   return ok;
 }
 
@@ -212,7 +251,11 @@ void afs_fs_options_help(void) {
          "    -o upload_partition=P    _partition of upload records [user_id=<uid>]\n"
          "    -o expiration_hours=H    read URL lifetime of new assets, 0 = public [24]\n"
          "    -o cache_dir=DIR         staging folder [$XDG_CACHE_HOME/assetfs]\n"
+         "    -o cache_max=BYTES       bound on staged data, e.g. 2G [4G or 25%% of the disk]\n"
          "    -o close_timeout=SECONDS how long close() waits for an upload [30]\n"
+         "    -o writeback             close() returns once the data is on local disk;\n"
+         "                             uploads run in the background, fsync() waits\n"
+         "    -o upload_workers=N      parallel background uploads [4]\n"
          "    -o attr_ttl=S,list_ttl=S metadata cache lifetimes [1, 3]\n"
          "    -o cache_mb=MIB          read cache budget for all open files [256]\n"
          "    -o refuse_chmod          chmod/chown fail with EPERM [ignored]\n"

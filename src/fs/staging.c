@@ -1,5 +1,6 @@
 #include "assetfs/staging.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -8,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "assetfs/http_put.h"
+#include "assetfs/journal.h"
 #include "assetfs/log.h"
 
 struct local_dir {
@@ -23,6 +26,7 @@ struct afs_staging {
   struct local_dir *dirs;
   size_t n_dirs, cap_dirs;
   uint64_t seq;
+  int64_t bytes; /* atomic (__atomic builtins), not under mu: sum of every wf->acct_size */
 };
 
 const char *afs_wstate_name(enum afs_wstate s) {
@@ -33,6 +37,7 @@ const char *afs_wstate_name(enum afs_wstate s) {
   case AFS_W_RETRYING: return "retrying";
   case AFS_W_COMPLETED: return "completed";
   case AFS_W_FAILED: return "error";
+  case AFS_W_QUEUED: return "queued";
   }
   return "unknown";
 }
@@ -45,16 +50,39 @@ struct afs_staging *afs_staging_new(const char *dir, struct afs_error *err) {
   struct afs_staging *st = calloc(1, sizeof *st);
   st->dir = strdup(dir);
   pthread_mutex_init(&st->mu, NULL);
+  /* New names must not collide with what an earlier mount left for resume. */
+  DIR *d = opendir(dir);
+  struct dirent *de;
+  while (d && (de = readdir(d))) {
+    unsigned long long n = strtoull(de->d_name, NULL, 10);
+    if (n > st->seq)
+      st->seq = n;
+  }
+  if (d)
+    closedir(d);
   return st;
+}
+
+static char *journal_path(const char *staging_path) {
+  char *p;
+  if (asprintf(&p, "%s%s", staging_path, AFS_JOURNAL_SUFFIX) < 0)
+    abort();
+  return p;
 }
 
 const char *afs_staging_dir(const struct afs_staging *st) { return st->dir; }
 
-static void wf_destroy(struct afs_wfile *wf) {
+static void wf_destroy(struct afs_staging *st, struct afs_wfile *wf) {
   if (wf->fd >= 0)
     close(wf->fd);
-  if (wf->staging_path)
+  if (wf->staging_path) {
+    char *j = journal_path(wf->staging_path);
+    unlink(j); /* first: a journal without its data is only cleaned up, never uploaded */
+    free(j);
     unlink(wf->staging_path);
+  }
+  __atomic_sub_fetch(&st->bytes, wf->acct_size, __ATOMIC_RELAXED);
+  pthread_mutex_destroy(&wf->jmu);
   pthread_mutex_destroy(&wf->mu);
   pthread_cond_destroy(&wf->cond);
   free(wf->staging_path);
@@ -70,15 +98,20 @@ void afs_staging_free(struct afs_staging *st) {
   for (size_t i = 0; i < st->n_files; i++) {
     struct afs_wfile *wf = st->files[i];
     wf->in_table = false;
-    if (wf->state != AFS_W_COMPLETED && wf->state != AFS_W_UPLOADED && !wf->unlinked) {
-      /* Not uploaded: the bytes stay on disk for the user (the log names the folder). */
-      afs_warn("not uploaded: %s/%s is kept in %s", wf->partition, wf->file_path,
-               wf->staging_path);
+    if (wf->state != AFS_W_COMPLETED && !wf->unlinked) {
+      /* Not completed: the bytes and the journal stay; the next mount of this session
+       * resumes the upload (or, if uploaded, waits for the broker to complete it). */
+      if (wf->state == AFS_W_UPLOADED)
+        afs_info("uploaded, not completed yet: %s/%s stays in %s until the next mount sees "
+                 "it completed", wf->partition, wf->file_path, wf->staging_path);
+      else
+        afs_warn("not uploaded: %s/%s is kept in %s; the next mount with this session_id "
+                 "uploads it", wf->partition, wf->file_path, wf->staging_path);
       free(wf->staging_path);
       wf->staging_path = NULL;
     }
     if (--wf->refs == 0)
-      wf_destroy(wf);
+      wf_destroy(st, wf);
   }
   for (size_t i = 0; i < st->n_dirs; i++) {
     free(st->dirs[i].partition);
@@ -124,6 +157,7 @@ struct afs_wfile *afs_staging_create(struct afs_staging *st, const char *partiti
   if (replaced)
     *replaced = NULL;
   struct afs_wfile *wf = calloc(1, sizeof *wf);
+  pthread_mutex_init(&wf->jmu, NULL);
   pthread_mutex_init(&wf->mu, NULL);
   pthread_cond_init(&wf->cond, NULL);
   wf->fd = -1;
@@ -147,7 +181,7 @@ struct afs_wfile *afs_staging_create(struct afs_staging *st, const char *partiti
                   strerror(errno));
     free(wf->staging_path);
     wf->staging_path = NULL;
-    wf_destroy(wf);
+    wf_destroy(st, wf);
     return NULL;
   }
   wf->dirty = true;
@@ -164,7 +198,7 @@ struct afs_wfile *afs_staging_create(struct afs_staging *st, const char *partiti
     remove_at_locked(st, (size_t)i);
     if (old->refs == 0) {
       pthread_mutex_unlock(&st->mu);
-      wf_destroy(old);
+      wf_destroy(st, old);
       pthread_mutex_lock(&st->mu);
     }
   }
@@ -199,7 +233,7 @@ void afs_staging_unref(struct afs_staging *st, struct afs_wfile *wf) {
   bool last = --wf->refs == 0;
   pthread_mutex_unlock(&st->mu);
   if (last)
-    wf_destroy(wf);
+    wf_destroy(st, wf);
 }
 
 void afs_staging_remove(struct afs_staging *st, struct afs_wfile *wf) {
@@ -214,7 +248,7 @@ void afs_staging_remove(struct afs_staging *st, struct afs_wfile *wf) {
   }
   pthread_mutex_unlock(&st->mu);
   if (last)
-    wf_destroy(wf);
+    wf_destroy(st, wf);
 }
 
 struct afs_wfile *afs_staging_move(struct afs_staging *st, struct afs_wfile *wf,
@@ -428,15 +462,233 @@ int afs_staging_snapshot(struct afs_staging *st, struct afs_wfile ***out) {
 }
 
 int64_t afs_staging_bytes(struct afs_staging *st) {
-  struct afs_wfile **all;
-  int n = afs_staging_snapshot(st, &all);
-  int64_t total = 0;
-  for (int i = 0; i < n; i++) {
-    struct stat s;
-    if (afs_staging_stat(all[i], &s))
-      total += s.st_size;
-    afs_staging_unref(st, all[i]);
+  return __atomic_load_n(&st->bytes, __ATOMIC_RELAXED);
+}
+
+void afs_staging_account(struct afs_staging *st, struct afs_wfile *wf, int64_t size,
+                         bool grow_only) {
+  pthread_mutex_lock(&wf->mu);
+  int64_t delta = grow_only && size <= wf->acct_size ? 0 : size - wf->acct_size;
+  wf->acct_size += delta;
+  pthread_mutex_unlock(&wf->mu);
+  if (delta)
+    __atomic_add_fetch(&st->bytes, delta, __ATOMIC_RELAXED);
+}
+
+bool afs_staging_journal(struct afs_staging *st, struct afs_wfile *wf, bool durable,
+                         struct afs_error *err) {
+  struct afs_journal j;
+  memset(&j, 0, sizeof j);
+  bool ok = true;
+  pthread_mutex_lock(&wf->jmu);
+  pthread_mutex_lock(&st->mu);
+  j.partition = strdup(wf->partition);
+  j.file_path = strdup(wf->file_path);
+  pthread_mutex_unlock(&st->mu);
+  pthread_mutex_lock(&wf->mu);
+  bool gone = wf->unlinked || !wf->staging_path;
+  char *path = wf->staging_path ? journal_path(wf->staging_path) : NULL;
+  int fd = wf->fd;
+  j.content_type = strdup(wf->content_type);
+  j.caption = wf->caption ? strdup(wf->caption) : NULL;
+  memcpy(j.id, wf->id, sizeof j.id);
+  j.uploaded = wf->state == AFS_W_UPLOADED || wf->state == AFS_W_COMPLETED;
+  j.mtime_ms = wf->mtime_ms;
+  pthread_mutex_unlock(&wf->mu);
+  if (gone) {
+    if (path)
+      unlink(path);
+  } else {
+    /* fd stays open while the caller holds its reference. */
+    if (durable && fsync(fd) != 0)
+      ok = afs_error_set(err, errno, "cannot sync the staged copy of %s: %s", j.file_path,
+                         strerror(errno));
+    ok = ok && afs_journal_write(path, &j, durable, err);
   }
-  free(all);
-  return total;
+  pthread_mutex_unlock(&wf->jmu);
+  free(path);
+  afs_journal_free(&j);
+  return ok;
+}
+
+void afs_staging_forget(struct afs_staging *st, struct afs_wfile *wf) {
+  (void)st;
+  pthread_mutex_lock(&wf->jmu);
+  pthread_mutex_lock(&wf->mu);
+  char *path = wf->staging_path ? journal_path(wf->staging_path) : NULL;
+  pthread_mutex_unlock(&wf->mu);
+  if (path)
+    unlink(path);
+  pthread_mutex_unlock(&wf->jmu);
+  free(path);
+}
+
+bool afs_staging_in_table(struct afs_staging *st, struct afs_wfile *wf) {
+  pthread_mutex_lock(&st->mu);
+  bool in = wf->in_table;
+  pthread_mutex_unlock(&st->mu);
+  return in;
+}
+
+bool afs_staging_drop_if_idle(struct afs_staging *st, struct afs_wfile *wf, const char *id) {
+  bool removed = false, last = false;
+  pthread_mutex_lock(&st->mu);
+  pthread_mutex_lock(&wf->mu);
+  bool idle = wf->in_table && wf->state == AFS_W_COMPLETED && wf->shown &&
+              !strcmp(wf->id, id) && wf->handles == 0;
+  pthread_mutex_unlock(&wf->mu);
+  for (size_t i = 0; idle && i < st->n_files; i++) {
+    if (st->files[i] == wf) {
+      remove_at_locked(st, i);
+      removed = true;
+      last = wf->refs == 0;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&st->mu);
+  if (last)
+    wf_destroy(st, wf);
+  return removed;
+}
+
+static int cmp_seq(const void *a, const void *b) {
+  unsigned long long x = strtoull(*(char *const *)a, NULL, 10);
+  unsigned long long y = strtoull(*(char *const *)b, NULL, 10);
+  return x < y ? -1 : x > y;
+}
+
+static bool has_suffix(const char *s, const char *suffix) {
+  size_t n = strlen(s), k = strlen(suffix);
+  return n >= k && !strcmp(s + n - k, suffix);
+}
+
+/* One journal: its entry in the table (a later one at the same path replaces it). */
+static bool adopt(struct afs_staging *st, const char *jname) {
+  struct afs_error e = {0};
+  struct afs_journal j;
+  char *jpath, *data;
+  if (asprintf(&jpath, "%s/%s", st->dir, jname) < 0 ||
+      asprintf(&data, "%s/%.*s", st->dir, (int)(strlen(jname) - strlen(AFS_JOURNAL_SUFFIX)),
+               jname) < 0)
+    abort();
+  bool ok = false;
+  int fd = -1;
+  if (!afs_journal_read(jpath, &j, &e)) {
+    afs_warn("ignoring %s: %s", jpath, e.msg);
+    goto done;
+  }
+  fd = open(data, O_RDWR | O_CLOEXEC);
+  struct stat sb;
+  if (fd < 0 || fstat(fd, &sb) != 0) {
+    afs_warn("%s/%s: the staged copy %s is gone; nothing to resume", j.partition,
+             j.file_path, data);
+    afs_journal_free(&j);
+    goto done;
+  }
+  struct afs_wfile *wf = calloc(1, sizeof *wf);
+  pthread_mutex_init(&wf->jmu, NULL);
+  pthread_mutex_init(&wf->mu, NULL);
+  pthread_cond_init(&wf->cond, NULL);
+  wf->fd = fd;
+  fd = -1;
+  wf->staging_path = data;
+  data = NULL;
+  wf->partition = j.partition;
+  wf->file_path = j.file_path;
+  j.partition = j.file_path = NULL;
+  snprintf(wf->content_type, sizeof wf->content_type, "%s", j.content_type);
+  wf->caption = j.caption;
+  j.caption = NULL;
+  memcpy(wf->id, j.id, sizeof wf->id);
+  wf->mtime_ms = j.mtime_ms;
+  wf->generation = 1;
+  wf->resumed = true;
+  if (j.uploaded && j.id[0]) {
+    wf->state = AFS_W_UPLOADED;
+    wf->record_used = true;
+    wf->uploaded_ms = afs_monotonic_ms();
+  } else {
+    wf->state = AFS_W_QUEUED;
+    wf->dirty = true;
+  }
+  afs_journal_free(&j);
+  afs_staging_account(st, wf, sb.st_size, false);
+  pthread_mutex_lock(&st->mu);
+  ssize_t i = find_locked(st, wf->partition, wf->file_path);
+  struct afs_wfile *old = NULL;
+  if (i >= 0) {
+    old = st->files[i];
+    remove_at_locked(st, (size_t)i);
+    old->unlinked = true; /* superseded by a later write at the same path */
+  }
+  insert_locked(st, wf);
+  pthread_mutex_unlock(&st->mu);
+  if (old && old->refs == 0)
+    wf_destroy(st, old);
+  ok = true;
+done:
+  if (fd >= 0)
+    close(fd);
+  if (!ok) {
+    unlink(jpath);
+    if (data)
+      unlink(data);
+  }
+  free(jpath);
+  free(data);
+  return ok;
+}
+
+int afs_staging_resume(struct afs_staging *st) {
+  DIR *d = opendir(st->dir);
+  if (!d)
+    return 0;
+  size_t n = 0, cap = 0;
+  char **journals = NULL, **others = NULL;
+  size_t n_others = 0, cap_others = 0;
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    const char *name = de->d_name;
+    if (name[0] < '0' || name[0] > '9')
+      continue; /* ".", "..", the session lock: not staging files */
+    if (has_suffix(name, AFS_JOURNAL_SUFFIX)) {
+      if (n == cap && !(journals = realloc(journals, (cap = cap ? cap * 2 : 64) *
+                                                         sizeof *journals)))
+        abort();
+      journals[n++] = strdup(name);
+    } else {
+      if (n_others == cap_others &&
+          !(others = realloc(others, (cap_others = cap_others ? cap_others * 2 : 64) *
+                                         sizeof *others)))
+        abort();
+      others[n_others++] = strdup(name);
+    }
+  }
+  closedir(d);
+  if (n)
+    qsort(journals, n, sizeof *journals, cmp_seq);
+  int adopted = 0;
+  for (size_t i = 0; i < n; i++) {
+    adopted += adopt(st, journals[i]);
+    free(journals[i]);
+  }
+  free(journals);
+  /* Whatever is not an adopted staging file (cuts of an interrupted upload, a file
+   * created without a record, journal temporaries) is debris of the killed mount. */
+  for (size_t i = 0; i < n_others; i++) {
+    char *path;
+    if (asprintf(&path, "%s/%s", st->dir, others[i]) < 0)
+      abort();
+    bool keep = false;
+    pthread_mutex_lock(&st->mu);
+    for (size_t k = 0; k < st->n_files && !keep; k++)
+      keep = !strcmp(st->files[k]->staging_path, path);
+    pthread_mutex_unlock(&st->mu);
+    if (!keep)
+      unlink(path);
+    free(path);
+    free(others[i]);
+  }
+  free(others);
+  return adopted;
 }

@@ -37,7 +37,8 @@ static char *sibling(const char *staging, const char *tag, const char *ext) {
 
 /* Metadata and derived parts. Failures to cut are warnings: the original still goes up
  * (the broker only presigns what it expects; a cut that cannot be made is left out). */
-static void make_parts(const char *staging, const char *content_type, struct meta *m) {
+static void make_parts(const char *staging, const char *label, const char *content_type,
+                       struct meta *m) {
   static const int sizes[3] = {AFS_CUT_SMALL, AFS_CUT_MEDIUM, AFS_CUT_LARGE};
   static const char *const tags[3] = {"small", "medium", "large"};
   enum afs_kind kind = afs_content_kind(content_type);
@@ -55,7 +56,7 @@ static void make_parts(const char *staging, const char *content_type, struct met
       m->has_dims = true;
       cut_src = staging;
     } else {
-      afs_warn("%s: no image metadata or cuts: %s", staging, e.msg);
+      afs_warn("%s: no image metadata or cuts: %s", label, e.msg);
     }
   } else if (kind == AFS_KIND_VIDEO) {
     struct afs_video_info vi;
@@ -71,7 +72,7 @@ static void make_parts(const char *staging, const char *content_type, struct met
       cut_ext = ".png";
       cut_type = "image/png";
     } else {
-      afs_warn("%s: uploaded without preview: %s", staging, e.msg);
+      afs_warn("%s: uploaded without preview: %s", label, e.msg);
       free(png);
     }
   }
@@ -82,7 +83,7 @@ static void make_parts(const char *staging, const char *content_type, struct met
       m->part_file[U_SMALL + i] = dst;
       m->part_type[U_SMALL + i] = cut_type;
     } else {
-      afs_warn("%s: no %s cut: %s", staging, tags[i], e.msg);
+      afs_warn("%s: no %s cut: %s", label, tags[i], e.msg);
       unlink(dst);
       free(dst);
     }
@@ -111,6 +112,68 @@ static void add_orphan(struct afs_uploader *up, struct afs_wfile *wf) {
   up->wake = true;
   pthread_cond_broadcast(&up->cond);
   pthread_mutex_unlock(&up->mu);
+}
+
+static void pool_kick(struct afs_uploader *up) {
+  pthread_mutex_lock(&up->mu);
+  up->pool_seq++;
+  up->wake = true;
+  pthread_cond_broadcast(&up->pool_cond);
+  pthread_cond_broadcast(&up->cond);
+  pthread_mutex_unlock(&up->mu);
+}
+
+/* "partition/filePath" of wf, for messages (caller frees). */
+static char *label_of(struct afs_uploader *up, struct afs_wfile *wf) {
+  char *partition, *file_path, *out;
+  afs_staging_names(up->fs->st, wf, &partition, &file_path);
+  if (asprintf(&out, "%s/%s", partition, file_path) < 0)
+    abort();
+  free(partition);
+  free(file_path);
+  return out;
+}
+
+/* A file adopted from an earlier mount: where did its record get to? Returns 1 to
+ * upload (with wf->id, or a new record if that one cannot be used), 0 when nothing is
+ * left to upload (state set), -1 on a transient error. Never makes a second asset for
+ * bytes whose record was already marked uploaded. */
+static int resume_check(struct afs_uploader *up, struct afs_wfile *wf, struct afs_error *err) {
+  char ids[1][25], status[1][32];
+  bool active = false;
+  pthread_mutex_lock(&wf->mu);
+  memcpy(ids[0], wf->id, sizeof ids[0]);
+  pthread_mutex_unlock(&wf->mu);
+  if (!ids[0][0])
+    return 1;
+  if (!afs_rec_batch_status(up, ids, 1, status))
+  {
+    afs_error_set(err, EIO, "cannot read upload record %s", ids[0]);
+    return -1;
+  }
+  const char *st = status[0];
+  if (!strcmp(st, ST_PENDING) || !strcmp(st, ST_INITIALIZED))
+    return 1;
+  if (!strcmp(st, ST_UPLOADED) || !strcmp(st, ST_COMPLETED)) {
+    pthread_mutex_lock(&wf->mu);
+    wf->record_used = true;
+    wf->dirty = false;
+    wf->state = AFS_W_UPLOADED;
+    wf->uploaded_ms = afs_monotonic_ms();
+    pthread_mutex_unlock(&wf->mu);
+    return 0;
+  }
+  if (!st[0] && !afs_rec_asset_active(up, ids[0], &active, err))
+    return -1;
+  pthread_mutex_lock(&wf->mu);
+  wf->record_used = true; /* refused, or gone: a new record if we upload */
+  if (active) {
+    /* Completed, and its upload record cleaned up since: nothing to send again. */
+    wf->dirty = false;
+    wf->state = AFS_W_UPLOADED;
+  }
+  pthread_mutex_unlock(&wf->mu);
+  return active ? 0 : 1;
 }
 
 /* Transient failures are retried in the background; these are not. */
@@ -142,7 +205,7 @@ static bool run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
     }
   }
   bool needed = !wf->unlinked && (wf->dirty || wf->state == AFS_W_RETRYING ||
-                                  wf->state == AFS_W_WRITING);
+                                  wf->state == AFS_W_WRITING || wf->state == AFS_W_QUEUED);
   if (!needed) {
     bool failed = wf->state == AFS_W_FAILED && !wf->unlinked;
     if (failed)
@@ -151,6 +214,31 @@ static bool run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
     return !failed;
   }
   wf->busy = true;
+  bool resumed = wf->resumed;
+  wf->resumed = false;
+  pthread_mutex_unlock(&wf->mu);
+  if (resumed) {
+    int r = resume_check(up, wf, err);
+    if (r <= 0) {
+      pthread_mutex_lock(&wf->mu);
+      wf->busy = false;
+      if (r < 0) {
+        wf->resumed = true;
+        wf->state = AFS_W_RETRYING;
+        wf->last_err = *err;
+        wf->next_try_ms = afs_monotonic_ms() + 2000;
+      }
+      pthread_cond_broadcast(&wf->cond);
+      pthread_mutex_unlock(&wf->mu);
+      if (r == 0) {
+        struct afs_error je = {0};
+        afs_staging_journal(up->fs->st, wf, false, &je);
+        pool_kick(up);
+      }
+      return r == 0;
+    }
+  }
+  pthread_mutex_lock(&wf->mu);
   wf->dirty = false;
   wf->state = AFS_W_UPLOADING;
   need_record = !wf->id[0] || wf->record_used;
@@ -158,6 +246,7 @@ static bool run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
   caption = wf->caption ? strdup(wf->caption) : NULL;
   mtime = wf->mtime_ms;
   const char *staging = wf->staging_path;
+  char *label = NULL;
   struct stat sst;
   bool have_stat = fstat(wf->fd, &sst) == 0;
   pthread_mutex_unlock(&wf->mu);
@@ -174,14 +263,20 @@ static bool run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
     afs_error_set(err, EFBIG, "file larger than 5 GiB");
     goto done;
   }
-  if (need_record && !afs_upload_begin(up, wf, err))
-    goto done;
+  if (need_record) {
+    if (!afs_upload_begin(up, wf, err))
+      goto done;
+    struct afs_error je = {0};
+    if (!afs_staging_journal(up->fs->st, wf, false, &je))
+      afs_warn("%s", je.msg);
+  }
   pthread_mutex_lock(&wf->mu);
   memcpy(id, wf->id, sizeof id);
   pthread_mutex_unlock(&wf->mu);
 
   int64_t t0 = afs_monotonic_ms();
-  make_parts(staging, content_type, &m);
+  label = label_of(up, wf);
+  make_parts(staging, label, content_type, &m);
   int64_t t1 = afs_monotonic_ms();
   if (!afs_rec_wait_initialized(up, id, deadline_ms, &rs, err)) {
     if (err->code == ESTALE) {
@@ -236,10 +331,13 @@ done:
   free(caption);
   pthread_mutex_lock(&wf->mu);
   wf->busy = false;
-  bool orphan = false;
+  bool orphan = false, requeued = false;
   if (ok) {
     wf->record_used = true;
-    wf->state = wf->dirty ? AFS_W_WRITING : AFS_W_UPLOADED;
+    /* Written again while this upload ran: once nobody writes any more, nobody else will
+     * start the next upload (the writer's flush may have come and gone). */
+    requeued = wf->dirty && wf->writers == 0;
+    wf->state = requeued ? AFS_W_QUEUED : wf->dirty ? AFS_W_WRITING : AFS_W_UPLOADED;
     wf->uploaded_ms = afs_monotonic_ms();
     wf->attempts = 0;
     afs_error_clear(&wf->last_err);
@@ -259,14 +357,22 @@ done:
   pthread_mutex_unlock(&wf->mu);
   if (orphan)
     add_orphan(up, wf);
+  if (ok && !orphan) {
+    struct afs_error je = {0};
+    if (!afs_staging_journal(up->fs->st, wf, false, &je))
+      afs_warn("%s", je.msg);
+  }
   running_add(up, -1);
-  pthread_mutex_lock(&up->mu);
-  up->wake = true;
-  pthread_cond_broadcast(&up->cond);
-  pthread_mutex_unlock(&up->mu);
-  if (!ok)
-    afs_warn("upload of %s failed: %s%s", wf->staging_path, err->msg,
+  pool_kick(up);
+  if (!ok) {
+    if (!label)
+      label = label_of(up, wf);
+    afs_warn("upload of %s failed: %s%s", label, err->msg,
              is_permanent(err->code) ? "" : " (will retry)");
+  } else if (requeued) {
+    afs_debug("upload of %s: written again meanwhile; queued again", label);
+  }
+  free(label);
   return ok;
 }
 
@@ -277,15 +383,10 @@ bool afs_upload_flush(struct afs_uploader *up, struct afs_wfile *wf, struct afs_
 
 void afs_upload_queue(struct afs_uploader *up, struct afs_wfile *wf) {
   pthread_mutex_lock(&wf->mu);
-  if (wf->dirty && wf->state == AFS_W_WRITING) {
-    wf->state = AFS_W_RETRYING;
-    wf->next_try_ms = 0;
-  }
+  if (wf->dirty && wf->state == AFS_W_WRITING)
+    wf->state = AFS_W_QUEUED;
   pthread_mutex_unlock(&wf->mu);
-  pthread_mutex_lock(&up->mu);
-  up->wake = true;
-  pthread_cond_broadcast(&up->cond);
-  pthread_mutex_unlock(&up->mu);
+  pool_kick(up);
 }
 
 void afs_upload_unlinked(struct afs_uploader *up, struct afs_wfile *wf) {
@@ -297,6 +398,7 @@ void afs_upload_unlinked(struct afs_uploader *up, struct afs_wfile *wf) {
   enum afs_wstate state = wf->state;
   bool busy = wf->busy;
   pthread_mutex_unlock(&wf->mu);
+  afs_staging_forget(up->fs->st, wf);
   if (!id[0] || busy)
     return; /* a running pipeline sees `unlinked` when it ends */
   if (state == AFS_W_COMPLETED) {
@@ -311,14 +413,15 @@ void afs_upload_unlinked(struct afs_uploader *up, struct afs_wfile *wf) {
     add_orphan(up, wf); /* the asset is (about to be) created: delete it when it is */
 }
 
-int afs_upload_busy_count(struct afs_uploader *up) {
+static int count_busy(struct afs_uploader *up, bool with_uploaded) {
   struct afs_wfile **all;
   int n = afs_staging_snapshot(up->fs->st, &all), busy = 0;
   for (int i = 0; i < n; i++) {
     pthread_mutex_lock(&all[i]->mu);
     enum afs_wstate s = all[i]->state;
-    bool pending_upload = s == AFS_W_UPLOADING || s == AFS_W_RETRYING ||
-                          (s == AFS_W_WRITING && all[i]->handles == 0 && all[i]->dirty);
+    bool pending_upload = s == AFS_W_UPLOADING || s == AFS_W_RETRYING || s == AFS_W_QUEUED ||
+                          (s == AFS_W_WRITING && all[i]->handles == 0 && all[i]->dirty) ||
+                          (with_uploaded && s == AFS_W_UPLOADED && !all[i]->unlinked);
     pthread_mutex_unlock(&all[i]->mu);
     busy += pending_upload;
     afs_staging_unref(up->fs->st, all[i]);
@@ -329,6 +432,8 @@ int afs_upload_busy_count(struct afs_uploader *up) {
   pthread_mutex_unlock(&up->mu);
   return busy;
 }
+
+int afs_upload_busy_count(struct afs_uploader *up) { return count_busy(up, false); }
 
 /* ---------------------------------------------------------------- the worker */
 
@@ -349,6 +454,9 @@ static void on_completed(struct afs_uploader *up, struct afs_wfile *wf, const ch
   bool unlinked = wf->unlinked;
   pthread_cond_broadcast(&wf->cond);
   pthread_mutex_unlock(&wf->mu);
+  pthread_mutex_lock(&up->mu);
+  up->n_completed++;
+  pthread_mutex_unlock(&up->mu);
   if (unlinked) {
     if (!afs_asset_mark_deleted(up, id, &err))
       afs_warn("cannot mark asset %s deleted: %s", id, err.msg);
@@ -394,12 +502,34 @@ static void drop_when_shown(struct afs_uploader *up, struct afs_wfile *wf) {
   if (!ours)
     return;
   pthread_mutex_lock(&wf->mu);
-  bool drop = wf->state == AFS_W_COMPLETED && !strcmp(wf->id, id);
-  wf->shown = drop;
-  drop = drop && wf->handles == 0;
+  wf->shown = wf->state == AFS_W_COMPLETED && !strcmp(wf->id, id);
   pthread_mutex_unlock(&wf->mu);
-  if (drop) /* an open handle keeps the staged copy until it is released */
+  /* The final check is made under the locks that open takes: a file opened (and maybe
+   * written) since the lookup keeps its staged copy; its release drops it later. */
+  afs_staging_drop_if_idle(up->fs->st, wf, id);
+}
+
+/* An uploaded file whose record is gone (the broker deletes it with a superseded or
+ * deleted asset; a resumed file may find it so): completed if its asset is active,
+ * otherwise there is nothing of it left to wait for. */
+static void lost_record(struct afs_uploader *up, struct afs_wfile *wf, const char *id) {
+  struct afs_error err = {0};
+  bool active = false;
+  if (!afs_rec_asset_active(up, id, &active, &err))
+    return;
+  if (active) {
+    on_completed(up, wf, id);
+    return;
+  }
+  pthread_mutex_lock(&wf->mu);
+  bool gone = !strcmp(wf->id, id) && wf->state == AFS_W_UPLOADED;
+  pthread_mutex_unlock(&wf->mu);
+  if (gone) {
+    char *label = label_of(up, wf);
+    afs_info("%s: upload %s was superseded; dropping the staged copy", label, id);
+    free(label);
     afs_staging_remove(up->fs->st, wf);
+  }
 }
 
 /* One pass: completions, errors and retries. Returns true if something is in flight
@@ -434,22 +564,17 @@ static bool worker_pass(struct afs_uploader *up) {
     pthread_mutex_lock(&wf->mu);
     enum afs_wstate s = wf->state;
     bool busy = wf->busy;
-    /* Only what afs_upload_queue or a failure handed over: a file just created has no
-     * handle yet for a moment, and must not be mistaken for one closed without flush. */
-    bool retry_due = !busy && !wf->unlinked && s == AFS_W_RETRYING && now >= wf->next_try_ms;
+    /* Retries are the upload workers' (pool_main); this pass only watches records. */
+    bool retry_pending = !busy && !wf->unlinked &&
+                         (s == AFS_W_QUEUED || (s == AFS_W_RETRYING && now >= wf->next_try_ms));
     if ((s == AFS_W_UPLOADED || (i >= n && s != AFS_W_COMPLETED)) && wf->id[0] && !busy) {
       memcpy(ids[polled], wf->id, sizeof ids[polled]);
       idx[polled++] = i;
     }
     pthread_mutex_unlock(&wf->mu);
     active |= s == AFS_W_UPLOADED || s == AFS_W_UPLOADING || busy;
-    if (retry_due && !afs_upload_stopping(up)) {
-      struct afs_error err = {0};
-      afs_info("retrying the upload of %s", wf->staging_path);
-      if (run_pipeline(up, wf, afs_monotonic_ms() + 120000, &err))
-        afs_info("upload of %s succeeded on retry", wf->staging_path);
-      active = true;
-    }
+    if (retry_pending)
+      pool_kick(up);
   }
   if (polled > 0 && afs_rec_batch_status(up, ids, polled, status)) {
     for (int k = 0; k < polled; k++) {
@@ -464,6 +589,8 @@ static bool worker_pass(struct afs_uploader *up) {
         }
         pthread_mutex_unlock(&wf->mu);
         afs_warn("the broker rejected the upload of %s (record %s)", wf->staging_path, ids[k]);
+      } else if (idx[k] < n && !status[k][0]) {
+        lost_record(up, wf, ids[k]);
       } else if (idx[k] >= n && !status[k][0]) {
         /* An orphan whose record vanished: nothing left to delete. */
         pthread_mutex_lock(&wf->mu);
@@ -525,34 +652,167 @@ static void *worker_main(void *arg) {
   return NULL;
 }
 
+/* The next file to upload, claimed, with a reference; NULL if none. */
+static struct afs_wfile *pool_pick(struct afs_uploader *up) {
+  struct afs_wfile **all, *pick = NULL;
+  int n = afs_staging_snapshot(up->fs->st, &all);
+  int64_t now = afs_monotonic_ms();
+  for (int i = 0; i < n; i++) {
+    struct afs_wfile *wf = all[i];
+    if (!pick) {
+      pthread_mutex_lock(&wf->mu);
+      /* QUEUED with a writer: reopened meanwhile, its next close queues it again. */
+      bool due = !wf->busy && !wf->claimed && !wf->unlinked &&
+                 ((wf->state == AFS_W_QUEUED && wf->writers == 0) ||
+                  (wf->state == AFS_W_RETRYING && now >= wf->next_try_ms));
+      if (due)
+        wf->claimed = true;
+      pthread_mutex_unlock(&wf->mu);
+      if (due) {
+        pick = wf;
+        continue;
+      }
+    }
+    afs_staging_unref(up->fs->st, wf);
+  }
+  free(all);
+  return pick;
+}
+
+static void *pool_main(void *arg) {
+  struct afs_uploader *up = arg;
+  for (;;) {
+    pthread_mutex_lock(&up->mu);
+    bool stop = up->stop;
+    uint64_t seq = up->pool_seq;
+    pthread_mutex_unlock(&up->mu);
+    if (stop)
+      break;
+    struct afs_wfile *wf = pool_pick(up);
+    if (wf) {
+      struct afs_error err = {0};
+      pthread_mutex_lock(&wf->mu);
+      bool retry = wf->state == AFS_W_RETRYING;
+      pthread_mutex_unlock(&wf->mu);
+      char *label = retry ? label_of(up, wf) : NULL;
+      if (retry)
+        afs_info("retrying the upload of %s", label);
+      if (run_pipeline(up, wf, afs_monotonic_ms() + 120000, &err) && retry)
+        afs_info("upload of %s succeeded on retry", label);
+      free(label);
+      pthread_mutex_lock(&wf->mu);
+      wf->claimed = false;
+      pthread_mutex_unlock(&wf->mu);
+      afs_staging_unref(up->fs->st, wf);
+      continue;
+    }
+    /* Nothing due: sleep until something is queued, or a second (retries come due). */
+    pthread_mutex_lock(&up->mu);
+    if (!up->stop && up->pool_seq == seq) {
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      ts.tv_sec += 1;
+      pthread_cond_timedwait(&up->pool_cond, &up->mu, &ts);
+    }
+    pthread_mutex_unlock(&up->mu);
+  }
+  afs_image_thread_done();
+  return NULL;
+}
+
 struct afs_uploader *afs_uploader_new(struct afs_fs *fs, struct afs_error *err) {
   struct afs_uploader *up = calloc(1, sizeof *up);
   up->fs = fs;
   pthread_mutex_init(&up->mu, NULL);
   pthread_cond_init(&up->cond, NULL);
+  pthread_cond_init(&up->pool_cond, NULL);
+  up->n_resumed = afs_staging_resume(fs->st);
+  if (up->n_resumed > 0)
+    afs_info("resuming %lld file(s) left by an earlier mount of this session",
+             (long long)up->n_resumed);
   if (pthread_create(&up->worker, NULL, worker_main, up) != 0) {
     afs_error_set(err, EAGAIN, "cannot start the upload worker");
     free(up);
     return NULL;
   }
   up->worker_started = true;
+  int n = fs->opt.upload_workers > 0 ? fs->opt.upload_workers : 4;
+  up->pool = calloc(n, sizeof *up->pool);
+  for (int i = 0; i < n; i++) {
+    if (pthread_create(&up->pool[up->n_pool], NULL, pool_main, up) != 0) {
+      afs_warn("cannot start upload worker %d of %d", i + 1, n);
+      break;
+    }
+    up->n_pool++;
+  }
+  pool_kick(up);
   return up;
+}
+
+/* Bytes of files that still have to go up (for the unmount count and the status file). */
+int64_t afs_upload_pending_bytes(struct afs_uploader *up, int *files) {
+  struct afs_wfile **all;
+  int n = afs_staging_snapshot(up->fs->st, &all), cnt = 0;
+  int64_t bytes = 0;
+  for (int i = 0; i < n; i++) {
+    pthread_mutex_lock(&all[i]->mu);
+    enum afs_wstate s = all[i]->state;
+    if (!all[i]->unlinked && (s == AFS_W_QUEUED || s == AFS_W_UPLOADING ||
+                              s == AFS_W_RETRYING ||
+                              (s == AFS_W_WRITING && all[i]->handles == 0))) {
+      bytes += all[i]->acct_size;
+      cnt++;
+    }
+    pthread_mutex_unlock(&all[i]->mu);
+    afs_staging_unref(up->fs->st, all[i]);
+  }
+  free(all);
+  if (files)
+    *files = cnt;
+  return bytes;
+}
+
+void afs_upload_counters(struct afs_uploader *up, int64_t *completed, int64_t *resumed) {
+  pthread_mutex_lock(&up->mu);
+  *completed = up->n_completed;
+  *resumed = up->n_resumed;
+  pthread_mutex_unlock(&up->mu);
 }
 
 void afs_uploader_free(struct afs_uploader *up, double timeout_s) {
   if (!up)
     return;
-  int64_t deadline = afs_monotonic_ms() + (int64_t)(timeout_s * 1000);
-  int busy;
-  while ((busy = afs_upload_busy_count(up)) > 0 && afs_monotonic_ms() < deadline)
+  /* The bound is on time without progress: a long queue that drains steadily is waited
+   * for, a dead S3 or broker is not (the journals keep the rest for the next mount). */
+  int64_t now = afs_monotonic_ms(), deadline = now + (int64_t)(timeout_s * 1000);
+  int64_t next_log = now;
+  int busy, last_busy = -1;
+  /* Uploaded files are waited for too: their staged copies can go once completed, and
+   * the broker usually completes within a second. */
+  while ((busy = count_busy(up, true)) > 0 && (now = afs_monotonic_ms()) < deadline) {
+    if (last_busy >= 0 && busy < last_busy)
+      deadline = now + (int64_t)(timeout_s * 1000);
+    last_busy = busy;
+    if (now >= next_log) {
+      int files = 0;
+      int64_t bytes = afs_upload_pending_bytes(up, &files);
+      afs_info("unmounting: waiting for %d upload(s), %lld bytes", files > busy ? files : busy,
+               (long long)bytes);
+      next_log = now + 5000;
+    }
     usleep(50000);
+  }
   if (busy > 0)
-    afs_warn("unmounting with %d upload(s) not finished; their data stays in %s", busy,
-             afs_staging_dir(up->fs->st));
+    afs_warn("unmounting with %d upload(s) not finished; their data stays in %s for the "
+             "next mount with this session_id", busy, afs_staging_dir(up->fs->st));
   pthread_mutex_lock(&up->mu);
   up->stop = true;
   pthread_cond_broadcast(&up->cond);
+  pthread_cond_broadcast(&up->pool_cond);
   pthread_mutex_unlock(&up->mu);
+  for (int i = 0; i < up->n_pool; i++)
+    pthread_join(up->pool[i], NULL);
+  free(up->pool);
   if (up->worker_started)
     pthread_join(up->worker, NULL);
   for (size_t i = 0; i < up->n_orphans; i++)
@@ -560,5 +820,6 @@ void afs_uploader_free(struct afs_uploader *up, double timeout_s) {
   free(up->orphans);
   pthread_mutex_destroy(&up->mu);
   pthread_cond_destroy(&up->cond);
+  pthread_cond_destroy(&up->pool_cond);
   free(up);
 }

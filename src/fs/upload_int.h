@@ -20,9 +20,15 @@ struct afs_uploader {
   struct afs_fs *fs;
   pthread_t worker;
   bool worker_started;
-  pthread_mutex_t mu; /* protects stop, orphans, running, wake; leaf lock (never held with
-                       * st->mu or a wf->mu) */
+  pthread_t *pool;           /* upload workers: take QUEUED and due RETRYING files */
+  int n_pool;
+  pthread_mutex_t mu; /* protects stop, orphans, running, wake, pool_seq, the counters;
+                       * leaf lock (never held with st->mu or a wf->mu) */
   pthread_cond_t cond;
+  pthread_cond_t pool_cond;  /* signalled when pool_seq changes (something was queued) */
+  uint64_t pool_seq;
+  int64_t n_completed;       /* files completed since the mount */
+  int64_t n_resumed;         /* files adopted from an earlier mount of the session */
   bool stop;
   bool wake;
   int running;               /* pipelines running now (flushes and the worker's) */
@@ -67,6 +73,9 @@ void afs_rec_state_free(struct record_state *rs);
 /* status "uploaded" with the metadata (ESTALE if the record is gone). */
 bool afs_rec_set_uploaded(struct afs_uploader *up, const char *id, const struct meta *m,
                           const char *caption, int64_t mtime, struct afs_error *err);
+/* Whether the CosyncAsset with this _id exists and is active (*active). */
+bool afs_rec_asset_active(struct afs_uploader *up, const char *id, bool *active,
+                          struct afs_error *err);
 /* Statuses of upload records by id: out[i] "" when not found. */
 bool afs_rec_batch_status(struct afs_uploader *up, char (*ids)[25], int n, char (*out)[32]);
 

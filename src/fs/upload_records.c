@@ -444,3 +444,32 @@ bool afs_rec_batch_status(struct afs_uploader *up, char (*ids)[25], int n, char 
   bson_destroy(opts);
   return ok;
 }
+
+bool afs_rec_asset_active(struct afs_uploader *up, const char *id, bool *active,
+                          struct afs_error *err) {
+  bson_oid_t oid;
+  *active = false;
+  if (!oid_from_hex(id, &oid))
+    return true;
+  bson_t *filter = BCON_NEW("_id", BCON_OID(&oid));
+  bson_t *opts = BCON_NEW("projection", "{", "status", BCON_INT32(1), "}", "limit",
+                          BCON_INT64(1));
+  struct dbh h;
+  bson_error_t berr;
+  const bson_t *doc;
+  dbh_open(up, &h, AFS_COLL_ASSET);
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(h.coll, filter, opts, NULL);
+  if (mongoc_cursor_next(cur, &doc)) {
+    bson_iter_t it;
+    *active = bson_iter_init_find(&it, doc, "status") && BSON_ITER_HOLDS_UTF8(&it) &&
+              !strcmp(bson_iter_utf8(&it, NULL), "active");
+  }
+  bool ok = !mongoc_cursor_error(cur, &berr);
+  mongoc_cursor_destroy(cur);
+  dbh_close(&h);
+  bson_destroy(filter);
+  bson_destroy(opts);
+  if (!ok)
+    return afs_db_error(err, &berr, "cannot read the asset record");
+  return true;
+}

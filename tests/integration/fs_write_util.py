@@ -39,13 +39,18 @@ def wait_asset(db, file_path, partition=None, timeout=30):
                     f"asset {file_path} to be completed")
 
 
+def staged_files(cache_dir):
+    """Staging files and journals under cache_dir (not the session lock)."""
+    out = []
+    for root, _, files in os.walk(cache_dir):
+        out += [os.path.join(root, f) for f in files if f != "lock"]
+    return out
+
+
 def wait_no_staging(mount, timeout=30):
-    """Staging files are deleted once their assets are complete."""
+    """Staging files (and their journals) are deleted once their assets are complete."""
     def empty():
-        total = 0
-        for root, _, files in os.walk(mount.cache_dir):
-            total += len(files)
-        return total == 0
+        return not staged_files(mount.cache_dir)
     return wait_for(empty, timeout, "the staging folder to empty")
 
 
