@@ -129,6 +129,24 @@ bool afs_broker_warn_due(void);
 #define afs_transient(...)                                                                         \
   afs_log(afs_broker_warn_due() ? AFS_LOG_WARN : AFS_LOG_DEBUG, __VA_ARGS__)
 
+/* True if an asset record other than `id` (NULL: any) has `path` as its key, or when
+ * that cannot be told (MongoDB error): its objects must then be kept. */
+bool afs_broker_path_shared(mongoc_collection_t *assets, const bson_value_t *id,
+                            const char *path);
+
+/* The record's `path` under the one rule every reader of it follows: a string of
+ * 1..AFS_KEY_MAX bytes (S3's key limit: no object can live at a longer key). 1 with
+ * *path set (points into doc), 0 when absent or empty, -1 when present but not a valid
+ * key (wrong type, too long, NUL, bad UTF-8). */
+int afs_broker_record_path(const bson_t *doc, const char **path);
+
+/* TEST ONLY. ASSETFS_BROKER_TEST_PAUSE="point=ms[,point=ms...]" makes the broker log
+ * "test pause: <point> <id>" and sleep ms at the named point, so integration tests can
+ * act deterministically inside a window (e.g. rename a file between the claim and the
+ * asset upsert). Unset in production; read once. Points: complete_claimed,
+ * complete_upserted, init_claimed. */
+void afs_broker_test_pause(const char *point, const bson_value_t *id);
+
 /* Collection helper: caller destroys. */
 mongoc_collection_t *afs_broker_coll(struct afs_broker *b, mongoc_client_t *c, const char *name);
 

@@ -47,6 +47,13 @@ void afs_lease_batch_free(struct afs_lease_batch *b);
 int afs_lease_finish(mongoc_collection_t *coll, const bson_value_t *id, const char *token,
                      const bson_t *set, const bson_t *unset, struct afs_error *err);
 
+/* Like afs_lease_finish, in one findAndModify that also returns the record as it is
+ * after the update in *after (caller destroys; left empty when rc != 1), so a caller can
+ * see what a client changed while it held the lease without another round trip. */
+int afs_lease_finish_doc(mongoc_collection_t *coll, const bson_value_t *id, const char *token,
+                         const bson_t *set, const bson_t *unset, bson_t *after,
+                         struct afs_error *err);
+
 /* Gives the record back without changing its state; nobody claims it again for
  * retry_ms (0 = at once). Same return values as afs_lease_finish. */
 int afs_lease_release(mongoc_collection_t *coll, const bson_value_t *id, const char *token,

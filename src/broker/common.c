@@ -4,6 +4,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,63 @@ enum afs_outcome afs_upload_fail(mongoc_collection_t *coll, const bson_value_t *
     return AFS_RETRY;
   }
   return AFS_DONE;
+}
+
+bool afs_broker_path_shared(mongoc_collection_t *assets, const bson_value_t *id,
+                            const char *path) {
+  bson_t q = BSON_INITIALIZER, ne;
+  BSON_APPEND_UTF8(&q, "path", path);
+  if (id) {
+    BSON_APPEND_DOCUMENT_BEGIN(&q, "_id", &ne);
+    bson_append_value(&ne, "$ne", 3, id);
+    bson_append_document_end(&q, &ne);
+  }
+  bson_t *opts = BCON_NEW("limit", BCON_INT64(1));
+  int64_t n = mongoc_collection_count_documents(assets, &q, opts, NULL, NULL, NULL);
+  bson_destroy(opts);
+  bson_destroy(&q);
+  return n != 0; /* -1 (error) counts as shared: keep the bytes */
+}
+
+int afs_broker_record_path(const bson_t *doc, const char **path) {
+  *path = NULL;
+  if (!afs_rec_str(doc, "path", AFS_KEY_MAX, path, NULL)) {
+    *path = NULL;
+    return -1;
+  }
+  return *path && **path ? 1 : 0;
+}
+
+/* point=ms pairs from ASSETFS_BROKER_TEST_PAUSE, parsed once. */
+static struct {
+  pthread_once_t once;
+  char spec[256];
+} g_pause = {PTHREAD_ONCE_INIT, ""};
+
+static void pause_init(void) {
+  const char *e = getenv("ASSETFS_BROKER_TEST_PAUSE");
+  snprintf(g_pause.spec, sizeof g_pause.spec, "%s", e ? e : "");
+  if (*g_pause.spec)
+    afs_warn("ASSETFS_BROKER_TEST_PAUSE is set (%s): test-only pauses are active",
+             g_pause.spec);
+}
+
+void afs_broker_test_pause(const char *point, const bson_value_t *id) {
+  pthread_once(&g_pause.once, pause_init);
+  if (!*g_pause.spec)
+    return;
+  size_t pl = strlen(point);
+  for (const char *c = g_pause.spec; c && *c; c = strchr(c, ',') ? strchr(c, ',') + 1 : NULL) {
+    if (strncmp(c, point, pl) || c[pl] != '=')
+      continue;
+    long ms = strtol(c + pl + 1, NULL, 10);
+    char ids[80];
+    afs_info("test pause: %s %s", point, afs_rec_id_str(id, ids, sizeof ids));
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (ms > 0 && nanosleep(&ts, &ts) && errno == EINTR)
+      ;
+    return;
+  }
 }
 
 static atomic_llong g_last_transient_warn;

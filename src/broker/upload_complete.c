@@ -44,9 +44,27 @@ static bool copy_metadata(const bson_t *doc, bson_t *set, struct afs_error *err)
   return true;
 }
 
+static bool same_id(const bson_value_t *a, const bson_value_t *b) {
+  if (a->value_type != b->value_type)
+    return false;
+  if (a->value_type == BSON_TYPE_OID)
+    return bson_oid_equal(&a->value.v_oid, &b->value.v_oid);
+  if (a->value_type == BSON_TYPE_UTF8)
+    return a->value.v_utf8.len == b->value.v_utf8.len &&
+           !memcmp(a->value.v_utf8.str, b->value.v_utf8.str, a->value.v_utf8.len);
+  if (a->value_type == BSON_TYPE_INT32)
+    return a->value.v_int32 == b->value.v_int32;
+  if (a->value_type == BSON_TYPE_INT64)
+    return a->value.v_int64 == b->value.v_int64;
+  return false;
+}
+
 /* Marks older active assets at the same place superseded, or this one if a newer one
  * is already there. Both brokers of a race run this after their upsert, so at least
- * one of them sees the other. Failures are logged: the next completion retries. */
+ * one of them sees the other. Only a path our asset still holds is touched: the query
+ * that finds the others also shows whether our asset is there (it may have been renamed
+ * since), so the check costs no extra round trip. Failures are logged: the next
+ * completion retries. */
 static void supersede(struct afs_broker *b, mongoc_collection_t *assets, const bson_value_t *id,
                       const char *partition, const char *file_path) {
   const char *target = b->cfg.keep_versions ? "archived" : "deleted";
@@ -55,7 +73,7 @@ static void supersede(struct afs_broker *b, mongoc_collection_t *assets, const b
   bson_t *opts = BCON_NEW("projection", "{", "_id", BCON_INT32(1), "}");
   mongoc_cursor_t *cur = mongoc_collection_find_with_opts(assets, q, opts, NULL);
   const bson_t *d;
-  bool self_old = false;
+  bool self_old = false, self_here = false;
   bson_value_t olds[64];
   size_t n = 0;
   while (mongoc_cursor_next(cur, &d)) {
@@ -63,13 +81,10 @@ static void supersede(struct afs_broker *b, mongoc_collection_t *assets, const b
     if (!bson_iter_init_find(&it, d, "_id"))
       continue;
     const bson_value_t *o = bson_iter_value(&it);
-    if (o->value_type == id->value_type && o->value_type == BSON_TYPE_OID &&
-        bson_oid_equal(&o->value.v_oid, &id->value.v_oid))
+    if (same_id(o, id)) {
+      self_here = true;
       continue;
-    if (o->value_type == id->value_type && o->value_type == BSON_TYPE_UTF8 &&
-        o->value.v_utf8.len == id->value.v_utf8.len &&
-        !memcmp(o->value.v_utf8.str, id->value.v_utf8.str, id->value.v_utf8.len))
-      continue;
+    }
     bool newer = o->value_type == BSON_TYPE_OID && id->value_type == BSON_TYPE_OID &&
                  bson_oid_compare(&o->value.v_oid, &id->value.v_oid) > 0;
     if (newer)
@@ -81,6 +96,17 @@ static void supersede(struct afs_broker *b, mongoc_collection_t *assets, const b
   if (mongoc_cursor_error(cur, &berr))
     afs_warn("supersede %s: %s", file_path, berr.message);
   mongoc_cursor_destroy(cur);
+  if (!self_here) {
+    /* Our asset is not (or no longer) active at this path: a client moved or removed
+     * it meanwhile. The path is not ours to clean up; whatever the client moved there
+     * stays (the one that renamed drops the target itself). */
+    for (size_t i = 0; i < n; i++)
+      bson_value_destroy(&olds[i]);
+    n = 0;
+    self_old = false;
+    afs_info("supersede %s: the asset is no longer active there; nothing superseded",
+             file_path);
+  }
   if (self_old && n < sizeof olds / sizeof olds[0])
     bson_value_copy(id, &olds[n++]);
   for (size_t i = 0; i < n; i++) {
@@ -103,6 +129,69 @@ static void supersede(struct afs_broker *b, mongoc_collection_t *assets, const b
   bson_destroy(q);
 }
 
+/* Re-reads the upload's filePath by _id (the one filter every backend answers from its
+ * index). 1 with *now (caller frees) when it changed to another valid path since
+ * `claimed`, 0 when unchanged (or unusable: the claimed one stands), -1 on a MongoDB
+ * error. */
+static int current_file_path(mongoc_collection_t *uploads, const bson_value_t *id,
+                             const char *claimed, char **now) {
+  *now = NULL;
+  bson_t q = BSON_INITIALIZER;
+  bson_append_value(&q, "_id", 3, id);
+  bson_t *opts = BCON_NEW("projection", "{", "filePath", BCON_INT32(1), "}", "limit",
+                          BCON_INT64(1));
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(uploads, &q, opts, NULL);
+  const bson_t *d;
+  int rc = 0;
+  if (mongoc_cursor_next(cur, &d)) {
+    const char *fp = NULL;
+    if (afs_rec_str(d, "filePath", AFS_FILEPATH_MAX, &fp, NULL) && fp && *fp &&
+        strcmp(fp, claimed) && afs_filepath_check(fp, strlen(fp), NULL)) {
+      *now = strdup(fp);
+      rc = *now ? 1 : -1;
+    }
+  }
+  bson_error_t berr;
+  if (mongoc_cursor_error(cur, &berr)) {
+    afs_warn("re-reading an upload: %s", berr.message);
+    free(*now);
+    *now = NULL;
+    rc = -1;
+  }
+  mongoc_cursor_destroy(cur);
+  bson_destroy(opts);
+  bson_destroy(&q);
+  return rc;
+}
+
+/* Moves asset `id` from filePath `from` (what we wrote) to `to`, only if it still has
+ * `from`: a different value was written by its client after us and is newer. 1 moved,
+ * 0 left alone, -1 MongoDB error. */
+static int move_asset(mongoc_collection_t *assets, const bson_value_t *id, const char *from,
+                      const char *to, const char *ids) {
+  bson_t q = BSON_INITIALIZER, reply;
+  bson_append_value(&q, "_id", 3, id);
+  BSON_APPEND_UTF8(&q, "filePath", from);
+  bson_t *upd = BCON_NEW("$set", "{", "filePath", BCON_UTF8(to), "updatedAt",
+                         BCON_DATE_TIME(afs_now_ms()), "}");
+  bson_error_t berr;
+  int rc;
+  if (!mongoc_collection_update_one(assets, &q, upd, NULL, &reply, &berr)) {
+    afs_transient("upload %s: cannot move the asset to '%s': %s; will retry", ids, to,
+                  berr.message);
+    rc = -1;
+  } else {
+    bson_iter_t it;
+    rc = bson_iter_init_find(&it, &reply, "matchedCount") && bson_iter_as_int64(&it) > 0;
+    afs_info("upload %s: renamed to '%s' while completing; %s", ids, to,
+             rc ? "the asset follows" : "its client already moved the asset");
+  }
+  bson_destroy(&reply);
+  bson_destroy(upd);
+  bson_destroy(&q);
+  return rc;
+}
+
 enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
                                      const bson_t *doc, const char *token) {
   enum afs_outcome out = AFS_DONE;
@@ -114,6 +203,9 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
   const char *uid = NULL, *path = NULL, *ct = NULL, *part = NULL, *apart = NULL, *fp = NULL,
              *sess = NULL, *seal = NULL;
   char ids[80], fresh_seal[65];
+  const char *cur_fp = NULL;
+  char *moved = NULL;
+  int at = 0;
   struct afs_upload_plan plan;
   memset(&plan, 0, sizeof plan);
   memset(&keys, 0, sizeof keys);
@@ -124,6 +216,7 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
     return AFS_DONE;
   }
   afs_rec_id_str(&id, ids, sizeof ids);
+  afs_broker_test_pause("complete_claimed", &id);
   mongoc_collection_t *uploads = afs_broker_coll(b, c, AFS_COLL_UPLOAD);
   mongoc_collection_t *assets = afs_broker_coll(b, c, AFS_COLL_ASSET);
 
@@ -231,7 +324,6 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
   if (sess)
     BSON_APPEND_UTF8(&set, "sessionId", sess);
   BSON_APPEND_UTF8(&set, "path", path);
-  BSON_APPEND_UTF8(&set, "filePath", fp);
   BSON_APPEND_DOUBLE(&set, "expirationHours", hours);
   if (hours > 0)
     BSON_APPEND_DATE_TIME(&set, "expiration", now + afs_broker_read_seconds(hours) * 1000);
@@ -255,6 +347,9 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
   bson_t soi;
   BSON_APPEND_DOCUMENT_BEGIN(upd, "$setOnInsert", &soi);
   BSON_APPEND_DATE_TIME(&soi, "createdAt", now);
+  /* Only a new asset takes the claimed filePath: an existing one (a retry, or a second
+   * broker after a lost update) may have been renamed by its client since. */
+  BSON_APPEND_UTF8(&soi, "filePath", fp);
   bson_append_document_end(upd, &soi);
   bson_t *uopts = BCON_NEW("upsert", BCON_BOOL(true));
   bson_error_t berr;
@@ -266,7 +361,31 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
     out = AFS_RETRY;
     goto done;
   }
-  supersede(b, assets, &id, target, fp);
+  afs_broker_test_pause("complete_upserted", &id);
+  /* The client may have renamed the file since we claimed the record (a filePath update
+   * of the upload by _id; of the asset as well once it exists). Read the upload again
+   * now that the asset exists, so every later rename lands on the asset directly or is
+   * seen here (or, up to completion, in the record the finish returns). */
+  switch (current_file_path(uploads, &id, fp, &moved)) {
+  case -1:
+    afs_transient("upload %s: cannot re-read the record; will retry", ids);
+    afs_lease_release(uploads, &id, token, AFS_RETRY_MS, NULL);
+    out = AFS_RETRY;
+    goto done;
+  case 1:
+    at = move_asset(assets, &id, fp, moved, ids);
+    if (at < 0) {
+      afs_lease_release(uploads, &id, token, AFS_RETRY_MS, NULL);
+      out = AFS_RETRY;
+      goto done;
+    }
+    cur_fp = at ? moved : NULL;
+    break;
+  default:
+    cur_fp = fp;
+  }
+  if (cur_fp)
+    supersede(b, assets, &id, target, cur_fp);
 
   bson_t *done_set = BCON_NEW("status", "completed", "updatedAt", BCON_DATE_TIME(afs_now_ms()));
   /* The write URLs are spent: dropping them keeps old upload records small (every
@@ -274,9 +393,20 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
   bson_t *spent = bson_new();
   for (int p = 0; p < AFS_PART_COUNT; p++)
     BSON_APPEND_UTF8(spent, afs_write_url_field[p], "");
-  int rc = afs_lease_finish(uploads, &id, token, done_set, spent, &err);
+  bson_t after;
+  int rc = afs_lease_finish_doc(uploads, &id, token, done_set, spent, &after, &err);
   bson_destroy(spent);
   bson_destroy(done_set);
+  if (rc == 1 && cur_fp) {
+    /* A rename between the re-read and the completion: follow it (a later one finds the
+     * asset and updates it itself). */
+    const char *last = NULL;
+    afs_rec_str(&after, "filePath", AFS_FILEPATH_MAX, &last, NULL);
+    if (last && *last && strcmp(last, cur_fp) && afs_filepath_check(last, strlen(last), NULL) &&
+        move_asset(assets, &id, cur_fp, last, ids) == 1)
+      supersede(b, assets, &id, target, last);
+  }
+  bson_destroy(&after);
   if (rc < 0) {
     afs_warn("upload %s: asset written but the upload not marked completed: %s", ids, err.msg);
     out = AFS_RETRY;
@@ -284,9 +414,10 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
     afs_warn("upload %s: lease lost while completing; the asset write is idempotent", ids);
   } else {
     afs_info("upload %s completed: asset in partition '%s' at '%s' (%lld bytes)", ids, target,
-             fp, (long long)head[AFS_PART_ORIGINAL].size);
+             cur_fp ? cur_fp : fp, (long long)head[AFS_PART_ORIGINAL].size);
   }
 done:
+  free(moved);
   afs_upload_plan_free(&plan);
   if (sel)
     bson_destroy(sel);

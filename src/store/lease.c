@@ -208,14 +208,12 @@ static bson_t *owned(const bson_value_t *id, const char *token) {
   return q;
 }
 
-int afs_lease_finish(mongoc_collection_t *coll, const bson_value_t *id, const char *token,
-                     const bson_t *set, const bson_t *unset, struct afs_error *err) {
-  bson_error_t berr;
-  bson_t reply, upd = BSON_INITIALIZER, u;
-  bson_t *q = owned(id, token);
+/* The update that ends a lease: $set `set`, $unset the lease fields and `unset`. */
+static void finish_update(bson_t *upd, const bson_t *set, const bson_t *unset) {
+  bson_t u;
   if (set && !bson_empty(set))
-    BSON_APPEND_DOCUMENT(&upd, "$set", set);
-  BSON_APPEND_DOCUMENT_BEGIN(&upd, "$unset", &u);
+    BSON_APPEND_DOCUMENT(upd, "$set", set);
+  BSON_APPEND_DOCUMENT_BEGIN(upd, "$unset", &u);
   BSON_APPEND_UTF8(&u, "leaseOwner", "");
   BSON_APPEND_UTF8(&u, "leaseUntil", "");
   if (unset) {
@@ -224,13 +222,54 @@ int afs_lease_finish(mongoc_collection_t *coll, const bson_value_t *id, const ch
       while (bson_iter_next(&it))
         BSON_APPEND_UTF8(&u, bson_iter_key(&it), "");
   }
-  bson_append_document_end(&upd, &u);
+  bson_append_document_end(upd, &u);
+}
+
+int afs_lease_finish(mongoc_collection_t *coll, const bson_value_t *id, const char *token,
+                     const bson_t *set, const bson_t *unset, struct afs_error *err) {
+  bson_error_t berr;
+  bson_t reply, upd = BSON_INITIALIZER;
+  bson_t *q = owned(id, token);
+  finish_update(&upd, set, unset);
   int rc;
   if (!mongoc_collection_update_one(coll, q, &upd, NULL, &reply, &berr)) {
     afs_db_error(err, &berr, "finishing a state change");
     rc = -1;
   } else {
     rc = matched(&reply);
+  }
+  bson_destroy(&reply);
+  bson_destroy(&upd);
+  bson_destroy(q);
+  return rc;
+}
+
+int afs_lease_finish_doc(mongoc_collection_t *coll, const bson_value_t *id, const char *token,
+                         const bson_t *set, const bson_t *unset, bson_t *after,
+                         struct afs_error *err) {
+  bson_error_t berr;
+  bson_t reply, upd = BSON_INITIALIZER;
+  bson_t *q = owned(id, token);
+  finish_update(&upd, set, unset);
+  bson_init(after);
+  int rc = 0;
+  if (!mongoc_collection_find_and_modify(coll, q, NULL, &upd, NULL, false, false, true, &reply,
+                                         &berr)) {
+    afs_db_error(err, &berr, "finishing a state change");
+    rc = -1;
+  } else {
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, &reply, "value") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+      uint32_t len;
+      const uint8_t *data;
+      bson_iter_document(&it, &len, &data);
+      bson_t view;
+      if (bson_init_static(&view, data, len)) {
+        bson_destroy(after);
+        bson_copy_to(&view, after);
+        rc = 1;
+      }
+    }
   }
   bson_destroy(&reply);
   bson_destroy(&upd);
