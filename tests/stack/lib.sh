@@ -34,15 +34,55 @@ alive_and() {
   "$@"
 }
 
-# stop_pid PID NAME: SIGTERM, bounded wait, then SIGKILL.
+# stop_pid PID NAME: SIGTERM (SIGINT, PostgreSQL's fast shutdown, for postgres),
+# bounded wait, then SIGKILL.
 stop_pid() {
-  local pid=$1 name=$2 i
+  local pid=$1 name=$2 i sig=TERM
+  [ "$name" = postgres ] && sig=INT
   kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
+  kill -$sig "$pid" 2>/dev/null || true
   for i in $(seq 1 100); do
     kill -0 "$pid" 2>/dev/null || return 0
     sleep 0.05
   done
   log "$name ($pid) ignored SIGTERM; killing"
   kill -KILL "$pid" 2>/dev/null || true
+}
+
+# pg_ready BIN PORT: pg_isready, with "no answer yet" (its exit 2) kept apart from
+# wait_until's "give up" (also 2).
+pg_ready() { "$1/pg_isready" -q -h 127.0.0.1 -p "$2" -t 1 || return 1; }
+
+# start_postgres DIR: a private PostgreSQL cluster in DIR/pg for FerretDB, on a free
+# loopback port with a random password, tuned for tests (no fsync). PostgreSQL refuses
+# to run as root, so under root it runs as the "postgres" user Debian's package creates.
+# Sets PG_URL and records the postmaster's PID in DIR/pids.
+start_postgres() {
+  local dir=$1 bin run=() pw port pid
+  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
+  [ -x "$bin/initdb" ] || die "PostgreSQL is not installed (run tests/install-deps)"
+  mkdir -p "$dir/pg"
+  if [ "$(id -u)" -eq 0 ]; then
+    id postgres >/dev/null 2>&1 || die "no 'postgres' user to run PostgreSQL as (run tests/install-deps)"
+    run=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+    chown postgres: "$dir/pg"
+    chmod 711 "$dir"  # lets postgres reach DIR/pg; everything else in DIR stays 0700/0600
+  fi
+  pw=$(head -c 18 /dev/urandom | base64 | tr -d '/+=\n')
+  (umask 077; echo "$pw" > "$dir/pg/pwfile")
+  [ ${#run[@]} -eq 0 ] || chown postgres: "$dir/pg/pwfile"
+  "${run[@]}" "$bin/initdb" -D "$dir/pg/data" -U ferret --pwfile="$dir/pg/pwfile" \
+    -A scram-sha-256 -E UTF8 --locale=C --no-sync > "$dir/log/initdb.log" 2>&1 \
+    || die "initdb failed (see $dir/log/initdb.log)"
+  rm -f "$dir/pg/pwfile"
+  port=$(free_port)
+  setsid "${run[@]}" "$bin/postgres" -D "$dir/pg/data" -p "$port" \
+    -c listen_addresses=127.0.0.1 -c unix_socket_directories= \
+    -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
+    > "$dir/log/postgres.log" 2>&1 < /dev/null &
+  pid=$!
+  echo "$pid postgres" >> "$dir/pids"
+  wait_until 60 alive_and "$pid" pg_ready "$bin" "$port" \
+    || { "$STACK_SRC/down" "$dir"; die "PostgreSQL exited or did not answer within 60 s (see $dir/log/postgres.log)"; }
+  PG_URL="postgres://ferret:$pw@127.0.0.1:$port/postgres"
 }
