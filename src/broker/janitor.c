@@ -11,19 +11,6 @@
 #include "assetfs/log.h"
 #include "assetfs/records.h"
 
-/* True if another asset record still points at the same original key (never the case
- * with timestamped keys, but deleting shared bytes would lose data). */
-static bool path_shared(mongoc_collection_t *assets, const bson_value_t *id, const char *path) {
-  bson_t q = BSON_INITIALIZER, ne;
-  BSON_APPEND_UTF8(&q, "path", path);
-  BSON_APPEND_DOCUMENT_BEGIN(&q, "_id", &ne);
-  bson_append_value(&ne, "$ne", 3, id);
-  bson_append_document_end(&q, &ne);
-  int64_t n = mongoc_collection_count_documents(assets, &q, NULL, NULL, NULL, NULL);
-  bson_destroy(&q);
-  return n != 0; /* -1 (error) counts as shared: keep the bytes */
-}
-
 enum afs_outcome afs_asset_purge(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
                                  const char *token) {
   enum afs_outcome out = AFS_DONE;
@@ -37,7 +24,7 @@ enum afs_outcome afs_asset_purge(struct afs_broker *b, mongoc_client_t *c, const
   mongoc_collection_t *uploads = afs_broker_coll(b, c, AFS_COLL_UPLOAD);
   const char *path = NULL;
   afs_rec_str(doc, "path", AFS_KEY_MAX, &path, NULL);
-  if (path && *path && path_shared(assets, &id, path)) {
+  if (path && *path && afs_broker_path_shared(assets, &id, path)) {
     afs_warn("asset %s: another record uses %s; keeping the objects", ids, path);
   } else if (!afs_broker_delete_objects(b, doc, NULL, &err)) {
     if (err.code == EPERM) {
@@ -77,7 +64,11 @@ enum afs_outcome afs_upload_stale(struct afs_broker *b, mongoc_client_t *c, cons
     return AFS_DONE;
   afs_rec_id_str(&id, ids, sizeof ids);
   mongoc_collection_t *uploads = afs_broker_coll(b, c, AFS_COLL_UPLOAD);
-  if (!afs_broker_delete_objects(b, doc, NULL, &err) && err.code != EPERM) {
+  mongoc_collection_t *assets = afs_broker_coll(b, c, AFS_COLL_ASSET);
+  const char *path = NULL;
+  if (afs_broker_record_path(doc, &path) == 1 && afs_broker_path_shared(assets, &id, path))
+    afs_warn("upload %s: another asset uses %s; keeping its objects", ids, path);
+  else if (!afs_broker_delete_objects(b, doc, NULL, &err) && err.code != EPERM) {
     afs_transient("upload %s: cannot delete leftovers: %s; will retry", ids, err.msg);
     afs_lease_release(uploads, &id, token, AFS_RETRY_MS, NULL);
     out = AFS_RETRY;
@@ -94,6 +85,7 @@ enum afs_outcome afs_upload_stale(struct afs_broker *b, mongoc_client_t *c, cons
   bson_destroy(set);
 done:
   bson_value_destroy(&id);
+  mongoc_collection_destroy(assets);
   mongoc_collection_destroy(uploads);
   return out;
 }

@@ -129,6 +129,21 @@ static void supersede(struct afs_broker *b, mongoc_collection_t *assets, const b
   bson_destroy(q);
 }
 
+/* Deletes what a failed upload left at its keys, unless another asset record uses them
+ * (then they are its objects, not leftovers). Failures are logged. */
+static void delete_leftovers(struct afs_broker *b, mongoc_collection_t *assets,
+                             const bson_value_t *id, const struct afs_keys *keys,
+                             const char *ids) {
+  struct afs_error err = {0};
+  const char *orig = keys->key[AFS_PART_ORIGINAL];
+  if (orig && afs_broker_path_shared(assets, id, orig)) {
+    afs_warn("upload %s: another asset uses %s; keeping its objects", ids, orig);
+    return;
+  }
+  if (!afs_broker_delete_keys(b, keys, NULL, &err))
+    afs_warn("upload %s: %s", ids, err.msg);
+}
+
 /* Re-reads the upload's filePath by _id (the one filter every backend answers from its
  * index). 1 with *now (caller frees) when it changed to another valid path since
  * `claimed`, 0 when unchanged (or unusable: the claimed one stands), -1 on a MongoDB
@@ -232,6 +247,15 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
       goto done;
     }
     path = plan.keys.key[AFS_PART_ORIGINAL];
+    if (afs_broker_path_shared(assets, &id, path)) {
+      /* A key timestamp comes from the client-chosen _id: an unsealed record can be aimed
+       * at another asset's objects. Never adopt (or later delete) those. */
+      char why[AFS_ERROR_MSG_MAX];
+      snprintf(why, sizeof why, "another asset already uses %s; refusing to complete a "
+               "record that was never initialized for it", path);
+      out = afs_upload_fail(uploads, &id, token, why);
+      goto done;
+    }
     afs_broker_seal(b, &id, plan.uid, path, plan.content_type, plan.hours, fresh_seal);
     seal = fresh_seal;
     afs_info("upload %s: uploaded without a (kept) initialization; checking %s", ids, path);
@@ -279,7 +303,7 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
     if (p == AFS_PART_ORIGINAL && !head[p].exists) {
       char why[AFS_ERROR_MSG_MAX];
       snprintf(why, sizeof why, "the original was not uploaded (no object at %s)", keys.key[p]);
-      afs_broker_delete_keys(b, &keys, NULL, NULL);
+      delete_leftovers(b, assets, &id, &keys, ids);
       out = afs_upload_fail(uploads, &id, token, why);
       goto done;
     }
@@ -287,8 +311,7 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
       char why[AFS_ERROR_MSG_MAX];
       snprintf(why, sizeof why, "the object is %lld bytes, over the limit of %ld",
                (long long)head[p].size, b->cfg.max_object_size);
-      if (!afs_broker_delete_keys(b, &keys, NULL, &err))
-        afs_warn("upload %s: %s", ids, err.msg);
+      delete_leftovers(b, assets, &id, &keys, ids);
       out = afs_upload_fail(uploads, &id, token, why);
       goto done;
     }

@@ -111,6 +111,36 @@ void afs_upload_plan_free(struct afs_upload_plan *plan) {
   plan->has_id = false;
 }
 
+/* True if we initialized this record before with these keys (a valid seal over the same
+ * path): re-initializing it, e.g. after a lost update put it back to "pending", must
+ * give the same URLs even though the client may have uploaded already. */
+static bool already_ours(const struct afs_broker *b, const bson_t *doc, const char *key) {
+  const char *path = NULL;
+  return afs_broker_record_path(doc, &path) == 1 && !strcmp(path, key) &&
+         afs_broker_seal_ok(b, doc);
+}
+
+/* 1 when no object exists at any of the plan's keys; 0 (err says which) when one does;
+ * -1 (err) when S3 could not be asked. */
+static int keys_free(struct afs_broker *b, const struct afs_keys *k, struct afs_error *err) {
+  for (int p = 0; p < AFS_PART_COUNT; p++) {
+    struct afs_s3_object_info info;
+    memset(&info, 0, sizeof info);
+    if (!k->key[p])
+      continue;
+    if (!afs_s3_head_object(&b->s3c, k->key[p], &info, err))
+      return -1;
+    if (info.exists) {
+      afs_error_set(err, EEXIST,
+                    "an object already exists at %s; refusing to sign a PUT that would "
+                    "overwrite it (is _id or uid copied from another upload?)",
+                    k->key[p]);
+      return 0;
+    }
+  }
+  return 1;
+}
+
 enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
                                  const char *token) {
   enum afs_outcome out = AFS_DONE;
@@ -126,6 +156,21 @@ enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const
     goto done;
   }
   afs_rec_id_str(&plan.id, ids, sizeof ids);
+  afs_broker_test_pause("init_claimed", &plan.id);
+  if (!already_ours(b, doc, plan.keys.key[AFS_PART_ORIGINAL])) {
+    /* The keys' timestamp comes from the client-chosen _id, so a client could aim a
+     * fresh record at someone's existing key; never hand out a PUT over an object. */
+    switch (keys_free(b, &plan.keys, &err)) {
+    case 0:
+      out = afs_upload_fail(coll, &plan.id, token, err.msg);
+      goto done;
+    case -1:
+      afs_transient("upload %s: cannot check its keys: %s; will retry", ids, err.msg);
+      afs_lease_release(coll, &plan.id, token, AFS_RETRY_MS, NULL);
+      out = AFS_RETRY;
+      goto done;
+    }
+  }
   const char *ct = plan.content_type;
   enum afs_kind kind = afs_content_kind(ct);
   for (int p = 0; p < AFS_PART_COUNT; p++) {

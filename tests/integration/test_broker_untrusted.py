@@ -206,3 +206,103 @@ def test_refresh_refuses_retargeted_asset(db, broker):
     db.CosyncAsset.update_one({"_id": aid}, {"$set": {"uid": victim}})
     res = call(db, "CosyncRefreshAsset", [str(aid)], victim)
     assert res["status"] == "error" and "refusing to sign" in res["error"]
+
+
+def key_ts(oid):
+    """The broker's key timestamp of an ObjectId _id (upload_init.c key_timestamp)."""
+    b = oid.binary
+    h = 1469598103934665603
+    for x in b[4:12]:
+        h = ((h ^ x) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return int.from_bytes(b[:4], "big") * 1000 + h % 1000
+
+
+def spoof_id(oid):
+    """Another ObjectId whose keys carry the same timestamp as oid's."""
+    want = key_ts(oid)
+    while True:
+        cand = bson.ObjectId(oid.binary[:4] + os.urandom(8))
+        if cand != oid and key_ts(cand) == want:
+            return cand
+
+
+def victim_asset(db, u, file_path="private/secret.jpg"):
+    vid = new_upload(db, u, file_path, "image/jpeg")
+    rec = wait_status(db, vid, "initialized")
+    assert put(rec["writeUrl"], b"victim data", "image/jpeg") == 200
+    assert put(rec["writeUrlSmall"], b"victim small", "image/jpeg") == 200
+    mark_uploaded(db, vid)
+    wait_status(db, vid, "completed")
+    return vid, rec
+
+
+def victim_intact(s3, bucket, rec):
+    from cosync_client import key_of
+    assert s3.get_object(Bucket=bucket, Key=rec["path"])["Body"].read() == b"victim data"
+    small = key_of(rec["urlSmall"], bucket)
+    assert s3.get_object(Bucket=bucket, Key=small)["Body"].read() == b"victim small"
+
+
+def test_no_put_url_for_an_existing_key(db, broker, s3, bucket):
+    """A client that copies the victim's uid and filePath and picks an _id with the same
+    key timestamp gets an error, not a PUT URL over the victim's object."""
+    victim = uid()
+    vid, vrec = victim_asset(db, victim)
+    sid = spoof_id(vid)
+    new_upload(db, victim, "private/secret.jpg", "image/jpeg", _id=sid)
+    rec = wait_status(db, sid, "error")
+    assert "already exists" in rec["error"] and vrec["path"] in rec["error"], rec["error"]
+    assert "writeUrl" not in rec and not rec.get("path")
+    # Aimed at a cut's key instead ("<stem>-small-<ts>.jpg" is also the original key of
+    # "<stem>-small.jpg").
+    sid2 = spoof_id(vid)
+    new_upload(db, victim, "private/secret-small.jpg", "image/jpeg", _id=sid2)
+    rec = wait_status(db, sid2, "error")
+    assert "already exists" in rec["error"] and "-small-" in rec["error"], rec["error"]
+    victim_intact(s3, bucket, vrec)
+    assert broker.proc.poll() is None
+
+
+def test_reinitialization_after_upload_still_works(db, broker):
+    """A record we initialized that comes back "pending" (lost update) after its client
+    uploaded keeps its keys: the object there is its own."""
+    u = uid()
+    _id = new_upload(db, u, "again/mine.jpg", "image/jpeg")
+    r1 = wait_status(db, _id, "initialized")
+    assert put(r1["writeUrl"], b"mine", "image/jpeg") == 200
+    db.CosyncAssetUpload.update_one({"_id": _id}, {"$set": {"status": "pending"}})
+    wait_for(lambda: db.CosyncAssetUpload.find_one({"_id": _id})["updatedAt"] != r1["updatedAt"],
+             15, "re-initialization")
+    r2 = db.CosyncAssetUpload.find_one({"_id": _id})
+    assert r2["status"] == "initialized" and r2["path"] == r1["path"], r2
+    mark_uploaded(db, _id)
+    wait_status(db, _id, "completed")
+
+
+def test_uninitialized_completion_aimed_at_another_asset(db, broker, s3, bucket):
+    """Said "uploaded" without ever being initialized, with a spoofed _id: the planned
+    key is another asset's; the broker neither adopts nor deletes it."""
+    victim = uid()
+    vid, vrec = victim_asset(db, victim)
+    sid = spoof_id(vid)
+    new_upload(db, victim, "private/secret.jpg", "image/jpeg", _id=sid, status="uploaded")
+    rec = wait_status(db, sid, "error")
+    assert "another asset already uses" in rec["error"], rec["error"]
+    assert db.CosyncAsset.find_one({"_id": sid}) is None
+    victim_intact(s3, bucket, vrec)
+
+
+def test_stale_record_sharing_a_key_keeps_the_objects(db, start_broker, s3, bucket):
+    """An unsealed (Cosync-made) record under the victim's prefix that points at the
+    victim's key and goes stale: it becomes an error, the victim's objects stay."""
+    start_broker("--set", "stale_upload_seconds=2")
+    victim = uid()
+    vid, vrec = victim_asset(db, victim)
+    old = utcnow() - datetime.timedelta(hours=1)
+    sid = bson.ObjectId()
+    db.CosyncAssetUpload.insert_one(base(victim, _id=sid, status="initialized",
+                                         path=vrec["path"], createdAt=old,
+                                         urlSmall=vrec["urlSmall"]))
+    rec = wait_status(db, sid, "error", timeout=20)
+    assert "abandoned" in rec["error"]
+    victim_intact(s3, bucket, vrec)
