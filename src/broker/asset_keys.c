@@ -51,12 +51,18 @@ bool afs_broker_asset_keys(const struct afs_broker *b, const bson_t *doc,
                            struct afs_keys *out) {
   const char *path = NULL, *uid = NULL, *ct = NULL;
   memset(out, 0, sizeof *out);
-  afs_rec_str(doc, "path", AFS_KEY_MAX, &path, NULL);
   afs_rec_str(doc, "uid", AFS_UID_MAX, &uid, NULL);
   afs_rec_str(doc, "contentType", 255, &ct, NULL);
-  if (!path || !*path)
+  if (afs_broker_record_path(doc, &path) != 1)
     return false;
   afs_naming_keys_from_path(path, ct, out);
+  /* A cut's key is longer than its original's: near the limit (possible only in records
+   * Cosync made) it can pass S3's limit, and no object can live there. */
+  for (int p = 0; p < AFS_PART_COUNT; p++)
+    if (out->key[p] && strlen(out->key[p]) > AFS_KEY_MAX) {
+      free(out->key[p]);
+      out->key[p] = NULL;
+    }
   bson_iter_t it;
   if (bson_iter_init_find(&it, doc, "brokerSeal") || !uid || !afs_broker_key_confined(path, uid))
     return true;

@@ -180,7 +180,7 @@ bool afs_broker_seal_ok(const struct afs_broker *b, const bson_t *doc) {
   bson_value_t id;
   if (!afs_rec_str(doc, "brokerSeal", 64, &seal, NULL) || !seal)
     return false;
-  if (!afs_rec_str(doc, "uid", 4096, &uid, NULL) || !afs_rec_str(doc, "path", 4096, &path, NULL) ||
+  if (!afs_rec_str(doc, "uid", 4096, &uid, NULL) || afs_broker_record_path(doc, &path) < 0 ||
       !afs_rec_str(doc, "contentType", 4096, &ct, NULL) ||
       !afs_rec_num(doc, "expirationHours", &hours, &has, NULL) || !afs_rec_id(doc, &id))
     return false;
@@ -222,7 +222,7 @@ bool afs_broker_path_trusted(const struct afs_broker *b, const bson_t *doc) {
   bson_iter_t it;
   if (bson_iter_init_find(&it, doc, "brokerSeal"))
     return afs_broker_seal_ok(b, doc);
-  afs_rec_str(doc, "path", 4096, &path, NULL);
+  afs_broker_record_path(doc, &path);
   afs_rec_str(doc, "uid", 4096, &uid, NULL);
   return under_prefix(path, uid);
 }
@@ -230,10 +230,15 @@ bool afs_broker_path_trusted(const struct afs_broker *b, const bson_t *doc) {
 bool afs_broker_delete_objects(struct afs_broker *b, const bson_t *doc, const char *const *keep,
                                struct afs_error *err) {
   const char *path = NULL, *uid = NULL;
-  afs_rec_str(doc, "path", 4096, &path, NULL);
+  int has_path = afs_broker_record_path(doc, &path);
   afs_rec_str(doc, "uid", 4096, &uid, NULL);
-  if (!path || !*path)
+  if (has_path == 0)
     return true; /* nothing was ever signed */
+  if (has_path < 0)
+    return afs_error_set(err, EPERM,
+                         "path is not a usable S3 key (not a string, or over %d bytes); no "
+                         "object of ours can be there",
+                         AFS_KEY_MAX);
   bson_iter_t it;
   bool has_seal = bson_iter_init_find(&it, doc, "brokerSeal");
   if (has_seal ? !afs_broker_seal_ok(b, doc) : !under_prefix(path, uid))

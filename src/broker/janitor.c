@@ -23,8 +23,7 @@ enum afs_outcome afs_asset_purge(struct afs_broker *b, mongoc_client_t *c, const
   mongoc_collection_t *assets = afs_broker_coll(b, c, AFS_COLL_ASSET);
   mongoc_collection_t *uploads = afs_broker_coll(b, c, AFS_COLL_UPLOAD);
   const char *path = NULL;
-  afs_rec_str(doc, "path", AFS_KEY_MAX, &path, NULL);
-  if (path && *path && afs_broker_path_shared(assets, &id, path)) {
+  if (afs_broker_record_path(doc, &path) == 1 && afs_broker_path_shared(assets, &id, path)) {
     afs_warn("asset %s: another record uses %s; keeping the objects", ids, path);
   } else if (!afs_broker_delete_objects(b, doc, NULL, &err)) {
     if (err.code == EPERM) {

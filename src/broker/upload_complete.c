@@ -235,7 +235,7 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
   mongoc_collection_t *uploads = afs_broker_coll(b, c, AFS_COLL_UPLOAD);
   mongoc_collection_t *assets = afs_broker_coll(b, c, AFS_COLL_ASSET);
 
-  afs_rec_str(doc, "path", AFS_KEY_MAX, &path, NULL);
+  afs_broker_record_path(doc, &path);
   bson_iter_t sit;
   if (!path || !*path || !bson_iter_init_find(&sit, doc, "brokerSeal")) {
     /* Never initialized, or the initialization was lost (see key_timestamp in

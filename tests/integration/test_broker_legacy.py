@@ -123,3 +123,40 @@ def test_legacy_cut_without_url_falls_back_to_naming(db, broker, s3, bucket):
     assert res["status"] == "done", res
     wait_for(lambda: db.CosyncAsset.find_one({"_id": _id}) is None, 10, "the asset to go")
     assert not any(s3_exists(s3, bucket, k) for k in keys.values())
+
+
+def long_key(u, total):
+    """A key of exactly `total` bytes under u/, in components the S3 server's
+    filesystem accepts (< 256 bytes each), ending in .jpg."""
+    head = f"{u}/"
+    rest = total - len(head) - len("-1623456789000.jpg")
+    parts = []
+    while rest > 0:
+        n = min(200, rest) if rest - min(200, rest) != 1 else 199
+        parts.append("d" * (n - 1) + "/" if rest - n > 0 else "d" * n)
+        rest -= n
+    k = head + "".join(parts) + "-1623456789000.jpg"
+    assert len(k.encode()) == total, len(k)
+    return k
+
+
+def test_paths_at_and_over_the_key_limit(db, broker, s3, bucket):
+    """One rule for a record's `path` everywhere (S3's 1024 bytes): an asset at exactly
+    the limit loses its object and record (its cuts' keys, longer than the limit, cannot
+    exist and are not asked for); one over it loses only its record, with a reason."""
+    u = "u" + uuid.uuid4().hex[:12]
+    at = long_key(u, 1024)
+    s3.put_object(Bucket=bucket, Key=at, Body=b"at the limit")
+    a1 = legacy_asset(db, u, at, "image/jpeg", {})
+    over = long_key(u, 1025)
+    a2 = legacy_asset(db, u, over, "image/jpeg", {})
+    a3 = legacy_asset(db, u, long_key(u, 4097), "image/jpeg", {})
+    db.CosyncAsset.update_many({"_id": {"$in": [a1, a2, a3]}}, {"$set": {"status": "deleted"}})
+    for a in (a1, a2, a3):
+        wait_for(lambda a=a: db.CosyncAsset.find_one({"_id": a}) is None, 20,
+                 f"asset {a} to be removed")
+    assert not s3_exists(s3, bucket, at)
+    log = broker.log()
+    assert f"asset {a2}: path is not a usable S3 key" in log
+    assert f"asset {a3}: path is not a usable S3 key" in log
+    assert broker.proc.poll() is None
