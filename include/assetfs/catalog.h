@@ -6,7 +6,10 @@
  * the whole subtree, so `ls -l`, `find` and file managers then run from memory. Lookups
  * answer from the cache while it is fresh (attr_ttl for files, list_ttl for listings and
  * for files learnt from a listing, so `ls -l` of 10,000 files costs one query); changes
- * by other clients therefore show within those TTLs. In directories of 64 entries or
+ * by other clients therefore show within those TTLs. A name not in the cache is absent
+ * while a listing that covers it (the parent's or an ancestor's; or a remembered empty
+ * listing) is fresh, so creating many new files costs a listing per directory per
+ * list_ttl, not a query per name. In directories of 64 entries or
  * more, a stale entry is served at once while the directory is re-listed in the
  * background (stale-while-revalidate, at most list_ttl + 30 s old), so a slow MongoDB
  * never turns `ls -l` into one query per entry. When MongoDB cannot be
@@ -128,6 +131,14 @@ enum afs_cat_kind { AFS_CAT_NOENT = 0, AFS_CAT_FILE = 1, AFS_CAT_DIR = 2 };
 int afs_catalog_lookup(struct afs_catalog *cat, const char *partition, const char *path,
                        struct afs_asset *out, struct afs_error *err);
 
+/* For the write path once the upload of partition/path completed as asset id: fetches
+ * that asset by _id (the one filter every backend answers from its index) and, if it is
+ * active at that path, installs it and answers AFS_CAT_FILE with it (out: caller frees;
+ * may be NULL) without asking for the path. Otherwise (renamed since, superseded, not
+ * yet active) it answers as afs_catalog_lookup. -1 with err when MongoDB failed. */
+int afs_catalog_confirm(struct afs_catalog *cat, const char *partition, const char *path,
+                        const char *id, struct afs_asset *out, struct afs_error *err);
+
 /* Lists the entries of directory partition/dirpath: cb(ctx, name, asset) where asset is
  * NULL for a subdirectory; the asset is valid only during the call. Called with no lock
  * held; cb returns non-zero to stop. False with err: ENOENT if it is not a directory (a
@@ -165,5 +176,19 @@ double afs_catalog_url_margin(const struct afs_catalog *cat, double expiration_h
  * invalidates what is cached for it. ENOENT when there is no active asset with that id. */
 bool afs_catalog_set_caption(struct afs_catalog *cat, const char *id, const char *caption,
                              struct afs_error *err);
+
+/* Queries the catalog made, by kind, so the cost of a workload can be measured (the
+ * mount logs them at exit; getxattr user.assetfs.catalogQueries on the mount root). */
+enum afs_catq {
+  AFS_CATQ_FILE,      /* one file by (partition, filePath) */
+  AFS_CATQ_LIST,      /* a directory's subtree */
+  AFS_CATQ_ID,        /* one asset by _id */
+  AFS_CATQ_PARTITION, /* does a partition exist */
+  AFS_CATQ_DISTINCT,  /* partition discovery */
+  AFS_CATQ_CALL,      /* CosyncFunctionCall insert/poll (URL refresh) */
+  AFS_CATQ_COUNT
+};
+/* "total=N file=N list=N id=N partition=N distinct=N call=N"; caller frees. */
+char *afs_catalog_query_stats(struct afs_catalog *cat);
 
 #endif

@@ -52,6 +52,7 @@ static void part_free(void *v) {
   if (!p)
     return;
   afs_smap_clear(&p->nodes, node_free_v);
+  afs_smap_clear(&p->absent, free);
   free(p->name);
   free(p);
 }
@@ -104,9 +105,27 @@ struct afs_catalog *afs_catalog_new(struct afs_db *db, const struct afs_catalog_
   return cat;
 }
 
+char *afs_catalog_query_stats(struct afs_catalog *cat) {
+  uint64_t v[AFS_CATQ_COUNT], total = 0;
+  for (int i = 0; i < AFS_CATQ_COUNT; i++)
+    total += v[i] = __atomic_load_n(&cat->nq[i], __ATOMIC_RELAXED);
+  char *out = NULL;
+  if (asprintf(&out, "total=%llu file=%llu list=%llu id=%llu partition=%llu distinct=%llu "
+               "call=%llu", (unsigned long long)total, (unsigned long long)v[AFS_CATQ_FILE],
+               (unsigned long long)v[AFS_CATQ_LIST], (unsigned long long)v[AFS_CATQ_ID],
+               (unsigned long long)v[AFS_CATQ_PARTITION],
+               (unsigned long long)v[AFS_CATQ_DISTINCT],
+               (unsigned long long)v[AFS_CATQ_CALL]) < 0)
+    abort();
+  return out;
+}
+
 void afs_catalog_free(struct afs_catalog *cat) {
   if (!cat)
     return;
+  char *stats = afs_catalog_query_stats(cat);
+  afs_info("catalog queries: %s", stats);
+  free(stats);
   pthread_mutex_lock(&cat->mu);
   while (cat->bg_running > 0)
     pthread_cond_wait(&cat->bg_cv, &cat->mu);
@@ -137,6 +156,7 @@ static struct part *part_get(struct afs_catalog *cat, const char *name, bool cre
     abort();
   p->name = xstrdup(name);
   afs_smap_init(&p->nodes);
+  afs_smap_init(&p->absent);
   p->root = calloc(1, sizeof *p->root);
   if (!p->root)
     abort();
@@ -206,20 +226,165 @@ static char *dirname_of(const char *rel) {
 }
 
 /* The directory node at rel, creating it and its ancestors (a file in the way is
- * replaced: a directory implied by a deeper path wins over a file of the same name). */
-static struct node *ensure_dir(struct part *p, const char *rel, double now) {
+ * replaced: a directory implied by a deeper path wins over a file of the same name).
+ * New nodes get stamp `now` and listing time `listed`. */
+static struct node *ensure_dir_at(struct part *p, const char *rel, double now, double listed) {
   struct node *n = afs_smap_get(&p->nodes, rel);
   if (n && n->is_dir)
     return n;
   char *dir = dirname_of(rel);
-  struct node *parent = *rel ? ensure_dir(p, dir, now) : NULL;
+  struct node *parent = *rel ? ensure_dir_at(p, dir, now, listed) : NULL;
   free(dir);
   if (n)
     subtree_drop(p, n, false);
   n = node_new(p, rel, true, now);
+  n->listed = listed;
   if (parent)
     kid_add(parent, n);
   return n;
+}
+
+static struct node *ensure_dir(struct part *p, const char *rel, double now) {
+  return ensure_dir_at(p, rel, now, 0);
+}
+
+/* ---- negative knowledge (mu held) ---- */
+
+#define ABSENT_MAX 4096 /* empty listings remembered per partition (then forgotten) */
+
+static double absent_at(struct part *p, const char *rel) {
+  double *t = afs_smap_get(&p->absent, rel);
+  return t ? *t : 0;
+}
+
+static void absent_set(struct part *p, const char *rel, double t) {
+  double *v = afs_smap_get(&p->absent, rel);
+  if (!v) {
+    if (p->absent.n >= ABSENT_MAX) {
+      afs_smap_clear(&p->absent, free);
+      afs_smap_init(&p->absent);
+    }
+    if (!(v = malloc(sizeof *v)))
+      abort();
+    afs_smap_put(&p->absent, rel, v);
+  }
+  *v = t;
+}
+
+/* Forgets the empty listings at dir and below it. */
+static void absent_drop_under(struct part *p, const char *dir) {
+  size_t dl = strlen(dir), nk = 0;
+  char **keys = malloc((p->absent.n + 1) * sizeof *keys);
+  if (!keys)
+    abort();
+  for (size_t i = 0; i < p->absent.nb; i++)
+    for (struct smap_ent *e = p->absent.b[i]; e; e = e->next)
+      if (!dl || !strcmp(e->key, dir) || (!strncmp(e->key, dir, dl) && e->key[dl] == '/'))
+        keys[nk++] = xstrdup(e->key);
+  for (size_t i = 0; i < nk; i++) {
+    free(afs_smap_del(&p->absent, keys[i]));
+    free(keys[i]);
+  }
+  free(keys);
+}
+
+/* When the cache last knew everything under rel's parent: the newest complete listing
+ * among rel's ancestors (a listing covers its whole subtree) or empty listing recorded
+ * for one of them, up to the first file in the way. 0 when nothing covers rel. A name
+ * that is not in the tree is absent as of that time. */
+static double coverage(struct part *p, const char *rel) {
+  double best = 0;
+  char *anc = dirname_of(rel);
+  for (;;) {
+    struct node *a = afs_smap_get(&p->nodes, anc);
+    if (a && !a->is_dir)
+      break;
+    if (a && a->listed > best)
+      best = a->listed;
+    double t = absent_at(p, anc);
+    if (t > best)
+      best = t;
+    if (!*anc)
+      break;
+    char *up = dirname_of(anc);
+    free(anc);
+    anc = up;
+  }
+  free(anc);
+  return best;
+}
+
+/* Something under dir changed in a way no listing saw: no ancestor's listing may answer
+ * for it any more. */
+static void uncover(struct part *p, const char *dir) {
+  char *anc = xstrdup(dir);
+  for (;;) {
+    struct node *a = afs_smap_get(&p->nodes, anc);
+    if (a && a->is_dir)
+      a->listed = 0;
+    free(afs_smap_del(&p->absent, anc));
+    if (!*anc)
+      break;
+    char *up = dirname_of(anc);
+    free(anc);
+    anc = up;
+  }
+  free(anc);
+}
+
+/* Marks rel a ghost (the next lookup asks MongoDB), creating it if unknown. Missing
+ * directories above it are created as covered as rel was, so that lookups of its
+ * siblings still answer from the cache. */
+static void ghost_put(struct afs_catalog *cat, struct part *p, const char *rel) {
+  struct node *n = afs_smap_get(&p->nodes, rel);
+  if (!n) {
+    double cov = coverage(p, rel);
+    char *dir = dirname_of(rel);
+    struct node *parent = ensure_dir_at(p, dir, 0, cov);
+    free(dir);
+    n = node_new(p, rel, false, 0);
+    kid_add(parent, n);
+  } else if (!n->ghost) {
+    n->was_derived = n->a.derived_name;
+  }
+  n->ghost = true;
+  n->stamp = 0;
+  n->inval_seq = ++cat->inval_seq;
+}
+
+/* Ghosts under d invalidated after sequence number seq (a query that started before
+ * must not clear them): their paths, NULL-terminated; caller frees. */
+static char **late_ghosts(struct part *p, struct node *d, uint64_t seq) {
+  size_t n = 0, cap = 4;
+  char **out = malloc(cap * sizeof *out);
+  struct node **stack = malloc(sizeof *stack * (p->nodes.n + 1));
+  size_t sp = 0;
+  if (!out || !stack)
+    abort();
+  stack[sp++] = d;
+  while (sp) {
+    struct node *x = stack[--sp];
+    if (x->ghost && x->inval_seq > seq) {
+      if (n + 1 >= cap && !(out = realloc(out, (cap *= 2) * sizeof *out)))
+        abort();
+      out[n++] = xstrdup(x->rel);
+    }
+    for (size_t k = 0; k < x->nkids; k++)
+      stack[sp++] = x->kids[k];
+  }
+  free(stack);
+  out[n] = NULL;
+  return out;
+}
+
+static void ghosts_restore(struct afs_catalog *cat, struct part *p, char **rels) {
+  for (char **r = rels; *r; r++) {
+    struct node *n = afs_smap_get(&p->nodes, *r);
+    if (!n || !n->is_dir)
+      ghost_put(cat, p, *r);
+    free(*r);
+  }
+  free(rels);
 }
 
 /* Installs a file node for asset a (stolen). NULL (a freed) if a directory is there. */
@@ -268,12 +433,13 @@ void afs_cat_db_result(struct afs_catalog *cat, bool ok, const struct afs_error 
     __atomic_store_n(&cat->db_down_until_ms, v, __ATOMIC_RELAXED);
 }
 
-static bool run_find(struct afs_catalog *cat, const bson_t *filter, const bson_t *opts,
-                     each_doc_fn each, void *ctx, struct afs_error *err) {
+static bool run_find(struct afs_catalog *cat, enum afs_catq kind, const bson_t *filter,
+                     const bson_t *opts, each_doc_fn each, void *ctx, struct afs_error *err) {
   bson_error_t berr;
   const bson_t *doc;
   if (!afs_cat_db_gate(cat, err))
     return false;
+  afs_cat_count(cat, kind);
   mongoc_client_t *c = afs_db_pop(cat->db);
   if (!c)
     return afs_error_set(err, EIO, "no MongoDB client available");
@@ -333,7 +499,7 @@ int afs_cat_fetch_by_id(struct afs_catalog *cat, const char *id, struct afs_asse
   bson_oid_init_from_string(&oid, id);
   bson_t *q = BCON_NEW("_id", BCON_OID(&oid));
   struct asset_vec av = {0};
-  bool ok = run_find(cat, q, NULL, collect, &av, err);
+  bool ok = run_find(cat, AFS_CATQ_ID, q, NULL, collect, &av, err);
   bson_destroy(q);
   int ret = !ok ? -1 : av.n > 0 ? 1 : 0;
   if (ret == 1) {
@@ -455,8 +621,11 @@ static int list_fetch(struct afs_catalog *cat, const char *partition, const char
     free(re);
   }
   struct asset_vec av = {0};
+  pthread_mutex_lock(&cat->mu);
+  uint64_t seq = cat->inval_seq;
+  pthread_mutex_unlock(&cat->mu);
   double t0 = afs_cat_now();
-  bool ok = run_find(cat, &q, NULL, collect, &av, err);
+  bool ok = run_find(cat, AFS_CATQ_LIST, &q, NULL, collect, &av, err);
   bson_destroy(&q);
   if (!ok) {
     free(prefix);
@@ -496,9 +665,30 @@ static int list_fetch(struct afs_catalog *cat, const char *partition, const char
   }
 
   pthread_mutex_lock(&cat->mu);
-  double now = afs_cat_now();
+  /* Staleness is counted from when the query started. */
+  double now = t0;
   struct part *p = part_get(cat, partition, true);
+  size_t shown = 0;
+  for (size_t i = 0; i < av.n; i++)
+    shown += *av.v[i].file_path != 0;
+  absent_drop_under(p, dirpath);
+  if (*dirpath && shown == 0) {
+    /* Not a directory (any more): remember that nothing is under it, without making
+     * up its ancestors. */
+    struct node *gone = afs_smap_get(&p->nodes, dirpath);
+    char **late = gone ? late_ghosts(p, gone, seq) : NULL;
+    if (gone && gone != p->root)
+      subtree_drop(p, gone, false);
+    absent_set(p, dirpath, now);
+    if (late)
+      ghosts_restore(cat, p, late);
+    pthread_mutex_unlock(&cat->mu);
+    vec_free(&av);
+    free(prefix);
+    return 0;
+  }
   struct node *d = ensure_dir(p, dirpath, now);
+  char **late = late_ghosts(p, d, seq);
   subtree_drop(p, d, true);
   size_t installed = 0;
   for (size_t i = 0; i < av.n; i++) {
@@ -532,8 +722,10 @@ static int list_fetch(struct afs_catalog *cat, const char *partition, const char
   int ret = 1;
   if (*dirpath && installed == 0) {
     subtree_drop(p, d, false);
+    absent_set(p, dirpath, now);
     ret = 0;
   }
+  ghosts_restore(cat, p, late);
   pthread_mutex_unlock(&cat->mu);
   free(av.v);
   free(prefix);
@@ -546,7 +738,10 @@ static int file_fetch(struct afs_catalog *cat, const char *partition, const char
   bson_t *q = BCON_NEW("_partition", BCON_UTF8(partition), "status", BCON_UTF8("active"),
                        "filePath", BCON_UTF8(rel));
   struct asset_vec av = {0};
-  bool ok = run_find(cat, q, NULL, collect, &av, err);
+  pthread_mutex_lock(&cat->mu);
+  uint64_t seq = cat->inval_seq;
+  pthread_mutex_unlock(&cat->mu);
+  bool ok = run_find(cat, AFS_CATQ_FILE, q, NULL, collect, &av, err);
   bson_destroy(q);
   if (!ok) {
     vec_free(&av);
@@ -560,9 +755,13 @@ static int file_fetch(struct afs_catalog *cat, const char *partition, const char
   pthread_mutex_lock(&cat->mu);
   struct part *p = part_get(cat, partition, true);
   struct node *n = afs_smap_get(&p->nodes, rel);
+  bool late = n && n->ghost && n->inval_seq > seq; /* invalidated while we asked */
   if (av.n > 0 && place(&av.v[best]) && !av.v[best].derived_name) {
-    ret = file_put(p, rel, &av.v[best], afs_cat_now()) ? 1 : 0;
-  } else if (n && !n->is_dir && !n->a.derived_name && !n->was_derived) {
+    n = file_put(p, rel, &av.v[best], afs_cat_now());
+    ret = n ? 1 : 0;
+    if (n && late)
+      n->stamp = 0; /* this answer is served, the next lookup asks again */
+  } else if (n && !late && !n->is_dir && !n->a.derived_name && !n->was_derived) {
     subtree_drop(p, n, false);
   }
   pthread_mutex_unlock(&cat->mu);
@@ -590,6 +789,7 @@ static bool discover(struct afs_catalog *cat, char ***out, struct afs_error *err
     return false;
   bson_t *cmd = BCON_NEW("distinct", BCON_UTF8(AFS_COLL_ASSET), "key", BCON_UTF8("_partition"),
                          "query", "{", "status", BCON_UTF8("active"), "}");
+  afs_cat_count(cat, AFS_CATQ_DISTINCT);
   mongoc_client_t *c = afs_db_pop(cat->db);
   mongoc_database_t *d = mongoc_client_get_database(c, cat->db->dbname);
   bool ok = mongoc_database_command_simple(d, cmd, NULL, &reply, &berr);
@@ -714,7 +914,7 @@ static bool partition_exists(struct afs_catalog *cat, const char *partition,
     int n = 0;
     bson_t *q = BCON_NEW("_partition", BCON_UTF8(partition), "status", BCON_UTF8("active"));
     bson_t *opts = BCON_NEW("limit", BCON_INT64(1), "projection", "{", "_id", BCON_INT32(1), "}");
-    bool ok = run_find(cat, q, opts, count_doc, &n, err);
+    bool ok = run_find(cat, AFS_CATQ_PARTITION, q, opts, count_doc, &n, err);
     bson_destroy(q);
     bson_destroy(opts);
     if (!ok)
@@ -758,11 +958,10 @@ static enum cached cache_answer(struct afs_catalog *cat, struct part *p, const c
   }
   if (n) /* ghost */
     return C_MISS;
-  char *dir = dirname_of(rel);
-  struct node *parent = afs_smap_get(&p->nodes, dir);
-  free(dir);
-  if (parent && parent->is_dir && (any_age ? parent->listed > 0
-                                          : fresh(parent->listed, cat->list_ttl, now)))
+  /* Unknown name: absent if a listing that covers it is fresh (so creating many new
+   * files costs a listing per directory per list_ttl, not a query per name). */
+  double cov = coverage(p, rel);
+  if (any_age ? cov > 0 : fresh(cov, cat->list_ttl, now))
     return C_NOENT;
   return C_MISS;
 }
@@ -868,6 +1067,17 @@ static int lookup_plain(struct afs_catalog *cat, const char *partition, const ch
   bool try_file = !n || (!n->is_dir && !n->a.derived_name && !n->was_derived);
   if (c == C_MISS && serve_stale(cat, p, n, now, out))
     c = C_FILE;
+  if (c == C_MISS && p && try_file && !(n && n->ghost)) {
+    /* A parent known to be small (or empty): its listing answers this name and its
+     * siblings' in one query, where asking for the name first would cost two when it
+     * does not exist. Big or unknown parents, and ghosts (most often an upload that
+     * just completed): one record first. */
+    char *dir = dirname_of(rel);
+    struct node *pn = afs_smap_get(&p->nodes, dir);
+    try_file = !((pn && pn->is_dir && pn->listed > 0 && pn->nkids < BIG_DIR) ||
+                 (!pn && absent_at(p, dir) > 0));
+    free(dir);
+  }
   pthread_mutex_unlock(&cat->mu);
   if (c != C_MISS)
     return to_kind(c);
@@ -904,6 +1114,49 @@ static int lookup_plain(struct afs_catalog *cat, const char *partition, const ch
   afs_warn("%s:/%s: %s", partition, rel, qerr.msg);
   *err = qerr;
   return -1;
+}
+
+int afs_catalog_confirm(struct afs_catalog *cat, const char *partition, const char *path,
+                        const char *id, struct afs_asset *out, struct afs_error *err) {
+  while (*path == '/')
+    path++;
+  struct afs_asset a;
+  pthread_mutex_lock(&cat->mu);
+  uint64_t seq = cat->inval_seq;
+  pthread_mutex_unlock(&cat->mu);
+  int k = afs_cat_fetch_by_id(cat, id, &a, err);
+  if (k < 0)
+    return -1;
+  bool match = k == 1 && !strcmp(a.status, "active") && !strcmp(a.partition, partition) &&
+               place(&a) && !a.derived_name && !strcmp(a.file_path, path);
+  if (!match) {
+    if (k == 1)
+      afs_asset_free(&a);
+    return afs_catalog_lookup(cat, partition, path, out, err);
+  }
+  pthread_mutex_lock(&cat->mu);
+  struct part *p = part_get(cat, partition, true);
+  struct node *n = afs_smap_get(&p->nodes, path);
+  bool late = n && n->ghost && n->inval_seq > seq;
+  /* A newer asset for the path may be known already: the newest one shows. */
+  if (n && !n->is_dir && !n->ghost && n->a.id[0] && strcmp(n->a.id, a.id) != 0 &&
+      n->a.created_ms > a.created_ms) {
+    afs_asset_free(&a);
+    pthread_mutex_unlock(&cat->mu);
+    return afs_catalog_lookup(cat, partition, path, out, err);
+  }
+  if (out)
+    afs_asset_copy(out, &a);
+  n = file_put(p, path, &a, afs_cat_now());
+  if (n && late)
+    n->stamp = 0;
+  pthread_mutex_unlock(&cat->mu);
+  if (!n) { /* a directory is there */
+    if (out)
+      afs_asset_free(out);
+    return AFS_CAT_DIR;
+  }
+  return AFS_CAT_FILE;
 }
 
 /* ".cuts/<part>/<rest>" parsing. Returns false if rel is not under .cuts. */
@@ -1042,7 +1295,9 @@ static int cached_listing(struct afs_catalog *cat, const char *partition, const 
       (any_age || (fresh(d->listed, cat->list_ttl, now) && !has_ghosts(d)))) {
     *v = snapshot(d, n);
     ret = 1;
-  } else if (!any_age && *dirpath && cache_answer(cat, p, dirpath, now, false, NULL) == C_NOENT) {
+  } else if (!any_age && *dirpath && (!d || !d->is_dir) &&
+             (cache_answer(cat, p, dirpath, now, false, NULL) == C_NOENT ||
+              (p && fresh(absent_at(p, dirpath), cat->list_ttl, now)))) {
     ret = -1;
   }
   pthread_mutex_unlock(&cat->mu);
@@ -1151,23 +1406,12 @@ void afs_catalog_invalidate_path(struct afs_catalog *cat, const char *partition,
     p->checked = 0; /* a first asset may have made the partition */
   if (n && n->is_dir) {
     n->stamp = 0;
-    n->listed = 0;
-  } else if (n) {
-    n->was_derived = n->a.derived_name;
-    n->ghost = true;
-    n->stamp = 0;
+    uncover(p, path);
   } else if (p && *path) {
-    /* Unknown so far: a ghost makes the next lookup ask MongoDB even if the parent's
-     * listing is fresh, and makes that listing stale. */
-    char *dir = dirname_of(path);
-    struct node *parent = afs_smap_get(&p->nodes, dir);
-    free(dir);
-    if (parent && parent->is_dir) {
-      n = node_new(p, path, false, 0);
-      n->ghost = true;
-      n->stamp = 0;
-      kid_add(parent, n);
-    }
+    /* A ghost makes the next lookup of this name ask MongoDB even if a listing that
+     * covers it is fresh, and makes the parent's listing stale; other names of the
+     * directory still answer from that listing. */
+    ghost_put(cat, p, path);
   }
   pthread_mutex_unlock(&cat->mu);
 }
@@ -1186,11 +1430,12 @@ void afs_catalog_invalidate_dir(struct afs_catalog *cat, const char *partition,
       subtree_drop(p, n, true);
     char *dir = dirname_of(dirpath);
     struct node *parent = *dirpath ? afs_smap_get(&p->nodes, dir) : p->root;
-    free(dir);
-    if (parent) {
-      parent->listed = 0;
+    if (parent)
       parent->stamp = 0;
-    }
+    /* No listing above it may answer for the subtree any more. */
+    uncover(p, dir);
+    free(dir);
+    absent_drop_under(p, dirpath);
     p->root->listed = *dirpath ? p->root->listed : 0;
   }
   pthread_mutex_unlock(&cat->mu);

@@ -36,6 +36,8 @@ struct node {
   bool from_listing;      /* files: installed by a listing, trusted as long as it */
   double stamp;           /* monotonic time it was last confirmed by MongoDB */
   double listed;          /* directories: when their listing was last complete, 0 never */
+  uint64_t inval_seq;     /* ghosts: cat->inval_seq when invalidated (a query that started
+                           * before cannot clear it) */
   struct afs_asset a;     /* files */
 };
 
@@ -43,6 +45,9 @@ struct part {
   char *name;
   struct smap nodes;      /* rel -> struct node* (owns the nodes) */
   struct node *root;
+  /* Directories a listing found empty (no asset under them): rel -> double* time of
+   * that listing. Negative lookups below them answer from it while it is fresh. */
+  struct smap absent;
   double checked;         /* when `exists` was last asked of MongoDB, 0 never */
   bool exists;            /* has active assets */
 };
@@ -73,6 +78,7 @@ struct afs_catalog {
   pthread_mutex_t mu;
   struct smap parts;      /* partition name -> struct part* */
   char **disc;            /* discovered partitions (NULL-terminated), NULL never ran */
+  uint64_t inval_seq;     /* bumped by each invalidation of a path */
   double disc_at;
 
   /* Background re-listings (stale-while-revalidate for big directories): keys
@@ -85,6 +91,9 @@ struct afs_catalog {
    * dead server costs one server-selection timeout, not one per lookup. */
   int64_t db_down_until_ms;
 
+  /* CosyncAsset queries made, by enum afs_catq (atomic; for afs_catalog_query_stats). */
+  uint64_t nq[AFS_CATQ_COUNT];
+
   /* ref_mu protects refs; ref_cv signals the end of a refresh flight. */
   pthread_mutex_t ref_mu;
   pthread_cond_t ref_cv;
@@ -92,6 +101,9 @@ struct afs_catalog {
 };
 
 double afs_cat_now(void);  /* monotonic seconds */
+static inline void afs_cat_count(struct afs_catalog *cat, enum afs_catq q) {
+  __atomic_add_fetch(&cat->nq[q], 1, __ATOMIC_RELAXED);
+}
 /* false (EIO) while MongoDB is considered down; afs_cat_db_result records an outcome. */
 bool afs_cat_db_gate(struct afs_catalog *cat, struct afs_error *err);
 void afs_cat_db_result(struct afs_catalog *cat, bool ok, const struct afs_error *err);

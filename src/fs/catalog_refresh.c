@@ -82,6 +82,7 @@ static bool call_insert(struct afs_catalog *cat, const bson_oid_t *call_id, cons
                          "args", "[", BCON_UTF8(id), "]", "uid", BCON_UTF8(cat->uid),
                          "sessionId", BCON_UTF8(cat->session_id), "status",
                          BCON_UTF8("pending"), "createdAt", BCON_DATE_TIME(afs_cat_wall_ms()));
+  afs_cat_count(cat, AFS_CATQ_CALL);
   mongoc_client_t *c = afs_db_pop(cat->db);
   mongoc_collection_t *coll = afs_db_coll(cat->db, c, AFS_COLL_CALL);
   bool ok = mongoc_collection_insert_one(coll, doc, NULL, NULL, &berr);
@@ -101,6 +102,7 @@ static int call_poll(struct afs_catalog *cat, const bson_oid_t *call_id, struct 
   const bson_t *doc;
   int ret = 0;
   bson_t *q = BCON_NEW("_id", BCON_OID(call_id));
+  afs_cat_count(cat, AFS_CATQ_CALL);
   mongoc_client_t *c = afs_db_pop(cat->db);
   mongoc_collection_t *coll = afs_db_coll(cat->db, c, AFS_COLL_CALL);
   mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, q, NULL, NULL);

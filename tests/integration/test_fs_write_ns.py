@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from fs_read_util import cosync_put
 from fs_write_util import active_asset, http_get, wait_asset, wait_no_staging
 from procs import wait_for
 
@@ -216,3 +217,80 @@ def test_xattrs_status_and_caption(mount, db):
         os.setxattr(p, "user.assetfs.url", b"http://evil")
     with pytest.raises(OSError):
         os.setxattr(p, "user.other", b"x")
+
+
+def catalog_queries(mount):
+    """The mount's catalog query counters (user.assetfs.catalogQueries on its root)."""
+    raw = os.getxattr(mount.path, "user.assetfs.catalogQueries").decode()
+    return {k: int(v) for k, v in (kv.split("=") for kv in raw.split())}
+
+
+def name_queries(before, after):
+    """Queries by path (one record or a listing) between two catalog_queries()."""
+    return (after["file"] - before["file"]) + (after["list"] - before["list"])
+
+
+def test_new_names_answer_from_the_listing(mount):
+    # Names the mount has never seen, in a directory that only exists here and in one
+    # nobody has: a listing per directory per list_ttl answers them, not a query each.
+    os.mkdir(mount.p("fresh"))
+    os.listdir(mount.p())
+    before = catalog_queries(mount)
+    for i in range(300):
+        assert not os.path.exists(mount.p("fresh", f"n{i}.txt"))
+        assert not os.path.exists(mount.p("nowhere", f"n{i}.txt"))
+    after = catalog_queries(mount)
+    assert name_queries(before, after) <= 4, (before, after)
+    time.sleep(3.2)  # list_ttl: then one listing per directory again, still not per name
+    before = catalog_queries(mount)
+    for i in range(100):
+        assert not os.path.exists(mount.p("fresh", f"m{i}.txt"))
+    assert name_queries(before, catalog_queries(mount)) <= 3
+
+
+def test_other_clients_file_shows_within_list_ttl(broker, start_mount, db):
+    # A name looked up in vain is answered from a listing for at most list_ttl: a file
+    # another client (pymongo + the broker, no assetfs) adds there then shows.
+    m = start_mount("list_ttl=1.5", "attr_ttl=1")
+    os.listdir(m.p())
+    assert not os.path.exists(m.p("inbox", "late.txt"))
+    assert not os.path.exists(m.p("top.txt"))
+    cosync_put(db, "tester", "inbox/late.txt", b"late", "text/plain")
+    cosync_put(db, "tester", "top.txt", b"top", "text/plain")
+    t0 = time.monotonic()
+    wait_for(lambda: os.path.exists(m.p("inbox", "late.txt")) and os.path.exists(m.p("top.txt")),
+             10, "the other client's files")
+    seen = time.monotonic() - t0
+    print(f"\nother client's files visible {seen:.2f} s after completion")
+    assert seen <= 1.5 + 1.0
+    with open(m.p("inbox", "late.txt"), "rb") as f:
+        assert f.read() == b"late"
+    assert "late.txt" in os.listdir(m.p("inbox"))
+    assert "top.txt" in os.listdir(m.p())
+
+
+def test_cp_r_new_files_cost_few_queries(mount, db, tmp_path):
+    # cp -r of many small files into a new directory: a name never seen must not cost a
+    # database query each (on FerretDB every non-_id filter is a collection scan). What
+    # remains is one query per file to see its completed asset before the staged copy
+    # goes (by _id with afs_catalog_confirm).
+    n = int(os.environ.get("ASSETFS_NS_CP_FILES", "200"))
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(n):
+        (src / f"f{i:04d}.txt").write_bytes(b"x%d" % i)
+    before = catalog_queries(mount)
+    t0 = time.monotonic()
+    subprocess.run(["cp", "-r", str(src), mount.p("dst")], check=True, timeout=300)
+    t_cp = time.monotonic() - t0
+    wait_for(lambda: db.CosyncAsset.count_documents({"status": "active"}) == n, 120,
+             "every asset")
+    wait_no_staging(mount, timeout=120)
+    after = catalog_queries(mount)
+    total = {k: after[k] - before[k] for k in before}
+    print(f"\ncp -r of {n} files: {t_cp:.1f} s; catalog queries until every staged copy is "
+          f"dropped: {total}")
+    assert sorted(os.listdir(mount.p("dst"))) == sorted(os.listdir(src))
+    # About one per file (an upload seen completed may be asked for again), the rest
+    # listings: not the two-plus per name of a lookup by path and a listing.
+    assert total["total"] <= n * 5 // 4 + 10, total

@@ -164,6 +164,96 @@ static void *flight_main(void *arg) {
   return NULL;
 }
 
+/* One counter of afs_catalog_query_stats ("file", "list", "id", ...). */
+static long qcount(struct afs_catalog *cat, const char *kind) {
+  char *st = afs_catalog_query_stats(cat), key[32];
+  snprintf(key, sizeof key, " %s=", kind);
+  char *at = strstr(st, key);
+  long v = at ? strtol(at + strlen(key), NULL, 10) : -1;
+  free(st);
+  return v;
+}
+
+static long qnames(struct afs_catalog *cat) { return qcount(cat, "file") + qcount(cat, "list"); }
+
+/* New names cost no query while a listing covers them; an empty directory's listing is
+ * remembered; invalidated names and other clients' files show (the latter within
+ * list_ttl); afs_catalog_confirm answers by _id. Partition p3 only. */
+static void test_negative(const char *url) {
+  struct afs_error err = {0};
+  struct afs_catalog_opts o;
+  afs_catalog_opts_default(&o);
+  o.uid = "uid1";
+  o.session_id = "test";
+  o.attr_ttl = 0.3;
+  o.list_ttl = 0.6;
+  struct afs_catalog *cat = afs_catalog_new(&DB, &o, &err);
+  CHECK(cat != NULL);
+  int64_t t = now_ms();
+  char id[25], id2[25];
+  put_asset("p3", "seed.txt", "uid1/seed-1.txt", "text/plain", 1, t, 24, 0, url, NULL, NULL, NULL);
+  CHECK_STREQ(listing(cat, "p3", ""), "seed.txt");
+  long q0 = qnames(cat);
+  char name[64];
+  for (int i = 0; i < 100; i++) {
+    snprintf(name, sizeof name, i % 2 ? "n%d.txt" : "new/sub/n%d.txt", i);
+    CHECK(afs_catalog_lookup(cat, "p3", name, NULL, &err) == AFS_CAT_NOENT);
+  }
+  CHECK(qnames(cat) == q0); /* the partition's listing answered all of them */
+
+  /* The listing expired: a directory nobody has is listed once, then remembered. */
+  usleep(700000);
+  q0 = qnames(cat);
+  CHECK(afs_catalog_lookup(cat, "p3", "d1/a.txt", NULL, &err) == AFS_CAT_NOENT);
+  for (int i = 0; i < 50; i++) {
+    snprintf(name, sizeof name, "d1/f%d.txt", i);
+    CHECK(afs_catalog_lookup(cat, "p3", name, NULL, &err) == AFS_CAT_NOENT);
+  }
+  CHECK(qnames(cat) - q0 <= 2);
+  CHECK_STREQ(listing(cat, "p3", "d1"), "ERR 2");
+
+  /* This mount's upload completes there: the invalidated name is asked for, its
+   * siblings still answer from the cache. */
+  put_asset("p3", "d1/a.txt", "uid1/d1/a-1.txt", "text/plain", 5, t, 24, 0, url, NULL, NULL, id);
+  afs_catalog_invalidate_path(cat, "p3", "d1/a.txt");
+  CHECK(afs_catalog_lookup(cat, "p3", "d1/a.txt", NULL, &err) == AFS_CAT_FILE);
+  q0 = qnames(cat);
+  CHECK(afs_catalog_lookup(cat, "p3", "d1/b.txt", NULL, &err) == AFS_CAT_NOENT);
+  CHECK(qnames(cat) == q0);
+  CHECK_STREQ(listing(cat, "p3", "d1"), "a.txt");
+
+  /* Confirmation by _id: no query by path. */
+  put_asset("p3", "d1/c.txt", "uid1/d1/c-1.txt", "text/plain", 7, t, 24, 0, url, NULL, NULL, id2);
+  afs_catalog_invalidate_path(cat, "p3", "d1/c.txt");
+  q0 = qnames(cat);
+  long ids = qcount(cat, "id");
+  struct afs_asset a;
+  CHECK(afs_catalog_confirm(cat, "p3", "d1/c.txt", id2, &a, &err) == AFS_CAT_FILE);
+  CHECK_STREQ(a.id, id2);
+  CHECK(a.size == 7);
+  afs_asset_free(&a);
+  CHECK(qnames(cat) == q0 && qcount(cat, "id") == ids + 1);
+  CHECK(afs_catalog_lookup(cat, "p3", "d1/c.txt", NULL, &err) == AFS_CAT_FILE);
+  CHECK(qnames(cat) == q0);
+  /* An id that is not at that path: answered as a lookup. */
+  CHECK(afs_catalog_confirm(cat, "p3", "d1/zz.txt", id2, NULL, &err) == AFS_CAT_NOENT);
+
+  /* Another client's file: hidden at most list_ttl by the negative answer. */
+  CHECK(afs_catalog_lookup(cat, "p3", "d1/other.txt", NULL, &err) == AFS_CAT_NOENT);
+  put_asset("p3", "d1/other.txt", "uid1/d1/o-1.txt", "text/plain", 3, t, 24, 0, url, NULL, NULL,
+            NULL);
+  usleep(700000);
+  CHECK(afs_catalog_lookup(cat, "p3", "d1/other.txt", NULL, &err) == AFS_CAT_FILE);
+
+  /* A directory renamed here: no listing above it answers for its new place. */
+  CHECK_STREQ(listing(cat, "p3", ""), "d1/,seed.txt");
+  CHECK(afs_catalog_lookup(cat, "p3", "moved/x.txt", NULL, &err) == AFS_CAT_NOENT);
+  put_asset("p3", "moved/x.txt", "uid1/m-1.txt", "text/plain", 3, t, 24, 0, url, NULL, NULL, NULL);
+  afs_catalog_invalidate_dir(cat, "p3", "moved");
+  CHECK(afs_catalog_lookup(cat, "p3", "moved/x.txt", NULL, &err) == AFS_CAT_FILE);
+  afs_catalog_free(cat);
+}
+
 int main(void) {
   char dbname[64];
   const char *uri = afs_test_live_db("afs_cat", dbname, sizeof dbname);
@@ -396,6 +486,7 @@ int main(void) {
   afs_catalog_invalidate_all(cat);
   CHECK_STREQ(listing(cat, "p1", "photos"), "cat.jpg");
   afs_catalog_free(cat);
+  test_negative(url1);
 
   mongoc_database_t *d = mongoc_client_get_database(CLIENT, dbname);
   mongoc_database_drop(d, NULL);
