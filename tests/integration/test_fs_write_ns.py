@@ -240,6 +240,7 @@ def test_new_names_answer_from_the_listing(mount):
         assert not os.path.exists(mount.p("fresh", f"n{i}.txt"))
         assert not os.path.exists(mount.p("nowhere", f"n{i}.txt"))
     after = catalog_queries(mount)
+    print(f"\n600 new names: {name_queries(before, after)} queries by path")
     assert name_queries(before, after) <= 4, (before, after)
     time.sleep(3.2)  # list_ttl: then one listing per directory again, still not per name
     before = catalog_queries(mount)
