@@ -353,8 +353,12 @@ done:
       wf->next_try_ms = afs_monotonic_ms() + backoff;
     }
   }
+  /* Removed while it uploaded: the bytes are nobody's any more (see afs_upload_unlinked). */
+  bool release = wf->unlinked && wf->handles == 0 && wf->fd >= 0 && ftruncate(wf->fd, 0) == 0;
   pthread_cond_broadcast(&wf->cond);
   pthread_mutex_unlock(&wf->mu);
+  if (release)
+    afs_staging_account(up->fs->st, wf, 0, false);
   if (orphan)
     add_orphan(up, wf);
   if (ok && !orphan) {
@@ -397,7 +401,12 @@ void afs_upload_unlinked(struct afs_uploader *up, struct afs_wfile *wf) {
   memcpy(id, wf->id, sizeof id);
   enum afs_wstate state = wf->state;
   bool busy = wf->busy;
+  /* Nobody reads the bytes any more (no handle, no upload): give the space back now,
+   * not when the broker is done with the record (a full cache_dir needs it). */
+  bool release = !busy && wf->handles == 0 && wf->fd >= 0 && ftruncate(wf->fd, 0) == 0;
   pthread_mutex_unlock(&wf->mu);
+  if (release)
+    afs_staging_account(up->fs->st, wf, 0, false);
   afs_staging_forget(up->fs->st, wf);
   if (!id[0] || busy)
     return; /* a running pipeline sees `unlinked` when it ends */

@@ -469,9 +469,6 @@ def test_overwrite_video_with_text_drops_preview(broker, mount, db, s3, bucket, 
     finish(mount, broker)
 
 
-@pytest.mark.xfail(strict=True, reason="src/fs/upload.c make_parts() names the staging file "
-                   "(<cache>/staging.<pid>/<n>.mp4) in its warnings, not the file the user "
-                   "wrote; see the videoint report")
 def test_no_preview_warning_names_the_file(broker, mount, db, tmp_path):
     """The mount's log must tell WHICH file went up without a preview."""
     fp = f"clips/holiday-{tok()}.mp4"
