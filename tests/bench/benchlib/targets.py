@@ -227,6 +227,7 @@ class Assetfs(Target):
     slug = "assetfs"
     label = "assetfs"
     fuse_process = "assetfs"
+    wr = "wr"   # folder of the written files, one per assetfs mode so runs never collide
 
     def describe(self):
         return (f"`assetfs MNT -f -o cache_dir=DIR,uid={UID}` with ASSETFS_MONGO_URI/"
@@ -261,7 +262,7 @@ class Assetfs(Target):
         return os.path.join(mnt, part, rel)
 
     def write_path(self, mnt, rel):
-        return os.path.join(mnt, PARTITION, "wr", rel)
+        return os.path.join(mnt, PARTITION, self.wr, rel)
 
     def _upload_error(self, query):
         up = self.bench.db["CosyncAssetUpload"].find_one(dict(query, status="error"))
@@ -269,7 +270,7 @@ class Assetfs(Target):
             raise OpFailed(f"upload of {up.get('filePath')} failed: {up.get('error', '?')}"[:300])
 
     def durable_file(self, rel, size, timeout):
-        fp = "wr/" + rel
+        fp = self.wr + "/" + rel
         assets = self.bench.db["CosyncAsset"]
 
         def ok():
@@ -281,21 +282,45 @@ class Assetfs(Target):
         wait_for(ok, timeout, f"CosyncAsset {fp} active", first=0.02, cap=0.5)
 
     def durable_count(self, rel_dir):
-        rx = "^" + re.escape("wr/" + rel_dir.rstrip("/") + "/")
+        rx = "^" + re.escape(self.wr + "/" + rel_dir.rstrip("/") + "/")
         return self.bench.db["CosyncAsset"].count_documents(
             {"filePath": {"$regex": rx}, "_partition": PARTITION, "status": "active"})
 
     def durable_tree(self, rel_dir, count, timeout):
-        rx = "^" + re.escape("wr/" + rel_dir.rstrip("/") + "/")
+        rx = "^" + re.escape(self.wr + "/" + rel_dir.rstrip("/") + "/")
         assets = self.bench.db["CosyncAsset"]
 
         def ok():
             self._upload_error({"filePath": {"$regex": rx}})
             return assets.count_documents({"filePath": {"$regex": rx}, "_partition": PARTITION,
                                            "status": "active"}) >= count
-        wait_for(ok, timeout, f"{count} CosyncAsset records under wr/{rel_dir}",
+        wait_for(ok, timeout, f"{count} CosyncAsset records under {self.wr}/{rel_dir}",
                  first=0.05, cap=1.0)
 
 
+class AssetfsWriteback(Assetfs):
+    """assetfs -o writeback: close() returns once the data is staged on local disk and a
+    pool of workers uploads; measured only on the write workloads (reads are the same
+    code as the default mode), still until durable (CosyncAsset active)."""
+    slug = "assetfs-wb"
+    label = "assetfs (write-back)"
+    write_only = True
+    wr = "wr-wb"
+
+    def describe(self):
+        return (f"`assetfs MNT -f -o cache_dir=DIR,uid={UID},writeback`, same broker")
+
+    def argv(self, mnt, n):
+        cache = os.path.join(self.bench.dir, "cache", f"{self.slug}-{n}")
+        os.makedirs(cache, exist_ok=True)
+        return [os.path.join(self.bench.build_dir, "assetfs"), mnt, "-f",
+                "-o", f"cache_dir={cache},uid={UID},writeback"]
+
+    def after_unmount(self, m):
+        shutil.rmtree(os.path.join(self.bench.dir, "cache", f"{self.slug}-{self.count}"),
+                      ignore_errors=True)
+
+
 def all_targets(bench):
-    return [Assetfs(bench), S3fs(bench), Rclone(bench, "off"), Rclone(bench, "writes")]
+    return [Assetfs(bench), AssetfsWriteback(bench), S3fs(bench), Rclone(bench, "off"),
+            Rclone(bench, "writes")]
