@@ -58,25 +58,34 @@ pg_ready() { "$1/pg_isready" -q -h 127.0.0.1 -p "$2" -t 1 || return 1; }
 # to run as root, so under root it runs as the "postgres" user Debian's package creates.
 # Sets PG_URL and records the postmaster's PID in DIR/pids.
 start_postgres() {
-  local dir=$1 bin run=() pw port pid
+  local dir=$1 bin run=() pw port pid pg
   bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
   [ -x "$bin/initdb" ] || die "PostgreSQL is not installed (run tests/install-deps)"
-  mkdir -p "$dir/pg"
+  pg=$dir/pg
+  mkdir -p "$pg"
   if [ "$(id -u)" -eq 0 ]; then
     id postgres >/dev/null 2>&1 || die "no 'postgres' user to run PostgreSQL as (run tests/install-deps)"
     run=(setpriv --reuid=postgres --regid=postgres --init-groups --)
-    chown postgres: "$dir/pg"
     chmod 711 "$dir"  # lets postgres reach DIR/pg; everything else in DIR stays 0700/0600
+    chown postgres: "$pg"
+    if ! "${run[@]}" test -w "$pg" 2>/dev/null; then
+      # DIR is under a folder the postgres user cannot enter (e.g. /root): keep the
+      # cluster in /tmp instead; down removes it.
+      rmdir "$pg"
+      pg=$(mktemp -d /tmp/assetfs-pg.XXXXXX)
+      chown postgres: "$pg"
+      echo "$pg" > "$dir/pg-elsewhere"
+    fi
   fi
   pw=$(head -c 18 /dev/urandom | base64 | tr -d '/+=\n')
-  (umask 077; echo "$pw" > "$dir/pg/pwfile")
-  [ ${#run[@]} -eq 0 ] || chown postgres: "$dir/pg/pwfile"
-  "${run[@]}" "$bin/initdb" -D "$dir/pg/data" -U ferret --pwfile="$dir/pg/pwfile" \
+  (umask 077; echo "$pw" > "$pg/pwfile")
+  [ ${#run[@]} -eq 0 ] || chown postgres: "$pg/pwfile"
+  "${run[@]}" "$bin/initdb" -D "$pg/data" -U ferret --pwfile="$pg/pwfile" \
     -A scram-sha-256 -E UTF8 --locale=C --no-sync > "$dir/log/initdb.log" 2>&1 \
     || die "initdb failed (see $dir/log/initdb.log)"
-  rm -f "$dir/pg/pwfile"
+  rm -f "$pg/pwfile"
   port=$(free_port)
-  setsid "${run[@]}" "$bin/postgres" -D "$dir/pg/data" -p "$port" \
+  setsid "${run[@]}" "$bin/postgres" -D "$pg/data" -p "$port" \
     -c listen_addresses=127.0.0.1 -c unix_socket_directories= \
     -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
     > "$dir/log/postgres.log" 2>&1 < /dev/null &
