@@ -501,8 +501,8 @@ static void drop_when_shown(struct afs_uploader *up, struct afs_wfile *wf) {
   if (!check || !up->fs->cat)
     return;
   afs_staging_names(up->fs->st, wf, &partition, &file_path);
-  afs_catalog_invalidate_path(up->fs->cat, partition, file_path);
-  int k = afs_catalog_lookup(up->fs->cat, partition, file_path, &a, &err);
+  /* By _id: one indexed query, and no lookup by path (a scan on FerretDB). */
+  int k = afs_catalog_confirm(up->fs->cat, partition, file_path, id, &a, &err);
   bool ours = k == AFS_CAT_FILE && !strcmp(a.id, id);
   if (k == AFS_CAT_FILE)
     afs_asset_free(&a);
