@@ -51,8 +51,9 @@ static void fh_unlist(struct afs_fs *fs, struct afs_fh *h) {
   pthread_mutex_unlock(&fs->fh_mu);
 }
 
-/* A new staged file at p with its pending record; *out has a reference. The record is
- * created before anything is visible, so a failure leaves nothing half made. */
+/* A new staged file at p with its pending record (default mode); *out has a reference.
+ * The record is created before anything is visible, so a failure leaves nothing half
+ * made. */
 static int new_staged(struct afs_fs *fs, const struct afs_fpath *p, struct afs_wfile **out) {
   struct afs_error e = {0};
   struct afs_wfile *replaced = NULL;
@@ -60,7 +61,9 @@ static int new_staged(struct afs_fs *fs, const struct afs_fpath *p, struct afs_w
                                             afs_mime_from_path(p->rel), &replaced, &e);
   if (!wf)
     return afs_fs_errno(&e);
-  if (!afs_upload_begin(fs->up, wf, &e)) {
+  /* Write-back: no database round trip on create; the upload worker makes the record
+   * (the journal keeps the file meanwhile). */
+  if (!fs->opt.writeback && !afs_upload_begin(fs->up, wf, &e)) {
     afs_warn("cannot create %s/%s: %s", p->partition, p->rel, e.msg);
     afs_staging_remove(fs->st, wf);
     afs_staging_unref(fs->st, wf);
@@ -156,6 +159,9 @@ int afs_op_create(const char *path, mode_t mode, struct fuse_file_info *fi) {
 static void mark_dirty(struct afs_wfile *wf) {
   pthread_mutex_lock(&wf->mu);
   wf->dirty = true;
+  /* New bytes: what the killed mount's record got to no longer matters (if it was
+   * used, the upload fails with ESTALE and takes a new record). */
+  wf->resumed = false;
   wf->generation++;
   if (wf->state != AFS_W_UPLOADING)
     wf->state = AFS_W_WRITING;

@@ -602,7 +602,6 @@ static bool adopt(struct afs_staging *st, const char *jname) {
   memcpy(wf->id, j.id, sizeof wf->id);
   wf->mtime_ms = j.mtime_ms;
   wf->generation = 1;
-  wf->resumed = true;
   if (j.uploaded && j.id[0]) {
     wf->state = AFS_W_UPLOADED;
     wf->record_used = true;
@@ -610,6 +609,7 @@ static bool adopt(struct afs_staging *st, const char *jname) {
   } else {
     wf->state = AFS_W_QUEUED;
     wf->dirty = true;
+    wf->resumed = true; /* its record may be further on than the journal knows */
   }
   afs_journal_free(&j);
   afs_staging_account(st, wf, sb.st_size, false);
