@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "assetfs/log.h"
+#include "assetfs/retype.h"
 #include "assetfs/upload.h"
 #include "ops_int.h"
 
@@ -69,6 +70,9 @@ static int rename_file(struct afs_fs *fs, const struct afs_fpath *from,
   }
   afs_catalog_invalidate_path(fs->cat, from->partition, from->rel);
   afs_catalog_invalidate_path(fs->cat, to->partition, to->rel);
+  /* rsync's ".name.mp4.XXXXXX" -> "name.mp4": the file becomes a proper video. */
+  if (!rc)
+    afs_retype_after_rename(fs, to->partition, to->rel, wf, wf ? NULL : a);
   return rc;
 }
 

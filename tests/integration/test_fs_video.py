@@ -22,7 +22,8 @@ import uuid
 import pytest
 
 from fs_read_util import insert_assets, peak_rss_kb
-from fs_write_util import http_get, key_of, sha256_bytes, sha256_file, wait_asset
+from fs_write_util import (http_get, key_of, sha256_bytes, sha256_file, wait_asset,
+                           wait_no_staging)
 from procs import Procs, wait_for
 from video_util import (CUT_SIZES, cut_size, expected_display, ffmpeg, ffprobe,
                         mean_abs_diff, near, pixel, png_size, rgb_pixels, size_close)
@@ -542,10 +543,15 @@ def test_ubsan_list_empty_directory(monkeypatch, start_broker, start_mount, db):
     finish(mount, broker)
 
 
-@pytest.mark.xfail(strict=True, reason="rsync writes .NAME.mp4.XXXXXX, closes it (upload done "
-                   "as application/octet-stream, no preview) then renames it; src/fs/upload.c "
-                   "afs_upload_renamed() only updates filePath, never the content type, "
-                   "preview or cuts; see the videoint report")
+def wait_retyped(db, fp, content_type, timeout=60):
+    """After a rename that changed the type: the asset of the new type, once the version
+    uploaded under the old name (if any) is superseded."""
+    def only():
+        docs = list(db.CosyncAsset.find({"filePath": fp, "status": "active"}))
+        return len(docs) == 1 and docs[0]["contentType"] == content_type and docs[0]
+    return wait_for(only, timeout, f"{fp} as {content_type}, alone")
+
+
 def test_rsync_video_gets_preview(broker, mount, db, s3, bucket, tmp_path):
     """rsync writes to a temporary name (.name.mp4.XXXXXX) and renames it: the video
     still gets its type, preview and cuts."""
@@ -553,7 +559,42 @@ def test_rsync_video_gets_preview(broker, mount, db, s3, bucket, tmp_path):
     ffmpeg("-f", "lavfi", "-i", "testsrc=s=320x240:r=25:d=2", *X264, str(src))
     fp = f"sync-{tok()}.mp4"
     subprocess.run(["rsync", str(src), mount.p(fp)], check=True, timeout=60)
+    wait_retyped(db, fp, "video/mp4")
     check_video(mount, db, s3, bucket, tmp_path, src, fp, "video/mp4")
+    finish(mount, broker)
+
+
+def test_mv_completed_bin_to_mp4_gets_preview(broker, mount, db, s3, bucket, tmp_path):
+    """A video that went up under a name without its extension, completed and out of
+    staging, then renamed to .mp4: copied back (copy-on-write) and uploaded as a video."""
+    src = tmp_path / "later.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=s=320x240:r=25:d=2", *X264, str(src))
+    tmp = f"later-{tok()}.bin"
+    fp = tmp[:-4] + ".mp4"
+    shutil.copyfile(src, mount.p(tmp))
+    old = wait_sized(db, tmp, os.path.getsize(src))
+    assert old["contentType"] == "application/octet-stream"
+    wait_no_staging(mount)
+    os.rename(mount.p(tmp), mount.p(fp))
+    a = wait_retyped(db, fp, "video/mp4")
+    assert a["_id"] != old["_id"]
+    check_video(mount, db, s3, bucket, tmp_path, src, fp, "video/mp4")
+    assert not os.path.exists(mount.p(tmp))
+    finish(mount, broker)
+
+
+def test_rename_within_a_kind_uploads_nothing_again(broker, mount, db, tmp_path):
+    """text -> octet-stream is the same kind (no cuts either way): no second upload."""
+    with open(mount.p("notes.txt"), "wb") as f:
+        f.write(b"hello")
+    a = wait_sized(db, "notes.txt", 5)
+    os.rename(mount.p("notes.txt"), mount.p("notes.dat"))
+    wait_for(lambda: db.CosyncAsset.find_one({"filePath": "notes.dat", "status": "active"}),
+             30, "the renamed asset")
+    time.sleep(1.0)
+    assert db.CosyncAssetUpload.count_documents({}) == 1
+    assert db.CosyncAsset.find_one({"filePath": "notes.dat", "status": "active"})["_id"] == \
+        a["_id"]
     finish(mount, broker)
 
 
