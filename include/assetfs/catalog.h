@@ -172,8 +172,9 @@ bool afs_catalog_fresh_url(struct afs_catalog *cat, const char *id, enum afs_par
  * capped at 10 % of the lifetime (so short-lived URLs are not refreshed on every read). */
 double afs_catalog_url_margin(const struct afs_catalog *cat, double expiration_hours);
 
-/* Sets the caption of asset id (writes `caption` and `updatedAt` in CosyncAsset), then
- * invalidates what is cached for it. ENOENT when there is no active asset with that id. */
+/* Sets the caption of asset id (writes `caption` and `updatedAt` in CosyncAsset, by _id
+ * alone), then invalidates what is cached for it. ENOENT when there is no asset with that
+ * id. */
 bool afs_catalog_set_caption(struct afs_catalog *cat, const char *id, const char *caption,
                              struct afs_error *err);
 
@@ -190,5 +191,14 @@ enum afs_catq {
 };
 /* "total=N file=N list=N id=N partition=N distinct=N call=N"; caller frees. */
 char *afs_catalog_query_stats(struct afs_catalog *cat);
+
+/* A caption for a file whose upload record `id` went past `uploaded` (the broker copies
+ * the record's caption into the asset when it completes it, which may be under way):
+ * sets it on the CosyncAssetUpload record, then on the asset (same _id) if it exists;
+ * if not, waits at most wait_s for the broker's completion and writes it there, so the
+ * caption is never lost to the broker having read the record just before. */
+bool afs_catalog_set_upload_caption(struct afs_catalog *cat, const char *id,
+                                    const char *caption, double wait_s,
+                                    struct afs_error *err);
 
 #endif

@@ -352,11 +352,24 @@ static void ghost_put(struct afs_catalog *cat, struct part *p, const char *rel) 
   n->inval_seq = ++cat->inval_seq;
 }
 
-/* Ghosts under d invalidated after sequence number seq (a query that started before
- * must not clear them): their paths, NULL-terminated; caller frees. */
-static char **late_ghosts(struct part *p, struct node *d, uint64_t seq) {
+static struct node *file_put(struct part *p, const char *rel, struct afs_asset *a, double now);
+
+/* A node invalidated after a query started: what the query found there is older. */
+struct late {
+  char *rel;
+  bool ghost;          /* still to be asked for */
+  struct afs_asset a;  /* else: the record confirmed since (file nodes only) */
+  double stamp;
+  uint64_t seq;
+};
+
+/* Nodes under d invalidated after sequence number seq: ghosts, and files confirmed by
+ * MongoDB since their invalidation (an upload that completed meanwhile: a listing whose
+ * query started before it must not hide it). Terminated by rel == NULL; caller frees
+ * with late_restore. */
+static struct late *late_nodes(struct part *p, struct node *d, uint64_t seq) {
   size_t n = 0, cap = 4;
-  char **out = malloc(cap * sizeof *out);
+  struct late *out = calloc(cap, sizeof *out);
   struct node **stack = malloc(sizeof *stack * (p->nodes.n + 1));
   size_t sp = 0;
   if (!out || !stack)
@@ -364,27 +377,42 @@ static char **late_ghosts(struct part *p, struct node *d, uint64_t seq) {
   stack[sp++] = d;
   while (sp) {
     struct node *x = stack[--sp];
-    if (x->ghost && x->inval_seq > seq) {
-      if (n + 1 >= cap && !(out = realloc(out, (cap *= 2) * sizeof *out)))
-        abort();
-      out[n++] = xstrdup(x->rel);
+    if (!x->is_dir && x->inval_seq > seq) {
+      if (n + 1 >= cap) {
+        if (!(out = realloc(out, (cap *= 2) * sizeof *out)))
+          abort();
+      }
+      memset(&out[n], 0, sizeof out[n]);
+      out[n].rel = xstrdup(x->rel);
+      out[n].ghost = x->ghost;
+      out[n].stamp = x->stamp;
+      out[n].seq = x->inval_seq;
+      if (!x->ghost)
+        afs_asset_copy(&out[n].a, &x->a);
+      n++;
     }
     for (size_t k = 0; k < x->nkids; k++)
       stack[sp++] = x->kids[k];
   }
   free(stack);
-  out[n] = NULL;
+  out[n].rel = NULL;
   return out;
 }
 
-static void ghosts_restore(struct afs_catalog *cat, struct part *p, char **rels) {
-  for (char **r = rels; *r; r++) {
-    struct node *n = afs_smap_get(&p->nodes, *r);
-    if (!n || !n->is_dir)
-      ghost_put(cat, p, *r);
-    free(*r);
+static void late_restore(struct afs_catalog *cat, struct part *p, struct late *v) {
+  for (struct late *l = v; l->rel; l++) {
+    struct node *n = afs_smap_get(&p->nodes, l->rel);
+    if (l->ghost && (!n || !n->is_dir)) {
+      ghost_put(cat, p, l->rel);
+    } else if (!l->ghost) {
+      n = file_put(p, l->rel, &l->a, l->stamp);
+      if (n)
+        n->inval_seq = l->seq;
+    }
+    afs_asset_free(&l->a);
+    free(l->rel);
   }
-  free(rels);
+  free(v);
 }
 
 /* Installs a file node for asset a (stolen). NULL (a freed) if a directory is there. */
@@ -676,19 +704,19 @@ static int list_fetch(struct afs_catalog *cat, const char *partition, const char
     /* Not a directory (any more): remember that nothing is under it, without making
      * up its ancestors. */
     struct node *gone = afs_smap_get(&p->nodes, dirpath);
-    char **late = gone ? late_ghosts(p, gone, seq) : NULL;
+    struct late *late = gone ? late_nodes(p, gone, seq) : NULL;
     if (gone && gone != p->root)
       subtree_drop(p, gone, false);
     absent_set(p, dirpath, now);
     if (late)
-      ghosts_restore(cat, p, late);
+      late_restore(cat, p, late);
     pthread_mutex_unlock(&cat->mu);
     vec_free(&av);
     free(prefix);
     return 0;
   }
   struct node *d = ensure_dir(p, dirpath, now);
-  char **late = late_ghosts(p, d, seq);
+  struct late *late = late_nodes(p, d, seq);
   subtree_drop(p, d, true);
   size_t installed = 0;
   for (size_t i = 0; i < av.n; i++) {
@@ -725,7 +753,7 @@ static int list_fetch(struct afs_catalog *cat, const char *partition, const char
     absent_set(p, dirpath, now);
     ret = 0;
   }
-  ghosts_restore(cat, p, late);
+  late_restore(cat, p, late);
   pthread_mutex_unlock(&cat->mu);
   free(av.v);
   free(prefix);
@@ -755,7 +783,7 @@ static int file_fetch(struct afs_catalog *cat, const char *partition, const char
   pthread_mutex_lock(&cat->mu);
   struct part *p = part_get(cat, partition, true);
   struct node *n = afs_smap_get(&p->nodes, rel);
-  bool late = n && n->ghost && n->inval_seq > seq; /* invalidated while we asked */
+  bool late = n && !n->is_dir && n->inval_seq > seq; /* invalidated while we asked */
   if (av.n > 0 && place(&av.v[best]) && !av.v[best].derived_name) {
     n = file_put(p, rel, &av.v[best], afs_cat_now());
     ret = n ? 1 : 0;

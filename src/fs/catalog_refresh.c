@@ -351,36 +351,110 @@ static void drop_id_nodes(struct afs_catalog *cat, const char *id) {
   pthread_mutex_unlock(&cat->mu);
 }
 
-bool afs_catalog_set_caption(struct afs_catalog *cat, const char *id, const char *caption,
-                             struct afs_error *err) {
+/* $set caption (and updatedAt) on the record _id id of coll. *matched: 0 or 1. */
+static bool caption_update(struct afs_catalog *cat, const char *coll_name, const char *id,
+                           const char *caption, int64_t *matched, struct afs_error *err) {
   bson_error_t berr;
   bson_oid_t oid;
   bson_t reply;
+  *matched = 0;
   if (!bson_oid_is_valid(id, strlen(id)))
-    return afs_error_set(err, EINVAL, "bad asset id '%s'", id);
+    return afs_error_set(err, EINVAL, "bad record id '%s'", id);
   bson_oid_init_from_string(&oid, id);
-  bson_t *sel = BCON_NEW("_id", BCON_OID(&oid), "status", BCON_UTF8("active"));
+  /* _id alone: the one filter FerretDB answers from its index. */
+  bson_t *sel = BCON_NEW("_id", BCON_OID(&oid));
   bson_t *upd = BCON_NEW("$set", "{", "caption", BCON_UTF8(caption), "updatedAt",
                          BCON_DATE_TIME(afs_cat_wall_ms()), "}");
   mongoc_client_t *c = afs_db_pop(cat->db);
-  mongoc_collection_t *coll = afs_db_coll(cat->db, c, AFS_COLL_ASSET);
+  mongoc_collection_t *coll = afs_db_coll(cat->db, c, coll_name);
   bool ok = mongoc_collection_update_one(coll, sel, upd, NULL, &reply, &berr);
   mongoc_collection_destroy(coll);
   afs_db_push(cat->db, c);
   bson_destroy(sel);
   bson_destroy(upd);
-  int64_t matched = 0;
   bson_iter_t it;
   if (ok && bson_iter_init_find(&it, &reply, "matchedCount"))
-    matched = bson_iter_as_int64(&it);
+    *matched = bson_iter_as_int64(&it);
   bson_destroy(&reply);
   if (!ok) {
     afs_db_error(err, &berr, "setting a caption");
     err->code = EIO;
-    return false;
   }
+  return ok;
+}
+
+bool afs_catalog_set_caption(struct afs_catalog *cat, const char *id, const char *caption,
+                             struct afs_error *err) {
+  int64_t matched = 0;
+  if (!caption_update(cat, AFS_COLL_ASSET, id, caption, &matched, err))
+    return false;
   drop_id_nodes(cat, id);
   if (matched == 0)
-    return afs_error_set(err, ENOENT, "no active asset %s", id);
+    return afs_error_set(err, ENOENT, "no asset %s", id);
   return true;
+}
+
+/* The status of upload record id ("" when it is gone); false when the query failed. */
+static bool upload_status(struct afs_catalog *cat, const char *id, char status[32],
+                          struct afs_error *err) {
+  bson_error_t berr;
+  bson_oid_t oid;
+  const bson_t *doc;
+  status[0] = 0;
+  bson_oid_init_from_string(&oid, id);
+  bson_t *q = BCON_NEW("_id", BCON_OID(&oid));
+  bson_t *opts = BCON_NEW("projection", "{", "status", BCON_INT32(1), "}");
+  mongoc_client_t *c = afs_db_pop(cat->db);
+  mongoc_collection_t *coll = afs_db_coll(cat->db, c, AFS_COLL_UPLOAD);
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, q, opts, NULL);
+  bson_iter_t it;
+  if (mongoc_cursor_next(cur, &doc) && bson_iter_init_find(&it, doc, "status") &&
+      BSON_ITER_HOLDS_UTF8(&it))
+    snprintf(status, 32, "%s", bson_iter_utf8(&it, NULL));
+  bool ok = !mongoc_cursor_error(cur, &berr);
+  mongoc_cursor_destroy(cur);
+  mongoc_collection_destroy(coll);
+  afs_db_push(cat->db, c);
+  bson_destroy(q);
+  bson_destroy(opts);
+  if (!ok) {
+    afs_db_error(err, &berr, "reading an upload record");
+    err->code = EIO;
+  }
+  return ok;
+}
+
+bool afs_catalog_set_upload_caption(struct afs_catalog *cat, const char *id,
+                                    const char *caption, double wait_s,
+                                    struct afs_error *err) {
+  int64_t matched = 0;
+  if (!caption_update(cat, AFS_COLL_UPLOAD, id, caption, &matched, err))
+    return false;
+  double deadline = afs_cat_now() + wait_s;
+  useconds_t pause = 50000;
+  for (;;) {
+    /* The asset's _id is its upload's. */
+    if (!caption_update(cat, AFS_COLL_ASSET, id, caption, &matched, err))
+      return false;
+    if (matched) {
+      drop_id_nodes(cat, id);
+      return true;
+    }
+    /* No asset yet. If the broker read the record before our update, it creates the
+     * asset without the caption: wait for the completion, then write it there. */
+    char st[32];
+    if (!upload_status(cat, id, st, err))
+      return false;
+    if (!strcmp(st, "error") || !st[0])
+      return true; /* no asset will come of it (or it is gone): the record has it */
+    if (!strcmp(st, "completed"))
+      continue; /* the asset exists now (or was removed): one more try */
+    if (afs_cat_now() >= deadline) {
+      afs_warn("upload %s: the broker has not completed it within %.0f s; the caption is "
+               "on its record only", id, wait_s);
+      return true;
+    }
+    usleep(pause);
+    pause = pause < 400000 ? pause * 2 : pause;
+  }
 }

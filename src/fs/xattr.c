@@ -2,13 +2,16 @@
  * CosyncAsset record (catalog); a file written here and not completed yet answers from
  * its upload state, so `getfattr -n user.assetfs.status` shows "uploading", "uploaded",
  * "retrying: <why>" or "error: <why>" while the broker has not completed it. Writing
- * user.assetfs.caption sets the caption (on the asset, or with the upload). */
+ * user.assetfs.caption sets the caption: on the asset; with the upload if it has not
+ * gone up yet; on the upload record AND the asset when the broker is completing it. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/xattr.h>
+#include <time.h>
 
+#include "assetfs/http_put.h" /* afs_monotonic_ms */
 #include "assetfs/log.h"
 #include "ops_int.h"
 
@@ -188,16 +191,28 @@ int afs_op_setxattr(const char *path, const char *name, const char *value, size_
   if (!rc) {
     char *caption = strndup(value, size);
     if (wf) {
-      /* Sent with "uploaded"; if that already happened, the asset gets it once
-       * completed (the user sees it through the record then). */
+      /* Sent with "uploaded". A running upload took its copy already: wait for it
+       * (bounded), then, past "uploaded", the record and the asset get it directly. */
+      char id[25];
       pthread_mutex_lock(&wf->mu);
       free(wf->caption);
       wf->caption = caption;
-      bool late = wf->state == AFS_W_UPLOADED;
+      int64_t deadline = afs_monotonic_ms() + (int64_t)(fs->opt.close_timeout * 1000);
+      while ((wf->busy || wf->state == AFS_W_UPLOADING) && afs_monotonic_ms() < deadline) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 200 * 1000000L;
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&wf->cond, &wf->mu, &ts);
+      }
+      bool late = (wf->state == AFS_W_UPLOADED || wf->state == AFS_W_COMPLETED) && !wf->dirty;
+      memcpy(id, wf->id, sizeof id);
+      char *cap = late ? strdup(wf->caption) : NULL;
       pthread_mutex_unlock(&wf->mu);
-      if (late)
-        afs_warn("caption set while the broker completes %s: it applies to the next upload",
-                 p.rel);
+      if (late && id[0] && !afs_catalog_set_upload_caption(fs->cat, id, cap, 10.0, &e))
+        rc = afs_fs_errno(&e);
+      free(cap);
     } else {
       if (!afs_catalog_set_caption(fs->cat, a.id, caption, &e))
         rc = afs_fs_errno(&e);

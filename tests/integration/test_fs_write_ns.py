@@ -3,13 +3,14 @@ directories), unlink, mkdir/rmdir, utimens, chmod/chown, statfs, bad names, xatt
 import errno
 import os
 import subprocess
+import threading
 import time
 
 import pytest
 
 from fs_read_util import cosync_put
 from fs_write_util import active_asset, http_get, wait_asset, wait_no_staging
-from procs import wait_for
+from procs import Procs, wait_for
 
 
 def put(mount, rel, data):
@@ -217,6 +218,43 @@ def test_xattrs_status_and_caption(mount, db):
         os.setxattr(p, "user.assetfs.url", b"http://evil")
     with pytest.raises(OSError):
         os.setxattr(p, "user.other", b"x")
+
+
+def test_caption_between_uploaded_and_completed(start_broker, start_mount, db):
+    # The broker copies the upload record's caption into the asset when it completes it;
+    # a caption set after "uploaded" goes on the record AND on the asset once it exists.
+    b = start_broker()
+    m = start_mount()
+    p = m.p("late-cap.txt")
+    f = open(p, "wb")
+    f.write(b"caption me")
+    wait_for(lambda: (db.CosyncAssetUpload.find_one({"filePath": "late-cap.txt"}) or {})
+             .get("status") == "initialized", 15, "the broker to sign the record")
+    Procs.stop(b.proc)
+    f.close()  # goes up; nobody completes it
+    up = db.CosyncAssetUpload.find_one({"filePath": "late-cap.txt"})
+    assert up["status"] == "uploaded"
+    assert os.getxattr(p, "user.assetfs.status") == b"uploaded"
+    done = []
+    th = threading.Thread(target=lambda: done.append(
+        os.setxattr(p, "user.assetfs.caption", b"late caption")))
+    th.start()
+    wait_for(lambda: db.CosyncAssetUpload.find_one({"_id": up["_id"]}).get("caption") ==
+             "late caption", 10, "the caption on the upload record")
+    start_broker(name="broker-again")  # completes it while setxattr waits (bounded)
+    th.join(30)
+    assert done == [None]
+    a = wait_asset(db, "late-cap.txt")
+    assert a["_id"] == up["_id"]
+    assert a.get("caption") == "late caption"
+    wait_no_staging(m)
+    assert os.getxattr(p, "user.assetfs.caption") == b"late caption"
+    # Again, with the broker completing at once: the asset gets it either way.
+    with open(m.p("quick-cap.txt"), "wb") as f:
+        f.write(b"q")
+    os.setxattr(m.p("quick-cap.txt"), "user.assetfs.caption", b"quick")
+    wait_for(lambda: (active_asset(db, "quick-cap.txt") or {}).get("caption") == "quick", 15,
+             "the caption on the asset")
 
 
 def catalog_queries(mount):
