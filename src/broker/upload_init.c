@@ -120,25 +120,127 @@ static bool already_ours(const struct afs_broker *b, const bson_t *doc, const ch
          afs_broker_seal_ok(b, doc);
 }
 
-/* 1 when no object exists at any of the plan's keys; 0 (err says which) when one does;
- * -1 (err) when S3 could not be asked. */
-static int keys_free(struct afs_broker *b, const struct afs_keys *k, struct afs_error *err) {
-  for (int p = 0; p < AFS_PART_COUNT; p++) {
+/* Regex matching s literally. Caller frees. */
+static char *regex_quote(const char *s) {
+  char *out = malloc(2 * strlen(s) + 1), *w = out;
+  if (!out)
+    return NULL;
+  for (; *s; s++) {
+    if (strchr("\\^$.|?*+()[]{}", *s))
+      *w++ = '\\';
+    *w++ = *s;
+  }
+  *w = '\0';
+  return out;
+}
+
+/* 1 if a record other than `id` (upload or asset) has one of the plan's keys as its
+ * `path`, or is the original whose cut our original's key would be (a key
+ * "<stem>-small-<ts>.jpg" is also the original key of "<stem>-small.jpg"); 0 if none;
+ * -1 on a MongoDB error. Runs only when an object already exists at a key, so its
+ * queries (not pushed down by FerretDB) are rare. */
+static int keys_claimed(struct afs_broker *b, mongoc_client_t *c, const bson_value_t *id,
+                        const bson_t *doc, const struct afs_keys *k) {
+  static const char *const tags[] = {"-small", "-medium", "-large", "-videopreview"};
+  char tsbuf[32], *parent = NULL;
+  const char *orig = k->key[AFS_PART_ORIGINAL];
+  snprintf(tsbuf, sizeof tsbuf, "-%lld", (long long)key_timestamp(doc, id));
+  const char *at = NULL;
+  for (const char *p = strstr(orig, tsbuf); p; p = strstr(p + 1, tsbuf))
+    at = p;
+  for (size_t t = 0; at && t < sizeof tags / sizeof tags[0] && !parent; t++) {
+    size_t tl = strlen(tags[t]), sl = (size_t)(at - orig);
+    if (sl > tl && !strncmp(at - tl, tags[t], tl)) {
+      char *prefix = NULL, *q = NULL;
+      if (asprintf(&prefix, "%.*s%s", (int)(sl - tl), orig, tsbuf) >= 0 &&
+          (q = regex_quote(prefix)) && asprintf(&parent, "^%s(\\.[^/]*)?$", q) < 0)
+        parent = NULL;
+      free(prefix);
+      free(q);
+    }
+  }
+  bson_t q = BSON_INITIALIZER, or, alt, in, ne;
+  BSON_APPEND_DOCUMENT_BEGIN(&q, "_id", &ne);
+  bson_append_value(&ne, "$ne", 3, id);
+  bson_append_document_end(&q, &ne);
+  BSON_APPEND_ARRAY_BEGIN(&q, "$or", &or);
+  BSON_APPEND_DOCUMENT_BEGIN(&or, "0", &alt);
+  BSON_APPEND_DOCUMENT_BEGIN(&alt, "path", &in);
+  bson_t arr;
+  BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
+  int n = 0;
+  for (int p = 0; p < AFS_PART_COUNT; p++)
+    if (k->key[p]) {
+      char key[16];
+      snprintf(key, sizeof key, "%d", n++);
+      BSON_APPEND_UTF8(&arr, key, k->key[p]);
+    }
+  bson_append_array_end(&in, &arr);
+  bson_append_document_end(&alt, &in);
+  bson_append_document_end(&or, &alt);
+  if (parent) {
+    BSON_APPEND_DOCUMENT_BEGIN(&or, "1", &alt);
+    BSON_APPEND_REGEX(&alt, "path", parent, "");
+    bson_append_document_end(&or, &alt);
+  }
+  bson_append_array_end(&q, &or);
+  int rc = 0;
+  bson_t *opts = BCON_NEW("limit", BCON_INT64(1));
+  static const char *const colls[] = {AFS_COLL_UPLOAD, AFS_COLL_ASSET};
+  for (size_t i = 0; i < 2 && rc == 0; i++) {
+    mongoc_collection_t *coll = afs_broker_coll(b, c, colls[i]);
+    bson_error_t berr;
+    int64_t cnt = mongoc_collection_count_documents(coll, &q, opts, NULL, NULL, &berr);
+    if (cnt < 0) {
+      afs_warn("checking who uses the keys: %s", berr.message);
+      rc = -1;
+    } else if (cnt > 0) {
+      rc = 1;
+    }
+    mongoc_collection_destroy(coll);
+  }
+  bson_destroy(opts);
+  bson_destroy(&q);
+  free(parent);
+  return rc;
+}
+
+/* 1 when the plan's keys may be signed for PUT: no object at any of them, or objects
+ * that no other record accounts for (this record's own, uploaded through URLs of an
+ * initialization that a lost update erased: keys are deterministic). 0 (err says
+ * which key) when another record's object is there; -1 (err) when S3 or MongoDB could
+ * not be asked. */
+static int keys_free(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
+                     const bson_value_t *id, const struct afs_keys *k, const char *ids,
+                     struct afs_error *err) {
+  const char *taken = NULL;
+  for (int p = 0; p < AFS_PART_COUNT && !taken; p++) {
     struct afs_s3_object_info info;
     memset(&info, 0, sizeof info);
     if (!k->key[p])
       continue;
     if (!afs_s3_head_object(&b->s3c, k->key[p], &info, err))
       return -1;
-    if (info.exists) {
-      afs_error_set(err, EEXIST,
-                    "an object already exists at %s; refusing to sign a PUT that would "
-                    "overwrite it (is _id or uid copied from another upload?)",
-                    k->key[p]);
-      return 0;
-    }
+    if (info.exists)
+      taken = k->key[p];
   }
-  return 1;
+  if (!taken)
+    return 1;
+  switch (keys_claimed(b, c, id, doc, k)) {
+  case 0:
+    afs_info("upload %s: objects already at its keys and no other record uses them (an "
+             "initialization lost to a concurrent update); initializing again",
+             ids);
+    return 1;
+  case -1:
+    afs_error_set(err, EAGAIN, "MongoDB could not be asked who uses %s", taken);
+    return -1;
+  }
+  afs_error_set(err, EEXIST,
+                "an object of another record already exists at %s; refusing to sign a PUT "
+                "that would overwrite it (is _id or uid copied from another upload?)",
+                taken);
+  return 0;
 }
 
 enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
@@ -160,7 +262,7 @@ enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const
   if (!already_ours(b, doc, plan.keys.key[AFS_PART_ORIGINAL])) {
     /* The keys' timestamp comes from the client-chosen _id, so a client could aim a
      * fresh record at someone's existing key; never hand out a PUT over an object. */
-    switch (keys_free(b, &plan.keys, &err)) {
+    switch (keys_free(b, c, doc, &plan.id, &plan.keys, ids, &err)) {
     case 0:
       out = afs_upload_fail(coll, &plan.id, token, err.msg);
       goto done;

@@ -277,6 +277,17 @@ def test_reinitialization_after_upload_still_works(db, broker):
     assert r2["status"] == "initialized" and r2["path"] == r1["path"], r2
     mark_uploaded(db, _id)
     wait_status(db, _id, "completed")
+    # The whole initialization lost (FerretDB on SQLite: a claim that read the record
+    # before it was initialized writes it back), after the client uploaded: the object
+    # at the key is no other record's, so the record is initialized again.
+    _id = new_upload(db, u, "again/lost.jpg", "image/jpeg")
+    r1 = wait_status(db, _id, "initialized")
+    assert put(r1["writeUrl"], b"mine", "image/jpeg") == 200
+    db.CosyncAssetUpload.update_one({"_id": _id}, {
+        "$set": {"status": "pending"},
+        "$unset": {k: "" for k in ("path", "brokerSeal", "writeUrl", "url", "expiration")}})
+    r2 = wait_status(db, _id, ["initialized", "error"])
+    assert r2["status"] == "initialized" and r2["path"] == r1["path"], r2
 
 
 def test_uninitialized_completion_aimed_at_another_asset(db, broker, s3, bucket):
