@@ -69,6 +69,7 @@ struct afs_wfile {
   int attempts;           /* background retries so far */
   int64_t next_try_ms;    /* monotonic ms of the next background retry */
   int64_t uploaded_ms;    /* monotonic ms when "uploaded" was set */
+  int64_t next_poll_ms;   /* monotonic ms of the next look at its record (worker) */
   struct afs_error last_err;
   bool claimed;           /* an upload worker took it from the queue */
   bool resumed;           /* adopted from a journal: ask the record before uploading */

@@ -576,9 +576,15 @@ static bool worker_pass(struct afs_uploader *up) {
     /* Retries are the upload workers' (pool_main); this pass only watches records. */
     bool retry_pending = !busy && !wf->unlinked &&
                          (s == AFS_W_QUEUED || (s == AFS_W_RETRYING && now >= wf->next_try_ms));
-    if ((s == AFS_W_UPLOADED || (i >= n && s != AFS_W_COMPLETED)) && wf->id[0] && !busy) {
+    if ((s == AFS_W_UPLOADED || (i >= n && s != AFS_W_COMPLETED)) && wf->id[0] && !busy &&
+        now >= wf->next_poll_ms) {
       memcpy(ids[polled], wf->id, sizeof ids[polled]);
       idx[polled++] = i;
+      /* One find per record and pass: with hundreds waiting for the broker, polling each
+       * as often as a fresh one would load the database the broker needs. A record is
+       * asked again after a quarter of its age (100 ms to 2 s). */
+      int64_t age = now - wf->uploaded_ms;
+      wf->next_poll_ms = now + (age / 4 < 100 ? 100 : age / 4 > 2000 ? 2000 : age / 4);
     }
     pthread_mutex_unlock(&wf->mu);
     active |= s == AFS_W_UPLOADED || s == AFS_W_UPLOADING || busy;
