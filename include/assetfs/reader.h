@@ -5,6 +5,8 @@
  * every handle on the same asset shares them and a reopen finds them warm. The cache
  * has ONE budget for all open files (budget_bytes, default 256 MiB); least recently used
  * blocks are dropped first, and blocks a sequential reader has passed go before others.
+ * By default the budget is the whole process's: the blocks get what the process does
+ * not hold already (whole_process), so `cache_mb` bounds the mount's RSS.
  *
  * Sequential readers get a read-ahead window of 1 MiB that grows to twice the bytes read
  * in the current sequential run (so it doubles as the reader keeps going), up to max_window and to a fair share of the budget (budget /
@@ -43,6 +45,11 @@ struct afs_readcache_opts {
   int retries;           /* extra attempts after a 5xx/network error; default 3 */
   long connect_timeout_s;/* default 5 */
   long stall_timeout_s;  /* default 15 */
+  bool whole_process;    /* budget_bytes bounds the process's resident memory, not only
+                          * the blocks: the cache gets the budget less what the process
+                          * holds at creation (libraries, pools) and an allowance for
+                          * threads and transfer buffers, and at least half of it.
+                          * Default true. */
 };
 
 void afs_readcache_opts_default(struct afs_readcache_opts *o);
@@ -58,6 +65,7 @@ void afs_readcache_free(struct afs_readcache *rc);
 struct afs_readcache_stats {
   size_t bytes_cached;      /* now */
   size_t bytes_peak;        /* highest ever */
+  size_t cache_budget;      /* what the blocks may use (see whole_process) */
   uint64_t hits, misses;    /* blocks */
   uint64_t requests;        /* ranged GETs issued */
   uint64_t bytes_fetched;

@@ -58,10 +58,27 @@ static struct afs_reader *open_src(struct afs_readcache *rc, const char *key, lo
   return r;
 }
 
+/* By default the budget is the process's: the blocks get less than all of it. */
+static void test_whole_process_budget(void) {
+  struct afs_readcache_opts o;
+  afs_readcache_opts_default(&o);
+  CHECK(o.whole_process);
+  o.budget_bytes = 256u << 20;
+  struct afs_error err = {0};
+  struct afs_readcache *rc = afs_readcache_new(&o, &err);
+  CHECK(rc != NULL);
+  struct afs_readcache_stats st;
+  afs_readcache_get_stats(rc, &st);
+  printf("whole-process budget: %zu MiB of 256 MiB for blocks\n", st.cache_budget >> 20);
+  CHECK(st.cache_budget >= 128u << 20 && st.cache_budget <= (256u << 20) - (16u << 20));
+  afs_readcache_free(rc);
+}
+
 static void test_sequential(void) {
   struct afs_readcache_opts o;
   afs_readcache_opts_default(&o);
   o.budget_bytes = 16 << 20;
+  o.whole_process = false; /* the blocks get all of it: the bound below is exact */
   struct afs_error err = {0};
   struct afs_readcache *rc = afs_readcache_new(&o, &err);
   CHECK(rc != NULL);
@@ -89,6 +106,7 @@ static void test_sequential(void) {
   afs_readcache_get_stats(rc, &st);
   printf("peak cache %zu KiB (budget %zu KiB)\n", st.bytes_peak >> 10, o.budget_bytes >> 10);
   CHECK(st.bytes_peak <= o.budget_bytes + (2u << 20));
+  CHECK(st.cache_budget == o.budget_bytes);
   /* Past the end, and a read straddling it. */
   CHECK(afs_reader_read(r, buf, 100, size, &err) == 0);
   CHECK(afs_reader_read(r, buf, 100, size - 10, &err) == 10);
@@ -260,6 +278,7 @@ static void test_concurrent(void) {
 
 int main(void) {
   CHECK(httpd_start(&H) == 0);
+  test_whole_process_budget();
   test_sequential();
   test_random();
   test_refresh_403();
