@@ -147,6 +147,17 @@ int afs_broker_record_path(const bson_t *doc, const char **path);
  * complete_upserted, init_claimed. */
 void afs_broker_test_pause(const char *point, const bson_value_t *id);
 
+/* Counting of the MongoDB commands sent (dbstats.c): install on the pool before any
+ * client is popped; worker threads mark themselves so claims and handlers are counted
+ * apart; the log line at stop gives the totals since start. */
+bool afs_broker_dbstats_install(mongoc_client_pool_t *pool);
+void afs_broker_dbstats_role(bool worker);
+void afs_broker_dbstats_log(void);
+/* Commands the calling thread has sent so far; a claim's cost (its commands) and what it
+ * found, to tell the round trips per record from those of idle polling. */
+long long afs_broker_dbstats_sent(void);
+void afs_broker_dbstats_claim(long long cmds, int found);
+
 /* Collection helper: caller destroys. */
 mongoc_collection_t *afs_broker_coll(struct afs_broker *b, mongoc_client_t *c, const char *name);
 

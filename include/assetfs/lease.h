@@ -36,7 +36,12 @@ int64_t afs_now_ms(void);
 void afs_lease_append_claimable(bson_t *filter, int64_t now_ms);
 
 /* Claims up to `limit` records matching `filter`, oldest _id first, for lease_ms.
- * 0 claimed is success with out->n == 0. Free with afs_lease_batch_free. */
+ * 0 claimed is success with out->n == 0. Free with afs_lease_batch_free.
+ * Round trips: limit 1 is one findAndModify (claims and reads). Otherwise one query for
+ * candidates, then nothing more when there are none, one findAndModify for a single
+ * candidate, or an updateMany (plus a read of what this claim owns only when it did not
+ * get every candidate: another broker was quicker). Plain top-level
+ * equalities in `filter` let FerretDB push the query down to its backend. */
 bool afs_lease_claim(mongoc_collection_t *coll, const bson_t *filter, int limit, long lease_ms,
                      struct afs_lease_batch *out, struct afs_error *err);
 void afs_lease_batch_free(struct afs_lease_batch *b);

@@ -1,6 +1,8 @@
 /* The broker's loop: one dispatcher thread polls MongoDB (adaptive interval: poll_min_ms
- * right after work was found, doubling up to poll_max_ms while idle, longer backoff while
- * MongoDB is unreachable), claims batches under a lease and queues them; worker threads
+ * right after work was found, doubling while idle up to HOT_CAP_MS for HOT_MS after the
+ * last work and up to poll_max_ms after that, longer backoff while MongoDB is
+ * unreachable), claims under a lease (one record per findAndModify while a source is
+ * idle, batches while it is busy) and queues them; worker threads
  * run the handlers. On stop, workers finish the record in hand and every queued record's
  * lease is released so another broker takes it at once. */
 #include <errno.h>
@@ -15,9 +17,17 @@
 #include "assetfs/log.h"
 #include "assetfs/records.h"
 
-enum src { SRC_UPLOAD, SRC_CALL, SRC_DELETED, SRC_STALE, SRC_COUNT };
-static const char *const src_coll[SRC_COUNT] = {AFS_COLL_UPLOAD, AFS_COLL_CALL, AFS_COLL_ASSET,
-                                                AFS_COLL_UPLOAD};
+/* Pending and uploaded records are two sources, each a plain equality on status: FerretDB
+ * on PostgreSQL pushes that down (milliseconds), while {status: {$in: [...]}} scans the
+ * whole collection in Go (hundreds of ms at a few thousand records). */
+enum src { SRC_PENDING, SRC_UPLOADED, SRC_CALL, SRC_DELETED, SRC_STALE, SRC_COUNT };
+static const char *const src_coll[SRC_COUNT] = {AFS_COLL_UPLOAD, AFS_COLL_UPLOAD, AFS_COLL_CALL,
+                                                AFS_COLL_ASSET, AFS_COLL_UPLOAD};
+
+/* After work was found, idle polls stay at most HOT_CAP_MS apart for HOT_MS: uploads come
+ * in bursts, and a record just initialized is usually marked uploaded soon after. */
+#define HOT_MS 1500
+#define HOT_CAP_MS 20
 
 /* Deleted assets are purged without hurry; the query scans the asset collection. */
 #define DELETED_POLL_MS 1000
@@ -71,6 +81,7 @@ static void *worker_main(void *arg) {
   struct ctx *x = arg;
   struct afs_broker *b = x->b;
   struct queue *q = &x->q;
+  afs_broker_dbstats_role(true);
   mongoc_client_t *c = afs_db_pop(&b->db);
   for (;;) {
     pthread_mutex_lock(&q->lock);
@@ -104,7 +115,8 @@ static void *worker_main(void *arg) {
       it.src = SRC_COUNT;
     }
     switch (it.src) {
-    case SRC_UPLOAD:
+    case SRC_PENDING:
+    case SRC_UPLOADED:
       afs_rec_str(it.doc, "status", 64, &status, NULL);
       if (status && !strcmp(status, "uploaded"))
         afs_upload_complete(b, c, it.doc, it.token);
@@ -139,10 +151,11 @@ static void *worker_main(void *arg) {
 
 static bson_t *source_filter(struct afs_broker *b, enum src s) {
   switch (s) {
-  case SRC_UPLOAD:
-    /* Not an array: ["pending"] would match $in too (and $type "string" as well). */
-    return BCON_NEW("status", "{", "$in", "[", "pending", "uploaded", "]", "}", "$and", "[",
-                    "{", "status", "{", "$not", "{", "$type", "array", "}", "}", "}", "]");
+  case SRC_PENDING:
+  case SRC_UPLOADED:
+    /* Not an array: {status: "pending"} matches ["pending"] too. */
+    return BCON_NEW("status", s == SRC_PENDING ? "pending" : "uploaded", "$and", "[", "{",
+                    "status", "{", "$not", "{", "$type", "array", "}", "}", "}", "]");
   case SRC_CALL:
     return BCON_NEW("status", "pending", "$and", "[", "{", "status", "{", "$not", "{", "$type",
                     "array", "}", "}", "}", "]");
@@ -166,7 +179,7 @@ static bson_t *source_filter(struct afs_broker *b, enum src s) {
 
 /* Claims from one source; returns records queued, or -1 on a MongoDB error. */
 static int claim_source(struct ctx *x, mongoc_client_t *c, enum src s, size_t room,
-                        struct afs_error *err) {
+                        bool single, struct afs_error *err) {
   struct afs_broker *b = x->b;
   struct afs_lease_batch batch;
   size_t want = room < (size_t)b->batch ? room : (size_t)b->batch;
@@ -175,23 +188,32 @@ static int claim_source(struct ctx *x, mongoc_client_t *c, enum src s, size_t ro
   mongoc_collection_t *coll = afs_broker_coll(b, c, src_coll[s]);
   bson_t *f = source_filter(b, s);
   int64_t t0 = afs_now_ms();
-  bool ok = afs_lease_claim(coll, f, (int)want, b->cfg.lease_seconds * 1000L, &batch, err);
+  long long sent0 = afs_broker_dbstats_sent();
+  int n = 0;
+  /* Single: one findAndModify that claims and reads the oldest record (an idle poll that
+   * finds one costs no second round trip). Otherwise a batch claim: one query when there
+   * is nothing, two for up to `want`. */
+  bool ok = afs_lease_claim(coll, f, single ? 1 : (int)want, b->cfg.lease_seconds * 1000L,
+                            &batch, err);
+  if (ok) {
+    int64_t t1 = afs_now_ms();
+    for (size_t i = 0; i < batch.n; i++) {
+      struct item it = {.src = s, .doc = batch.docs[i], .claimed_ms = t1};
+      snprintf(it.token, sizeof it.token, "%s", batch.token);
+      batch.docs[i] = NULL;
+      q_push(&x->q, it);
+    }
+    n = (int)batch.n;
+    batch.n = 0;
+    afs_lease_batch_free(&batch);
+    afs_broker_dbstats_claim(afs_broker_dbstats_sent() - sent0, n);
+  }
   bson_destroy(f);
   mongoc_collection_destroy(coll);
   if (!ok)
     return -1;
-  if (batch.n)
-    afs_debug("claimed %zu from %s in %lld ms", batch.n, src_coll[s],
-              (long long)(afs_now_ms() - t0));
-  for (size_t i = 0; i < batch.n; i++) {
-    struct item it = {.src = s, .doc = batch.docs[i], .claimed_ms = t0};
-    snprintf(it.token, sizeof it.token, "%s", batch.token);
-    batch.docs[i] = NULL;
-    q_push(&x->q, it);
-  }
-  int n = (int)batch.n;
-  batch.n = 0;
-  afs_lease_batch_free(&batch);
+  if (n)
+    afs_debug("claimed %d from %s in %lld ms", n, src_coll[s], (long long)(afs_now_ms() - t0));
   return n;
 }
 
@@ -251,7 +273,12 @@ int afs_broker_run(struct afs_broker *b) {
   if (stale_every_ms > 30000)
     stale_every_ms = 30000;
   int64_t next_stale = 0, down_since = 0, last_down_log = 0, next_side = 0, last_claim = 0;
-  int64_t next_deleted = 0, claim_cost = 0;
+  int64_t next_deleted = 0, claim_cost = 0, last_work = 0;
+  /* Per source: whether the last claim found work. A quiet source is polled with a
+   * one-record findAndModify (the poll that finds a record has claimed it too); right
+   * after work, in batches, since more usually follow (one query when nothing is left,
+   * two for up to `batch` records). */
+  bool was_busy[SRC_COUNT] = {false};
   /* Purging every quarter of call_keep_seconds (1 s..10 min) keeps an answered call at
    * most about 25% past that age, with one collection scan per interval. */
   long call_purge_every_ms = b->cfg.call_keep_seconds * 250L;
@@ -289,6 +316,7 @@ int afs_broker_run(struct afs_broker *b) {
       next_call_purge = afs_now_ms() + call_purge_every_ms;
     }
     bool side_due = afs_now_ms() >= next_side;
+    int64_t cycle0 = afs_now_ms();
     for (int s = 0; s < SRC_COUNT && !failed; s++) {
       if (s == SRC_STALE && afs_now_ms() < next_stale)
         continue;
@@ -300,9 +328,12 @@ int afs_broker_run(struct afs_broker *b) {
         break;
       }
       int64_t c0 = afs_now_ms();
-      int n = claim_source(&x, c, (enum src)s, room, &err);
-      if (s == SRC_UPLOAD)
+      int n = claim_source(&x, c, (enum src)s, room, !was_busy[s], &err);
+      was_busy[s] = n > 0;
+      if (s == SRC_PENDING)
         claim_cost = afs_now_ms() - c0;
+      else if (s == SRC_UPLOADED)
+        claim_cost += afs_now_ms() - c0;
       if (s == SRC_DELETED && n >= 0)
         next_deleted = afs_now_ms() + (n > 0 ? 0 : DELETED_POLL_MS);
       if (n < 0)
@@ -311,8 +342,10 @@ int afs_broker_run(struct afs_broker *b) {
         found += n;
       if (s == SRC_STALE && n >= 0)
         next_stale = afs_now_ms() + stale_every_ms;
-      if (s == SRC_UPLOAD)
+      if (s == SRC_PENDING)
         busy_streak = n > 0;
+      else if (s == SRC_UPLOADED)
+        busy_streak = busy_streak || n > 0;
     }
     last_claim = afs_now_ms();
     if (side_due && !failed)
@@ -333,10 +366,21 @@ int afs_broker_run(struct afs_broker *b) {
         afs_info("MongoDB reachable again after %lld ms", (long long)(now - down_since));
         down_since = 0;
       }
-      if (found || full)
+      if (found || full) {
         delay = b->poll_min_ms;
-      else if ((delay *= 2) > b->poll_max_ms)
-        delay = b->poll_max_ms;
+        last_work = now;
+      } else {
+        long cap = now - last_work < HOT_MS && HOT_CAP_MS < b->poll_max_ms ? HOT_CAP_MS
+                                                                           : b->poll_max_ms;
+        if ((delay *= 2) > cap)
+          delay = cap;
+        /* Where every poll is a collection scan (FerretDB on SQLite), idle polling must
+         * not turn into scanning back to back: wait at least as long as this poll took. */
+        if (delay < now - cycle0)
+          delay = now - cycle0 < b->poll_max_ms ? now - cycle0 : b->poll_max_ms;
+        if (delay < b->poll_min_ms)
+          delay = b->poll_min_ms;
+      }
     }
     pthread_mutex_lock(&q->lock);
     struct timespec ts;

@@ -244,6 +244,8 @@ int main(int argc, char *argv[]) {
     afs_err("%s", err.msg);
     goto out;
   }
+  if (!afs_broker_dbstats_install(b.db.pool))
+    afs_warn("cannot count MongoDB commands");
   /* MongoDB may not be up yet (or down for a while): wait, do not exit. */
   for (int attempt = 0;; attempt++) {
     if (afs_db_ping(&b.db, &err) && afs_indexes_ensure(&b.db, &err))
@@ -278,6 +280,7 @@ int main(int argc, char *argv[]) {
            sig == SIGTERM ? "SIGTERM" : "SIGINT");
   atomic_store(&b.stop, true);
   pthread_join(runner, NULL);
+  afs_broker_dbstats_log();
   afs_info("stopped");
   rc = 0;
 close_db:

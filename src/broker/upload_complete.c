@@ -1,6 +1,13 @@
 /* uploaded -> completed: verify every part with HEAD, create the CosyncAsset (upsert with
  * the upload's _id, so a retry after a crash is harmless), supersede older versions of
- * the same file, then mark the upload completed. */
+ * the same file, then mark the upload completed.
+ *
+ * Renames race with this (the filesystem updates filePath by _id on the upload, and on
+ * the asset once it exists). The asset takes the claimed filePath only when it is new;
+ * superseding happens only at a path our asset still holds and, when it would change
+ * something, only after the upload was read again; the finish returns the record, so a
+ * rename up to the completion moves the asset too. MongoDB round trips in the usual
+ * case: upsert, supersede query, finish. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,74 +66,99 @@ static bool same_id(const bson_value_t *a, const bson_value_t *b) {
   return false;
 }
 
-/* Marks older active assets at the same place superseded, or this one if a newer one
- * is already there. Both brokers of a race run this after their upsert, so at least
- * one of them sees the other. Only a path our asset still holds is touched: the query
- * that finds the others also shows whether our asset is there (it may have been renamed
- * since), so the check costs no extra round trip. Failures are logged: the next
- * completion retries. */
-static void supersede(struct afs_broker *b, mongoc_collection_t *assets, const bson_value_t *id,
-                      const char *partition, const char *file_path) {
-  const char *target = b->cfg.keep_versions ? "archived" : "deleted";
+/* What supersede found at one path: the older active assets there, and whether ours is
+ * there and older than another one. */
+struct sup {
+  bson_value_t olds[64];
+  size_t n;
+  bool self_here, self_old;
+};
+
+static void sup_free(struct sup *s) {
+  for (size_t i = 0; i < s->n; i++)
+    bson_value_destroy(&s->olds[i]);
+  s->n = 0;
+}
+
+/* true if superseding at this path would change something (the caller then makes sure
+ * the path is still the file's before sup_apply). One query. Only a path our asset still
+ * holds counts: the query shows whether our asset is there (a client may have renamed or
+ * removed it since), at no extra round trip. */
+static bool sup_find(mongoc_collection_t *assets, const bson_value_t *id, const char *partition,
+                     const char *file_path, struct sup *s) {
+  memset(s, 0, sizeof *s);
   bson_t *q = BCON_NEW("_partition", BCON_UTF8(partition), "filePath", BCON_UTF8(file_path),
                        "status", "active");
   bson_t *opts = BCON_NEW("projection", "{", "_id", BCON_INT32(1), "}");
   mongoc_cursor_t *cur = mongoc_collection_find_with_opts(assets, q, opts, NULL);
   const bson_t *d;
-  bool self_old = false, self_here = false;
-  bson_value_t olds[64];
-  size_t n = 0;
   while (mongoc_cursor_next(cur, &d)) {
     bson_iter_t it;
     if (!bson_iter_init_find(&it, d, "_id"))
       continue;
     const bson_value_t *o = bson_iter_value(&it);
     if (same_id(o, id)) {
-      self_here = true;
+      s->self_here = true;
       continue;
     }
     bool newer = o->value_type == BSON_TYPE_OID && id->value_type == BSON_TYPE_OID &&
                  bson_oid_compare(&o->value.v_oid, &id->value.v_oid) > 0;
     if (newer)
-      self_old = true;
-    else if (n < sizeof olds / sizeof olds[0])
-      bson_value_copy(o, &olds[n++]);
+      s->self_old = true;
+    else if (s->n < sizeof s->olds / sizeof s->olds[0])
+      bson_value_copy(o, &s->olds[s->n++]);
   }
   bson_error_t berr;
   if (mongoc_cursor_error(cur, &berr))
     afs_warn("supersede %s: %s", file_path, berr.message);
   mongoc_cursor_destroy(cur);
-  if (!self_here) {
-    /* Our asset is not (or no longer) active at this path: a client moved or removed
-     * it meanwhile. The path is not ours to clean up; whatever the client moved there
-     * stays (the one that renamed drops the target itself). */
-    for (size_t i = 0; i < n; i++)
-      bson_value_destroy(&olds[i]);
-    n = 0;
-    self_old = false;
-    afs_info("supersede %s: the asset is no longer active there; nothing superseded",
-             file_path);
+  bson_destroy(opts);
+  bson_destroy(q);
+  if (!s->self_here) {
+    /* Whatever a client moved to a path we no longer hold stays (the client that
+     * renamed over it drops the target itself). */
+    if (s->n || s->self_old)
+      afs_info("supersede %s: the asset is no longer active there; nothing superseded",
+               file_path);
+    sup_free(s);
+    s->self_old = false;
   }
-  if (self_old && n < sizeof olds / sizeof olds[0])
-    bson_value_copy(id, &olds[n++]);
-  for (size_t i = 0; i < n; i++) {
+  return s->n > 0 || s->self_old;
+}
+
+/* Marks the older active assets found superseded, or ours if a newer one is already
+ * there. Both brokers of a race run this after their upsert, so at least one of them
+ * sees the other. Failures are logged: the next completion retries. Frees s. */
+static void sup_apply(struct afs_broker *b, mongoc_collection_t *assets, const bson_value_t *id,
+                      const char *file_path, struct sup *s) {
+  const char *target = b->cfg.keep_versions ? "archived" : "deleted";
+  if (s->self_old && s->n < sizeof s->olds / sizeof s->olds[0])
+    bson_value_copy(id, &s->olds[s->n++]);
+  for (size_t i = 0; i < s->n; i++) {
     bson_t sel = BSON_INITIALIZER;
-    bson_append_value(&sel, "_id", 3, &olds[i]);
+    bson_append_value(&sel, "_id", 3, &s->olds[i]);
     BSON_APPEND_UTF8(&sel, "status", "active");
     bson_t *upd = BCON_NEW("$set", "{", "status", BCON_UTF8(target), "updatedAt",
                            BCON_DATE_TIME(afs_now_ms()), "}");
     char ids[80];
+    bson_error_t berr;
     if (!mongoc_collection_update_one(assets, &sel, upd, NULL, NULL, &berr))
       afs_warn("supersede %s: %s", file_path, berr.message);
     else
-      afs_info("asset %s (%s) superseded: %s", afs_rec_id_str(&olds[i], ids, sizeof ids),
+      afs_info("asset %s (%s) superseded: %s", afs_rec_id_str(&s->olds[i], ids, sizeof ids),
                file_path, target);
     bson_destroy(upd);
     bson_destroy(&sel);
-    bson_value_destroy(&olds[i]);
   }
-  bson_destroy(opts);
-  bson_destroy(q);
+  sup_free(s);
+}
+
+static void supersede(struct afs_broker *b, mongoc_collection_t *assets, const bson_value_t *id,
+                      const char *partition, const char *file_path) {
+  struct sup s;
+  if (sup_find(assets, id, partition, file_path, &s))
+    sup_apply(b, assets, id, file_path, &s);
+  sup_free(&s);
 }
 
 /* Deletes what a failed upload left at its keys, unless another asset record uses them
@@ -386,29 +418,37 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
   }
   afs_broker_test_pause("complete_upserted", &id);
   /* The client may have renamed the file since we claimed the record (a filePath update
-   * of the upload by _id; of the asset as well once it exists). Read the upload again
-   * now that the asset exists, so every later rename lands on the asset directly or is
-   * seen here (or, up to completion, in the record the finish returns). */
-  switch (current_file_path(uploads, &id, fp, &moved)) {
-  case -1:
-    afs_transient("upload %s: cannot re-read the record; will retry", ids);
-    afs_lease_release(uploads, &id, token, AFS_RETRY_MS, NULL);
-    out = AFS_RETRY;
-    goto done;
-  case 1:
-    at = move_asset(assets, &id, fp, moved, ids);
-    if (at < 0) {
+   * of the upload by _id, and of the asset once it exists). Superseding at the claimed
+   * path would then remove whatever was moved there: when there is something to
+   * supersede, read the upload again first (by _id); a rename up to the completion is
+   * also seen in the record the finish returns, and later ones find the asset. */
+  struct sup found;
+  cur_fp = fp;
+  if (sup_find(assets, &id, target, fp, &found)) {
+    switch (current_file_path(uploads, &id, fp, &moved)) {
+    case -1:
+      sup_free(&found);
+      afs_transient("upload %s: cannot re-read the record; will retry", ids);
       afs_lease_release(uploads, &id, token, AFS_RETRY_MS, NULL);
       out = AFS_RETRY;
       goto done;
+    case 1:
+      sup_free(&found);
+      at = move_asset(assets, &id, fp, moved, ids);
+      if (at < 0) {
+        afs_lease_release(uploads, &id, token, AFS_RETRY_MS, NULL);
+        out = AFS_RETRY;
+        goto done;
+      }
+      cur_fp = at ? moved : NULL;
+      if (cur_fp)
+        supersede(b, assets, &id, target, cur_fp);
+      break;
+    default:
+      sup_apply(b, assets, &id, fp, &found);
     }
-    cur_fp = at ? moved : NULL;
-    break;
-  default:
-    cur_fp = fp;
   }
-  if (cur_fp)
-    supersede(b, assets, &id, target, cur_fp);
+  sup_free(&found);
 
   bson_t *done_set = BCON_NEW("status", "completed", "updatedAt", BCON_DATE_TIME(afs_now_ms()));
   /* The write URLs are spent: dropping them keeps old upload records small (every
@@ -421,8 +461,8 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
   bson_destroy(spent);
   bson_destroy(done_set);
   if (rc == 1 && cur_fp) {
-    /* A rename between the re-read and the completion: follow it (a later one finds the
-     * asset and updates it itself). */
+    /* A rename before the completion: follow it (a later one finds the asset and
+     * updates it itself). */
     const char *last = NULL;
     afs_rec_str(&after, "filePath", AFS_FILEPATH_MAX, &last, NULL);
     if (last && *last && strcmp(last, cur_fp) && afs_filepath_check(last, strlen(last), NULL) &&

@@ -54,11 +54,28 @@ static void append_ids_in(bson_t *q, bson_value_t *ids, size_t n) {
   bson_append_document_end(q, &id);
 }
 
+/* Takes the document of a findAndModify reply (none: out->n stays 0). */
+static bool take_value(const bson_t *reply, struct afs_lease_batch *out, struct afs_error *err) {
+  bson_iter_t it;
+  out->docs = calloc(1, sizeof *out->docs);
+  if (!out->docs)
+    return afs_error_set(err, ENOMEM, "out of memory");
+  if (bson_iter_init_find(&it, reply, "value") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+    uint32_t len;
+    const uint8_t *data;
+    bson_iter_document(&it, &len, &data);
+    out->docs[0] = bson_new_from_data(data, len);
+    out->n = out->docs[0] ? 1 : 0;
+  }
+  return true;
+}
+
 bool afs_lease_claim(mongoc_collection_t *coll, const bson_t *filter, int limit, long lease_ms,
                      struct afs_lease_batch *out, struct afs_error *err) {
   bool ok = false;
   bson_error_t berr;
   bson_value_t *ids = NULL;
+  bson_t **cands = NULL;
   size_t nids = 0;
   const bson_t *doc;
   mongoc_cursor_t *cur = NULL;
@@ -70,21 +87,46 @@ bool afs_lease_claim(mongoc_collection_t *coll, const bson_t *filter, int limit,
     return true;
   int64_t now = afs_now_ms();
 
-  /* 1. candidates (ids only) */
+  if (limit == 1) {
+    /* One record wanted (the dispatcher's idle polls): claim and read it in one
+     * findAndModify, oldest first; nothing claimable costs that one round trip too. */
+    q = bson_copy(filter);
+    afs_lease_append_claimable(q, now);
+    upd = BCON_NEW("$set", "{", "leaseOwner", BCON_UTF8(out->token), "leaseUntil",
+                   BCON_DATE_TIME(now + lease_ms), "}");
+    bson_t *sort = BCON_NEW("_id", BCON_INT32(1));
+    bson_t fam;
+    bool fok = mongoc_collection_find_and_modify(coll, q, sort, upd, NULL, false, false, true,
+                                                 &fam, &berr);
+    bson_destroy(sort);
+    if (!fok) {
+      bson_destroy(&fam);
+      afs_db_error(err, &berr, "claiming a record");
+      goto done;
+    }
+    ok = take_value(&fam, out, err);
+    bson_destroy(&fam);
+    goto done;
+  }
+
+  /* 1. candidates, whole: when the claim gets every one of them, they are what the
+   * caller works on and need no second read. */
   q = bson_copy(filter);
   afs_lease_append_claimable(q, now);
-  opts = BCON_NEW("projection", "{", "_id", BCON_INT32(1), "}", "sort", "{", "_id",
-                  BCON_INT32(1), "}", "limit", BCON_INT64(limit));
+  opts = BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}", "limit", BCON_INT64(limit));
   cur = mongoc_collection_find_with_opts(coll, q, opts, NULL);
   ids = calloc((size_t)limit, sizeof *ids);
-  if (!ids) {
+  cands = calloc((size_t)limit, sizeof *cands);
+  if (!ids || !cands) {
     afs_error_set(err, ENOMEM, "out of memory");
     goto done;
   }
   while (nids < (size_t)limit && mongoc_cursor_next(cur, &doc)) {
     bson_iter_t it;
-    if (bson_iter_init_find(&it, doc, "_id"))
+    if (bson_iter_init_find(&it, doc, "_id")) {
+      cands[nids] = bson_copy(doc);
       bson_value_copy(bson_iter_value(&it), &ids[nids++]);
+    }
   }
   if (mongoc_cursor_error(cur, &berr)) {
     afs_db_error(err, &berr, "finding claimable records");
@@ -113,22 +155,8 @@ bool afs_lease_claim(mongoc_collection_t *coll, const bson_t *filter, int limit,
       afs_db_error(err, &berr, "claiming a record");
       goto done;
     }
-    bson_iter_t it;
-    out->docs = calloc(1, sizeof *out->docs);
-    if (!out->docs) {
-      bson_destroy(&fam);
-      afs_error_set(err, ENOMEM, "out of memory");
-      goto done;
-    }
-    if (bson_iter_init_find(&it, &fam, "value") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
-      uint32_t len;
-      const uint8_t *data;
-      bson_iter_document(&it, &len, &data);
-      out->docs[0] = bson_new_from_data(data, len);
-      out->n = out->docs[0] ? 1 : 0;
-    }
+    ok = take_value(&fam, out, err);
     bson_destroy(&fam);
-    ok = true;
     goto done;
   }
 
@@ -142,6 +170,18 @@ bool afs_lease_claim(mongoc_collection_t *coll, const bson_t *filter, int limit,
                  BCON_DATE_TIME(now + lease_ms), "}");
   if (!mongoc_collection_update_many(coll, q, upd, NULL, &reply, &berr)) {
     afs_db_error(err, &berr, "claiming records");
+    goto done;
+  }
+  bson_iter_t mit;
+  if (bson_iter_init_find(&mit, &reply, "matchedCount") && BSON_ITER_HOLDS_NUMBER(&mit) &&
+      bson_iter_as_int64(&mit) == (int64_t)nids) {
+    /* All claimed, and each still matched the filter when it was: the candidates are
+     * current enough (a concurrent claim that FerretDB let "succeed" twice is caught
+     * when the loser's token-conditional finish matches nothing). */
+    out->docs = cands;
+    out->n = nids;
+    cands = NULL;
+    ok = true;
     goto done;
   }
 
@@ -169,9 +209,13 @@ bool afs_lease_claim(mongoc_collection_t *coll, const bson_t *filter, int limit,
 done:
   if (cur)
     mongoc_cursor_destroy(cur);
-  for (size_t i = 0; i < nids; i++)
+  for (size_t i = 0; i < nids; i++) {
     bson_value_destroy(&ids[i]);
+    if (cands && cands[i])
+      bson_destroy(cands[i]);
+  }
   free(ids);
+  free(cands);
   if (q)
     bson_destroy(q);
   if (opts)

@@ -73,6 +73,54 @@ int main(void) {
   CHECK(b2.n == 1);
   afs_lease_batch_free(&b2);
 
+  /* limit 1 is one findAndModify: the oldest claimable record, claimed and read. */
+  bson_value_t id5;
+  bson_t *d5 = BCON_NEW("n", BCON_INT32(5), "status", "fresh", "filePath", "a.bin");
+  CHECK(mongoc_collection_insert_one(coll, d5, NULL, NULL, NULL));
+  bson_t *d6 = BCON_NEW("n", BCON_INT32(6), "status", "fresh");
+  CHECK(mongoc_collection_insert_one(coll, d6, NULL, NULL, NULL));
+  bson_t *ff = BCON_NEW("status", "fresh");
+  CHECK(afs_lease_claim(coll, ff, 1, 60000, &one, &err));
+  CHECK(one.n == 1);
+  CHECK(bson_iter_init_find(&it, one.docs[0], "n") && bson_iter_int32(&it) == 5);
+  CHECK(bson_iter_init_find(&it, one.docs[0], "leaseOwner"));
+  CHECK_STREQ(bson_iter_utf8(&it, NULL), one.token);
+  CHECK(bson_iter_init_find(&it, one.docs[0], "_id"));
+  bson_value_copy(bson_iter_value(&it), &id5);
+  /* The finish that returns the record: what a client wrote meanwhile is in it. */
+  bson_t *rn = BCON_NEW("$set", "{", "filePath", "b.bin", "}");
+  bson_t s5 = BSON_INITIALIZER;
+  bson_append_value(&s5, "_id", 3, &id5);
+  CHECK(mongoc_collection_update_one(coll, &s5, rn, NULL, NULL, NULL));
+  bson_t after;
+  bson_t *done5 = BCON_NEW("status", "done");
+  CHECK(afs_lease_finish_doc(coll, &id5, "someone-else", done5, NULL, &after, &err) == 0);
+  CHECK(bson_empty(&after));
+  bson_destroy(&after);
+  CHECK(afs_lease_finish_doc(coll, &id5, one.token, done5, NULL, &after, &err) == 1);
+  CHECK(bson_iter_init_find(&it, &after, "filePath"));
+  CHECK_STREQ(bson_iter_utf8(&it, NULL), "b.bin");
+  CHECK(bson_iter_init_find(&it, &after, "status"));
+  CHECK_STREQ(bson_iter_utf8(&it, NULL), "done");
+  CHECK(!bson_iter_init_find(&it, &after, "leaseOwner"));
+  bson_destroy(&after);
+  afs_lease_batch_free(&one);
+  /* The next claim of one gets the other; a batch claim reads nothing twice. */
+  CHECK(afs_lease_claim(coll, ff, 5, 60000, &one, &err));
+  CHECK(one.n == 1);
+  CHECK(bson_iter_init_find(&it, one.docs[0], "n") && bson_iter_int32(&it) == 6);
+  afs_lease_batch_free(&one);
+  CHECK(afs_lease_claim(coll, ff, 1, 60000, &one, &err));
+  CHECK(one.n == 0);
+  afs_lease_batch_free(&one);
+  bson_destroy(done5);
+  bson_destroy(&s5);
+  bson_destroy(rn);
+  bson_destroy(ff);
+  bson_destroy(d6);
+  bson_destroy(d5);
+  bson_value_destroy(&id5);
+
   bson_destroy(&sel);
   bson_destroy(expire);
   bson_destroy(f1);
