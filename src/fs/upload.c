@@ -800,14 +800,20 @@ void afs_uploader_free(struct afs_uploader *up, double timeout_s) {
   /* The bound is on time without progress: a long queue that drains steadily is waited
    * for, a dead S3 or broker is not (the journals keep the rest for the next mount). */
   int64_t now = afs_monotonic_ms(), deadline = now + (int64_t)(timeout_s * 1000);
-  int64_t next_log = now;
+  int64_t next_log = now, progress_ms = now;
   int busy, last_busy = -1;
   /* Uploaded files are waited for too: their staged copies can go once completed, and
-   * the broker usually completes within a second. */
+   * the broker usually completes within a second. When only those are left, their bytes
+   * are in S3 already: 10 s without a completion is enough waiting (the journals make
+   * the next mount watch them). */
   while ((busy = count_busy(up, true)) > 0 && (now = afs_monotonic_ms()) < deadline) {
-    if (last_busy >= 0 && busy < last_busy)
+    if (last_busy >= 0 && busy < last_busy) {
       deadline = now + (int64_t)(timeout_s * 1000);
+      progress_ms = now;
+    }
     last_busy = busy;
+    if (now - progress_ms > 10000 && count_busy(up, false) == 0)
+      break;
     if (now >= next_log) {
       int files = 0;
       int64_t bytes = afs_upload_pending_bytes(up, &files);
@@ -818,7 +824,7 @@ void afs_uploader_free(struct afs_uploader *up, double timeout_s) {
     usleep(50000);
   }
   if (busy > 0)
-    afs_warn("unmounting with %d upload(s) not finished; their data stays in %s for the "
+    afs_warn("unmounting with %d upload(s) not completed; their data stays in %s for the "
              "next mount with this session_id", busy, afs_staging_dir(up->fs->st));
   pthread_mutex_lock(&up->mu);
   up->stop = true;

@@ -4,6 +4,7 @@ with a visible count, `.assetfs/status` tells the whole mount's progress. Also t
 session lock and data written while the file's own upload runs (defect D2)."""
 import errno
 import os
+import signal
 import subprocess
 import time
 
@@ -164,3 +165,36 @@ def test_second_mount_of_a_session_fails(broker, start_mount, build_dir, fs_env,
     assert r.returncode != 0
     assert "in use by another assetfs mount" in r.stderr, r.stderr
     assert not is_mounted(mnt2)
+
+
+def test_uploaded_not_completed_is_kept_then_resumed(start_broker, start_mount, db):
+    """D3: unmount must not delete the staged copy of a file the broker has not
+    completed yet; the next mount of the session sees it completed and drops it."""
+    broker = start_broker()
+    m = start_mount("session_id=d3-session", "close_timeout=5")
+    data = os.urandom(30 << 20)
+    fd = os.open(m.p("pending.bin"), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, data)
+    # Freeze the broker once it signed the record: the mount PUTs and marks it
+    # uploaded, and nobody completes it.
+    rec = wait_for(lambda: db.CosyncAssetUpload.find_one({"filePath": "pending.bin",
+                                                         "status": "initialized"}), 30,
+                   "the record to be signed")
+    os.kill(broker.pid, signal.SIGSTOP)
+    try:
+        os.close(fd)
+        wait_for(lambda: db.CosyncAssetUpload.find_one({"_id": rec["_id"]})["status"] ==
+                 "uploaded", 30, "the upload")
+        assert m.unmount(timeout=60) == 0
+        kept = staged_files(m.cache_dir)
+        assert any(f.endswith(".journal") for f in kept), kept
+        assert any(os.path.getsize(f) == len(data) for f in kept), kept
+    finally:
+        os.kill(broker.pid, signal.SIGCONT)
+    m2 = start_mount("session_id=d3-session", f"cache_dir={m.cache_dir}")
+    assert status(m2)["resumed_at_mount"] == "1"
+    a = wait_asset(db, "pending.bin", timeout=60)
+    assert a["_id"] == rec["_id"]  # the same record: no second asset
+    wait_no_staging(m2, timeout=60)
+    assert db.CosyncAsset.count_documents({"filePath": "pending.bin"}) == 1
+    assert open(m2.p("pending.bin"), "rb").read() == data
