@@ -199,3 +199,23 @@ def test_overwrite_supersedes(mount, db):
         f.write(b"SECOND")
     wait_for(lambda: http_get(active_asset(db, "over.txt")["url"]) == b"SECOND version", 30,
              "the rewritten asset")
+
+
+def test_append_cycles_across_completion_lose_nothing(mount, db):
+    """Open/append/close again and again while each version completes and its staged
+    copy is dropped (D4: a drop racing with an open must never strand a write)."""
+    fp = "cycles.txt"
+    want = b""
+    for i in range(15):
+        chunk = b"line %02d\n" % i
+        with open(mount.p(fp), "ab") as f:
+            f.write(chunk)
+        want += chunk
+        assert open(mount.p(fp), "rb").read() == want
+        time.sleep(0.05 * (i % 4))
+    wait_for(lambda: (a := active_asset(db, fp)) and a["size"] == len(want), 60,
+             "the last version")
+    assert http_get(active_asset(db, fp)["url"]) == want
+    wait_no_staging(mount, timeout=60)
+    assert open(mount.p(fp), "rb").read() == want
+    assert db.CosyncAsset.count_documents({"filePath": fp, "status": "active"}) == 1
