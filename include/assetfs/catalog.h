@@ -154,6 +154,10 @@ void afs_catalog_invalidate_path(struct afs_catalog *cat, const char *partition,
 void afs_catalog_invalidate_dir(struct afs_catalog *cat, const char *partition,
                                 const char *dirpath); /* the subtree and its parent */
 void afs_catalog_invalidate_partition(struct afs_catalog *cat, const char *partition);
+/* mkdir made partition/dirpath here after a lookup found nothing there: nothing is under
+ * it either, so lookups of new names in it answer without a query for list_ttl. */
+void afs_catalog_note_new_dir(struct afs_catalog *cat, const char *partition,
+                              const char *dirpath);
 void afs_catalog_invalidate_all(struct afs_catalog *cat); /* also the partition list */
 
 /* A usable read URL for asset id's part: the cached one when it does not expire within

@@ -1469,6 +1469,20 @@ void afs_catalog_invalidate_dir(struct afs_catalog *cat, const char *partition,
   pthread_mutex_unlock(&cat->mu);
 }
 
+void afs_catalog_note_new_dir(struct afs_catalog *cat, const char *partition,
+                              const char *dirpath) {
+  while (*dirpath == '/')
+    dirpath++;
+  if (!*dirpath)
+    return;
+  pthread_mutex_lock(&cat->mu);
+  struct part *p = part_get(cat, partition, true);
+  struct node *n = afs_smap_get(&p->nodes, dirpath);
+  if (!n)
+    absent_set(p, dirpath, afs_cat_now());
+  pthread_mutex_unlock(&cat->mu);
+}
+
 void afs_catalog_invalidate_partition(struct afs_catalog *cat, const char *partition) {
   pthread_mutex_lock(&cat->mu);
   struct part *p = afs_smap_del(&cat->parts, partition);

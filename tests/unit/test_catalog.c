@@ -245,6 +245,14 @@ static void test_negative(const char *url) {
   usleep(700000);
   CHECK(afs_catalog_lookup(cat, "p3", "d1/other.txt", NULL, &err) == AFS_CAT_FILE);
 
+  /* A directory made here: names in it cost nothing, even with the parent stale. */
+  usleep(700000);
+  afs_catalog_note_new_dir(cat, "p3", "made/here");
+  q0 = qnames(cat);
+  CHECK(afs_catalog_lookup(cat, "p3", "made/here/x.txt", NULL, &err) == AFS_CAT_NOENT);
+  CHECK(afs_catalog_lookup(cat, "p3", "made/here/y/z.txt", NULL, &err) == AFS_CAT_NOENT);
+  CHECK(qnames(cat) == q0);
+
   /* A directory renamed here: no listing above it answers for its new place. */
   CHECK_STREQ(listing(cat, "p3", ""), "d1/,seed.txt");
   CHECK(afs_catalog_lookup(cat, "p3", "moved/x.txt", NULL, &err) == AFS_CAT_NOENT);
