@@ -1095,11 +1095,12 @@ static int lookup_plain(struct afs_catalog *cat, const char *partition, const ch
   bool try_file = !n || (!n->is_dir && !n->a.derived_name && !n->was_derived);
   if (c == C_MISS && serve_stale(cat, p, n, now, out))
     c = C_FILE;
-  if (c == C_MISS && p && try_file && !(n && n->ghost)) {
-    /* A parent known to be small (or empty): its listing answers this name and its
-     * siblings' in one query, where asking for the name first would cost two when it
-     * does not exist. Big or unknown parents, and ghosts (most often an upload that
-     * just completed): one record first. */
+  if (c == C_MISS && p && try_file && !n) {
+    /* A name not known at all, in a parent known to be small (or empty): its listing
+     * answers this name and its siblings' in one query, where asking for the name first
+     * costs two when it does not exist. Big or unknown parents, known files gone stale
+     * and ghosts (most often an upload that just completed): one record first (on
+     * FerretDB/PostgreSQL that query is indexed; a listing's prefix match is not). */
     char *dir = dirname_of(rel);
     struct node *pn = afs_smap_get(&p->nodes, dir);
     try_file = !((pn && pn->is_dir && pn->listed > 0 && pn->nkids < BIG_DIR) ||
