@@ -6,6 +6,7 @@
  * init callback, after libfuse has daemonised. Unmount (fusermount3 -u, SIGTERM,
  * SIGINT) ends the loop; destroy then waits, bounded, for uploads still in flight.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -115,6 +116,22 @@ static char *session_dir(const struct afs_fs_options *o) {
   if (asprintf(&out, "%s/session-%016llx", o->cache_dir, (unsigned long long)h) < 0)
     abort();
   return out;
+}
+
+/* Staging folders of assetfs versions before session folders (staging.<pid>) have no
+ * journals and are never resumed: say so, once, so their owner can copy them back. */
+static void warn_old_staging(const char *cache_dir) {
+  DIR *d = opendir(cache_dir);
+  struct dirent *de;
+  int n = 0;
+  while (d && (de = readdir(d)))
+    n += !strncmp(de->d_name, "staging.", 8);
+  if (d)
+    closedir(d);
+  if (n > 0)
+    afs_warn("%s holds %d staging.<pid> folder(s) of an older assetfs: files there were "
+             "never uploaded and are not resumed; copy them into the mount again", cache_dir,
+             n);
 }
 
 /* One live mount per session: two would upload the same staged files twice. The lock
@@ -269,6 +286,7 @@ int main(int argc, char *argv[]) {
     fprintf(stderr, "assetfs: %s\n", e.msg);
     goto done;
   }
+  warn_old_staging(fs->opt.cache_dir);
   if (fs->opt.cache_max <= 0) {
     struct statvfs sv;
     long long cap = 4LL << 30;
