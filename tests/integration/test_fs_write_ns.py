@@ -279,7 +279,9 @@ def test_new_names_answer_from_the_listing(mount):
         assert not os.path.exists(mount.p("nowhere", f"n{i}.txt"))
     after = catalog_queries(mount)
     print(f"\n600 new names: {name_queries(before, after)} queries by path")
-    assert name_queries(before, after) <= 4, (before, after)
+    # Two per directory per list_ttl at most (the name, then the empty listing), the
+    # partition's listing answering until it expires: 600 before this cache.
+    assert name_queries(before, after) <= 8, (before, after)
     time.sleep(3.2)  # list_ttl: then one listing per directory again, still not per name
     before = catalog_queries(mount)
     for i in range(100):
