@@ -303,7 +303,7 @@ def test_other_clients_file_shows_within_list_ttl(broker, start_mount, db):
              10, "the other client's files")
     seen = time.monotonic() - t0
     print(f"\nother client's files visible {seen:.2f} s after completion")
-    assert seen <= 1.5 + 1.0
+    assert seen <= 1.5 + 2.0  # list_ttl + slack for a loaded machine
     with open(m.p("inbox", "late.txt"), "rb") as f:
         assert f.read() == b"late"
     assert "late.txt" in os.listdir(m.p("inbox"))
