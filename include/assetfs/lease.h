@@ -46,6 +46,20 @@ bool afs_lease_claim(mongoc_collection_t *coll, const bson_t *filter, int limit,
                      struct afs_lease_batch *out, struct afs_error *err);
 void afs_lease_batch_free(struct afs_lease_batch *b);
 
+/* The _ids of up to `limit` claimable records matching `filter`, oldest first, without
+ * claiming them (one query): *ids (caller frees with afs_lease_ids_free) and *n. Whoever
+ * works on one claims it with afs_lease_claim_id, so a burst is claimed by many threads
+ * at once instead of one multi-record update that FerretDB answers with a scan. */
+bool afs_lease_candidates(mongoc_collection_t *coll, const bson_t *filter, int limit,
+                          bson_value_t **ids, size_t *n, struct afs_error *err);
+void afs_lease_ids_free(bson_value_t *ids, size_t n);
+
+/* Claims record `id` if it still matches `filter` and is claimable, and reads it, in one
+ * findAndModify by _id: out->n is 1 with the record, or 0 when another broker has it or
+ * it moved on. */
+bool afs_lease_claim_id(mongoc_collection_t *coll, const bson_t *filter, const bson_value_t *id,
+                        long lease_ms, struct afs_lease_batch *out, struct afs_error *err);
+
 /* Ends the lease on record `id` held under `token`, applying $set `set` (may be NULL) and
  * $unset of the fields in `unset` (may be NULL; values ignored). Returns 1 if applied,
  * 0 if the lease was lost (someone else owns the record now), -1 on error. */

@@ -35,7 +35,8 @@ static const char *const src_coll[SRC_COUNT] = {AFS_COLL_UPLOAD, AFS_COLL_UPLOAD
 struct item {
   enum src src;
   int64_t claimed_ms; /* when the lease was taken */
-  bson_t *doc;
+  bson_t *doc;        /* NULL while unclaimed */
+  bson_value_t id;    /* of an unclaimed candidate: the worker claims it */
   char token[AFS_LEASE_TOKEN_MAX];
 };
 
@@ -45,12 +46,59 @@ struct queue {
   pthread_cond_t nonempty, room;
   struct item *items;
   size_t cap, head, len, busy;
+  /* claiming[i]: the candidate worker i is claiming (value_type EOD when none), so the
+   * dispatcher does not queue it again meanwhile. */
+  bson_value_t *claiming;
 };
 
 struct ctx {
   struct afs_broker *b;
   struct queue q;
+  atomic_int next_slot;
 };
+
+static bool same_id(const bson_value_t *a, const bson_value_t *b) {
+  if (a->value_type != b->value_type)
+    return false;
+  switch (a->value_type) {
+  case BSON_TYPE_OID:
+    return bson_oid_equal(&a->value.v_oid, &b->value.v_oid);
+  case BSON_TYPE_UTF8:
+    return a->value.v_utf8.len == b->value.v_utf8.len &&
+           !memcmp(a->value.v_utf8.str, b->value.v_utf8.str, a->value.v_utf8.len);
+  case BSON_TYPE_INT32:
+    return a->value.v_int32 == b->value.v_int32;
+  case BSON_TYPE_INT64:
+    return a->value.v_int64 == b->value.v_int64;
+  default:
+    return false;
+  }
+}
+
+/* Whether candidate `id` is queued or being claimed already. Call with q->lock held. */
+static bool q_has_locked(struct queue *q, const bson_value_t *id, int workers) {
+  for (size_t i = 0; i < q->len; i++) {
+    const struct item *it = &q->items[(q->head + i) % q->cap];
+    if (!it->doc && same_id(&it->id, id))
+      return true;
+  }
+  for (int w = 0; w < workers; w++)
+    if (same_id(&q->claiming[w], id))
+      return true;
+  return false;
+}
+
+/* Unclaimed candidates queued or being claimed. Call with q->lock held. */
+static size_t q_unclaimed_locked(struct queue *q, int workers) {
+  size_t n = 0;
+  for (size_t i = 0; i < q->len; i++)
+    if (!q->items[(q->head + i) % q->cap].doc)
+      n++;
+  for (int w = 0; w < workers; w++)
+    if (q->claiming[w].value_type != BSON_TYPE_EOD)
+      n++;
+  return n;
+}
 
 static void q_push(struct queue *q, struct item it) {
   pthread_mutex_lock(&q->lock);
@@ -77,11 +125,40 @@ static void deadline_in(struct timespec *ts, long ms) {
   }
 }
 
+static bson_t *source_filter(struct afs_broker *b, enum src s);
+
+/* Claims the candidate in `it`: on success it->doc and it->token are set. Failures
+ * leave the record to a later poll. */
+static void claim_candidate(struct ctx *x, mongoc_client_t *c, struct item *it) {
+  struct afs_broker *b = x->b;
+  struct afs_lease_batch one;
+  struct afs_error err = {0};
+  mongoc_collection_t *coll = afs_broker_coll(b, c, src_coll[it->src]);
+  bson_t *f = source_filter(b, it->src);
+  long long sent0 = afs_broker_dbstats_sent();
+  if (afs_lease_claim_id(coll, f, &it->id, b->cfg.lease_seconds * 1000L, &one, &err)) {
+    if (one.n == 1) {
+      it->doc = one.docs[0];
+      one.docs[0] = NULL;
+      one.n = 0;
+      snprintf(it->token, sizeof it->token, "%s", one.token);
+      it->claimed_ms = afs_now_ms();
+    }
+    afs_broker_dbstats_claim(afs_broker_dbstats_sent() - sent0, it->doc ? 1 : 0);
+    afs_lease_batch_free(&one);
+  } else {
+    afs_transient("claiming a record: %s", err.msg);
+  }
+  bson_destroy(f);
+  mongoc_collection_destroy(coll);
+}
+
 static void *worker_main(void *arg) {
   struct ctx *x = arg;
   struct afs_broker *b = x->b;
   struct queue *q = &x->q;
   afs_broker_dbstats_role(true);
+  int slot = atomic_fetch_add(&x->next_slot, 1);
   mongoc_client_t *c = afs_db_pop(&b->db);
   for (;;) {
     pthread_mutex_lock(&q->lock);
@@ -98,13 +175,24 @@ static void *worker_main(void *arg) {
     q->head = (q->head + 1) % q->cap;
     q->len--;
     q->busy++;
+    if (!it.doc)
+      q->claiming[slot] = it.id; /* owned by `it`; cleared before it is destroyed */
+    else
+      q->claiming[slot].value_type = BSON_TYPE_EOD;
     pthread_mutex_unlock(&q->lock);
 
+    if (!it.doc) {
+      /* A candidate of a burst: claim it here, so the claims of a burst run in parallel
+       * (each one findAndModify by _id, which FerretDB answers from its index). */
+      claim_candidate(x, c, &it);
+      if (!it.doc)
+        it.src = SRC_COUNT;
+    }
     const char *status = NULL;
     int64_t t0 = afs_now_ms();
     /* A record that waited most of its lease in the queue may be taken over while we
      * work on it; give it back instead of racing. */
-    if (t0 - it.claimed_ms > b->cfg.lease_seconds * 800L) {
+    if (it.doc && t0 - it.claimed_ms > b->cfg.lease_seconds * 800L) {
       bson_value_t id;
       if (afs_rec_id(it.doc, &id)) {
         mongoc_collection_t *coll = afs_broker_coll(b, c, src_coll[it.src]);
@@ -138,11 +226,16 @@ static void *worker_main(void *arg) {
     if (it.src < SRC_COUNT)
       afs_debug("handled a %s record in %lld ms", src_coll[it.src],
                 (long long)(afs_now_ms() - t0));
-    bson_destroy(it.doc);
+    if (it.doc)
+      bson_destroy(it.doc);
     pthread_mutex_lock(&q->lock);
+    /* Kept until now: a poll that started before the claim may still return the record
+     * while it is being worked on. */
+    q->claiming[slot].value_type = BSON_TYPE_EOD;
     q->busy--;
     pthread_cond_signal(&q->room);
     pthread_mutex_unlock(&q->lock);
+    bson_value_destroy(&it.id);
   }
   afs_db_push(&b->db, c);
   afs_s3_thread_cleanup();
@@ -190,6 +283,37 @@ static int claim_source(struct ctx *x, mongoc_client_t *c, enum src s, size_t ro
   int64_t t0 = afs_now_ms();
   long long sent0 = afs_broker_dbstats_sent();
   int n = 0;
+  if (!single && (s == SRC_PENDING || s == SRC_UPLOADED)) {
+    /* A burst: queue the candidates' _ids (one query) and let the workers claim them in
+     * parallel, instead of a multi-record update that the dispatcher waits for. Look
+     * past those already queued or being claimed. */
+    bson_value_t *ids = NULL;
+    size_t nids = 0;
+    pthread_mutex_lock(&x->q.lock);
+    size_t skip = q_unclaimed_locked(&x->q, b->workers);
+    pthread_mutex_unlock(&x->q.lock);
+    bool cok = afs_lease_candidates(coll, f, (int)(want + skip), &ids, &nids, err);
+    for (size_t i = 0; cok && i < nids && (size_t)n < want; i++) {
+      pthread_mutex_lock(&x->q.lock);
+      bool dup = q_has_locked(&x->q, &ids[i], b->workers);
+      pthread_mutex_unlock(&x->q.lock);
+      if (dup)
+        continue;
+      struct item it = {.src = s, .id = ids[i]};
+      ids[i].value_type = BSON_TYPE_EOD; /* moved into the item */
+      q_push(&x->q, it);
+      n++;
+    }
+    afs_lease_ids_free(ids, nids);
+    bson_destroy(f);
+    mongoc_collection_destroy(coll);
+    if (!cok)
+      return -1;
+    if (n)
+      afs_debug("queued %d candidates from %s in %lld ms", n, src_coll[s],
+                (long long)(afs_now_ms() - t0));
+    return n;
+  }
   /* Single: one findAndModify that claims and reads the oldest record (an idle poll that
    * finds one costs no second round trip). Otherwise a batch claim: one query when there
    * is nothing, two for up to `want`. */
@@ -226,6 +350,10 @@ static void release_queued(struct ctx *x) {
     struct item it = q->items[q->head];
     q->head = (q->head + 1) % q->cap;
     q->len--;
+    if (!it.doc) {
+      bson_value_destroy(&it.id); /* never claimed: nothing to give back */
+      continue;
+    }
     bson_value_t id;
     if (afs_rec_id(it.doc, &id)) {
       mongoc_collection_t *coll = afs_broker_coll(b, c, src_coll[it.src]);
@@ -251,10 +379,12 @@ int afs_broker_run(struct afs_broker *b) {
    * a record that waits too long in the queue is given back (see worker_main). */
   q->cap = (size_t)b->workers + (size_t)b->batch;
   q->items = calloc(q->cap, sizeof *q->items);
+  q->claiming = calloc((size_t)b->workers, sizeof *q->claiming); /* EOD: none */
   pthread_t *th = calloc((size_t)b->workers, sizeof *th);
-  if (!q->items || !th) {
+  if (!q->items || !q->claiming || !th) {
     afs_err("out of memory");
     free(q->items);
+    free(q->claiming);
     free(th);
     return 1;
   }
@@ -399,6 +529,7 @@ int afs_broker_run(struct afs_broker *b) {
   release_queued(&x);
   free(th);
   free(q->items);
+  free(q->claiming);
   pthread_cond_destroy(&q->nonempty);
   pthread_cond_destroy(&q->room);
   pthread_mutex_destroy(&q->lock);

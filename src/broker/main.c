@@ -33,8 +33,8 @@ static void usage(FILE *f) {
           "  -d, --database NAME     MongoDB database (ASSETFS_DATABASE)\n"
           "  -m, --mongo-uri URI     MongoDB URI (ASSETFS_MONGO_URI)\n"
           "  -s, --set KEY=VALUE     any config-file setting, e.g. --set keep_versions=yes\n"
-          "  -w, --workers N         worker threads (default 4)\n"
-          "      --batch N           records claimed per poll (default 16)\n"
+          "  -w, --workers N         worker threads (default 32)\n"
+          "      --batch N           records claimed per poll (default 32)\n"
           "      --poll-min-ms N     poll interval after activity (default 5)\n"
           "      --poll-max-ms N     poll interval when idle (default 100)\n"
           "      --syslog            log to syslog instead of stderr\n"
@@ -113,8 +113,8 @@ int main(int argc, char *argv[]) {
   char *owned[64];
   int nsets = 0, nowned = 0;
   bool use_syslog = false, curl_inited = false;
-  b.workers = 4;
-  b.batch = 16;
+  b.workers = 32;
+  b.batch = 32;
   b.poll_min_ms = 5;
   b.poll_max_ms = 100;
   afs_config_defaults(&b.cfg);

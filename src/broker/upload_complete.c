@@ -317,6 +317,7 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
     out = afs_upload_fail(uploads, &id, token, "neither _partition nor assetPartition is set");
     goto done;
   }
+  int64_t t_head = afs_now_ms();
   afs_naming_keys_from_path(path, ct, &keys);
   for (int p = 0; p < AFS_PART_COUNT; p++) {
     if (!keys.key[p])
@@ -406,6 +407,7 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
    * broker after a lost update) may have been renamed by its client since. */
   BSON_APPEND_UTF8(&soi, "filePath", fp);
   bson_append_document_end(upd, &soi);
+  int64_t t_upsert = afs_now_ms();
   bson_t *uopts = BCON_NEW("upsert", BCON_BOOL(true));
   bson_error_t berr;
   bool ok = mongoc_collection_update_one(assets, sel, upd, uopts, NULL, &berr);
@@ -423,6 +425,7 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
    * supersede, read the upload again first (by _id); a rename up to the completion is
    * also seen in the record the finish returns, and later ones find the asset. */
   struct sup found;
+  int64_t t_sup = afs_now_ms();
   cur_fp = fp;
   if (sup_find(assets, &id, target, fp, &found)) {
     switch (current_file_path(uploads, &id, fp, &moved)) {
@@ -457,7 +460,11 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
   for (int p = 0; p < AFS_PART_COUNT; p++)
     BSON_APPEND_UTF8(spent, afs_write_url_field[p], "");
   bson_t after;
+  int64_t t_finish = afs_now_ms();
   int rc = afs_lease_finish_doc(uploads, &id, token, done_set, spent, &after, &err);
+  afs_debug("upload %s complete: head %lld ms, upsert %lld ms, supersede %lld ms, finish %lld ms",
+            ids, (long long)(t_upsert - t_head), (long long)(t_sup - t_upsert),
+            (long long)(t_finish - t_sup), (long long)(afs_now_ms() - t_finish));
   bson_destroy(spent);
   bson_destroy(done_set);
   if (rc == 1 && cur_fp) {

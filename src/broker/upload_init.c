@@ -259,6 +259,7 @@ enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const
   }
   afs_rec_id_str(&plan.id, ids, sizeof ids);
   afs_broker_test_pause("init_claimed", &plan.id);
+  int64_t t_head = afs_now_ms();
   if (!already_ours(b, doc, plan.keys.key[AFS_PART_ORIGINAL])) {
     /* The keys' timestamp comes from the client-chosen _id, so a client could aim a
      * fresh record at someone's existing key; never hand out a PUT over an object. */
@@ -273,6 +274,7 @@ enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const
       goto done;
     }
   }
+  int64_t t_sign = afs_now_ms();
   const char *ct = plan.content_type;
   enum afs_kind kind = afs_content_kind(ct);
   for (int p = 0; p < AFS_PART_COUNT; p++) {
@@ -308,7 +310,15 @@ enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const
                           now + afs_broker_read_seconds(plan.hours) * 1000);
   BSON_APPEND_DATE_TIME(&set, "updatedAt", now);
   BSON_APPEND_UTF8(&unset, "error", "");
+  int64_t t_finish = afs_now_ms();
   int rc = afs_lease_finish(coll, &plan.id, token, &set, &unset, &err);
+  int64_t born = 0;
+  bool has_born = false;
+  afs_rec_date(doc, "createdAt", &born, &has_born);
+  afs_debug("upload %s init: %lld ms after createdAt; keys %lld ms, sign %lld ms, finish %lld "
+            "ms",
+            ids, has_born ? (long long)(t_head - born) : -1LL, (long long)(t_sign - t_head),
+            (long long)(t_finish - t_sign), (long long)(afs_now_ms() - t_finish));
   if (rc < 0) {
     afs_warn("upload %s: %s", ids, err.msg);
     out = AFS_RETRY;

@@ -228,6 +228,77 @@ done:
   return ok;
 }
 
+bool afs_lease_candidates(mongoc_collection_t *coll, const bson_t *filter, int limit,
+                          bson_value_t **ids, size_t *n, struct afs_error *err) {
+  *ids = NULL;
+  *n = 0;
+  if (limit <= 0)
+    return true;
+  bson_t *q = bson_copy(filter);
+  afs_lease_append_claimable(q, afs_now_ms());
+  bson_t *opts = BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}", "limit", BCON_INT64(limit),
+                          "projection", "{", "_id", BCON_INT32(1), "}");
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, q, opts, NULL);
+  bool ok = true;
+  *ids = calloc((size_t)limit, sizeof **ids);
+  if (!*ids) {
+    ok = afs_error_set(err, ENOMEM, "out of memory");
+    goto done;
+  }
+  const bson_t *doc;
+  while (*n < (size_t)limit && mongoc_cursor_next(cur, &doc)) {
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, doc, "_id"))
+      bson_value_copy(bson_iter_value(&it), &(*ids)[(*n)++]);
+  }
+  bson_error_t berr;
+  if (mongoc_cursor_error(cur, &berr))
+    ok = afs_db_error(err, &berr, "finding claimable records");
+done:
+  if (!ok) {
+    afs_lease_ids_free(*ids, *n);
+    *ids = NULL;
+    *n = 0;
+  }
+  mongoc_cursor_destroy(cur);
+  bson_destroy(opts);
+  bson_destroy(q);
+  return ok;
+}
+
+void afs_lease_ids_free(bson_value_t *ids, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    bson_value_destroy(&ids[i]);
+  free(ids);
+}
+
+bool afs_lease_claim_id(mongoc_collection_t *coll, const bson_t *filter, const bson_value_t *id,
+                        long lease_ms, struct afs_lease_batch *out, struct afs_error *err) {
+  memset(out, 0, sizeof *out);
+  snprintf(out->token, sizeof out->token, "%s:%llu", g_owner,
+           (unsigned long long)atomic_fetch_add(&g_seq, 1));
+  int64_t now = afs_now_ms();
+  bson_t *q = bson_copy(filter);
+  bson_append_value(q, "_id", 3, id);
+  afs_lease_append_claimable(q, now);
+  bson_t *upd = BCON_NEW("$set", "{", "leaseOwner", BCON_UTF8(out->token), "leaseUntil",
+                         BCON_DATE_TIME(now + lease_ms), "}");
+  bson_t fam;
+  bson_error_t berr;
+  bool ok;
+  if (!mongoc_collection_find_and_modify(coll, q, NULL, upd, NULL, false, false, true, &fam,
+                                         &berr))
+    ok = afs_db_error(err, &berr, "claiming a record");
+  else
+    ok = take_value(&fam, out, err);
+  bson_destroy(&fam);
+  bson_destroy(upd);
+  bson_destroy(q);
+  if (!ok)
+    afs_lease_batch_free(out);
+  return ok;
+}
+
 void afs_lease_batch_free(struct afs_lease_batch *b) {
   for (size_t i = 0; i < b->n; i++)
     bson_destroy(b->docs[i]);

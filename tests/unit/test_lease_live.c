@@ -121,6 +121,44 @@ int main(void) {
   bson_destroy(d5);
   bson_value_destroy(&id5);
 
+  /* Burst claims: candidates are read without claiming; each is then claimed by _id once,
+   * only while it still matches the filter. */
+  for (int i = 10; i < 13; i++) {
+    bson_t *d = BCON_NEW("n", BCON_INT32(i), "status", "burst");
+    CHECK(mongoc_collection_insert_one(coll, d, NULL, NULL, NULL));
+    bson_destroy(d);
+  }
+  bson_t *fb = BCON_NEW("status", "burst");
+  bson_value_t *cids = NULL;
+  size_t ncids = 0;
+  CHECK(afs_lease_candidates(coll, fb, 2, &cids, &ncids, &err));
+  CHECK(ncids == 2); /* the limit holds */
+  afs_lease_ids_free(cids, ncids);
+  CHECK(afs_lease_candidates(coll, fb, 10, &cids, &ncids, &err));
+  CHECK(ncids == 3);
+  afs_lease_ids_free(cids, ncids);
+  /* Reading candidates claims nothing. */
+  CHECK(afs_lease_candidates(coll, fb, 10, &cids, &ncids, &err));
+  struct afs_lease_batch c1, c2;
+  CHECK(afs_lease_claim_id(coll, fb, &cids[0], 60000, &c1, &err));
+  CHECK(c1.n == 1);
+  CHECK(bson_iter_init_find(&it, c1.docs[0], "leaseOwner"));
+  CHECK_STREQ(bson_iter_utf8(&it, NULL), c1.token);
+  CHECK(afs_lease_claim_id(coll, fb, &cids[0], 60000, &c2, &err));
+  CHECK(c2.n == 0); /* leased */
+  afs_lease_batch_free(&c2);
+  bson_t *other = BCON_NEW("status", "elsewhere");
+  CHECK(afs_lease_claim_id(coll, other, &cids[1], 60000, &c2, &err));
+  CHECK(c2.n == 0); /* no longer matches the source */
+  afs_lease_batch_free(&c2);
+  bson_destroy(other);
+  afs_lease_ids_free(cids, ncids);
+  CHECK(afs_lease_candidates(coll, fb, 10, &cids, &ncids, &err));
+  CHECK(ncids == 2); /* the claimed one is not a candidate */
+  afs_lease_ids_free(cids, ncids);
+  afs_lease_batch_free(&c1);
+  bson_destroy(fb);
+
   bson_destroy(&sel);
   bson_destroy(expire);
   bson_destroy(f1);
