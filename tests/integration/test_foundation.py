@@ -76,8 +76,9 @@ def test_expired_presigned_url_rejected(s3, bucket):
 def test_fuse_mounts_and_unmounts(mount_skeleton):
     mnt, proc = mount_skeleton
     assert is_mounted(mnt)
-    # An empty database: only the upload partition of the mount's uid is shown.
-    assert os.listdir(mnt) == ["user_id=skeleton"]
+    # An empty database: only the upload partition of the mount's uid is shown, beside
+    # the mount's own status folder.
+    assert sorted(os.listdir(mnt)) == [".assetfs", "user_id=skeleton"]
     st = os.stat(mnt)
     assert st.st_mode & 0o040000
     subprocess.run(["fusermount3", "-u", str(mnt)], check=True, timeout=30)
