@@ -66,6 +66,15 @@ bool afs_lease_claim_id(mongoc_collection_t *coll, const bson_t *filter, const b
 int afs_lease_finish(mongoc_collection_t *coll, const bson_value_t *id, const char *token,
                      const bson_t *set, const bson_t *unset, struct afs_error *err);
 
+/* Like afs_lease_finish, applied only while the record's status is still `status`: a
+ * record that a stale read let us claim after it moved on (FerretDB's lost updates; a
+ * duplicate claim of a record another worker just finished, whose client has already
+ * marked it uploaded) is left as it is, and its lease is released. Returns 1 applied, 0
+ * not (lease lost or status moved on), -1 on error. */
+int afs_lease_finish_from(mongoc_collection_t *coll, const bson_value_t *id, const char *token,
+                          const char *status, const bson_t *set, const bson_t *unset,
+                          struct afs_error *err);
+
 /* Like afs_lease_finish, in one findAndModify that also returns the record as it is
  * after the update in *after (caller destroys; left empty when rc != 1), so a caller can
  * see what a client changed while it held the lease without another round trip. */

@@ -32,6 +32,10 @@ static const char *const src_coll[SRC_COUNT] = {AFS_COLL_UPLOAD, AFS_COLL_UPLOAD
 /* Deleted assets are purged without hurry; the query scans the asset collection. */
 #define DELETED_POLL_MS 1000
 
+/* Candidates finished less than RECENT_MS ago are not queued again. */
+#define RECENT_MAX 128
+#define RECENT_MS 2000
+
 struct item {
   enum src src;
   int64_t claimed_ms; /* when the lease was taken */
@@ -49,6 +53,12 @@ struct queue {
   /* claiming[i]: the candidate worker i is claiming (value_type EOD when none), so the
    * dispatcher does not queue it again meanwhile. */
   bson_value_t *claiming;
+  /* The last RECENT_MAX candidates workers were done with, and when: a poll that started
+   * before a record was finished can still return it, and claiming it again would only
+   * cost a round trip (or, through a stale read, redo a finished transition). */
+  bson_value_t recent[RECENT_MAX];
+  int64_t recent_ms[RECENT_MAX];
+  size_t recent_next;
 };
 
 struct ctx {
@@ -84,6 +94,10 @@ static bool q_has_locked(struct queue *q, const bson_value_t *id, int workers) {
   }
   for (int w = 0; w < workers; w++)
     if (same_id(&q->claiming[w], id))
+      return true;
+  int64_t now = afs_now_ms();
+  for (size_t i = 0; i < RECENT_MAX; i++)
+    if (now - q->recent_ms[i] < RECENT_MS && same_id(&q->recent[i], id))
       return true;
   return false;
 }
@@ -232,6 +246,13 @@ static void *worker_main(void *arg) {
     /* Kept until now: a poll that started before the claim may still return the record
      * while it is being worked on. */
     q->claiming[slot].value_type = BSON_TYPE_EOD;
+    if (it.id.value_type != BSON_TYPE_EOD) {
+      size_t r = q->recent_next++ % RECENT_MAX;
+      bson_value_destroy(&q->recent[r]);
+      q->recent[r] = it.id; /* moved */
+      q->recent_ms[r] = afs_now_ms();
+      it.id.value_type = BSON_TYPE_EOD;
+    }
     q->busy--;
     pthread_cond_signal(&q->room);
     pthread_mutex_unlock(&q->lock);
@@ -530,6 +551,8 @@ int afs_broker_run(struct afs_broker *b) {
   free(th);
   free(q->items);
   free(q->claiming);
+  for (size_t i = 0; i < RECENT_MAX; i++)
+    bson_value_destroy(&q->recent[i]);
   pthread_cond_destroy(&q->nonempty);
   pthread_cond_destroy(&q->room);
   pthread_mutex_destroy(&q->lock);

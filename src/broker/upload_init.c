@@ -311,7 +311,9 @@ enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const
   BSON_APPEND_DATE_TIME(&set, "updatedAt", now);
   BSON_APPEND_UTF8(&unset, "error", "");
   int64_t t_finish = afs_now_ms();
-  int rc = afs_lease_finish(coll, &plan.id, token, &set, &unset, &err);
+  /* Only a record still pending: a duplicate claim (a stale read) of one whose client
+   * has marked it uploaded since must not put it back to initialized. */
+  int rc = afs_lease_finish_from(coll, &plan.id, token, "pending", &set, &unset, &err);
   int64_t born = 0;
   bool has_born = false;
   afs_rec_date(doc, "createdAt", &born, &has_born);
@@ -323,7 +325,9 @@ enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const
     afs_warn("upload %s: %s", ids, err.msg);
     out = AFS_RETRY;
   } else if (rc == 0) {
-    afs_warn("upload %s: lease lost before it was initialized; another broker has it", ids);
+    afs_warn("upload %s: lease lost or no longer pending before it was initialized; left "
+             "as it is",
+             ids);
   } else {
     afs_info("upload %s initialized: %s (%s)", ids, path, ct ? ct : "no content type");
   }
