@@ -71,23 +71,25 @@ bool afs_fs_is_cuts_path(const char *rel) {
   return !strncmp(rel, ".cuts", 5) && (rel[5] == '\0' || rel[5] == '/');
 }
 
-static void fill_dir_stat(struct afs_fs *fs, struct stat *st) {
+/* What every stat we report shares: owner, mode (read-only mounts drop the write bits). */
+static void fill_stat_head(struct afs_fs *fs, struct stat *st, bool dir) {
   memset(st, 0, sizeof *st);
-  st->st_mode = S_IFDIR | (fs->opt.ro ? 0555 : 0755);
-  st->st_nlink = 2;
+  st->st_mode = dir ? S_IFDIR | (fs->opt.ro ? 0555 : 0755) : S_IFREG | (fs->opt.ro ? 0444 : 0644);
+  st->st_nlink = dir ? 2 : 1;
   st->st_uid = fs->owner;
   st->st_gid = fs->group;
+  if (!dir)
+    st->st_blksize = 1 << 20;
+}
+
+static void fill_dir_stat(struct afs_fs *fs, struct stat *st) {
+  fill_stat_head(fs, st, true);
   st->st_mtime = st->st_ctime = st->st_atime = time(NULL);
 }
 
 static void fill_asset_stat(struct afs_fs *fs, const struct afs_asset *a, struct stat *st) {
-  memset(st, 0, sizeof *st);
-  st->st_mode = S_IFREG | (fs->opt.ro ? 0444 : 0644);
-  st->st_nlink = 1;
-  st->st_uid = fs->owner;
-  st->st_gid = fs->group;
+  fill_stat_head(fs, st, false);
   st->st_size = a->size > 0 ? a->size : 0;
-  st->st_blksize = 1 << 20;
   st->st_blocks = (st->st_size + 511) / 512;
   st->st_mtim.tv_sec = a->mtime_ms / 1000;
   st->st_mtim.tv_nsec = (a->mtime_ms % 1000) * 1000000;
@@ -99,13 +101,8 @@ static void fill_wf_stat(struct afs_fs *fs, struct afs_wfile *wf, struct stat *s
   struct stat s;
   if (!afs_staging_stat(wf, &s))
     memset(&s, 0, sizeof s);
-  memset(st, 0, sizeof *st);
-  st->st_mode = S_IFREG | (fs->opt.ro ? 0444 : 0644);
-  st->st_nlink = 1;
-  st->st_uid = fs->owner;
-  st->st_gid = fs->group;
+  fill_stat_head(fs, st, false);
   st->st_size = s.st_size;
-  st->st_blksize = 1 << 20;
   st->st_blocks = s.st_blocks;
   st->st_mtim = s.st_mtim;
   st->st_atim = s.st_atim;

@@ -1,4 +1,9 @@
-#include "assetfs/staging.h"
+/* The staging table: every file written through the mount that is not (yet) a plain
+ * completed asset, keyed by (partition, filePath), with reference counts and the running
+ * byte total that cache_max is checked against; and the directories made with mkdir that
+ * hold no file yet. What lies on disk beside each file (its journal) and adopting what an
+ * earlier mount left is staging_resume.c. */
+#include "staging_int.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -9,25 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "assetfs/http_put.h"
-#include "assetfs/journal.h"
 #include "assetfs/log.h"
-
-struct local_dir {
-  char *partition;
-  char *dir; /* "" = the partition directory itself */
-};
-
-struct afs_staging {
-  char *dir;
-  pthread_mutex_t mu; /* protects everything below and wf->partition/file_path/in_table/refs */
-  struct afs_wfile **files;
-  size_t n_files, cap_files;
-  struct local_dir *dirs;
-  size_t n_dirs, cap_dirs;
-  uint64_t seq;
-  int64_t bytes; /* atomic (__atomic builtins), not under mu: sum of every wf->acct_size */
-};
 
 const char *afs_wstate_name(enum afs_wstate s) {
   switch (s) {
@@ -63,20 +50,26 @@ struct afs_staging *afs_staging_new(const char *dir, struct afs_error *err) {
   return st;
 }
 
-static char *journal_path(const char *staging_path) {
-  char *p;
-  if (asprintf(&p, "%s%s", staging_path, AFS_JOURNAL_SUFFIX) < 0)
-    abort();
-  return p;
-}
-
 const char *afs_staging_dir(const struct afs_staging *st) { return st->dir; }
 
-static void wf_destroy(struct afs_staging *st, struct afs_wfile *wf) {
+struct afs_wfile *afs_stg_wf_new(const char *partition, const char *file_path) {
+  struct afs_wfile *wf = calloc(1, sizeof *wf);
+  if (!wf)
+    abort();
+  pthread_mutex_init(&wf->jmu, NULL);
+  pthread_mutex_init(&wf->mu, NULL);
+  pthread_cond_init(&wf->cond, NULL);
+  wf->fd = -1;
+  wf->partition = partition ? strdup(partition) : NULL;
+  wf->file_path = file_path ? strdup(file_path) : NULL;
+  return wf;
+}
+
+void afs_stg_wf_destroy(struct afs_staging *st, struct afs_wfile *wf) {
   if (wf->fd >= 0)
     close(wf->fd);
   if (wf->staging_path) {
-    char *j = journal_path(wf->staging_path);
+    char *j = afs_stg_journal_path(wf->staging_path);
     unlink(j); /* first: a journal without its data is only cleaned up, never uploaded */
     free(j);
     unlink(wf->staging_path);
@@ -111,7 +104,7 @@ void afs_staging_free(struct afs_staging *st) {
       wf->staging_path = NULL;
     }
     if (--wf->refs == 0)
-      wf_destroy(st, wf);
+      afs_stg_wf_destroy(st, wf);
   }
   for (size_t i = 0; i < st->n_dirs; i++) {
     free(st->dirs[i].partition);
@@ -125,23 +118,21 @@ void afs_staging_free(struct afs_staging *st) {
   free(st);
 }
 
-/* Called with st->mu held. */
-static ssize_t find_locked(struct afs_staging *st, const char *partition, const char *path) {
+ssize_t afs_stg_find_locked(struct afs_staging *st, const char *partition, const char *path) {
   for (size_t i = 0; i < st->n_files; i++)
     if (!strcmp(st->files[i]->file_path, path) && !strcmp(st->files[i]->partition, partition))
       return (ssize_t)i;
   return -1;
 }
 
-/* Called with st->mu held; drops the table's reference (the caller holds another). */
-static void remove_at_locked(struct afs_staging *st, size_t i) {
+void afs_stg_remove_at_locked(struct afs_staging *st, size_t i) {
   struct afs_wfile *wf = st->files[i];
   st->files[i] = st->files[--st->n_files];
   wf->in_table = false;
   wf->refs--;
 }
 
-static void insert_locked(struct afs_staging *st, struct afs_wfile *wf) {
+void afs_stg_insert_locked(struct afs_staging *st, struct afs_wfile *wf) {
   if (st->n_files == st->cap_files) {
     st->cap_files = st->cap_files ? st->cap_files * 2 : 64;
     st->files = realloc(st->files, st->cap_files * sizeof *st->files);
@@ -156,13 +147,7 @@ struct afs_wfile *afs_staging_create(struct afs_staging *st, const char *partiti
                                      struct afs_wfile **replaced, struct afs_error *err) {
   if (replaced)
     *replaced = NULL;
-  struct afs_wfile *wf = calloc(1, sizeof *wf);
-  pthread_mutex_init(&wf->jmu, NULL);
-  pthread_mutex_init(&wf->mu, NULL);
-  pthread_cond_init(&wf->cond, NULL);
-  wf->fd = -1;
-  wf->partition = strdup(partition);
-  wf->file_path = strdup(file_path);
+  struct afs_wfile *wf = afs_stg_wf_new(partition, file_path);
   snprintf(wf->content_type, sizeof wf->content_type, "%s", content_type);
   /* Keep the extension: libvips picks loaders and savers by it. */
   const char *base = strrchr(file_path, '/');
@@ -181,28 +166,28 @@ struct afs_wfile *afs_staging_create(struct afs_staging *st, const char *partiti
                   strerror(errno));
     free(wf->staging_path);
     wf->staging_path = NULL;
-    wf_destroy(st, wf);
+    afs_stg_wf_destroy(st, wf);
     return NULL;
   }
   wf->dirty = true;
   wf->state = AFS_W_WRITING;
   wf->refs = 1; /* the caller's */
   pthread_mutex_lock(&st->mu);
-  ssize_t i = find_locked(st, partition, file_path);
+  ssize_t i = afs_stg_find_locked(st, partition, file_path);
   if (i >= 0) {
     struct afs_wfile *old = st->files[i];
     if (replaced) {
       old->refs++;
       *replaced = old;
     }
-    remove_at_locked(st, (size_t)i);
+    afs_stg_remove_at_locked(st, (size_t)i);
     if (old->refs == 0) {
       pthread_mutex_unlock(&st->mu);
-      wf_destroy(st, old);
+      afs_stg_wf_destroy(st, old);
       pthread_mutex_lock(&st->mu);
     }
   }
-  insert_locked(st, wf);
+  afs_stg_insert_locked(st, wf);
   pthread_mutex_unlock(&st->mu);
   return wf;
 }
@@ -211,7 +196,7 @@ struct afs_wfile *afs_staging_get(struct afs_staging *st, const char *partition,
                                   const char *file_path) {
   struct afs_wfile *wf = NULL;
   pthread_mutex_lock(&st->mu);
-  ssize_t i = find_locked(st, partition, file_path);
+  ssize_t i = afs_stg_find_locked(st, partition, file_path);
   if (i >= 0) {
     wf = st->files[i];
     wf->refs++;
@@ -233,33 +218,40 @@ void afs_staging_unref(struct afs_staging *st, struct afs_wfile *wf) {
   bool last = --wf->refs == 0;
   pthread_mutex_unlock(&st->mu);
   if (last)
-    wf_destroy(st, wf);
+    afs_stg_wf_destroy(st, wf);
+}
+
+/* With st->mu held: takes wf out of the table if it is there. Returns whether it was;
+ * *last: that was its last reference (the caller destroys it after unlocking). */
+static bool remove_wf_locked(struct afs_staging *st, struct afs_wfile *wf, bool *last) {
+  for (size_t i = 0; i < st->n_files; i++) {
+    if (st->files[i] == wf) {
+      afs_stg_remove_at_locked(st, i);
+      *last = wf->refs == 0;
+      return true;
+    }
+  }
+  return false;
 }
 
 void afs_staging_remove(struct afs_staging *st, struct afs_wfile *wf) {
-  pthread_mutex_lock(&st->mu);
   bool last = false;
-  for (size_t i = 0; i < st->n_files; i++) {
-    if (st->files[i] == wf) {
-      remove_at_locked(st, i);
-      last = wf->refs == 0;
-      break;
-    }
-  }
+  pthread_mutex_lock(&st->mu);
+  remove_wf_locked(st, wf, &last);
   pthread_mutex_unlock(&st->mu);
   if (last)
-    wf_destroy(st, wf);
+    afs_stg_wf_destroy(st, wf);
 }
 
 struct afs_wfile *afs_staging_move(struct afs_staging *st, struct afs_wfile *wf,
                                    const char *partition, const char *file_path) {
   struct afs_wfile *displaced = NULL;
   pthread_mutex_lock(&st->mu);
-  ssize_t i = find_locked(st, partition, file_path);
+  ssize_t i = afs_stg_find_locked(st, partition, file_path);
   if (i >= 0 && st->files[i] != wf) {
     displaced = st->files[i];
     displaced->refs++;
-    remove_at_locked(st, (size_t)i);
+    afs_stg_remove_at_locked(st, (size_t)i);
   }
   free(wf->partition);
   free(wf->file_path);
@@ -475,53 +467,6 @@ void afs_staging_account(struct afs_staging *st, struct afs_wfile *wf, int64_t s
     __atomic_add_fetch(&st->bytes, delta, __ATOMIC_RELAXED);
 }
 
-bool afs_staging_journal(struct afs_staging *st, struct afs_wfile *wf, bool durable,
-                         struct afs_error *err) {
-  struct afs_journal j;
-  memset(&j, 0, sizeof j);
-  bool ok = true;
-  pthread_mutex_lock(&wf->jmu);
-  pthread_mutex_lock(&st->mu);
-  j.partition = strdup(wf->partition);
-  j.file_path = strdup(wf->file_path);
-  pthread_mutex_unlock(&st->mu);
-  pthread_mutex_lock(&wf->mu);
-  bool gone = wf->unlinked || !wf->staging_path;
-  char *path = wf->staging_path ? journal_path(wf->staging_path) : NULL;
-  int fd = wf->fd;
-  j.content_type = strdup(wf->content_type);
-  j.caption = wf->caption ? strdup(wf->caption) : NULL;
-  memcpy(j.id, wf->id, sizeof j.id);
-  j.uploaded = wf->state == AFS_W_UPLOADED || wf->state == AFS_W_COMPLETED;
-  j.mtime_ms = wf->mtime_ms;
-  pthread_mutex_unlock(&wf->mu);
-  if (gone) {
-    if (path)
-      unlink(path);
-  } else {
-    /* fd stays open while the caller holds its reference. */
-    if (durable && fsync(fd) != 0)
-      ok = afs_error_set(err, errno, "cannot sync the staged copy of %s: %s", j.file_path,
-                         strerror(errno));
-    ok = ok && afs_journal_write(path, &j, durable, err);
-  }
-  pthread_mutex_unlock(&wf->jmu);
-  free(path);
-  afs_journal_free(&j);
-  return ok;
-}
-
-void afs_staging_forget(struct afs_staging *st, struct afs_wfile *wf) {
-  (void)st;
-  pthread_mutex_lock(&wf->jmu);
-  pthread_mutex_lock(&wf->mu);
-  char *path = wf->staging_path ? journal_path(wf->staging_path) : NULL;
-  pthread_mutex_unlock(&wf->mu);
-  if (path)
-    unlink(path);
-  pthread_mutex_unlock(&wf->jmu);
-  free(path);
-}
 
 bool afs_staging_in_table(struct afs_staging *st, struct afs_wfile *wf) {
   pthread_mutex_lock(&st->mu);
@@ -537,158 +482,10 @@ bool afs_staging_drop_if_idle(struct afs_staging *st, struct afs_wfile *wf, cons
   bool idle = wf->in_table && wf->state == AFS_W_COMPLETED && wf->shown &&
               !strcmp(wf->id, id) && wf->handles == 0;
   pthread_mutex_unlock(&wf->mu);
-  for (size_t i = 0; idle && i < st->n_files; i++) {
-    if (st->files[i] == wf) {
-      remove_at_locked(st, i);
-      removed = true;
-      last = wf->refs == 0;
-      break;
-    }
-  }
+  if (idle)
+    removed = remove_wf_locked(st, wf, &last);
   pthread_mutex_unlock(&st->mu);
   if (last)
-    wf_destroy(st, wf);
+    afs_stg_wf_destroy(st, wf);
   return removed;
-}
-
-static int cmp_seq(const void *a, const void *b) {
-  unsigned long long x = strtoull(*(char *const *)a, NULL, 10);
-  unsigned long long y = strtoull(*(char *const *)b, NULL, 10);
-  return x < y ? -1 : x > y;
-}
-
-static bool has_suffix(const char *s, const char *suffix) {
-  size_t n = strlen(s), k = strlen(suffix);
-  return n >= k && !strcmp(s + n - k, suffix);
-}
-
-/* One journal: its entry in the table (a later one at the same path replaces it). */
-static bool adopt(struct afs_staging *st, const char *jname) {
-  struct afs_error e = {0};
-  struct afs_journal j;
-  char *jpath, *data;
-  if (asprintf(&jpath, "%s/%s", st->dir, jname) < 0 ||
-      asprintf(&data, "%s/%.*s", st->dir, (int)(strlen(jname) - strlen(AFS_JOURNAL_SUFFIX)),
-               jname) < 0)
-    abort();
-  bool ok = false;
-  int fd = -1;
-  if (!afs_journal_read(jpath, &j, &e)) {
-    afs_warn("ignoring %s: %s", jpath, e.msg);
-    goto done;
-  }
-  fd = open(data, O_RDWR | O_CLOEXEC);
-  struct stat sb;
-  if (fd < 0 || fstat(fd, &sb) != 0) {
-    afs_warn("%s/%s: the staged copy %s is gone; nothing to resume", j.partition,
-             j.file_path, data);
-    afs_journal_free(&j);
-    goto done;
-  }
-  struct afs_wfile *wf = calloc(1, sizeof *wf);
-  pthread_mutex_init(&wf->jmu, NULL);
-  pthread_mutex_init(&wf->mu, NULL);
-  pthread_cond_init(&wf->cond, NULL);
-  wf->fd = fd;
-  fd = -1;
-  wf->staging_path = data;
-  data = NULL;
-  wf->partition = j.partition;
-  wf->file_path = j.file_path;
-  j.partition = j.file_path = NULL;
-  snprintf(wf->content_type, sizeof wf->content_type, "%s", j.content_type);
-  wf->caption = j.caption;
-  j.caption = NULL;
-  memcpy(wf->id, j.id, sizeof wf->id);
-  wf->mtime_ms = j.mtime_ms;
-  wf->generation = 1;
-  if (j.uploaded && j.id[0]) {
-    wf->state = AFS_W_UPLOADED;
-    wf->record_used = true;
-    wf->uploaded_ms = afs_monotonic_ms();
-  } else {
-    wf->state = AFS_W_QUEUED;
-    wf->dirty = true;
-    wf->resumed = true; /* its record may be further on than the journal knows */
-  }
-  afs_journal_free(&j);
-  afs_staging_account(st, wf, sb.st_size, false);
-  pthread_mutex_lock(&st->mu);
-  ssize_t i = find_locked(st, wf->partition, wf->file_path);
-  struct afs_wfile *old = NULL;
-  if (i >= 0) {
-    old = st->files[i];
-    remove_at_locked(st, (size_t)i);
-    old->unlinked = true; /* superseded by a later write at the same path */
-  }
-  insert_locked(st, wf);
-  pthread_mutex_unlock(&st->mu);
-  if (old && old->refs == 0)
-    wf_destroy(st, old);
-  ok = true;
-done:
-  if (fd >= 0)
-    close(fd);
-  if (!ok) {
-    unlink(jpath);
-    if (data)
-      unlink(data);
-  }
-  free(jpath);
-  free(data);
-  return ok;
-}
-
-int afs_staging_resume(struct afs_staging *st) {
-  DIR *d = opendir(st->dir);
-  if (!d)
-    return 0;
-  size_t n = 0, cap = 0;
-  char **journals = NULL, **others = NULL;
-  size_t n_others = 0, cap_others = 0;
-  struct dirent *de;
-  while ((de = readdir(d))) {
-    const char *name = de->d_name;
-    if (name[0] < '0' || name[0] > '9')
-      continue; /* ".", "..", the session lock: not staging files */
-    if (has_suffix(name, AFS_JOURNAL_SUFFIX)) {
-      if (n == cap && !(journals = realloc(journals, (cap = cap ? cap * 2 : 64) *
-                                                         sizeof *journals)))
-        abort();
-      journals[n++] = strdup(name);
-    } else {
-      if (n_others == cap_others &&
-          !(others = realloc(others, (cap_others = cap_others ? cap_others * 2 : 64) *
-                                         sizeof *others)))
-        abort();
-      others[n_others++] = strdup(name);
-    }
-  }
-  closedir(d);
-  if (n)
-    qsort(journals, n, sizeof *journals, cmp_seq);
-  int adopted = 0;
-  for (size_t i = 0; i < n; i++) {
-    adopted += adopt(st, journals[i]);
-    free(journals[i]);
-  }
-  free(journals);
-  /* Whatever is not an adopted staging file (cuts of an interrupted upload, a file
-   * created without a record, journal temporaries) is debris of the killed mount. */
-  for (size_t i = 0; i < n_others; i++) {
-    char *path;
-    if (asprintf(&path, "%s/%s", st->dir, others[i]) < 0)
-      abort();
-    bool keep = false;
-    pthread_mutex_lock(&st->mu);
-    for (size_t k = 0; k < st->n_files && !keep; k++)
-      keep = !strcmp(st->files[k]->staging_path, path);
-    pthread_mutex_unlock(&st->mu);
-    if (!keep)
-      unlink(path);
-    free(path);
-    free(others[i]);
-  }
-  free(others);
-  return adopted;
 }

@@ -1,5 +1,7 @@
-/* Private to the upload module (upload.c: pipeline and worker; upload_records.c:
- * the MongoDB side of uploads and of namespace changes). */
+/* Private to the upload module: upload.c (the per-file pipeline), upload_pool.c (the
+ * uploader, its upload workers, unmount draining), upload_poll.c (polling uploaded
+ * records until completed), upload_records.c (the MongoDB side of uploads and of
+ * namespace changes). Locks: up->mu is a leaf; the staging locks are as in staging.h. */
 #ifndef ASSETFS_UPLOAD_INT_H
 #define ASSETFS_UPLOAD_INT_H
 
@@ -55,8 +57,26 @@ struct meta {
   const char *part_type[U_COUNT];
 };
 
-/* Wall-clock milliseconds since the epoch (for createdAt/updatedAt). */
-int64_t afs_upload_now_ms(void);
+/* upload.c: one upload of wf's current data. deadline_ms bounds the waits (monotonic).
+ * Returns true when "uploaded" is set (or nothing needed uploading); on failure sets
+ * the file's next state (retrying with a backoff, or error) and returns false + err. */
+bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t deadline_ms,
+                         struct afs_error *err);
+/* "partition/filePath" of wf, for messages (caller frees). */
+char *afs_up_label(struct afs_uploader *up, struct afs_wfile *wf);
+
+/* upload_pool.c: wakes the upload workers (something was queued or is due) and the
+ * polling thread. */
+void afs_up_pool_kick(struct afs_uploader *up);
+/* pthread_cond_timedwait for at most ms (mu held, as for pthread_cond_wait). */
+void afs_up_timedwait(pthread_cond_t *cond, pthread_mutex_t *mu, long ms);
+
+/* upload_poll.c: the polling thread (arg: the uploader). */
+void *afs_up_poll_main(void *arg);
+/* Watches wf's record (with a reference of its own) until its asset exists, then marks
+ * the asset deleted: wf was removed or replaced after its record was used. */
+void afs_up_add_orphan(struct afs_uploader *up, struct afs_wfile *wf);
+
 /* True once afs_uploader_free started stopping the worker. */
 bool afs_upload_stopping(struct afs_uploader *up);
 

@@ -10,14 +10,9 @@
 #include <unistd.h>
 
 #include "assetfs/http_put.h"
+#include "assetfs/lease.h" /* afs_now_ms */
 #include "assetfs/log.h"
 #include "upload_int.h"
-
-int64_t afs_upload_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---------------------------------------------------------------- MongoDB helpers */
 
@@ -45,6 +40,30 @@ static bool oid_from_hex(const char *hex, bson_oid_t *oid) {
   return true;
 }
 
+/* The document with _id oid in h's collection, copied into *doc (caller destroys; empty
+ * when there is none, *found false). A bare _id filter: FerretDB answers it from its
+ * primary key, anything more scans the collection. */
+static bool find_by_id(struct dbh *h, const bson_oid_t *oid, const bson_t *opts, bson_t *doc,
+                       bool *found, bson_error_t *berr) {
+  bson_t *filter = BCON_NEW("_id", BCON_OID(oid));
+  const bson_t *d;
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(h->coll, filter, opts, NULL);
+  *found = mongoc_cursor_next(cur, &d);
+  if (*found)
+    bson_copy_to(d, doc);
+  else
+    bson_init(doc);
+  bool ok = !mongoc_cursor_error(cur, berr);
+  mongoc_cursor_destroy(cur);
+  bson_destroy(filter);
+  return ok;
+}
+
+/* Projection of the status field alone, one document. Caller destroys. */
+static bson_t *status_opts(void) {
+  return BCON_NEW("projection", "{", "status", BCON_INT32(1), "}", "limit", BCON_INT64(1));
+}
+
 /* update_one on coll; *matched (may be NULL) gets the matched count. */
 static bool update_one(struct afs_uploader *up, const char *coll, const bson_t *filter,
                        const bson_t *update, int64_t *matched, struct afs_error *err) {
@@ -68,7 +87,7 @@ bool afs_upload_begin(struct afs_uploader *up, struct afs_wfile *wf, struct afs_
   struct afs_fs_options *o = &up->fs->opt;
   bson_oid_t oid;
   bson_oid_init(&oid, NULL);
-  int64_t t = afs_upload_now_ms();
+  int64_t t = afs_now_ms();
   char *partition, *file_path;
   afs_staging_names(up->fs->st, wf, &partition, &file_path);
   bson_t *doc = BCON_NEW("_id", BCON_OID(&oid), "_partition", BCON_UTF8(o->upload_partition),
@@ -161,28 +180,23 @@ static bool fetch_record(struct afs_uploader *up, const char *id, struct record_
   memset(rs, 0, sizeof *rs);
   if (!oid_from_hex(id, &oid))
     return afs_error_set(err, EINVAL, "bad record id %s", id);
-  bson_t *filter = BCON_NEW("_id", BCON_OID(&oid));
   bson_t *opts = BCON_NEW("limit", BCON_INT64(1));
   struct dbh h;
   bson_error_t berr;
-  const bson_t *doc;
+  bson_t doc;
+  bool found;
   dbh_open(up, &h, AFS_COLL_UPLOAD);
-  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(h.coll, filter, opts, NULL);
-  if (mongoc_cursor_next(cur, &doc))
-    read_record_state(doc, rs);
-  bool ok = !mongoc_cursor_error(cur, &berr);
-  mongoc_cursor_destroy(cur);
+  bool ok = find_by_id(&h, &oid, opts, &doc, &found, &berr);
+  if (found)
+    read_record_state(&doc, rs);
+  bson_destroy(&doc);
   dbh_close(&h);
-  bson_destroy(filter);
   bson_destroy(opts);
   if (!ok)
     return afs_db_error(err, &berr, "cannot read the upload record");
   return true;
 }
 
-/* Polls until the broker signed the record (adaptive interval: FerretDB has no change
- * streams). ETIMEDOUT past deadline_ms (monotonic); ESTALE when the record is gone or
- * already used (caller makes a new one); EPROTO when the broker refused it. */
 bool afs_upload_stopping(struct afs_uploader *up) {
   pthread_mutex_lock(&up->mu);
   bool s = up->stop;
@@ -256,7 +270,7 @@ bool afs_rec_set_uploaded(struct afs_uploader *up, const char *id, const struct 
     BSON_APPEND_UTF8(&set, "caption", caption);
   if (mtime)
     BSON_APPEND_DATE_TIME(&set, "mtime", mtime);
-  BSON_APPEND_DATE_TIME(&set, "updatedAt", afs_upload_now_ms());
+  BSON_APPEND_DATE_TIME(&set, "updatedAt", afs_now_ms());
   bson_append_document_end(&update, &set);
   int64_t matched = 0;
   bool ok = update_one(up, AFS_COLL_UPLOAD, filter, &update, &matched, err);
@@ -286,14 +300,14 @@ static bool set_field_by_id(struct afs_uploader *up, const char *coll, const cha
 bool afs_asset_set_file_path(struct afs_uploader *up, const char *id, const char *file_path,
                              struct afs_error *err) {
   bson_t *set = BCON_NEW("filePath", BCON_UTF8(file_path), "updatedAt",
-                         BCON_DATE_TIME(afs_upload_now_ms()));
+                         BCON_DATE_TIME(afs_now_ms()));
   bool ok = set_field_by_id(up, AFS_COLL_ASSET, id, set, NULL, err);
   bson_destroy(set);
   return ok;
 }
 
 bool afs_asset_mark_deleted(struct afs_uploader *up, const char *id, struct afs_error *err) {
-  bson_t *set = BCON_NEW("status", BCON_UTF8("deleted"), "updatedAt", BCON_DATE_TIME(afs_upload_now_ms()));
+  bson_t *set = BCON_NEW("status", BCON_UTF8("deleted"), "updatedAt", BCON_DATE_TIME(afs_now_ms()));
   bool ok = set_field_by_id(up, AFS_COLL_ASSET, id, set, NULL, err);
   bson_destroy(set);
   return ok;
@@ -302,7 +316,7 @@ bool afs_asset_mark_deleted(struct afs_uploader *up, const char *id, struct afs_
 bool afs_asset_set_mtime(struct afs_uploader *up, const char *id, int64_t mtime_ms,
                          struct afs_error *err) {
   bson_t *set = BCON_NEW("mtime", BCON_DATE_TIME(mtime_ms), "updatedAt",
-                         BCON_DATE_TIME(afs_upload_now_ms()));
+                         BCON_DATE_TIME(afs_now_ms()));
   bool ok = set_field_by_id(up, AFS_COLL_ASSET, id, set, NULL, err);
   bson_destroy(set);
   return ok;
@@ -321,7 +335,7 @@ bool afs_upload_renamed(struct afs_uploader *up, struct afs_wfile *wf, struct af
   afs_staging_names(up->fs->st, wf, &partition, &file_path);
   free(partition);
   bson_t *set = BCON_NEW("filePath", BCON_UTF8(file_path), "updatedAt",
-                         BCON_DATE_TIME(afs_upload_now_ms()));
+                         BCON_DATE_TIME(afs_now_ms()));
   bool ok = set_field_by_id(up, AFS_COLL_UPLOAD, id, set, NULL, err);
   /* The broker may have created the asset from the old filePath meanwhile; the worker
    * checks again when it sees the completion. */
@@ -412,33 +426,30 @@ int afs_asset_rename_dir(struct afs_uploader *up, const char *partition, const c
  * other filter) scans the collection, which costs far more once it holds thousands of
  * records. */
 bool afs_rec_batch_status(struct afs_uploader *up, char (*ids)[25], int n, char (*out)[32]) {
-  bson_t *opts = BCON_NEW("projection", "{", "status", BCON_INT32(1), "}", "limit",
-                          BCON_INT64(1));
+  bson_t *opts = status_opts();
   struct dbh h;
   bson_error_t berr;
   bool ok = true;
   dbh_open(up, &h, AFS_COLL_UPLOAD);
   for (int i = 0; i < n && ok; i++) {
     bson_oid_t oid;
-    const bson_t *doc;
+    bson_t doc;
+    bool found;
     out[i][0] = '\0';
     if (!oid_from_hex(ids[i], &oid))
       continue;
-    bson_t *filter = BCON_NEW("_id", BCON_OID(&oid));
-    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(h.coll, filter, opts, NULL);
-    if (mongoc_cursor_next(cur, &doc)) {
-      bson_iter_t it;
-      snprintf(out[i], sizeof out[i], "%s",
-               bson_iter_init_find(&it, doc, "status") && BSON_ITER_HOLDS_UTF8(&it)
-                   ? bson_iter_utf8(&it, NULL)
-                   : "?");
-    }
-    if (mongoc_cursor_error(cur, &berr)) {
+    if (!find_by_id(&h, &oid, opts, &doc, &found, &berr)) {
       afs_debug("polling upload records: %s", berr.message);
       ok = false;
     }
-    mongoc_cursor_destroy(cur);
-    bson_destroy(filter);
+    if (found) {
+      bson_iter_t it;
+      snprintf(out[i], sizeof out[i], "%s",
+               bson_iter_init_find(&it, &doc, "status") && BSON_ITER_HOLDS_UTF8(&it)
+                   ? bson_iter_utf8(&it, NULL)
+                   : "?");
+    }
+    bson_destroy(&doc);
   }
   dbh_close(&h);
   bson_destroy(opts);
@@ -451,23 +462,20 @@ bool afs_rec_asset_active(struct afs_uploader *up, const char *id, bool *active,
   *active = false;
   if (!oid_from_hex(id, &oid))
     return true;
-  bson_t *filter = BCON_NEW("_id", BCON_OID(&oid));
-  bson_t *opts = BCON_NEW("projection", "{", "status", BCON_INT32(1), "}", "limit",
-                          BCON_INT64(1));
+  bson_t *opts = status_opts();
   struct dbh h;
   bson_error_t berr;
-  const bson_t *doc;
+  bson_t doc;
+  bool found;
   dbh_open(up, &h, AFS_COLL_ASSET);
-  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(h.coll, filter, opts, NULL);
-  if (mongoc_cursor_next(cur, &doc)) {
+  bool ok = find_by_id(&h, &oid, opts, &doc, &found, &berr);
+  if (found) {
     bson_iter_t it;
-    *active = bson_iter_init_find(&it, doc, "status") && BSON_ITER_HOLDS_UTF8(&it) &&
+    *active = bson_iter_init_find(&it, &doc, "status") && BSON_ITER_HOLDS_UTF8(&it) &&
               !strcmp(bson_iter_utf8(&it, NULL), "active");
   }
-  bool ok = !mongoc_cursor_error(cur, &berr);
-  mongoc_cursor_destroy(cur);
+  bson_destroy(&doc);
   dbh_close(&h);
-  bson_destroy(filter);
   bson_destroy(opts);
   if (!ok)
     return afs_db_error(err, &berr, "cannot read the asset record");
