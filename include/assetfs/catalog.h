@@ -28,7 +28,7 @@
  * looked up, listed and read. A cut's size is not in the record: it is learned once with
  * a 1-byte ranged GET on its URL and cached.
  *
- * Threads: every function is safe to call from any thread. Locks (see catalog.c):
+ * Threads: every function is safe to call from any thread. Locks (see catalog_int.h):
  * cat->mu (tree, partitions) and cat->ref_mu (URL refresh table, cut sizes); a thread
  * never holds both, and no lock is held during MongoDB or HTTP round trips or callbacks.
  */

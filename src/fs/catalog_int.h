@@ -1,4 +1,6 @@
-/* Internals shared by catalog.c (tree cache, lookup, list), catalog_record.c (BSON
+/* Internals shared by the catalog's files: catalog.c (lifetime, lookup, confirm),
+ * catalog_tree.c (partition trees, negative knowledge, invalidation), catalog_query.c
+ * (MongoDB queries, name placement), catalog_list.c (listings), catalog_record.c (BSON
  * <-> struct afs_asset, xattrs) and catalog_refresh.c (read-URL refresh, cut sizes). */
 #ifndef ASSETFS_CATALOG_INT_H
 #define ASSETFS_CATALOG_INT_H
@@ -101,6 +103,9 @@ struct afs_catalog {
 };
 
 double afs_cat_now(void);  /* monotonic seconds */
+static inline bool afs_cat_fresh(double stamp, double ttl, double now) {
+  return stamp > 0 && now - stamp < ttl;
+}
 static inline void afs_cat_count(struct afs_catalog *cat, enum afs_catq q) {
   __atomic_add_fetch(&cat->nq[q], 1, __ATOMIC_RELAXED);
 }
@@ -119,5 +124,60 @@ bool afs_cat_part_size(struct afs_catalog *cat, const struct afs_asset *a, enum 
                        int64_t *size, struct afs_error *err);
 /* Frees every struct ref. */
 void afs_cat_refs_free(struct afs_catalog *cat);
+
+/* ---- catalog_tree.c (all with cat->mu held) ---- */
+
+/* The partition's tree, created (empty) when create; NULL if unknown and !create. */
+struct part *afs_cat_part_get(struct afs_catalog *cat, const char *name, bool create);
+void afs_cat_part_free(void *p);
+/* Frees n's descendants (and n itself unless keep_self). */
+void afs_cat_subtree_drop(struct part *p, struct node *n, bool keep_self);
+/* The directory part of rel ("" at the top). Caller frees. */
+char *afs_cat_dirname(const char *rel);
+/* The directory node at rel, creating it and its ancestors. */
+struct node *afs_cat_ensure_dir(struct part *p, const char *rel, double now);
+/* Installs a file node for asset a (stolen). NULL (a freed) if a directory is there. */
+struct node *afs_cat_file_put(struct part *p, const char *rel, struct afs_asset *a, double now);
+/* Empty listings: when rel was listed empty (0 never); record one; forget those at and
+ * below dir. */
+double afs_cat_absent_at(struct part *p, const char *rel);
+void afs_cat_absent_set(struct part *p, const char *rel, double t);
+void afs_cat_absent_drop_under(struct part *p, const char *dir);
+/* When the cache last knew everything under rel's parent, 0 never. */
+double afs_cat_coverage(struct part *p, const char *rel);
+/* Nodes under d invalidated after sequence number seq, to put back after a query that
+ * started before replaced the subtree (late_restore frees the vector). */
+struct late;
+struct late *afs_cat_late_nodes(struct part *p, struct node *d, uint64_t seq);
+void afs_cat_late_restore(struct afs_catalog *cat, struct part *p, struct late *v);
+
+/* ---- catalog_query.c (no lock held) ---- */
+
+void afs_cat_strv_free(char **v);
+/* Turns a record's filePath into a usable relative path, or derives one (sets
+ * derived_name). False if the asset cannot be shown. */
+bool afs_cat_place(struct afs_asset *a);
+/* One query for the subtree under dirpath; replaces it in the cache. 1 when dirpath is
+ * a directory, 0 when it is not, -1 on error. */
+int afs_cat_list_fetch(struct afs_catalog *cat, const char *partition, const char *dirpath,
+                       struct afs_error *err);
+/* One query by (partition, filePath). 1 found (installed), 0 not found, -1 error. */
+int afs_cat_file_fetch(struct afs_catalog *cat, const char *partition, const char *rel,
+                       struct afs_error *err);
+/* Is partition a top-level directory? false with ENOENT if not, EIO on error. */
+bool afs_cat_partition_exists(struct afs_catalog *cat, const char *partition,
+                              struct afs_error *err);
+
+/* ---- catalog.c ---- */
+
+enum cached { C_MISS, C_FILE, C_DIR, C_NOENT };
+/* What the cache says about rel, and whether it may be believed now (mu held). */
+enum cached afs_cat_cache_answer(struct afs_catalog *cat, struct part *p, const char *rel,
+                                 double now, bool any_age, struct afs_asset *out);
+/* ".cuts/<part>/<rest>" parsing. Returns false if rel is not under .cuts; part -1 for
+ * ".cuts" itself, -2 for an unknown part name. */
+bool afs_cat_cuts_split(const char *rel, int *part, const char **rest);
+/* Whether a's cut `part` exists and shows under .cuts. */
+bool afs_cat_part_shown(const struct afs_asset *a, enum afs_part part);
 
 #endif

@@ -9,6 +9,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "assetfs/strutil.h"
 #include "catalog_int.h"
 
 /* ---- clocks ---- */
@@ -121,13 +122,6 @@ void afs_smap_clear(struct smap *m, void (*free_val)(void *)) {
 
 /* ---- assets ---- */
 
-static char *xstrdup(const char *s) {
-  char *d = strdup(s ? s : "");
-  if (!d)
-    abort();
-  return d;
-}
-
 void afs_asset_free(struct afs_asset *a) {
   if (!a)
     return;
@@ -145,18 +139,18 @@ void afs_asset_free(struct afs_asset *a) {
 
 void afs_asset_copy(struct afs_asset *dst, const struct afs_asset *src) {
   *dst = *src;
-  dst->partition = xstrdup(src->partition);
-  dst->file_path = xstrdup(src->file_path);
-  dst->path = xstrdup(src->path);
-  dst->uid = xstrdup(src->uid);
-  dst->session_id = xstrdup(src->session_id);
-  dst->content_type = xstrdup(src->content_type);
-  dst->caption = xstrdup(src->caption);
-  dst->color = xstrdup(src->color);
-  dst->status = xstrdup(src->status);
-  dst->etag = xstrdup(src->etag);
+  dst->partition = afs_xstrdup(src->partition);
+  dst->file_path = afs_xstrdup(src->file_path);
+  dst->path = afs_xstrdup(src->path);
+  dst->uid = afs_xstrdup(src->uid);
+  dst->session_id = afs_xstrdup(src->session_id);
+  dst->content_type = afs_xstrdup(src->content_type);
+  dst->caption = afs_xstrdup(src->caption);
+  dst->color = afs_xstrdup(src->color);
+  dst->status = afs_xstrdup(src->status);
+  dst->etag = afs_xstrdup(src->etag);
   for (int p = 0; p < AFS_PART_COUNT; p++)
-    dst->url_part[p] = xstrdup(src->url_part[p]);
+    dst->url_part[p] = afs_xstrdup(src->url_part[p]);
 }
 
 const char *afs_asset_part_url(const struct afs_asset *a) {
@@ -166,13 +160,13 @@ const char *afs_asset_part_url(const struct afs_asset *a) {
 
 static char *iter_str(const bson_iter_t *it) {
   if (BSON_ITER_HOLDS_UTF8(it))
-    return xstrdup(bson_iter_utf8(it, NULL));
+    return afs_xstrdup(bson_iter_utf8(it, NULL));
   if (BSON_ITER_HOLDS_OID(it)) {
     char hex[25];
     bson_oid_to_string(bson_iter_oid(it), hex);
-    return xstrdup(hex);
+    return afs_xstrdup(hex);
   }
-  return xstrdup("");
+  return afs_xstrdup("");
 }
 
 static double iter_num(const bson_iter_t *it) {
@@ -266,10 +260,10 @@ bool afs_asset_from_bson(const bson_t *doc, struct afs_asset *a) {
                    &a->content_type, &a->caption, &a->color, &a->status, &a->etag};
   for (size_t i = 0; i < sizeof strs / sizeof *strs; i++)
     if (!*strs[i])
-      *strs[i] = xstrdup("");
+      *strs[i] = afs_xstrdup("");
   for (int p = 0; p < AFS_PART_COUNT; p++)
     if (!a->url_part[p])
-      a->url_part[p] = xstrdup("");
+      a->url_part[p] = afs_xstrdup("");
   a->mtime_ms = mtime ? mtime : updated ? updated : a->created_ms;
   if (a->size < 0)
     a->size = 0;
@@ -321,17 +315,17 @@ static char *xvalue(const struct afs_asset *a, const struct xattr_def *d) {
   switch (d->kind) {
   case XS: {
     const char *s = !strcmp(d->name, "id") ? base : *(char *const *)base;
-    return s && *s ? xstrdup(s) : NULL;
+    return s && *s ? afs_xstrdup(s) : NULL;
   }
   case XD:
     snprintf(buf, sizeof buf, "%g", *(const double *)base);
-    return xstrdup(buf);
+    return afs_xstrdup(buf);
   case XI:
     if (!strcmp(d->name, "size"))
       snprintf(buf, sizeof buf, "%" PRId64, *(const int64_t *)base);
     else
       snprintf(buf, sizeof buf, "%" PRId32, *(const int32_t *)base);
-    return xstrdup(buf);
+    return afs_xstrdup(buf);
   case XT: {
     int64_t ms = *(const int64_t *)base;
     if (!ms)
@@ -342,7 +336,7 @@ static char *xvalue(const struct afs_asset *a, const struct xattr_def *d) {
     strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
     size_t n = strlen(buf);
     snprintf(buf + n, sizeof buf - n, ".%03dZ", (int)(ms % 1000));
-    return xstrdup(buf);
+    return afs_xstrdup(buf);
   }
   }
   return NULL;

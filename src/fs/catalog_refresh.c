@@ -14,14 +14,8 @@
 
 #include "assetfs/http_get.h"
 #include "assetfs/log.h"
+#include "assetfs/strutil.h"
 #include "catalog_int.h"
-
-static char *xstrdup(const char *s) {
-  char *d = strdup(s ? s : "");
-  if (!d)
-    abort();
-  return d;
-}
 
 static void ref_free(void *v) {
   struct ref *r = v;
@@ -51,7 +45,7 @@ static struct ref *ref_get(struct afs_catalog *cat, const char *id) {
 static void ref_load(struct ref *r, const struct afs_asset *a) {
   for (int p = 0; p < AFS_PART_COUNT; p++) {
     free(r->url[p]);
-    r->url[p] = xstrdup(a->url_part[p]);
+    r->url[p] = afs_xstrdup(a->url_part[p]);
   }
   r->expiration_ms = a->expiration_ms;
   r->expiration_hours = a->expiration_hours;
@@ -250,7 +244,7 @@ bool afs_catalog_fresh_url(struct afs_catalog *cat, const char *id, enum afs_par
                                   r->expiration_ms > afs_cat_wall_ms())
                            : usable(cat, r->expiration_hours, r->expiration_ms);
       if (ok) {
-        *url = xstrdup(u);
+        *url = afs_xstrdup(u);
         if (expires_ms)
           *expires_ms = never_expires(r->expiration_hours, r->expiration_ms) ? 0
                                                                              : r->expiration_ms;
@@ -270,7 +264,7 @@ bool afs_catalog_fresh_url(struct afs_catalog *cat, const char *id, enum afs_par
   pthread_mutex_lock(&cat->ref_mu);
   if (ok) {
     ref_load(r, &a);
-    *url = xstrdup(r->url[part]);
+    *url = afs_xstrdup(r->url[part]);
     if (expires_ms)
       *expires_ms = never_expires(r->expiration_hours, r->expiration_ms) ? 0 : r->expiration_ms;
     afs_asset_free(&a);

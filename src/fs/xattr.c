@@ -69,9 +69,18 @@ static const char *const g_wf_fields[] = {"id", "status", "contentType", "size",
                                           "partition", "uid", "expirationHours", "caption",
                                           NULL};
 
+/* What an xattr call is about: a staged file not completed yet (wf, with a ref) or an
+ * asset (a, when have_asset). Released with target_release whatever lookup returned. */
+struct target {
+  struct afs_fpath p;
+  struct afs_wfile *wf;
+  struct afs_asset a;
+  bool have_asset;
+};
+
 /* Resolves path: *wf (staged and not completed, with a ref) or *a (asset). */
-static int lookup(struct afs_fs *fs, const char *path, struct afs_fpath *p,
-                  struct afs_wfile **wf, struct afs_asset *a, bool *have_asset) {
+static int lookup_at(struct afs_fs *fs, const char *path, struct afs_fpath *p,
+                     struct afs_wfile **wf, struct afs_asset *a, bool *have_asset) {
   *wf = NULL;
   *have_asset = false;
   int rc = afs_fpath_parse(path, p);
@@ -102,14 +111,23 @@ static int lookup(struct afs_fs *fs, const char *path, struct afs_fpath *p,
   return k < 0 ? k : k == 'd' ? -ENODATA : -ENOENT;
 }
 
+/* Resolves path into t (zeroed first). */
+static int lookup(struct afs_fs *fs, const char *path, struct target *t) {
+  memset(t, 0, sizeof *t);
+  return lookup_at(fs, path, &t->p, &t->wf, &t->a, &t->have_asset);
+}
+
+static void target_release(struct afs_fs *fs, struct target *t) {
+  if (t->have_asset)
+    afs_asset_free(&t->a);
+  afs_staging_unref(fs->st, t->wf);
+  afs_fpath_free(&t->p);
+}
+
 int afs_op_getxattr(const char *path, const char *name, char *value, size_t size) {
   struct afs_fs *fs = afs_fs_ctx();
-  struct afs_fpath p;
-  struct afs_wfile *wf;
-  struct afs_asset a;
-  bool have_asset;
+  struct target t;
   struct afs_error e = {0};
-  memset(&a, 0, sizeof a);
   if (strncmp(name, PREFIX, strlen(PREFIX)) != 0)
     return -ENODATA;
   if (!strcmp(path, "/") && !strcmp(name, PREFIX "catalogQueries")) {
@@ -119,38 +137,31 @@ int afs_op_getxattr(const char *path, const char *name, char *value, size_t size
     free(v);
     return n;
   }
-  int rc = lookup(fs, path, &p, &wf, &a, &have_asset);
+  int rc = lookup(fs, path, &t);
   if (!rc) {
     const char *field = name + strlen(PREFIX);
     char *v = NULL;
-    if (wf)
-      v = wf_field(fs, wf, field);
-    else if (!afs_asset_xattr_get(&a, name, &v, &e))
+    if (t.wf)
+      v = wf_field(fs, t.wf, field);
+    else if (!afs_asset_xattr_get(&t.a, name, &v, &e))
       v = NULL;
     rc = v ? put_value(v, value, size) : -ENODATA;
     free(v);
   }
-  if (have_asset)
-    afs_asset_free(&a);
-  afs_staging_unref(fs->st, wf);
-  afs_fpath_free(&p);
+  target_release(fs, &t);
   return rc;
 }
 
 int afs_op_listxattr(const char *path, char *list, size_t size) {
   struct afs_fs *fs = afs_fs_ctx();
-  struct afs_fpath p;
-  struct afs_wfile *wf;
-  struct afs_asset a;
-  bool have_asset;
-  memset(&a, 0, sizeof a);
-  int rc = lookup(fs, path, &p, &wf, &a, &have_asset);
+  struct target t;
+  int rc = lookup(fs, path, &t);
   if (rc == -ENODATA)
     rc = 0; /* directories: no attributes */
-  else if (!rc && wf) {
+  else if (!rc && t.wf) {
     size_t need = 0;
     for (int i = 0; g_wf_fields[i]; i++) {
-      char *v = wf_field(fs, wf, g_wf_fields[i]);
+      char *v = wf_field(fs, t.wf, g_wf_fields[i]);
       if (!v)
         continue;
       size_t n = strlen(PREFIX) + strlen(g_wf_fields[i]) + 1;
@@ -161,13 +172,10 @@ int afs_op_listxattr(const char *path, char *list, size_t size) {
     }
     rc = size && need > size ? -ERANGE : (int)need;
   } else if (!rc) {
-    size_t need = afs_asset_xattr_list(&a, list, size);
+    size_t need = afs_asset_xattr_list(&t.a, list, size);
     rc = size && need > size ? -ERANGE : (int)need;
   }
-  if (have_asset)
-    afs_asset_free(&a);
-  afs_staging_unref(fs->st, wf);
-  afs_fpath_free(&p);
+  target_release(fs, &t);
   return rc;
 }
 
@@ -175,54 +183,47 @@ int afs_op_setxattr(const char *path, const char *name, const char *value, size_
                     int flags) {
   (void)flags;
   struct afs_fs *fs = afs_fs_ctx();
-  struct afs_fpath p;
-  struct afs_wfile *wf;
-  struct afs_asset a;
-  bool have_asset;
+  struct target t;
   struct afs_error e = {0};
-  memset(&a, 0, sizeof a);
   if (strcmp(name, PREFIX "caption") != 0)
     return strncmp(name, PREFIX, strlen(PREFIX)) == 0 ? -EPERM : -ENOTSUP;
   if (fs->opt.ro)
     return -EROFS;
   if (memchr(value, '\0', size))
     return -EINVAL;
-  int rc = lookup(fs, path, &p, &wf, &a, &have_asset);
+  int rc = lookup(fs, path, &t);
   if (!rc) {
     char *caption = strndup(value, size);
-    if (wf) {
+    if (t.wf) {
       /* Sent with "uploaded". A running upload took its copy already: wait for it
        * (bounded), then, past "uploaded", the record and the asset get it directly. */
       char id[25];
-      pthread_mutex_lock(&wf->mu);
-      free(wf->caption);
-      wf->caption = caption;
+      pthread_mutex_lock(&t.wf->mu);
+      free(t.wf->caption);
+      t.wf->caption = caption;
       int64_t deadline = afs_monotonic_ms() + (int64_t)(fs->opt.close_timeout * 1000);
-      while ((wf->busy || wf->state == AFS_W_UPLOADING) && afs_monotonic_ms() < deadline) {
+      while ((t.wf->busy || t.wf->state == AFS_W_UPLOADING) && afs_monotonic_ms() < deadline) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_nsec += 200 * 1000000L;
         ts.tv_sec += ts.tv_nsec / 1000000000L;
         ts.tv_nsec %= 1000000000L;
-        pthread_cond_timedwait(&wf->cond, &wf->mu, &ts);
+        pthread_cond_timedwait(&t.wf->cond, &t.wf->mu, &ts);
       }
-      bool late = (wf->state == AFS_W_UPLOADED || wf->state == AFS_W_COMPLETED) && !wf->dirty;
-      memcpy(id, wf->id, sizeof id);
-      char *cap = late ? strdup(wf->caption) : NULL;
-      pthread_mutex_unlock(&wf->mu);
+      bool late = (t.wf->state == AFS_W_UPLOADED || t.wf->state == AFS_W_COMPLETED) && !t.wf->dirty;
+      memcpy(id, t.wf->id, sizeof id);
+      char *cap = late ? strdup(t.wf->caption) : NULL;
+      pthread_mutex_unlock(&t.wf->mu);
       if (late && id[0] && !afs_catalog_set_upload_caption(fs->cat, id, cap, 10.0, &e))
         rc = afs_fs_errno(&e);
       free(cap);
     } else {
-      if (!afs_catalog_set_caption(fs->cat, a.id, caption, &e))
+      if (!afs_catalog_set_caption(fs->cat, t.a.id, caption, &e))
         rc = afs_fs_errno(&e);
       free(caption);
     }
   }
-  if (have_asset)
-    afs_asset_free(&a);
-  afs_staging_unref(fs->st, wf);
-  afs_fpath_free(&p);
+  target_release(fs, &t);
   return rc;
 }
 
