@@ -339,8 +339,12 @@ static int op_mkdir(const char *path, mode_t mode) {
       rc = k;
     else if (k)
       rc = -EEXIST;
-    else
+    else {
       afs_staging_add_dir(fs->st, p.partition, p.rel);
+      /* cp -r then asks for every new name in it: answer those without a query. */
+      if (fs->cat)
+        afs_catalog_note_new_dir(fs->cat, p.partition, p.rel);
+    }
   }
   afs_fpath_free(&p);
   return rc;

@@ -45,6 +45,7 @@ static void on_completed(struct afs_uploader *up, struct afs_wfile *wf, const ch
   memcpy(id, wf->id, sizeof id);
   int64_t mtime = wf->mtime_ms;
   bool unlinked = wf->unlinked;
+  char *caption = wf->caption ? strdup(wf->caption) : NULL;
   pthread_cond_broadcast(&wf->cond);
   pthread_mutex_unlock(&wf->mu);
   pthread_mutex_lock(&up->mu);
@@ -53,6 +54,7 @@ static void on_completed(struct afs_uploader *up, struct afs_wfile *wf, const ch
   if (unlinked) {
     if (!afs_asset_mark_deleted(up, id, &err))
       afs_warn("cannot mark asset %s deleted: %s", id, err.msg);
+    free(caption);
     return;
   }
   /* A rename may have raced with the broker copying filePath: write the current one. */
@@ -62,6 +64,11 @@ static void on_completed(struct afs_uploader *up, struct afs_wfile *wf, const ch
     afs_warn("cannot update filePath of %s: %s", id, err.msg);
   if (mtime && !afs_asset_set_mtime(up, id, mtime, &err))
     afs_warn("cannot set mtime of %s: %s", id, err.msg);
+  /* A caption set after `uploaded` went on the record, which the broker copies only if
+   * it read it in time, and setxattr waits for completion only so long: set it again. */
+  if (caption && up->fs->cat && !afs_catalog_set_caption(up->fs->cat, id, caption, &err))
+    afs_warn("cannot set the caption of %s: %s", id, err.msg);
+  free(caption);
   if (up->fs->cat)
     afs_catalog_invalidate_path(up->fs->cat, partition, file_path);
   afs_debug("%s/%s completed as asset %s", partition, file_path, id);
