@@ -12,6 +12,7 @@
 #include "assetfs/http_put.h"
 #include "assetfs/lease.h" /* afs_now_ms */
 #include "assetfs/log.h"
+#include "assetfs/strutil.h"
 #include "upload_int.h"
 
 /* ---------------------------------------------------------------- MongoDB helpers */
@@ -346,21 +347,9 @@ bool afs_upload_renamed(struct afs_uploader *up, struct afs_wfile *wf, struct af
   return ok;
 }
 
-static char *regex_quote(const char *s) {
-  size_t n = strlen(s);
-  char *out = malloc(2 * n + 1), *w = out;
-  for (const char *p = s; *p; p++) {
-    if (strchr("\\^$.|?*+()[]{}", *p))
-      *w++ = '\\';
-    *w++ = *p;
-  }
-  *w = '\0';
-  return out;
-}
-
 int afs_asset_rename_dir(struct afs_uploader *up, const char *partition, const char *from_dir,
                          const char *to_dir, struct afs_error *err) {
-  char *q = regex_quote(from_dir), *re;
+  char *q = afs_regex_quote(from_dir), *re;
   if (asprintf(&re, "^%s/", q) < 0)
     abort();
   free(q);
