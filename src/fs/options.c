@@ -257,7 +257,7 @@ void afs_fs_options_help(void) {
          "                             uploads run in the background, fsync() waits\n"
          "    -o upload_workers=N      parallel background uploads [4]\n"
          "    -o attr_ttl=S,list_ttl=S metadata cache lifetimes [1, 3]\n"
-         "    -o cache_mb=MIB          read cache budget for all open files [256]\n"
+         "    -o cache_mb=MIB          memory budget of the process (read cache) [256]\n"
          "    -o refuse_chmod          chmod/chown fail with EPERM [ignored]\n"
          "    -o mongo_uri=URI         [$ASSETFS_MONGO_URI]\n"
          "    -o database=NAME         [$ASSETFS_DATABASE]\n"
