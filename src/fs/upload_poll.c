@@ -132,6 +132,32 @@ static void lost_record(struct afs_uploader *up, struct afs_wfile *wf, const cha
   }
 }
 
+/* An uploaded file whose record is back at pending/initialized: FerretDB applies an
+ * update as read-modify-write of the whole document, so a broker write that raced ours
+ * (a duplicate claim, a late initialization) can drop our `uploaded`. Nobody would ever
+ * complete it: upload again on the same record (same keys, same bytes), which also sets
+ * `uploaded` again. The grace period keeps a read that raced our own update harmless. */
+static void record_regressed(struct afs_uploader *up, struct afs_wfile *wf, const char *id,
+                             const char *status, int64_t now) {
+  pthread_mutex_lock(&wf->mu);
+  bool heal = !strcmp(wf->id, id) && wf->state == AFS_W_UPLOADED && !wf->busy &&
+              !wf->unlinked && now - wf->uploaded_ms > 1000;
+  if (heal) {
+    wf->state = AFS_W_RETRYING;
+    wf->record_used = false;
+    wf->next_try_ms = now;
+  }
+  pthread_mutex_unlock(&wf->mu);
+  if (!heal)
+    return;
+  char *label = afs_up_label(up, wf);
+  afs_warn("%s: upload record %s went back to '%s' after it was marked uploaded (an update "
+           "lost by the database); uploading again on the same record",
+           label, id, status);
+  free(label);
+  afs_up_pool_kick(up);
+}
+
 /* One pass: completions, errors and retries. Returns true if something is in flight
  * (poll again soon). */
 static bool worker_pass(struct afs_uploader *up) {
@@ -197,6 +223,9 @@ static bool worker_pass(struct afs_uploader *up) {
         afs_warn("the broker rejected the upload of %s (record %s)", wf->staging_path, ids[k]);
       } else if (idx[k] < n && !status[k][0]) {
         lost_record(up, wf, ids[k]);
+      } else if (idx[k] < n &&
+                 (!strcmp(status[k], ST_PENDING) || !strcmp(status[k], ST_INITIALIZED))) {
+        record_regressed(up, wf, ids[k], status[k], now);
       } else if (idx[k] >= n && !status[k][0]) {
         /* An orphan whose record vanished: nothing left to delete. */
         pthread_mutex_lock(&wf->mu);
