@@ -281,6 +281,18 @@ class Assetfs(Target):
             return a is not None
         wait_for(ok, timeout, f"CosyncAsset {fp} active", first=0.02, cap=0.5)
 
+    def cleanup_written(self, rel):
+        """As the peers delete what they wrote: the written files' records and objects go,
+        so later workloads list and look up a partition of the dataset's size (the records
+        of workloads 1 and 3 would otherwise grow it by thousands)."""
+        fp = self.wr + "/" + rel
+        stem = os.path.splitext(fp)[0]  # keys are <uid>/<path without ext>-<ts><ext>
+        q = {"_partition": PARTITION, "filePath": {"$regex": "^" + re.escape(stem)}}
+        db = self.bench.db
+        db["CosyncAsset"].delete_many(q)
+        db["CosyncAssetUpload"].delete_many(q)
+        self.bench.delete_prefix(f"{UID}/{stem}")
+
     def durable_count(self, rel_dir):
         rx = "^" + re.escape(self.wr + "/" + rel_dir.rstrip("/") + "/")
         return self.bench.db["CosyncAsset"].count_documents(
