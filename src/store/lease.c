@@ -340,11 +340,16 @@ static void finish_update(bson_t *upd, const bson_t *set, const bson_t *unset) {
   bson_append_document_end(upd, &u);
 }
 
-int afs_lease_finish(mongoc_collection_t *coll, const bson_value_t *id, const char *token,
-                     const bson_t *set, const bson_t *unset, struct afs_error *err) {
+/* The finish update, on a record we still own (and, when status is set, still in that
+ * status). Returns matched count, -1 on error. */
+static int finish_where(mongoc_collection_t *coll, const bson_value_t *id, const char *token,
+                        const char *status, const bson_t *set, const bson_t *unset,
+                        struct afs_error *err) {
   bson_error_t berr;
   bson_t reply, upd = BSON_INITIALIZER;
   bson_t *q = owned(id, token);
+  if (status)
+    BSON_APPEND_UTF8(q, "status", status);
   finish_update(&upd, set, unset);
   int rc;
   if (!mongoc_collection_update_one(coll, q, &upd, NULL, &reply, &berr)) {
@@ -359,24 +364,15 @@ int afs_lease_finish(mongoc_collection_t *coll, const bson_value_t *id, const ch
   return rc;
 }
 
+int afs_lease_finish(mongoc_collection_t *coll, const bson_value_t *id, const char *token,
+                     const bson_t *set, const bson_t *unset, struct afs_error *err) {
+  return finish_where(coll, id, token, NULL, set, unset, err);
+}
+
 int afs_lease_finish_from(mongoc_collection_t *coll, const bson_value_t *id, const char *token,
                           const char *status, const bson_t *set, const bson_t *unset,
                           struct afs_error *err) {
-  bson_error_t berr;
-  bson_t reply, upd = BSON_INITIALIZER;
-  bson_t *q = owned(id, token);
-  BSON_APPEND_UTF8(q, "status", status);
-  finish_update(&upd, set, unset);
-  int rc;
-  if (!mongoc_collection_update_one(coll, q, &upd, NULL, &reply, &berr)) {
-    afs_db_error(err, &berr, "finishing a state change");
-    rc = -1;
-  } else {
-    rc = matched(&reply);
-  }
-  bson_destroy(&reply);
-  bson_destroy(&upd);
-  bson_destroy(q);
+  int rc = finish_where(coll, id, token, status, set, unset, err);
   if (rc == 0)
     afs_lease_release(coll, id, token, 0, NULL); /* no-op when the lease was lost */
   return rc;

@@ -239,11 +239,13 @@ class Assetfs(Target):
         e["ASSETFS_DATABASE"] = self.bench.dbname
         return e
 
+    opts = ""   # extra -o options of this mode
+
     def argv(self, mnt, n):
-        cache = os.path.join(self.bench.dir, "cache", f"assetfs-{n}")
+        cache = os.path.join(self.bench.dir, "cache", f"{self.slug}-{n}")
         os.makedirs(cache, exist_ok=True)
         return [os.path.join(self.bench.build_dir, "assetfs"), mnt, "-f",
-                "-o", f"cache_dir={cache},uid={UID}"]
+                "-o", f"cache_dir={cache},uid={UID}{self.opts}"]
 
     def ready(self, mnt):
         if not self.bench.ensure_broker():
@@ -251,7 +253,7 @@ class Assetfs(Target):
         return os.path.isdir(os.path.join(mnt, PARTITION))
 
     def after_unmount(self, m):
-        shutil.rmtree(os.path.join(self.bench.dir, "cache", f"assetfs-{self.count}"),
+        shutil.rmtree(os.path.join(self.bench.dir, "cache", f"{self.slug}-{self.count}"),
                       ignore_errors=True)
 
     def data_path(self, mnt, key):
@@ -318,19 +320,10 @@ class AssetfsWriteback(Assetfs):
     label = "assetfs (write-back)"
     write_only = True
     wr = "wr-wb"
+    opts = ",writeback"
 
     def describe(self):
         return (f"`assetfs MNT -f -o cache_dir=DIR,uid={UID},writeback`, same broker")
-
-    def argv(self, mnt, n):
-        cache = os.path.join(self.bench.dir, "cache", f"{self.slug}-{n}")
-        os.makedirs(cache, exist_ok=True)
-        return [os.path.join(self.bench.build_dir, "assetfs"), mnt, "-f",
-                "-o", f"cache_dir={cache},uid={UID},writeback"]
-
-    def after_unmount(self, m):
-        shutil.rmtree(os.path.join(self.bench.dir, "cache", f"{self.slug}-{self.count}"),
-                      ignore_errors=True)
 
 
 def all_targets(bench):
