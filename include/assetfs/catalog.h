@@ -6,13 +6,18 @@
  * the whole subtree, so `ls -l`, `find` and file managers then run from memory. Lookups
  * answer from the cache while it is fresh (attr_ttl for files, list_ttl for listings and
  * for files learnt from a listing, so `ls -l` of 10,000 files costs one query); changes
- * by other clients therefore show within those TTLs. A name not in the cache is absent
+ * by other clients therefore show within those TTLs. A listing's list_ttl counts from
+ * when its answer arrived (on FerretDB a 10,000-record listing takes longer than
+ * list_ttl), so a change made while it was asked shows at most list_ttl plus that
+ * query's duration later. A name not in the cache is absent
  * while a listing that covers it (the parent's or an ancestor's; or a remembered empty
  * listing) is fresh, so creating many new files costs a listing per directory per
  * list_ttl, not a query per name. In directories of 64 entries or
- * more, a stale entry is served at once while the directory is re-listed in the
- * background (stale-while-revalidate, at most list_ttl + 30 s old), so a slow MongoDB
- * never turns `ls -l` into one query per entry. When MongoDB cannot be
+ * more, a stale entry (file or subdirectory; a directory with 64 entries or more itself)
+ * is served at once while the directory is re-listed in the background, one re-listing
+ * at a time (stale-while-revalidate, at most list_ttl + 30 s old), so a slow MongoDB
+ * never turns `ls -l` into one query per entry, nor into listings in the foreground while
+ * the kernel revalidates the directory. When MongoDB cannot be
  * reached, whatever is cached (however old) is still served; anything else is EIO.
  *
  * Paths: `partition` is the MongoDB _partition value (not the encoded directory name);

@@ -178,22 +178,45 @@ static void *relist_main(void *arg) {
   return NULL;
 }
 
-/* A stale file learnt from the listing of a big directory: answer from the cache and
- * re-list the directory in the background (once), so `ls -l` of 10,000 files never
- * turns into 10,000 queries when MongoDB is slow. mu held; true if answered. */
-static bool serve_stale(struct afs_catalog *cat, struct part *p, struct node *n, double now,
-                        struct afs_asset *out) {
-  if (!n || n->is_dir || n->ghost || !n->from_listing || !n->parent)
-    return false;
-  struct node *d = n->parent;
-  if (d->nkids < BIG_DIR || now - d->listed > cat->list_ttl + STALE_MAX)
-    return false;
-  size_t kl = strlen(p->name) + strlen(d->rel) + 2;
+static char *relist_key(const char *partition, const char *dir) {
+  size_t kl = strlen(partition) + strlen(dir) + 2;
   char *key = malloc(kl);
   if (!key)
     abort();
-  snprintf(key, kl, "%s\x1f%s", p->name, d->rel);
-  if (!afs_smap_get(&cat->relisting, key)) {
+  snprintf(key, kl, "%s\x1f%s", partition, dir);
+  return key;
+}
+
+/* Is a listing of d or of one of its ancestors (which covers d) running in the
+ * background? mu held. */
+static bool relist_running(struct afs_catalog *cat, struct part *p, const struct node *d) {
+  for (; d; d = d->parent) {
+    char *key = relist_key(p->name, d->rel);
+    bool running = afs_smap_get(&cat->relisting, key) != NULL;
+    free(key);
+    if (running)
+      return true;
+  }
+  return false;
+}
+
+/* A stale entry of a big directory, learnt from a listing: answer from the cache and
+ * re-list in the background (once), so `ls -l` of 10,000 files never turns into 10,000
+ * queries, or into a listing in the foreground, when MongoDB is slow. A file is served
+ * while its directory is re-listed; a directory (the kernel looks it up again every
+ * entry_timeout while `ls -l` stats its entries) while it is re-listed itself. mu held;
+ * C_MISS when it does not apply. */
+static enum cached serve_stale(struct afs_catalog *cat, struct part *p, struct node *n,
+                               double now, struct afs_asset *out) {
+  if (!n || n->ghost || !n->parent)
+    return C_MISS;
+  struct node *d = n->is_dir ? n : n->parent;
+  if (n->is_dir ? n->listed <= 0 || (n->nkids < BIG_DIR && n->parent->nkids < BIG_DIR)
+                : !n->from_listing || d->nkids < BIG_DIR)
+    return C_MISS;
+  if (now - d->listed > cat->list_ttl + STALE_MAX)
+    return C_MISS;
+  if (!relist_running(cat, p, d)) {
     struct relist *rl = calloc(1, sizeof *rl);
     pthread_t th;
     pthread_attr_t attr;
@@ -202,11 +225,11 @@ static bool serve_stale(struct afs_catalog *cat, struct part *p, struct node *n,
     rl->cat = cat;
     rl->partition = afs_xstrdup(p->name);
     rl->dir = afs_xstrdup(d->rel);
-    rl->key = afs_xstrdup(key);
+    rl->key = relist_key(p->name, d->rel);
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     if (pthread_create(&th, &attr, relist_main, rl) == 0) {
-      afs_smap_put(&cat->relisting, key, rl);
+      afs_smap_put(&cat->relisting, rl->key, rl);
       cat->bg_running++;
     } else {
       free(rl->partition);
@@ -216,10 +239,11 @@ static bool serve_stale(struct afs_catalog *cat, struct part *p, struct node *n,
     }
     pthread_attr_destroy(&attr);
   }
-  free(key);
+  if (n->is_dir)
+    return C_DIR;
   if (out)
     afs_asset_copy(out, &n->a);
-  return true;
+  return C_FILE;
 }
 
 static int lookup_plain(struct afs_catalog *cat, const char *partition, const char *rel,
@@ -246,8 +270,8 @@ static int lookup_plain(struct afs_catalog *cat, const char *partition, const ch
   enum cached c = afs_cat_cache_answer(cat, p, rel, now, false, out);
   struct node *n = p ? afs_smap_get(&p->nodes, rel) : NULL;
   bool try_file = !n || (!n->is_dir && !n->a.derived_name && !n->was_derived);
-  if (c == C_MISS && serve_stale(cat, p, n, now, out))
-    c = C_FILE;
+  if (c == C_MISS)
+    c = serve_stale(cat, p, n, now, out);
   if (c == C_MISS && p && try_file && !n) {
     /* A name not known at all, in a parent known to be small (or empty): its listing
      * answers this name and its siblings' in one query, where asking for the name first

@@ -81,6 +81,8 @@ struct afs_catalog {
   struct smap parts;      /* partition name -> struct part* */
   char **disc;            /* discovered partitions (NULL-terminated), NULL never ran */
   uint64_t inval_seq;     /* bumped by each invalidation of a path */
+  uint64_t dir_inval_seq; /* inval_seq of the last invalidation of a directory or more
+                           * (a listing whose query started before it installs as stale) */
   double disc_at;
 
   /* Background re-listings (stale-while-revalidate for big directories): keys
@@ -103,6 +105,9 @@ struct afs_catalog {
 };
 
 double afs_cat_now(void);  /* monotonic seconds */
+/* A time stamp for "known, but long ago": stale for every TTL (yet > 0, so the node or
+ * listing still serves when MongoDB fails or as the one answer of the query that made it). */
+#define AFS_CAT_LONG_AGO 1e-6
 static inline bool afs_cat_fresh(double stamp, double ttl, double now) {
   return stamp > 0 && now - stamp < ttl;
 }

@@ -342,6 +342,7 @@ void afs_catalog_invalidate_path(struct afs_catalog *cat, const char *partition,
   if (n && n->is_dir) {
     n->stamp = 0;
     uncover(p, path);
+    cat->dir_inval_seq = ++cat->inval_seq;
   } else if (p && *path) {
     /* A ghost makes the next lookup of this name ask MongoDB even if a listing that
      * covers it is fresh, and makes the parent's listing stale; other names of the
@@ -357,6 +358,7 @@ void afs_catalog_invalidate_dir(struct afs_catalog *cat, const char *partition,
     dirpath++;
   pthread_mutex_lock(&cat->mu);
   struct part *p = afs_cat_part_get(cat, partition, false);
+  cat->dir_inval_seq = ++cat->inval_seq;
   if (p) {
     struct node *n = afs_smap_get(&p->nodes, dirpath);
     if (n && n != p->root)
@@ -393,6 +395,7 @@ void afs_catalog_note_new_dir(struct afs_catalog *cat, const char *partition,
 void afs_catalog_invalidate_partition(struct afs_catalog *cat, const char *partition) {
   pthread_mutex_lock(&cat->mu);
   struct part *p = afs_smap_del(&cat->parts, partition);
+  cat->dir_inval_seq = ++cat->inval_seq;
   pthread_mutex_unlock(&cat->mu);
   afs_cat_part_free(p);
 }
@@ -402,5 +405,6 @@ void afs_catalog_invalidate_all(struct afs_catalog *cat) {
   afs_smap_clear(&cat->parts, afs_cat_part_free);
   afs_smap_init(&cat->parts);
   cat->disc_at = 0;
+  cat->dir_inval_seq = ++cat->inval_seq;
   pthread_mutex_unlock(&cat->mu);
 }

@@ -202,19 +202,32 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
 
 /* ---------------------------------------------------------------- directories */
 
-struct names {
-  char **v;
-  size_t n, cap;
+/* Entries of a readdir; st (when plus) is what getattr would answer, handed to the kernel
+ * with the name (readdirplus) so that `ls -l` of a big directory needs no lookup per
+ * entry, and its type lets `find` skip the stat. */
+struct dent {
+  char *name;
+  bool plus;
+  struct stat st;
 };
 
-static void names_add(struct names *ns, const char *name) {
+struct names {
+  struct dent *v;
+  size_t n, cap;
+  struct afs_fs *fs;
+};
+
+static struct dent *names_add(struct names *ns, const char *name) {
   if (ns->n == ns->cap)
     ns->v = realloc(ns->v, (ns->cap = ns->cap ? ns->cap * 2 : 64) * sizeof *ns->v);
-  ns->v[ns->n++] = strdup(name);
+  struct dent *d = &ns->v[ns->n++];
+  d->name = strdup(name);
+  d->plus = false;
+  return d;
 }
 
-static int cmp_str(const void *a, const void *b) {
-  return strcmp(*(char *const *)a, *(char *const *)b);
+static int cmp_dent(const void *a, const void *b) {
+  return strcmp(((const struct dent *)a)->name, ((const struct dent *)b)->name);
 }
 
 static int add_partition_cb(void *ctx, const char *partition) {
@@ -225,8 +238,13 @@ static int add_partition_cb(void *ctx, const char *partition) {
 }
 
 static int add_list_cb(void *ctx, const char *name, const struct afs_asset *a) {
-  (void)a;
-  names_add(ctx, name);
+  struct names *ns = ctx;
+  struct dent *d = names_add(ns, name);
+  d->plus = true;
+  if (a)
+    fill_asset_stat(ns->fs, a, &d->st);
+  else
+    fill_dir_stat(ns->fs, &d->st);
   return 0;
 }
 
@@ -260,13 +278,12 @@ static int op_releasedir(const char *path, struct fuse_file_info *fi) {
 static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t off,
                       struct fuse_file_info *fi, enum fuse_readdir_flags flags) {
   (void)off;
-  (void)flags;
   struct afs_fh *dh = afs_fh_of(fi);
   if (dh && dh->dirpath)
     path = dh->dirpath;
   struct afs_fs *fs = afs_fs_ctx();
   struct afs_error e = {0};
-  struct names ns = {0};
+  struct names ns = {.fs = fs};
   struct afs_fpath p;
   int sp = afs_fs_status_path(path);
   if (sp == 1) {
@@ -296,13 +313,21 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
     fill(buf, ".", NULL, 0, 0);
     fill(buf, "..", NULL, 0, 0);
     if (ns.n > 0)
-      qsort(ns.v, ns.n, sizeof *ns.v, cmp_str);
-    for (size_t i = 0; i < ns.n; i++)
-      if (i == 0 || strcmp(ns.v[i], ns.v[i - 1]))
-        fill(buf, ns.v[i], NULL, 0, 0);
+      qsort(ns.v, ns.n, sizeof *ns.v, cmp_dent);
+    for (size_t i = 0; i < ns.n; i++) {
+      if (i > 0 && !strcmp(ns.v[i].name, ns.v[i - 1].name))
+        continue;
+      /* A name that is also staged (a new version being written): its attributes are
+       * staging's, which getattr asks for. */
+      bool plus = ns.v[i].plus && !(i + 1 < ns.n && !strcmp(ns.v[i].name, ns.v[i + 1].name));
+      if (plus && (flags & FUSE_READDIR_PLUS))
+        fill(buf, ns.v[i].name, &ns.v[i].st, 0, FUSE_FILL_DIR_PLUS);
+      else
+        fill(buf, ns.v[i].name, plus ? &ns.v[i].st : NULL, 0, 0);
+    }
   }
   for (size_t i = 0; i < ns.n; i++)
-    free(ns.v[i]);
+    free(ns.v[i].name);
   free(ns.v);
   afs_fpath_free(&p);
   return rc;

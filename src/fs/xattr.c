@@ -128,6 +128,11 @@ int afs_op_getxattr(const char *path, const char *name, char *value, size_t size
   struct afs_fs *fs = afs_fs_ctx();
   struct target t;
   struct afs_error e = {0};
+  /* No security labels or POSIX ACLs here: an unsupported namespace (not "this file has
+   * none") lets `ls -l` stop asking after the first entry instead of making two round
+   * trips per entry. */
+  if (!strncmp(name, "security.", 9) || !strncmp(name, "system.", 7))
+    return -EOPNOTSUPP;
   if (strncmp(name, PREFIX, strlen(PREFIX)) != 0)
     return -ENODATA;
   if (!strcmp(path, "/") && !strcmp(name, PREFIX "catalogQueries")) {
