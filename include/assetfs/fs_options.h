@@ -29,7 +29,9 @@ struct afs_fs_options {
   bool refuse_chmod;       /* chmod/chown fail with EPERM instead of being ignored */
   double close_timeout;    /* seconds close() may wait for the broker and retries; 30 */
   bool writeback;          /* close() returns once staged data is durable; uploads queued */
-  int upload_workers;      /* parallel background uploads; default 4 */
+  int upload_workers;      /* parallel background uploads; default 4, with writeback
+                            * AFS_WRITEBACK_WORKERS (most of a small file's upload is
+                            * waiting for the broker, and a waiting worker costs nothing) */
   long long cache_max;     /* bytes of staged data; 0 = default: min(4 GiB, 25% of
                             * cache_dir's filesystem), set at mount */
   double attr_ttl, list_ttl;
@@ -45,5 +47,7 @@ bool afs_fs_options_parse(struct fuse_args *args, struct afs_fs_options *o,
                           struct afs_error *err);
 void afs_fs_options_help(void);
 void afs_fs_options_free(struct afs_fs_options *o);
+
+#define AFS_WRITEBACK_WORKERS 16
 
 #endif

@@ -74,6 +74,10 @@ struct afs_wfile {
   bool claimed;           /* an upload worker took it from the queue */
   bool resumed;           /* adopted from a journal: ask the record before uploading */
   int64_t acct_size;      /* bytes of it counted in the staging total */
+  uint64_t name_seq;      /* bumped by every rename */
+  uint64_t uploaded_name_seq; /* name_seq and mtime_ms when `uploaded` was set: the broker */
+  int64_t uploaded_mtime; /* copies both to the asset, so completion need not, unless
+                           * they changed since */
 };
 
 struct afs_staging;

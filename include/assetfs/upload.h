@@ -36,6 +36,9 @@ void afs_uploader_free(struct afs_uploader *up, double timeout_s);
 
 /* Inserts the `pending` record for wf (new _id in wf->id). */
 bool afs_upload_begin(struct afs_uploader *up, struct afs_wfile *wf, struct afs_error *err);
+/* The same for n files in one insert (each gets its id; on failure none does). */
+bool afs_upload_begin_many(struct afs_uploader *up, struct afs_wfile **wfs, int n,
+                           struct afs_error *err);
 
 /* Uploads wf if dirty (flush/fsync/close). Waits at most close_timeout; on failure
  * returns false with err and leaves the retry to the worker. */

@@ -394,18 +394,11 @@ static void fh_close(struct afs_fs *fs, struct afs_fh *h) {
     bool drop = wf->handles == 0 && wf->state == AFS_W_COMPLETED && wf->shown;
     char id[25];
     memcpy(id, wf->id, sizeof id);
-    bool unlinked = wf->unlinked;
     pthread_mutex_unlock(&wf->mu);
     /* Closed without flush (NFS export, a dup'd fd), or write-back: upload in background.
-     * Write-back makes the pending record here, not at create: RELEASE does not hold up
-     * close(2), and the broker signs while the file waits for an upload worker. */
-    if (queue && fs->opt.writeback && !id[0] && !unlinked) {
-      struct afs_error e = {0};
-      if (afs_upload_begin(fs->up, wf, &e))
-        afs_staging_journal(fs->st, wf, false, &e);
-      else
-        afs_debug("pending record at release: %s (the upload worker tries again)", e.msg);
-    }
+     * Write-back makes no record here: an upload worker makes the records of every file
+     * queued meanwhile in one insert (RELEASE runs on a FUSE thread, and FUSE threads
+     * stuck on a busy database stall every other operation of the mount). */
     if (queue)
       afs_upload_queue(fs->up, wf);
     if (drop)

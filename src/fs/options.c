@@ -216,7 +216,7 @@ bool afs_fs_options_parse(struct fuse_args *args, struct afs_fs_options *o,
   }
   o->cache_mb = (long)mb;
   o->writeback = r.writeback;
-  double workers = 4;
+  double workers = r.writeback ? AFS_WRITEBACK_WORKERS : 4;
   if (r.upload_workers && !parse_double(r.upload_workers, 1, 64, &workers)) {
     afs_error_set(err, EINVAL, "upload_workers must be a number from 1 to 64");
     goto done;
@@ -255,7 +255,7 @@ void afs_fs_options_help(void) {
          "    -o close_timeout=SECONDS how long close() waits for an upload [30]\n"
          "    -o writeback             close() returns once the data is on local disk;\n"
          "                             uploads run in the background, fsync() waits\n"
-         "    -o upload_workers=N      parallel background uploads [4]\n"
+         "    -o upload_workers=N      parallel background uploads [4; 16 with writeback]\n"
          "    -o attr_ttl=S,list_ttl=S metadata cache lifetimes [1, 3]\n"
          "    -o cache_mb=MIB          memory budget of the process (read cache) [256]\n"
          "    -o refuse_chmod          chmod/chown fail with EPERM [ignored]\n"

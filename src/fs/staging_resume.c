@@ -120,6 +120,7 @@ static bool adopt(struct afs_staging *st, const char *jname) {
   memcpy(wf->id, j.id, sizeof wf->id);
   wf->mtime_ms = j.mtime_ms;
   wf->generation = 1;
+  wf->name_seq = 1; /* an earlier mount may have renamed it: completion writes the name */
   if (j.uploaded && j.id[0]) {
     wf->state = AFS_W_UPLOADED;
     wf->record_used = true;

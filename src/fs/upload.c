@@ -221,6 +221,7 @@ bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
   memcpy(content_type, wf->content_type, sizeof content_type);
   caption = wf->caption ? strdup(wf->caption) : NULL;
   mtime = wf->mtime_ms;
+  uint64_t name_seq = wf->name_seq;
   const char *staging = wf->staging_path;
   char *label = NULL;
   struct stat sst;
@@ -288,6 +289,10 @@ bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
       mark_record_used(wf);
     goto done;
   }
+  pthread_mutex_lock(&wf->mu);
+  wf->uploaded_name_seq = name_seq;
+  wf->uploaded_mtime = mtime;
+  pthread_mutex_unlock(&wf->mu);
   afs_debug("upload %s: parts %lld ms, broker %lld ms, PUT %lld ms, record %lld ms", id,
             (long long)(t1 - t0), (long long)(t15 - t1), (long long)(t2 - t15),
             (long long)(afs_monotonic_ms() - t2));
@@ -334,7 +339,10 @@ done:
       afs_warn("%s", je.msg);
   }
   running_add(up, -1);
-  afs_up_pool_kick(up);
+  /* The polling thread watches it from now on; a worker takes it again if it was
+   * written meanwhile (or failed and waits for a retry). */
+  afs_up_poll_wake(up);
+  afs_up_pool_signal(up);
   if (!ok) {
     if (!label)
       label = afs_up_label(up, wf);
@@ -357,7 +365,7 @@ void afs_upload_queue(struct afs_uploader *up, struct afs_wfile *wf) {
   if (wf->dirty && wf->state == AFS_W_WRITING)
     wf->state = AFS_W_QUEUED;
   pthread_mutex_unlock(&wf->mu);
-  afs_up_pool_kick(up);
+  afs_up_pool_signal(up);
 }
 
 void afs_upload_unlinked(struct afs_uploader *up, struct afs_wfile *wf) {

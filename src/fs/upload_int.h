@@ -9,6 +9,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <bson/bson.h>
+
 #include "assetfs/upload.h"
 
 /* Statuses of CosyncAssetUpload (DESIGN.md §2). */
@@ -36,6 +38,12 @@ struct afs_uploader {
   int running;               /* pipelines running now (flushes and the worker's) */
   struct afs_wfile **orphans;/* unlinked/replaced files whose asset must go once completed */
   size_t n_orphans, cap_orphans;
+  int64_t sign_lag_ms;           /* upload_watch.c: moving average of the broker's
+                                  * signing lag as seen by waiting files (under mu) */
+  int64_t n_commands;            /* MongoDB commands of the upload path (atomic), */
+  int64_t n_scans, n_scan_docs;  /* of which session queries, and what they returned */
+  int64_t c_next_ms;             /* upload_poll.c (its thread only): next query of the
+                                  * session's uploaded records */
 };
 
 enum part_urls { U_ORIG, U_SMALL, U_MEDIUM, U_LARGE, U_PREVIEW, U_COUNT };
@@ -68,6 +76,13 @@ char *afs_up_label(struct afs_uploader *up, struct afs_wfile *wf);
 /* upload_pool.c: wakes the upload workers (something was queued or is due) and the
  * polling thread. */
 void afs_up_pool_kick(struct afs_uploader *up);
+/* Wakes one upload worker (one file was queued): every wake-up scans the staging table,
+ * and with a burst of closes a broadcast per file would scan it workers x files times. */
+void afs_up_pool_signal(struct afs_uploader *up);
+/* Wakes every upload worker, not the polling thread (retries came due). */
+void afs_up_pool_wake_all(struct afs_uploader *up);
+/* Wakes the polling thread (a file was marked uploaded); passes stay MIN_PASS_MS apart. */
+void afs_up_poll_wake(struct afs_uploader *up);
 /* pthread_cond_timedwait for at most ms (mu held, as for pthread_cond_wait). */
 void afs_up_timedwait(pthread_cond_t *cond, pthread_mutex_t *mu, long ms);
 
@@ -83,13 +98,26 @@ bool afs_upload_stopping(struct afs_uploader *up);
 /* Deletes the upload record if nobody uploaded to it yet; *gone: deleted or absent. */
 bool afs_rec_delete_unused(struct afs_uploader *up, const char *id, bool *gone,
                            struct afs_error *err);
-/* Polls until the broker signed the record (adaptive interval: FerretDB has no change
- * streams). ETIMEDOUT past deadline_ms (monotonic); ESTALE when the record is gone or
+/* upload_watch.c: waits until the broker signed the record, polling it by _id (FerretDB
+ * has no change streams) from a learnt estimate of the broker's lag. ETIMEDOUT past
+ * deadline_ms (monotonic); ESTALE when the record is gone or
  * already used (the caller makes a new one); EPROTO when the broker refused it;
  * ECANCELED when unmounting. rs filled on success (free with afs_rec_state_free). */
 bool afs_rec_wait_initialized(struct afs_uploader *up, const char *id, int64_t deadline_ms,
                               struct record_state *rs, struct afs_error *err);
 void afs_rec_state_free(struct record_state *rs);
+/* The record's state from a document (or projection) of it. */
+void afs_rec_state_read(const bson_t *doc, struct record_state *rs);
+/* One read of the record by _id (rs->exists false when there is none). */
+bool afs_rec_fetch(struct afs_uploader *up, const char *id, struct record_state *rs,
+                   struct afs_error *err);
+/* Every upload record of this mount's session in status, each passed to fn (doc valid
+ * during the call; only _id in it when ids_only, else status, error and write URLs).
+ * One query on {sessionId, status}, which an index answers (FerretDB on PostgreSQL too):
+ * one round trip however many files wait on the broker. */
+bool afs_rec_session_scan(struct afs_uploader *up, const char *status, bool ids_only,
+                          void (*fn)(void *ctx, const char *id, const bson_t *doc), void *ctx,
+                          struct afs_error *err);
 /* status "uploaded" with the metadata (ESTALE if the record is gone). */
 bool afs_rec_set_uploaded(struct afs_uploader *up, const char *id, const struct meta *m,
                           const char *caption, int64_t mtime, struct afs_error *err);

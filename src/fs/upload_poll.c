@@ -44,6 +44,10 @@ static void on_completed(struct afs_uploader *up, struct afs_wfile *wf, const ch
   wf->state = AFS_W_COMPLETED;
   memcpy(id, wf->id, sizeof id);
   int64_t mtime = wf->mtime_ms;
+  /* The broker copied filePath and mtime from the record: write them only if they
+   * changed after `uploaded` (a rename may have raced with the broker's copy). */
+  bool renamed = wf->name_seq != wf->uploaded_name_seq;
+  bool touched = mtime && mtime != wf->uploaded_mtime;
   bool unlinked = wf->unlinked;
   char *caption = wf->caption ? strdup(wf->caption) : NULL;
   pthread_cond_broadcast(&wf->cond);
@@ -57,12 +61,11 @@ static void on_completed(struct afs_uploader *up, struct afs_wfile *wf, const ch
     free(caption);
     return;
   }
-  /* A rename may have raced with the broker copying filePath: write the current one. */
   afs_staging_ref(up->fs->st, wf);
   afs_staging_names(up->fs->st, wf, &partition, &file_path);
-  if (!afs_asset_set_file_path(up, id, file_path, &err))
+  if (renamed && !afs_asset_set_file_path(up, id, file_path, &err))
     afs_warn("cannot update filePath of %s: %s", id, err.msg);
-  if (mtime && !afs_asset_set_mtime(up, id, mtime, &err))
+  if (touched && !afs_asset_set_mtime(up, id, mtime, &err))
     afs_warn("cannot set mtime of %s: %s", id, err.msg);
   /* A caption set after `uploaded` went on the record, which the broker copies only if
    * it read it in time, and setxattr waits for completion only so long: set it again. */
@@ -158,6 +161,50 @@ static void record_regressed(struct afs_uploader *up, struct afs_wfile *wf, cons
   afs_up_pool_kick(up);
 }
 
+static int id_cmp(const void *a, const void *b) { return strcmp(a, b); }
+
+struct idset {
+  char (*v)[25];
+  size_t n, cap;
+};
+
+static void idset_add(void *ctx, const char *id, const bson_t *doc) {
+  (void)doc;
+  struct idset *set = ctx;
+  if (set->n == set->cap) {
+    set->cap = set->cap ? set->cap * 2 : 64;
+    void *grown = realloc(set->v, set->cap * sizeof *set->v);
+    if (!grown)
+      abort();
+    set->v = grown;
+  }
+  memcpy(set->v[set->n++], id, 25);
+}
+
+/* The ids of this session's records still `uploaded`, sorted, in *set (caller frees
+ * set->v); false when the query failed or is not due. One query for every file waiting
+ * for the broker's completion: the files not in it are looked at by _id, once each.
+ * The result can hold every file of a burst, so it runs at most every 3 s and at most
+ * a twentieth of the time: nothing waits for it (close waits for `uploaded` at most,
+ * and the staged copies can stay a little longer). */
+static bool still_uploaded(struct afs_uploader *up, struct idset *set, int64_t now) {
+  memset(set, 0, sizeof *set);
+  if (now < up->c_next_ms)
+    return false;
+  struct afs_error err = {0};
+  bool ok = afs_rec_session_scan(up, ST_UPLOADED, true, idset_add, set, &err);
+  int64_t cost = afs_monotonic_ms() - now;
+  up->c_next_ms = now + (20 * cost > 3000 ? 20 * cost : 3000);
+  if (!ok) {
+    afs_debug("watching uploaded records: %s", err.msg);
+    free(set->v);
+    memset(set, 0, sizeof *set);
+    return false;
+  }
+  qsort(set->v, set->n, sizeof *set->v, id_cmp);
+  return true;
+}
+
 /* One pass: completions, errors and retries. Returns true if something is in flight
  * (poll again soon). */
 static bool worker_pass(struct afs_uploader *up) {
@@ -179,12 +226,23 @@ static bool worker_pass(struct afs_uploader *up) {
     all[n + i] = orphans[i];
   free(orphans);
 
+  /* Uploaded files: one shared query says which are still waiting for the broker. */
+  int64_t now = afs_monotonic_ms();
+  bool any_uploaded = false;
+  for (int i = 0; i < n && !any_uploaded; i++) {
+    pthread_mutex_lock(&all[i]->mu);
+    any_uploaded = all[i]->state == AFS_W_UPLOADED && all[i]->id[0] && !all[i]->busy;
+    pthread_mutex_unlock(&all[i]->mu);
+  }
+  struct idset still = {0};
+  bool scanned = any_uploaded && still_uploaded(up, &still, now);
+  bool scan_failed = any_uploaded && !scanned && now >= up->c_next_ms;
+
   char(*ids)[25] = calloc(total ? total : 1, sizeof *ids);
   char(*status)[32] = calloc(total ? total : 1, sizeof *status);
   int *idx = calloc(total ? total : 1, sizeof *idx);
   int polled = 0;
-  bool active = false;
-  int64_t now = afs_monotonic_ms();
+  bool active = false, any_retry = false;
   for (int i = 0; i < total; i++) {
     struct afs_wfile *wf = all[i];
     pthread_mutex_lock(&wf->mu);
@@ -193,8 +251,16 @@ static bool worker_pass(struct afs_uploader *up) {
     /* Retries are the upload workers' (pool_main); this pass only watches records. */
     bool retry_pending = !busy && !wf->unlinked &&
                          (s == AFS_W_QUEUED || (s == AFS_W_RETRYING && now >= wf->next_try_ms));
-    if ((s == AFS_W_UPLOADED || (i >= n && s != AFS_W_COMPLETED)) && wf->id[0] && !busy &&
-        now >= wf->next_poll_ms) {
+    bool own_look;
+    if (i < n && s == AFS_W_UPLOADED && scanned)
+      own_look = wf->id[0] && !busy &&
+                 !bsearch(wf->id, still.v, still.n, sizeof *still.v, id_cmp);
+    else if (i < n && s == AFS_W_UPLOADED)
+      own_look = scan_failed && wf->id[0] && !busy && now >= wf->next_poll_ms;
+    else
+      own_look = i >= n && s != AFS_W_COMPLETED && wf->id[0] && !busy &&
+                 now >= wf->next_poll_ms;
+    if (own_look) {
       memcpy(ids[polled], wf->id, sizeof ids[polled]);
       idx[polled++] = i;
       /* One find per record and pass: with hundreds waiting for the broker, polling each
@@ -205,9 +271,12 @@ static bool worker_pass(struct afs_uploader *up) {
     }
     pthread_mutex_unlock(&wf->mu);
     active |= s == AFS_W_UPLOADED || s == AFS_W_UPLOADING || busy;
-    if (retry_pending)
-      afs_up_pool_kick(up);
+    any_retry |= retry_pending;
   }
+  /* Once per pass, and only the workers: waking this thread again for files that merely
+   * wait for a worker made a pass per file, each scanning the whole table. */
+  if (any_retry)
+    afs_up_pool_wake_all(up);
   if (polled > 0 && afs_rec_batch_status(up, ids, polled, status)) {
     for (int k = 0; k < polled; k++) {
       struct afs_wfile *wf = all[idx[k]];
@@ -255,25 +324,34 @@ static bool worker_pass(struct afs_uploader *up) {
   free(ids);
   free(status);
   free(idx);
+  free(still.v);
   return active || polled > 0;
 }
 
+#define MIN_PASS_MS 20
+
 void *afs_up_poll_main(void *arg) {
   struct afs_uploader *up = arg;
-  long interval_ms = 20;
+  long interval_ms = MIN_PASS_MS;
+  int64_t last_pass = 0;
   for (;;) {
     pthread_mutex_lock(&up->mu);
+    /* Wake-ups come per file in a burst; a pass scans every file: coalesce them. */
+    int64_t gap;
+    while (!up->stop && (gap = afs_monotonic_ms() - last_pass) < MIN_PASS_MS)
+      afs_up_timedwait(&up->cond, &up->mu, (long)(MIN_PASS_MS - gap));
     bool stop = up->stop;
     pthread_mutex_unlock(&up->mu);
     if (stop)
       break;
+    last_pass = afs_monotonic_ms();
     bool active = worker_pass(up);
     interval_ms = active ? (interval_ms < 200 ? interval_ms + 20 : 200) : 1000;
     pthread_mutex_lock(&up->mu);
     if (!up->wake && !up->stop)
       afs_up_timedwait(&up->cond, &up->mu, interval_ms);
     if (up->wake)
-      interval_ms = 20;
+      interval_ms = MIN_PASS_MS;
     up->wake = false;
     pthread_mutex_unlock(&up->mu);
   }

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,6 +33,27 @@ void afs_up_pool_kick(struct afs_uploader *up) {
   pthread_mutex_unlock(&up->mu);
 }
 
+void afs_up_poll_wake(struct afs_uploader *up) {
+  pthread_mutex_lock(&up->mu);
+  up->wake = true;
+  pthread_cond_broadcast(&up->cond);
+  pthread_mutex_unlock(&up->mu);
+}
+
+void afs_up_pool_wake_all(struct afs_uploader *up) {
+  pthread_mutex_lock(&up->mu);
+  up->pool_seq++;
+  pthread_cond_broadcast(&up->pool_cond);
+  pthread_mutex_unlock(&up->mu);
+}
+
+void afs_up_pool_signal(struct afs_uploader *up) {
+  pthread_mutex_lock(&up->mu);
+  up->pool_seq++;
+  pthread_cond_signal(&up->pool_cond);
+  pthread_mutex_unlock(&up->mu);
+}
+
 static int count_busy(struct afs_uploader *up, bool with_uploaded) {
   struct afs_wfile **all;
   int n = afs_staging_snapshot(up->fs->st, &all), busy = 0;
@@ -54,31 +76,106 @@ static int count_busy(struct afs_uploader *up, bool with_uploaded) {
 
 int afs_upload_busy_count(struct afs_uploader *up) { return count_busy(up, false); }
 
-/* The next file to upload, claimed, with a reference; NULL if none. */
-static struct afs_wfile *pool_pick(struct afs_uploader *up) {
-  struct afs_wfile **all, *pick = NULL;
-  int n = afs_staging_snapshot(up->fs->st, &all);
+#define RECORD_BATCH 64
+
+/* The next file to upload, claimed, with a reference; NULL if none. Files whose record
+ * is oldest go first: the broker signs in that order, so theirs are likely signed. A
+ * file without a record goes first while fewer than RECORD_BATCH queued files have one:
+ * its worker makes the records of every such file (begin_batch), so that the broker
+ * signs ahead of the uploads. */
+static struct afs_wfile *pool_pick(struct afs_uploader *up, bool *raced) {
+  struct afs_wfile **all, *oldest = NULL, *no_record = NULL, *pick;
+  *raced = false;
+  int n = afs_staging_snapshot(up->fs->st, &all), with_record = 0;
   int64_t now = afs_monotonic_ms();
   for (int i = 0; i < n; i++) {
     struct afs_wfile *wf = all[i];
-    if (!pick) {
-      pthread_mutex_lock(&wf->mu);
-      /* QUEUED with a writer: reopened meanwhile, its next close queues it again. */
-      bool due = !wf->busy && !wf->claimed && !wf->unlinked &&
-                 ((wf->state == AFS_W_QUEUED && wf->writers == 0) ||
-                  (wf->state == AFS_W_RETRYING && now >= wf->next_try_ms));
-      if (due)
-        wf->claimed = true;
-      pthread_mutex_unlock(&wf->mu);
-      if (due) {
-        pick = wf;
-        continue;
-      }
+    pthread_mutex_lock(&wf->mu);
+    /* QUEUED with a writer: reopened meanwhile, its next close queues it again. */
+    bool due = !wf->busy && !wf->claimed && !wf->unlinked &&
+               ((wf->state == AFS_W_QUEUED && wf->writers == 0) ||
+                (wf->state == AFS_W_RETRYING && now >= wf->next_try_ms));
+    if (due && wf->id[0] && !wf->record_used) {
+      with_record++;
+      if (!oldest || strcmp(wf->id, oldest->id) < 0)
+        oldest = wf;
+    } else if (due && !no_record) {
+      no_record = wf;
     }
-    afs_staging_unref(up->fs->st, wf);
+    pthread_mutex_unlock(&wf->mu);
   }
+  pick = no_record && (with_record < RECORD_BATCH || !oldest) ? no_record : oldest;
+  if (pick) {
+    pthread_mutex_lock(&pick->mu);
+    bool still = !pick->busy && !pick->claimed;
+    pick->claimed = still;
+    pthread_mutex_unlock(&pick->mu);
+    if (!still) {
+      pick = NULL; /* another worker was quicker: the caller looks again */
+      *raced = true;
+    }
+  }
+  for (int i = 0; i < n; i++)
+    if (all[i] != pick)
+      afs_staging_unref(up->fs->st, all[i]);
   free(all);
   return pick;
+}
+
+
+/* Makes the pending records of wf (claimed by the caller) and of up to RECORD_BATCH - 1
+ * other queued files that have none, in one insert: write-back queues files faster than
+ * the database takes single inserts, and the broker signs a batch as one burst. The
+ * others are claimed meanwhile so that no worker inserts a second record for them. */
+static void begin_batch(struct afs_uploader *up, struct afs_wfile *wf) {
+  struct afs_wfile *batch[RECORD_BATCH], **all;
+  int nb = 0;
+  batch[nb++] = wf;
+  int n = afs_staging_snapshot(up->fs->st, &all);
+  for (int i = 0; i < n; i++) {
+    struct afs_wfile *o = all[i];
+    bool take = false;
+    if (o != wf && nb < RECORD_BATCH) {
+      pthread_mutex_lock(&o->mu);
+      take = !o->busy && !o->claimed && !o->unlinked && !o->resumed && !o->id[0] &&
+             o->state == AFS_W_QUEUED && o->writers == 0;
+      if (take)
+        o->claimed = true;
+      pthread_mutex_unlock(&o->mu);
+    }
+    if (take)
+      batch[nb++] = o; /* keeps the snapshot's reference */
+    else
+      afs_staging_unref(up->fs->st, o);
+  }
+  free(all);
+  struct afs_error err = {0};
+  if (!afs_upload_begin_many(up, batch, nb, &err))
+    afs_debug("pending records for %d file(s): %s (each upload makes its own)", nb, err.msg);
+  for (int i = 0; i < nb; i++) {
+    struct afs_wfile *b = batch[i];
+    struct afs_error je = {0};
+    char id[25];
+    pthread_mutex_lock(&b->mu);
+    bool unlinked = b->unlinked;
+    memcpy(id, b->id, sizeof id);
+    pthread_mutex_unlock(&b->mu);
+    if (id[0] && unlinked) {
+      /* Removed while its record was being made: nobody else knew the id. */
+      bool gone;
+      afs_rec_delete_unused(up, id, &gone, &je);
+    } else if (id[0] && !afs_staging_journal(up->fs->st, b, false, &je)) {
+      afs_warn("%s", je.msg);
+    }
+    if (i == 0)
+      continue;
+    pthread_mutex_lock(&b->mu);
+    b->claimed = false;
+    pthread_mutex_unlock(&b->mu);
+    afs_staging_unref(up->fs->st, b);
+  }
+  if (nb > 1)
+    afs_up_pool_kick(up);
 }
 
 static void *pool_main(void *arg) {
@@ -90,12 +187,18 @@ static void *pool_main(void *arg) {
     pthread_mutex_unlock(&up->mu);
     if (stop)
       break;
-    struct afs_wfile *wf = pool_pick(up);
+    bool raced;
+    struct afs_wfile *wf = pool_pick(up, &raced);
+    if (raced)
+      continue;
     if (wf) {
       struct afs_error err = {0};
       pthread_mutex_lock(&wf->mu);
       bool retry = wf->state == AFS_W_RETRYING;
+      bool no_record = !wf->id[0] && !wf->resumed && wf->state == AFS_W_QUEUED;
       pthread_mutex_unlock(&wf->mu);
+      if (no_record)
+        begin_batch(up, wf);
       char *label = retry ? afs_up_label(up, wf) : NULL;
       if (retry)
         afs_info("retrying the upload of %s", label);
@@ -130,7 +233,7 @@ struct afs_uploader *afs_uploader_new(struct afs_fs *fs, struct afs_error *err) 
              (long long)up->n_resumed);
   if (pthread_create(&up->worker, NULL, afs_up_poll_main, up) != 0) {
     afs_error_set(err, EAGAIN, "cannot start the upload worker");
-    free(up);
+      free(up);
     return NULL;
   }
   up->worker_started = true;
@@ -206,6 +309,10 @@ void afs_uploader_free(struct afs_uploader *up, double timeout_s) {
     }
     usleep(50000);
   }
+  afs_info("MongoDB commands of the upload path: %lld (of which %lld session queries "
+           "returning %lld records); %lld files completed",
+           (long long)up->n_commands, (long long)up->n_scans, (long long)up->n_scan_docs,
+           (long long)up->n_completed);
   if (busy > 0)
     afs_warn("unmounting with %d upload(s) not completed; their data stays in %s for the "
              "next mount with this session_id", busy, afs_staging_dir(up->fs->st));

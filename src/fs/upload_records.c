@@ -24,6 +24,7 @@ struct dbh {
 };
 
 static void dbh_open(struct afs_uploader *up, struct dbh *h, const char *coll) {
+  __atomic_add_fetch(&up->n_commands, 1, __ATOMIC_RELAXED);
   h->db = &up->fs->db;
   h->client = afs_db_pop(h->db);
   h->coll = afs_db_coll(h->db, h->client, coll);
@@ -84,34 +85,66 @@ static bool update_one(struct afs_uploader *up, const char *coll, const bson_t *
   return true;
 }
 
-bool afs_upload_begin(struct afs_uploader *up, struct afs_wfile *wf, struct afs_error *err) {
+/* The pending record of one file (caller destroys); its _id in *oid. */
+static bson_t *pending_doc(struct afs_uploader *up, struct afs_wfile *wf, bson_oid_t *oid) {
   struct afs_fs_options *o = &up->fs->opt;
-  bson_oid_t oid;
-  bson_oid_init(&oid, NULL);
+  bson_oid_init(oid, NULL);
   int64_t t = afs_now_ms();
-  char *partition, *file_path;
+  char *partition, *file_path, content_type[128];
   afs_staging_names(up->fs->st, wf, &partition, &file_path);
-  bson_t *doc = BCON_NEW("_id", BCON_OID(&oid), "_partition", BCON_UTF8(o->upload_partition),
+  pthread_mutex_lock(&wf->mu);
+  memcpy(content_type, wf->content_type, sizeof content_type);
+  pthread_mutex_unlock(&wf->mu);
+  bson_t *doc = BCON_NEW("_id", BCON_OID(oid), "_partition", BCON_UTF8(o->upload_partition),
                          "uid", BCON_UTF8(o->uid), "sessionId", BCON_UTF8(o->session_id),
                          "extra", BCON_UTF8(""), "assetPartition", BCON_UTF8(partition),
                          "filePath", BCON_UTF8(file_path), "contentType",
-                         BCON_UTF8(wf->content_type), "expirationHours",
+                         BCON_UTF8(content_type), "expirationHours",
                          BCON_DOUBLE(o->expiration_hours), "status", BCON_UTF8(ST_PENDING),
                          "createdAt", BCON_DATE_TIME(t), "updatedAt", BCON_DATE_TIME(t));
+  free(partition);
+  free(file_path);
+  return doc;
+}
+
+bool afs_upload_begin(struct afs_uploader *up, struct afs_wfile *wf, struct afs_error *err) {
+  return afs_upload_begin_many(up, &wf, 1, err);
+}
+
+/* One insert command for all n: FerretDB stores a batch of 50 about ten times faster
+ * than 50 single inserts, and the broker then signs them as one burst. */
+bool afs_upload_begin_many(struct afs_uploader *up, struct afs_wfile **wfs, int n,
+                           struct afs_error *err) {
+  bson_oid_t *oids = calloc(n, sizeof *oids);
+  bson_t **docs = calloc(n, sizeof *docs);
+  if (!oids || !docs)
+    abort();
+  for (int i = 0; i < n; i++)
+    docs[i] = pending_doc(up, wfs[i], &oids[i]);
   struct dbh h;
   bson_error_t berr;
   dbh_open(up, &h, AFS_COLL_UPLOAD);
-  bool ok = mongoc_collection_insert_one(h.coll, doc, NULL, NULL, &berr);
+  bool ok = n == 1 ? mongoc_collection_insert_one(h.coll, docs[0], NULL, NULL, &berr)
+                   : mongoc_collection_insert_many(h.coll, (const bson_t **)docs, (size_t)n,
+                                                   NULL, NULL, &berr);
   dbh_close(&h);
-  bson_destroy(doc);
-  free(partition);
-  free(file_path);
-  if (!ok)
+  for (int i = 0; i < n; i++)
+    bson_destroy(docs[i]);
+  free(docs);
+  if (!ok) {
+    /* An ordered insert stops at the first failure; the files keep no id and each
+     * worker makes its own record (a record inserted before the failure is left to
+     * the broker's stale-upload sweep). */
+    free(oids);
     return afs_db_error(err, &berr, "cannot create the upload record");
-  pthread_mutex_lock(&wf->mu);
-  bson_oid_to_string(&oid, wf->id);
-  wf->record_used = false;
-  pthread_mutex_unlock(&wf->mu);
+  }
+  for (int i = 0; i < n; i++) {
+    pthread_mutex_lock(&wfs[i]->mu);
+    bson_oid_to_string(&oids[i], wfs[i]->id);
+    wfs[i]->record_used = false;
+    pthread_mutex_unlock(&wfs[i]->mu);
+  }
+  free(oids);
   return true;
 }
 
@@ -162,7 +195,7 @@ void afs_rec_state_free(struct record_state *rs) {
   memset(rs, 0, sizeof *rs);
 }
 
-static void read_record_state(const bson_t *doc, struct record_state *rs) {
+void afs_rec_state_read(const bson_t *doc, struct record_state *rs) {
   bson_iter_t it;
   rs->exists = true;
   if (bson_iter_init_find(&it, doc, "status") && BSON_ITER_HOLDS_UTF8(&it))
@@ -175,8 +208,8 @@ static void read_record_state(const bson_t *doc, struct record_state *rs) {
       rs->write_url[i] = strdup(bson_iter_utf8(&it, NULL));
 }
 
-static bool fetch_record(struct afs_uploader *up, const char *id, struct record_state *rs,
-                         struct afs_error *err) {
+bool afs_rec_fetch(struct afs_uploader *up, const char *id, struct record_state *rs,
+                   struct afs_error *err) {
   bson_oid_t oid;
   memset(rs, 0, sizeof *rs);
   if (!oid_from_hex(id, &oid))
@@ -189,7 +222,7 @@ static bool fetch_record(struct afs_uploader *up, const char *id, struct record_
   dbh_open(up, &h, AFS_COLL_UPLOAD);
   bool ok = find_by_id(&h, &oid, opts, &doc, &found, &berr);
   if (found)
-    read_record_state(&doc, rs);
+    afs_rec_state_read(&doc, rs);
   bson_destroy(&doc);
   dbh_close(&h);
   bson_destroy(opts);
@@ -203,45 +236,6 @@ bool afs_upload_stopping(struct afs_uploader *up) {
   bool s = up->stop;
   pthread_mutex_unlock(&up->mu);
   return s;
-}
-
-bool afs_rec_wait_initialized(struct afs_uploader *up, const char *id, int64_t deadline_ms,
-                             struct record_state *rs, struct afs_error *err) {
-  long interval_ms = 5;
-  for (;;) {
-    if (afs_upload_stopping(up))
-      return afs_error_set(err, ECANCELED, "unmounting");
-    if (!fetch_record(up, id, rs, err)) {
-      if (afs_monotonic_ms() >= deadline_ms)
-        return false;
-    } else if (!rs->exists) {
-      return afs_error_set(err, ESTALE, "the upload record %s disappeared", id);
-    } else if (!strcmp(rs->status, ST_INITIALIZED)) {
-      if (rs->write_url[U_ORIG])
-        return true;
-      afs_rec_state_free(rs);
-      return afs_error_set(err, EPROTO, "the broker initialized %s without a writeUrl", id);
-    } else if (!strcmp(rs->status, ST_ERROR)) {
-      afs_error_set(err, EPROTO, "the broker refused the upload: %s",
-                    rs->error[0] ? rs->error : "(no reason given)");
-      afs_rec_state_free(rs);
-      return false;
-    } else if (strcmp(rs->status, ST_PENDING) != 0) {
-      afs_error_set(err, ESTALE, "the upload record %s is already %s", id, rs->status);
-      afs_rec_state_free(rs);
-      return false;
-    } else {
-      afs_rec_state_free(rs);
-    }
-    if (afs_monotonic_ms() + interval_ms >= deadline_ms)
-      return afs_error_set(err, ETIMEDOUT,
-                           "the broker did not sign upload %s in time (is assetfs-broker "
-                           "running?)", id);
-    usleep((useconds_t)interval_ms * 1000);
-    interval_ms = interval_ms * 3 / 2 + 1;
-    if (interval_ms > 250)
-      interval_ms = 250;
-  }
 }
 
 bool afs_rec_set_uploaded(struct afs_uploader *up, const char *id, const struct meta *m,
@@ -329,6 +323,7 @@ bool afs_upload_renamed(struct afs_uploader *up, struct afs_wfile *wf, struct af
   pthread_mutex_lock(&wf->mu);
   memcpy(id, wf->id, sizeof id);
   state = wf->state;
+  wf->name_seq++;
   pthread_mutex_unlock(&wf->mu);
   if (!id[0])
     return true;
@@ -468,5 +463,45 @@ bool afs_rec_asset_active(struct afs_uploader *up, const char *id, bool *active,
   bson_destroy(opts);
   if (!ok)
     return afs_db_error(err, &berr, "cannot read the asset record");
+  return true;
+}
+
+bool afs_rec_session_scan(struct afs_uploader *up, const char *status, bool ids_only,
+                          void (*fn)(void *ctx, const char *id, const bson_t *doc), void *ctx,
+                          struct afs_error *err) {
+  bson_t *filter = BCON_NEW("sessionId", BCON_UTF8(up->fs->opt.session_id), "status",
+                            BCON_UTF8(status));
+  bson_t opts = BSON_INITIALIZER, proj;
+  BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj);
+  BSON_APPEND_INT32(&proj, "_id", 1);
+  if (!ids_only) {
+    BSON_APPEND_INT32(&proj, "status", 1);
+    BSON_APPEND_INT32(&proj, "error", 1);
+    for (int i = 0; i < U_COUNT; i++)
+      BSON_APPEND_INT32(&proj, g_write_fields[i], 1);
+  }
+  bson_append_document_end(&opts, &proj);
+  struct dbh h;
+  bson_error_t berr;
+  const bson_t *doc;
+  dbh_open(up, &h, AFS_COLL_UPLOAD);
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(h.coll, filter, &opts, NULL);
+  __atomic_add_fetch(&up->n_scans, 1, __ATOMIC_RELAXED);
+  while (mongoc_cursor_next(cur, &doc)) {
+    bson_iter_t it;
+    char id[25];
+    __atomic_add_fetch(&up->n_scan_docs, 1, __ATOMIC_RELAXED);
+    if (!bson_iter_init_find(&it, doc, "_id") || !BSON_ITER_HOLDS_OID(&it))
+      continue;
+    bson_oid_to_string(bson_iter_oid(&it), id);
+    fn(ctx, id, doc);
+  }
+  bool ok = !mongoc_cursor_error(cur, &berr);
+  mongoc_cursor_destroy(cur);
+  dbh_close(&h);
+  bson_destroy(filter);
+  bson_destroy(&opts);
+  if (!ok)
+    return afs_db_error(err, &berr, "cannot read this session's upload records");
   return true;
 }

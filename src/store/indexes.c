@@ -9,11 +9,13 @@ struct index_spec {
 };
 
 /* Claims filter on status and lease; the filesystem lists a partition's active assets
- * and finds an asset by partition and filePath (supersede does too). */
+ * and finds an asset by partition and filePath (supersede does too), and watches its
+ * mount's uploads by sessionId and status (one query for every file it waits on). */
 static const struct index_spec specs[] = {
     {AFS_COLL_UPLOAD, "afs_status_lease", "status", "leaseUntil"},
     {AFS_COLL_UPLOAD, "afs_status_created", "status", "createdAt"},
     {AFS_COLL_UPLOAD, "afs_uid_session", "uid", "sessionId"},
+    {AFS_COLL_UPLOAD, "afs_session_status", "sessionId", "status"},
     {AFS_COLL_ASSET, "afs_partition_status", "_partition", "status"},
     {AFS_COLL_ASSET, "afs_partition_filepath", "_partition", "filePath"},
     {AFS_COLL_ASSET, "afs_status_lease", "status", "leaseUntil"},
