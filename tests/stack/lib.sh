@@ -77,6 +77,9 @@ start_postgres() {
       echo "$pg" > "$dir/pg-elsewhere"
     fi
   fi
+  # A cluster left by an earlier up/down of DIR has that stack's password: start afresh
+  # (each up has new credentials, so nothing in it could be reached anyway).
+  [ ! -d "$pg/data" ] || rm -rf "$pg/data"
   pw=$(head -c 18 /dev/urandom | base64 | tr -d '/+=\n')
   (umask 077; echo "$pw" > "$pg/pwfile")
   [ ${#run[@]} -eq 0 ] || chown postgres: "$pg/pwfile"
