@@ -56,7 +56,8 @@ struct afs_upload_plan {
 bool afs_upload_plan(const bson_t *doc, struct afs_upload_plan *plan, struct afs_error *err);
 void afs_upload_plan_free(struct afs_upload_plan *plan);
 
-/* Handlers; `doc` is the claimed record, `token` its lease token. */
+/* Handlers; `doc` is the claimed record, `token` its lease token. afs_upload_init also
+ * takes a pending record read without a claim (token NULL; see upload_init.c). */
 enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
                                  const char *token);
 enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
@@ -71,8 +72,9 @@ void afs_calls_purge(struct afs_broker *b, mongoc_client_t *c);
 enum afs_outcome afs_function_call(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
                                    const char *token);
 
-/* Ends the lease of upload record `id` with status "error" and `why` as its error.
- * AFS_RETRY when MongoDB could not be written. */
+/* Ends the lease of upload record `id` with status "error" and `why` as its error
+ * (token NULL: a pending record read without a claim, failed only while still pending
+ * and unleased). AFS_RETRY when MongoDB could not be written. */
 enum afs_outcome afs_upload_fail(mongoc_collection_t *coll, const bson_value_t *id,
                                  const char *token, const char *why);
 

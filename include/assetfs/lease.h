@@ -46,13 +46,24 @@ bool afs_lease_claim(mongoc_collection_t *coll, const bson_t *filter, int limit,
                      struct afs_lease_batch *out, struct afs_error *err);
 void afs_lease_batch_free(struct afs_lease_batch *b);
 
-/* The _ids of up to `limit` claimable records matching `filter`, oldest first, without
- * claiming them (one query): *ids (caller frees with afs_lease_ids_free) and *n. Whoever
+/* The _ids of up to `limit` claimable records matching `filter`, in natural (about
+ * insertion) order, unsorted because FerretDB sorts every match before the limit,
+ * without claiming them (one query): *ids (caller frees with afs_lease_ids_free) and *n. Whoever
  * works on one claims it with afs_lease_claim_id, so a burst is claimed by many threads
  * at once instead of one multi-record update that FerretDB answers with a scan. */
 bool afs_lease_candidates(mongoc_collection_t *coll, const bson_t *filter, int limit,
                           bson_value_t **ids, size_t *n, struct afs_error *err);
 void afs_lease_ids_free(bson_value_t *ids, size_t n);
+
+/* Up to `limit` claimable records matching `filter`, whole, in natural order (as
+ * afs_lease_candidates), without claiming them (one query): *docs (caller frees with
+ * afs_lease_docs_free) and *n. For work that needs no lease because doing it twice is
+ * harmless and its finish is conditional on the record's state (initialization: see
+ * afs_lease_finish_from with a NULL token), this read is the only command before that
+ * finish. */
+bool afs_lease_peek(mongoc_collection_t *coll, const bson_t *filter, int limit, bson_t ***docs,
+                    size_t *n, struct afs_error *err);
+void afs_lease_docs_free(bson_t **docs, size_t n);
 
 /* Claims record `id` if it still matches `filter` and is claimable, and reads it, in one
  * findAndModify by _id: out->n is 1 with the record, or 0 when another broker has it or
@@ -70,7 +81,10 @@ int afs_lease_finish(mongoc_collection_t *coll, const bson_value_t *id, const ch
  * record that a stale read let us claim after it moved on (FerretDB's lost updates; a
  * duplicate claim of a record another worker just finished, whose client has already
  * marked it uploaded) is left as it is, and its lease is released. Returns 1 applied, 0
- * not (lease lost or status moved on), -1 on error. */
+ * not (lease lost or status moved on), -1 on error.
+ * token NULL: the record was read without a claim (afs_lease_peek); the finish applies
+ * while it is in `status` and nobody holds a live lease on it (a broker that claimed it,
+ * e.g. to abandon it as stale, wins), and there is nothing to release. */
 int afs_lease_finish_from(mongoc_collection_t *coll, const bson_value_t *id, const char *token,
                           const char *status, const bson_t *set, const bson_t *unset,
                           struct afs_error *err);
@@ -83,9 +97,16 @@ int afs_lease_finish_doc(mongoc_collection_t *coll, const bson_value_t *id, cons
                          struct afs_error *err);
 
 /* Gives the record back without changing its state; nobody claims it again for
- * retry_ms (0 = at once). Same return values as afs_lease_finish. */
+ * retry_ms (0 = at once). Same return values as afs_lease_finish; a NULL token (never
+ * claimed) sends nothing and returns 0. */
 int afs_lease_release(mongoc_collection_t *coll, const bson_value_t *id, const char *token,
                       long retry_ms, struct afs_error *err);
+
+/* For a record read without a claim: nobody claims it for retry_ms, if it is still in
+ * `status` and nobody's lease on it is live (a transient failure; the unclaimed
+ * counterpart of afs_lease_release with retry_ms). Same return values. */
+int afs_lease_defer(mongoc_collection_t *coll, const bson_value_t *id, const char *status,
+                    long retry_ms, struct afs_error *err);
 
 /* Deletes record `id` if still held under `token`. Same return values. */
 int afs_lease_delete(mongoc_collection_t *coll, const bson_value_t *id, const char *token,

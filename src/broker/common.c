@@ -27,7 +27,10 @@ enum afs_outcome afs_upload_fail(mongoc_collection_t *coll, const bson_value_t *
   afs_warn("upload %s: error: %s", afs_rec_id_str(id, ids, sizeof ids), why);
   bson_t *set = BCON_NEW("status", "error", "error", BCON_UTF8(why), "updatedAt",
                          BCON_DATE_TIME(afs_now_ms()));
-  int rc = afs_lease_finish(coll, id, token, set, NULL, &e);
+  /* Unclaimed (token NULL): only a pending initialization fails this way, and only
+   * while the record is still pending and nobody holds it. */
+  int rc = token ? afs_lease_finish(coll, id, token, set, NULL, &e)
+                 : afs_lease_finish_from(coll, id, NULL, "pending", set, NULL, &e);
   bson_destroy(set);
   if (rc < 0) {
     afs_warn("upload %s: cannot record the error: %s", ids, e.msg);

@@ -1,10 +1,13 @@
 /* The broker's loop: one dispatcher thread polls MongoDB (adaptive interval: poll_min_ms
  * right after work was found, doubling while idle up to HOT_CAP_MS for HOT_MS after the
  * last work and up to poll_max_ms after that, longer backoff while MongoDB is
- * unreachable), claims under a lease (one record per findAndModify while a source is
- * idle, batches while it is busy) and queues them; worker threads
- * run the handlers. On stop, workers finish the record in hand and every queued record's
- * lease is released so another broker takes it at once. */
+ * unreachable; quiet uploaded records and calls less often, see COLD_MS) and queues what
+ * it found; worker threads run the handlers. Pending uploads are read whole and
+ * initialized without a claim (one conditional write each, see upload_init.c); every
+ * other record is claimed under a lease (one record per findAndModify while a source is
+ * quiet, candidates claimed by the workers in parallel while it is busy). On stop,
+ * workers finish the record in hand and every queued record's lease is released so
+ * another broker takes it at once. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -25,22 +28,37 @@ static const char *const src_coll[SRC_COUNT] = {AFS_COLL_UPLOAD, AFS_COLL_UPLOAD
                                                 AFS_COLL_ASSET, AFS_COLL_UPLOAD};
 
 /* After work was found, idle polls stay at most HOT_CAP_MS apart for HOT_MS: uploads come
- * in bursts, and a record just initialized is usually marked uploaded soon after. */
+ * in bursts (the next file of a `cp -r` in default mode follows ~70 ms later, and its
+ * cp waits for the initialization). */
 #define HOT_MS 1500
 #define HOT_CAP_MS 20
+
+/* A quiet uploaded source is looked at no more often than a quarter of the time since
+ * the last work (at least HOT_CAP_MS apart, at most COLD_MS or poll_max_ms if longer),
+ * and function calls every COLD_MS: a `cp` in the filesystem's default mode waits for
+ * the initialization (pending keeps the intervals above), while a completion (the
+ * filesystem looks for it 100 ms to 2 s apart) or a URL refresh can wait that long, and
+ * every look is a query FerretDB's CPU is short of. A record just initialized is usually
+ * marked uploaded soon after, so right after work the uploaded source is still polled
+ * often. */
+#define COLD_MS 250
 
 /* Deleted assets are purged without hurry; the query scans the asset collection. */
 #define DELETED_POLL_MS 1000
 
-/* Candidates finished less than RECENT_MS ago are not queued again. */
-#define RECENT_MAX 128
+/* Candidates finished less than RECENT_MS ago are not queued again (a burst finishes a
+ * few hundred records in that time). */
+#define RECENT_MAX 512
 #define RECENT_MS 2000
 
+/* A queued record: claimed (doc and token set), an unclaimed candidate (doc NULL: the
+ * worker claims it by id), or a pending upload read whole without a claim (doc set, token
+ * empty: initialized as read). Unclaimed ones always carry their id. */
 struct item {
   enum src src;
   int64_t claimed_ms; /* when the lease was taken */
-  bson_t *doc;        /* NULL while unclaimed */
-  bson_value_t id;    /* of an unclaimed candidate: the worker claims it */
+  bson_t *doc;
+  bson_value_t id; /* EOD for records claimed by the dispatcher */
   char token[AFS_LEASE_TOKEN_MAX];
 };
 
@@ -50,8 +68,8 @@ struct queue {
   pthread_cond_t nonempty, room;
   struct item *items;
   size_t cap, head, len, busy;
-  /* claiming[i]: the candidate worker i is claiming (value_type EOD when none), so the
-   * dispatcher does not queue it again meanwhile. */
+  /* claiming[i]: the unclaimed record worker i is claiming or working on (value_type EOD
+   * when none), so the dispatcher does not queue it again meanwhile. */
   bson_value_t *claiming;
   /* The last RECENT_MAX candidates workers were done with, and when: a poll that started
    * before a record was finished can still return it, and claiming it again would only
@@ -85,11 +103,12 @@ static bool same_id(const bson_value_t *a, const bson_value_t *b) {
   }
 }
 
-/* Whether candidate `id` is queued or being claimed already. Call with q->lock held. */
+/* Whether candidate `id` is queued or in a worker's hands already. Call with q->lock
+ * held. */
 static bool q_has_locked(struct queue *q, const bson_value_t *id, int workers) {
   for (size_t i = 0; i < q->len; i++) {
     const struct item *it = &q->items[(q->head + i) % q->cap];
-    if (!it->doc && same_id(&it->id, id))
+    if (same_id(&it->id, id))
       return true;
   }
   for (int w = 0; w < workers; w++)
@@ -102,11 +121,12 @@ static bool q_has_locked(struct queue *q, const bson_value_t *id, int workers) {
   return false;
 }
 
-/* Unclaimed candidates queued or being claimed. Call with q->lock held. */
+/* Unclaimed records queued or in a worker's hands (a poll still finds them). Call with
+ * q->lock held. */
 static size_t q_unclaimed_locked(struct queue *q, int workers) {
   size_t n = 0;
   for (size_t i = 0; i < q->len; i++)
-    if (!q->items[(q->head + i) % q->cap].doc)
+    if (!q->items[(q->head + i) % q->cap].token[0])
       n++;
   for (int w = 0; w < workers; w++)
     if (q->claiming[w].value_type != BSON_TYPE_EOD)
@@ -189,7 +209,7 @@ static void *worker_main(void *arg) {
     q->head = (q->head + 1) % q->cap;
     q->len--;
     q->busy++;
-    if (!it.doc)
+    if (!it.token[0])
       q->claiming[slot] = it.id; /* owned by `it`; cleared before it is destroyed */
     else
       q->claiming[slot].value_type = BSON_TYPE_EOD;
@@ -206,7 +226,7 @@ static void *worker_main(void *arg) {
     int64_t t0 = afs_now_ms();
     /* A record that waited most of its lease in the queue may be taken over while we
      * work on it; give it back instead of racing. */
-    if (it.doc && t0 - it.claimed_ms > b->cfg.lease_seconds * 800L) {
+    if (it.doc && it.token[0] && t0 - it.claimed_ms > b->cfg.lease_seconds * 800L) {
       bson_value_t id;
       if (afs_rec_id(it.doc, &id)) {
         mongoc_collection_t *coll = afs_broker_coll(b, c, src_coll[it.src]);
@@ -220,7 +240,9 @@ static void *worker_main(void *arg) {
     case SRC_PENDING:
     case SRC_UPLOADED:
       afs_rec_str(it.doc, "status", 64, &status, NULL);
-      if (status && !strcmp(status, "uploaded"))
+      if (!it.token[0])
+        afs_upload_init(b, c, it.doc, NULL); /* read by the pending poll, unclaimed */
+      else if (status && !strcmp(status, "uploaded"))
         afs_upload_complete(b, c, it.doc, it.token);
       else
         afs_upload_init(b, c, it.doc, it.token);
@@ -304,7 +326,44 @@ static int claim_source(struct ctx *x, mongoc_client_t *c, enum src s, size_t ro
   int64_t t0 = afs_now_ms();
   long long sent0 = afs_broker_dbstats_sent();
   int n = 0;
-  if (!single && (s == SRC_PENDING || s == SRC_UPLOADED)) {
+  if (s == SRC_PENDING) {
+    /* Pending uploads need no claim (see upload_init.c): read them whole and queue them,
+     * past those already queued or in a worker's hands. A poll that finds one costs
+     * this query, the initialization one conditional update. */
+    bson_t **docs = NULL;
+    size_t ndocs = 0;
+    pthread_mutex_lock(&x->q.lock);
+    size_t skip = q_unclaimed_locked(&x->q, b->workers);
+    pthread_mutex_unlock(&x->q.lock);
+    bool pok = afs_lease_peek(coll, f, (int)(want + skip), &docs, &ndocs, err);
+    for (size_t i = 0; pok && i < ndocs && (size_t)n < want; i++) {
+      struct item it = {.src = s};
+      if (!afs_rec_id(docs[i], &it.id))
+        continue;
+      pthread_mutex_lock(&x->q.lock);
+      bool dup = q_has_locked(&x->q, &it.id, b->workers);
+      pthread_mutex_unlock(&x->q.lock);
+      if (dup) {
+        bson_value_destroy(&it.id);
+        continue;
+      }
+      it.doc = docs[i];
+      docs[i] = NULL; /* moved into the item */
+      q_push(&x->q, it);
+      n++;
+    }
+    afs_lease_docs_free(docs, ndocs);
+    bson_destroy(f);
+    mongoc_collection_destroy(coll);
+    if (!pok)
+      return -1;
+    afs_broker_dbstats_claim(afs_broker_dbstats_sent() - sent0, n);
+    if (n)
+      afs_debug("queued %d pending records from %s in %lld ms", n, src_coll[s],
+                (long long)(afs_now_ms() - t0));
+    return n;
+  }
+  if (!single && s == SRC_UPLOADED) {
     /* A burst: queue the candidates' _ids (one query) and let the workers claim them in
      * parallel, instead of a multi-record update that the dispatcher waits for. Look
      * past those already queued or being claimed. */
@@ -371,10 +430,14 @@ static void release_queued(struct ctx *x) {
     struct item it = q->items[q->head];
     q->head = (q->head + 1) % q->cap;
     q->len--;
-    if (!it.doc) {
-      bson_value_destroy(&it.id); /* never claimed: nothing to give back */
+    if (!it.token[0]) {
+      /* never claimed: nothing to give back */
+      if (it.doc)
+        bson_destroy(it.doc);
+      bson_value_destroy(&it.id);
       continue;
     }
+    bson_value_destroy(&it.id);
     bson_value_t id;
     if (afs_rec_id(it.doc, &id)) {
       mongoc_collection_t *coll = afs_broker_coll(b, c, src_coll[it.src]);
@@ -424,11 +487,12 @@ int afs_broker_run(struct afs_broker *b) {
   if (stale_every_ms > 30000)
     stale_every_ms = 30000;
   int64_t next_stale = 0, down_since = 0, last_down_log = 0, next_side = 0, last_claim = 0;
-  int64_t next_deleted = 0, claim_cost = 0, last_work = 0;
-  /* Per source: whether the last claim found work. A quiet source is polled with a
-   * one-record findAndModify (the poll that finds a record has claimed it too); right
-   * after work, in batches, since more usually follow (one query when nothing is left,
-   * two for up to `batch` records). */
+  int64_t next_deleted = 0, claim_cost = 0, last_work = 0, next_uploaded = 0;
+  long cold_ms = b->poll_max_ms > COLD_MS ? b->poll_max_ms : COLD_MS;
+  /* Per source but pending (always read whole, see claim_source): whether the last
+   * claim found work. A quiet source is polled with a one-record findAndModify (the poll
+   * that finds a record has claimed it too); right after work, in batches, since more
+   * usually follow (one query when nothing is left, two for up to `batch` records). */
   bool was_busy[SRC_COUNT] = {false};
   /* Purging every quarter of call_keep_seconds (1 s..10 min) keeps an answered call at
    * most about 25% past that age, with one collection scan per interval. */
@@ -473,18 +537,30 @@ int afs_broker_run(struct afs_broker *b) {
         continue;
       if ((s == SRC_CALL && !side_due) || (s == SRC_DELETED && afs_now_ms() < next_deleted))
         continue;
+      if (s == SRC_UPLOADED && !was_busy[s] && afs_now_ms() < next_uploaded)
+        continue;
       room = q_room(q);
       if (room == 0) {
         full = true;
         break;
       }
       int64_t c0 = afs_now_ms();
-      int n = claim_source(&x, c, (enum src)s, room, !was_busy[s], &err);
-      was_busy[s] = n > 0;
+      bool single = !was_busy[s];
+      int n = claim_source(&x, c, (enum src)s, room, single, &err);
+      /* A quiet source's poll that claimed its record looks for more next time; a busy
+       * one goes quiet again once it finds at most one (each candidate costs a query
+       * plus a claim, while a quiet poll claims its record in one command). */
+      was_busy[s] = single ? n > 0 : n > 1;
       if (s == SRC_PENDING)
         claim_cost = afs_now_ms() - c0;
       else if (s == SRC_UPLOADED)
         claim_cost += afs_now_ms() - c0;
+      if (s == SRC_UPLOADED) {
+        int64_t t = afs_now_ms(), quarter = (t - last_work) / 4;
+        if (quarter < HOT_CAP_MS)
+          quarter = HOT_CAP_MS;
+        next_uploaded = t + (quarter > cold_ms ? cold_ms : quarter);
+      }
       if (s == SRC_DELETED && n >= 0)
         next_deleted = afs_now_ms() + (n > 0 ? 0 : DELETED_POLL_MS);
       if (n < 0)
@@ -499,8 +575,9 @@ int afs_broker_run(struct afs_broker *b) {
         busy_streak = busy_streak || n > 0;
     }
     last_claim = afs_now_ms();
+    /* Function calls (URL refreshes, rare): every cold_ms, also during a burst. */
     if (side_due && !failed)
-      next_side = last_claim + (busy_streak ? b->poll_max_ms : 0);
+      next_side = last_claim + cold_ms;
     int64_t now = afs_now_ms();
     if (failed) {
       if (!down_since || now - last_down_log > 30000) {

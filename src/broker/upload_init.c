@@ -1,6 +1,11 @@
 /* pending -> initialized: validate the client's record, build the Cosync keys, presign
  * the write and read URLs. Anything wrong with the record becomes status "error" with a
- * reason; nothing is signed for a record that fails a check. */
+ * reason; nothing is signed for a record that fails a check.
+ *
+ * The dispatcher hands pending records over as its poll read them, unclaimed (token
+ * NULL): initializing is deterministic (keys from the record, S2 checks by HEAD) and its
+ * one write is conditional on the record still being pending and unleased, so two
+ * brokers initializing one record is harmless, and a record costs that one write. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -269,7 +274,10 @@ enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const
       goto done;
     case -1:
       afs_transient("upload %s: cannot check its keys: %s; will retry", ids, err.msg);
-      afs_lease_release(coll, &plan.id, token, AFS_RETRY_MS, NULL);
+      if (token)
+        afs_lease_release(coll, &plan.id, token, AFS_RETRY_MS, NULL);
+      else
+        afs_lease_defer(coll, &plan.id, "pending", AFS_RETRY_MS, NULL);
       out = AFS_RETRY;
       goto done;
     }
@@ -311,19 +319,27 @@ enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const
   BSON_APPEND_DATE_TIME(&set, "updatedAt", now);
   BSON_APPEND_UTF8(&unset, "error", "");
   int64_t t_finish = afs_now_ms();
-  /* Only a record still pending: a duplicate claim (a stale read) of one whose client
-   * has marked it uploaded since must not put it back to initialized. */
+  /* Only a record still pending: a duplicate claim or read (a stale one) of a record
+   * whose client has marked it uploaded since must not put it back to initialized.
+   * Without a claim (token NULL) also only while no other broker holds a lease on it. */
   int rc = afs_lease_finish_from(coll, &plan.id, token, "pending", &set, &unset, &err);
   int64_t born = 0;
   bool has_born = false;
   afs_rec_date(doc, "createdAt", &born, &has_born);
   afs_debug("upload %s init: %lld ms after createdAt; keys %lld ms, sign %lld ms, finish %lld "
-            "ms",
+            "ms%s",
             ids, has_born ? (long long)(t_head - born) : -1LL, (long long)(t_sign - t_head),
-            (long long)(t_finish - t_sign), (long long)(afs_now_ms() - t_finish));
+            (long long)(t_finish - t_sign), (long long)(afs_now_ms() - t_finish),
+            token ? "" : " (unclaimed)");
   if (rc < 0) {
     afs_warn("upload %s: %s", ids, err.msg);
     out = AFS_RETRY;
+  } else if (rc == 0 && !token) {
+    /* Read without a claim: another broker (or an earlier read of ours) got there first,
+     * or a broker holds it (e.g. abandoning it as stale). Our keys were the same. */
+    afs_info("upload %s: no longer pending, or held by another broker, when its "
+             "initialization finished; left as it is",
+             ids);
   } else if (rc == 0) {
     afs_warn("upload %s: lease lost or no longer pending before it was initialized; left "
              "as it is",

@@ -236,8 +236,10 @@ bool afs_lease_candidates(mongoc_collection_t *coll, const bson_t *filter, int l
     return true;
   bson_t *q = bson_copy(filter);
   afs_lease_append_claimable(q, afs_now_ms());
-  bson_t *opts = BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}", "limit", BCON_INT64(limit),
-                          "projection", "{", "_id", BCON_INT32(1), "}");
+  /* No sort: FerretDB would read, decode and sort every match before applying the limit
+   * (~250 ms at 1,000 pending records, ~25 ms without). The natural order is about
+   * insertion order, and every record comes up as those before it are done. */
+  bson_t *opts = BCON_NEW("limit", BCON_INT64(limit), "projection", "{", "_id", BCON_INT32(1), "}");
   mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, q, opts, NULL);
   bool ok = true;
   *ids = calloc((size_t)limit, sizeof **ids);
@@ -264,6 +266,50 @@ done:
   bson_destroy(opts);
   bson_destroy(q);
   return ok;
+}
+
+bool afs_lease_peek(mongoc_collection_t *coll, const bson_t *filter, int limit, bson_t ***docs,
+                    size_t *n, struct afs_error *err) {
+  *docs = NULL;
+  *n = 0;
+  if (limit <= 0)
+    return true;
+  bson_t *q = bson_copy(filter);
+  afs_lease_append_claimable(q, afs_now_ms());
+  bson_t *opts = BCON_NEW("limit", BCON_INT64(limit)); /* no sort: see afs_lease_candidates */
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, q, opts, NULL);
+  bool ok = true;
+  *docs = calloc((size_t)limit, sizeof **docs);
+  if (!*docs) {
+    ok = afs_error_set(err, ENOMEM, "out of memory");
+    goto done;
+  }
+  const bson_t *doc;
+  while (*n < (size_t)limit && mongoc_cursor_next(cur, &doc)) {
+    bson_iter_t it;
+    if (bson_iter_init_find(&it, doc, "_id") && ((*docs)[*n] = bson_copy(doc)))
+      (*n)++;
+  }
+  bson_error_t berr;
+  if (mongoc_cursor_error(cur, &berr))
+    ok = afs_db_error(err, &berr, "finding claimable records");
+done:
+  if (!ok) {
+    afs_lease_docs_free(*docs, *n);
+    *docs = NULL;
+    *n = 0;
+  }
+  mongoc_cursor_destroy(cur);
+  bson_destroy(opts);
+  bson_destroy(q);
+  return ok;
+}
+
+void afs_lease_docs_free(bson_t **docs, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (docs[i])
+      bson_destroy(docs[i]);
+  free(docs);
 }
 
 void afs_lease_ids_free(bson_value_t *ids, size_t n) {
@@ -316,10 +362,15 @@ static int matched(const bson_t *reply) {
   return 0;
 }
 
+/* The record while we hold it: under our lease token, or, without a token (work done
+ * on a record read without a claim), while nobody's lease on it is live. */
 static bson_t *owned(const bson_value_t *id, const char *token) {
   bson_t *q = bson_new();
   bson_append_value(q, "_id", 3, id);
-  BSON_APPEND_UTF8(q, "leaseOwner", token);
+  if (token)
+    BSON_APPEND_UTF8(q, "leaseOwner", token);
+  else
+    afs_lease_append_claimable(q, afs_now_ms());
   return q;
 }
 
@@ -373,7 +424,7 @@ int afs_lease_finish_from(mongoc_collection_t *coll, const bson_value_t *id, con
                           const char *status, const bson_t *set, const bson_t *unset,
                           struct afs_error *err) {
   int rc = finish_where(coll, id, token, status, set, unset, err);
-  if (rc == 0)
+  if (rc == 0 && token)
     afs_lease_release(coll, id, token, 0, NULL); /* no-op when the lease was lost */
   return rc;
 }
@@ -413,6 +464,8 @@ int afs_lease_finish_doc(mongoc_collection_t *coll, const bson_value_t *id, cons
 
 int afs_lease_release(mongoc_collection_t *coll, const bson_value_t *id, const char *token,
                       long retry_ms, struct afs_error *err) {
+  if (!token)
+    return 0; /* never claimed: nothing to give back */
   bson_error_t berr;
   bson_t reply;
   bson_t *q = owned(id, token);
@@ -425,6 +478,26 @@ int afs_lease_release(mongoc_collection_t *coll, const bson_value_t *id, const c
   int rc;
   if (!mongoc_collection_update_one(coll, q, upd, NULL, &reply, &berr)) {
     afs_db_error(err, &berr, "releasing a lease");
+    rc = -1;
+  } else {
+    rc = matched(&reply);
+  }
+  bson_destroy(&reply);
+  bson_destroy(upd);
+  bson_destroy(q);
+  return rc;
+}
+
+int afs_lease_defer(mongoc_collection_t *coll, const bson_value_t *id, const char *status,
+                    long retry_ms, struct afs_error *err) {
+  bson_error_t berr;
+  bson_t reply;
+  bson_t *q = owned(id, NULL);
+  BSON_APPEND_UTF8(q, "status", status);
+  bson_t *upd = BCON_NEW("$set", "{", "leaseUntil", BCON_DATE_TIME(afs_now_ms() + retry_ms), "}");
+  int rc;
+  if (!mongoc_collection_update_one(coll, q, upd, NULL, &reply, &berr)) {
+    afs_db_error(err, &berr, "deferring a record");
     rc = -1;
   } else {
     rc = matched(&reply);
