@@ -71,6 +71,8 @@ struct afs_catalog *afs_catalog_new(struct afs_db *db, const struct afs_catalog_
   afs_smap_init(&cat->refs);
   afs_smap_init(&cat->relisting);
   pthread_cond_init(&cat->bg_cv, NULL);
+  afs_smap_init(&cat->flights);
+  pthread_cond_init(&cat->flight_cv, NULL);
   return cat;
 }
 
@@ -101,6 +103,8 @@ void afs_catalog_free(struct afs_catalog *cat) {
   pthread_mutex_unlock(&cat->mu);
   afs_smap_clear(&cat->relisting, NULL);
   pthread_cond_destroy(&cat->bg_cv);
+  afs_smap_clear(&cat->flights, NULL); /* empty: every flight ends before its caller returns */
+  pthread_cond_destroy(&cat->flight_cv);
   afs_smap_clear(&cat->parts, afs_cat_part_free);
   afs_cat_refs_free(cat);
   afs_cat_strv_free(cat->partitions);

@@ -90,6 +90,10 @@ struct afs_catalog {
   struct smap relisting;
   int bg_running;
   pthread_cond_t bg_cv;
+  /* Listings being asked (mu): "<partition>\x1f<dir>" -> struct list_flight* (in
+   * catalog_list.c); flight_cv signals when one ends. */
+  struct smap flights;
+  pthread_cond_t flight_cv;
 
   /* After MongoDB failed, queries fail fast until then (monotonic ms; atomic), so a
    * dead server costs one server-selection timeout, not one per lookup. */
@@ -164,6 +168,14 @@ void afs_cat_strv_free(char **v);
 bool afs_cat_place(struct afs_asset *a);
 /* One query for the subtree under dirpath; replaces it in the cache. 1 when dirpath is
  * a directory, 0 when it is not, -1 on error. */
+int afs_cat_list_query(struct afs_catalog *cat, const char *partition, const char *dirpath,
+                       struct afs_error *err);
+
+/* ---- catalog_list.c (no lock held) ---- */
+
+/* afs_cat_list_query, single flight: a caller that finds the same listing already being
+ * asked, with nothing invalidated since it started, waits for that answer instead of
+ * asking again. Same returns. */
 int afs_cat_list_fetch(struct afs_catalog *cat, const char *partition, const char *dirpath,
                        struct afs_error *err);
 /* One query by (partition, filePath). 1 found (installed), 0 not found, -1 error. */

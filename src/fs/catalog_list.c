@@ -1,7 +1,8 @@
 /* afs_catalog_list: a directory's entries from its cached listing while that is fresh
- * (and has no ghosts), else from one subtree query (catalog_query.c); the last listing
- * however old when MongoDB fails. Also the virtual .cuts/<part>/ directories, which show
- * the cut of each file that has one (a video's as "<name>.png").
+ * (and has no ghosts), else from one subtree query (catalog_query.c; single flight:
+ * concurrent callers share one); the last listing however old when MongoDB fails. Also
+ * the virtual .cuts/<part>/ directories, which show the cut of each file that has one (a
+ * video's as "<name>.png").
  */
 #include <errno.h>
 #include <stdio.h>
@@ -11,6 +12,68 @@
 #include "assetfs/log.h"
 #include "assetfs/strutil.h"
 #include "catalog_int.h"
+
+/* ---- single flight ---- */
+
+struct list_flight {
+  uint64_t seq;         /* cat->inval_seq when it started */
+  bool done;
+  int ret;              /* afs_cat_list_query's */
+  struct afs_error err;
+  int waiters;          /* the last one out frees it (the owner if none) */
+};
+
+int afs_cat_list_fetch(struct afs_catalog *cat, const char *partition, const char *dirpath,
+                       struct afs_error *err) {
+  size_t kl = strlen(partition) + strlen(dirpath) + 2;
+  char *key = malloc(kl);
+  if (!key)
+    abort();
+  snprintf(key, kl, "%s\x1f%s", partition, dirpath);
+  pthread_mutex_lock(&cat->mu);
+  struct list_flight *f = afs_smap_get(&cat->flights, key);
+  if (f && f->seq == cat->inval_seq) {
+    /* Asked after this mount changed nothing since: that answer is as good as ours,
+     * and a listing of a big directory costs the database seconds. */
+    f->waiters++;
+    while (!f->done)
+      pthread_cond_wait(&cat->flight_cv, &cat->mu);
+    int ret = f->ret;
+    if (ret < 0)
+      *err = f->err;
+    if (--f->waiters == 0)
+      free(f);
+    pthread_mutex_unlock(&cat->mu);
+    free(key);
+    return ret;
+  }
+  struct list_flight *mine = NULL;
+  if (!f) {
+    if (!(mine = calloc(1, sizeof *mine)))
+      abort();
+    mine->seq = cat->inval_seq;
+    afs_smap_put(&cat->flights, key, mine);
+  }
+  pthread_mutex_unlock(&cat->mu);
+
+  int ret = afs_cat_list_query(cat, partition, dirpath, err);
+
+  if (mine) {
+    pthread_mutex_lock(&cat->mu);
+    afs_smap_del(&cat->flights, key);
+    mine->done = true;
+    mine->ret = ret;
+    if (ret < 0)
+      mine->err = *err;
+    if (mine->waiters > 0)
+      pthread_cond_broadcast(&cat->flight_cv);
+    else
+      free(mine);
+    pthread_mutex_unlock(&cat->mu);
+  }
+  free(key);
+  return ret;
+}
 
 /* ---- list ---- */
 

@@ -189,8 +189,8 @@ static char *suffixed(const char *rel, const char *id) {
 
 /* One query for the subtree under dirpath; replaces it in the cache. Returns 1 when
  * dirpath is a directory, 0 when it is not, -1 on error. */
-int afs_cat_list_fetch(struct afs_catalog *cat, const char *partition, const char *dirpath,
-                      struct afs_error *err) {
+int afs_cat_list_query(struct afs_catalog *cat, const char *partition, const char *dirpath,
+                       struct afs_error *err) {
   bson_t q = BSON_INITIALIZER;
   BSON_APPEND_UTF8(&q, "_partition", partition);
   BSON_APPEND_UTF8(&q, "status", "active");
@@ -338,6 +338,12 @@ int afs_cat_list_fetch(struct afs_catalog *cat, const char *partition, const cha
     afs_cat_subtree_drop(p, d, false);
     afs_cat_absent_set(p, dirpath, now);
     ret = 0;
+  }
+  if (installed > 0 && now > p->checked) {
+    /* Active assets were found: the partition exists as of now (the kernel revalidates
+     * the partition directory every attr_ttl while `ls -l` runs; no probe for that). */
+    p->checked = now;
+    p->exists = true;
   }
   afs_cat_late_restore(cat, p, late);
   pthread_mutex_unlock(&cat->mu);

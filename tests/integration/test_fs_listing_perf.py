@@ -102,6 +102,27 @@ def test_ls_l_and_find_on_a_fresh_mount_cost_one_listing(start_mount, db, slow_u
     assert q["list"] == 1 and q["file"] <= 1 and q["partition"] <= 1, q
 
 
+def test_concurrent_listings_share_one_query(start_mount, db, slow_uri):
+    # Four `ls -l` at once of a directory whose listing went stale: they share one
+    # listing (single flight; here the background re-listing that the stale directory
+    # started), not one each.
+    insert_assets(db, "bulk", ENTRIES, prefix="many/f")
+    m = start_mount("list_ttl=2", "attr_ttl=0.5",
+                    env={"ASSETFS_MONGO_URI": slow_uri})
+    d = m.p("many", partition="bulk")
+    assert len(os.listdir(d)) == ENTRIES
+    time.sleep(2.5)
+    before = catalog_queries(m)
+    procs = [subprocess.Popen(["ls", "-l", d], stdout=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert all(len([x for x in o.split("\n") if x.endswith(".txt")]) == ENTRIES for o in outs)
+    q = catalog_queries(m)
+    print(f"\n4 concurrent ls -l of a stale directory: {before} -> {q}")
+    assert q["list"] == before["list"] + 1, (before, q)
+
+
 def test_stale_big_directory_is_served_while_relisted(start_mount, db, slow_uri):
     insert_assets(db, "bulk", ENTRIES, prefix="many/f")
     m = start_mount(f"list_ttl={LIST_TTL}", "attr_ttl=0.2",
