@@ -66,6 +66,10 @@ bool afs_asset_set_mtime(struct afs_uploader *up, const char *id, int64_t mtime_
 int afs_asset_rename_dir(struct afs_uploader *up, const char *partition, const char *from_dir,
                          const char *to_dir, struct afs_error *err);
 
+/* A write waits for room in cache_max: completed files leave staging, so look for
+ * completions now rather than at the next poll. */
+void afs_upload_need_room(struct afs_uploader *up);
+
 /* Uploads in flight or waiting for retry (for unmount and tests). */
 int afs_upload_busy_count(struct afs_uploader *up);
 /* Bytes (and *files, may be NULL) of files that still have to go up. */

@@ -288,6 +288,7 @@ static int reserve(struct afs_fs *fs, struct afs_wfile *wf, int64_t end) {
   double wait_s = fs->opt.close_timeout < 10 ? fs->opt.close_timeout : 10;
   int64_t deadline = afs_monotonic_ms() + (int64_t)(wait_s * 1000);
   while (afs_staging_bytes(fs->st) + grow > fs->opt.cache_max) {
+    afs_upload_need_room(fs->up);
     if (afs_monotonic_ms() >= deadline) {
       afs_err("cache_dir holds %lld bytes not yet uploaded (cache_max %lld): write "
               "refused with ENOSPC", (long long)afs_staging_bytes(fs->st),

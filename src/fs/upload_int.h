@@ -35,6 +35,7 @@ struct afs_uploader {
   int64_t n_resumed;         /* files adopted from an earlier mount of the session */
   bool stop;
   bool wake;
+  bool room_wanted;          /* a write waits for cache_max room: poll completions now */
   int running;               /* pipelines running now (flushes and the worker's) */
   struct afs_wfile **orphans;/* unlinked/replaced files whose asset must go once completed */
   size_t n_orphans, cap_orphans;

@@ -161,6 +161,8 @@ static void record_regressed(struct afs_uploader *up, struct afs_wfile *wf, cons
   afs_up_pool_kick(up);
 }
 
+#define SCAN_MIN 8 /* uploaded files from which one session query beats a read each */
+
 static int id_cmp(const void *a, const void *b) { return strcmp(a, b); }
 
 struct idset {
@@ -228,15 +230,23 @@ static bool worker_pass(struct afs_uploader *up) {
 
   /* Uploaded files: one shared query says which are still waiting for the broker. */
   int64_t now = afs_monotonic_ms();
-  bool any_uploaded = false;
-  for (int i = 0; i < n && !any_uploaded; i++) {
+  int n_uploaded = 0;
+  for (int i = 0; i < n; i++) {
     pthread_mutex_lock(&all[i]->mu);
-    any_uploaded = all[i]->state == AFS_W_UPLOADED && all[i]->id[0] && !all[i]->busy;
+    n_uploaded += all[i]->state == AFS_W_UPLOADED && all[i]->id[0] && !all[i]->busy;
     pthread_mutex_unlock(&all[i]->mu);
   }
+  /* A write waits for room in cache_max: look now, at every uploaded file. */
+  pthread_mutex_lock(&up->mu);
+  bool urgent = up->room_wanted;
+  up->room_wanted = false;
+  pthread_mutex_unlock(&up->mu);
+  if (urgent)
+    up->c_next_ms = 0;
+  /* A few files are cheaper to look at one by one (and sooner). */
   struct idset still = {0};
-  bool scanned = any_uploaded && still_uploaded(up, &still, now);
-  bool scan_failed = any_uploaded && !scanned && now >= up->c_next_ms;
+  bool scanned = n_uploaded > SCAN_MIN && still_uploaded(up, &still, now);
+  bool one_by_one = !scanned && (n_uploaded <= SCAN_MIN || now >= up->c_next_ms);
 
   char(*ids)[25] = calloc(total ? total : 1, sizeof *ids);
   char(*status)[32] = calloc(total ? total : 1, sizeof *status);
@@ -256,7 +266,7 @@ static bool worker_pass(struct afs_uploader *up) {
       own_look = wf->id[0] && !busy &&
                  !bsearch(wf->id, still.v, still.n, sizeof *still.v, id_cmp);
     else if (i < n && s == AFS_W_UPLOADED)
-      own_look = scan_failed && wf->id[0] && !busy && now >= wf->next_poll_ms;
+      own_look = one_by_one && wf->id[0] && !busy && (urgent || now >= wf->next_poll_ms);
     else
       own_look = i >= n && s != AFS_W_COMPLETED && wf->id[0] && !busy &&
                  now >= wf->next_poll_ms;

@@ -47,6 +47,14 @@ void afs_up_pool_wake_all(struct afs_uploader *up) {
   pthread_mutex_unlock(&up->mu);
 }
 
+void afs_upload_need_room(struct afs_uploader *up) {
+  pthread_mutex_lock(&up->mu);
+  up->room_wanted = true;
+  up->wake = true;
+  pthread_cond_broadcast(&up->cond);
+  pthread_mutex_unlock(&up->mu);
+}
+
 void afs_up_pool_signal(struct afs_uploader *up) {
   pthread_mutex_lock(&up->mu);
   up->pool_seq++;
