@@ -198,3 +198,32 @@ def test_uploaded_not_completed_is_kept_then_resumed(start_broker, start_mount, 
     wait_no_staging(m2, timeout=60)
     assert db.CosyncAsset.count_documents({"filePath": "pending.bin"}) == 1
     assert open(m2.p("pending.bin"), "rb").read() == data
+
+
+def test_small_files_cost_few_database_commands(broker, start_mount, db):
+    """A burst of small files must not cost a dozen MongoDB commands each: records are
+    made in batches by the upload workers, signatures are polled from the broker's learnt
+    lag, completions through one session query, and filePath/mtime are not written again
+    at completion (the upload path logs its command count at unmount)."""
+    import re
+    m = start_mount("writeback")
+    n = 200
+    os.mkdir(m.p("burst"))
+    files = {f"burst/f{i:03d}.txt": os.urandom(200 + i) for i in range(n)}
+    for fp, data in files.items():
+        with open(m.p(fp), "wb") as f:
+            f.write(data)
+    for fp in files:
+        wait_asset(db, fp, timeout=180)
+    recs = list(db.CosyncAssetUpload.find({"filePath": {"$regex": "^burst/"}}))
+    assert len(recs) == n, "one upload record per file"
+    m.unmount()
+    got = re.search(r"MongoDB commands of the upload path: (\d+)", m.log())
+    assert got, m.log()[-2000:]
+    per_file = int(got.group(1)) / n
+    print(f"upload path: {per_file:.2f} MongoDB commands per file")
+    # Before: insert, 3-5 signature polls, uploaded, 3-6 completion polls, filePath, mtime.
+    assert per_file <= 5, f"{per_file:.2f} commands per file"
+    for fp, data in list(files.items())[::40]:
+        a = active_asset(db, fp)
+        assert http_get(a["url"]) == data
