@@ -1,7 +1,7 @@
 /* Reading assets from S3 through their read URLs, with read-ahead and one shared,
  * bounded block cache. No FUSE in here: ops.c opens a reader per open file handle.
  *
- * Data is cached in blocks (block_size, default 256 KiB) keyed by (asset id, part), so
+ * Data is cached in blocks (block_size, default 64 KiB) keyed by (asset id, part), so
  * every handle on the same asset shares them and a reopen finds them warm. The cache
  * has ONE budget for all open files (budget_bytes, default 256 MiB); least recently used
  * blocks are dropped first, and blocks a sequential reader has passed go before others.
@@ -38,7 +38,7 @@
 
 struct afs_readcache_opts {
   size_t budget_bytes;   /* all cached data of all files; default 256 MiB (min 4 blocks) */
-  size_t block_size;     /* default 256 KiB */
+  size_t block_size;     /* default 64 KiB */
   size_t chunk_size;     /* largest single ranged GET of read-ahead; default 8 MiB */
   size_t max_window;     /* largest read-ahead window per reader; default 64 MiB */
   int workers;           /* fetch threads (parallel GETs); default 8 */
