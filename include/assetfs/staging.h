@@ -49,6 +49,8 @@ struct afs_wfile {
   char *file_path;
   bool in_table;
   int refs;
+  size_t tab_index;       /* position in the table while in_table */
+  struct afs_wfile *hnext;/* next in its name-index bucket */
   /* under mu */
   char *staging_path;
   int fd;                 /* O_RDWR on staging_path; valid while refs > 0 */

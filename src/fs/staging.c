@@ -110,6 +110,7 @@ void afs_staging_free(struct afs_staging *st) {
     free(st->dirs[i].partition);
     free(st->dirs[i].dir);
   }
+  afs_stg_index_free(st);
   free(st->files);
   free(st->dirs);
   rmdir(st->dir); /* only succeeds when empty: data that still needs uploading stays */
@@ -119,15 +120,15 @@ void afs_staging_free(struct afs_staging *st) {
 }
 
 ssize_t afs_stg_find_locked(struct afs_staging *st, const char *partition, const char *path) {
-  for (size_t i = 0; i < st->n_files; i++)
-    if (!strcmp(st->files[i]->file_path, path) && !strcmp(st->files[i]->partition, partition))
-      return (ssize_t)i;
-  return -1;
+  struct afs_wfile *wf = afs_stg_index_find(st, partition, path);
+  return wf ? (ssize_t)wf->tab_index : -1;
 }
 
 void afs_stg_remove_at_locked(struct afs_staging *st, size_t i) {
   struct afs_wfile *wf = st->files[i];
+  afs_stg_index_del(st, wf);
   st->files[i] = st->files[--st->n_files];
+  st->files[i]->tab_index = i;
   wf->in_table = false;
   wf->refs--;
 }
@@ -137,9 +138,11 @@ void afs_stg_insert_locked(struct afs_staging *st, struct afs_wfile *wf) {
     st->cap_files = st->cap_files ? st->cap_files * 2 : 64;
     st->files = realloc(st->files, st->cap_files * sizeof *st->files);
   }
+  wf->tab_index = st->n_files;
   st->files[st->n_files++] = wf;
   wf->in_table = true;
   wf->refs++;
+  afs_stg_index_add(st, wf);
 }
 
 struct afs_wfile *afs_staging_create(struct afs_staging *st, const char *partition,
@@ -224,14 +227,11 @@ void afs_staging_unref(struct afs_staging *st, struct afs_wfile *wf) {
 /* With st->mu held: takes wf out of the table if it is there. Returns whether it was;
  * *last: that was its last reference (the caller destroys it after unlocking). */
 static bool remove_wf_locked(struct afs_staging *st, struct afs_wfile *wf, bool *last) {
-  for (size_t i = 0; i < st->n_files; i++) {
-    if (st->files[i] == wf) {
-      afs_stg_remove_at_locked(st, i);
-      *last = wf->refs == 0;
-      return true;
-    }
-  }
-  return false;
+  if (!wf->in_table || wf->tab_index >= st->n_files || st->files[wf->tab_index] != wf)
+    return false;
+  afs_stg_remove_at_locked(st, wf->tab_index);
+  *last = wf->refs == 0;
+  return true;
 }
 
 void afs_staging_remove(struct afs_staging *st, struct afs_wfile *wf) {
@@ -253,10 +253,14 @@ struct afs_wfile *afs_staging_move(struct afs_staging *st, struct afs_wfile *wf,
     displaced->refs++;
     afs_stg_remove_at_locked(st, (size_t)i);
   }
+  if (wf->in_table)
+    afs_stg_index_del(st, wf);
   free(wf->partition);
   free(wf->file_path);
   wf->partition = strdup(partition);
   wf->file_path = strdup(file_path);
+  if (wf->in_table)
+    afs_stg_index_add(st, wf);
   pthread_mutex_unlock(&st->mu);
   return displaced;
 }
@@ -284,8 +288,10 @@ int afs_staging_move_dir(struct afs_staging *st, const char *partition, const ch
     char *np;
     if (asprintf(&np, "%s/%s", to_dir, rest) < 0)
       abort();
+    afs_stg_index_del(st, wf);
     free(wf->file_path);
     wf->file_path = np;
+    afs_stg_index_add(st, wf);
     wf->refs++;
     *moved = realloc(*moved, (n + 1) * sizeof **moved);
     (*moved)[n++] = wf;
@@ -389,8 +395,7 @@ bool afs_staging_is_dir(struct afs_staging *st, const char *partition, const cha
   for (size_t i = 0; i < st->n_dirs && !found; i++)
     found = !strcmp(st->dirs[i].partition, partition) &&
             (!strcmp(st->dirs[i].dir, dir) || under(st->dirs[i].dir, dir));
-  for (size_t i = 0; i < st->n_files && !found; i++)
-    found = !strcmp(st->files[i]->partition, partition) && under(st->files[i]->file_path, dir);
+  found = found || afs_stg_index_under(st, partition, dir) > 0;
   pthread_mutex_unlock(&st->mu);
   return found;
 }
@@ -402,8 +407,7 @@ bool afs_staging_dir_has_children(struct afs_staging *st, const char *partition,
   for (size_t i = 0; i < st->n_dirs && !found; i++)
     found = !strcmp(st->dirs[i].partition, partition) && under(st->dirs[i].dir, dir) &&
             *st->dirs[i].dir;
-  for (size_t i = 0; i < st->n_files && !found; i++)
-    found = !strcmp(st->files[i]->partition, partition) && under(st->files[i]->file_path, dir);
+  found = found || afs_stg_index_under(st, partition, dir) > 0;
   pthread_mutex_unlock(&st->mu);
   return found;
 }

@@ -25,6 +25,12 @@ struct afs_staging {
   struct local_dir *dirs;
   size_t n_dirs, cap_dirs;
   uint64_t seq;
+  /* staging_index.c: files by name (chained through wf->hnext) and staged-file counts
+   * per directory; both follow the table (insert, remove, renames) */
+  struct afs_wfile **ht;
+  size_t n_ht, ht_entries;
+  struct afs_dircount **dt;
+  size_t n_dt, dt_entries;
   int64_t bytes; /* atomic (__atomic builtins), not under mu: sum of every wf->acct_size */
 };
 
@@ -43,5 +49,15 @@ void afs_stg_insert_locked(struct afs_staging *st, struct afs_wfile *wf);
 /* With st->mu held: takes entry i out, dropping the table's reference (the caller
  * destroys wf, after unlocking, if that was the last). */
 void afs_stg_remove_at_locked(struct afs_staging *st, size_t i);
+
+/* staging_index.c, with st->mu held. index_add/index_del when an entry enters or leaves
+ * the table or changes names (del with the old names, add with the new). */
+void afs_stg_index_add(struct afs_staging *st, struct afs_wfile *wf);
+void afs_stg_index_del(struct afs_staging *st, struct afs_wfile *wf);
+struct afs_wfile *afs_stg_index_find(struct afs_staging *st, const char *partition,
+                                     const char *path);
+/* Staged files below dir ("" = the whole partition). */
+size_t afs_stg_index_under(struct afs_staging *st, const char *partition, const char *dir);
+void afs_stg_index_free(struct afs_staging *st);
 
 #endif
