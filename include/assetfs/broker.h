@@ -24,6 +24,12 @@
 #define AFS_READ_HOURS_CAP 168.0       /* S3's 7-day presign limit, as Cosync */
 #define AFS_READ_HOURS_ABSURD 876000.0 /* above this (100 years) it is an error, not a cap */
 #define AFS_RETRY_MS 2000              /* a record that met a transient failure waits this */
+/* An upload whose ObjectId _id is further ahead of the broker's clock than this is
+ * refused (its keys' timestamp would be in the future: a client clock that is wrong). */
+#define AFS_ID_AHEAD_MAX_MS (10 * 60 * 1000)
+/* Key claims (key_claims.c): one document per S3 key handed to a record,
+ * {_id: key, recordId: <upload _id>, createdAt}. */
+#define AFS_COLL_KEY_CLAIM "AssetfsKeyClaim"
 
 struct afs_broker {
   struct afs_config cfg;
@@ -55,6 +61,37 @@ struct afs_upload_plan {
  * the record's `error`). Free with afs_upload_plan_free even on failure. */
 bool afs_upload_plan(const bson_t *doc, struct afs_upload_plan *plan, struct afs_error *err);
 void afs_upload_plan_free(struct afs_upload_plan *plan);
+
+/* afs_upload_plan, then the keys this record holds claims on (the keys a lost
+ * initialization handed to the client), else freshly claimed keys (re-planned past keys
+ * of other records, as at initialization). For completing a record that was never
+ * (keepably) initialized. 1 planned (plan->keys set), 0 refused (err is the record's
+ * reason), -1 transient (MongoDB or S3 unreachable; retry later). Free the plan with
+ * afs_upload_plan_free whatever the result. */
+int afs_upload_plan_claimed(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
+                            struct afs_upload_plan *plan, struct afs_error *err);
+
+/* Key claims (key_claims.c). A key is handed to a record only while a claim document
+ * whose _id is the key names that record: _id uniqueness, which every MongoDB and
+ * FerretDB enforces, makes two records' keys differ by construction. */
+/* Claims every key of k for record `rec` (one insertMany, unordered). 1 all held by rec
+ * (now or from before), 0 some key held by another record (the claims this call made are
+ * released), -1 transient (err). */
+int afs_key_claims_take(struct afs_broker *b, mongoc_client_t *c, const bson_value_t *rec,
+                        const struct afs_keys *k, struct afs_error *err);
+/* Releases rec's claims on the keys of k except those in keep (NULL-terminated, may be
+ * NULL); best effort (one delete command; failures logged: a leftover claim is only a
+ * small document that keeps one key out of use). */
+void afs_key_claims_release(struct afs_broker *b, mongoc_client_t *c, const bson_value_t *rec,
+                            const struct afs_keys *k, const char *const *keep);
+/* The keys rec holds claims on: 1 with *keys (n of them, free with afs_key_claims_free),
+ * 0 none, -1 transient (err). */
+int afs_key_claims_held(struct afs_broker *b, mongoc_client_t *c, const bson_value_t *rec,
+                        char ***keys, size_t *n, struct afs_error *err);
+void afs_key_claims_free(char **keys, size_t n);
+/* Releases the claims of a record whose objects were deleted: its _id's claims on the
+ * keys afs_broker_asset_keys gives for doc. Best effort. */
+void afs_broker_release_claims(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc);
 
 /* Handlers; `doc` is the claimed record, `token` its lease token. afs_upload_init also
  * takes a pending record read without a claim (token NULL; see upload_init.c). */

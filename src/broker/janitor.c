@@ -1,7 +1,8 @@
 /* Clean-up: assets whose status became "deleted" lose their objects, then their record
  * (and the upload record with the same _id); uploads stuck in pending/initialized for
  * longer than stale_upload_seconds become "error" and lose whatever they uploaded;
- * answered function calls older than call_keep_seconds are deleted. */
+ * answered function calls older than call_keep_seconds are deleted. Deleted objects'
+ * key claims are released (key_claims.c). */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -34,6 +35,9 @@ enum afs_outcome afs_asset_purge(struct afs_broker *b, mongoc_client_t *c, const
       out = AFS_RETRY;
       goto done;
     }
+  } else {
+    /* The objects are gone: their keys may go to other records. */
+    afs_broker_release_claims(b, c, doc);
   }
   int rc = afs_lease_delete(assets, &id, token, &err);
   if (rc < 0) {
@@ -67,11 +71,15 @@ enum afs_outcome afs_upload_stale(struct afs_broker *b, mongoc_client_t *c, cons
   const char *path = NULL;
   if (afs_broker_record_path(doc, &path) == 1 && afs_broker_path_shared(assets, &id, path))
     afs_warn("upload %s: another asset uses %s; keeping its objects", ids, path);
-  else if (!afs_broker_delete_objects(b, doc, NULL, &err) && err.code != EPERM) {
-    afs_transient("upload %s: cannot delete leftovers: %s; will retry", ids, err.msg);
-    afs_lease_release(uploads, &id, token, AFS_RETRY_MS, NULL);
-    out = AFS_RETRY;
-    goto done;
+  else if (!afs_broker_delete_objects(b, doc, NULL, &err)) {
+    if (err.code != EPERM) {
+      afs_transient("upload %s: cannot delete leftovers: %s; will retry", ids, err.msg);
+      afs_lease_release(uploads, &id, token, AFS_RETRY_MS, NULL);
+      out = AFS_RETRY;
+      goto done;
+    }
+  } else {
+    afs_broker_release_claims(b, c, doc);
   }
   snprintf(why, sizeof why, "upload not finished within %ld s; abandoned",
            b->cfg.stale_upload_seconds);

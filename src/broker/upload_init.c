@@ -1,11 +1,18 @@
-/* pending -> initialized: validate the client's record, build the Cosync keys, presign
- * the write and read URLs. Anything wrong with the record becomes status "error" with a
- * reason; nothing is signed for a record that fails a check.
+/* pending -> initialized: validate the client's record, build the Cosync keys, claim
+ * them (key_claims.c), presign the write and read URLs. Anything wrong with the record
+ * becomes status "error" with a reason; nothing is signed for a record that fails a
+ * check.
+ *
+ * Keys: the first candidate's timestamp comes from the record (key_timestamp); when
+ * another record holds a claim on one of its keys, or (keys from before claims) another
+ * record's object lies there, the next timestamp is tried, in an order fixed by the
+ * record, so planning it again meets its own claims (afs_naming_plan_unique).
  *
  * The dispatcher hands pending records over as its poll read them, unclaimed (token
- * NULL): initializing is deterministic (keys from the record, S2 checks by HEAD) and its
- * one write is conditional on the record still being pending and unleased, so two
- * brokers initializing one record is harmless, and a record costs that one write. */
+ * NULL): initializing is deterministic (keys from the record and its claims, S2 checks
+ * by HEAD) and its one write is conditional on the record still being pending and
+ * unleased, so two brokers initializing one record is harmless (the claims of one
+ * record are its own for both), and a record costs that write plus the claims' insert. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,16 +68,12 @@ static bool check_hours(const bson_t *doc, double *hours, bool *defaulted,
  * matters where conditional updates are not atomic (FerretDB 1.24 on SQLite loses
  * concurrent updates of one document, so a record can come back "pending" after it was
  * initialized and a client already uploaded to its URLs). ObjectIds give their creation
- * second plus a per-id millisecond part; other ids createdAt or a hash. */
+ * second plus a per-id millisecond part; other ids createdAt or a hash. This is only
+ * the first candidate: another record may hold its keys (key_claims.c), and planning
+ * walks on from there the same way every time (afs_naming_plan_unique). */
 static int64_t key_timestamp(const bson_t *doc, const bson_value_t *id) {
-  if (id->value_type == BSON_TYPE_OID) {
-    const uint8_t *o = id->value.v_oid.bytes;
-    uint32_t secs = (uint32_t)o[0] << 24 | (uint32_t)o[1] << 16 | (uint32_t)o[2] << 8 | o[3];
-    uint64_t h = 1469598103934665603ULL;
-    for (int i = 4; i < 12; i++)
-      h = (h ^ o[i]) * 1099511628211ULL;
-    return (int64_t)secs * 1000 + (int64_t)(h % 1000);
-  }
+  if (id->value_type == BSON_TYPE_OID)
+    return afs_naming_oid_ts(id->value.v_oid.bytes);
   int64_t created;
   bool has;
   afs_rec_date(doc, "createdAt", &created, &has);
@@ -105,6 +108,17 @@ bool afs_upload_plan(const bson_t *doc, struct afs_upload_plan *plan, struct afs
   if ((!plan->partition || !*plan->partition) &&
       (!plan->asset_partition || !*plan->asset_partition))
     return afs_error_set(err, EINVAL, "neither _partition nor assetPartition is set");
+  /* A time far ahead is a client clock that is wrong: its keys would carry that future
+   * time. Past times are fine: a broker outage legitimately leaves old pending records,
+   * and they must still initialize when it is back. */
+  if (plan->id.value_type == BSON_TYPE_OID) {
+    int64_t ahead = afs_naming_oid_ts(plan->id.value.v_oid.bytes) / 1000 * 1000 - afs_now_ms();
+    if (ahead > AFS_ID_AHEAD_MAX_MS)
+      return afs_error_set(err, EINVAL,
+                           "the record's _id carries a time %lld minutes ahead of the "
+                           "broker's clock; is the client's clock wrong?",
+                           (long long)(ahead / 60000));
+  }
   return afs_naming_make_keys(plan->uid, plan->file_path, plan->content_type, plan->hours == 0,
                               key_timestamp(doc, &plan->id), &plan->keys, err);
 }
@@ -145,11 +159,11 @@ static char *regex_quote(const char *s) {
  * -1 on a MongoDB error. Runs only when an object already exists at a key, so its
  * queries (not pushed down by FerretDB) are rare. */
 static int keys_claimed(struct afs_broker *b, mongoc_client_t *c, const bson_value_t *id,
-                        const bson_t *doc, const struct afs_keys *k) {
+                        int64_t ts, const struct afs_keys *k) {
   static const char *const tags[] = {"-small", "-medium", "-large", "-videopreview"};
   char tsbuf[32], *parent = NULL;
   const char *orig = k->key[AFS_PART_ORIGINAL];
-  snprintf(tsbuf, sizeof tsbuf, "-%lld", (long long)key_timestamp(doc, id));
+  snprintf(tsbuf, sizeof tsbuf, "-%lld", (long long)ts);
   const char *at = NULL;
   for (const char *p = strstr(orig, tsbuf); p; p = strstr(p + 1, tsbuf))
     at = p;
@@ -213,11 +227,10 @@ static int keys_claimed(struct afs_broker *b, mongoc_client_t *c, const bson_val
 /* 1 when the plan's keys may be signed for PUT: no object at any of them, or objects
  * that no other record accounts for (this record's own, uploaded through URLs of an
  * initialization that a lost update erased: keys are deterministic). 0 (err says
- * which key) when another record's object is there; -1 (err) when S3 or MongoDB could
- * not be asked. */
-static int keys_free(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
-                     const bson_value_t *id, const struct afs_keys *k, const char *ids,
-                     struct afs_error *err) {
+ * which key) when another record's object is there (a key from before claims: plan
+ * again); -1 (err) when S3 or MongoDB could not be asked. */
+static int keys_free(struct afs_broker *b, mongoc_client_t *c, const bson_value_t *id, int64_t ts,
+                     const struct afs_keys *k, const char *ids, struct afs_error *err) {
   const char *taken = NULL;
   for (int p = 0; p < AFS_PART_COUNT && !taken; p++) {
     struct afs_s3_object_info info;
@@ -231,7 +244,7 @@ static int keys_free(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc
   }
   if (!taken)
     return 1;
-  switch (keys_claimed(b, c, id, doc, k)) {
+  switch (keys_claimed(b, c, id, ts, k)) {
   case 0:
     afs_info("upload %s: objects already at its keys and no other record uses them (an "
              "initialization lost to a concurrent update); initializing again",
@@ -241,11 +254,108 @@ static int keys_free(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc
     afs_error_set(err, EAGAIN, "MongoDB could not be asked who uses %s", taken);
     return -1;
   }
-  afs_error_set(err, EEXIST,
-                "an object of another record already exists at %s; refusing to sign a PUT "
-                "that would overwrite it (is _id or uid copied from another upload?)",
-                taken);
+  afs_info("upload %s: an object of another record already exists at %s; trying the next "
+           "key",
+           ids, taken);
+  afs_error_set(err, EEXIST, "an object of another record already exists at %s", taken);
   return 0;
+}
+
+/* Planning context: the record and whether a key already carrying an object may be
+ * this record's own without asking (its sealed path). */
+struct plan_ctx {
+  struct afs_broker *b;
+  mongoc_client_t *c;
+  const bson_t *doc;
+  const bson_value_t *id;
+  const char *ids;
+};
+
+/* afs_key_try_fn: claim the candidate's keys, then (unless it is the path we sealed for
+ * this record) make sure no object of a record from before claims lies there. */
+static int try_keys(void *vctx, const struct afs_keys *k, int64_t ts, struct afs_error *err) {
+  struct plan_ctx *x = vctx;
+  int rc = afs_key_claims_take(x->b, x->c, x->id, k, err);
+  if (rc != 1)
+    return rc;
+  if (already_ours(x->b, x->doc, k->key[AFS_PART_ORIGINAL]))
+    return 1;
+  /* The keys' timestamp comes from the client-chosen _id, so a client could aim a fresh
+   * record at someone's existing key; never hand out a PUT over an object. */
+  rc = keys_free(x->b, x->c, x->id, ts, k, x->ids, err);
+  if (rc == 0)
+    afs_key_claims_release(x->b, x->c, x->id, k, NULL);
+  return rc;
+}
+
+/* Index of the candidate whose original key is the record's sealed path, so that
+ * planning a record we initialized before starts at the keys its client holds URLs for
+ * even if an earlier candidate was freed since; 0 without one. */
+static int sealed_candidate(struct afs_broker *b, const bson_t *doc,
+                            const struct afs_upload_plan *plan, int64_t ts0) {
+  const char *path = NULL;
+  if (afs_broker_record_path(doc, &path) != 1 || !afs_broker_seal_ok(b, doc))
+    return 0;
+  for (int i = 0; i < AFS_KEY_ATTEMPTS; i++) {
+    struct afs_keys k;
+    if (!afs_naming_make_keys(plan->uid, plan->file_path, plan->content_type, plan->hours == 0,
+                              ts0 + i, &k, NULL))
+      return 0;
+    bool hit = !strcmp(k.key[AFS_PART_ORIGINAL], path);
+    afs_keys_free(&k);
+    if (hit)
+      return i;
+  }
+  return 0;
+}
+
+/* Replaces plan->keys by keys claimed for the record. 1, 0 (err), -1 (err) as
+ * afs_naming_plan_unique. */
+static int plan_unique(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
+                       struct afs_upload_plan *plan, const char *ids, struct afs_error *err) {
+  struct plan_ctx x = {b, c, doc, &plan->id, ids};
+  int64_t ts0 = key_timestamp(doc, &plan->id);
+  afs_keys_free(&plan->keys);
+  return afs_naming_plan_unique(plan->uid, plan->file_path, plan->content_type, plan->hours == 0,
+                                ts0, sealed_candidate(b, doc, plan, ts0), try_keys, &x, &plan->keys,
+                                err);
+}
+
+int afs_upload_plan_claimed(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
+                            struct afs_upload_plan *plan, struct afs_error *err) {
+  char ids[80], **held = NULL;
+  size_t nheld = 0;
+  if (!afs_upload_plan(doc, plan, err))
+    return 0;
+  afs_rec_id_str(&plan->id, ids, sizeof ids);
+  int rc = afs_key_claims_held(b, c, &plan->id, &held, &nheld, err);
+  if (rc < 0)
+    return -1;
+  /* The first candidate whose every key this record holds is the one a lost
+   * initialization handed out: the client's PUTs went there. */
+  int64_t ts0 = key_timestamp(doc, &plan->id);
+  for (int i = 0; rc == 1 && i < AFS_KEY_ATTEMPTS; i++) {
+    struct afs_keys k;
+    if (!afs_naming_make_keys(plan->uid, plan->file_path, plan->content_type, plan->hours == 0,
+                              ts0 + i, &k, err))
+      break;
+    bool all = true;
+    for (int p = 0; p < AFS_PART_COUNT && all; p++) {
+      bool found = !k.key[p];
+      for (size_t j = 0; j < nheld && !found; j++)
+        found = !strcmp(held[j], k.key[p]);
+      all = found;
+    }
+    if (all) {
+      afs_keys_free(&plan->keys);
+      plan->keys = k;
+      afs_key_claims_free(held, nheld);
+      return 1;
+    }
+    afs_keys_free(&k);
+  }
+  afs_key_claims_free(held, nheld);
+  return plan_unique(b, c, doc, plan, ids, err);
 }
 
 enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
@@ -265,22 +375,18 @@ enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const
   afs_rec_id_str(&plan.id, ids, sizeof ids);
   afs_broker_test_pause("init_claimed", &plan.id);
   int64_t t_head = afs_now_ms();
-  if (!already_ours(b, doc, plan.keys.key[AFS_PART_ORIGINAL])) {
-    /* The keys' timestamp comes from the client-chosen _id, so a client could aim a
-     * fresh record at someone's existing key; never hand out a PUT over an object. */
-    switch (keys_free(b, c, doc, &plan.id, &plan.keys, ids, &err)) {
-    case 0:
-      out = afs_upload_fail(coll, &plan.id, token, err.msg);
-      goto done;
-    case -1:
-      afs_transient("upload %s: cannot check its keys: %s; will retry", ids, err.msg);
-      if (token)
-        afs_lease_release(coll, &plan.id, token, AFS_RETRY_MS, NULL);
-      else
-        afs_lease_defer(coll, &plan.id, "pending", AFS_RETRY_MS, NULL);
-      out = AFS_RETRY;
-      goto done;
-    }
+  switch (plan_unique(b, c, doc, &plan, ids, &err)) {
+  case 0:
+    out = afs_upload_fail(coll, &plan.id, token, err.msg);
+    goto done;
+  case -1:
+    afs_transient("upload %s: cannot claim or check its keys: %s; will retry", ids, err.msg);
+    if (token)
+      afs_lease_release(coll, &plan.id, token, AFS_RETRY_MS, NULL);
+    else
+      afs_lease_defer(coll, &plan.id, "pending", AFS_RETRY_MS, NULL);
+    out = AFS_RETRY;
+    goto done;
   }
   int64_t t_sign = afs_now_ms();
   const char *ct = plan.content_type;

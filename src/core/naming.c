@@ -157,25 +157,52 @@ const char *afs_part_content_type(enum afs_kind kind, enum afs_part p, const cha
   return ct;
 }
 
-static bool safe_key_char(unsigned char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-         c == '_' || c == '-';
+/* The code point of the (valid) UTF-8 sequence at s, its length in *n. */
+static uint32_t utf8_at(const unsigned char *s, size_t *n) {
+  if (s[0] < 0x80) {
+    *n = 1;
+    return s[0];
+  }
+  size_t len = s[0] >= 0xF0 ? 4 : s[0] >= 0xE0 ? 3 : 2;
+  uint32_t cp = s[0] & (0x7F >> len);
+  for (size_t k = 1; k < len; k++)
+    cp = (cp << 6) | (s[k] & 0x3F);
+  *n = len;
+  return cp;
 }
 
-/* Appends s[0..len) to out with every run of unsafe bytes replaced by one '-'. '/' is
- * kept as the separator. Returns the new length. */
-static size_t append_sanitized(char *out, size_t o, const char *s, size_t len) {
+bool afs_naming_key_unsafe(uint32_t cp) {
+  if (cp < 0x20 || cp == 0x7F || (cp >= 0x80 && cp <= 0x9F))
+    return true; /* C0, DEL, C1: invisible, and XML 1.0 (S3's listings) cannot carry C0 */
+  if (cp < 0x80)
+    return strchr("\\{}^%`[]\"<>#|?*", (int)cp) != NULL;
+  if (cp == 0x2028 || cp == 0x2029)
+    return true; /* line and paragraph separators break lines in logs and JSON */
+  /* Noncharacters: U+FFFE/U+FFFF are not XML characters, the rest mean nothing. */
+  return (cp >= 0xFDD0 && cp <= 0xFDEF) || (cp & 0xFFFE) == 0xFFFE;
+}
+
+/* Appends s[0..len) (valid UTF-8) to out with every run of unsafe characters replaced
+ * by one '-'. '/' is kept as the separator. Returns the new length; *replaced_last tells
+ * whether the output ends in such a replacement dash. */
+static size_t append_sanitized(char *out, size_t o, const char *s, size_t len,
+                               bool *replaced_last) {
   bool in_run = false;
-  for (size_t i = 0; i < len; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c == '/' || safe_key_char(c)) {
-      out[o++] = (char)c;
+  for (size_t i = 0; i < len;) {
+    size_t n;
+    uint32_t cp = utf8_at((const unsigned char *)s + i, &n);
+    if (cp == '/' || !afs_naming_key_unsafe(cp)) {
+      memcpy(out + o, s + i, n);
+      o += n;
       in_run = false;
     } else if (!in_run) {
       out[o++] = '-';
       in_run = true;
     }
+    i += n;
   }
+  if (replaced_last)
+    *replaced_last = in_run;
   return o;
 }
 
@@ -244,12 +271,14 @@ bool afs_naming_make_keys(const char *uid, const char *file_path, const char *co
   o += ul;
   stem[o++] = '/';
   size_t base = o;
-  o = append_sanitized(stem, o, file_path, eo);
-  /* "a é.jpg" would give "a--<ts>.jpg"; like Cosync, do not double the dash. */
-  if (o > base + 1 && stem[o - 1] == '-' && stem[o - 2] != '/')
+  bool dash;
+  o = append_sanitized(stem, o, file_path, eo, &dash);
+  /* "a#.jpg" would give "a--<ts>.jpg": do not double the dash we put there (a dash of
+   * the name itself stays, so the name comes back from the key). */
+  if (dash && o > base + 1 && stem[o - 2] != '/')
     o--;
   stem[o] = '\0';
-  size_t x = append_sanitized(ext, 0, file_path + eo, fl - eo);
+  size_t x = append_sanitized(ext, 0, file_path + eo, fl - eo, NULL);
   ext[x] = '\0';
   bool ok = fill_keys(stem, o, ts_ms, ext, afs_content_kind(content_type), out);
   free(stem);
@@ -396,4 +425,41 @@ int64_t afs_naming_now_ms(void) {
   g_last_ms = now;
   pthread_mutex_unlock(&g_ms_lock);
   return now;
+}
+
+int64_t afs_naming_oid_ts(const uint8_t oid[12]) {
+  uint32_t secs = (uint32_t)oid[0] << 24 | (uint32_t)oid[1] << 16 | (uint32_t)oid[2] << 8 | oid[3];
+  uint64_t h = 1469598103934665603ULL;
+  for (int i = 4; i < 12; i++)
+    h = (h ^ oid[i]) * 1099511628211ULL;
+  return (int64_t)secs * 1000 + (int64_t)(h % 1000);
+}
+
+int afs_naming_plan_unique(const char *uid, const char *file_path, const char *content_type,
+                           bool is_public, int64_t ts0, int first, afs_key_try_fn try_keys,
+                           void *ctx, struct afs_keys *out, struct afs_error *err) {
+  memset(out, 0, sizeof *out);
+  if (first < 0 || first >= AFS_KEY_ATTEMPTS)
+    first = 0;
+  /* first, first+1, ..., then 0 .. first-1: the same order every time for one record,
+   * so planning it again meets its own claims before any free candidate after them. */
+  for (int i = 0; i < AFS_KEY_ATTEMPTS; i++) {
+    int64_t ts = ts0 + (first + i) % AFS_KEY_ATTEMPTS;
+    struct afs_keys k;
+    if (!afs_naming_make_keys(uid, file_path, content_type, is_public, ts, &k, err))
+      return 0;
+    int rc = try_keys(ctx, &k, ts, err);
+    if (rc == 1) {
+      *out = k;
+      return 1;
+    }
+    afs_keys_free(&k);
+    if (rc < 0)
+      return -1;
+  }
+  afs_error_set(err, EEXIST,
+                "every one of the %d candidate keys for this filePath near timestamp %lld is "
+                "held by another record",
+                AFS_KEY_ATTEMPTS, (long long)ts0);
+  return 0;
 }

@@ -2,6 +2,8 @@
 
 #include <stdio.h>
 
+#include "assetfs/broker.h" /* AFS_COLL_KEY_CLAIM */
+
 struct index_spec {
   const char *coll;
   const char *name;
@@ -10,7 +12,9 @@ struct index_spec {
 
 /* Claims filter on status and lease; the filesystem lists a partition's active assets
  * and finds an asset by partition and filePath (supersede does too), and watches its
- * mount's uploads by sessionId and status (one query for every file it waits on). */
+ * mount's uploads by sessionId and status (one query for every file it waits on). Key
+ * claims are found by their _id (the key) and, completing a record whose initialization
+ * was lost, by the record that holds them. */
 static const struct index_spec specs[] = {
     {AFS_COLL_UPLOAD, "afs_status_lease", "status", "leaseUntil"},
     {AFS_COLL_UPLOAD, "afs_status_created", "status", "createdAt"},
@@ -21,6 +25,7 @@ static const struct index_spec specs[] = {
     {AFS_COLL_ASSET, "afs_status_lease", "status", "leaseUntil"},
     {AFS_COLL_ASSET, "afs_path", "path", NULL},
     {AFS_COLL_CALL, "afs_status_lease", "status", "leaseUntil"},
+    {AFS_COLL_KEY_CLAIM, "afs_record", "recordId", NULL},
 };
 
 bool afs_indexes_ensure(struct afs_db *db, struct afs_error *err) {

@@ -64,18 +64,25 @@ def test_lease_taken_between_read_and_finish(db, start_broker):
 
 def test_spoofed_key_refused_on_the_unclaimed_path(db, start_broker, s3, bucket):
     """S2 with two brokers reading the same pending records: a record aimed at another
-    upload's object gets an error from whichever broker finishes, never a PUT URL."""
+    upload's object never gets a PUT URL over it, from whichever broker finishes (its
+    keys are claimed by the victim: it is planned at other keys), also when the victim's
+    keys predate claims (found by the HEAD)."""
+    from cosync_client import key_of
     from test_broker_untrusted import spoof_id, victim_asset, victim_intact
     brokers = [start_broker(name=f"b{i}") for i in range(2)]
     victim = uid()
     vid, vrec = victim_asset(db, victim)
+    vkeys = {key_of(vrec[f], bucket) for f in ("url", "urlSmall", "urlMedium", "urlLarge")}
     sids = [spoof_id(vid) for _ in range(3)]
-    for sid in sids:
+    for i, sid in enumerate(sids):
+        if i == 2:
+            db.AssetfsKeyClaim.delete_many({"recordId": vid})  # as if made before claims
         new_upload(db, victim, "private/secret.jpg", "image/jpeg", _id=sid)
-    for sid in sids:
-        rec = wait_status(db, sid, "error")
-        assert "already exists" in rec["error"], rec["error"]
-        assert "writeUrl" not in rec and not rec.get("path")
+        rec = wait_status(db, sid, ["initialized", "error"])
+        assert rec["status"] == "initialized", rec
+        assert not {key_of(rec[f], bucket) for f in ("writeUrl", "writeUrlSmall")} & vkeys
+    paths = {db.CosyncAssetUpload.find_one({"_id": s})["path"] for s in sids}
+    assert len(paths) == 3 and vrec["path"] not in paths
     victim_intact(s3, bucket, vrec)
     assert all(b.proc.poll() is None for b in brokers)
 
@@ -111,9 +118,10 @@ def test_two_brokers_one_asset_per_upload(db, start_broker):
 
 
 def test_initialization_is_one_command(db, start_broker):
-    """N uploads one after another: each initialization is one worker update (no claim);
-    a completion is the asset upsert, the supersede query and the finish, plus a claim
-    that the dispatcher or a worker sends."""
+    """N uploads one after another: each initialization is one key-claim insert (one
+    insertMany of its keys) and one worker update (no lease claim); a completion is the
+    asset upsert, the supersede query and the finish, plus a claim that the dispatcher
+    or a worker sends."""
     b = start_broker("--log-level", "debug")
     u = uid()
     n = 20
@@ -128,9 +136,10 @@ def test_initialization_is_one_command(db, start_broker):
     log = b.log()
     assert len(re.findall(r"init: .*\(unclaimed\)", log)) == n
     m = re.search(r"sent by the workers: (\d+) \(find (\d+), getMore \d+, update (\d+), "
-                  r"findAndModify (\d+)", log)
-    total, find, update, fam = (int(g) for g in m.groups())
+                  r"findAndModify (\d+), delete \d+, aggregate \d+, insert (\d+)", log)
+    total, find, update, fam, insert = (int(g) for g in m.groups())
     assert update == 2 * n, log[-2000:]  # initialization finish + asset upsert
     assert find == n                     # supersede query
     assert n <= fam <= 2 * n             # completion finish (+ claims of busy polls)
-    assert total == find + update + fam
+    assert insert == n                   # key claims
+    assert total == find + update + fam + insert
