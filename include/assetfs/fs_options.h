@@ -36,6 +36,9 @@ struct afs_fs_options {
                             * cache_dir's filesystem), set at mount */
   double attr_ttl, list_ttl;
   long cache_mb;           /* read cache budget; default 256 */
+  char **url_hosts;        /* NULL-terminated origins that URLs may also name, besides
+                            * the broker's published ones (endpoints.h); NULL = none */
+  bool url_hosts_only;     /* only url_hosts: the broker's record is not read */
   char *log_level;
   bool foreground, show_help, show_version;
 };

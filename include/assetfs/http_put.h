@@ -5,7 +5,8 @@
  * timeouts, HTTP 5xx, 408, 429) are retried with exponential backoff until the
  * attempt limit or the deadline; other 4xx are final, except that an expired
  * presigned URL (403 whose body says it expired) is reported as EKEYEXPIRED so the
- * caller can ask the broker for a new record.
+ * caller can ask the broker for a new record. A URL that afs_http_allow_check refuses
+ * (http_allow.h) is not sent at all, and a redirect is not followed: both EACCES, final.
  */
 #ifndef ASSETFS_HTTP_PUT_H
 #define ASSETFS_HTTP_PUT_H

@@ -17,7 +17,11 @@
  *
  * Failures: 5xx and network errors are retried (retries, with backoff) and then give EIO;
  * a 403 asks the URL source for a fresh URL once and retries; a 404 (the object is gone:
- * the asset was deleted while open) gives ESTALE. URLs that expire within the source's
+ * the asset was deleted while open) gives ESTALE. A URL that src/http refuses (not
+ * http/https on an allowed origin, see http_allow.h) or that answers with a redirect
+ * gives EACCES, with one log line per reader naming the source's label and the
+ * origin; an answer that is not the bytes asked for (a 200 that ignored Range, a 206
+ * for other bytes) gives EIO. Neither reaches the cache. URLs that expire within the source's
  * margin are refreshed before use (the catalog does that in afs_catalog_fresh_url).
  *
  * Threads: any thread may call any function; one reader may be read by several threads
@@ -85,6 +89,8 @@ struct afs_reader_source {
   const char *key;         /* cache identity, e.g. "<id>/<part>"; copied */
   int64_t size;            /* object size in bytes; reads stop there */
   const char *url;         /* current URL; copied */
+  const char *label;       /* names the record in log lines ("_id X (P/filePath)");
+                            * copied; NULL = key */
   int64_t expires_ms;      /* its expiration (ms since epoch), 0 = never */
   double refresh_margin_s; /* refresh when expiring within this; 0 = only on 403 */
   afs_reader_url_fn get_url; /* may be NULL (then a 403 is EACCES -> EIO) */
@@ -104,8 +110,9 @@ struct afs_reader *afs_reader_open_asset(struct afs_readcache *rc, struct afs_ca
                                          const struct afs_asset *a, struct afs_error *err);
 
 /* pread semantics: up to size bytes at off into buf; 0 at or past the end; short only at
- * the end. -1 with err: EIO (S3 unreachable after retries, refresh impossible — the log
- * says why), ESTALE (object deleted), EINVAL (bad offset). */
+ * the end. -1 with err: EIO (S3 unreachable after retries, refresh impossible, an answer
+ * that is not the bytes asked for — the log says why), EACCES (the URL is refused: not
+ * the bucket's), ESTALE (object deleted), EINVAL (bad offset). */
 ssize_t afs_reader_read(struct afs_reader *r, void *buf, size_t size, int64_t off,
                         struct afs_error *err);
 

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "assetfs/broker.h"
+#include "assetfs/endpoints.h"
 #include "assetfs/indexes.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
@@ -265,6 +266,7 @@ int main(int argc, char *argv[]) {
     ts.tv_nsec = 500000000L;
     nanosleep(&ts, NULL);
   }
+  afs_endpoints_publish(&b.db, &b.cfg, &b.s3); /* before signing: mounts learn our origins */
   afs_info("assetfs-broker %s ready: database %s, bucket %s, %d workers, id %s",
            ASSETFS_VERSION, b.cfg.database, b.cfg.s3_bucket, b.workers, afs_lease_owner());
 

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "assetfs/endpoints.h"
 #include "assetfs/http_put.h"
 #include "assetfs/log.h"
 #include "assetfs/upload.h"
@@ -273,6 +274,12 @@ int main(int argc, char *argv[]) {
     goto done;
   }
   if (!afs_db_open(&fs->db, fs->opt.mongo_uri, fs->opt.database, "assetfs", &e)) {
+    fprintf(stderr, "assetfs: %s\n", e.msg);
+    goto done;
+  }
+  /* Which origins URLs in records may name (endpoints.h), before any read or upload. */
+  if (!afs_fs_endpoints_init(&fs->db, fs->opt.mongo_uri, (const char *const *)fs->opt.url_hosts,
+                             fs->opt.url_hosts_only, &e)) {
     fprintf(stderr, "assetfs: %s\n", e.msg);
     goto done;
   }

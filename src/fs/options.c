@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 /* Raw strings as fuse_opt_parse fills them; converted in afs_fs_options_parse. */
@@ -14,10 +15,12 @@ struct raw {
   char *uid, *session_id, *partitions, *upload_partition, *expiration_hours, *cache_dir;
   char *close_timeout, *attr_ttl, *list_ttl, *cache_mb, *mongo_uri, *database, *log_level;
   char *upload_workers, *cache_max;
-  int ro, refuse_chmod, help, version, foreground, writeback;
+  int ro, refuse_chmod, help, version, foreground, writeback, url_hosts_only;
+  char **url_hosts; /* NULL-terminated */
+  size_t nurl;
 };
 
-enum { KEY_HELP, KEY_VERSION, KEY_FOREGROUND, KEY_RO };
+enum { KEY_HELP, KEY_VERSION, KEY_FOREGROUND, KEY_RO, KEY_URL_HOSTS };
 
 #define OPT(t, f) {t, offsetof(struct raw, f), 0}
 static const struct fuse_opt g_specs[] = {
@@ -38,6 +41,8 @@ static const struct fuse_opt g_specs[] = {
     OPT("cache_max=%s", cache_max),
     {"refuse_chmod", offsetof(struct raw, refuse_chmod), 1},
     {"writeback", offsetof(struct raw, writeback), 1},
+    {"url_hosts_only", offsetof(struct raw, url_hosts_only), 1},
+    FUSE_OPT_KEY("url_hosts=", KEY_URL_HOSTS),
     FUSE_OPT_KEY("ro", KEY_RO),
     FUSE_OPT_KEY("-h", KEY_HELP),
     FUSE_OPT_KEY("--help", KEY_HELP),
@@ -47,11 +52,29 @@ static const struct fuse_opt g_specs[] = {
     FUSE_OPT_END,
 };
 
+static void add_url_host(struct raw *r, const char *s) {
+  if (!*s)
+    return;
+  char **bigger = realloc(r->url_hosts, (r->nurl + 2) * sizeof *bigger);
+  if (!bigger)
+    abort();
+  r->url_hosts = bigger;
+  r->url_hosts[r->nurl++] = strdup(s);
+  r->url_hosts[r->nurl] = NULL;
+}
+
 static int on_key(void *data, const char *arg, int key, struct fuse_args *outargs) {
   struct raw *r = data;
-  (void)arg;
   (void)outargs;
+  /* "url_hosts=http://a:1,http://b:2": libfuse splits -o at commas, so the origins after
+   * the first arrive as options of their own. No FUSE option starts with a scheme. */
+  if (key == FUSE_OPT_KEY_OPT && r->nurl > 0 &&
+      (!strncasecmp(arg, "http://", 7) || !strncasecmp(arg, "https://", 8))) {
+    add_url_host(r, arg);
+    return 0;
+  }
   switch (key) {
+  case KEY_URL_HOSTS: add_url_host(r, arg + strlen("url_hosts=")); return 0;
   case KEY_RO: r->ro = 1; return 1;          /* also for the kernel */
   case KEY_HELP: r->help = 1; return 1;      /* libfuse prints its part */
   case KEY_VERSION: r->version = 1; return 0;
@@ -163,6 +186,9 @@ bool afs_fs_options_parse(struct fuse_args *args, struct afs_fs_options *o,
   o->foreground = r.foreground;
   o->ro = r.ro;
   o->refuse_chmod = r.refuse_chmod;
+  o->url_hosts = r.url_hosts;
+  r.url_hosts = NULL;
+  o->url_hosts_only = r.url_hosts_only;
   if (o->show_help || o->show_version) {
     ok = true;
     goto done;
@@ -226,6 +252,10 @@ bool afs_fs_options_parse(struct fuse_args *args, struct afs_fs_options *o,
     afs_error_set(err, EINVAL, "cache_max must be a size of at least 1M (e.g. 512M, 4G)");
     goto done;
   }
+  if (o->url_hosts_only && !o->url_hosts) {
+    afs_error_set(err, EINVAL, "url_hosts_only needs url_hosts=ORIGIN[,ORIGIN...]");
+    goto done;
+  }
   o->cache_dir = r.cache_dir ? strdup(r.cache_dir) : default_cache_dir();
   o->log_level = strdup(r.log_level ? r.log_level : "info");
   ok = true;
@@ -234,6 +264,9 @@ done:
   free(r.expiration_hours); free(r.cache_dir); free(r.close_timeout); free(r.attr_ttl);
   free(r.list_ttl); free(r.cache_mb); free(r.mongo_uri); free(r.database); free(r.log_level);
   free(r.upload_workers); free(r.cache_max);
+  for (size_t i = 0; r.url_hosts && r.url_hosts[i]; i++)
+    free(r.url_hosts[i]);
+  free(r.url_hosts);
   return ok;
 }
 
@@ -259,6 +292,10 @@ void afs_fs_options_help(void) {
          "    -o attr_ttl=S,list_ttl=S metadata cache lifetimes [1, 3]\n"
          "    -o cache_mb=MIB          memory budget of the process (read cache) [256]\n"
          "    -o refuse_chmod          chmod/chown fail with EPERM [ignored]\n"
+         "    -o url_hosts=ORIGIN[,ORIGIN...]  more origins (scheme://host[:port]) whose\n"
+         "                             URLs may be read and written, besides the S3\n"
+         "                             endpoint and public base URL the broker publishes\n"
+         "    -o url_hosts_only        allow url_hosts only; ignore the broker's list\n"
          "    -o mongo_uri=URI         [$ASSETFS_MONGO_URI]\n"
          "    -o database=NAME         [$ASSETFS_DATABASE]\n"
          "    -o log_level=LEVEL       error, warn, info or debug [info]\n"
@@ -275,5 +312,9 @@ void afs_fs_options_free(struct afs_fs_options *o) {
     for (char **p = o->partitions; *p; p++)
       free(*p);
   free(o->partitions);
+  if (o->url_hosts)
+    for (char **p = o->url_hosts; *p; p++)
+      free(*p);
+  free(o->url_hosts);
   memset(o, 0, sizeof *o);
 }

@@ -48,6 +48,7 @@ struct afs_reader *afs_reader_open(struct afs_readcache *rc, const struct afs_re
   r->get_url = src->get_url;
   r->ctx = src->ctx;
   r->ctx_free = src->ctx_free;
+  r->label = afs_xstrdup(src->label ? src->label : src->key);
   pthread_mutex_lock(&rc->mu);
   struct src *s = rc->srcs;
   while (s && strcmp(s->key, src->key) != 0)
@@ -81,6 +82,7 @@ void afs_reader_close(struct afs_reader *r) {
   if (r->ctx_free)
     r->ctx_free(r->ctx);
   free(r->url);
+  free(r->label);
   free(r);
 }
 
@@ -289,6 +291,19 @@ ssize_t afs_reader_read(struct afs_reader *r, void *buf, size_t size, int64_t of
       break;
     if (!bad)
       break;
+    if (code == EACCES && !failed) {
+      /* src/http refused the URL (not the bucket's) or it redirected: a new URL from the
+       * same record would not be better, and the record is worth one line, not one per
+       * read. */
+      pthread_mutex_lock(&rc->mu);
+      bool first_time = !r->refusal_logged;
+      r->refusal_logged = true;
+      pthread_mutex_unlock(&rc->mu);
+      if (first_time)
+        afs_warn("%s: read refused: %s", r->label, err->msg);
+      err->code = EACCES;
+      break;
+    }
     if (code == EACCES && !refreshed) {
       refreshed = true;
       struct afs_error rerr = {0};
@@ -302,7 +317,7 @@ ssize_t afs_reader_read(struct afs_reader *r, void *buf, size_t size, int64_t of
       break;
     }
     free(failed);
-    afs_warn("%s: read at %" PRId64 " failed: %s", r->src->key, off, err->msg);
+    afs_warn("%s: read at %" PRId64 " failed: %s", r->label, off, err->msg);
     err->code = map_code(code);
     break;
   }
@@ -337,8 +352,12 @@ struct afs_reader *afs_reader_open_asset(struct afs_readcache *rc, struct afs_ca
   c->part = a->part;
   char key[64];
   snprintf(key, sizeof key, "%s/%s", a->id, afs_part_name(a->part));
+  char label[512];
+  snprintf(label, sizeof label, "_id %s (%s/%s)", a->id, a->partition ? a->partition : "",
+           a->file_path ? a->file_path : "");
   struct afs_reader_source src = {
       .key = key,
+      .label = label,
       .size = a->size,
       .url = afs_asset_part_url(a),
       .expires_ms = a->expiration_hours > 0 ? a->expiration_ms : 0,

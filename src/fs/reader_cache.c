@@ -321,8 +321,9 @@ static bool sink(void *ctx, const void *data, size_t len) {
   return !__atomic_load_n(&sc->rc->stop, __ATOMIC_RELAXED);
 }
 
+/* status: of the last answer; only a 403's URL is worth renewing. */
 static void job_finish(struct afs_readcache *rc, struct job *j, bool ok,
-                       const struct afs_error *err, uint64_t bytes) {
+                       const struct afs_error *err, long status, uint64_t bytes) {
   pthread_mutex_lock(&rc->mu);
   rc->st.bytes_fetched += bytes;
   for (size_t k = 0; k < j->n; k++) {
@@ -336,7 +337,7 @@ static void job_finish(struct afs_readcache *rc, struct job *j, bool ok,
     b->state = B_ERROR;
     b->err_code = ok ? EIO : err->code;
     b->err_msg = afs_xstrdup(ok ? "S3 object is shorter than the asset's recorded size" : err->msg);
-    if (b->err_code == EACCES)
+    if (b->err_code == EACCES && status == 403)
       b->failed_url = afs_xstrdup(j->url);
     hdel(rc, b);
     if (b->pins == 0)
@@ -396,7 +397,7 @@ static void *worker(void *arg) {
       afs_error_set(&err, ENOMEM, "cannot create a curl handle");
     else if (rc->stop && !ok)
       afs_error_set(&err, EIO, "read cache is shutting down");
-    job_finish(rc, j, ok, &err, sc.pos);
+    job_finish(rc, j, ok, &err, status, sc.pos);
   }
   afs_http_conn_free(conn);
   return NULL;
@@ -491,7 +492,7 @@ void afs_readcache_free(struct afs_readcache *rc) {
   while (rc->q_head) {
     struct job *j = rc->q_head;
     rc->q_head = j->next;
-    job_finish(rc, j, false, &err, 0);
+    job_finish(rc, j, false, &err, 0, 0);
   }
   for (size_t i = 0; i < rc->nht; i++)
     while (rc->ht[i])

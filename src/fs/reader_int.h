@@ -37,7 +37,8 @@ struct blk {
   bool in_job; /* its job still runs: never evicted, not on the LRU */
   int err_code;
   char *err_msg;    /* ERROR: why */
-  char *failed_url; /* ERROR with EACCES: the URL S3 refused */
+  char *failed_url; /* ERROR after a 403: the URL S3 refused (NULL when src/http refused
+                     * the URL itself or it redirected: no new URL will help) */
 };
 
 struct job {
@@ -77,6 +78,8 @@ struct afs_reader {
   afs_reader_url_fn get_url;
   void *ctx;
   void (*ctx_free)(void *);
+  char *label;          /* for log lines */
+  bool refusal_logged;  /* rc->mu: a refused URL is logged once per reader */
   /* access pattern (rc->mu) */
   int64_t next_off;
   int64_t window;

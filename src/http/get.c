@@ -9,6 +9,8 @@
 #include <strings.h>
 
 #include "assetfs/log.h"
+#include "assetfs/origin.h"
+#include "http_int.h"
 
 struct afs_http_conn {
   CURL *easy;
@@ -44,31 +46,120 @@ void afs_http_conn_free(struct afs_http_conn *c) {
 struct xfer {
   afs_http_sink sink;
   void *ctx;
+  int64_t off, len;  /* the range asked for */
+  bool size_only;    /* afs_http_probe_size: the headers say all, no body wanted */
   long status;       /* of the last response seen by the header callback */
   int64_t total;     /* from Content-Range, -1 if none */
-  bool ignore_body;  /* error responses: body is an XML error, not data */
+  int64_t cr_first, cr_last; /* Content-Range's first and last byte, -1 if none */
+  int64_t clen;      /* Content-Length, -1 if none */
+  bool decided;      /* the final response's headers are all in: verdict below */
+  bool deliver;      /* its body is the bytes asked for: give it to the sink */
+  int verdict;       /* errno when the answer is refused at its headers, 0 if not */
+  char why[200];     /* ... and why */
+  char location[300];/* origin of a redirect's Location, for the message */
   bool aborted;      /* the sink said stop */
+  int64_t delivered; /* body bytes given to the sink */
   char errbody[256]; /* start of an error body, for the log */
   size_t errlen;
 };
 
+static int64_t header_int(const char *v) {
+  while (*v == ' ' || *v == '\t')
+    v++;
+  if (*v < '0' || *v > '9')
+    return -1;
+  return strtoll(v, NULL, 10);
+}
+
+/* Status and Content-Range are judged when the headers end, before any body byte can
+ * reach the sink (the block cache): a 206 must start at the offset asked for, a 200 is
+ * the whole object and is taken only at offset 0 when it fits in the range asked for
+ * (a server that ignored Range would otherwise put byte 0 where byte `off` belongs),
+ * and nothing else is data. */
+static void decide(struct xfer *x) {
+  x->decided = true;
+  x->deliver = false;
+  x->verdict = 0;
+  int64_t last = x->off + x->len - 1;
+  if (x->status == 206) {
+    if (x->cr_first < 0)
+      snprintf(x->why, sizeof x->why, "HTTP 206 without a Content-Range");
+    else if (x->cr_first != x->off || x->cr_last < x->cr_first || x->cr_last > last)
+      snprintf(x->why, sizeof x->why,
+               "HTTP 206 for bytes %" PRId64 "-%" PRId64 " when %" PRId64 "-%" PRId64
+               " were asked for",
+               x->cr_first, x->cr_last, x->off, last);
+    else
+      x->deliver = true;
+    if (!x->deliver)
+      x->verdict = EIO;
+  } else if (x->status == 200) {
+    if (x->size_only) {
+      x->total = x->clen; /* the whole object's headers: its size */
+      if (x->clen < 0) {
+        x->verdict = EIO;
+        snprintf(x->why, sizeof x->why, "HTTP 200 without a Content-Length: size unknown");
+      }
+    } else if (x->off == 0 && x->clen >= 0 && x->clen <= x->len) {
+      x->deliver = true;
+    } else {
+      x->verdict = EIO;
+      snprintf(x->why, sizeof x->why,
+               "server ignored the range (HTTP 200 with %" PRId64 " bytes for bytes %" PRId64
+               "-%" PRId64 ")",
+               x->clen, x->off, last);
+    }
+  } else if (x->status >= 300 && x->status < 400) {
+    x->verdict = EACCES;
+    snprintf(x->why, sizeof x->why, "HTTP %ld redirect to %s not followed", x->status,
+             *x->location ? x->location : "(no Location)");
+  } else if (x->status >= 200 && x->status < 300) {
+    x->verdict = EIO;
+    snprintf(x->why, sizeof x->why, "HTTP %ld is not an answer to a ranged GET", x->status);
+  }
+  /* 4xx/5xx: no data; the body is S3's XML error, kept for the message */
+}
+
 static size_t on_header(char *buf, size_t size, size_t n, void *ud) {
   struct xfer *x = ud;
   size_t len = size * n;
-  if (len > 5 && !strncmp(buf, "HTTP/", 5)) {
-    const char *sp = memchr(buf, ' ', len);
+  char line[512];
+  size_t m = len < sizeof line - 1 ? len : sizeof line - 1;
+  memcpy(line, buf, m);
+  line[m] = 0;
+  line[strcspn(line, "\r\n")] = 0;
+  if (!strncmp(line, "HTTP/", 5)) {
+    const char *sp = strchr(line, ' ');
     x->status = sp ? strtol(sp + 1, NULL, 10) : 0;
-    x->ignore_body = x->status < 200 || x->status >= 300;
-    x->total = -1;
-  } else if (len > 14 && !strncasecmp(buf, "Content-Range:", 14)) {
-    /* "Content-Range: bytes 0-0/12345" */
-    char tmp[128];
-    size_t m = len < sizeof tmp - 1 ? len : sizeof tmp - 1;
-    memcpy(tmp, buf, m);
-    tmp[m] = 0;
-    const char *slash = strchr(tmp, '/');
+    x->total = x->cr_first = x->cr_last = x->clen = -1;
+    x->decided = x->deliver = false;
+    x->location[0] = 0;
+  } else if (!strncasecmp(line, "Content-Range:", 14)) {
+    /* "Content-Range: bytes 0-0/12345" (or "bytes * /12345" on a 416) */
+    long long a = -1, b = -1;
+    const char *v = line + 14;
+    while (*v == ' ')
+      v++;
+    if (!strncasecmp(v, "bytes ", 6) && sscanf(v + 6, "%lld-%lld", &a, &b) == 2 && a >= 0 &&
+        b >= 0) {
+      x->cr_first = a;
+      x->cr_last = b;
+    }
+    const char *slash = strchr(v, '/');
     if (slash && slash[1] != '*')
-      x->total = strtoll(slash + 1, NULL, 10);
+      x->total = header_int(slash + 1);
+  } else if (!strncasecmp(line, "Content-Length:", 15)) {
+    x->clen = header_int(line + 15);
+  } else if (!strncasecmp(line, "Location:", 9)) {
+    const char *v = line + 9;
+    while (*v == ' ')
+      v++;
+    afs_origin_describe(v, x->location, sizeof x->location);
+  } else if (!*line && x->status >= 200) {
+    /* The end of the final response's headers (1xx are interim: another follows). */
+    decide(x);
+    if (x->verdict || (x->size_only && x->status == 200))
+      return 0; /* not a byte of body: ends the transfer (CURLE_WRITE_ERROR) */
   }
   return len;
 }
@@ -76,7 +167,9 @@ static size_t on_header(char *buf, size_t size, size_t n, void *ud) {
 static size_t on_body(char *buf, size_t size, size_t n, void *ud) {
   struct xfer *x = ud;
   size_t len = size * n;
-  if (x->ignore_body) {
+  if (!x->decided)
+    return 0; /* body without headers: nothing to judge it by */
+  if (!x->deliver) {
     size_t room = sizeof x->errbody - 1 - x->errlen;
     size_t m = len < room ? len : room;
     memcpy(x->errbody + x->errlen, buf, m);
@@ -84,6 +177,7 @@ static size_t on_body(char *buf, size_t size, size_t n, void *ud) {
     x->errbody[x->errlen] = 0;
     return len;
   }
+  x->delivered += (int64_t)len;
   if (x->sink && !x->sink(x->ctx, buf, len)) {
     x->aborted = true;
     return 0;
@@ -103,12 +197,14 @@ static void s3_code(const char *body, char *out, size_t n) {
   snprintf(out, n, "%.*s", (int)(q - p), p);
 }
 
-bool afs_http_get_range(struct afs_http_conn *c, const char *url, int64_t off, int64_t len,
-                        afs_http_sink sink, void *ctx, long *status, int64_t *total,
-                        struct afs_error *err) {
-  struct xfer x = {.sink = sink, .ctx = ctx, .total = -1};
+static bool get_range(struct afs_http_conn *c, const char *url, int64_t off, int64_t len,
+                      bool size_only, afs_http_sink sink, void *ctx, long *status,
+                      int64_t *total, struct afs_error *err) {
+  struct xfer x = {.sink = sink, .ctx = ctx, .off = off, .len = len, .size_only = size_only,
+                   .total = -1, .cr_first = -1, .cr_last = -1, .clen = -1};
   char range[64];
   CURL *e = c->easy;
+  CURLU *hu = NULL;
   if (status)
     *status = 0;
   if (total)
@@ -117,7 +213,8 @@ bool afs_http_get_range(struct afs_http_conn *c, const char *url, int64_t off, i
     return afs_error_set(err, EINVAL, "bad range %" PRId64 "+%" PRId64, off, len);
   snprintf(range, sizeof range, "%" PRId64 "-%" PRId64, off, off + len - 1);
   curl_easy_reset(e); /* keeps the connection cache: the point of reusing the handle */
-  curl_easy_setopt(e, CURLOPT_URL, url);
+  if (!afs_http_setup_url(e, url, &hu, err))
+    return false;
   curl_easy_setopt(e, CURLOPT_RANGE, range);
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, &x);
@@ -130,17 +227,27 @@ bool afs_http_get_range(struct afs_http_conn *c, const char *url, int64_t off, i
   curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
   curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 256L * 1024);
   CURLcode rc = curl_easy_perform(e);
-  long code = 0;
-  curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
+  curl_easy_setopt(e, CURLOPT_CURLU, NULL);
+  curl_url_cleanup(hu);
+  long code = x.status;
+  if (!code)
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
   if (status)
     *status = code;
   if (total)
     *total = x.total;
   if (x.aborted)
     return afs_error_set(err, EIO, "GET %s: aborted by the reader", range);
+  if (x.decided && x.verdict) {
+    char where[300];
+    afs_origin_describe(url, where, sizeof where);
+    return afs_error_set(err, x.verdict, "GET bytes %s from %s: %s", range, where, x.why);
+  }
+  if (size_only && x.decided && code == 200 && x.total >= 0)
+    return true; /* the transfer was cut after the headers on purpose */
   if (rc != CURLE_OK)
     return afs_error_set(err, EAGAIN, "GET bytes %s: %s", range, curl_easy_strerror(rc));
-  if (code == 206 || (code == 200 && off == 0))
+  if (x.decided && x.deliver)
     return true;
   char s3c[64];
   s3_code(x.errbody, s3c, sizeof s3c);
@@ -150,9 +257,13 @@ bool afs_http_get_range(struct afs_http_conn *c, const char *url, int64_t off, i
     return afs_error_set(err, ENOENT, "GET bytes %s: HTTP 404 (%s): object is gone", range, s3c);
   if (code >= 500 || code == 429 || code == 408)
     return afs_error_set(err, EAGAIN, "GET bytes %s: HTTP %ld (%s)", range, code, s3c);
-  if (code == 200)
-    return afs_error_set(err, EIO, "GET bytes %s: server ignored the range", range);
   return afs_error_set(err, EIO, "GET bytes %s: HTTP %ld (%s)", range, code, s3c);
+}
+
+bool afs_http_get_range(struct afs_http_conn *c, const char *url, int64_t off, int64_t len,
+                        afs_http_sink sink, void *ctx, long *status, int64_t *total,
+                        struct afs_error *err) {
+  return get_range(c, url, off, len, false, sink, ctx, status, total, err);
 }
 
 static bool discard(void *ctx, const void *data, size_t len) {
@@ -167,7 +278,9 @@ bool afs_http_probe_size(struct afs_http_conn *c, const char *url, int64_t *size
   int64_t total = -1;
   long st = 0;
   *size = -1;
-  if (!afs_http_get_range(c, url, 0, 1, discard, NULL, &st, &total, err)) {
+  /* size_only: a server that ignores Range answers 200 with the whole object; its
+   * Content-Length is the size and the body is not read. */
+  if (!get_range(c, url, 0, 1, true, discard, NULL, &st, &total, err)) {
     if (status)
       *status = st;
     /* An empty object cannot satisfy any range: S3 answers 416 with the size. */
@@ -183,13 +296,6 @@ bool afs_http_probe_size(struct afs_http_conn *c, const char *url, int64_t *size
   }
   if (status)
     *status = st;
-  if (total < 0 && st == 200) {
-    double cl = -1;
-    curl_off_t clo = -1;
-    if (curl_easy_getinfo(c->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &clo) == CURLE_OK)
-      cl = (double)clo;
-    total = (int64_t)cl;
-  }
   if (total < 0)
     return afs_error_set(err, EIO, "size probe: no Content-Range in the answer");
   *size = total;

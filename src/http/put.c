@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "assetfs/log.h"
+#include "http_int.h"
 
 /* curl_global_init is reference counted and thread-safe in the libcurl we build on
  * (>= 7.84); the GET module may call it too. */
@@ -50,6 +51,7 @@ enum attempt_result { ATTEMPT_OK, ATTEMPT_RETRY, ATTEMPT_FATAL };
 static enum attempt_result put_once(struct afs_put_job *job, const struct afs_put_opts *opts) {
   enum attempt_result res = ATTEMPT_FATAL;
   CURL *c = NULL;
+  CURLU *hu = NULL;
   struct curl_slist *hdrs = NULL;
   struct body body = {.len = 0};
   FILE *f = fopen(job->path, "rb");
@@ -69,12 +71,18 @@ static enum attempt_result put_once(struct afs_put_job *job, const struct afs_pu
     afs_error_set(&job->err, ENOMEM, "%s: curl_easy_init failed", job->what);
     goto done;
   }
+  struct afs_error uerr = {0};
+  if (!afs_http_setup_url(c, job->url, &hu, &uerr)) {
+    /* A writeUrl elsewhere than the bucket: nothing is sent, and trying again will not
+     * make it right (EACCES is a permanent upload failure). */
+    afs_error_set(&job->err, uerr.code, "%s: PUT not sent: %s", job->what, uerr.msg);
+    goto done;
+  }
   char ct[300];
   snprintf(ct, sizeof ct, "Content-Type: %s",
            job->content_type ? job->content_type : "application/octet-stream");
   hdrs = curl_slist_append(hdrs, ct);
   hdrs = curl_slist_append(hdrs, "Expect:"); /* no 100-continue round trip */
-  curl_easy_setopt(c, CURLOPT_URL, job->url);
   curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
   curl_easy_setopt(c, CURLOPT_READDATA, f);
   curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)st.st_size);
@@ -99,6 +107,9 @@ static enum attempt_result put_once(struct afs_put_job *job, const struct afs_pu
   } else if (s >= 500 || s == 408 || s == 429) {
     afs_error_set(&job->err, EIO, "%s: PUT got HTTP %ld", job->what, s);
     res = ATTEMPT_RETRY;
+  } else if (s >= 300 && s < 400) {
+    afs_error_set(&job->err, EACCES, "%s: PUT answered with HTTP %ld (a redirect, not followed)",
+                  job->what, s);
   } else if (s == 403 && strcasestr(body.buf, "expired")) {
     afs_error_set(&job->err, EKEYEXPIRED, "%s: the presigned PUT URL has expired", job->what);
   } else {
@@ -114,6 +125,7 @@ done:
   curl_slist_free_all(hdrs);
   if (c)
     curl_easy_cleanup(c);
+  curl_url_cleanup(hu);
   if (f)
     fclose(f);
   return res;

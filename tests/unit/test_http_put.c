@@ -1,6 +1,8 @@
 /* afs_http_put against a scripted loopback HTTP server: retries on 500, no retry on
  * 400, EKEYEXPIRED for an expired presigned URL, connection refused retried until the
- * attempt limit, the Content-Type header and body arrive intact, parallel parts. */
+ * attempt limit, the Content-Type header and body arrive intact, parallel parts; URLs
+ * outside the allowed origins (file://, another port) are never sent and a redirect is
+ * EACCES, not followed. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -13,6 +15,7 @@
 #include <unistd.h>
 
 #include "afs_test.h"
+#include "assetfs/http_allow.h"
 #include "assetfs/http_put.h"
 
 struct srv {
@@ -201,6 +204,38 @@ int main(void) {
   job.path = "/nonexistent/afs-test";
   CHECK(!afs_http_put(&job, &o));
   CHECK(job.err.code == ENOENT);
+
+  /* confinement: with the server's origin allowed, PUTs go; file:// and another port
+   * are refused before any byte is sent (EACCES, final); a 302 is not followed */
+  job.path = path;
+  o.max_attempts = 3;
+  struct afs_origin allowed;
+  CHECK(afs_origin_parse(url, &allowed, NULL));
+  afs_http_allow_install(&allowed, 1, NULL, 0, NULL, NULL, 0);
+  srv_script(&s, 0, NULL);
+  CHECK(afs_http_put(&job, &o));
+  CHECK(s.requests == 1);
+  char fileurl[] = "file:///tmp/afs-test-put-target";
+  job.url = fileurl;
+  srv_script(&s, 0, NULL);
+  CHECK(!afs_http_put(&job, &o));
+  CHECK(job.err.code == EACCES && job.http_status == 0);
+  CHECK(access("/tmp/afs-test-put-target", F_OK) != 0);
+  CHECK(strstr(job.err.msg, "not an http or https URL") != NULL);
+  char other[128];
+  snprintf(other, sizeof other, "http://127.0.0.1:%d/bucket/key?X-Amz-Signature=abc",
+           s.port == 65535 ? 1 : s.port + 1);
+  job.url = other;
+  CHECK(!afs_http_put(&job, &o));
+  CHECK(job.err.code == EACCES && job.http_status == 0);
+  CHECK(strstr(job.err.msg, "refused") != NULL && !strstr(job.err.msg, "Signature"));
+  CHECK(s.requests == 0);
+  job.url = url;
+  int redirect[] = {302, 302, 302};
+  srv_script(&s, 3, redirect);
+  CHECK(!afs_http_put(&job, &o));
+  CHECK(job.err.code == EACCES && job.http_status == 302 && s.requests == 1);
+  afs_http_allow_reset();
 
   unlink(path);
   shutdown(s.lfd, SHUT_RDWR);
