@@ -96,6 +96,17 @@ int afs_lease_finish_doc(mongoc_collection_t *coll, const bson_value_t *id, cons
                          const bson_t *set, const bson_t *unset, bson_t *after,
                          struct afs_error *err);
 
+/* Extends the lease on record `id` held under `token` by lease_ms from now, only while
+ * the record is still in `status` (NULL: any), in one findAndModify that returns the
+ * record as it is now in *after (caller destroys; empty unless 1). Work that writes
+ * somewhere else on the record's behalf (the asset of an upload) renews first, so that
+ * write happens while the record is still ours and still in that state: a broker
+ * whose lease ran out during slow work learns it here and writes nothing. Returns 1
+ * renewed, 0 lost (or status moved on; NULL token: never claimed), -1 on error. */
+int afs_lease_renew_doc(mongoc_collection_t *coll, const bson_value_t *id, const char *token,
+                        const char *status, long lease_ms, bson_t *after,
+                        struct afs_error *err);
+
 /* Gives the record back without changing its state; nobody claims it again for
  * retry_ms (0 = at once). Same return values as afs_lease_finish; a NULL token (never
  * claimed) sends nothing and returns 0. */

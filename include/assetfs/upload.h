@@ -58,6 +58,12 @@ bool afs_upload_renamed(struct afs_uploader *up, struct afs_wfile *wf, struct af
 bool afs_asset_set_file_path(struct afs_uploader *up, const char *id, const char *file_path,
                              struct afs_error *err);
 bool afs_asset_mark_deleted(struct afs_uploader *up, const char *id, struct afs_error *err);
+/* Marks every active asset at partition/file_path deleted, but keep_id (may be NULL):
+ * what a path held before a file is moved over it or it is removed. All of them, not one
+ * the catalog knows: while a completion runs, a new version and the one it is about to
+ * supersede are both active there. */
+bool afs_asset_delete_at(struct afs_uploader *up, const char *partition, const char *file_path,
+                         const char *keep_id, struct afs_error *err);
 bool afs_asset_set_mtime(struct afs_uploader *up, const char *id, int64_t mtime_ms,
                          struct afs_error *err);
 

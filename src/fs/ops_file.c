@@ -508,16 +508,18 @@ int afs_op_unlink(const char *path) {
     afs_upload_unlinked(fs->up, wf);
     afs_staging_unref(fs->st, wf);
   }
-  /* An older completed asset at the same path goes too. */
+  /* Older completed assets at the same path go too: whether wf's own (completed
+   * meanwhile) or older ones, all that are active there (a completion in progress has
+   * two: the new version and the one it is about to supersede). */
   struct afs_asset a;
   memset(&a, 0, sizeof a);
   int k = afs_catalog_lookup(fs->cat, p.partition, p.rel, &a, &e);
   if (k == AFS_CAT_FILE) {
-    /* Whether it is wf's own asset (completed meanwhile) or an older one, it goes. */
-    if (!afs_asset_mark_deleted(fs->up, a.id, &e))
-      rc = afs_fs_errno(&e);
     found = true;
     afs_asset_free(&a);
+  }
+  if (found && !afs_asset_delete_at(fs->up, p.partition, p.rel, NULL, &e)) {
+    rc = afs_fs_errno(&e);
   } else if (k == AFS_CAT_DIR && !found) {
     rc = -EISDIR;
   } else if (k < 0 && !found) {

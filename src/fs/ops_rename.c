@@ -14,7 +14,10 @@
 #include "assetfs/upload.h"
 #include "ops_int.h"
 
-/* What the target path holds is replaced: its staged file and its asset go. */
+/* What the target path holds is replaced: its staged file and its assets go, before
+ * anything is moved there. An upload of the staged file still in flight is marked
+ * abandoned first (afs_upload_unlinked), so its completion cannot supersede the file
+ * moved in. */
 static int drop_target(struct afs_fs *fs, const struct afs_fpath *to, const char *keep_id) {
   struct afs_error e = {0};
   struct afs_wfile *old = afs_staging_get(fs->st, to->partition, to->rel);
@@ -26,13 +29,12 @@ static int drop_target(struct afs_fs *fs, const struct afs_fpath *to, const char
   struct afs_asset a;
   memset(&a, 0, sizeof a);
   int k = afs_catalog_lookup(fs->cat, to->partition, to->rel, &a, &e);
-  int rc = 0;
-  if (k == AFS_CAT_FILE) {
-    if (strcmp(a.id, keep_id) != 0 && !afs_asset_mark_deleted(fs->up, a.id, &e))
-      rc = afs_fs_errno(&e);
+  if (k == AFS_CAT_FILE)
     afs_asset_free(&a);
-  }
-  return rc;
+  if ((old || k == AFS_CAT_FILE) &&
+      !afs_asset_delete_at(fs->up, to->partition, to->rel, keep_id, &e))
+    return afs_fs_errno(&e);
+  return 0;
 }
 
 static int rename_file(struct afs_fs *fs, const struct afs_fpath *from,

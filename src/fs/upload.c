@@ -383,17 +383,27 @@ void afs_upload_unlinked(struct afs_uploader *up, struct afs_wfile *wf) {
   if (release)
     afs_staging_account(up->fs->st, wf, 0, false);
   afs_staging_forget(up->fs->st, wf);
-  if (!id[0] || busy)
-    return; /* a running pipeline sees `unlinked` when it ends */
+  if (!id[0])
+    return;
   if (state == AFS_W_COMPLETED) {
     if (!afs_asset_mark_deleted(up, id, &err))
       afs_warn("cannot mark asset %s deleted: %s", id, err.msg);
     return;
   }
-  bool gone = true;
-  if (state != AFS_W_UPLOADED && !afs_rec_delete_unused(up, id, &gone, &err))
+  bool gone = false;
+  if (!busy && state != AFS_W_UPLOADED && !afs_rec_delete_unused(up, id, &gone, &err))
     afs_warn("cannot drop upload record %s: %s", id, err.msg);
-  if (state == AFS_W_UPLOADED || !gone)
-    afs_up_add_orphan(up, wf); /* the asset is (about to be) created: delete it when it is */
+  if (gone)
+    return;
+  /* In flight (uploading, uploaded, or not deletable): the broker may complete it any
+   * moment, and the caller may move another file to this path next (rename over it).
+   * Say so on the record first, so that completion neither supersedes that file nor
+   * leaves this one active. */
+  if (!afs_rec_abandon(up, id, &err))
+    afs_warn("cannot mark upload %s abandoned: %s (its asset is removed once completed)", id,
+             err.msg);
+  if (busy)
+    return; /* a running pipeline sees `unlinked` when it ends */
+  afs_up_add_orphan(up, wf); /* the asset is (about to be) created: delete it when it is */
 }
 

@@ -97,6 +97,12 @@ void afs_up_add_orphan(struct afs_uploader *up, struct afs_wfile *wf);
 bool afs_upload_stopping(struct afs_uploader *up);
 
 /* Deletes the upload record if nobody uploaded to it yet; *gone: deleted or absent. */
+/* Marks upload record `id` abandoned: its file was removed or replaced through the mount
+ * while the upload was in flight. The broker then makes no active asset of it and
+ * supersedes nothing with it (complete_int.h), so whatever the user moves to that path
+ * next is safe. Must be written before anything else moves there. */
+bool afs_rec_abandon(struct afs_uploader *up, const char *id, struct afs_error *err);
+
 bool afs_rec_delete_unused(struct afs_uploader *up, const char *id, bool *gone,
                            struct afs_error *err);
 /* upload_watch.c: waits until the broker signed the record, polling it by _id (FerretDB

@@ -308,6 +308,38 @@ bool afs_asset_mark_deleted(struct afs_uploader *up, const char *id, struct afs_
   return ok;
 }
 
+bool afs_asset_delete_at(struct afs_uploader *up, const char *partition, const char *file_path,
+                         const char *keep_id, struct afs_error *err) {
+  bson_t *filter = BCON_NEW("_partition", BCON_UTF8(partition), "filePath", BCON_UTF8(file_path),
+                            "status", BCON_UTF8("active"));
+  bson_oid_t keep;
+  if (keep_id && oid_from_hex(keep_id, &keep)) {
+    bson_t ne;
+    BSON_APPEND_DOCUMENT_BEGIN(filter, "_id", &ne);
+    BSON_APPEND_OID(&ne, "$ne", &keep);
+    bson_append_document_end(filter, &ne);
+  }
+  bson_t *upd = BCON_NEW("$set", "{", "status", BCON_UTF8("deleted"), "updatedAt",
+                         BCON_DATE_TIME(afs_now_ms()), "}");
+  struct dbh h;
+  bson_error_t berr;
+  dbh_open(up, &h, AFS_COLL_ASSET);
+  bool ok = mongoc_collection_update_many(h.coll, filter, upd, NULL, NULL, &berr);
+  dbh_close(&h);
+  bson_destroy(upd);
+  bson_destroy(filter);
+  if (!ok)
+    return afs_db_error(err, &berr, AFS_COLL_ASSET);
+  return true;
+}
+
+bool afs_rec_abandon(struct afs_uploader *up, const char *id, struct afs_error *err) {
+  bson_t *set = BCON_NEW("abandoned", BCON_BOOL(true), "updatedAt", BCON_DATE_TIME(afs_now_ms()));
+  bool ok = set_field_by_id(up, AFS_COLL_UPLOAD, id, set, NULL, err);
+  bson_destroy(set);
+  return ok;
+}
+
 bool afs_asset_set_mtime(struct afs_uploader *up, const char *id, int64_t mtime_ms,
                          struct afs_error *err) {
   bson_t *set = BCON_NEW("mtime", BCON_DATE_TIME(mtime_ms), "updatedAt",

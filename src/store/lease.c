@@ -429,18 +429,17 @@ int afs_lease_finish_from(mongoc_collection_t *coll, const bson_value_t *id, con
   return rc;
 }
 
-int afs_lease_finish_doc(mongoc_collection_t *coll, const bson_value_t *id, const char *token,
-                         const bson_t *set, const bson_t *unset, bson_t *after,
-                         struct afs_error *err) {
+/* One findAndModify of the record matching q, returning it as it is after upd in *after
+ * (initialized here; left empty unless 1). 1 matched, 0 not, -1 on error. */
+static int modify_doc(mongoc_collection_t *coll, const bson_t *q, const bson_t *upd,
+                      bson_t *after, const char *what, struct afs_error *err) {
   bson_error_t berr;
-  bson_t reply, upd = BSON_INITIALIZER;
-  bson_t *q = owned(id, token);
-  finish_update(&upd, set, unset);
+  bson_t reply;
   bson_init(after);
   int rc = 0;
-  if (!mongoc_collection_find_and_modify(coll, q, NULL, &upd, NULL, false, false, true, &reply,
+  if (!mongoc_collection_find_and_modify(coll, q, NULL, upd, NULL, false, false, true, &reply,
                                          &berr)) {
-    afs_db_error(err, &berr, "finishing a state change");
+    afs_db_error(err, &berr, what);
     rc = -1;
   } else {
     bson_iter_t it;
@@ -457,7 +456,35 @@ int afs_lease_finish_doc(mongoc_collection_t *coll, const bson_value_t *id, cons
     }
   }
   bson_destroy(&reply);
+  return rc;
+}
+
+int afs_lease_finish_doc(mongoc_collection_t *coll, const bson_value_t *id, const char *token,
+                         const bson_t *set, const bson_t *unset, bson_t *after,
+                         struct afs_error *err) {
+  bson_t upd = BSON_INITIALIZER;
+  bson_t *q = owned(id, token);
+  finish_update(&upd, set, unset);
+  int rc = modify_doc(coll, q, &upd, after, "finishing a state change", err);
   bson_destroy(&upd);
+  bson_destroy(q);
+  return rc;
+}
+
+int afs_lease_renew_doc(mongoc_collection_t *coll, const bson_value_t *id, const char *token,
+                        const char *status, long lease_ms, bson_t *after,
+                        struct afs_error *err) {
+  if (!token) {
+    bson_init(after);
+    return 0; /* nothing held, nothing to renew */
+  }
+  bson_t *q = owned(id, token);
+  if (status)
+    BSON_APPEND_UTF8(q, "status", status);
+  bson_t *upd =
+      BCON_NEW("$set", "{", "leaseUntil", BCON_DATE_TIME(afs_now_ms() + lease_ms), "}");
+  int rc = modify_doc(coll, q, upd, after, "renewing a lease", err);
+  bson_destroy(upd);
   bson_destroy(q);
   return rc;
 }

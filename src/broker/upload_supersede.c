@@ -1,0 +1,279 @@
+/* Versions of one file: when an upload completes, the older active assets at its
+ * partition and filePath are superseded (archived with keep_versions, else deleted).
+ *
+ * "Older" is decided by the broker's clock, never by a client-chosen _id: every asset
+ * the broker completes carries `versionAt` (when a broker initialized its upload, or
+ * completed it when it was never initialized; see upload_complete.c). An asset without
+ * one (written by another Cosync client, or by a broker before versionAt existed) is
+ * older than any that has one; between two without, or at the same millisecond, the
+ * _id decides. A far-future _id therefore never outranks a later save.
+ *
+ * Renames race with this (the filesystem updates filePath by _id on the upload, and on
+ * the asset once it exists), and so does removal: a file removed or replaced through a
+ * mount while its upload was in flight has its upload marked `abandoned` BEFORE the
+ * client moves anything else to that path. So when superseding would change something,
+ * the upload is read again first (by _id): a rename is followed, an abandoned upload
+ * supersedes nothing and its own asset is removed instead. Whatever a client moved onto
+ * the path after our query is left alone (the client that renamed over it drops the
+ * target itself). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "assetfs/lease.h"
+#include "assetfs/log.h"
+#include "assetfs/records.h"
+#include "complete_int.h"
+
+bool afs_complete_same_id(const bson_value_t *a, const bson_value_t *b) {
+  if (a->value_type != b->value_type)
+    return false;
+  if (a->value_type == BSON_TYPE_OID)
+    return bson_oid_equal(&a->value.v_oid, &b->value.v_oid);
+  if (a->value_type == BSON_TYPE_UTF8)
+    return a->value.v_utf8.len == b->value.v_utf8.len &&
+           !memcmp(a->value.v_utf8.str, b->value.v_utf8.str, a->value.v_utf8.len);
+  if (a->value_type == BSON_TYPE_INT32)
+    return a->value.v_int32 == b->value.v_int32;
+  if (a->value_type == BSON_TYPE_INT64)
+    return a->value.v_int64 == b->value.v_int64;
+  return false;
+}
+
+bool afs_complete_abandoned(const bson_t *doc) {
+  bson_iter_t it;
+  return bson_iter_init_find(&it, doc, "abandoned") && BSON_ITER_HOLDS_BOOL(&it) &&
+         bson_iter_bool(&it);
+}
+
+/* Tie-break between two versions of the same millisecond (or both without versionAt):
+ * the greater _id, as Cosync did. True if `o` ranks above `id`. */
+static bool id_above(const bson_value_t *o, const bson_value_t *id) {
+  return o->value_type == BSON_TYPE_OID && id->value_type == BSON_TYPE_OID &&
+         bson_oid_compare(&o->value.v_oid, &id->value.v_oid) > 0;
+}
+
+/* True if the asset `d` (projection: _id, versionAt) is a newer version than ours. */
+static bool newer_than(const bson_t *d, const bson_value_t *o, const struct afs_version *self) {
+  int64_t at = 0;
+  bool has = false;
+  afs_rec_date(d, "versionAt", &at, &has);
+  if (!has)
+    return false; /* not ordered by a broker: older than ours, which is */
+  if (at != self->at)
+    return at > self->at;
+  return id_above(o, self->id);
+}
+
+/* What supersede found at one path: the older active assets there, and whether ours is
+ * there and older than another one. */
+struct sup {
+  bson_value_t olds[64];
+  size_t n;
+  bool self_here, self_old;
+};
+
+static void sup_free(struct sup *s) {
+  for (size_t i = 0; i < s->n; i++)
+    bson_value_destroy(&s->olds[i]);
+  s->n = 0;
+}
+
+/* true if superseding at this path would change something (the caller then makes sure
+ * the path is still the file's, and the upload not abandoned, before sup_apply). One
+ * query. Only a path our asset still holds counts: the query shows whether our asset is
+ * there (a client may have renamed or removed it since), at no extra round trip. */
+static bool sup_find(mongoc_collection_t *assets, const struct afs_version *self,
+                     const char *partition, const char *file_path, struct sup *s) {
+  memset(s, 0, sizeof *s);
+  bson_t *q = BCON_NEW("_partition", BCON_UTF8(partition), "filePath", BCON_UTF8(file_path),
+                       "status", "active");
+  bson_t *opts = BCON_NEW("projection", "{", "_id", BCON_INT32(1), "versionAt", BCON_INT32(1),
+                          "}");
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(assets, q, opts, NULL);
+  const bson_t *d;
+  while (mongoc_cursor_next(cur, &d)) {
+    bson_iter_t it;
+    if (!bson_iter_init_find(&it, d, "_id"))
+      continue;
+    const bson_value_t *o = bson_iter_value(&it);
+    if (afs_complete_same_id(o, self->id))
+      s->self_here = true;
+    else if (newer_than(d, o, self))
+      s->self_old = true;
+    else if (s->n < sizeof s->olds / sizeof s->olds[0])
+      bson_value_copy(o, &s->olds[s->n++]);
+  }
+  bson_error_t berr;
+  if (mongoc_cursor_error(cur, &berr))
+    afs_warn("supersede %s: %s", file_path, berr.message);
+  mongoc_cursor_destroy(cur);
+  bson_destroy(opts);
+  bson_destroy(q);
+  if (!s->self_here) {
+    if (s->n || s->self_old)
+      afs_info("supersede %s: the asset is no longer active there; nothing superseded",
+               file_path);
+    sup_free(s);
+    s->self_old = false;
+  }
+  return s->n > 0 || s->self_old;
+}
+
+/* Marks the older active assets found superseded, or ours if a newer one is already
+ * there. Both brokers of a race run this after their upsert, so at least one of them
+ * sees the other. Failures are logged: the next completion retries. Frees s. */
+static void sup_apply(struct afs_broker *b, mongoc_collection_t *assets, const bson_value_t *id,
+                      const char *file_path, struct sup *s) {
+  const char *target = b->cfg.keep_versions ? "archived" : "deleted";
+  if (s->self_old && s->n < sizeof s->olds / sizeof s->olds[0])
+    bson_value_copy(id, &s->olds[s->n++]);
+  for (size_t i = 0; i < s->n; i++) {
+    bson_t sel = BSON_INITIALIZER;
+    bson_append_value(&sel, "_id", 3, &s->olds[i]);
+    BSON_APPEND_UTF8(&sel, "status", "active");
+    bson_t *upd = BCON_NEW("$set", "{", "status", BCON_UTF8(target), "updatedAt",
+                           BCON_DATE_TIME(afs_now_ms()), "}");
+    char ids[80];
+    bson_error_t berr;
+    if (!mongoc_collection_update_one(assets, &sel, upd, NULL, NULL, &berr))
+      afs_warn("supersede %s: %s", file_path, berr.message);
+    else
+      afs_info("asset %s (%s) superseded: %s", afs_rec_id_str(&s->olds[i], ids, sizeof ids),
+               file_path, target);
+    bson_destroy(upd);
+    bson_destroy(&sel);
+  }
+  sup_free(s);
+}
+
+void afs_complete_supersede(struct afs_broker *b, mongoc_collection_t *assets,
+                            const struct afs_version *self, const char *partition,
+                            const char *file_path) {
+  struct sup s;
+  if (sup_find(assets, self, partition, file_path, &s))
+    sup_apply(b, assets, self->id, file_path, &s);
+  sup_free(&s);
+}
+
+/* The upload as it is now (by _id, the one filter every backend answers from its
+ * index): *now (caller frees) gets its filePath when it changed to another valid path
+ * since `claimed`, *abandoned whether its client gave it up. 0 read, -1 MongoDB error. */
+static int reread_upload(mongoc_collection_t *uploads, const bson_value_t *id,
+                         const char *claimed, char **now, bool *abandoned) {
+  *now = NULL;
+  *abandoned = false;
+  bson_t q = BSON_INITIALIZER;
+  bson_append_value(&q, "_id", 3, id);
+  bson_t *opts = BCON_NEW("projection", "{", "filePath", BCON_INT32(1), "abandoned",
+                          BCON_INT32(1), "}", "limit", BCON_INT64(1));
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(uploads, &q, opts, NULL);
+  const bson_t *d;
+  int rc = 0;
+  if (mongoc_cursor_next(cur, &d)) {
+    const char *fp = NULL;
+    *abandoned = afs_complete_abandoned(d);
+    if (afs_rec_str(d, "filePath", AFS_FILEPATH_MAX, &fp, NULL) && fp && *fp &&
+        strcmp(fp, claimed) && afs_filepath_check(fp, strlen(fp), NULL)) {
+      *now = strdup(fp);
+      rc = *now ? 0 : -1;
+    }
+  }
+  bson_error_t berr;
+  if (mongoc_cursor_error(cur, &berr)) {
+    afs_warn("re-reading an upload: %s", berr.message);
+    rc = -1;
+  }
+  if (rc < 0) {
+    free(*now);
+    *now = NULL;
+  }
+  mongoc_cursor_destroy(cur);
+  bson_destroy(opts);
+  bson_destroy(&q);
+  return rc;
+}
+
+int afs_complete_move_asset(mongoc_collection_t *assets, const bson_value_t *id,
+                            const char *from, const char *to, const char *ids) {
+  bson_t q = BSON_INITIALIZER, reply;
+  bson_append_value(&q, "_id", 3, id);
+  BSON_APPEND_UTF8(&q, "filePath", from);
+  bson_t *upd = BCON_NEW("$set", "{", "filePath", BCON_UTF8(to), "updatedAt",
+                         BCON_DATE_TIME(afs_now_ms()), "}");
+  bson_error_t berr;
+  int rc;
+  if (!mongoc_collection_update_one(assets, &q, upd, NULL, &reply, &berr)) {
+    afs_transient("upload %s: cannot move the asset to '%s': %s; will retry", ids, to,
+                  berr.message);
+    rc = -1;
+  } else {
+    bson_iter_t it;
+    rc = bson_iter_init_find(&it, &reply, "matchedCount") && bson_iter_as_int64(&it) > 0;
+    afs_info("upload %s: renamed to '%s' while completing; %s", ids, to,
+             rc ? "the asset follows" : "its client already moved the asset");
+  }
+  bson_destroy(&reply);
+  bson_destroy(upd);
+  bson_destroy(&q);
+  return rc;
+}
+
+bool afs_complete_drop_abandoned(mongoc_collection_t *assets, const bson_value_t *id,
+                                 const char *ids) {
+  bson_t q = BSON_INITIALIZER;
+  bson_append_value(&q, "_id", 3, id);
+  BSON_APPEND_UTF8(&q, "status", "active");
+  bson_t *upd = BCON_NEW("$set", "{", "status", "deleted", "updatedAt",
+                         BCON_DATE_TIME(afs_now_ms()), "}");
+  bson_error_t berr;
+  bool ok = mongoc_collection_update_one(assets, &q, upd, NULL, NULL, &berr);
+  if (!ok)
+    afs_transient("upload %s: cannot remove the asset of an abandoned upload: %s; will retry",
+                  ids, berr.message);
+  else
+    afs_info("upload %s: removed or replaced through its mount before it completed; its "
+             "asset is deleted and supersedes nothing",
+             ids);
+  bson_destroy(upd);
+  bson_destroy(&q);
+  return ok;
+}
+
+enum afs_sup_result afs_complete_supersede_claimed(struct afs_broker *b,
+                                                   mongoc_collection_t *uploads,
+                                                   mongoc_collection_t *assets,
+                                                   const struct afs_version *self,
+                                                   const char *partition, const char *fp,
+                                                   const char *ids, const char **cur_fp,
+                                                   char **moved) {
+  struct sup found;
+  *cur_fp = fp;
+  *moved = NULL;
+  if (!sup_find(assets, self, partition, fp, &found))
+    return AFS_SUP_DONE;
+  bool abandoned;
+  if (reread_upload(uploads, self->id, fp, moved, &abandoned) < 0) {
+    sup_free(&found);
+    afs_transient("upload %s: cannot re-read the record; will retry", ids);
+    return AFS_SUP_RETRY;
+  }
+  if (abandoned) {
+    sup_free(&found);
+    *cur_fp = NULL;
+    return afs_complete_drop_abandoned(assets, self->id, ids) ? AFS_SUP_ABANDONED
+                                                              : AFS_SUP_RETRY;
+  }
+  if (!*moved) {
+    sup_apply(b, assets, self->id, fp, &found);
+    return AFS_SUP_DONE;
+  }
+  sup_free(&found);
+  int at = afs_complete_move_asset(assets, self->id, fp, *moved, ids);
+  if (at < 0)
+    return AFS_SUP_RETRY;
+  *cur_fp = at ? *moved : NULL;
+  if (*cur_fp)
+    afs_complete_supersede(b, assets, self, partition, *cur_fp);
+  return AFS_SUP_DONE;
+}
