@@ -2,10 +2,12 @@
  * knows which URLs in records are the bucket's (DESIGN.md §4).
  *
  * The broker writes, at startup, one document in the AssetfsConfig collection:
- *   {_id: "endpoints", origins: ["http://127.0.0.1:7070", ...], updatedAt, broker}
- * with the origin of its S3 object URLs (path-style: the endpoint; virtual-hosted: the
- * bucket's host) and of public_base_url when set. The last broker to start wins: brokers
- * of one database share one bucket and one setting of each. The record is as
+ *   {_id: "endpoints", origins: ["http://127.0.0.1:7070", ...], current: [...],
+ *    updatedAt, broker}
+ * current: the origin of its S3 object URLs (path-style: the endpoint; virtual-hosted:
+ * the bucket's host) and of public_base_url when set; origins: every origin any broker
+ * of this database published ($addToSet: records keep URLs signed before a change of
+ * endpoint until they expire; remove a retired origin by hand). The record is as
  * trustworthy as the database's access control: writes to AssetfsConfig belong to the
  * broker's role only (a mount that must not trust it pins its list with
  * -o url_hosts=...,url_hosts_only).

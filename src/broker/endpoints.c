@@ -49,18 +49,32 @@ bool afs_endpoints_publish(struct afs_db *db, const struct afs_config *cfg,
     return false;
   }
   bson_t *sel = BCON_NEW("_id", BCON_UTF8(AFS_ENDPOINTS_ID));
-  bson_t upd = BSON_INITIALIZER, set, arr;
+  /* origins only grows: records keep URLs signed before a change of endpoint until they
+   * expire, and a mount must still read them (an operator removes a retired origin by
+   * hand). current: what this broker signs now. */
+  bson_t upd = BSON_INITIALIZER, set, add, each, cur, arr;
   BSON_APPEND_DOCUMENT_BEGIN(&upd, "$set", &set);
-  BSON_APPEND_ARRAY_BEGIN(&set, "origins", &arr);
+  BSON_APPEND_ARRAY_BEGIN(&set, "current", &cur);
+  for (int i = 0; i < n; i++) {
+    char k[16];
+    snprintf(k, sizeof k, "%d", i);
+    BSON_APPEND_UTF8(&cur, k, list[i]);
+  }
+  bson_append_array_end(&set, &cur);
+  BSON_APPEND_DATE_TIME(&set, "updatedAt", (int64_t)time(NULL) * 1000);
+  BSON_APPEND_UTF8(&set, "broker", "assetfs-broker " ASSETFS_VERSION);
+  bson_append_document_end(&upd, &set);
+  BSON_APPEND_DOCUMENT_BEGIN(&upd, "$addToSet", &add);
+  BSON_APPEND_DOCUMENT_BEGIN(&add, "origins", &each);
+  BSON_APPEND_ARRAY_BEGIN(&each, "$each", &arr);
   for (int i = 0; i < n; i++) {
     char k[16];
     snprintf(k, sizeof k, "%d", i);
     BSON_APPEND_UTF8(&arr, k, list[i]);
   }
-  bson_append_array_end(&set, &arr);
-  BSON_APPEND_DATE_TIME(&set, "updatedAt", (int64_t)time(NULL) * 1000);
-  BSON_APPEND_UTF8(&set, "broker", "assetfs-broker " ASSETFS_VERSION);
-  bson_append_document_end(&upd, &set);
+  bson_append_array_end(&each, &arr);
+  bson_append_document_end(&add, &each);
+  bson_append_document_end(&upd, &add);
   bson_t *opts = BCON_NEW("upsert", BCON_BOOL(true));
   bson_error_t berr;
   mongoc_client_t *c = afs_db_pop(db);

@@ -113,11 +113,18 @@ def refusal_line(m, _id):
     return lines[0] if lines else ""
 
 
-def test_broker_publishes_its_origin(broker, db, stack):
+def test_broker_publishes_its_origin(broker, start_broker, db, stack):
+    s3 = stack["ASSETFS_S3_ENDPOINT"].rstrip("/")
     doc = db.AssetfsConfig.find_one({"_id": "endpoints"})
     assert doc, broker.log()
-    assert doc["origins"] == [stack["ASSETFS_S3_ENDPOINT"].rstrip("/")]
-    assert "URL origins for mounts: " + doc["origins"][0] in broker.log()
+    assert doc["origins"] == [s3] and doc["current"] == [s3]
+    assert "URL origins for mounts: " + s3 in broker.log()
+    # another endpoint and a public base URL: added (URLs signed before stay readable)
+    b2 = start_broker("--set", "public_base_url=https://CDN.Example.com:443/assets/",
+                      env={"ASSETFS_S3_ENDPOINT": "http://127.0.0.1:1"}, name="b2")
+    doc = db.AssetfsConfig.find_one({"_id": "endpoints"})
+    assert doc["current"] == ["http://127.0.0.1:1", "https://cdn.example.com"], b2.log()
+    assert doc["origins"] == [s3, "http://127.0.0.1:1", "https://cdn.example.com"]
 
 
 def test_hostile_urls_are_refused_and_never_fetched(broker, start_mount, db, stack, services):
@@ -169,8 +176,9 @@ def test_redirect_from_an_allowed_origin_is_not_followed(broker, start_mount, db
     target = services("meta")
     redirector = services("redirect", location=f"{target.origin}/latest/meta-data")
     rid = hostile(db, gid, "moved.bin", f"{redirector.origin}/bucket/moved.bin?X-Amz-Signature=s")
-    m = start_mount(f"url_hosts={redirector.origin}")
-    assert redirector.origin in m.log()
+    # two origins in one option: libfuse splits -o at commas, the mount puts them together
+    m = start_mount(f"url_hosts=http://cdn.example.com,{redirector.origin}")
+    assert f"url_hosts http://cdn.example.com {redirector.origin}" in m.log(), m.log()
     e = read_errno(m.p("moved.bin", partition="shared"))
     assert e in REFUSED, e
     assert len(redirector.requests) >= 1
