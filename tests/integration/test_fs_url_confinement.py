@@ -261,3 +261,42 @@ def test_mount_before_broker_learns_its_origin_and_uploads(start_broker, start_m
     other = start_mount(name="reader")
     with open(other.p("late.bin", partition="user_id=tester"), "rb") as f:
         assert f.read() == data
+
+
+def test_hostile_write_urls_are_never_used(start_mount, db, services, tmp_path):
+    """No broker: the test signs in its place, with writeUrls a careless mount would use
+    to write a local file or to PUT to an internal service."""
+    svc = services("meta")
+    db.AssetfsConfig.insert_one({"_id": "endpoints", "origins": ["http://127.0.0.1:1"]})
+    m = start_mount("close_timeout=10")
+    target = tmp_path / "written-by-the-mount"
+    cases = {"local.bin": f"file://{target}",
+             "internal.bin": f"{svc.origin}/latest/put?X-Amz-Signature=s",
+             "ftp.bin": f"ftp://127.0.0.1:{svc.port}/x"}
+    for name, url in cases.items():
+        def fake_broker():
+            wait_for(lambda: db.CosyncAssetUpload.find_one({"filePath": name}), 20,
+                     "the upload record")
+            db.CosyncAssetUpload.update_one({"filePath": name},
+                                            {"$set": {"status": "initialized", "writeUrl": url}})
+        t = threading.Thread(target=fake_broker)
+        t.start()
+        with pytest.raises(OSError) as e:
+            with open(m.p(name), "wb") as f:
+                f.write(b"x" * 1000)
+        t.join()
+        assert e.value.errno in REFUSED, (name, e.value)
+        # permanent: no retry in the background
+        status = os.getxattr(m.p(name), "user.assetfs.status").decode()
+        assert status.startswith("error"), status
+        rec = db.CosyncAssetUpload.find_one({"filePath": name})
+        assert rec["status"] == "initialized"  # never marked uploaded
+        lines = [x for x in m.log().splitlines() if f"{m.upload_partition}/{name}" in x and
+                 "PUT not sent" in x]
+        assert lines, m.log()[-3000:]
+        assert "X-Amz-Signature=s" not in m.log()
+        # the data stays in staging (an error, not a loss): it reads back
+        with open(m.p(name), "rb") as f:
+            assert f.read() == b"x" * 1000
+    assert not target.exists()
+    assert svc.requests == []
