@@ -43,9 +43,8 @@ bool afs_endpoints_publish(struct afs_db *db, const struct afs_config *cfg,
  * through db's pool. With url_hosts_only the record is not read at all. Logs the list,
  * and a warning when it is empty (every URL is then refused with EACCES until a broker
  * publishes its record). false only for an invalid url_hosts entry (err). */
-bool afs_fs_endpoints_init(struct afs_db *db, const char *mongo_uri,
-                           const char *const *url_hosts, bool url_hosts_only,
-                           struct afs_error *err);
+bool afs_fs_endpoints_init(struct afs_db *db, const char *mongo_uri, const char *const *url_hosts,
+                           bool url_hosts_only, struct afs_error *err);
 
 /* The "origins" array of an endpoints record: each valid entry parsed (invalid ones are
  * skipped with a warning). *out malloc'd (caller frees); *n = 0 when none. Shared by the

@@ -16,7 +16,7 @@
 #include "assetfs/error.h"
 
 struct afs_fs_options {
-  char *mountpoint;        /* absolute */
+  char *mountpoint; /* absolute */
   char *mongo_uri;
   char *database;
   char *uid;               /* default: the login name */
@@ -26,19 +26,19 @@ struct afs_fs_options {
   double expiration_hours; /* default 24; 0 = public */
   char *cache_dir;         /* default $XDG_CACHE_HOME/assetfs or ~/.cache/assetfs */
   bool ro;
-  bool refuse_chmod;       /* chmod/chown fail with EPERM instead of being ignored */
-  double close_timeout;    /* seconds close() may wait for the broker and retries; 30 */
-  bool writeback;          /* close() returns once staged data is durable; uploads queued */
-  int upload_workers;      /* parallel background uploads; default 4, with writeback
-                            * AFS_WRITEBACK_WORKERS (most of a small file's upload is
-                            * waiting for the broker, and a waiting worker costs nothing) */
-  long long cache_max;     /* bytes of staged data; 0 = default: min(4 GiB, 25% of
-                            * cache_dir's filesystem), set at mount */
+  bool refuse_chmod;    /* chmod/chown fail with EPERM instead of being ignored */
+  double close_timeout; /* seconds close() may wait for the broker and retries; 30 */
+  bool writeback;       /* close() returns once staged data is durable; uploads queued */
+  int upload_workers;   /* parallel background uploads; default 4, with writeback
+                         * AFS_WRITEBACK_WORKERS (most of a small file's upload is
+                         * waiting for the broker, and a waiting worker costs nothing) */
+  long long cache_max;  /* bytes of staged data; 0 = default: min(4 GiB, 25% of
+                         * cache_dir's filesystem), set at mount */
   double attr_ttl, list_ttl;
-  long cache_mb;           /* read cache budget; default 256 */
-  char **url_hosts;        /* NULL-terminated origins that URLs may also name, besides
-                            * the broker's published ones (endpoints.h); NULL = none */
-  bool url_hosts_only;     /* only url_hosts: the broker's record is not read */
+  long cache_mb;       /* read cache budget; default 256 */
+  char **url_hosts;    /* NULL-terminated origins that URLs may also name, besides
+                        * the broker's published ones (endpoints.h); NULL = none */
+  bool url_hosts_only; /* only url_hosts: the broker's record is not read */
   char *log_level;
   bool foreground, show_help, show_version;
 };
@@ -46,8 +46,7 @@ struct afs_fs_options {
 /* Parses our options out of args (leaves FUSE's). false + err on a bad value. On
  * --help, prints our part of the help and sets show_help (FUSE's help is added by the
  * caller). */
-bool afs_fs_options_parse(struct fuse_args *args, struct afs_fs_options *o,
-                          struct afs_error *err);
+bool afs_fs_options_parse(struct fuse_args *args, struct afs_fs_options *o, struct afs_error *err);
 void afs_fs_options_help(void);
 void afs_fs_options_free(struct afs_fs_options *o);
 

@@ -10,8 +10,9 @@
  * and at least min_reload_ms apart, and a reload always starts after the miss that asks
  * for it (a URL signed by a broker that published first is never refused for being
  * early); an origin still refused after such a reload is refused at once, without a
- * pause, until min_reload_ms have passed since the last reload. Until afs_http_allow_install is called (unit tests, the broker) only the
- * scheme and the URL's shape are checked.
+ * pause, until min_reload_ms have passed since the last reload. Until
+ * afs_http_allow_install is called (unit tests, the broker) only the scheme and the URL's
+ * shape are checked.
  *
  * Thread-safe; the lists are copied in.
  */

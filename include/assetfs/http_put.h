@@ -33,7 +33,7 @@ struct afs_put_job {
   const char *what;         /* "original", "small", … for messages */
   /* results */
   bool ok;
-  long http_status;         /* last HTTP status, 0 if none */
+  long http_status; /* last HTTP status, 0 if none */
   struct afs_error err;
 };
 

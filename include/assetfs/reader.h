@@ -9,10 +9,10 @@
  * not hold already (whole_process), so `cache_mb` bounds the mount's RSS.
  *
  * Sequential readers get a read-ahead window of 1 MiB that grows to twice the bytes read
- * in the current sequential run (so it doubles as the reader keeps going), up to max_window and to a fair share of the budget (budget /
- * (2 × sequential readers)); the window is fetched as parallel ranged GETs of up to
- * chunk_size each by a pool of worker threads (each keeps its curl connection alive).
- * A random read (a seek, ffprobe, a player) fetches only the blocks it touches; a seek
+ * in the current sequential run (so it doubles as the reader keeps going), up to max_window and to
+ * a fair share of the budget (budget / (2 × sequential readers)); the window is fetched as parallel
+ * ranged GETs of up to chunk_size each by a pool of worker threads (each keeps its curl connection
+ * alive). A random read (a seek, ffprobe, a player) fetches only the blocks it touches; a seek
  * keeps every cached block, so jumping back finds them.
  *
  * Failures: 5xx and network errors are retried (retries, with backoff) and then give EIO;
@@ -41,19 +41,19 @@
 #include "assetfs/error.h"
 
 struct afs_readcache_opts {
-  size_t budget_bytes;   /* all cached data of all files; default 256 MiB (min 4 blocks) */
-  size_t block_size;     /* default 64 KiB */
-  size_t chunk_size;     /* largest single ranged GET of read-ahead; default 8 MiB */
-  size_t max_window;     /* largest read-ahead window per reader; default 64 MiB */
-  int workers;           /* fetch threads (parallel GETs); default 8 */
-  int retries;           /* extra attempts after a 5xx/network error; default 3 */
-  long connect_timeout_s;/* default 5 */
-  long stall_timeout_s;  /* default 15 */
-  bool whole_process;    /* budget_bytes bounds the process's resident memory, not only
-                          * the blocks: the cache gets the budget less what the process
-                          * holds at creation (libraries, pools) and an allowance for
-                          * threads and transfer buffers, and at least half of it.
-                          * Default true. */
+  size_t budget_bytes;    /* all cached data of all files; default 256 MiB (min 4 blocks) */
+  size_t block_size;      /* default 64 KiB */
+  size_t chunk_size;      /* largest single ranged GET of read-ahead; default 8 MiB */
+  size_t max_window;      /* largest read-ahead window per reader; default 64 MiB */
+  int workers;            /* fetch threads (parallel GETs); default 8 */
+  int retries;            /* extra attempts after a 5xx/network error; default 3 */
+  long connect_timeout_s; /* default 5 */
+  long stall_timeout_s;   /* default 15 */
+  bool whole_process;     /* budget_bytes bounds the process's resident memory, not only
+                           * the blocks: the cache gets the budget less what the process
+                           * holds at creation (libraries, pools) and an allowance for
+                           * threads and transfer buffers, and at least half of it.
+                           * Default true. */
 };
 
 void afs_readcache_opts_default(struct afs_readcache_opts *o);
@@ -61,19 +61,18 @@ void afs_readcache_opts_default(struct afs_readcache_opts *o);
 struct afs_readcache;
 
 /* Starts the worker threads. One per process is the intent. */
-struct afs_readcache *afs_readcache_new(const struct afs_readcache_opts *o,
-                                        struct afs_error *err);
+struct afs_readcache *afs_readcache_new(const struct afs_readcache_opts *o, struct afs_error *err);
 /* All readers must be closed first. Stops the workers (in-flight GETs finish). */
 void afs_readcache_free(struct afs_readcache *rc);
 
 struct afs_readcache_stats {
-  size_t bytes_cached;      /* now */
-  size_t bytes_peak;        /* highest ever */
-  size_t cache_budget;      /* what the blocks may use (see whole_process) */
-  uint64_t hits, misses;    /* blocks */
-  uint64_t requests;        /* ranged GETs issued */
+  size_t bytes_cached;   /* now */
+  size_t bytes_peak;     /* highest ever */
+  size_t cache_budget;   /* what the blocks may use (see whole_process) */
+  uint64_t hits, misses; /* blocks */
+  uint64_t requests;     /* ranged GETs issued */
   uint64_t bytes_fetched;
-  uint64_t refreshes;       /* URL refreshes asked by readers */
+  uint64_t refreshes; /* URL refreshes asked by readers */
 };
 void afs_readcache_get_stats(struct afs_readcache *rc, struct afs_readcache_stats *out);
 
@@ -86,13 +85,13 @@ typedef bool (*afs_reader_url_fn)(void *ctx, const char *failed_url, char **url,
                                   int64_t *expires_ms, struct afs_error *err);
 
 struct afs_reader_source {
-  const char *key;         /* cache identity, e.g. "<id>/<part>"; copied */
-  int64_t size;            /* object size in bytes; reads stop there */
-  const char *url;         /* current URL; copied */
-  const char *label;       /* names the record in log lines ("_id X (P/filePath)");
-                            * copied; NULL = key */
-  int64_t expires_ms;      /* its expiration (ms since epoch), 0 = never */
-  double refresh_margin_s; /* refresh when expiring within this; 0 = only on 403 */
+  const char *key;           /* cache identity, e.g. "<id>/<part>"; copied */
+  int64_t size;              /* object size in bytes; reads stop there */
+  const char *url;           /* current URL; copied */
+  const char *label;         /* names the record in log lines ("_id X (P/filePath)");
+                              * copied; NULL = key */
+  int64_t expires_ms;        /* its expiration (ms since epoch), 0 = never */
+  double refresh_margin_s;   /* refresh when expiring within this; 0 = only on 403 */
   afs_reader_url_fn get_url; /* may be NULL (then a 403 is EACCES -> EIO) */
   void *ctx;
   void (*ctx_free)(void *ctx); /* called at close; may be NULL */

@@ -14,7 +14,9 @@
 /* Printable ASCII without space and backslash: what a presigned URL is made of. A
  * backslash is a path separator to WHATWG parsers and a plain byte to curl, so it is
  * one of the ways to make two parsers see two hosts. */
-static bool url_char_ok(unsigned char c) { return c > 0x20 && c < 0x7f && c != '\\'; }
+static bool url_char_ok(unsigned char c) {
+  return c > 0x20 && c < 0x7f && c != '\\';
+}
 
 static bool host_char_ok(unsigned char c) {
   return isalnum(c) || c == '-' || c == '.' || c == '_';
@@ -34,8 +36,9 @@ bool afs_origin_parse(const char *url, struct afs_origin *o, struct afs_error *e
     return afs_error_set(err, EINVAL, "empty URL");
   for (const unsigned char *p = (const unsigned char *)url; *p; p++)
     if (!url_char_ok(*p))
-      return afs_error_set(err, EINVAL, "URL has a space, control, backslash or non-ASCII "
-                                        "character");
+      return afs_error_set(err, EINVAL,
+                           "URL has a space, control, backslash or non-ASCII "
+                           "character");
   const char *sep = strstr(url, "://");
   size_t sl = sep ? (size_t)(sep - url) : 0;
   if (sep && sl == 4 && !strncasecmp(url, "http", 4))
@@ -82,8 +85,9 @@ bool afs_origin_parse(const char *url, struct afs_origin *o, struct afs_error *e
     for (size_t i = 0; i < hl; i++) {
       unsigned char c = (unsigned char)auth[i];
       if (!host_char_ok(c))
-        return afs_error_set(err, EINVAL, "host has a character other than letters, digits, "
-                                          "'-', '.' and '_' (percent-encoded?)");
+        return afs_error_set(err, EINVAL,
+                             "host has a character other than letters, digits, "
+                             "'-', '.' and '_' (percent-encoded?)");
       host[i] = (char)tolower(c);
     }
     host[hl] = '\0';

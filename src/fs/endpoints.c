@@ -91,9 +91,8 @@ static void list_text(const struct afs_origin *l, size_t n, char *out, size_t ca
   }
 }
 
-bool afs_fs_endpoints_init(struct afs_db *db, const char *mongo_uri,
-                           const char *const *url_hosts, bool url_hosts_only,
-                           struct afs_error *err) {
+bool afs_fs_endpoints_init(struct afs_db *db, const char *mongo_uri, const char *const *url_hosts,
+                           bool url_hosts_only, struct afs_error *err) {
   size_t nfixed = 0;
   for (const char *const *p = url_hosts; p && *p; p++)
     nfixed++;

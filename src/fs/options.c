@@ -74,13 +74,25 @@ static int on_key(void *data, const char *arg, int key, struct fuse_args *outarg
     return 0;
   }
   switch (key) {
-  case KEY_URL_HOSTS: add_url_host(r, arg + strlen("url_hosts=")); return 0;
-  case KEY_RO: r->ro = 1; return 1;          /* also for the kernel */
-  case KEY_HELP: r->help = 1; return 1;      /* libfuse prints its part */
-  case KEY_VERSION: r->version = 1; return 0;
-  case KEY_FOREGROUND: r->foreground = 1; return 1;
-  case FUSE_OPT_KEY_NONOPT: return 1;        /* the mountpoint: libfuse parses it */
-  default: return 1;
+  case KEY_URL_HOSTS:
+    add_url_host(r, arg + strlen("url_hosts="));
+    return 0;
+  case KEY_RO:
+    r->ro = 1;
+    return 1; /* also for the kernel */
+  case KEY_HELP:
+    r->help = 1;
+    return 1; /* libfuse prints its part */
+  case KEY_VERSION:
+    r->version = 1;
+    return 0;
+  case KEY_FOREGROUND:
+    r->foreground = 1;
+    return 1;
+  case FUSE_OPT_KEY_NONOPT:
+    return 1; /* the mountpoint: libfuse parses it */
+  default:
+    return 1;
   }
 }
 
@@ -103,11 +115,28 @@ static bool parse_bytes(const char *s, long long *out) {
     return false;
   double mult = 1;
   switch (*end) {
-  case 'k': case 'K': mult = 1024.0; end++; break;
-  case 'm': case 'M': mult = 1024.0 * 1024; end++; break;
-  case 'g': case 'G': mult = 1024.0 * 1024 * 1024; end++; break;
-  case 't': case 'T': mult = 1024.0 * 1024 * 1024 * 1024; end++; break;
-  default: break;
+  case 'k':
+  case 'K':
+    mult = 1024.0;
+    end++;
+    break;
+  case 'm':
+  case 'M':
+    mult = 1024.0 * 1024;
+    end++;
+    break;
+  case 'g':
+  case 'G':
+    mult = 1024.0 * 1024 * 1024;
+    end++;
+    break;
+  case 't':
+  case 'T':
+    mult = 1024.0 * 1024 * 1024 * 1024;
+    end++;
+    break;
+  default:
+    break;
   }
   if (*end == 'i' || *end == 'B' || *end == 'b')
     end += *end == 'i' && (end[1] == 'B' || end[1] == 'b') ? 2 : 1;
@@ -171,8 +200,7 @@ static char **split_partitions(const char *s) {
   return out;
 }
 
-bool afs_fs_options_parse(struct fuse_args *args, struct afs_fs_options *o,
-                          struct afs_error *err) {
+bool afs_fs_options_parse(struct fuse_args *args, struct afs_fs_options *o, struct afs_error *err) {
   struct raw r;
   bool ok = false;
   memset(&r, 0, sizeof r);
@@ -260,10 +288,21 @@ bool afs_fs_options_parse(struct fuse_args *args, struct afs_fs_options *o,
   o->log_level = strdup(r.log_level ? r.log_level : "info");
   ok = true;
 done:
-  free(r.uid); free(r.session_id); free(r.partitions); free(r.upload_partition);
-  free(r.expiration_hours); free(r.cache_dir); free(r.close_timeout); free(r.attr_ttl);
-  free(r.list_ttl); free(r.cache_mb); free(r.mongo_uri); free(r.database); free(r.log_level);
-  free(r.upload_workers); free(r.cache_max);
+  free(r.uid);
+  free(r.session_id);
+  free(r.partitions);
+  free(r.upload_partition);
+  free(r.expiration_hours);
+  free(r.cache_dir);
+  free(r.close_timeout);
+  free(r.attr_ttl);
+  free(r.list_ttl);
+  free(r.cache_mb);
+  free(r.mongo_uri);
+  free(r.database);
+  free(r.log_level);
+  free(r.upload_workers);
+  free(r.cache_max);
   for (size_t i = 0; r.url_hosts && r.url_hosts[i]; i++)
     free(r.url_hosts[i]);
   free(r.url_hosts);
@@ -306,8 +345,14 @@ void afs_fs_options_help(void) {
 }
 
 void afs_fs_options_free(struct afs_fs_options *o) {
-  free(o->mountpoint); free(o->mongo_uri); free(o->database); free(o->uid);
-  free(o->session_id); free(o->upload_partition); free(o->cache_dir); free(o->log_level);
+  free(o->mountpoint);
+  free(o->mongo_uri);
+  free(o->database);
+  free(o->uid);
+  free(o->session_id);
+  free(o->upload_partition);
+  free(o->cache_dir);
+  free(o->log_level);
   if (o->partitions)
     for (char **p = o->partitions; *p; p++)
       free(*p);

@@ -279,8 +279,7 @@ ssize_t afs_reader_read(struct afs_reader *r, void *buf, size_t size, int64_t of
           afs_rc_blk_free(rc, b);
       } else if (b->in_job || b->pins > 0) {
         /* the job (or the last reader) puts it on the LRU */
-      } else if (r->seq && b->pins == 0 &&
-                 (first + (int64_t)k + 1) * bs <= end) {
+      } else if (r->seq && b->pins == 0 && (first + (int64_t)k + 1) * bs <= end) {
         afs_rc_lru_back(rc, b); /* fully read by a sequential reader: evict first */
       } else {
         afs_rc_lru_front(rc, b);

@@ -68,8 +68,8 @@ static size_t rss_bytes(void) {
 static char *buf_get(struct afs_readcache *rc) {
   if (rc->nfree)
     return rc->freelist[--rc->nfree];
-  void *p = mmap(NULL, rc->o.block_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                 -1, 0);
+  void *p =
+      mmap(NULL, rc->o.block_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED)
     return NULL;
   rc->bytes += rc->o.block_size;
@@ -88,7 +88,8 @@ static void buf_put(struct afs_readcache *rc, char *p) {
 }
 
 static size_t hslot(const struct afs_readcache *rc, const struct src *s, int64_t idx) {
-  uint64_t h = (uint64_t)(uintptr_t)s * 0x9E3779B97F4A7C15ULL ^ (uint64_t)idx * 0xC2B2AE3D27D4EB4FULL;
+  uint64_t h =
+      (uint64_t)(uintptr_t)s * 0x9E3779B97F4A7C15ULL ^ (uint64_t)idx * 0xC2B2AE3D27D4EB4FULL;
   return (size_t)(h ^ (h >> 29)) & (rc->nht - 1);
 }
 
@@ -242,8 +243,8 @@ static void job_push(struct afs_readcache *rc, struct job *j, bool front) {
 
 /* Queues fetches for the missing blocks in [first, last], in runs of at most max_blocks.
  * Returns false when the budget stopped it early (only without force). */
-bool afs_rc_fetch_range(struct afs_readcache *rc, struct afs_reader *r, int64_t first,
-                        int64_t last, size_t max_blocks, bool demand) {
+bool afs_rc_fetch_range(struct afs_readcache *rc, struct afs_reader *r, int64_t first, int64_t last,
+                        size_t max_blocks, bool demand) {
   int64_t i = first;
   while (i <= last) {
     if (afs_rc_hget(rc, r->src, i)) {
@@ -379,8 +380,8 @@ static void *worker(void *arg) {
     long status = 0;
     for (int attempt = 0; conn && !__atomic_load_n(&rc->stop, __ATOMIC_RELAXED); attempt++) {
       afs_error_clear(&err);
-      ok = afs_http_get_range(conn, j->url, start + (int64_t)sc.pos, total - (int64_t)sc.pos,
-                              sink, &sc, &status, NULL, &err);
+      ok = afs_http_get_range(conn, j->url, start + (int64_t)sc.pos, total - (int64_t)sc.pos, sink,
+                              &sc, &status, NULL, &err);
       if (ok && (int64_t)sc.pos < total) {
         /* S3 sent less than asked: the object is shorter than recorded. */
         break;
@@ -389,8 +390,8 @@ static void *worker(void *arg) {
         break;
       /* Resume where the transfer stopped, after a growing pause. */
       useconds_t pause = (useconds_t)(200000u << (attempt < 4 ? attempt : 4));
-      afs_warn("read of %s failed (%s); retry %d of %d in %u ms", j->src->key, err.msg,
-               attempt + 1, rc->o.retries, pause / 1000);
+      afs_warn("read of %s failed (%s); retry %d of %d in %u ms", j->src->key, err.msg, attempt + 1,
+               rc->o.retries, pause / 1000);
       usleep(pause);
     }
     if (!conn)
@@ -405,8 +406,7 @@ static void *worker(void *arg) {
 
 /* ---- cache lifetime ---- */
 
-struct afs_readcache *afs_readcache_new(const struct afs_readcache_opts *o,
-                                        struct afs_error *err) {
+struct afs_readcache *afs_readcache_new(const struct afs_readcache_opts *o, struct afs_error *err) {
   struct afs_readcache *rc = calloc(1, sizeof *rc);
   if (!rc) {
     afs_error_set(err, ENOMEM, "out of memory");
@@ -437,8 +437,8 @@ struct afs_readcache *afs_readcache_new(const struct afs_readcache_opts *o,
     size_t reserve = used + THREADS_ALLOWANCE + (size_t)rc->o.workers * PER_WORKER_ALLOWANCE;
     rc->o.budget_bytes = reserve < configured / 2 ? configured - reserve : configured / 2;
     afs_info("read cache: %zu MiB for blocks of the %zu MiB budget (the process holds %zu "
-             "MiB; %zu MiB kept for threads and transfers)", rc->o.budget_bytes >> 20,
-             configured >> 20, used >> 20, (reserve - used) >> 20);
+             "MiB; %zu MiB kept for threads and transfers)",
+             rc->o.budget_bytes >> 20, configured >> 20, used >> 20, (reserve - used) >> 20);
   }
   size_t bs = rc->o.block_size;
   rc->o.block_size = (bs + 4095) & ~(size_t)4095;
@@ -528,4 +528,3 @@ void afs_readcache_forget(struct afs_readcache *rc, const char *key) {
   }
   pthread_mutex_unlock(&rc->mu);
 }
-

@@ -78,12 +78,12 @@ struct afs_reader {
   afs_reader_url_fn get_url;
   void *ctx;
   void (*ctx_free)(void *);
-  char *label;          /* for log lines */
-  bool refusal_logged;  /* rc->mu: a refused URL is logged once per reader */
+  char *label;         /* for log lines */
+  bool refusal_logged; /* rc->mu: a refused URL is logged once per reader */
   /* access pattern (rc->mu) */
   int64_t next_off;
   int64_t window;
-  int64_t ra_end; /* read-ahead issued up to this byte */
+  int64_t ra_end;    /* read-ahead issued up to this byte */
   int64_t run_start; /* where the current sequential run began */
   bool seq;
 };
@@ -95,8 +95,8 @@ struct blk *afs_rc_hget(struct afs_readcache *rc, struct src *s, int64_t idx);
 /* Queues fetches for r's missing blocks in [first, last], in runs of at most max_blocks
  * (demand: ahead of read-ahead, and over budget if need be). Returns false when the
  * budget stopped it early. */
-bool afs_rc_fetch_range(struct afs_readcache *rc, struct afs_reader *r, int64_t first,
-                        int64_t last, size_t max_blocks, bool demand);
+bool afs_rc_fetch_range(struct afs_readcache *rc, struct afs_reader *r, int64_t first, int64_t last,
+                        size_t max_blocks, bool demand);
 /* Frees b (out of the table and the LRU; its buffer back to the free list). */
 void afs_rc_blk_free(struct afs_readcache *rc, struct blk *b);
 /* Puts b first (most recently used) or last (first to be evicted) on the LRU. */

@@ -28,8 +28,8 @@ static size_t g_nfixed, g_nloaded;
 static afs_http_allow_reload_fn g_reload;
 static void *g_ctx;
 static long g_min_ms;
-static int64_t g_last_ms;      /* monotonic start of the last reload */
-static unsigned long g_gen;    /* reloads started */
+static int64_t g_last_ms;   /* monotonic start of the last reload */
+static unsigned long g_gen; /* reloads started */
 static unsigned long g_refused;
 
 /* Origins refused after a reload that started after their miss, and when: asked again
@@ -238,8 +238,7 @@ bool afs_http_setup_url(CURL *e, const char *url, CURLU **hu, struct afs_error *
     char shown[300];
     afs_origin_describe(url, shown, sizeof shown);
     curl_url_cleanup(h);
-    return afs_error_set(err, EACCES, "URL %s refused: libcurl reads its host differently",
-                         shown);
+    return afs_error_set(err, EACCES, "URL %s refused: libcurl reads its host differently", shown);
   }
   curl_easy_setopt(e, CURLOPT_CURLU, h);
   curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);

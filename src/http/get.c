@@ -18,8 +18,12 @@ struct afs_http_conn {
 };
 
 static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
-static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
-void afs_http_global_init(void) { pthread_once(&g_curl_once, curl_init_once); }
+static void curl_init_once(void) {
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+void afs_http_global_init(void) {
+  pthread_once(&g_curl_once, curl_init_once);
+}
 
 struct afs_http_conn *afs_http_conn_new(long connect_timeout_s, long stall_timeout_s) {
   afs_http_global_init();
@@ -46,20 +50,20 @@ void afs_http_conn_free(struct afs_http_conn *c) {
 struct xfer {
   afs_http_sink sink;
   void *ctx;
-  int64_t off, len;  /* the range asked for */
-  bool size_only;    /* afs_http_probe_size: the headers say all, no body wanted */
-  long status;       /* of the last response seen by the header callback */
-  int64_t total;     /* from Content-Range, -1 if none */
+  int64_t off, len;          /* the range asked for */
+  bool size_only;            /* afs_http_probe_size: the headers say all, no body wanted */
+  long status;               /* of the last response seen by the header callback */
+  int64_t total;             /* from Content-Range, -1 if none */
   int64_t cr_first, cr_last; /* Content-Range's first and last byte, -1 if none */
-  int64_t clen;      /* Content-Length, -1 if none */
-  bool decided;      /* the final response's headers are all in: verdict below */
-  bool deliver;      /* its body is the bytes asked for: give it to the sink */
-  int verdict;       /* errno when the answer is refused at its headers, 0 if not */
-  char why[200];     /* ... and why */
-  char location[300];/* origin of a redirect's Location, for the message */
-  bool aborted;      /* the sink said stop */
-  int64_t delivered; /* body bytes given to the sink */
-  char errbody[256]; /* start of an error body, for the log */
+  int64_t clen;              /* Content-Length, -1 if none */
+  bool decided;              /* the final response's headers are all in: verdict below */
+  bool deliver;              /* its body is the bytes asked for: give it to the sink */
+  int verdict;               /* errno when the answer is refused at its headers, 0 if not */
+  char why[200];             /* ... and why */
+  char location[300];        /* origin of a redirect's Location, for the message */
+  bool aborted;              /* the sink said stop */
+  int64_t delivered;         /* body bytes given to the sink */
+  char errbody[256];         /* start of an error body, for the log */
   size_t errlen;
 };
 
@@ -198,10 +202,17 @@ static void s3_code(const char *body, char *out, size_t n) {
 }
 
 static bool get_range(struct afs_http_conn *c, const char *url, int64_t off, int64_t len,
-                      bool size_only, afs_http_sink sink, void *ctx, long *status,
-                      int64_t *total, struct afs_error *err) {
-  struct xfer x = {.sink = sink, .ctx = ctx, .off = off, .len = len, .size_only = size_only,
-                   .total = -1, .cr_first = -1, .cr_last = -1, .clen = -1};
+                      bool size_only, afs_http_sink sink, void *ctx, long *status, int64_t *total,
+                      struct afs_error *err) {
+  struct xfer x = {.sink = sink,
+                   .ctx = ctx,
+                   .off = off,
+                   .len = len,
+                   .size_only = size_only,
+                   .total = -1,
+                   .cr_first = -1,
+                   .cr_last = -1,
+                   .clen = -1};
   char range[64];
   CURL *e = c->easy;
   CURLU *hu = NULL;

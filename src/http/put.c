@@ -16,8 +16,12 @@
 /* curl_global_init is reference counted and thread-safe in the libcurl we build on
  * (>= 7.84); the GET module may call it too. */
 static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
-static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
-static void put_global_init(void) { pthread_once(&g_curl_once, curl_init_once); }
+static void curl_init_once(void) {
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+static void put_global_init(void) {
+  pthread_once(&g_curl_once, curl_init_once);
+}
 
 int64_t afs_monotonic_ms(void) {
   struct timespec ts;
@@ -57,13 +61,13 @@ static enum attempt_result put_once(struct afs_put_job *job, const struct afs_pu
   FILE *f = fopen(job->path, "rb");
   struct stat st;
   if (!f || fstat(fileno(f), &st) != 0) {
-    afs_error_set(&job->err, errno ? errno : EIO, "%s: cannot open %s: %s", job->what,
-                  job->path, strerror(errno));
+    afs_error_set(&job->err, errno ? errno : EIO, "%s: cannot open %s: %s", job->what, job->path,
+                  strerror(errno));
     goto done;
   }
   if (st.st_size > AFS_PUT_MAX_SIZE) {
-    afs_error_set(&job->err, EFBIG, "%s: %lld bytes is over the 5 GiB single-PUT limit",
-                  job->what, (long long)st.st_size);
+    afs_error_set(&job->err, EFBIG, "%s: %lld bytes is over the 5 GiB single-PUT limit", job->what,
+                  (long long)st.st_size);
     goto done;
   }
   c = curl_easy_init();
@@ -118,8 +122,8 @@ static enum attempt_result put_once(struct afs_put_job *job, const struct afs_pu
     char detail[128] = "";
     if (code)
       snprintf(detail, sizeof detail, " (%.*s)", (int)strcspn(code + 6, "<"), code + 6);
-    afs_error_set(&job->err, s == 403 ? EACCES : EIO, "%s: PUT refused with HTTP %ld%s",
-                  job->what, s, detail);
+    afs_error_set(&job->err, s == 403 ? EACCES : EIO, "%s: PUT refused with HTTP %ld%s", job->what,
+                  s, detail);
   }
 done:
   curl_slist_free_all(hdrs);
@@ -153,8 +157,8 @@ bool afs_http_put(struct afs_put_job *job, const struct afs_put_opts *opts) {
     int64_t now = afs_monotonic_ms();
     if (opts->deadline_ms && now + backoff_ms >= opts->deadline_ms)
       return false;
-    afs_debug("%s: attempt %d failed (%s); retrying in %ld ms", job->what, attempt,
-              job->err.msg, backoff_ms);
+    afs_debug("%s: attempt %d failed (%s); retrying in %ld ms", job->what, attempt, job->err.msg,
+              backoff_ms);
     /* Jitter spreads retries of parallel parts and of many files. */
     usleep((useconds_t)(backoff_ms + rand() % (backoff_ms / 2 + 1)) * 1000);
     backoff_ms = backoff_ms * 2 > 5000 ? 5000 : backoff_ms * 2;

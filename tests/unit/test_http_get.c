@@ -32,7 +32,9 @@ struct srv {
   char location[128];
 };
 
-static unsigned char byte_at(long long i) { return (unsigned char)((i * 13) ^ (i >> 7)); }
+static unsigned char byte_at(long long i) {
+  return (unsigned char)((i * 13) ^ (i >> 7));
+}
 
 static void send_all(int fd, const void *p, size_t n) {
   const char *c = p;
@@ -116,8 +118,7 @@ static void *serve_conn(void *arg) {
       break;
     case M_REDIRECT:
       snprintf(hdr, sizeof hdr,
-               "HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 5\r\n\r\nmoved",
-               s->location);
+               "HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 5\r\n\r\nmoved", s->location);
       send_all(fd, hdr, strlen(hdr));
       break;
     }
@@ -301,8 +302,12 @@ static void test_reader(void) {
   CHECK(rc != NULL);
   struct urls u = {0};
   snprintf(u.url, sizeof u.url, "http://127.0.0.1:%d/bucket/obj?X-Amz-Signature=x", s.port);
-  struct afs_reader_source src = {.key = "id1/original", .size = 1 << 20, .url = u.url,
-                                  .label = "_id id1 (p/f.bin)", .get_url = get_url, .ctx = &u};
+  struct afs_reader_source src = {.key = "id1/original",
+                                  .size = 1 << 20,
+                                  .url = u.url,
+                                  .label = "_id id1 (p/f.bin)",
+                                  .get_url = get_url,
+                                  .ctx = &u};
   struct afs_reader *r = afs_reader_open(rc, &src, &err);
   CHECK(r != NULL);
   static unsigned char buf[65536];

@@ -138,8 +138,8 @@ int main(void) {
   close(fd);
   struct afs_put_opts o;
   afs_put_opts_default(&o);
-  struct afs_put_job job = {.url = url, .path = path, .content_type = "image/jpeg",
-                            .what = "original"};
+  struct afs_put_job job = {
+      .url = url, .path = path, .content_type = "image/jpeg", .what = "original"};
 
   /* plain success: body and Content-Type arrive */
   srv_script(&s, 0, NULL);
@@ -185,8 +185,8 @@ int main(void) {
   srv_script(&s, 0, NULL);
   struct afs_put_job jobs[4];
   for (int i = 0; i < 4; i++)
-    jobs[i] = (struct afs_put_job){.url = url, .path = path, .content_type = "image/png",
-                                   .what = "part"};
+    jobs[i] =
+        (struct afs_put_job){.url = url, .path = path, .content_type = "image/png", .what = "part"};
   struct afs_error err = {0};
   CHECK(afs_http_put_all(jobs, 4, &o, &err));
   CHECK(s.requests == 4);

@@ -26,8 +26,7 @@ static const char *norm(const char *url) {
 
 static bool same(const char *a, const char *b) {
   struct afs_origin x, y;
-  return afs_origin_parse(a, &x, NULL) && afs_origin_parse(b, &y, NULL) &&
-         afs_origin_equal(&x, &y);
+  return afs_origin_parse(a, &x, NULL) && afs_origin_parse(b, &y, NULL) && afs_origin_equal(&x, &y);
 }
 
 static void test_parse(void) {
