@@ -43,7 +43,7 @@ void afs_http_allow_reset(void);
  * the refused origin (never the query) otherwise. */
 bool afs_http_allow_check(const char *url, struct afs_error *err);
 
-/* Reloads asked for and made since install (tests, the unmount log). */
+/* Reloads started and URLs refused since install (tests, diagnostics). */
 void afs_http_allow_stats(unsigned long *reloads, unsigned long *refused);
 
 #endif

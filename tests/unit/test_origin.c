@@ -226,6 +226,13 @@ static void test_allow(void) {
   unsigned long reloads = 0, refused = 0;
   afs_http_allow_stats(&reloads, &refused);
   CHECK(refused >= 10);
+  /* what the check costs a GET (parse + list lookup; no network) */
+  t0 = now_s();
+  for (int i = 0; i < 100000; i++)
+    afs_http_allow_check("http://127.0.0.1:9000/bucket/user/some/key-123.jpg?X-Amz-Algorithm=A"
+                         "WS4-HMAC-SHA256&X-Amz-Credential=k&X-Amz-Signature=0123456789abcdef",
+                         &err);
+  printf("allowed-origin check: %.2f us per URL\n", (now_s() - t0) * 10);
   /* no reload source (url_hosts_only): only the fixed list */
   afs_http_allow_install(&fixed, 1, NULL, 0, NULL, NULL, 0);
   CHECK(!afs_http_allow_check("http://127.0.0.1:9000/k", &err));
