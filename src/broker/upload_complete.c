@@ -63,6 +63,7 @@ static bool copy_metadata(const bson_t *doc, bson_t *set, struct afs_error *err)
 /* One completion in progress: what its phases share. */
 struct completion {
   struct afs_broker *b;
+  mongoc_client_t *mc;
   const bson_t *doc; /* the claimed record */
   const char *token;
   mongoc_collection_t *uploads, *assets;
@@ -106,6 +107,8 @@ static void delete_leftovers(struct completion *c) {
   }
   if (!afs_broker_delete_keys(c->b, &c->keys, NULL, &err))
     afs_warn("upload %s: %s", c->ids, err.msg);
+  else
+    afs_key_claims_release(c->b, c->mc, &c->id, &c->keys, NULL); /* the keys are free again */
 }
 
 /* The key of the original and the seal the asset gets: the record's own when the broker
@@ -122,11 +125,16 @@ static bool resolve_path(struct completion *c) {
     return true;
   }
   /* Never initialized, or the initialization was lost (see key_timestamp in
-   * upload_init.c): plan it now. Keys are deterministic, so objects uploaded through
-   * URLs of a lost initialization are found; anything else finds nothing under the
-   * uploader's own prefix and fails below. */
-  if (!afs_upload_plan(c->doc, &c->plan, &err))
+   * upload_init.c): plan it now, on the keys this record holds claims on (those a lost
+   * initialization handed to the client), so its objects are found; anything else finds
+   * nothing under the uploader's own prefix and fails below. */
+  switch (afs_upload_plan_claimed(c->b, c->mc, c->doc, &c->plan, &err)) {
+  case 0:
     return fail(c, err.msg);
+  case -1:
+    afs_transient("upload %s: cannot plan its keys: %s; will retry", c->ids, err.msg);
+    return retry(c);
+  }
   c->path = c->plan.keys.key[AFS_PART_ORIGINAL];
   if (afs_broker_path_shared(c->assets, &c->id, c->path)) {
     /* A key timestamp comes from the client-chosen _id: an unsealed record can be aimed
@@ -385,6 +393,7 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *mc,
   if (!afs_rec_id(doc, &c.id))
     return AFS_DONE;
   c.b = b;
+  c.mc = mc;
   c.doc = doc;
   c.token = token;
   c.out = AFS_DONE;

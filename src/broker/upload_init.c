@@ -422,6 +422,9 @@ enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const
   else
     BSON_APPEND_DATE_TIME(&set, "expiration",
                           now + afs_broker_read_seconds(plan.hours) * 1000);
+  /* The version's place among other saves of the same file: the broker's clock, never
+   * the client-chosen _id (upload_supersede.c). */
+  BSON_APPEND_DATE_TIME(&set, "initializedAt", now);
   BSON_APPEND_DATE_TIME(&set, "updatedAt", now);
   BSON_APPEND_UTF8(&unset, "error", "");
   int64_t t_finish = afs_now_ms();

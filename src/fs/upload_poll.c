@@ -203,7 +203,8 @@ static bool still_uploaded(struct afs_uploader *up, struct idset *set, int64_t n
     memset(set, 0, sizeof *set);
     return false;
   }
-  qsort(set->v, set->n, sizeof *set->v, id_cmp);
+  if (set->n) /* qsort of a NULL array is undefined even for no elements */
+    qsort(set->v, set->n, sizeof *set->v, id_cmp);
   return true;
 }
 
