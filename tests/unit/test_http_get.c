@@ -163,6 +163,21 @@ static void srv_stop(struct srv *s) {
   pthread_join(s->th, NULL);
 }
 
+/* Waits until no request has arrived for 200 ms: read-ahead of a closed reader may still
+ * be on its way, and must not be counted against the next case. */
+static void srv_settle(struct srv *s) {
+  int last = -1;
+  for (;;) {
+    pthread_mutex_lock(&s->mu);
+    int now = s->requests;
+    pthread_mutex_unlock(&s->mu);
+    if (now == last)
+      return;
+    last = now;
+    usleep(200 * 1000);
+  }
+}
+
 static void srv_mode(struct srv *s, enum mode m) {
   pthread_mutex_lock(&s->mu);
   s->mode = m;
@@ -318,6 +333,7 @@ static void test_reader(void) {
   CHECK(err.code == EIO);
   CHECK(u.with_fail == 0);
   /* the same range read once the server behaves: right bytes (nothing wrong was cached) */
+  srv_settle(&s);
   srv_mode(&s, M_GOOD);
   ssize_t n = afs_reader_read(r, buf, 4096, 500000, &err);
   CHECK(n == 4096);
@@ -328,6 +344,7 @@ static void test_reader(void) {
   afs_reader_close(r);
 
   /* a redirect: EACCES, and no "refresh the URL" */
+  srv_settle(&s);
   srv_mode(&s, M_REDIRECT);
   snprintf(s.location, sizeof s.location, "http://127.0.0.1:1/elsewhere");
   src.key = "id2/original";
@@ -341,6 +358,7 @@ static void test_reader(void) {
   struct afs_origin allowed;
   CHECK(afs_origin_parse("http://127.0.0.1:1", &allowed, NULL));
   afs_http_allow_install(&allowed, 1, NULL, 0, NULL, NULL, 0);
+  srv_settle(&s);
   srv_mode(&s, M_GOOD);
   src.key = "id3/original";
   r = afs_reader_open(rc, &src, &err);
