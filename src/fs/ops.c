@@ -21,13 +21,15 @@
 #include "ops_int.h"
 
 int afs_fs_errno(const struct afs_error *e) {
-  /* Codes that mean "the service failed" (timeouts, S3 refusals, broker errors) are
-   * EIO: that is what cp, rsync and editors report sensibly. */
+  /* Codes that mean "the service failed" (timeouts, broker errors, an expired URL the
+   * broker could not refresh) are EIO: that is what cp, rsync and editors report
+   * sensibly. EACCES passes: a URL that is not the bucket's (src/http/allow.c), a
+   * redirect, or an upload S3 refused with 403 for good. */
   switch (e->code) {
   case ENOENT: case EEXIST: case ENOTDIR: case EISDIR: case ENOTEMPTY: case EINVAL:
   case ENAMETOOLONG: case EFBIG: case ENOSPC: case EROFS: case EPERM: case EXDEV:
   case ESTALE: case ENODATA: case ERANGE: case ENOTSUP: case E2BIG: case EBADF:
-  case ENOMEM: case EDQUOT: case EBUSY:
+  case ENOMEM: case EDQUOT: case EBUSY: case EACCES:
     return -e->code;
   default:
     return -EIO;
