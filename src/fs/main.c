@@ -21,8 +21,8 @@
 #include "assetfs/endpoints.h"
 #include "assetfs/http_put.h"
 #include "assetfs/log.h"
-#include "assetfs/upload.h"
-#include "ops_int.h"
+#include "upload/upload.h"
+#include "fuse/ops_int.h"
 
 #include <fuse_lowlevel.h> /* fuse_parse_cmdline; needs FUSE_USE_VERSION from fs.h */
 

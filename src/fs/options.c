@@ -1,4 +1,4 @@
-#include "assetfs/fs_options.h"
+#include "fs_options.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -22,7 +22,7 @@ from fs_write_util import wait_asset
 from procs import wait_for
 
 # What a refused URL gives the reader (and close/fsync of a refused upload): EACCES,
-# passed through by the mount's one errno mapping (afs_fs_errno in src/fs/ops.c). Nothing
+# passed through by the mount's one errno mapping (afs_fs_errno in src/fs/fuse/ops.c). Nothing
 # is fetched either, which the tests below check on the servers themselves.
 REFUSED = (errno.EACCES,)
 

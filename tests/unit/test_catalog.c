@@ -10,7 +10,7 @@
 
 #include "afs_httpd.h"
 #include "afs_test.h"
-#include "assetfs/catalog.h"
+#include "catalog/catalog.h"
 
 static struct httpd H;
 static struct afs_db DB;

@@ -18,7 +18,7 @@
 #include "afs_test.h"
 #include "assetfs/http_allow.h"
 #include "assetfs/http_get.h"
-#include "assetfs/reader.h"
+#include "reader/reader.h"
 
 enum mode { M_GOOD, M_IGNORE_RANGE, M_WRONG_START, M_NO_CR, M_REDIRECT };
 

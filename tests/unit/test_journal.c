@@ -1,4 +1,4 @@
-/* The journal of a staged file (src/fs/journal.c): what a killed mount leaves for the
+/* The journal of a staged file (src/fs/staging/journal.c): what a killed mount leaves for the
  * next one must read back exactly, and a torn or foreign file must be refused. */
 #include <fcntl.h>
 #include <stdio.h>
@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 #include "afs_test.h"
-#include "assetfs/journal.h"
+#include "staging/journal.h"
 
 int main(void) {
   char dir[] = "/tmp/test_journal.XXXXXX";

@@ -9,7 +9,7 @@
 
 #include "afs_httpd.h"
 #include "afs_test.h"
-#include "assetfs/reader.h"
+#include "reader/reader.h"
 
 static struct httpd H;
 

@@ -1,4 +1,4 @@
-/* The staging table's indexes (src/fs/staging_index.c): lookups by name, and "is this a
+/* The staging table's indexes (src/fs/staging/staging_index.c): lookups by name, and "is this a
  * directory / has it children", must follow every insert, replace, rename, directory
  * rename and removal exactly as the linear walk they replace did. */
 #include <stdio.h>
@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 #include "afs_test.h"
-#include "assetfs/staging.h"
+#include "staging/staging.h"
 
 static struct afs_wfile *mk(struct afs_staging *st, const char *p, const char *path) {
   struct afs_error err = {0};

@@ -1,0 +1,421 @@
+/* CosyncAsset records as struct afs_asset: parsing, copies, xattrs; partition directory
+ * names; the small hash map and clocks the catalog uses. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "assetfs/strutil.h"
+#include "catalog/catalog_int.h"
+
+/* ---- clocks ---- */
+
+double afs_cat_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+int64_t afs_cat_wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- string map ---- */
+
+static uint64_t hash_str(const char *s) {
+  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+  for (; *s; s++)
+    h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+  return h;
+}
+
+void afs_smap_init(struct smap *m) {
+  m->nb = 64;
+  m->n = 0;
+  m->b = calloc(m->nb, sizeof *m->b);
+  if (!m->b)
+    abort();
+}
+
+static void smap_grow(struct smap *m) {
+  size_t nb = m->nb * 4;
+  struct smap_ent **b = calloc(nb, sizeof *b);
+  if (!b)
+    abort();
+  for (size_t i = 0; i < m->nb; i++) {
+    struct smap_ent *e = m->b[i], *next;
+    for (; e; e = next) {
+      next = e->next;
+      size_t k = hash_str(e->key) & (nb - 1);
+      e->next = b[k];
+      b[k] = e;
+    }
+  }
+  free(m->b);
+  m->b = b;
+  m->nb = nb;
+}
+
+void *afs_smap_get(const struct smap *m, const char *key) {
+  for (struct smap_ent *e = m->b[hash_str(key) & (m->nb - 1)]; e; e = e->next)
+    if (!strcmp(e->key, key))
+      return e->val;
+  return NULL;
+}
+
+void afs_smap_put(struct smap *m, const char *key, void *val) {
+  size_t k = hash_str(key) & (m->nb - 1);
+  for (struct smap_ent *e = m->b[k]; e; e = e->next)
+    if (!strcmp(e->key, key)) {
+      e->val = val;
+      return;
+    }
+  struct smap_ent *e = malloc(sizeof *e);
+  if (!e || !(e->key = strdup(key)))
+    abort();
+  e->val = val;
+  e->next = m->b[k];
+  m->b[k] = e;
+  if (++m->n > m->nb)
+    smap_grow(m);
+}
+
+void *afs_smap_del(struct smap *m, const char *key) {
+  struct smap_ent **pp = &m->b[hash_str(key) & (m->nb - 1)];
+  for (; *pp; pp = &(*pp)->next) {
+    struct smap_ent *e = *pp;
+    if (!strcmp(e->key, key)) {
+      void *v = e->val;
+      *pp = e->next;
+      free(e->key);
+      free(e);
+      m->n--;
+      return v;
+    }
+  }
+  return NULL;
+}
+
+void afs_smap_clear(struct smap *m, void (*free_val)(void *)) {
+  if (!m->b)
+    return;
+  for (size_t i = 0; i < m->nb; i++) {
+    struct smap_ent *e = m->b[i], *next;
+    for (; e; e = next) {
+      next = e->next;
+      if (free_val)
+        free_val(e->val);
+      free(e->key);
+      free(e);
+    }
+  }
+  free(m->b);
+  m->b = NULL;
+  m->nb = m->n = 0;
+}
+
+/* ---- assets ---- */
+
+void afs_asset_free(struct afs_asset *a) {
+  if (!a)
+    return;
+  char **strs[] = {&a->partition, &a->file_path, &a->path, &a->uid, &a->session_id,
+                   &a->content_type, &a->caption, &a->color, &a->status, &a->etag};
+  for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) {
+    free(*strs[i]);
+    *strs[i] = NULL;
+  }
+  for (int p = 0; p < AFS_PART_COUNT; p++) {
+    free(a->url_part[p]);
+    a->url_part[p] = NULL;
+  }
+}
+
+void afs_asset_copy(struct afs_asset *dst, const struct afs_asset *src) {
+  *dst = *src;
+  dst->partition = afs_xstrdup(src->partition);
+  dst->file_path = afs_xstrdup(src->file_path);
+  dst->path = afs_xstrdup(src->path);
+  dst->uid = afs_xstrdup(src->uid);
+  dst->session_id = afs_xstrdup(src->session_id);
+  dst->content_type = afs_xstrdup(src->content_type);
+  dst->caption = afs_xstrdup(src->caption);
+  dst->color = afs_xstrdup(src->color);
+  dst->status = afs_xstrdup(src->status);
+  dst->etag = afs_xstrdup(src->etag);
+  for (int p = 0; p < AFS_PART_COUNT; p++)
+    dst->url_part[p] = afs_xstrdup(src->url_part[p]);
+}
+
+const char *afs_asset_part_url(const struct afs_asset *a) {
+  const char *u = a->url_part[a->part];
+  return u ? u : "";
+}
+
+static char *iter_str(const bson_iter_t *it) {
+  if (BSON_ITER_HOLDS_UTF8(it))
+    return afs_xstrdup(bson_iter_utf8(it, NULL));
+  if (BSON_ITER_HOLDS_OID(it)) {
+    char hex[25];
+    bson_oid_to_string(bson_iter_oid(it), hex);
+    return afs_xstrdup(hex);
+  }
+  return afs_xstrdup("");
+}
+
+static double iter_num(const bson_iter_t *it) {
+  if (BSON_ITER_HOLDS_DOUBLE(it) || BSON_ITER_HOLDS_INT32(it) || BSON_ITER_HOLDS_INT64(it))
+    return bson_iter_as_double(it);
+  if (BSON_ITER_HOLDS_UTF8(it))
+    return strtod(bson_iter_utf8(it, NULL), NULL);
+  return 0;
+}
+
+/* Dates as BSON dates; numbers are taken as ms since the epoch. */
+static int64_t iter_ms(const bson_iter_t *it) {
+  if (BSON_ITER_HOLDS_DATE_TIME(it))
+    return bson_iter_date_time(it);
+  if (BSON_ITER_HOLDS_DOUBLE(it) || BSON_ITER_HOLDS_INT32(it) || BSON_ITER_HOLDS_INT64(it))
+    return bson_iter_as_int64(it);
+  return 0;
+}
+
+bool afs_asset_from_bson(const bson_t *doc, struct afs_asset *a) {
+  bson_iter_t it;
+  int64_t updated = 0, mtime = 0;
+  memset(a, 0, sizeof *a);
+  a->size = -1;
+  bool have_id = false;
+  char *fp = NULL;
+  if (!bson_iter_init(&it, doc))
+    return false;
+  while (bson_iter_next(&it)) {
+    const char *k = bson_iter_key(&it);
+    char **sdst = NULL;
+    if (!strcmp(k, "_id")) {
+      if (BSON_ITER_HOLDS_OID(&it)) {
+        bson_oid_to_string(bson_iter_oid(&it), a->id);
+        have_id = true;
+      }
+    } else if (!strcmp(k, "_partition"))
+      sdst = &a->partition;
+    else if (!strcmp(k, "filePath"))
+      sdst = &fp;
+    else if (!strcmp(k, "path"))
+      sdst = &a->path;
+    else if (!strcmp(k, "uid"))
+      sdst = &a->uid;
+    else if (!strcmp(k, "sessionId"))
+      sdst = &a->session_id;
+    else if (!strcmp(k, "contentType"))
+      sdst = &a->content_type;
+    else if (!strcmp(k, "url"))
+      sdst = &a->url_part[AFS_PART_ORIGINAL];
+    else if (!strcmp(k, "urlSmall"))
+      sdst = &a->url_part[AFS_PART_SMALL];
+    else if (!strcmp(k, "urlMedium"))
+      sdst = &a->url_part[AFS_PART_MEDIUM];
+    else if (!strcmp(k, "urlLarge"))
+      sdst = &a->url_part[AFS_PART_LARGE];
+    else if (!strcmp(k, "urlVideoPreview"))
+      sdst = &a->url_part[AFS_PART_PREVIEW];
+    else if (!strcmp(k, "caption"))
+      sdst = &a->caption;
+    else if (!strcmp(k, "color"))
+      sdst = &a->color;
+    else if (!strcmp(k, "status"))
+      sdst = &a->status;
+    else if (!strcmp(k, "etag"))
+      sdst = &a->etag;
+    else if (!strcmp(k, "size"))
+      a->size = (int64_t)iter_num(&it);
+    else if (!strcmp(k, "mtime"))
+      mtime = iter_ms(&it);
+    else if (!strcmp(k, "updatedAt"))
+      updated = iter_ms(&it);
+    else if (!strcmp(k, "createdAt"))
+      a->created_ms = iter_ms(&it);
+    else if (!strcmp(k, "expiration"))
+      a->expiration_ms = iter_ms(&it);
+    else if (!strcmp(k, "expirationHours"))
+      a->expiration_hours = iter_num(&it);
+    else if (!strcmp(k, "xRes"))
+      a->x_res = (int32_t)iter_num(&it);
+    else if (!strcmp(k, "yRes"))
+      a->y_res = (int32_t)iter_num(&it);
+    else if (!strcmp(k, "duration"))
+      a->duration = iter_num(&it);
+    if (sdst && !*sdst)
+      *sdst = iter_str(&it);
+  }
+  a->file_path = fp;
+  /* Strings are never NULL, so users need no checks. */
+  char **strs[] = {&a->partition, &a->file_path, &a->path, &a->uid, &a->session_id,
+                   &a->content_type, &a->caption, &a->color, &a->status, &a->etag};
+  for (size_t i = 0; i < sizeof strs / sizeof *strs; i++)
+    if (!*strs[i])
+      *strs[i] = afs_xstrdup("");
+  for (int p = 0; p < AFS_PART_COUNT; p++)
+    if (!a->url_part[p])
+      a->url_part[p] = afs_xstrdup("");
+  a->mtime_ms = mtime ? mtime : updated ? updated : a->created_ms;
+  if (a->size < 0)
+    a->size = 0;
+  if (!have_id) {
+    afs_asset_free(a);
+    return false;
+  }
+  return true;
+}
+
+/* ---- xattrs ---- */
+
+enum xk { XS, XD, XI, XT }; /* string, double, integer, time */
+struct xattr_def {
+  const char *name;
+  enum xk kind;
+  size_t off; /* offsetof the field */
+};
+#define XF(n, k, f) {n, k, offsetof(struct afs_asset, f)}
+static const struct xattr_def xdefs[] = {
+    XF("id", XS, id),
+    XF("url", XS, url_part[AFS_PART_ORIGINAL]),
+    XF("urlSmall", XS, url_part[AFS_PART_SMALL]),
+    XF("urlMedium", XS, url_part[AFS_PART_MEDIUM]),
+    XF("urlLarge", XS, url_part[AFS_PART_LARGE]),
+    XF("urlVideoPreview", XS, url_part[AFS_PART_PREVIEW]),
+    XF("expiration", XT, expiration_ms),
+    XF("expirationHours", XD, expiration_hours),
+    XF("contentType", XS, content_type),
+    XF("size", XI, size),
+    XF("xRes", XI, x_res),
+    XF("yRes", XI, y_res),
+    XF("duration", XD, duration),
+    XF("caption", XS, caption),
+    XF("color", XS, color),
+    XF("status", XS, status),
+    XF("etag", XS, etag),
+    XF("path", XS, path),
+    XF("filePath", XS, file_path),
+    XF("uid", XS, uid),
+    XF("partition", XS, partition),
+};
+#define XPREFIX "user.assetfs."
+
+/* The value as text, or NULL when empty/absent. Caller frees. */
+static char *xvalue(const struct afs_asset *a, const struct xattr_def *d) {
+  const char *base = (const char *)a + d->off;
+  char buf[64];
+  switch (d->kind) {
+  case XS: {
+    const char *s = !strcmp(d->name, "id") ? base : *(char *const *)base;
+    return s && *s ? afs_xstrdup(s) : NULL;
+  }
+  case XD:
+    snprintf(buf, sizeof buf, "%g", *(const double *)base);
+    return afs_xstrdup(buf);
+  case XI:
+    if (!strcmp(d->name, "size"))
+      snprintf(buf, sizeof buf, "%" PRId64, *(const int64_t *)base);
+    else
+      snprintf(buf, sizeof buf, "%" PRId32, *(const int32_t *)base);
+    return afs_xstrdup(buf);
+  case XT: {
+    int64_t ms = *(const int64_t *)base;
+    if (!ms)
+      return NULL;
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+    size_t n = strlen(buf);
+    snprintf(buf + n, sizeof buf - n, ".%03dZ", (int)(ms % 1000));
+    return afs_xstrdup(buf);
+  }
+  }
+  return NULL;
+}
+
+bool afs_asset_xattr_get(const struct afs_asset *a, const char *name, char **value,
+                         struct afs_error *err) {
+  *value = NULL;
+  if (strncmp(name, XPREFIX, strlen(XPREFIX)) != 0)
+    return afs_error_set(err, ENODATA, "no attribute %s", name);
+  const char *field = name + strlen(XPREFIX);
+  for (size_t i = 0; i < sizeof xdefs / sizeof *xdefs; i++) {
+    if (strcmp(xdefs[i].name, field) != 0)
+      continue;
+    *value = xvalue(a, &xdefs[i]);
+    if (!*value)
+      return afs_error_set(err, ENODATA, "attribute %s is empty", name);
+    return true;
+  }
+  return afs_error_set(err, ENODATA, "no attribute %s", name);
+}
+
+size_t afs_asset_xattr_list(const struct afs_asset *a, char *buf, size_t size) {
+  size_t need = 0;
+  for (size_t i = 0; i < sizeof xdefs / sizeof *xdefs; i++) {
+    char *v = xvalue(a, &xdefs[i]);
+    if (!v)
+      continue;
+    free(v);
+    size_t n = strlen(XPREFIX) + strlen(xdefs[i].name) + 1;
+    if (buf && need + n <= size)
+      snprintf(buf + need, n, "%s%s", XPREFIX, xdefs[i].name);
+    need += n;
+  }
+  return need;
+}
+
+/* ---- partition directory names ---- */
+
+char *afs_partition_to_dirname(const char *p) {
+  size_t n = 0;
+  for (const char *s = p; *s; s++)
+    n += (*s == '%' || *s == '/') ? 3 : 1;
+  char *out = malloc(n + 1), *o = out;
+  if (!out)
+    return NULL;
+  for (const char *s = p; *s; s++) {
+    if (*s == '%') {
+      memcpy(o, "%25", 3);
+      o += 3;
+    } else if (*s == '/') {
+      memcpy(o, "%2F", 3);
+      o += 3;
+    } else
+      *o++ = *s;
+  }
+  *o = 0;
+  return out;
+}
+
+char *afs_partition_from_dirname(const char *d) {
+  char *out = malloc(strlen(d) + 1), *o = out;
+  if (!out)
+    return NULL;
+  for (const char *s = d; *s; s++) {
+    if (*s != '%') {
+      *o++ = *s;
+      continue;
+    }
+    if (!strncasecmp(s, "%25", 3))
+      *o++ = '%';
+    else if (!strncasecmp(s, "%2F", 3))
+      *o++ = '/';
+    else {
+      free(out);
+      return NULL;
+    }
+    s += 2;
+  }
+  *o = 0;
+  return out;
+}

@@ -1,0 +1,454 @@
+/* Read URLs that stay usable: expiry check, CosyncRefreshAsset through
+ * CosyncFunctionCall with one flight per asset, cut sizes, and caption updates.
+ *
+ * Locking: cat->ref_mu protects cat->refs and every struct ref; cat->ref_cv is signalled
+ * when a flight ends. The thread that sets ref->in_flight is the only one that talks to
+ * MongoDB for that asset until it clears it; everyone else waits for its result.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "assetfs/http_get.h"
+#include "assetfs/log.h"
+#include "assetfs/strutil.h"
+#include "catalog/catalog_int.h"
+
+static void ref_free(void *v) {
+  struct ref *r = v;
+  if (!r)
+    return;
+  for (int p = 0; p < AFS_PART_COUNT; p++)
+    free(r->url[p]);
+  free(r);
+}
+
+void afs_cat_refs_free(struct afs_catalog *cat) { afs_smap_clear(&cat->refs, ref_free); }
+
+static struct ref *ref_get(struct afs_catalog *cat, const char *id) {
+  struct ref *r = afs_smap_get(&cat->refs, id);
+  if (r)
+    return r;
+  r = calloc(1, sizeof *r);
+  if (!r)
+    abort();
+  snprintf(r->id, sizeof r->id, "%s", id);
+  for (int p = 0; p < AFS_PART_COUNT; p++)
+    r->part_size[p] = -1;
+  afs_smap_put(&cat->refs, id, r);
+  return r;
+}
+
+static void ref_load(struct ref *r, const struct afs_asset *a) {
+  for (int p = 0; p < AFS_PART_COUNT; p++) {
+    free(r->url[p]);
+    r->url[p] = afs_xstrdup(a->url_part[p]);
+  }
+  r->expiration_ms = a->expiration_ms;
+  r->expiration_hours = a->expiration_hours;
+  r->have = true;
+}
+
+double afs_catalog_url_margin(const struct afs_catalog *cat, double expiration_hours) {
+  double m = cat->refresh_margin;
+  double life = expiration_hours * 3600.0;
+  if (life > 0 && m > life * 0.1)
+    m = life * 0.1;
+  return m;
+}
+
+/* Public (0 hours) or without expiration: never needs a refresh. */
+static bool never_expires(double hours, int64_t exp_ms) { return hours <= 0 || exp_ms <= 0; }
+
+static bool usable(const struct afs_catalog *cat, double hours, int64_t exp_ms) {
+  if (never_expires(hours, exp_ms))
+    return true;
+  return exp_ms - afs_cat_wall_ms() > afs_catalog_url_margin(cat, hours) * 1000.0;
+}
+
+static bool call_insert(struct afs_catalog *cat, const bson_oid_t *call_id, const char *id,
+                        struct afs_error *err) {
+  bson_error_t berr;
+  bson_t *doc = BCON_NEW("_id", BCON_OID(call_id), "name", BCON_UTF8("CosyncRefreshAsset"),
+                         "args", "[", BCON_UTF8(id), "]", "uid", BCON_UTF8(cat->uid),
+                         "sessionId", BCON_UTF8(cat->session_id), "status",
+                         BCON_UTF8("pending"), "createdAt", BCON_DATE_TIME(afs_cat_wall_ms()));
+  afs_cat_count(cat, AFS_CATQ_CALL);
+  mongoc_client_t *c = afs_db_pop(cat->db);
+  mongoc_collection_t *coll = afs_db_coll(cat->db, c, AFS_COLL_CALL);
+  bool ok = mongoc_collection_insert_one(coll, doc, NULL, NULL, &berr);
+  mongoc_collection_destroy(coll);
+  afs_db_push(cat->db, c);
+  bson_destroy(doc);
+  if (!ok) {
+    afs_db_error(err, &berr, "inserting a CosyncRefreshAsset call");
+    err->code = EIO;
+  }
+  return ok;
+}
+
+/* Status of the call: 1 done, 2 error (msg in err), 0 still pending, -1 query failed. */
+static int call_poll(struct afs_catalog *cat, const bson_oid_t *call_id, struct afs_error *err) {
+  bson_error_t berr;
+  const bson_t *doc;
+  int ret = 0;
+  bson_t *q = BCON_NEW("_id", BCON_OID(call_id));
+  afs_cat_count(cat, AFS_CATQ_CALL);
+  mongoc_client_t *c = afs_db_pop(cat->db);
+  mongoc_collection_t *coll = afs_db_coll(cat->db, c, AFS_COLL_CALL);
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, q, NULL, NULL);
+  if (mongoc_cursor_next(cur, &doc)) {
+    bson_iter_t it;
+    const char *st = bson_iter_init_find(&it, doc, "status") && BSON_ITER_HOLDS_UTF8(&it)
+                         ? bson_iter_utf8(&it, NULL)
+                         : "";
+    if (!strcmp(st, "done")) {
+      ret = 1;
+    } else if (!strcmp(st, "error")) {
+      const char *msg = bson_iter_init_find(&it, doc, "error") && BSON_ITER_HOLDS_UTF8(&it)
+                            ? bson_iter_utf8(&it, NULL)
+                            : "no reason given";
+      afs_error_set(err, EIO, "the broker refused CosyncRefreshAsset: %s", msg);
+      ret = 2;
+    }
+  }
+  if (mongoc_cursor_error(cur, &berr)) {
+    afs_db_error(err, &berr, "polling a CosyncRefreshAsset call");
+    err->code = EIO;
+    ret = -1;
+  }
+  mongoc_cursor_destroy(cur);
+  mongoc_collection_destroy(coll);
+  afs_db_push(cat->db, c);
+  bson_destroy(q);
+  return ret;
+}
+
+static bool active_or_stale(int found, const struct afs_asset *a, const char *id,
+                            struct afs_error *err) {
+  if (found < 0)
+    return false;
+  if (found == 0)
+    return afs_error_set(err, ESTALE, "asset %s no longer exists", id);
+  if (strcmp(a->status, "active") != 0)
+    return afs_error_set(err, ESTALE, "asset %s is %s", id, a->status);
+  return true;
+}
+
+/* Gets a usable record for id into *out (owned by caller on success). */
+static bool do_refresh(struct afs_catalog *cat, const char *id, enum afs_part part,
+                       const char *failed_url, struct afs_asset *out, struct afs_error *err) {
+  struct afs_asset a;
+  int found = afs_cat_fetch_by_id(cat, id, &a, err);
+  if (!active_or_stale(found, &a, id, err)) {
+    if (found > 0)
+      afs_asset_free(&a);
+    return false;
+  }
+  /* Someone (another mount, the app, a previous flight) may have refreshed it. */
+  bool newer = !failed_url || strcmp(a.url_part[part], failed_url) != 0;
+  if (newer && usable(cat, a.expiration_hours, a.expiration_ms)) {
+    *out = a;
+    return true;
+  }
+  if (never_expires(a.expiration_hours, a.expiration_ms)) {
+    afs_asset_free(&a);
+    return afs_error_set(err, EIO,
+                         "S3 refused the public URL of asset %s (403): a public asset cannot "
+                         "be refreshed; check the bucket's public-read policy",
+                         id);
+  }
+  bson_oid_t call_id;
+  bson_oid_init(&call_id, NULL);
+  if (!call_insert(cat, &call_id, id, err))
+    goto fail;
+  double t0 = afs_cat_now(), wait = 0.01;
+  int st;
+  for (;;) {
+    st = call_poll(cat, &call_id, err);
+    if (st != 0)
+      break;
+    double left = cat->refresh_timeout - (afs_cat_now() - t0);
+    if (left <= 0)
+      break;
+    double w = wait < left ? wait : left;
+    usleep((useconds_t)(w * 1e6));
+    wait = wait * 1.5 > 0.25 ? 0.25 : wait * 1.5; /* adaptive, bounded */
+  }
+  if (st == 0) {
+    afs_error_set(err, ETIMEDOUT,
+                  "cannot refresh the read URL of asset %s: assetfs-broker did not answer "
+                  "CosyncRefreshAsset within %.0f s (is the broker running?)",
+                  id, cat->refresh_timeout);
+    goto fail;
+  }
+  if (st < 0 || st == 2)
+    goto fail;
+  struct afs_asset b;
+  found = afs_cat_fetch_by_id(cat, id, &b, err);
+  if (!active_or_stale(found, &b, id, err)) {
+    if (found > 0)
+      afs_asset_free(&b);
+    goto fail;
+  }
+  afs_asset_free(&a);
+  afs_debug("asset %s: read URL refreshed in %.0f ms", id, (afs_cat_now() - t0) * 1000);
+  *out = b;
+  return true;
+fail:
+  /* An old URL that has not expired yet still works for a while: use it. */
+  if (!failed_url && err->code != ESTALE && a.expiration_ms - afs_cat_wall_ms() > 2000) {
+    afs_warn("%s; using the current URL until it expires", err->msg);
+    *out = a;
+    return true;
+  }
+  afs_err("%s", err->msg);
+  afs_asset_free(&a);
+  return false;
+}
+
+bool afs_catalog_fresh_url(struct afs_catalog *cat, const char *id, enum afs_part part,
+                           const char *failed_url, char **url, int64_t *expires_ms,
+                           struct afs_error *err) {
+  *url = NULL;
+  if (part < 0 || part >= AFS_PART_COUNT)
+    return afs_error_set(err, EINVAL, "bad part %d", (int)part);
+  pthread_mutex_lock(&cat->ref_mu);
+  struct ref *r = ref_get(cat, id);
+  for (;;) {
+    if (r->in_flight) {
+      unsigned gen = r->gen;
+      while (r->in_flight)
+        pthread_cond_wait(&cat->ref_cv, &cat->ref_mu);
+      if (r->gen != gen && !r->last_ok) {
+        if (err)
+          *err = r->last_err;
+        pthread_mutex_unlock(&cat->ref_mu);
+        return false;
+      }
+      continue;
+    }
+    if (!r->last_ok && r->fail_at > 0 && afs_cat_now() - r->fail_at < 3.0) {
+      if (err)
+        *err = r->last_err;
+      pthread_mutex_unlock(&cat->ref_mu);
+      return false;
+    }
+    if (r->have) {
+      const char *u = r->url[part];
+      bool ok = failed_url ? strcmp(u, failed_url) != 0 &&
+                                 (never_expires(r->expiration_hours, r->expiration_ms) ||
+                                  r->expiration_ms > afs_cat_wall_ms())
+                           : usable(cat, r->expiration_hours, r->expiration_ms);
+      if (ok) {
+        *url = afs_xstrdup(u);
+        if (expires_ms)
+          *expires_ms = never_expires(r->expiration_hours, r->expiration_ms) ? 0
+                                                                             : r->expiration_ms;
+        pthread_mutex_unlock(&cat->ref_mu);
+        return true;
+      }
+    }
+    break;
+  }
+  r->in_flight = true;
+  pthread_mutex_unlock(&cat->ref_mu);
+
+  struct afs_asset a;
+  struct afs_error ferr = {0};
+  bool ok = do_refresh(cat, id, part, failed_url, &a, &ferr);
+
+  pthread_mutex_lock(&cat->ref_mu);
+  if (ok) {
+    ref_load(r, &a);
+    *url = afs_xstrdup(r->url[part]);
+    if (expires_ms)
+      *expires_ms = never_expires(r->expiration_hours, r->expiration_ms) ? 0 : r->expiration_ms;
+    afs_asset_free(&a);
+  }
+  r->last_ok = ok;
+  r->last_err = ferr;
+  r->fail_at = ok ? 0 : afs_cat_now();
+  r->gen++;
+  r->in_flight = false;
+  pthread_cond_broadcast(&cat->ref_cv);
+  pthread_mutex_unlock(&cat->ref_mu);
+  if (!ok && err)
+    *err = ferr;
+  if (ok && !**url) {
+    free(*url);
+    *url = NULL;
+    return afs_error_set(err, ENOENT, "asset %s has no %s", id, afs_part_name(part));
+  }
+  return ok;
+}
+
+bool afs_cat_part_size(struct afs_catalog *cat, const struct afs_asset *a, enum afs_part part,
+                       int64_t *size, struct afs_error *err) {
+  pthread_mutex_lock(&cat->ref_mu);
+  struct ref *r = ref_get(cat, a->id);
+  if (!r->have && !r->in_flight)
+    ref_load(r, a);
+  int64_t known = r->part_size[part];
+  pthread_mutex_unlock(&cat->ref_mu);
+  if (known >= 0) {
+    *size = known;
+    return true;
+  }
+  char *url = NULL;
+  bool ok = false;
+  long status = 0;
+  struct afs_http_conn *c = afs_http_conn_new(5, 15);
+  if (!c)
+    return afs_error_set(err, ENOMEM, "out of memory");
+  for (int attempt = 0; attempt < 2 && !ok; attempt++) {
+    char *failed = url;
+    url = NULL;
+    if (!afs_catalog_fresh_url(cat, a->id, part, failed, &url, NULL, err)) {
+      free(failed);
+      break;
+    }
+    free(failed);
+    ok = afs_http_probe_size(c, url, size, &status, err);
+    if (!ok && status != 403)
+      break;
+  }
+  free(url);
+  afs_http_conn_free(c);
+  if (!ok) {
+    if (err && err->code == ENOENT)
+      err->code = ESTALE;
+    return false;
+  }
+  pthread_mutex_lock(&cat->ref_mu);
+  r->part_size[part] = *size;
+  pthread_mutex_unlock(&cat->ref_mu);
+  return true;
+}
+
+static void drop_id_nodes(struct afs_catalog *cat, const char *id) {
+  pthread_mutex_lock(&cat->mu);
+  for (size_t i = 0; i < cat->parts.nb; i++)
+    for (struct smap_ent *e = cat->parts.b[i]; e; e = e->next) {
+      struct part *p = e->val;
+      for (size_t j = 0; j < p->nodes.nb; j++)
+        for (struct smap_ent *f = p->nodes.b[j]; f; f = f->next) {
+          struct node *n = f->val;
+          if (!n->is_dir && !n->ghost && n->a.id[0] && !strcmp(n->a.id, id)) {
+            n->stamp = 0; /* the next lookup re-reads it */
+          }
+        }
+    }
+  pthread_mutex_unlock(&cat->mu);
+}
+
+/* $set caption (and updatedAt) on the record _id id of coll. *matched: 0 or 1. */
+static bool caption_update(struct afs_catalog *cat, const char *coll_name, const char *id,
+                           const char *caption, int64_t *matched, struct afs_error *err) {
+  bson_error_t berr;
+  bson_oid_t oid;
+  bson_t reply;
+  *matched = 0;
+  if (!bson_oid_is_valid(id, strlen(id)))
+    return afs_error_set(err, EINVAL, "bad record id '%s'", id);
+  bson_oid_init_from_string(&oid, id);
+  /* _id alone: the one filter FerretDB answers from its index. */
+  bson_t *sel = BCON_NEW("_id", BCON_OID(&oid));
+  bson_t *upd = BCON_NEW("$set", "{", "caption", BCON_UTF8(caption), "updatedAt",
+                         BCON_DATE_TIME(afs_cat_wall_ms()), "}");
+  mongoc_client_t *c = afs_db_pop(cat->db);
+  mongoc_collection_t *coll = afs_db_coll(cat->db, c, coll_name);
+  bool ok = mongoc_collection_update_one(coll, sel, upd, NULL, &reply, &berr);
+  mongoc_collection_destroy(coll);
+  afs_db_push(cat->db, c);
+  bson_destroy(sel);
+  bson_destroy(upd);
+  bson_iter_t it;
+  if (ok && bson_iter_init_find(&it, &reply, "matchedCount"))
+    *matched = bson_iter_as_int64(&it);
+  bson_destroy(&reply);
+  if (!ok) {
+    afs_db_error(err, &berr, "setting a caption");
+    err->code = EIO;
+  }
+  return ok;
+}
+
+bool afs_catalog_set_caption(struct afs_catalog *cat, const char *id, const char *caption,
+                             struct afs_error *err) {
+  int64_t matched = 0;
+  if (!caption_update(cat, AFS_COLL_ASSET, id, caption, &matched, err))
+    return false;
+  drop_id_nodes(cat, id);
+  if (matched == 0)
+    return afs_error_set(err, ENOENT, "no asset %s", id);
+  return true;
+}
+
+/* The status of upload record id ("" when it is gone); false when the query failed. */
+static bool upload_status(struct afs_catalog *cat, const char *id, char status[32],
+                          struct afs_error *err) {
+  bson_error_t berr;
+  bson_oid_t oid;
+  const bson_t *doc;
+  status[0] = 0;
+  bson_oid_init_from_string(&oid, id);
+  bson_t *q = BCON_NEW("_id", BCON_OID(&oid));
+  bson_t *opts = BCON_NEW("projection", "{", "status", BCON_INT32(1), "}");
+  mongoc_client_t *c = afs_db_pop(cat->db);
+  mongoc_collection_t *coll = afs_db_coll(cat->db, c, AFS_COLL_UPLOAD);
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, q, opts, NULL);
+  bson_iter_t it;
+  if (mongoc_cursor_next(cur, &doc) && bson_iter_init_find(&it, doc, "status") &&
+      BSON_ITER_HOLDS_UTF8(&it))
+    snprintf(status, 32, "%s", bson_iter_utf8(&it, NULL));
+  bool ok = !mongoc_cursor_error(cur, &berr);
+  mongoc_cursor_destroy(cur);
+  mongoc_collection_destroy(coll);
+  afs_db_push(cat->db, c);
+  bson_destroy(q);
+  bson_destroy(opts);
+  if (!ok) {
+    afs_db_error(err, &berr, "reading an upload record");
+    err->code = EIO;
+  }
+  return ok;
+}
+
+bool afs_catalog_set_upload_caption(struct afs_catalog *cat, const char *id,
+                                    const char *caption, double wait_s,
+                                    struct afs_error *err) {
+  int64_t matched = 0;
+  if (!caption_update(cat, AFS_COLL_UPLOAD, id, caption, &matched, err))
+    return false;
+  double deadline = afs_cat_now() + wait_s;
+  useconds_t pause = 50000;
+  for (;;) {
+    /* The asset's _id is its upload's. */
+    if (!caption_update(cat, AFS_COLL_ASSET, id, caption, &matched, err))
+      return false;
+    if (matched) {
+      drop_id_nodes(cat, id);
+      return true;
+    }
+    /* No asset yet. If the broker read the record before our update, it creates the
+     * asset without the caption: wait for the completion, then write it there. */
+    char st[32];
+    if (!upload_status(cat, id, st, err))
+      return false;
+    if (!strcmp(st, "error") || !st[0])
+      return true; /* no asset will come of it (or it is gone): the record has it */
+    if (!strcmp(st, "completed"))
+      continue; /* the asset exists now (or was removed): one more try */
+    if (afs_cat_now() >= deadline) {
+      afs_warn("upload %s: the broker has not completed it within %.0f s; the caption is "
+               "on its record only", id, wait_s);
+      return true;
+    }
+    usleep(pause);
+    pause = pause < 400000 ? pause * 2 : pause;
+  }
+}

@@ -1,0 +1,137 @@
+/* Private to the upload module: upload.c (the per-file pipeline), upload_pool.c (the
+ * uploader, its upload workers, unmount draining), upload_poll.c (polling uploaded
+ * records until completed), upload_records.c (the MongoDB side of uploads and of
+ * namespace changes). Locks: up->mu is a leaf; the staging locks are as in staging.h. */
+#ifndef ASSETFS_UPLOAD_INT_H
+#define ASSETFS_UPLOAD_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <bson/bson.h>
+
+#include "upload/upload.h"
+
+/* Statuses of CosyncAssetUpload (DESIGN.md §2). */
+#define ST_PENDING "pending"
+#define ST_INITIALIZED "initialized"
+#define ST_UPLOADED "uploaded"
+#define ST_COMPLETED "completed"
+#define ST_ERROR "error"
+
+struct afs_uploader {
+  struct afs_fs *fs;
+  pthread_t worker;
+  bool worker_started;
+  pthread_t *pool;           /* upload workers: take QUEUED and due RETRYING files */
+  int n_pool;
+  pthread_mutex_t mu; /* protects stop, orphans, running, wake, pool_seq, the counters;
+                       * leaf lock (never held with st->mu or a wf->mu) */
+  pthread_cond_t cond;
+  pthread_cond_t pool_cond;  /* signalled when pool_seq changes (something was queued) */
+  uint64_t pool_seq;
+  int64_t n_completed;       /* files completed since the mount */
+  int64_t n_resumed;         /* files adopted from an earlier mount of the session */
+  bool stop;
+  bool wake;
+  bool room_wanted;          /* a write waits for cache_max room: poll completions now */
+  int running;               /* pipelines running now (flushes and the worker's) */
+  struct afs_wfile **orphans;/* unlinked/replaced files whose asset must go once completed */
+  size_t n_orphans, cap_orphans;
+  int64_t sign_lag_ms;           /* upload_watch.c: moving average of the broker's
+                                  * signing lag as seen by waiting files (under mu) */
+  int64_t n_commands;            /* MongoDB commands of the upload path (atomic), */
+  int64_t n_scans, n_scan_docs;  /* of which session queries, and what they returned */
+  int64_t c_next_ms;             /* upload_poll.c (its thread only): next query of the
+                                  * session's uploaded records */
+};
+
+enum part_urls { U_ORIG, U_SMALL, U_MEDIUM, U_LARGE, U_PREVIEW, U_COUNT };
+
+struct record_state {
+  char status[32];
+  char error[400];
+  char *write_url[U_COUNT];
+  bool exists;
+};
+
+struct meta {
+  int64_t size;
+  int x_res, y_res;
+  char color[8];
+  double duration;
+  bool has_dims, has_duration;
+  char *part_file[U_COUNT]; /* local files of cuts/preview (owned; deleted after) */
+  const char *part_type[U_COUNT];
+};
+
+/* upload.c: one upload of wf's current data. deadline_ms bounds the waits (monotonic).
+ * Returns true when "uploaded" is set (or nothing needed uploading); on failure sets
+ * the file's next state (retrying with a backoff, or error) and returns false + err. */
+bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t deadline_ms,
+                         struct afs_error *err);
+/* "partition/filePath" of wf, for messages (caller frees). */
+char *afs_up_label(struct afs_uploader *up, struct afs_wfile *wf);
+
+/* upload_pool.c: wakes the upload workers (something was queued or is due) and the
+ * polling thread. */
+void afs_up_pool_kick(struct afs_uploader *up);
+/* Wakes one upload worker (one file was queued): every wake-up scans the staging table,
+ * and with a burst of closes a broadcast per file would scan it workers x files times. */
+void afs_up_pool_signal(struct afs_uploader *up);
+/* Wakes every upload worker, not the polling thread (retries came due). */
+void afs_up_pool_wake_all(struct afs_uploader *up);
+/* Wakes the polling thread (a file was marked uploaded); passes stay MIN_PASS_MS apart. */
+void afs_up_poll_wake(struct afs_uploader *up);
+/* pthread_cond_timedwait for at most ms (mu held, as for pthread_cond_wait). */
+void afs_up_timedwait(pthread_cond_t *cond, pthread_mutex_t *mu, long ms);
+
+/* upload_poll.c: the polling thread (arg: the uploader). */
+void *afs_up_poll_main(void *arg);
+/* Watches wf's record (with a reference of its own) until its asset exists, then marks
+ * the asset deleted: wf was removed or replaced after its record was used. */
+void afs_up_add_orphan(struct afs_uploader *up, struct afs_wfile *wf);
+
+/* True once afs_uploader_free started stopping the worker. */
+bool afs_upload_stopping(struct afs_uploader *up);
+
+/* Deletes the upload record if nobody uploaded to it yet; *gone: deleted or absent. */
+/* Marks upload record `id` abandoned: its file was removed or replaced through the mount
+ * while the upload was in flight. The broker then makes no active asset of it and
+ * supersedes nothing with it (complete_int.h), so whatever the user moves to that path
+ * next is safe. Must be written before anything else moves there. */
+bool afs_rec_abandon(struct afs_uploader *up, const char *id, struct afs_error *err);
+
+bool afs_rec_delete_unused(struct afs_uploader *up, const char *id, bool *gone,
+                           struct afs_error *err);
+/* upload_watch.c: waits until the broker signed the record, polling it by _id (FerretDB
+ * has no change streams) from a learnt estimate of the broker's lag. ETIMEDOUT past
+ * deadline_ms (monotonic); ESTALE when the record is gone or
+ * already used (the caller makes a new one); EPROTO when the broker refused it;
+ * ECANCELED when unmounting. rs filled on success (free with afs_rec_state_free). */
+bool afs_rec_wait_initialized(struct afs_uploader *up, const char *id, int64_t deadline_ms,
+                              struct record_state *rs, struct afs_error *err);
+void afs_rec_state_free(struct record_state *rs);
+/* The record's state from a document (or projection) of it. */
+void afs_rec_state_read(const bson_t *doc, struct record_state *rs);
+/* One read of the record by _id (rs->exists false when there is none). */
+bool afs_rec_fetch(struct afs_uploader *up, const char *id, struct record_state *rs,
+                   struct afs_error *err);
+/* Every upload record of this mount's session in status, each passed to fn (doc valid
+ * during the call; only _id in it when ids_only, else status, error and write URLs).
+ * One query on {sessionId, status}, which an index answers (FerretDB on PostgreSQL too):
+ * one round trip however many files wait on the broker. */
+bool afs_rec_session_scan(struct afs_uploader *up, const char *status, bool ids_only,
+                          void (*fn)(void *ctx, const char *id, const bson_t *doc), void *ctx,
+                          struct afs_error *err);
+/* status "uploaded" with the metadata (ESTALE if the record is gone). */
+bool afs_rec_set_uploaded(struct afs_uploader *up, const char *id, const struct meta *m,
+                          const char *caption, int64_t mtime, struct afs_error *err);
+/* Whether the CosyncAsset with this _id exists and is active (*active). */
+bool afs_rec_asset_active(struct afs_uploader *up, const char *id, bool *active,
+                          struct afs_error *err);
+/* Statuses of upload records by id: out[i] "" when not found. */
+bool afs_rec_batch_status(struct afs_uploader *up, char (*ids)[25], int n, char (*out)[32]);
+
+#endif

@@ -1,0 +1,372 @@
+/* After `uploaded`: one thread polls the records of uploaded files (and of orphans,
+ * files removed or replaced whose asset must be deleted once it exists) by _id until the
+ * broker completes or refuses them, fixes up the new asset (filePath, mtime), and drops
+ * the staged copy once the catalog shows the asset at its path. */
+#include "upload/upload_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "assetfs/http_put.h" /* afs_monotonic_ms */
+#include "assetfs/image.h"
+#include "assetfs/log.h"
+
+void afs_up_add_orphan(struct afs_uploader *up, struct afs_wfile *wf) {
+  afs_staging_ref(up->fs->st, wf);
+  pthread_mutex_lock(&up->mu);
+  if (up->n_orphans == up->cap_orphans) {
+    up->cap_orphans = up->cap_orphans ? up->cap_orphans * 2 : 16;
+    void *grown = realloc(up->orphans, up->cap_orphans * sizeof *up->orphans);
+    if (!grown)
+      abort(); /* as the rest of the allocation paths: no way to go on without losing track */
+    up->orphans = grown;
+  }
+  up->orphans[up->n_orphans++] = wf;
+  up->wake = true;
+  pthread_cond_broadcast(&up->cond);
+  pthread_mutex_unlock(&up->mu);
+}
+
+
+static void on_completed(struct afs_uploader *up, struct afs_wfile *wf, const char *polled_id) {
+  struct afs_error err = {0};
+  char id[25];
+  char *partition = NULL, *file_path = NULL;
+  pthread_mutex_lock(&wf->mu);
+  if (strcmp(wf->id, polled_id) != 0 ||
+      (wf->state != AFS_W_UPLOADED && !(wf->unlinked && wf->state != AFS_W_UPLOADING))) {
+    /* Written again since: that older upload's asset will be superseded by the next. */
+    pthread_mutex_unlock(&wf->mu);
+    return;
+  }
+  wf->state = AFS_W_COMPLETED;
+  memcpy(id, wf->id, sizeof id);
+  int64_t mtime = wf->mtime_ms;
+  /* The broker copied filePath and mtime from the record: write them only if they
+   * changed after `uploaded` (a rename may have raced with the broker's copy). */
+  bool renamed = wf->name_seq != wf->uploaded_name_seq;
+  bool touched = mtime && mtime != wf->uploaded_mtime;
+  bool unlinked = wf->unlinked;
+  char *caption = wf->caption ? strdup(wf->caption) : NULL;
+  pthread_cond_broadcast(&wf->cond);
+  pthread_mutex_unlock(&wf->mu);
+  pthread_mutex_lock(&up->mu);
+  up->n_completed++;
+  pthread_mutex_unlock(&up->mu);
+  if (unlinked) {
+    if (!afs_asset_mark_deleted(up, id, &err))
+      afs_warn("cannot mark asset %s deleted: %s", id, err.msg);
+    free(caption);
+    return;
+  }
+  afs_staging_ref(up->fs->st, wf);
+  afs_staging_names(up->fs->st, wf, &partition, &file_path);
+  if (renamed && !afs_asset_set_file_path(up, id, file_path, &err))
+    afs_warn("cannot update filePath of %s: %s", id, err.msg);
+  if (touched && !afs_asset_set_mtime(up, id, mtime, &err))
+    afs_warn("cannot set mtime of %s: %s", id, err.msg);
+  /* A caption set after `uploaded` went on the record, which the broker copies only if
+   * it read it in time, and setxattr waits for completion only so long: set it again. */
+  if (caption && up->fs->cat && !afs_catalog_set_caption(up->fs->cat, id, caption, &err))
+    afs_warn("cannot set the caption of %s: %s", id, err.msg);
+  free(caption);
+  if (up->fs->cat)
+    afs_catalog_invalidate_path(up->fs->cat, partition, file_path);
+  afs_debug("%s/%s completed as asset %s", partition, file_path, id);
+  afs_staging_unref(up->fs->st, wf);
+  free(partition);
+  free(file_path);
+}
+
+/* Drops the staged copy of a completed file once the catalog serves that asset at its
+ * path: until the broker has retired the asset it supersedes, a lookup could still
+ * answer with the old one, and reads must not go back in time. */
+static void drop_when_shown(struct afs_uploader *up, struct afs_wfile *wf) {
+  char id[25], *partition, *file_path;
+  struct afs_error err = {0};
+  struct afs_asset a;
+  memset(&a, 0, sizeof a);
+  pthread_mutex_lock(&wf->mu);
+  bool check = wf->state == AFS_W_COMPLETED && !wf->shown && !wf->unlinked;
+  memcpy(id, wf->id, sizeof id);
+  pthread_mutex_unlock(&wf->mu);
+  if (!check || !up->fs->cat)
+    return;
+  afs_staging_names(up->fs->st, wf, &partition, &file_path);
+  /* By _id: one indexed query, and no lookup by path (a scan on FerretDB). */
+  int k = afs_catalog_confirm(up->fs->cat, partition, file_path, id, &a, &err);
+  bool ours = k == AFS_CAT_FILE && !strcmp(a.id, id);
+  if (k == AFS_CAT_FILE)
+    afs_asset_free(&a);
+  free(partition);
+  free(file_path);
+  if (!ours)
+    return;
+  pthread_mutex_lock(&wf->mu);
+  wf->shown = wf->state == AFS_W_COMPLETED && !strcmp(wf->id, id);
+  pthread_mutex_unlock(&wf->mu);
+  /* The final check is made under the locks that open takes: a file opened (and maybe
+   * written) since the lookup keeps its staged copy; its release drops it later. */
+  afs_staging_drop_if_idle(up->fs->st, wf, id);
+}
+
+/* An uploaded file whose record is gone (the broker deletes it with a superseded or
+ * deleted asset; a resumed file may find it so): completed if its asset is active,
+ * otherwise there is nothing of it left to wait for. */
+static void lost_record(struct afs_uploader *up, struct afs_wfile *wf, const char *id) {
+  struct afs_error err = {0};
+  bool active = false;
+  if (!afs_rec_asset_active(up, id, &active, &err))
+    return;
+  if (active) {
+    on_completed(up, wf, id);
+    return;
+  }
+  pthread_mutex_lock(&wf->mu);
+  bool gone = !strcmp(wf->id, id) && wf->state == AFS_W_UPLOADED;
+  pthread_mutex_unlock(&wf->mu);
+  if (gone) {
+    char *label = afs_up_label(up, wf);
+    afs_info("%s: upload %s was superseded; dropping the staged copy", label, id);
+    free(label);
+    afs_staging_remove(up->fs->st, wf);
+  }
+}
+
+/* An uploaded file whose record is back at pending/initialized: FerretDB applies an
+ * update as read-modify-write of the whole document, so a broker write that raced ours
+ * (a duplicate claim, a late initialization) can drop our `uploaded`. Nobody would ever
+ * complete it: upload again on the same record (same keys, same bytes), which also sets
+ * `uploaded` again. The grace period keeps a read that raced our own update harmless. */
+static void record_regressed(struct afs_uploader *up, struct afs_wfile *wf, const char *id,
+                             const char *status, int64_t now) {
+  pthread_mutex_lock(&wf->mu);
+  bool heal = !strcmp(wf->id, id) && wf->state == AFS_W_UPLOADED && !wf->busy &&
+              !wf->unlinked && now - wf->uploaded_ms > 1000;
+  if (heal) {
+    wf->state = AFS_W_RETRYING;
+    wf->record_used = false;
+    wf->next_try_ms = now;
+  }
+  pthread_mutex_unlock(&wf->mu);
+  if (!heal)
+    return;
+  char *label = afs_up_label(up, wf);
+  afs_warn("%s: upload record %s went back to '%s' after it was marked uploaded (an update "
+           "lost by the database); uploading again on the same record",
+           label, id, status);
+  free(label);
+  afs_up_pool_kick(up);
+}
+
+#define SCAN_MIN 8 /* uploaded files from which one session query beats a read each */
+
+static int id_cmp(const void *a, const void *b) { return strcmp(a, b); }
+
+struct idset {
+  char (*v)[25];
+  size_t n, cap;
+};
+
+static void idset_add(void *ctx, const char *id, const bson_t *doc) {
+  (void)doc;
+  struct idset *set = ctx;
+  if (set->n == set->cap) {
+    set->cap = set->cap ? set->cap * 2 : 64;
+    void *grown = realloc(set->v, set->cap * sizeof *set->v);
+    if (!grown)
+      abort();
+    set->v = grown;
+  }
+  memcpy(set->v[set->n++], id, 25);
+}
+
+/* The ids of this session's records still `uploaded`, sorted, in *set (caller frees
+ * set->v); false when the query failed or is not due. One query for every file waiting
+ * for the broker's completion: the files not in it are looked at by _id, once each.
+ * The result can hold every file of a burst, so it runs at most every 3 s and at most
+ * a twentieth of the time: nothing waits for it (close waits for `uploaded` at most,
+ * and the staged copies can stay a little longer). */
+static bool still_uploaded(struct afs_uploader *up, struct idset *set, int64_t now) {
+  memset(set, 0, sizeof *set);
+  if (now < up->c_next_ms)
+    return false;
+  struct afs_error err = {0};
+  bool ok = afs_rec_session_scan(up, ST_UPLOADED, true, idset_add, set, &err);
+  int64_t cost = afs_monotonic_ms() - now;
+  up->c_next_ms = now + (20 * cost > 3000 ? 20 * cost : 3000);
+  if (!ok) {
+    afs_debug("watching uploaded records: %s", err.msg);
+    free(set->v);
+    memset(set, 0, sizeof *set);
+    return false;
+  }
+  if (set->n) /* qsort of a NULL array is undefined even for no elements */
+    qsort(set->v, set->n, sizeof *set->v, id_cmp);
+  return true;
+}
+
+/* One pass: completions, errors and retries. Returns true if something is in flight
+ * (poll again soon). */
+static bool worker_pass(struct afs_uploader *up) {
+  struct afs_wfile **all;
+  int n = afs_staging_snapshot(up->fs->st, &all);
+  /* orphans join the poll */
+  pthread_mutex_lock(&up->mu);
+  size_t no = up->n_orphans;
+  struct afs_wfile **orphans = up->orphans;
+  up->orphans = NULL;
+  up->n_orphans = up->cap_orphans = 0;
+  pthread_mutex_unlock(&up->mu);
+  int total = n + (int)no;
+  void *grown = realloc(all, (total ? total : 1) * sizeof *all);
+  if (!grown)
+    abort();
+  all = grown;
+  for (size_t i = 0; i < no; i++)
+    all[n + i] = orphans[i];
+  free(orphans);
+
+  /* Uploaded files: one shared query says which are still waiting for the broker. */
+  int64_t now = afs_monotonic_ms();
+  int n_uploaded = 0;
+  for (int i = 0; i < n; i++) {
+    pthread_mutex_lock(&all[i]->mu);
+    n_uploaded += all[i]->state == AFS_W_UPLOADED && all[i]->id[0] && !all[i]->busy;
+    pthread_mutex_unlock(&all[i]->mu);
+  }
+  /* A write waits for room in cache_max: look now, at every uploaded file. */
+  pthread_mutex_lock(&up->mu);
+  bool urgent = up->room_wanted;
+  up->room_wanted = false;
+  pthread_mutex_unlock(&up->mu);
+  if (urgent)
+    up->c_next_ms = 0;
+  /* A few files are cheaper to look at one by one (and sooner). */
+  struct idset still = {0};
+  bool scanned = n_uploaded > SCAN_MIN && still_uploaded(up, &still, now);
+  bool one_by_one = !scanned && (n_uploaded <= SCAN_MIN || now >= up->c_next_ms);
+
+  char(*ids)[25] = calloc(total ? total : 1, sizeof *ids);
+  char(*status)[32] = calloc(total ? total : 1, sizeof *status);
+  int *idx = calloc(total ? total : 1, sizeof *idx);
+  int polled = 0;
+  bool active = false, any_retry = false;
+  for (int i = 0; i < total; i++) {
+    struct afs_wfile *wf = all[i];
+    pthread_mutex_lock(&wf->mu);
+    enum afs_wstate s = wf->state;
+    bool busy = wf->busy;
+    /* Retries are the upload workers' (pool_main); this pass only watches records. */
+    bool retry_pending = !busy && !wf->unlinked &&
+                         (s == AFS_W_QUEUED || (s == AFS_W_RETRYING && now >= wf->next_try_ms));
+    bool own_look;
+    if (i < n && s == AFS_W_UPLOADED && scanned)
+      own_look = wf->id[0] && !busy &&
+                 !bsearch(wf->id, still.v, still.n, sizeof *still.v, id_cmp);
+    else if (i < n && s == AFS_W_UPLOADED)
+      own_look = one_by_one && wf->id[0] && !busy && (urgent || now >= wf->next_poll_ms);
+    else
+      own_look = i >= n && s != AFS_W_COMPLETED && wf->id[0] && !busy &&
+                 now >= wf->next_poll_ms;
+    if (own_look) {
+      memcpy(ids[polled], wf->id, sizeof ids[polled]);
+      idx[polled++] = i;
+      /* One find per record and pass: with hundreds waiting for the broker, polling each
+       * as often as a fresh one would load the database the broker needs. A record is
+       * asked again after a quarter of its age (100 ms to 2 s). */
+      int64_t age = now - wf->uploaded_ms;
+      wf->next_poll_ms = now + (age / 4 < 100 ? 100 : age / 4 > 2000 ? 2000 : age / 4);
+    }
+    pthread_mutex_unlock(&wf->mu);
+    active |= s == AFS_W_UPLOADED || s == AFS_W_UPLOADING || busy;
+    any_retry |= retry_pending;
+  }
+  /* Once per pass, and only the workers: waking this thread again for files that merely
+   * wait for a worker made a pass per file, each scanning the whole table. */
+  if (any_retry)
+    afs_up_pool_wake_all(up);
+  if (polled > 0 && afs_rec_batch_status(up, ids, polled, status)) {
+    for (int k = 0; k < polled; k++) {
+      struct afs_wfile *wf = all[idx[k]];
+      if (!strcmp(status[k], ST_COMPLETED)) {
+        on_completed(up, wf, ids[k]);
+      } else if (!strcmp(status[k], ST_ERROR)) {
+        pthread_mutex_lock(&wf->mu);
+        if (!strcmp(wf->id, ids[k]) && wf->state == AFS_W_UPLOADED) {
+          wf->state = AFS_W_FAILED;
+          afs_error_set(&wf->last_err, EPROTO, "the broker rejected the upload");
+        }
+        pthread_mutex_unlock(&wf->mu);
+        afs_warn("the broker rejected the upload of %s (record %s)", wf->staging_path, ids[k]);
+      } else if (idx[k] < n && !status[k][0]) {
+        lost_record(up, wf, ids[k]);
+      } else if (idx[k] < n &&
+                 (!strcmp(status[k], ST_PENDING) || !strcmp(status[k], ST_INITIALIZED))) {
+        record_regressed(up, wf, ids[k], status[k], now);
+      } else if (idx[k] >= n && !status[k][0]) {
+        /* An orphan whose record vanished: nothing left to delete. */
+        pthread_mutex_lock(&wf->mu);
+        wf->state = AFS_W_COMPLETED;
+        pthread_mutex_unlock(&wf->mu);
+      } else if (idx[k] >= n) {
+        afs_up_add_orphan(up, wf); /* keep watching */
+      }
+    }
+  } else {
+    for (int k = 0; k < polled; k++)
+      if (idx[k] >= n)
+        afs_up_add_orphan(up, all[idx[k]]);
+  }
+  for (int i = 0; i < n; i++) {
+    pthread_mutex_lock(&all[i]->mu);
+    bool waiting = all[i]->state == AFS_W_COMPLETED && !all[i]->shown;
+    pthread_mutex_unlock(&all[i]->mu);
+    if (waiting) {
+      drop_when_shown(up, all[i]);
+      active = true;
+    }
+  }
+  for (int i = 0; i < total; i++)
+    afs_staging_unref(up->fs->st, all[i]);
+  free(all);
+  free(ids);
+  free(status);
+  free(idx);
+  free(still.v);
+  return active || polled > 0;
+}
+
+#define MIN_PASS_MS 20
+
+void *afs_up_poll_main(void *arg) {
+  struct afs_uploader *up = arg;
+  long interval_ms = MIN_PASS_MS;
+  int64_t last_pass = 0;
+  for (;;) {
+    pthread_mutex_lock(&up->mu);
+    /* Wake-ups come per file in a burst; a pass scans every file: coalesce them. */
+    int64_t gap;
+    while (!up->stop && (gap = afs_monotonic_ms() - last_pass) < MIN_PASS_MS)
+      afs_up_timedwait(&up->cond, &up->mu, (long)(MIN_PASS_MS - gap));
+    bool stop = up->stop;
+    pthread_mutex_unlock(&up->mu);
+    if (stop)
+      break;
+    last_pass = afs_monotonic_ms();
+    bool active = worker_pass(up);
+    interval_ms = active ? (interval_ms < 200 ? interval_ms + 20 : 200) : 1000;
+    pthread_mutex_lock(&up->mu);
+    if (!up->wake && !up->stop)
+      afs_up_timedwait(&up->cond, &up->mu, interval_ms);
+    if (up->wake)
+      interval_ms = MIN_PASS_MS;
+    up->wake = false;
+    pthread_mutex_unlock(&up->mu);
+  }
+  afs_image_thread_done();
+  return NULL;
+}
+

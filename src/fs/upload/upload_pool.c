@@ -1,0 +1,344 @@
+/* The uploader's life and its upload workers: a pool of threads that take queued files
+ * (write-back, resume, release without flush) and due retries from the staging table
+ * and run the pipeline on them; the counts of what is still to upload (status file,
+ * unmount); and unmount, which waits for uploads to drain while they make progress. */
+#include "upload/upload_int.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "assetfs/http_put.h"
+#include "assetfs/image.h"
+#include "assetfs/log.h"
+
+void afs_up_timedwait(pthread_cond_t *cond, pthread_mutex_t *mu, long ms) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  ts.tv_sec += ms / 1000;
+  ts.tv_nsec += (ms % 1000) * 1000000L;
+  ts.tv_sec += ts.tv_nsec / 1000000000L;
+  ts.tv_nsec %= 1000000000L;
+  pthread_cond_timedwait(cond, mu, &ts);
+}
+
+void afs_up_pool_kick(struct afs_uploader *up) {
+  pthread_mutex_lock(&up->mu);
+  up->pool_seq++;
+  up->wake = true;
+  pthread_cond_broadcast(&up->pool_cond);
+  pthread_cond_broadcast(&up->cond);
+  pthread_mutex_unlock(&up->mu);
+}
+
+void afs_up_poll_wake(struct afs_uploader *up) {
+  pthread_mutex_lock(&up->mu);
+  up->wake = true;
+  pthread_cond_broadcast(&up->cond);
+  pthread_mutex_unlock(&up->mu);
+}
+
+void afs_up_pool_wake_all(struct afs_uploader *up) {
+  pthread_mutex_lock(&up->mu);
+  up->pool_seq++;
+  pthread_cond_broadcast(&up->pool_cond);
+  pthread_mutex_unlock(&up->mu);
+}
+
+void afs_upload_need_room(struct afs_uploader *up) {
+  pthread_mutex_lock(&up->mu);
+  up->room_wanted = true;
+  up->wake = true;
+  pthread_cond_broadcast(&up->cond);
+  pthread_mutex_unlock(&up->mu);
+}
+
+void afs_up_pool_signal(struct afs_uploader *up) {
+  pthread_mutex_lock(&up->mu);
+  up->pool_seq++;
+  pthread_cond_signal(&up->pool_cond);
+  pthread_mutex_unlock(&up->mu);
+}
+
+static int count_busy(struct afs_uploader *up, bool with_uploaded) {
+  struct afs_wfile **all;
+  int n = afs_staging_snapshot(up->fs->st, &all), busy = 0;
+  for (int i = 0; i < n; i++) {
+    pthread_mutex_lock(&all[i]->mu);
+    enum afs_wstate s = all[i]->state;
+    bool pending_upload = s == AFS_W_UPLOADING || s == AFS_W_RETRYING || s == AFS_W_QUEUED ||
+                          (s == AFS_W_WRITING && all[i]->handles == 0 && all[i]->dirty) ||
+                          (with_uploaded && s == AFS_W_UPLOADED && !all[i]->unlinked);
+    pthread_mutex_unlock(&all[i]->mu);
+    busy += pending_upload;
+    afs_staging_unref(up->fs->st, all[i]);
+  }
+  free(all);
+  pthread_mutex_lock(&up->mu);
+  busy += up->running;
+  pthread_mutex_unlock(&up->mu);
+  return busy;
+}
+
+int afs_upload_busy_count(struct afs_uploader *up) { return count_busy(up, false); }
+
+#define RECORD_BATCH 64
+
+/* The next file to upload, claimed, with a reference; NULL if none. Files whose record
+ * is oldest go first: the broker signs in that order, so theirs are likely signed. A
+ * file without a record goes first while fewer than RECORD_BATCH queued files have one:
+ * its worker makes the records of every such file (begin_batch), so that the broker
+ * signs ahead of the uploads. */
+static struct afs_wfile *pool_pick(struct afs_uploader *up, bool *raced) {
+  struct afs_wfile **all, *oldest = NULL, *no_record = NULL, *pick;
+  *raced = false;
+  int n = afs_staging_snapshot(up->fs->st, &all), with_record = 0;
+  int64_t now = afs_monotonic_ms();
+  for (int i = 0; i < n; i++) {
+    struct afs_wfile *wf = all[i];
+    pthread_mutex_lock(&wf->mu);
+    /* QUEUED with a writer: reopened meanwhile, its next close queues it again. */
+    bool due = !wf->busy && !wf->claimed && !wf->unlinked &&
+               ((wf->state == AFS_W_QUEUED && wf->writers == 0) ||
+                (wf->state == AFS_W_RETRYING && now >= wf->next_try_ms));
+    if (due && wf->id[0] && !wf->record_used) {
+      with_record++;
+      if (!oldest || strcmp(wf->id, oldest->id) < 0)
+        oldest = wf;
+    } else if (due && !no_record) {
+      no_record = wf;
+    }
+    pthread_mutex_unlock(&wf->mu);
+  }
+  pick = no_record && (with_record < RECORD_BATCH || !oldest) ? no_record : oldest;
+  if (pick) {
+    pthread_mutex_lock(&pick->mu);
+    bool still = !pick->busy && !pick->claimed;
+    pick->claimed = still;
+    pthread_mutex_unlock(&pick->mu);
+    if (!still) {
+      pick = NULL; /* another worker was quicker: the caller looks again */
+      *raced = true;
+    }
+  }
+  for (int i = 0; i < n; i++)
+    if (all[i] != pick)
+      afs_staging_unref(up->fs->st, all[i]);
+  free(all);
+  return pick;
+}
+
+
+/* Makes the pending records of wf (claimed by the caller) and of up to RECORD_BATCH - 1
+ * other queued files that have none, in one insert: write-back queues files faster than
+ * the database takes single inserts, and the broker signs a batch as one burst. The
+ * others are claimed meanwhile so that no worker inserts a second record for them. */
+static void begin_batch(struct afs_uploader *up, struct afs_wfile *wf) {
+  struct afs_wfile *batch[RECORD_BATCH], **all;
+  int nb = 0;
+  batch[nb++] = wf;
+  int n = afs_staging_snapshot(up->fs->st, &all);
+  for (int i = 0; i < n; i++) {
+    struct afs_wfile *o = all[i];
+    bool take = false;
+    if (o != wf && nb < RECORD_BATCH) {
+      pthread_mutex_lock(&o->mu);
+      take = !o->busy && !o->claimed && !o->unlinked && !o->resumed && !o->id[0] &&
+             o->state == AFS_W_QUEUED && o->writers == 0;
+      if (take)
+        o->claimed = true;
+      pthread_mutex_unlock(&o->mu);
+    }
+    if (take)
+      batch[nb++] = o; /* keeps the snapshot's reference */
+    else
+      afs_staging_unref(up->fs->st, o);
+  }
+  free(all);
+  struct afs_error err = {0};
+  if (!afs_upload_begin_many(up, batch, nb, &err))
+    afs_debug("pending records for %d file(s): %s (each upload makes its own)", nb, err.msg);
+  for (int i = 0; i < nb; i++) {
+    struct afs_wfile *b = batch[i];
+    struct afs_error je = {0};
+    char id[25];
+    pthread_mutex_lock(&b->mu);
+    bool unlinked = b->unlinked;
+    memcpy(id, b->id, sizeof id);
+    pthread_mutex_unlock(&b->mu);
+    if (id[0] && unlinked) {
+      /* Removed while its record was being made: nobody else knew the id. */
+      bool gone;
+      afs_rec_delete_unused(up, id, &gone, &je);
+    } else if (id[0] && !afs_staging_journal(up->fs->st, b, false, &je)) {
+      afs_warn("%s", je.msg);
+    }
+    if (i == 0)
+      continue;
+    pthread_mutex_lock(&b->mu);
+    b->claimed = false;
+    pthread_mutex_unlock(&b->mu);
+    afs_staging_unref(up->fs->st, b);
+  }
+  if (nb > 1)
+    afs_up_pool_kick(up);
+}
+
+static void *pool_main(void *arg) {
+  struct afs_uploader *up = arg;
+  for (;;) {
+    pthread_mutex_lock(&up->mu);
+    bool stop = up->stop;
+    uint64_t seq = up->pool_seq;
+    pthread_mutex_unlock(&up->mu);
+    if (stop)
+      break;
+    bool raced;
+    struct afs_wfile *wf = pool_pick(up, &raced);
+    if (raced)
+      continue;
+    if (wf) {
+      struct afs_error err = {0};
+      pthread_mutex_lock(&wf->mu);
+      bool retry = wf->state == AFS_W_RETRYING;
+      bool no_record = !wf->id[0] && !wf->resumed && wf->state == AFS_W_QUEUED;
+      pthread_mutex_unlock(&wf->mu);
+      if (no_record)
+        begin_batch(up, wf);
+      char *label = retry ? afs_up_label(up, wf) : NULL;
+      if (retry)
+        afs_info("retrying the upload of %s", label);
+      if (afs_up_run_pipeline(up, wf, afs_monotonic_ms() + 120000, &err) && retry)
+        afs_info("upload of %s succeeded on retry", label);
+      free(label);
+      pthread_mutex_lock(&wf->mu);
+      wf->claimed = false;
+      pthread_mutex_unlock(&wf->mu);
+      afs_staging_unref(up->fs->st, wf);
+      continue;
+    }
+    /* Nothing due: sleep until something is queued, or a second (retries come due). */
+    pthread_mutex_lock(&up->mu);
+    if (!up->stop && up->pool_seq == seq)
+      afs_up_timedwait(&up->pool_cond, &up->mu, 1000);
+    pthread_mutex_unlock(&up->mu);
+  }
+  afs_image_thread_done();
+  return NULL;
+}
+
+struct afs_uploader *afs_uploader_new(struct afs_fs *fs, struct afs_error *err) {
+  struct afs_uploader *up = calloc(1, sizeof *up);
+  up->fs = fs;
+  pthread_mutex_init(&up->mu, NULL);
+  pthread_cond_init(&up->cond, NULL);
+  pthread_cond_init(&up->pool_cond, NULL);
+  up->n_resumed = afs_staging_resume(fs->st);
+  if (up->n_resumed > 0)
+    afs_info("resuming %lld file(s) left by an earlier mount of this session",
+             (long long)up->n_resumed);
+  if (pthread_create(&up->worker, NULL, afs_up_poll_main, up) != 0) {
+    afs_error_set(err, EAGAIN, "cannot start the upload worker");
+      free(up);
+    return NULL;
+  }
+  up->worker_started = true;
+  int n = fs->opt.upload_workers > 0 ? fs->opt.upload_workers : 4;
+  up->pool = calloc(n, sizeof *up->pool);
+  for (int i = 0; i < n; i++) {
+    if (pthread_create(&up->pool[up->n_pool], NULL, pool_main, up) != 0) {
+      afs_warn("cannot start upload worker %d of %d", i + 1, n);
+      break;
+    }
+    up->n_pool++;
+  }
+  afs_up_pool_kick(up);
+  return up;
+}
+
+/* Bytes of files that still have to go up (for the unmount count and the status file). */
+int64_t afs_upload_pending_bytes(struct afs_uploader *up, int *files) {
+  struct afs_wfile **all;
+  int n = afs_staging_snapshot(up->fs->st, &all), cnt = 0;
+  int64_t bytes = 0;
+  for (int i = 0; i < n; i++) {
+    pthread_mutex_lock(&all[i]->mu);
+    enum afs_wstate s = all[i]->state;
+    if (!all[i]->unlinked && (s == AFS_W_QUEUED || s == AFS_W_UPLOADING ||
+                              s == AFS_W_RETRYING ||
+                              (s == AFS_W_WRITING && all[i]->handles == 0))) {
+      bytes += all[i]->acct_size;
+      cnt++;
+    }
+    pthread_mutex_unlock(&all[i]->mu);
+    afs_staging_unref(up->fs->st, all[i]);
+  }
+  free(all);
+  if (files)
+    *files = cnt;
+  return bytes;
+}
+
+void afs_upload_counters(struct afs_uploader *up, int64_t *completed, int64_t *resumed) {
+  pthread_mutex_lock(&up->mu);
+  *completed = up->n_completed;
+  *resumed = up->n_resumed;
+  pthread_mutex_unlock(&up->mu);
+}
+
+void afs_uploader_free(struct afs_uploader *up, double timeout_s) {
+  if (!up)
+    return;
+  /* The bound is on time without progress: a long queue that drains steadily is waited
+   * for, a dead S3 or broker is not (the journals keep the rest for the next mount). */
+  int64_t now = afs_monotonic_ms(), deadline = now + (int64_t)(timeout_s * 1000);
+  int64_t next_log = now, progress_ms = now;
+  int busy, last_busy = -1;
+  /* Uploaded files are waited for too: their staged copies can go once completed, and
+   * the broker usually completes within a second. When only those are left, their bytes
+   * are in S3 already: 10 s without a completion is enough waiting (the journals make
+   * the next mount watch them). */
+  while ((busy = count_busy(up, true)) > 0 && (now = afs_monotonic_ms()) < deadline) {
+    if (last_busy >= 0 && busy < last_busy) {
+      deadline = now + (int64_t)(timeout_s * 1000);
+      progress_ms = now;
+    }
+    last_busy = busy;
+    if (now - progress_ms > 10000 && count_busy(up, false) == 0)
+      break;
+    if (now >= next_log) {
+      int files = 0;
+      int64_t bytes = afs_upload_pending_bytes(up, &files);
+      afs_info("unmounting: waiting for %d upload(s), %lld bytes", files > busy ? files : busy,
+               (long long)bytes);
+      next_log = now + 5000;
+    }
+    usleep(50000);
+  }
+  afs_info("MongoDB commands of the upload path: %lld (of which %lld session queries "
+           "returning %lld records); %lld files completed",
+           (long long)up->n_commands, (long long)up->n_scans, (long long)up->n_scan_docs,
+           (long long)up->n_completed);
+  if (busy > 0)
+    afs_warn("unmounting with %d upload(s) not completed; their data stays in %s for the "
+             "next mount with this session_id", busy, afs_staging_dir(up->fs->st));
+  pthread_mutex_lock(&up->mu);
+  up->stop = true;
+  pthread_cond_broadcast(&up->cond);
+  pthread_cond_broadcast(&up->pool_cond);
+  pthread_mutex_unlock(&up->mu);
+  for (int i = 0; i < up->n_pool; i++)
+    pthread_join(up->pool[i], NULL);
+  free(up->pool);
+  if (up->worker_started)
+    pthread_join(up->worker, NULL);
+  for (size_t i = 0; i < up->n_orphans; i++)
+    afs_staging_unref(up->fs->st, up->orphans[i]);
+  free(up->orphans);
+  pthread_mutex_destroy(&up->mu);
+  pthread_cond_destroy(&up->cond);
+  pthread_cond_destroy(&up->pool_cond);
+  free(up);
+}

@@ -1,0 +1,539 @@
+/* The MongoDB side of the write path: upload records (create, wait for the broker,
+ * mark uploaded, drop) and the asset updates that rename, unlink and utimens make.
+ * Filters are on _id alone wherever possible: FerretDB serves only those from its
+ * primary key (anything else scans the collection). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "assetfs/http_put.h"
+#include "assetfs/lease.h" /* afs_now_ms */
+#include "assetfs/log.h"
+#include "assetfs/strutil.h"
+#include "upload/upload_int.h"
+
+/* ---------------------------------------------------------------- MongoDB helpers */
+
+struct dbh {
+  mongoc_client_t *client;
+  mongoc_collection_t *coll;
+  struct afs_db *db;
+};
+
+static void dbh_open(struct afs_uploader *up, struct dbh *h, const char *coll) {
+  __atomic_add_fetch(&up->n_commands, 1, __ATOMIC_RELAXED);
+  h->db = &up->fs->db;
+  h->client = afs_db_pop(h->db);
+  h->coll = afs_db_coll(h->db, h->client, coll);
+}
+
+static void dbh_close(struct dbh *h) {
+  mongoc_collection_destroy(h->coll);
+  afs_db_push(h->db, h->client);
+}
+
+static bool oid_from_hex(const char *hex, bson_oid_t *oid) {
+  if (!bson_oid_is_valid(hex, strlen(hex)))
+    return false;
+  bson_oid_init_from_string(oid, hex);
+  return true;
+}
+
+/* The document with _id oid in h's collection, copied into *doc (caller destroys; empty
+ * when there is none, *found false). A bare _id filter: FerretDB answers it from its
+ * primary key, anything more scans the collection. */
+static bool find_by_id(struct dbh *h, const bson_oid_t *oid, const bson_t *opts, bson_t *doc,
+                       bool *found, bson_error_t *berr) {
+  bson_t *filter = BCON_NEW("_id", BCON_OID(oid));
+  const bson_t *d;
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(h->coll, filter, opts, NULL);
+  *found = mongoc_cursor_next(cur, &d);
+  if (*found)
+    bson_copy_to(d, doc);
+  else
+    bson_init(doc);
+  bool ok = !mongoc_cursor_error(cur, berr);
+  mongoc_cursor_destroy(cur);
+  bson_destroy(filter);
+  return ok;
+}
+
+/* Projection of the status field alone, one document. Caller destroys. */
+static bson_t *status_opts(void) {
+  return BCON_NEW("projection", "{", "status", BCON_INT32(1), "}", "limit", BCON_INT64(1));
+}
+
+/* update_one on coll; *matched (may be NULL) gets the matched count. */
+static bool update_one(struct afs_uploader *up, const char *coll, const bson_t *filter,
+                       const bson_t *update, int64_t *matched, struct afs_error *err) {
+  struct dbh h;
+  bson_t reply;
+  bson_error_t berr;
+  dbh_open(up, &h, coll);
+  bool ok = mongoc_collection_update_one(h.coll, filter, update, NULL, &reply, &berr);
+  if (ok && matched) {
+    bson_iter_t it;
+    *matched = bson_iter_init_find(&it, &reply, "matchedCount") ? bson_iter_as_int64(&it) : 0;
+  }
+  bson_destroy(&reply);
+  dbh_close(&h);
+  if (!ok)
+    return afs_db_error(err, &berr, coll);
+  return true;
+}
+
+/* The pending record of one file (caller destroys); its _id in *oid. */
+static bson_t *pending_doc(struct afs_uploader *up, struct afs_wfile *wf, bson_oid_t *oid) {
+  struct afs_fs_options *o = &up->fs->opt;
+  bson_oid_init(oid, NULL);
+  int64_t t = afs_now_ms();
+  char *partition, *file_path, content_type[128];
+  afs_staging_names(up->fs->st, wf, &partition, &file_path);
+  pthread_mutex_lock(&wf->mu);
+  memcpy(content_type, wf->content_type, sizeof content_type);
+  pthread_mutex_unlock(&wf->mu);
+  bson_t *doc = BCON_NEW("_id", BCON_OID(oid), "_partition", BCON_UTF8(o->upload_partition),
+                         "uid", BCON_UTF8(o->uid), "sessionId", BCON_UTF8(o->session_id),
+                         "extra", BCON_UTF8(""), "assetPartition", BCON_UTF8(partition),
+                         "filePath", BCON_UTF8(file_path), "contentType",
+                         BCON_UTF8(content_type), "expirationHours",
+                         BCON_DOUBLE(o->expiration_hours), "status", BCON_UTF8(ST_PENDING),
+                         "createdAt", BCON_DATE_TIME(t), "updatedAt", BCON_DATE_TIME(t));
+  free(partition);
+  free(file_path);
+  return doc;
+}
+
+bool afs_upload_begin(struct afs_uploader *up, struct afs_wfile *wf, struct afs_error *err) {
+  return afs_upload_begin_many(up, &wf, 1, err);
+}
+
+/* One insert command for all n: FerretDB stores a batch of 50 about ten times faster
+ * than 50 single inserts, and the broker then signs them as one burst. */
+bool afs_upload_begin_many(struct afs_uploader *up, struct afs_wfile **wfs, int n,
+                           struct afs_error *err) {
+  bson_oid_t *oids = calloc(n, sizeof *oids);
+  bson_t **docs = calloc(n, sizeof *docs);
+  if (!oids || !docs)
+    abort();
+  for (int i = 0; i < n; i++)
+    docs[i] = pending_doc(up, wfs[i], &oids[i]);
+  struct dbh h;
+  bson_error_t berr;
+  dbh_open(up, &h, AFS_COLL_UPLOAD);
+  bool ok = n == 1 ? mongoc_collection_insert_one(h.coll, docs[0], NULL, NULL, &berr)
+                   : mongoc_collection_insert_many(h.coll, (const bson_t **)docs, (size_t)n,
+                                                   NULL, NULL, &berr);
+  dbh_close(&h);
+  for (int i = 0; i < n; i++)
+    bson_destroy(docs[i]);
+  free(docs);
+  if (!ok) {
+    /* An ordered insert stops at the first failure; the files keep no id and each
+     * worker makes its own record (a record inserted before the failure is left to
+     * the broker's stale-upload sweep). */
+    free(oids);
+    return afs_db_error(err, &berr, "cannot create the upload record");
+  }
+  for (int i = 0; i < n; i++) {
+    pthread_mutex_lock(&wfs[i]->mu);
+    bson_oid_to_string(&oids[i], wfs[i]->id);
+    wfs[i]->record_used = false;
+    pthread_mutex_unlock(&wfs[i]->mu);
+  }
+  free(oids);
+  return true;
+}
+
+/* Deletes the upload record if nobody uploaded to it yet. *gone: true if deleted (or it
+ * did not exist). */
+bool afs_rec_delete_unused(struct afs_uploader *up, const char *id, bool *gone,
+                                 struct afs_error *err) {
+  bson_oid_t oid;
+  *gone = true;
+  if (!oid_from_hex(id, &oid))
+    return true;
+  bson_t *filter = BCON_NEW("_id", BCON_OID(&oid), "status", "{", "$in", "[",
+                            BCON_UTF8(ST_PENDING), BCON_UTF8(ST_INITIALIZED),
+                            BCON_UTF8(ST_ERROR), "]", "}");
+  struct dbh h;
+  bson_t reply;
+  bson_error_t berr;
+  dbh_open(up, &h, AFS_COLL_UPLOAD);
+  bool ok = mongoc_collection_delete_one(h.coll, filter, NULL, &reply, &berr);
+  if (ok) {
+    bson_iter_t it;
+    *gone = bson_iter_init_find(&it, &reply, "deletedCount") && bson_iter_as_int64(&it) > 0;
+    if (!*gone) {
+      /* Not deletable: either it does not exist (fine) or it is past pending. */
+      bson_t *f2 = BCON_NEW("_id", BCON_OID(&oid));
+      int64_t n = mongoc_collection_count_documents(h.coll, f2, NULL, NULL, NULL, &berr);
+      *gone = n == 0;
+      bson_destroy(f2);
+    }
+  }
+  bson_destroy(&reply);
+  dbh_close(&h);
+  bson_destroy(filter);
+  if (!ok)
+    return afs_db_error(err, &berr, "cannot delete the upload record");
+  return true;
+}
+
+static const char *const g_write_fields[U_COUNT] = {"writeUrl", "writeUrlSmall",
+                                                     "writeUrlMedium", "writeUrlLarge",
+                                                     "writeUrlVideoPreview"};
+
+
+
+void afs_rec_state_free(struct record_state *rs) {
+  for (int i = 0; i < U_COUNT; i++)
+    free(rs->write_url[i]);
+  memset(rs, 0, sizeof *rs);
+}
+
+void afs_rec_state_read(const bson_t *doc, struct record_state *rs) {
+  bson_iter_t it;
+  rs->exists = true;
+  if (bson_iter_init_find(&it, doc, "status") && BSON_ITER_HOLDS_UTF8(&it))
+    snprintf(rs->status, sizeof rs->status, "%s", bson_iter_utf8(&it, NULL));
+  if (bson_iter_init_find(&it, doc, "error") && BSON_ITER_HOLDS_UTF8(&it))
+    snprintf(rs->error, sizeof rs->error, "%s", bson_iter_utf8(&it, NULL));
+  for (int i = 0; i < U_COUNT; i++)
+    if (bson_iter_init_find(&it, doc, g_write_fields[i]) && BSON_ITER_HOLDS_UTF8(&it) &&
+        bson_iter_utf8(&it, NULL)[0])
+      rs->write_url[i] = strdup(bson_iter_utf8(&it, NULL));
+}
+
+bool afs_rec_fetch(struct afs_uploader *up, const char *id, struct record_state *rs,
+                   struct afs_error *err) {
+  bson_oid_t oid;
+  memset(rs, 0, sizeof *rs);
+  if (!oid_from_hex(id, &oid))
+    return afs_error_set(err, EINVAL, "bad record id %s", id);
+  bson_t *opts = BCON_NEW("limit", BCON_INT64(1));
+  struct dbh h;
+  bson_error_t berr;
+  bson_t doc;
+  bool found;
+  dbh_open(up, &h, AFS_COLL_UPLOAD);
+  bool ok = find_by_id(&h, &oid, opts, &doc, &found, &berr);
+  if (found)
+    afs_rec_state_read(&doc, rs);
+  bson_destroy(&doc);
+  dbh_close(&h);
+  bson_destroy(opts);
+  if (!ok)
+    return afs_db_error(err, &berr, "cannot read the upload record");
+  return true;
+}
+
+bool afs_upload_stopping(struct afs_uploader *up) {
+  pthread_mutex_lock(&up->mu);
+  bool s = up->stop;
+  pthread_mutex_unlock(&up->mu);
+  return s;
+}
+
+bool afs_rec_set_uploaded(struct afs_uploader *up, const char *id, const struct meta *m,
+                         const char *caption, int64_t mtime, struct afs_error *err) {
+  bson_oid_t oid;
+  if (!oid_from_hex(id, &oid))
+    return afs_error_set(err, EINVAL, "bad record id");
+  /* Filter on _id alone: FerretDB (the test stack's MongoDB) serves only a bare _id
+   * filter from its primary key and scans the collection for anything more, which made
+   * this update cost hundreds of ms. The status guard is kept by the caller: the record
+   * was just read as "initialized", and only this mount moves it on from there (the
+   * broker waits for "uploaded"; its janitor only touches records a day old). */
+  bson_t *filter = BCON_NEW("_id", BCON_OID(&oid));
+  bson_t update = BSON_INITIALIZER, set;
+  BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
+  BSON_APPEND_UTF8(&set, "status", ST_UPLOADED);
+  BSON_APPEND_INT64(&set, "size", m->size);
+  if (m->has_dims) {
+    BSON_APPEND_INT32(&set, "xRes", m->x_res);
+    BSON_APPEND_INT32(&set, "yRes", m->y_res);
+  }
+  if (m->color[0])
+    BSON_APPEND_UTF8(&set, "color", m->color);
+  if (m->has_duration)
+    BSON_APPEND_DOUBLE(&set, "duration", m->duration);
+  if (caption)
+    BSON_APPEND_UTF8(&set, "caption", caption);
+  if (mtime)
+    BSON_APPEND_DATE_TIME(&set, "mtime", mtime);
+  BSON_APPEND_DATE_TIME(&set, "updatedAt", afs_now_ms());
+  bson_append_document_end(&update, &set);
+  int64_t matched = 0;
+  bool ok = update_one(up, AFS_COLL_UPLOAD, filter, &update, &matched, err);
+  bson_destroy(filter);
+  bson_destroy(&update);
+  if (ok && matched == 0)
+    return afs_error_set(err, ESTALE, "upload record %s changed while uploading", id);
+  return ok;
+}
+
+/* ---------------------------------------------------------------- namespace records */
+
+static bool set_field_by_id(struct afs_uploader *up, const char *coll, const char *id,
+                            const bson_t *set, int64_t *matched, struct afs_error *err) {
+  bson_oid_t oid;
+  if (!oid_from_hex(id, &oid))
+    return afs_error_set(err, EINVAL, "bad asset id %s", id);
+  bson_t *filter = BCON_NEW("_id", BCON_OID(&oid));
+  bson_t update = BSON_INITIALIZER;
+  BSON_APPEND_DOCUMENT(&update, "$set", set);
+  bool ok = update_one(up, coll, filter, &update, matched, err);
+  bson_destroy(filter);
+  bson_destroy(&update);
+  return ok;
+}
+
+bool afs_asset_set_file_path(struct afs_uploader *up, const char *id, const char *file_path,
+                             struct afs_error *err) {
+  bson_t *set = BCON_NEW("filePath", BCON_UTF8(file_path), "updatedAt",
+                         BCON_DATE_TIME(afs_now_ms()));
+  bool ok = set_field_by_id(up, AFS_COLL_ASSET, id, set, NULL, err);
+  bson_destroy(set);
+  return ok;
+}
+
+bool afs_asset_mark_deleted(struct afs_uploader *up, const char *id, struct afs_error *err) {
+  bson_t *set = BCON_NEW("status", BCON_UTF8("deleted"), "updatedAt", BCON_DATE_TIME(afs_now_ms()));
+  bool ok = set_field_by_id(up, AFS_COLL_ASSET, id, set, NULL, err);
+  bson_destroy(set);
+  return ok;
+}
+
+bool afs_asset_delete_at(struct afs_uploader *up, const char *partition, const char *file_path,
+                         const char *keep_id, struct afs_error *err) {
+  bson_t *filter = BCON_NEW("_partition", BCON_UTF8(partition), "filePath", BCON_UTF8(file_path),
+                            "status", BCON_UTF8("active"));
+  bson_oid_t keep;
+  if (keep_id && oid_from_hex(keep_id, &keep)) {
+    bson_t ne;
+    BSON_APPEND_DOCUMENT_BEGIN(filter, "_id", &ne);
+    BSON_APPEND_OID(&ne, "$ne", &keep);
+    bson_append_document_end(filter, &ne);
+  }
+  bson_t *upd = BCON_NEW("$set", "{", "status", BCON_UTF8("deleted"), "updatedAt",
+                         BCON_DATE_TIME(afs_now_ms()), "}");
+  struct dbh h;
+  bson_error_t berr;
+  dbh_open(up, &h, AFS_COLL_ASSET);
+  bool ok = mongoc_collection_update_many(h.coll, filter, upd, NULL, NULL, &berr);
+  dbh_close(&h);
+  bson_destroy(upd);
+  bson_destroy(filter);
+  if (!ok)
+    return afs_db_error(err, &berr, AFS_COLL_ASSET);
+  return true;
+}
+
+bool afs_rec_abandon(struct afs_uploader *up, const char *id, struct afs_error *err) {
+  bson_t *set = BCON_NEW("abandoned", BCON_BOOL(true), "updatedAt", BCON_DATE_TIME(afs_now_ms()));
+  bool ok = set_field_by_id(up, AFS_COLL_UPLOAD, id, set, NULL, err);
+  bson_destroy(set);
+  return ok;
+}
+
+bool afs_asset_set_mtime(struct afs_uploader *up, const char *id, int64_t mtime_ms,
+                         struct afs_error *err) {
+  bson_t *set = BCON_NEW("mtime", BCON_DATE_TIME(mtime_ms), "updatedAt",
+                         BCON_DATE_TIME(afs_now_ms()));
+  bool ok = set_field_by_id(up, AFS_COLL_ASSET, id, set, NULL, err);
+  bson_destroy(set);
+  return ok;
+}
+
+bool afs_upload_renamed(struct afs_uploader *up, struct afs_wfile *wf, struct afs_error *err) {
+  char id[25], *file_path;
+  enum afs_wstate state;
+  pthread_mutex_lock(&wf->mu);
+  memcpy(id, wf->id, sizeof id);
+  state = wf->state;
+  wf->name_seq++;
+  pthread_mutex_unlock(&wf->mu);
+  if (!id[0])
+    return true;
+  char *partition;
+  afs_staging_names(up->fs->st, wf, &partition, &file_path);
+  free(partition);
+  bson_t *set = BCON_NEW("filePath", BCON_UTF8(file_path), "updatedAt",
+                         BCON_DATE_TIME(afs_now_ms()));
+  bool ok = set_field_by_id(up, AFS_COLL_UPLOAD, id, set, NULL, err);
+  /* The broker may have created the asset from the old filePath meanwhile; the worker
+   * checks again when it sees the completion. */
+  if (ok && (state == AFS_W_UPLOADED || state == AFS_W_COMPLETED))
+    ok = set_field_by_id(up, AFS_COLL_ASSET, id, set, NULL, err);
+  bson_destroy(set);
+  free(file_path);
+  return ok;
+}
+
+int afs_asset_rename_dir(struct afs_uploader *up, const char *partition, const char *from_dir,
+                         const char *to_dir, struct afs_error *err) {
+  char *q = afs_regex_quote(from_dir), *re;
+  if (asprintf(&re, "^%s/", q) < 0)
+    abort();
+  free(q);
+  bson_t *filter = BCON_NEW("_partition", BCON_UTF8(partition), "status", BCON_UTF8("active"),
+                            "filePath", "{", "$regex", BCON_UTF8(re), "}");
+  bson_t *opts = BCON_NEW("projection", "{", "filePath", BCON_INT32(1), "}");
+  struct dbh h;
+  bson_error_t berr;
+  const bson_t *doc;
+  int n = 0;
+  size_t cap = 0, cnt = 0;
+  struct item {
+    char id[25];
+    char *fp;
+  } *items = NULL;
+  dbh_open(up, &h, AFS_COLL_ASSET);
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(h.coll, filter, opts, NULL);
+  while (mongoc_cursor_next(cur, &doc)) {
+    bson_iter_t it;
+    if (!bson_iter_init_find(&it, doc, "_id") || !BSON_ITER_HOLDS_OID(&it))
+      continue;
+    bson_oid_t oid;
+    bson_oid_copy(bson_iter_oid(&it), &oid);
+    /* Any client can write CosyncAsset: a filePath that is not a string under from_dir
+     * (an array matches the regex too) is not ours to move. */
+    const char *old_fp;
+    size_t fl = strlen(from_dir);
+    if (!bson_iter_init_find(&it, doc, "filePath") || !BSON_ITER_HOLDS_UTF8(&it) ||
+        strncmp(old_fp = bson_iter_utf8(&it, NULL), from_dir, fl) || old_fp[fl] != '/')
+      continue;
+    if (cnt == cap) {
+      void *grown = realloc(items, (cap = cap ? cap * 2 : 64) * sizeof *items);
+      if (!grown)
+        abort();
+      items = grown;
+    }
+    bson_oid_to_string(&oid, items[cnt].id);
+    if (asprintf(&items[cnt].fp, "%s/%s", to_dir, old_fp + fl + 1) < 0)
+      abort();
+    cnt++;
+  }
+  bool ok = !mongoc_cursor_error(cur, &berr);
+  mongoc_cursor_destroy(cur);
+  dbh_close(&h);
+  bson_destroy(filter);
+  bson_destroy(opts);
+  free(re);
+  if (!ok)
+    afs_db_error(err, &berr, "cannot list the directory's assets");
+  for (size_t i = 0; i < cnt; i++) {
+    if (ok && afs_asset_set_file_path(up, items[i].id, items[i].fp, err))
+      n++;
+    else
+      ok = false;
+    free(items[i].fp);
+  }
+  free(items);
+  return ok ? n : -1;
+}
+
+/* Statuses of the given upload ids: out[i] is "" when not found. One find by _id per
+ * record: FerretDB answers those from its primary key, while an $in over _id (or any
+ * other filter) scans the collection, which costs far more once it holds thousands of
+ * records. */
+bool afs_rec_batch_status(struct afs_uploader *up, char (*ids)[25], int n, char (*out)[32]) {
+  bson_t *opts = status_opts();
+  struct dbh h;
+  bson_error_t berr;
+  bool ok = true;
+  dbh_open(up, &h, AFS_COLL_UPLOAD);
+  for (int i = 0; i < n && ok; i++) {
+    bson_oid_t oid;
+    bson_t doc;
+    bool found;
+    out[i][0] = '\0';
+    if (!oid_from_hex(ids[i], &oid))
+      continue;
+    if (!find_by_id(&h, &oid, opts, &doc, &found, &berr)) {
+      afs_debug("polling upload records: %s", berr.message);
+      ok = false;
+    }
+    if (found) {
+      bson_iter_t it;
+      snprintf(out[i], sizeof out[i], "%s",
+               bson_iter_init_find(&it, &doc, "status") && BSON_ITER_HOLDS_UTF8(&it)
+                   ? bson_iter_utf8(&it, NULL)
+                   : "?");
+    }
+    bson_destroy(&doc);
+  }
+  dbh_close(&h);
+  bson_destroy(opts);
+  return ok;
+}
+
+bool afs_rec_asset_active(struct afs_uploader *up, const char *id, bool *active,
+                          struct afs_error *err) {
+  bson_oid_t oid;
+  *active = false;
+  if (!oid_from_hex(id, &oid))
+    return true;
+  bson_t *opts = status_opts();
+  struct dbh h;
+  bson_error_t berr;
+  bson_t doc;
+  bool found;
+  dbh_open(up, &h, AFS_COLL_ASSET);
+  bool ok = find_by_id(&h, &oid, opts, &doc, &found, &berr);
+  if (found) {
+    bson_iter_t it;
+    *active = bson_iter_init_find(&it, &doc, "status") && BSON_ITER_HOLDS_UTF8(&it) &&
+              !strcmp(bson_iter_utf8(&it, NULL), "active");
+  }
+  bson_destroy(&doc);
+  dbh_close(&h);
+  bson_destroy(opts);
+  if (!ok)
+    return afs_db_error(err, &berr, "cannot read the asset record");
+  return true;
+}
+
+bool afs_rec_session_scan(struct afs_uploader *up, const char *status, bool ids_only,
+                          void (*fn)(void *ctx, const char *id, const bson_t *doc), void *ctx,
+                          struct afs_error *err) {
+  bson_t *filter = BCON_NEW("sessionId", BCON_UTF8(up->fs->opt.session_id), "status",
+                            BCON_UTF8(status));
+  bson_t opts = BSON_INITIALIZER, proj;
+  BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj);
+  BSON_APPEND_INT32(&proj, "_id", 1);
+  if (!ids_only) {
+    BSON_APPEND_INT32(&proj, "status", 1);
+    BSON_APPEND_INT32(&proj, "error", 1);
+    for (int i = 0; i < U_COUNT; i++)
+      BSON_APPEND_INT32(&proj, g_write_fields[i], 1);
+  }
+  bson_append_document_end(&opts, &proj);
+  struct dbh h;
+  bson_error_t berr;
+  const bson_t *doc;
+  dbh_open(up, &h, AFS_COLL_UPLOAD);
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(h.coll, filter, &opts, NULL);
+  __atomic_add_fetch(&up->n_scans, 1, __ATOMIC_RELAXED);
+  while (mongoc_cursor_next(cur, &doc)) {
+    bson_iter_t it;
+    char id[25];
+    __atomic_add_fetch(&up->n_scan_docs, 1, __ATOMIC_RELAXED);
+    if (!bson_iter_init_find(&it, doc, "_id") || !BSON_ITER_HOLDS_OID(&it))
+      continue;
+    bson_oid_to_string(bson_iter_oid(&it), id);
+    fn(ctx, id, doc);
+  }
+  bool ok = !mongoc_cursor_error(cur, &berr);
+  mongoc_cursor_destroy(cur);
+  dbh_close(&h);
+  bson_destroy(filter);
+  bson_destroy(&opts);
+  if (!ok)
+    return afs_db_error(err, &berr, "cannot read this session's upload records");
+  return true;
+}
