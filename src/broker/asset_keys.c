@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "assetfs/broker.h"
+#include "broker.h"
 #include "assetfs/records.h"
 
 /* Removes empty components ("a//b" -> "a/b") in place: Cosync's rebuilt preview URLs

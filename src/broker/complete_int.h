@@ -7,7 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "assetfs/broker.h"
+#include "broker.h"
 
 /* Where a version stands among the assets at its path: the broker's clock (versionAt)
  * first, the _id only to break ties. */

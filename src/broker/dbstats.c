@@ -5,7 +5,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
-#include "assetfs/broker.h"
+#include "broker.h"
 #include "assetfs/log.h"
 
 static const char *const names[] = {"find",   "getMore",   "update", "findAndModify",

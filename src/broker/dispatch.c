@@ -15,7 +15,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "assetfs/broker.h"
+#include "broker.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"

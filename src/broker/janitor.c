@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "assetfs/broker.h"
+#include "broker.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "assetfs/broker.h"
+#include "broker.h"
 #include "assetfs/endpoints.h"
 #include "assetfs/indexes.h"
 #include "assetfs/lease.h"

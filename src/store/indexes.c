@@ -2,7 +2,6 @@
 
 #include <stdio.h>
 
-#include "assetfs/broker.h" /* AFS_COLL_KEY_CLAIM */
 
 struct index_spec {
   const char *coll;

@@ -1,5 +1,7 @@
-/* assetfs-broker internals shared by its modules: the process context, the handlers of
- * each state change, and the helpers they share (URLs, the record seal, object removal).
+/* assetfs-broker internals shared by its modules (private to src/broker): the process
+ * context, the handlers of each state change, and the helpers they share: handlers.c
+ * (collections, failing a record, warnings, test pauses), urls.c, seal.c, objects.c
+ * (whose objects, removal), asset_keys.c, key_claims.c.
  *
  * Flow: the dispatcher (dispatch.c) polls MongoDB with adaptive intervals, claims
  * batches of records under a lease (lease.h) and queues them; worker threads run the
@@ -27,10 +29,6 @@
 /* An upload whose ObjectId _id is further ahead of the broker's clock than this is
  * refused (its keys' timestamp would be in the future: a client clock that is wrong). */
 #define AFS_ID_AHEAD_MAX_MS (10 * 60 * 1000)
-/* Key claims (key_claims.c): one document per S3 key handed to a record,
- * {_id: key, recordId: <upload _id>, createdAt}. */
-#define AFS_COLL_KEY_CLAIM "AssetfsKeyClaim"
-
 struct afs_broker {
   struct afs_config cfg;
   struct afs_db db;

@@ -1,0 +1,76 @@
+/* What every handler of the broker shares: the collection handle, failing a record with a
+ * reason, rate-limited warnings for transient failures, and the test-only pause hook. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "broker.h"
+#include "assetfs/lease.h"
+#include "assetfs/log.h"
+#include "assetfs/records.h"
+
+mongoc_collection_t *afs_broker_coll(struct afs_broker *b, mongoc_client_t *c,
+                                     const char *name) {
+  return afs_db_coll(&b->db, c, name);
+}
+
+enum afs_outcome afs_upload_fail(mongoc_collection_t *coll, const bson_value_t *id,
+                                 const char *token, const char *why) {
+  char ids[80];
+  struct afs_error e = {0};
+  afs_warn("upload %s: error: %s", afs_rec_id_str(id, ids, sizeof ids), why);
+  bson_t *set = BCON_NEW("status", "error", "error", BCON_UTF8(why), "updatedAt",
+                         BCON_DATE_TIME(afs_now_ms()));
+  /* Unclaimed (token NULL): only a pending initialization fails this way, and only
+   * while the record is still pending and nobody holds it. */
+  int rc = token ? afs_lease_finish(coll, id, token, set, NULL, &e)
+                 : afs_lease_finish_from(coll, id, NULL, "pending", set, NULL, &e);
+  bson_destroy(set);
+  if (rc < 0) {
+    afs_warn("upload %s: cannot record the error: %s", ids, e.msg);
+    return AFS_RETRY;
+  }
+  return AFS_DONE;
+}
+
+/* point=ms pairs from ASSETFS_BROKER_TEST_PAUSE, parsed once. */
+static struct {
+  pthread_once_t once;
+  char spec[256];
+} g_pause = {PTHREAD_ONCE_INIT, ""};
+
+static void pause_init(void) {
+  const char *e = getenv("ASSETFS_BROKER_TEST_PAUSE");
+  snprintf(g_pause.spec, sizeof g_pause.spec, "%s", e ? e : "");
+  if (*g_pause.spec)
+    afs_warn("ASSETFS_BROKER_TEST_PAUSE is set (%s): test-only pauses are active",
+             g_pause.spec);
+}
+
+void afs_broker_test_pause(const char *point, const bson_value_t *id) {
+  pthread_once(&g_pause.once, pause_init);
+  if (!*g_pause.spec)
+    return;
+  size_t pl = strlen(point);
+  for (const char *c = g_pause.spec; c && *c; c = strchr(c, ',') ? strchr(c, ',') + 1 : NULL) {
+    if (strncmp(c, point, pl) || c[pl] != '=')
+      continue;
+    long ms = strtol(c + pl + 1, NULL, 10);
+    char ids[80];
+    afs_info("test pause: %s %s", point, afs_rec_id_str(id, ids, sizeof ids));
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (ms > 0 && nanosleep(&ts, &ts) && errno == EINTR)
+      ;
+    return;
+  }
+}
+
+static atomic_llong g_last_transient_warn;
+
+bool afs_broker_warn_due(void) {
+  long long now = (long long)afs_now_ms(), last = atomic_load(&g_last_transient_warn);
+  return now - last >= 10000 && atomic_compare_exchange_strong(&g_last_transient_warn, &last, now);
+}

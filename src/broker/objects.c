@@ -1,0 +1,115 @@
+/* The objects of a record: whose they are (a record's `path`, confinement to the uid's
+ * prefix, trust in unsealed records, sharing between records) and their removal. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker.h"
+#include "assetfs/lease.h"
+#include "assetfs/log.h"
+#include "assetfs/records.h"
+
+bool afs_broker_path_shared(mongoc_collection_t *assets, const bson_value_t *id,
+                            const char *path) {
+  bson_t q = BSON_INITIALIZER, ne;
+  BSON_APPEND_UTF8(&q, "path", path);
+  if (id) {
+    BSON_APPEND_DOCUMENT_BEGIN(&q, "_id", &ne);
+    bson_append_value(&ne, "$ne", 3, id);
+    bson_append_document_end(&q, &ne);
+  }
+  bson_t *opts = BCON_NEW("limit", BCON_INT64(1));
+  int64_t n = mongoc_collection_count_documents(assets, &q, opts, NULL, NULL, NULL);
+  bson_destroy(opts);
+  bson_destroy(&q);
+  return n != 0; /* -1 (error) counts as shared: keep the bytes */
+}
+
+int afs_broker_record_path(const bson_t *doc, const char **path) {
+  *path = NULL;
+  if (!afs_rec_str(doc, "path", AFS_KEY_MAX, path, NULL)) {
+    *path = NULL;
+    return -1;
+  }
+  return *path && **path ? 1 : 0;
+}
+
+/* "<uid>/..." or "public/<uid>/..." with no empty, "." or ".." component: a key that
+ * names one object under the uid's prefix on any S3 and any HTTP client. */
+bool afs_broker_key_confined(const char *key, const char *uid) {
+  if (!key || !uid)
+    return false;
+  const char *k = key;
+  if (!strncmp(k, "public/", 7))
+    k += 7;
+  size_t ul = strlen(uid);
+  if (!*uid || strncmp(k, uid, ul) || k[ul] != '/' || !k[ul + 1])
+    return false;
+  for (const char *c = key; *c;) {
+    const char *e = strchr(c, '/');
+    size_t n = e ? (size_t)(e - c) : strlen(c);
+    if (n == 0 || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
+      return false;
+    c += n + (e ? 1 : 0);
+    if (e && !*c)
+      return false; /* trailing '/' */
+  }
+  return true;
+}
+
+static bool under_prefix(const char *path, const char *uid) {
+  return afs_broker_key_confined(path, uid);
+}
+
+bool afs_broker_path_trusted(const struct afs_broker *b, const bson_t *doc) {
+  const char *path = NULL, *uid = NULL;
+  bson_iter_t it;
+  if (bson_iter_init_find(&it, doc, "brokerSeal"))
+    return afs_broker_seal_ok(b, doc);
+  afs_broker_record_path(doc, &path);
+  afs_rec_str(doc, "uid", 4096, &uid, NULL);
+  return under_prefix(path, uid);
+}
+
+bool afs_broker_delete_objects(struct afs_broker *b, const bson_t *doc, const char *const *keep,
+                               struct afs_error *err) {
+  const char *path = NULL, *uid = NULL;
+  int has_path = afs_broker_record_path(doc, &path);
+  afs_rec_str(doc, "uid", 4096, &uid, NULL);
+  if (has_path == 0)
+    return true; /* nothing was ever signed */
+  if (has_path < 0)
+    return afs_error_set(err, EPERM,
+                         "path is not a usable S3 key (not a string, or over %d bytes); no "
+                         "object of ours can be there",
+                         AFS_KEY_MAX);
+  bson_iter_t it;
+  bool has_seal = bson_iter_init_find(&it, doc, "brokerSeal");
+  if (has_seal ? !afs_broker_seal_ok(b, doc) : !under_prefix(path, uid))
+    return afs_error_set(err, EPERM,
+                         "refusing to delete objects of a record whose path/uid/contentType "
+                         "were changed after the broker set them");
+  struct afs_keys k;
+  afs_broker_asset_keys(b, doc, &k);
+  bool ok = afs_broker_delete_keys(b, &k, keep, err);
+  afs_keys_free(&k);
+  return ok;
+}
+
+bool afs_broker_delete_keys(struct afs_broker *b, const struct afs_keys *k,
+                            const char *const *keep, struct afs_error *err) {
+  const char *keys[AFS_PART_COUNT];
+  size_t n = 0;
+  for (int p = 0; p < AFS_PART_COUNT; p++) {
+    if (!k->key[p])
+      continue;
+    bool skip = false;
+    for (size_t i = 0; keep && keep[i]; i++)
+      if (!strcmp(keep[i], k->key[p]))
+        skip = true;
+    if (!skip)
+      keys[n++] = k->key[p];
+  }
+  return n == 0 || afs_s3_delete_objects(&b->s3c, keys, n, NULL, err);
+}

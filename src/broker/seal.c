@@ -1,0 +1,69 @@
+/* The broker's seal on a record: an HMAC over the fields that decide which objects a
+ * record may touch (_id, uid, path, contentType, expirationHours), so a client cannot move
+ * a record the broker initialized onto someone else's keys. */
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "broker.h"
+#include "assetfs/lease.h"
+#include "assetfs/log.h"
+#include "assetfs/records.h"
+
+static void feed(EVP_MAC_CTX *m, const char *s) {
+  s = s ? s : "";
+  EVP_MAC_update(m, (const unsigned char *)s, strlen(s) + 1); /* the NUL separates fields */
+}
+
+void afs_broker_seal(const struct afs_broker *b, const bson_value_t *id, const char *uid,
+                     const char *path, const char *content_type, double hours, char hex[65]) {
+  char idbuf[160], hbuf[64];
+  if (id->value_type == BSON_TYPE_OID) {
+    bson_oid_to_string(&id->value.v_oid, idbuf);
+  } else {
+    bson_t tmp = BSON_INITIALIZER;
+    bson_append_value(&tmp, "_id", 3, id);
+    char *j = bson_as_canonical_extended_json(&tmp, NULL);
+    snprintf(idbuf, sizeof idbuf, "%s", j ? j : "");
+    bson_free(j);
+    bson_destroy(&tmp);
+  }
+  snprintf(hbuf, sizeof hbuf, "%.17g", hours);
+  unsigned char mac[32];
+  size_t maclen = 0;
+  EVP_MAC *alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
+  EVP_MAC_CTX *m = EVP_MAC_CTX_new(alg);
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", "SHA256", 0),
+                         OSSL_PARAM_construct_end()};
+  EVP_MAC_init(m, b->seal_key, sizeof b->seal_key, params);
+  feed(m, "assetfs-seal-v1");
+  feed(m, idbuf);
+  feed(m, uid);
+  feed(m, path);
+  feed(m, content_type);
+  feed(m, hbuf);
+  EVP_MAC_final(m, mac, &maclen, sizeof mac);
+  EVP_MAC_CTX_free(m);
+  EVP_MAC_free(alg);
+  for (size_t i = 0; i < 32; i++)
+    snprintf(hex + 2 * i, 3, "%02x", mac[i]);
+}
+
+bool afs_broker_seal_ok(const struct afs_broker *b, const bson_t *doc) {
+  const char *seal, *uid, *path, *ct;
+  double hours = AFS_READ_HOURS_DEFAULT;
+  bool has;
+  bson_value_t id;
+  if (!afs_rec_str(doc, "brokerSeal", 64, &seal, NULL) || !seal)
+    return false;
+  if (!afs_rec_str(doc, "uid", 4096, &uid, NULL) || afs_broker_record_path(doc, &path) < 0 ||
+      !afs_rec_str(doc, "contentType", 4096, &ct, NULL) ||
+      !afs_rec_num(doc, "expirationHours", &hours, &has, NULL) || !afs_rec_id(doc, &id))
+    return false;
+  char want[65];
+  afs_broker_seal(b, &id, uid, path, ct, has ? hours : AFS_READ_HOURS_DEFAULT, want);
+  bson_value_destroy(&id);
+  return strlen(seal) == 64 && CRYPTO_memcmp(want, seal, 64) == 0;
+}
