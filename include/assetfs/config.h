@@ -14,23 +14,23 @@
 #include "assetfs/error.h"
 
 struct afs_config {
-  char *mongo_uri;          /* default mongodb://127.0.0.1:27017 */
-  char *database;           /* default "assetfs" */
-  char *s3_endpoint;        /* NULL = AWS (https://s3.<region>.amazonaws.com) */
-  char *s3_region;          /* default us-east-1 */
+  char *mongo_uri;   /* default mongodb://127.0.0.1:27017 */
+  char *database;    /* default "assetfs" */
+  char *s3_endpoint; /* NULL = AWS (https://s3.<region>.amazonaws.com) */
+  char *s3_region;   /* default us-east-1 */
   char *s3_bucket;
   char *s3_access_key;
   char *s3_secret_key;
-  bool s3_path_style;       /* default: true when an endpoint is set */
-  char *public_base_url;    /* base for unsigned public URLs; default: object URL */
-  long write_url_seconds;   /* lifetime of presigned PUT URLs; default 86400 */
-  long stale_upload_seconds;/* pending/initialized older than this -> error; default 86400 */
-  long lease_seconds;       /* how long a broker owns a record it works on; default 60 */
-  long call_keep_seconds;   /* answered (done/error) function calls older than this are
-                               deleted; default 86400, 0 = keep them */
-  bool keep_versions;       /* superseded assets archived instead of deleted */
-  long max_object_size;     /* HEAD size limit; default 5 GiB */
-  char *log_level;          /* error|warn|info|debug; default info */
+  bool s3_path_style;        /* default: true when an endpoint is set */
+  char *public_base_url;     /* base for unsigned public URLs; default: object URL */
+  long write_url_seconds;    /* lifetime of presigned PUT URLs; default 86400 */
+  long stale_upload_seconds; /* pending/initialized older than this -> error; default 86400 */
+  long lease_seconds;        /* how long a broker owns a record it works on; default 60 */
+  long call_keep_seconds;    /* answered (done/error) function calls older than this are
+                                deleted; default 86400, 0 = keep them */
+  bool keep_versions;        /* superseded assets archived instead of deleted */
+  long max_object_size;      /* HEAD size limit; default 5 GiB */
+  char *log_level;           /* error|warn|info|debug; default info */
 };
 
 void afs_config_defaults(struct afs_config *c);

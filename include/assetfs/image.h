@@ -37,8 +37,8 @@ bool afs_image_probe(const char *path, struct afs_image_info *info, struct afs_e
 
 /* Writes dst_path (format from its extension) with the longer side at most `size`
  * pixels. out_w/out_h (may be NULL) get the cut's size. */
-bool afs_image_cut(const char *src_path, const char *dst_path, int size, int *out_w,
-                   int *out_h, struct afs_error *err);
+bool afs_image_cut(const char *src_path, const char *dst_path, int size, int *out_w, int *out_h,
+                   struct afs_error *err);
 
 /* Frees libvips' per-thread state; call on every thread that used this module. */
 void afs_image_thread_done(void);

@@ -104,8 +104,7 @@ int afs_lease_finish_doc(mongoc_collection_t *coll, const bson_value_t *id, cons
  * whose lease ran out during slow work learns it here and writes nothing. Returns 1
  * renewed, 0 lost (or status moved on; NULL token: never claimed), -1 on error. */
 int afs_lease_renew_doc(mongoc_collection_t *coll, const bson_value_t *id, const char *token,
-                        const char *status, long lease_ms, bson_t *after,
-                        struct afs_error *err);
+                        const char *status, long lease_ms, bson_t *after, struct afs_error *err);
 
 /* Gives the record back without changing its state; nobody claims it again for
  * retry_ms (0 = at once). Same return values as afs_lease_finish; a NULL token (never

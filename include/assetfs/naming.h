@@ -106,8 +106,7 @@ bool afs_naming_make_keys(const char *uid, const char *file_path, const char *co
 /* Derives the cut/preview keys from an asset's original key `path` (as built above).
  * Always sets the original; returns false (with only the original set) when the key
  * has no "-<timestamp>" to anchor the cut names on. Caller frees with afs_keys_free. */
-bool afs_naming_keys_from_path(const char *path, const char *content_type,
-                               struct afs_keys *out);
+bool afs_naming_keys_from_path(const char *path, const char *content_type, struct afs_keys *out);
 
 void afs_keys_free(struct afs_keys *k);
 

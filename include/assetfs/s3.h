@@ -53,9 +53,9 @@ bool afs_s3_error_transient(const struct afs_error *err);
 struct afs_s3_object_info {
   bool exists;
   int64_t size;
-  char etag[130];          /* without the surrounding quotes */
+  char etag[130]; /* without the surrounding quotes */
   char content_type[256];
-  int64_t last_modified;   /* Unix time, 0 if the server did not say */
+  int64_t last_modified; /* Unix time, 0 if the server did not say */
 };
 
 /* HEAD KEY. A missing object is not an error: true with exists = false. */
@@ -63,8 +63,7 @@ bool afs_s3_head_object(const struct afs_s3_client *c, const char *key,
                         struct afs_s3_object_info *out, struct afs_error *err);
 
 /* DELETE KEY. Deleting a missing key succeeds (S3 semantics). */
-bool afs_s3_delete_object(const struct afs_s3_client *c, const char *key,
-                          struct afs_error *err);
+bool afs_s3_delete_object(const struct afs_s3_client *c, const char *key, struct afs_error *err);
 
 /* Deletes N keys with DeleteObjects, in batches of AFS_S3_DELETE_BATCH (Content-MD5 set
  * as S3 requires); keys that XML cannot carry are deleted one by one. Missing keys count
@@ -90,21 +89,20 @@ bool afs_s3_list_objects(const struct afs_s3_client *c, const char *prefix, int 
 
 /* CreateMultipartUpload; *upload_id is malloc'd (caller frees). content_type may be NULL. */
 bool afs_s3_multipart_create(const struct afs_s3_client *c, const char *key,
-                             const char *content_type, char **upload_id,
-                             struct afs_error *err);
+                             const char *content_type, char **upload_id, struct afs_error *err);
 
 struct afs_s3_part {
-  int number;        /* 1..10000, ascending */
-  const char *etag;  /* as returned by the part's PUT, quotes optional */
+  int number;       /* 1..10000, ascending */
+  const char *etag; /* as returned by the part's PUT, quotes optional */
 };
 
 /* CompleteMultipartUpload. etag_out (may be NULL, 130 bytes) gets the object's ETag. */
 bool afs_s3_multipart_complete(const struct afs_s3_client *c, const char *key,
-                               const char *upload_id, const struct afs_s3_part *parts,
-                               size_t n, char *etag_out, struct afs_error *err);
+                               const char *upload_id, const struct afs_s3_part *parts, size_t n,
+                               char *etag_out, struct afs_error *err);
 
 /* AbortMultipartUpload. An upload that is already gone counts as aborted. */
-bool afs_s3_multipart_abort(const struct afs_s3_client *c, const char *key,
-                            const char *upload_id, struct afs_error *err);
+bool afs_s3_multipart_abort(const struct afs_s3_client *c, const char *key, const char *upload_id,
+                            struct afs_error *err);
 
 #endif

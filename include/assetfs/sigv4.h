@@ -15,12 +15,12 @@
 #define AFS_SIGV4_MAX_EXPIRES 604800L /* S3 refuses presigned URLs valid longer than 7 days */
 
 struct afs_s3_target {
-  const char *endpoint;   /* scheme://host[:port], e.g. "http://127.0.0.1:7070"; NULL = AWS */
-  const char *region;     /* e.g. "us-east-1" */
+  const char *endpoint; /* scheme://host[:port], e.g. "http://127.0.0.1:7070"; NULL = AWS */
+  const char *region;   /* e.g. "us-east-1" */
   const char *bucket;
   const char *access_key;
   const char *secret_key;
-  bool path_style;        /* true: endpoint/bucket/key; false: bucket.host/key */
+  bool path_style; /* true: endpoint/bucket/key; false: bucket.host/key */
 };
 
 /* One extra header to sign (lower-case name). */
@@ -35,8 +35,8 @@ struct afs_sigv4_header {
  * `headers` (n of them) are signed too, e.g. content-type for a PUT, so S3 refuses a
  * request that does not send them. Caller frees. NULL with err set on bad input. */
 char *afs_sigv4_presign(const struct afs_s3_target *t, const char *method, const char *key,
-                        const char *subresource, const struct afs_sigv4_header *headers,
-                        size_t n, long expires, time_t now, struct afs_error *err);
+                        const char *subresource, const struct afs_sigv4_header *headers, size_t n,
+                        long expires, time_t now, struct afs_error *err);
 
 /* Plain unsigned URL of KEY (for public assets), with the same addressing rules. Caller frees. */
 char *afs_s3_object_url(const struct afs_s3_target *t, const char *key);
@@ -51,11 +51,11 @@ struct afs_sigv4_param {
 /* What a header-signed request needs besides its body: the URL and the headers to send.
  * `authorization` holds a signature: never log it. */
 struct afs_sigv4_signed {
-  char *url;                 /* full URL with the encoded query */
-  char *host;                /* value of the Host header that was signed */
-  char *authorization;       /* value of the Authorization header */
-  char amz_date[17];         /* value of X-Amz-Date, YYYYMMDDTHHMMSSZ */
-  char payload_hash[65];     /* value of X-Amz-Content-Sha256 */
+  char *url;             /* full URL with the encoded query */
+  char *host;            /* value of the Host header that was signed */
+  char *authorization;   /* value of the Authorization header */
+  char amz_date[17];     /* value of X-Amz-Date, YYYYMMDDTHHMMSSZ */
+  char payload_hash[65]; /* value of X-Amz-Content-Sha256 */
 };
 
 /* Signs a request in the Authorization header (the broker's own calls). KEY is the raw
@@ -73,10 +73,10 @@ void afs_sigv4_signed_free(struct afs_sigv4_signed *s);
 
 /* Same as afs_sigv4_presign with raw (unencoded) query parameters instead of an encoded
  * subresource string. */
-char *afs_sigv4_presign_params(const struct afs_s3_target *t, const char *method,
-                               const char *key, const struct afs_sigv4_param *params,
-                               size_t nparams, const struct afs_sigv4_header *headers,
-                               size_t n, long expires, time_t now, struct afs_error *err);
+char *afs_sigv4_presign_params(const struct afs_s3_target *t, const char *method, const char *key,
+                               const struct afs_sigv4_param *params, size_t nparams,
+                               const struct afs_sigv4_header *headers, size_t n, long expires,
+                               time_t now, struct afs_error *err);
 
 /* S3's URI encoding: every byte except A-Za-z0-9 - . _ ~ becomes %XX (upper-case hex);
  * '/' is kept when keep_slash. Caller frees; NULL only when out of memory. */

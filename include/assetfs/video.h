@@ -31,10 +31,10 @@
 
 #include "assetfs/error.h"
 
-#define AFS_VIDEO_MAX_PACKETS 1500           /* packets read after the header, all streams */
-#define AFS_VIDEO_MAX_BYTES (96 << 20)       /* bytes read from the file after the header */
-#define AFS_VIDEO_MAX_PIXELS (7680 * 4320)   /* 8K UHD; the preview needs ~3 bytes/pixel x 2 */
-#define AFS_VIDEO_DEADLINE_S 20              /* wall time for one call */
+#define AFS_VIDEO_MAX_PACKETS 1500         /* packets read after the header, all streams */
+#define AFS_VIDEO_MAX_BYTES (96 << 20)     /* bytes read from the file after the header */
+#define AFS_VIDEO_MAX_PIXELS (7680 * 4320) /* 8K UHD; the preview needs ~3 bytes/pixel x 2 */
+#define AFS_VIDEO_DEADLINE_S 20            /* wall time for one call */
 
 struct afs_video_info {
   double duration;   /* seconds (container's duration, all streams); 0 if the file does not say */

@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "broker.h"
 #include "assetfs/records.h"
+#include "broker.h"
 
 /* Removes empty components ("a//b" -> "a/b") in place: Cosync's rebuilt preview URLs
  * name "uid//dir/..." while the object lies at "uid/dir/...". */
@@ -47,8 +47,7 @@ done:
   return key;
 }
 
-bool afs_broker_asset_keys(const struct afs_broker *b, const bson_t *doc,
-                           struct afs_keys *out) {
+bool afs_broker_asset_keys(const struct afs_broker *b, const bson_t *doc, struct afs_keys *out) {
   const char *path = NULL, *uid = NULL, *ct = NULL;
   memset(out, 0, sizeof *out);
   afs_rec_str(doc, "uid", AFS_UID_MAX, &uid, NULL);

@@ -32,8 +32,8 @@
 struct afs_broker {
   struct afs_config cfg;
   struct afs_db db;
-  struct afs_s3_target s3;    /* presigning */
-  struct afs_s3_client s3c;   /* HEAD/DELETE; its target is a copy of s3 */
+  struct afs_s3_target s3;  /* presigning */
+  struct afs_s3_client s3c; /* HEAD/DELETE; its target is a copy of s3 */
   unsigned char seal_key[32];
   int workers;     /* worker threads */
   int batch;       /* records claimed per poll */
@@ -95,8 +95,8 @@ void afs_broker_release_claims(struct afs_broker *b, mongoc_client_t *c, const b
  * takes a pending record read without a claim (token NULL; see upload_init.c). */
 enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
                                  const char *token);
-enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
-                                     const bson_t *doc, const char *token);
+enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
+                                     const char *token);
 enum afs_outcome afs_upload_stale(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
                                   const char *token);
 enum afs_outcome afs_asset_purge(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
@@ -142,8 +142,7 @@ bool afs_broker_path_trusted(const struct afs_broker *b, const bson_t *doc);
  * keys from their stored URLs when those name a key under the same uid prefix (Cosync's
  * "-videopreview-<ts>-.png" and "uid//dir" keys), else by naming. The caller checks that
  * the record is trusted (afs_broker_path_trusted). Free with afs_keys_free. */
-bool afs_broker_asset_keys(const struct afs_broker *b, const bson_t *doc,
-                           struct afs_keys *out);
+bool afs_broker_asset_keys(const struct afs_broker *b, const bson_t *doc, struct afs_keys *out);
 
 /* Deletes every object of an asset/upload record whose `path` is set (original, cuts,
  * preview). Refuses (false, EPERM) when the record's seal is invalid, or, for records
@@ -156,8 +155,8 @@ bool afs_broker_delete_objects(struct afs_broker *b, const bson_t *doc, const ch
 /* Deletes the keys of k (NULL entries skipped, keys in `keep` left alone) in one
  * DeleteObjects request. Missing objects count as deleted; false with err otherwise
  * (afs_s3_error_transient(err) tells an outage from a refusal). */
-bool afs_broker_delete_keys(struct afs_broker *b, const struct afs_keys *k,
-                            const char *const *keep, struct afs_error *err);
+bool afs_broker_delete_keys(struct afs_broker *b, const struct afs_keys *k, const char *const *keep,
+                            struct afs_error *err);
 
 /* True at most once per 10 s across the process: transient-failure warnings (S3 or
  * MongoDB away) are logged at warn level that often, the rest at debug, so an outage
@@ -168,8 +167,7 @@ bool afs_broker_warn_due(void);
 
 /* True if an asset record other than `id` (NULL: any) has `path` as its key, or when
  * that cannot be told (MongoDB error): its objects must then be kept. */
-bool afs_broker_path_shared(mongoc_collection_t *assets, const bson_value_t *id,
-                            const char *path);
+bool afs_broker_path_shared(mongoc_collection_t *assets, const bson_value_t *id, const char *path);
 
 /* The record's `path` under the one rule every reader of it follows: a string of
  * 1..AFS_KEY_MAX bytes (S3's key limit: no object can live at a longer key). 1 with

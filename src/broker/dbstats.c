@@ -5,20 +5,22 @@
 #include <stdatomic.h>
 #include <string.h>
 
-#include "broker.h"
 #include "assetfs/log.h"
+#include "broker.h"
 
 static const char *const names[] = {"find",   "getMore",   "update", "findAndModify",
                                     "delete", "aggregate", "insert", "other"};
 #define NNAMES (sizeof names / sizeof names[0])
 static atomic_llong counts[2][NNAMES];
-static _Thread_local int t_role; /* 0 dispatcher or other, 1 worker */
+static _Thread_local int t_role;       /* 0 dispatcher or other, 1 worker */
 static _Thread_local long long t_sent; /* commands this thread sent */
 /* Claims: commands of claims that found records, those records, commands of polls that
  * found nothing, and those polls. */
 static atomic_llong claim_cmds, claim_recs, empty_cmds, empty_polls;
 
-long long afs_broker_dbstats_sent(void) { return t_sent; }
+long long afs_broker_dbstats_sent(void) {
+  return t_sent;
+}
 
 void afs_broker_dbstats_claim(long long cmds, int found) {
   if (found > 0) {
@@ -30,7 +32,9 @@ void afs_broker_dbstats_claim(long long cmds, int found) {
   }
 }
 
-void afs_broker_dbstats_role(bool worker) { t_role = worker ? 1 : 0; }
+void afs_broker_dbstats_role(bool worker) {
+  t_role = worker ? 1 : 0;
+}
 
 static void started(const mongoc_apm_command_started_t *ev) {
   const char *cmd = mongoc_apm_command_started_get_command_name(ev);

@@ -15,10 +15,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "broker.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"
+#include "broker.h"
 
 /* Pending and uploaded records are two sources, each a plain equality on status: FerretDB
  * on PostgreSQL pushes that down (milliseconds), while {status: {$in: [...]}} scans the
@@ -260,8 +260,7 @@ static void *worker_main(void *arg) {
       break;
     }
     if (it.src < SRC_COUNT)
-      afs_debug("handled a %s record in %lld ms", src_coll[it.src],
-                (long long)(afs_now_ms() - t0));
+      afs_debug("handled a %s record in %lld ms", src_coll[it.src], (long long)(afs_now_ms() - t0));
     if (it.doc)
       bson_destroy(it.doc);
     pthread_mutex_lock(&q->lock);
@@ -290,8 +289,8 @@ static bson_t *source_filter(struct afs_broker *b, enum src s) {
   case SRC_PENDING:
   case SRC_UPLOADED:
     /* Not an array: {status: "pending"} matches ["pending"] too. */
-    return BCON_NEW("status", s == SRC_PENDING ? "pending" : "uploaded", "$and", "[", "{",
-                    "status", "{", "$not", "{", "$type", "array", "}", "}", "}", "]");
+    return BCON_NEW("status", s == SRC_PENDING ? "pending" : "uploaded", "$and", "[", "{", "status",
+                    "{", "$not", "{", "$type", "array", "}", "}", "}", "]");
   case SRC_CALL:
     return BCON_NEW("status", "pending", "$and", "[", "{", "status", "{", "$not", "{", "$type",
                     "array", "}", "}", "}", "]");
@@ -302,11 +301,11 @@ static bson_t *source_filter(struct afs_broker *b, enum src s) {
     int64_t cutoff = afs_now_ms() - b->cfg.stale_upload_seconds * 1000L;
     bson_oid_t oid;
     afs_rec_oid_at(cutoff, &oid);
-    return BCON_NEW("status", "{", "$in", "[", "pending", "initialized", "]", "}", "$and", "[",
-                    "{", "status", "{", "$not", "{", "$type", "array", "}", "}", "}",
-                    "{", "$or", "[", "{", "createdAt", "{", "$lt", BCON_DATE_TIME(cutoff), "}",
-                    "}", "{", "createdAt", "{", "$not", "{", "$type", "date", "}", "}", "_id",
-                    "{", "$lt", BCON_OID(&oid), "}", "}", "]", "}", "]");
+    return BCON_NEW("status", "{", "$in", "[", "pending", "initialized", "]", "}", "$and", "[", "{",
+                    "status", "{", "$not", "{", "$type", "array", "}", "}", "}", "{", "$or", "[",
+                    "{", "createdAt", "{", "$lt", BCON_DATE_TIME(cutoff), "}", "}", "{",
+                    "createdAt", "{", "$not", "{", "$type", "date", "}", "}", "_id", "{", "$lt",
+                    BCON_OID(&oid), "}", "}", "]", "}", "]");
   }
   default:
     return bson_new();
@@ -314,8 +313,8 @@ static bson_t *source_filter(struct afs_broker *b, enum src s) {
 }
 
 /* Claims from one source; returns records queued, or -1 on a MongoDB error. */
-static int claim_source(struct ctx *x, mongoc_client_t *c, enum src s, size_t room,
-                        bool single, struct afs_error *err) {
+static int claim_source(struct ctx *x, mongoc_client_t *c, enum src s, size_t room, bool single,
+                        struct afs_error *err) {
   struct afs_broker *b = x->b;
   struct afs_lease_batch batch;
   size_t want = room < (size_t)b->batch ? room : (size_t)b->batch;
@@ -397,8 +396,8 @@ static int claim_source(struct ctx *x, mongoc_client_t *c, enum src s, size_t ro
   /* Single: one findAndModify that claims and reads the oldest record (an idle poll that
    * finds one costs no second round trip). Otherwise a batch claim: one query when there
    * is nothing, two for up to `want`. */
-  bool ok = afs_lease_claim(coll, f, single ? 1 : (int)want, b->cfg.lease_seconds * 1000L,
-                            &batch, err);
+  bool ok =
+      afs_lease_claim(coll, f, single ? 1 : (int)want, b->cfg.lease_seconds * 1000L, &batch, err);
   if (ok) {
     int64_t t1 = afs_now_ms();
     for (size_t i = 0; i < batch.n; i++) {
@@ -598,8 +597,8 @@ int afs_broker_run(struct afs_broker *b) {
         delay = b->poll_min_ms;
         last_work = now;
       } else {
-        long cap = now - last_work < HOT_MS && HOT_CAP_MS < b->poll_max_ms ? HOT_CAP_MS
-                                                                           : b->poll_max_ms;
+        long cap =
+            now - last_work < HOT_MS && HOT_CAP_MS < b->poll_max_ms ? HOT_CAP_MS : b->poll_max_ms;
         if ((delay *= 2) > cap)
           delay = cap;
         /* Where every poll is a collection scan (FerretDB on SQLite), idle polling must

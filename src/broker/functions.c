@@ -13,10 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "broker.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"
+#include "broker.h"
 
 #define MAX_IDS 100
 
@@ -96,10 +96,10 @@ static bool first_arg(const bson_t *call, bson_value_t *out, struct afs_error *e
 static bson_t *find_asset(mongoc_collection_t *assets, const bson_value_t *id, bool for_result) {
   bson_t q = BSON_INITIALIZER;
   bson_append_value(&q, "_id", 3, id);
-  bson_t *opts = for_result ? BCON_NEW("limit", BCON_INT64(1), "projection", "{", "leaseOwner",
-                                       BCON_INT32(0), "leaseUntil", BCON_INT32(0),
-                                       "brokerSeal", BCON_INT32(0), "}")
-                            : BCON_NEW("limit", BCON_INT64(1));
+  bson_t *opts =
+      for_result ? BCON_NEW("limit", BCON_INT64(1), "projection", "{", "leaseOwner", BCON_INT32(0),
+                            "leaseUntil", BCON_INT32(0), "brokerSeal", BCON_INT32(0), "}")
+                 : BCON_NEW("limit", BCON_INT64(1));
   mongoc_cursor_t *cur = mongoc_collection_find_with_opts(assets, &q, opts, NULL);
   const bson_t *d;
   bson_t *res = NULL;
@@ -145,8 +145,9 @@ static bson_t *refresh_one(struct afs_broker *b, mongoc_collection_t *assets,
     hours = AFS_READ_HOURS_DEFAULT;
   if (!afs_broker_path_trusted(b, a)) {
     /* Otherwise a client could point its asset at someone else's key and have it signed. */
-    afs_error_set(err, EPERM, "asset %s: path, uid or contentType were changed after the "
-                              "broker set them; refusing to sign",
+    afs_error_set(err, EPERM,
+                  "asset %s: path, uid or contentType were changed after the "
+                  "broker set them; refusing to sign",
                   ids);
     bson_destroy(a);
     return NULL;
@@ -209,8 +210,9 @@ static bool owner_set_status(mongoc_collection_t *assets, const bson_value_t *id
   afs_rec_str(a, "status", 64, &cur, NULL);
   bool ok = true;
   if (!caller || !owner || strcmp(caller, owner)) {
-    ok = afs_error_set(err, EPERM, "%s: permission denied: only the asset's owner may %s it; "
-                                   "the caller's uid is not the asset's uid",
+    ok = afs_error_set(err, EPERM,
+                       "%s: permission denied: only the asset's owner may %s it; "
+                       "the caller's uid is not the asset's uid",
                        fn, !strcmp(status, "deleted") ? "remove" : "archive");
   } else if (cur && !strcmp(cur, "deleted")) {
     ok = afs_error_set(err, ENOENT, "asset %s is already deleted", ids);
@@ -330,8 +332,8 @@ finish:
     struct afs_error e2 = {0};
     if (afs_lease_finish(calls, &callid, token, &set, NULL, &e2) < 0)
       out = AFS_RETRY;
-    afs_info("call %s %s: %s%s", cids, name ? name : "(no name)", ok ? "done" : "error: ",
-             ok ? "" : err.msg);
+    afs_info("call %s %s: %s%s", cids, name ? name : "(no name)",
+             ok ? "done" : "error: ", ok ? "" : err.msg);
   }
   for (size_t i = 0; i < nids; i++)
     bson_value_destroy(&ids[i]);

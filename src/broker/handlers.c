@@ -7,13 +7,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "broker.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"
+#include "broker.h"
 
-mongoc_collection_t *afs_broker_coll(struct afs_broker *b, mongoc_client_t *c,
-                                     const char *name) {
+mongoc_collection_t *afs_broker_coll(struct afs_broker *b, mongoc_client_t *c, const char *name) {
   return afs_db_coll(&b->db, c, name);
 }
 
@@ -46,8 +45,7 @@ static void pause_init(void) {
   const char *e = getenv("ASSETFS_BROKER_TEST_PAUSE");
   snprintf(g_pause.spec, sizeof g_pause.spec, "%s", e ? e : "");
   if (*g_pause.spec)
-    afs_warn("ASSETFS_BROKER_TEST_PAUSE is set (%s): test-only pauses are active",
-             g_pause.spec);
+    afs_warn("ASSETFS_BROKER_TEST_PAUSE is set (%s): test-only pauses are active", g_pause.spec);
 }
 
 void afs_broker_test_pause(const char *point, const bson_value_t *id) {

@@ -7,10 +7,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "broker.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"
+#include "broker.h"
 
 enum afs_outcome afs_asset_purge(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
                                  const char *token) {
@@ -103,14 +103,12 @@ void afs_calls_purge(struct afs_broker *b, mongoc_client_t *c) {
   afs_rec_oid_at(cutoff, &oid);
   /* Age from updatedAt (set when answered), else createdAt, else the ObjectId's time, so
    * calls answered by Cosync or written without dates still go. Pending calls stay. */
-  bson_t *q = BCON_NEW(
-      "status", "{", "$in", "[", "done", "error", "]", "}", "$or", "[",
-      "{", "updatedAt", "{", "$lt", BCON_DATE_TIME(cutoff), "}", "}",
-      "{", "updatedAt", "{", "$not", "{", "$type", "date", "}", "}",
-           "createdAt", "{", "$lt", BCON_DATE_TIME(cutoff), "}", "}",
-      "{", "updatedAt", "{", "$not", "{", "$type", "date", "}", "}",
-           "createdAt", "{", "$not", "{", "$type", "date", "}", "}",
-           "_id", "{", "$lt", BCON_OID(&oid), "}", "}", "]");
+  bson_t *q = BCON_NEW("status", "{", "$in", "[", "done", "error", "]", "}", "$or", "[", "{",
+                       "updatedAt", "{", "$lt", BCON_DATE_TIME(cutoff), "}", "}", "{", "updatedAt",
+                       "{", "$not", "{", "$type", "date", "}", "}", "createdAt", "{", "$lt",
+                       BCON_DATE_TIME(cutoff), "}", "}", "{", "updatedAt", "{", "$not", "{",
+                       "$type", "date", "}", "}", "createdAt", "{", "$not", "{", "$type", "date",
+                       "}", "}", "_id", "{", "$lt", BCON_OID(&oid), "}", "}", "]");
   mongoc_collection_t *calls = afs_broker_coll(b, c, AFS_COLL_CALL);
   bson_t reply;
   bson_error_t berr;

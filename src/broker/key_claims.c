@@ -15,10 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "broker.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"
+#include "broker.h"
 
 #define DUP_KEY 11000
 

@@ -12,12 +12,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "broker.h"
 #include "assetfs/endpoints.h"
 #include "assetfs/indexes.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/sign_cmd.h"
+#include "broker.h"
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -71,8 +71,7 @@ static void make_owner_id(void) {
       memset(r, 0, sizeof r);
     fclose(f);
   }
-  snprintf(id, sizeof id, "%.40s:%d:%02x%02x%02x%02x", host, (int)getpid(), r[0], r[1], r[2],
-           r[3]);
+  snprintf(id, sizeof id, "%.40s:%d:%02x%02x%02x%02x", host, (int)getpid(), r[0], r[1], r[2], r[3]);
   afs_lease_set_owner(id);
 }
 
@@ -98,15 +97,19 @@ int main(int argc, char *argv[]) {
   const char *config_file = NULL;
   int rc = 1;
   enum { OPT_BATCH = 1000, OPT_PMIN, OPT_PMAX, OPT_SYSLOG };
-  static const struct option opts[] = {
-      {"config", required_argument, NULL, 'c'},  {"log-level", required_argument, NULL, 'l'},
-      {"database", required_argument, NULL, 'd'}, {"mongo-uri", required_argument, NULL, 'm'},
-      {"set", required_argument, NULL, 's'},     {"workers", required_argument, NULL, 'w'},
-      {"batch", required_argument, NULL, OPT_BATCH},
-      {"poll-min-ms", required_argument, NULL, OPT_PMIN},
-      {"poll-max-ms", required_argument, NULL, OPT_PMAX},
-      {"syslog", no_argument, NULL, OPT_SYSLOG}, {"help", no_argument, NULL, 'h'},
-      {"version", no_argument, NULL, 'V'},       {NULL, 0, NULL, 0}};
+  static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                       {"log-level", required_argument, NULL, 'l'},
+                                       {"database", required_argument, NULL, 'd'},
+                                       {"mongo-uri", required_argument, NULL, 'm'},
+                                       {"set", required_argument, NULL, 's'},
+                                       {"workers", required_argument, NULL, 'w'},
+                                       {"batch", required_argument, NULL, OPT_BATCH},
+                                       {"poll-min-ms", required_argument, NULL, OPT_PMIN},
+                                       {"poll-max-ms", required_argument, NULL, OPT_PMAX},
+                                       {"syslog", no_argument, NULL, OPT_SYSLOG},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {"version", no_argument, NULL, 'V'},
+                                       {NULL, 0, NULL, 0}};
   /* Options are applied after the environment/file, so collect them first. */
   struct {
     const char *key, *value;
@@ -130,8 +133,9 @@ int main(int argc, char *argv[]) {
     case 'd':
     case 'm':
       if (nsets < 64)
-        sets[nsets++] = (typeof(sets[0])){ch == 'l' ? "log_level" : ch == 'd' ? "database"
-                                                                              : "mongo_uri",
+        sets[nsets++] = (typeof(sets[0])){ch == 'l'   ? "log_level"
+                                          : ch == 'd' ? "database"
+                                                      : "mongo_uri",
                                           optarg};
       break;
     case 's': {
@@ -267,8 +271,8 @@ int main(int argc, char *argv[]) {
     nanosleep(&ts, NULL);
   }
   afs_endpoints_publish(&b.db, &b.cfg, &b.s3); /* before signing: mounts learn our origins */
-  afs_info("assetfs-broker %s ready: database %s, bucket %s, %d workers, id %s",
-           ASSETFS_VERSION, b.cfg.database, b.cfg.s3_bucket, b.workers, afs_lease_owner());
+  afs_info("assetfs-broker %s ready: database %s, bucket %s, %d workers, id %s", ASSETFS_VERSION,
+           b.cfg.database, b.cfg.s3_bucket, b.workers, afs_lease_owner());
 
   pthread_t runner;
   /* The loop runs in its own thread so this one can wait for signals. */

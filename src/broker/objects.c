@@ -5,13 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "broker.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"
+#include "broker.h"
 
-bool afs_broker_path_shared(mongoc_collection_t *assets, const bson_value_t *id,
-                            const char *path) {
+bool afs_broker_path_shared(mongoc_collection_t *assets, const bson_value_t *id, const char *path) {
   bson_t q = BSON_INITIALIZER, ne;
   BSON_APPEND_UTF8(&q, "path", path);
   if (id) {
@@ -97,8 +96,8 @@ bool afs_broker_delete_objects(struct afs_broker *b, const bson_t *doc, const ch
   return ok;
 }
 
-bool afs_broker_delete_keys(struct afs_broker *b, const struct afs_keys *k,
-                            const char *const *keep, struct afs_error *err) {
+bool afs_broker_delete_keys(struct afs_broker *b, const struct afs_keys *k, const char *const *keep,
+                            struct afs_error *err) {
   const char *keys[AFS_PART_COUNT];
   size_t n = 0;
   for (int p = 0; p < AFS_PART_COUNT; p++) {

@@ -7,10 +7,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "broker.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"
+#include "broker.h"
 
 static void feed(EVP_MAC_CTX *m, const char *s) {
   s = s ? s : "";

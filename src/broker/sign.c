@@ -47,9 +47,9 @@ int afs_sign_cmd(int argc, char **argv, const struct afs_config *cfg) {
   struct {
     const char *name;
     const char **dst;
-  } opts[] = {{"--method", &method},         {"--key", &key},
-              {"--expires", &expires_s},     {"--time", &time_s},
-              {"--content-type", &ctype},    {"--upload-id", &upload_id},
+  } opts[] = {{"--method", &method},      {"--key", &key},
+              {"--expires", &expires_s},  {"--time", &time_s},
+              {"--content-type", &ctype}, {"--upload-id", &upload_id},
               {"--part-number", &part_s}};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -102,8 +102,8 @@ int afs_sign_cmd(int argc, char **argv, const struct afs_config *cfg) {
   if (ctype && (strcmp(method, "PUT") != 0 || !*ctype))
     return fail_usage("%s", "--content-type applies to --method PUT and must not be empty");
 
-  if (!cfg || !cfg->s3_bucket || !*cfg->s3_bucket || !cfg->s3_access_key ||
-      !*cfg->s3_access_key || !cfg->s3_secret_key || !*cfg->s3_secret_key) {
+  if (!cfg || !cfg->s3_bucket || !*cfg->s3_bucket || !cfg->s3_access_key || !*cfg->s3_access_key ||
+      !cfg->s3_secret_key || !*cfg->s3_secret_key) {
     fputs("assetfs-broker sign: S3 bucket and credentials are not configured "
           "(ASSETFS_S3_BUCKET, ASSETFS_S3_ACCESS_KEY, ASSETFS_S3_SECRET_KEY or --config)\n",
           stderr);

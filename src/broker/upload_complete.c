@@ -21,16 +21,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "broker.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"
+#include "broker.h"
 #include "complete_int.h"
 
 #define META_STR_MAX 65536
 
-static const char *const meta_strings[] = {"caption", "color", "extra", "containerId", "title",
-                                           "transactionId"};
+static const char *const meta_strings[] = {"caption",     "color", "extra",
+                                           "containerId", "title", "transactionId"};
 static const char *const meta_numbers[] = {"duration", "xRes", "yRes"};
 
 /* Copies the metadata fields a Cosync asset carries, with Cosync's defaults. */
@@ -269,8 +269,7 @@ static void asset_fields(struct completion *c, int64_t now) {
   BSON_APPEND_UTF8(&c->set, "path", c->path);
   BSON_APPEND_DOUBLE(&c->set, "expirationHours", c->hours);
   if (c->hours > 0)
-    BSON_APPEND_DATE_TIME(&c->set, "expiration",
-                          now + afs_broker_read_seconds(c->hours) * 1000);
+    BSON_APPEND_DATE_TIME(&c->set, "expiration", now + afs_broker_read_seconds(c->hours) * 1000);
   else
     BSON_APPEND_UTF8(&c->unset, "expiration", "");
   if (c->ct)
@@ -349,14 +348,13 @@ static void finish(struct completion *c, const char *cur_fp) {
     }
   }
   if (rc < 0) {
-    afs_warn("upload %s: asset written but the upload not marked completed: %s", c->ids,
-             err.msg);
+    afs_warn("upload %s: asset written but the upload not marked completed: %s", c->ids, err.msg);
     c->out = AFS_RETRY;
   } else if (rc == 0) {
     afs_warn("upload %s: lease lost while completing; the asset write is idempotent", c->ids);
   } else if (live) {
-    afs_info("upload %s completed: asset in partition '%s' at '%s' (%lld bytes)", c->ids,
-             c->target, cur_fp ? cur_fp : c->fp, (long long)c->head[AFS_PART_ORIGINAL].size);
+    afs_info("upload %s completed: asset in partition '%s' at '%s' (%lld bytes)", c->ids, c->target,
+             cur_fp ? cur_fp : c->fp, (long long)c->head[AFS_PART_ORIGINAL].size);
   } else {
     afs_info("upload %s completed without an active asset (%s)", c->ids,
              c->abandoned ? "abandoned by its client" : "its asset was removed");
@@ -386,8 +384,8 @@ static void supersede_and_finish(struct completion *c) {
   free(moved);
 }
 
-enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *mc,
-                                     const bson_t *doc, const char *token) {
+enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *mc, const bson_t *doc,
+                                     const char *token) {
   struct completion c;
   memset(&c, 0, sizeof c);
   if (!afs_rec_id(doc, &c.id))

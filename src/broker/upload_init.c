@@ -18,10 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "broker.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"
+#include "broker.h"
 
 #define PARTITION_MAX 1024
 #define SESSION_MAX 256
@@ -43,8 +43,7 @@ static bool check_content_type(const char *ct, struct afs_error *err) {
 
 /* Validates expirationHours; *hours gets the value to use, *defaulted whether the field
  * was missing. */
-static bool check_hours(const bson_t *doc, double *hours, bool *defaulted,
-                        struct afs_error *err) {
+static bool check_hours(const bson_t *doc, double *hours, bool *defaulted, struct afs_error *err) {
   bool has;
   double h = 0;
   if (!afs_rec_num(doc, "expirationHours", &h, &has, err))
@@ -182,8 +181,8 @@ static int keys_claimed(struct afs_broker *b, mongoc_client_t *c, const bson_val
   BSON_APPEND_DOCUMENT_BEGIN(&q, "_id", &ne);
   bson_append_value(&ne, "$ne", 3, id);
   bson_append_document_end(&q, &ne);
-  BSON_APPEND_ARRAY_BEGIN(&q, "$or", &or);
-  BSON_APPEND_DOCUMENT_BEGIN(&or, "0", &alt);
+  BSON_APPEND_ARRAY_BEGIN(&q, "$or", & or);
+  BSON_APPEND_DOCUMENT_BEGIN(& or, "0", &alt);
   BSON_APPEND_DOCUMENT_BEGIN(&alt, "path", &in);
   bson_t arr;
   BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
@@ -196,13 +195,13 @@ static int keys_claimed(struct afs_broker *b, mongoc_client_t *c, const bson_val
     }
   bson_append_array_end(&in, &arr);
   bson_append_document_end(&alt, &in);
-  bson_append_document_end(&or, &alt);
+  bson_append_document_end(& or, &alt);
   if (parent) {
-    BSON_APPEND_DOCUMENT_BEGIN(&or, "1", &alt);
+    BSON_APPEND_DOCUMENT_BEGIN(& or, "1", &alt);
     BSON_APPEND_REGEX(&alt, "path", parent, "");
-    bson_append_document_end(&or, &alt);
+    bson_append_document_end(& or, &alt);
   }
-  bson_append_array_end(&q, &or);
+  bson_append_array_end(&q, & or);
   int rc = 0;
   bson_t *opts = BCON_NEW("limit", BCON_INT64(1));
   static const char *const colls[] = {AFS_COLL_UPLOAD, AFS_COLL_ASSET};
@@ -420,8 +419,7 @@ enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const
   if (plan.hours == 0)
     BSON_APPEND_UTF8(&unset, "expiration", "");
   else
-    BSON_APPEND_DATE_TIME(&set, "expiration",
-                          now + afs_broker_read_seconds(plan.hours) * 1000);
+    BSON_APPEND_DATE_TIME(&set, "expiration", now + afs_broker_read_seconds(plan.hours) * 1000);
   /* The version's place among other saves of the same file: the broker's clock, never
    * the client-chosen _id (upload_supersede.c). */
   BSON_APPEND_DATE_TIME(&set, "initializedAt", now);

@@ -88,8 +88,7 @@ static bool sup_find(mongoc_collection_t *assets, const struct afs_version *self
   memset(s, 0, sizeof *s);
   bson_t *q = BCON_NEW("_partition", BCON_UTF8(partition), "filePath", BCON_UTF8(file_path),
                        "status", "active");
-  bson_t *opts = BCON_NEW("projection", "{", "_id", BCON_INT32(1), "versionAt", BCON_INT32(1),
-                          "}");
+  bson_t *opts = BCON_NEW("projection", "{", "_id", BCON_INT32(1), "versionAt", BCON_INT32(1), "}");
   mongoc_cursor_t *cur = mongoc_collection_find_with_opts(assets, q, opts, NULL);
   const bson_t *d;
   while (mongoc_cursor_next(cur, &d)) {
@@ -112,8 +111,7 @@ static bool sup_find(mongoc_collection_t *assets, const struct afs_version *self
   bson_destroy(q);
   if (!s->self_here) {
     if (s->n || s->self_old)
-      afs_info("supersede %s: the asset is no longer active there; nothing superseded",
-               file_path);
+      afs_info("supersede %s: the asset is no longer active there; nothing superseded", file_path);
     sup_free(s);
     s->self_old = false;
   }
@@ -159,14 +157,14 @@ void afs_complete_supersede(struct afs_broker *b, mongoc_collection_t *assets,
 /* The upload as it is now (by _id, the one filter every backend answers from its
  * index): *now (caller frees) gets its filePath when it changed to another valid path
  * since `claimed`, *abandoned whether its client gave it up. 0 read, -1 MongoDB error. */
-static int reread_upload(mongoc_collection_t *uploads, const bson_value_t *id,
-                         const char *claimed, char **now, bool *abandoned) {
+static int reread_upload(mongoc_collection_t *uploads, const bson_value_t *id, const char *claimed,
+                         char **now, bool *abandoned) {
   *now = NULL;
   *abandoned = false;
   bson_t q = BSON_INITIALIZER;
   bson_append_value(&q, "_id", 3, id);
-  bson_t *opts = BCON_NEW("projection", "{", "filePath", BCON_INT32(1), "abandoned",
-                          BCON_INT32(1), "}", "limit", BCON_INT64(1));
+  bson_t *opts = BCON_NEW("projection", "{", "filePath", BCON_INT32(1), "abandoned", BCON_INT32(1),
+                          "}", "limit", BCON_INT64(1));
   mongoc_cursor_t *cur = mongoc_collection_find_with_opts(uploads, &q, opts, NULL);
   const bson_t *d;
   int rc = 0;
@@ -194,8 +192,8 @@ static int reread_upload(mongoc_collection_t *uploads, const bson_value_t *id,
   return rc;
 }
 
-int afs_complete_move_asset(mongoc_collection_t *assets, const bson_value_t *id,
-                            const char *from, const char *to, const char *ids) {
+int afs_complete_move_asset(mongoc_collection_t *assets, const bson_value_t *id, const char *from,
+                            const char *to, const char *ids) {
   bson_t q = BSON_INITIALIZER, reply;
   bson_append_value(&q, "_id", 3, id);
   BSON_APPEND_UTF8(&q, "filePath", from);
@@ -224,13 +222,13 @@ bool afs_complete_drop_abandoned(mongoc_collection_t *assets, const bson_value_t
   bson_t q = BSON_INITIALIZER;
   bson_append_value(&q, "_id", 3, id);
   BSON_APPEND_UTF8(&q, "status", "active");
-  bson_t *upd = BCON_NEW("$set", "{", "status", "deleted", "updatedAt",
-                         BCON_DATE_TIME(afs_now_ms()), "}");
+  bson_t *upd =
+      BCON_NEW("$set", "{", "status", "deleted", "updatedAt", BCON_DATE_TIME(afs_now_ms()), "}");
   bson_error_t berr;
   bool ok = mongoc_collection_update_one(assets, &q, upd, NULL, NULL, &berr);
   if (!ok)
-    afs_transient("upload %s: cannot remove the asset of an abandoned upload: %s; will retry",
-                  ids, berr.message);
+    afs_transient("upload %s: cannot remove the asset of an abandoned upload: %s; will retry", ids,
+                  berr.message);
   else
     afs_info("upload %s: removed or replaced through its mount before it completed; its "
              "asset is deleted and supersedes nothing",
@@ -240,13 +238,11 @@ bool afs_complete_drop_abandoned(mongoc_collection_t *assets, const bson_value_t
   return ok;
 }
 
-enum afs_sup_result afs_complete_supersede_claimed(struct afs_broker *b,
-                                                   mongoc_collection_t *uploads,
-                                                   mongoc_collection_t *assets,
-                                                   const struct afs_version *self,
-                                                   const char *partition, const char *fp,
-                                                   const char *ids, const char **cur_fp,
-                                                   char **moved) {
+enum afs_sup_result
+afs_complete_supersede_claimed(struct afs_broker *b, mongoc_collection_t *uploads,
+                               mongoc_collection_t *assets, const struct afs_version *self,
+                               const char *partition, const char *fp, const char *ids,
+                               const char **cur_fp, char **moved) {
   struct sup found;
   *cur_fp = fp;
   *moved = NULL;
@@ -261,8 +257,7 @@ enum afs_sup_result afs_complete_supersede_claimed(struct afs_broker *b,
   if (abandoned) {
     sup_free(&found);
     *cur_fp = NULL;
-    return afs_complete_drop_abandoned(assets, self->id, ids) ? AFS_SUP_ABANDONED
-                                                              : AFS_SUP_RETRY;
+    return afs_complete_drop_abandoned(assets, self->id, ids) ? AFS_SUP_ABANDONED : AFS_SUP_RETRY;
   }
   if (!*moved) {
     sup_apply(b, assets, self->id, fp, &found);

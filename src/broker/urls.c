@@ -5,10 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "broker.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"
+#include "broker.h"
 
 long afs_broker_read_seconds(double hours) {
   if (hours > AFS_READ_HOURS_CAP)
@@ -40,6 +40,6 @@ char *afs_broker_read_url(struct afs_broker *b, const char *key, double hours,
 char *afs_broker_write_url(struct afs_broker *b, const char *key, const char *content_type,
                            struct afs_error *err) {
   struct afs_sigv4_header h = {"content-type", content_type};
-  return afs_sigv4_presign(&b->s3, "PUT", key, NULL, content_type ? &h : NULL,
-                           content_type ? 1 : 0, b->cfg.write_url_seconds, time(NULL), err);
+  return afs_sigv4_presign(&b->s3, "PUT", key, NULL, content_type ? &h : NULL, content_type ? 1 : 0,
+                           b->cfg.write_url_seconds, time(NULL), err);
 }

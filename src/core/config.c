@@ -97,11 +97,11 @@ bool afs_config_set(struct afs_config *c, const char *key, const char *v, struct
 }
 
 void afs_config_from_env(struct afs_config *c) {
-  static const char *keys[] = {"mongo_uri",     "database",        "s3_endpoint",
-                               "s3_region",     "s3_bucket",       "s3_access_key",
-                               "s3_secret_key", "public_base_url", "log_level",
-                               "write_url_seconds", "stale_upload_seconds", "lease_seconds", "call_keep_seconds",
-                               "keep_versions", "s3_path_style",   "max_object_size"};
+  static const char *keys[] = {
+      "mongo_uri",         "database",          "s3_endpoint",          "s3_region",
+      "s3_bucket",         "s3_access_key",     "s3_secret_key",        "public_base_url",
+      "log_level",         "write_url_seconds", "stale_upload_seconds", "lease_seconds",
+      "call_keep_seconds", "keep_versions",     "s3_path_style",        "max_object_size"};
   for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
     char name[64] = "ASSETFS_";
     for (size_t j = 0; keys[i][j]; j++)
@@ -188,9 +188,9 @@ bool afs_config_check_broker(const struct afs_config *c, struct afs_error *err) 
 }
 
 void afs_config_free(struct afs_config *c) {
-  char **strs[] = {&c->mongo_uri,     &c->database,      &c->s3_endpoint, &c->s3_region,
-                   &c->s3_bucket,     &c->s3_access_key, &c->s3_secret_key,
-                   &c->public_base_url, &c->log_level};
+  char **strs[] = {&c->mongo_uri,     &c->database,        &c->s3_endpoint,
+                   &c->s3_region,     &c->s3_bucket,       &c->s3_access_key,
+                   &c->s3_secret_key, &c->public_base_url, &c->log_level};
   for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
     free(*strs[i]);
     *strs[i] = NULL;

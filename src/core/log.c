@@ -36,7 +36,9 @@ bool afs_log_parse_level(const char *s, enum afs_log_level *out) {
   return false;
 }
 
-enum afs_log_level afs_log_get_level(void) { return g_level; }
+enum afs_log_level afs_log_get_level(void) {
+  return g_level;
+}
 
 void afs_log_add_secret(const char *secret) {
   if (!secret || strlen(secret) < 4)

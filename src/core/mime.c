@@ -8,8 +8,8 @@
 #include <strings.h>
 
 struct mime_ext {
-  char *ext;  /* lower case, without the dot */
-  char *type; /* shared between the extensions of one line (owned by g_types) */
+  char *ext;    /* lower case, without the dot */
+  char *type;   /* shared between the extensions of one line (owned by g_types) */
   size_t order; /* position in the file: the first line naming an extension wins */
 };
 

@@ -58,8 +58,9 @@ static bool check_bytes(const char *s, size_t len, const char *what, struct afs_
 
 static bool check_component(const char *s, size_t len, struct afs_error *err) {
   if (len == 0)
-    return afs_error_set(err, EINVAL, "filePath has an empty component (leading, trailing or "
-                                      "doubled '/')");
+    return afs_error_set(err, EINVAL,
+                         "filePath has an empty component (leading, trailing or "
+                         "doubled '/')");
   if ((len == 1 && s[0] == '.') || (len == 2 && s[0] == '.' && s[1] == '.'))
     return afs_error_set(err, EINVAL, "filePath has a '%.*s' component", (int)len, s);
   if (len > AFS_NAME_MAX)
@@ -222,8 +223,8 @@ static size_t ext_offset(const char *s, size_t len) {
 static char *build_key(const char *stem, size_t stem_len, const char *tag, int64_t ts,
                        const char *ext) {
   char *k = NULL;
-  if (asprintf(&k, "%.*s-%s%s%" PRId64 "%s", (int)stem_len, stem, tag ? tag : "",
-               tag ? "-" : "", ts, ext) < 0)
+  if (asprintf(&k, "%.*s-%s%s%" PRId64 "%s", (int)stem_len, stem, tag ? tag : "", tag ? "-" : "",
+               ts, ext) < 0)
     return NULL;
   return k;
 }
@@ -305,8 +306,7 @@ static size_t ts_before(const char *s, size_t end, size_t min_digits) {
   return i - 1;
 }
 
-bool afs_naming_keys_from_path(const char *path, const char *content_type,
-                               struct afs_keys *out) {
+bool afs_naming_keys_from_path(const char *path, const char *content_type, struct afs_keys *out) {
   memset(out, 0, sizeof *out);
   if (!path)
     return false;

@@ -11,8 +11,8 @@
 #endif
 #include <fuse.h>
 
-#include "catalog/catalog.h"
 #include "assetfs/db.h"
+#include "catalog/catalog.h"
 #include "fs_options.h"
 #include "reader/reader.h"
 #include "staging/staging.h"

@@ -10,19 +10,19 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/file.h>
-#include <sys/statvfs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "assetfs/endpoints.h"
 #include "assetfs/http_put.h"
 #include "assetfs/log.h"
-#include "upload/upload.h"
 #include "fuse/ops_int.h"
+#include "upload/upload.h"
 
 #include <fuse_lowlevel.h> /* fuse_parse_cmdline; needs FUSE_USE_VERSION from fs.h */
 
@@ -57,7 +57,7 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
   cfg->attr_timeout = fs->opt.attr_ttl;
   cfg->entry_timeout = fs->opt.attr_ttl;
   cfg->negative_timeout = 0;
-  cfg->hard_remove = 1;  /* unlink of an open file: handles keep working (no .fuse_hidden) */
+  cfg->hard_remove = 1; /* unlink of an open file: handles keep working (no .fuse_hidden) */
   cfg->nullpath_ok = 1;
   cfg->use_ino = 0;
 
@@ -73,17 +73,15 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
   afs_readcache_opts_default(&ro);
   ro.budget_bytes = (size_t)fs->opt.cache_mb << 20;
   const char *staging_dir = fs->staging_dir;
-  if (!(fs->cat = afs_catalog_new(&fs->db, &co, &e)) ||
-      !(fs->rc = afs_readcache_new(&ro, &e)) ||
-      !(fs->st = afs_staging_new(staging_dir, &e)) ||
-      !(fs->up = afs_uploader_new(fs, &e))) {
+  if (!(fs->cat = afs_catalog_new(&fs->db, &co, &e)) || !(fs->rc = afs_readcache_new(&ro, &e)) ||
+      !(fs->st = afs_staging_new(staging_dir, &e)) || !(fs->up = afs_uploader_new(fs, &e))) {
     afs_err("cannot start: %s", e.msg);
     fuse_exit(fuse_get_context()->fuse);
     return fs;
   }
   afs_info("mounted %s (database %s, uid %s, upload partition %s, staging %s%s)",
-           fs->opt.mountpoint, fs->opt.database, fs->opt.uid, fs->opt.upload_partition,
-           staging_dir, fs->opt.writeback ? ", write-back" : "");
+           fs->opt.mountpoint, fs->opt.database, fs->opt.uid, fs->opt.upload_partition, staging_dir,
+           fs->opt.writeback ? ", write-back" : "");
   return fs;
 }
 
@@ -131,8 +129,8 @@ static void warn_old_staging(const char *cache_dir) {
     closedir(d);
   if (n > 0)
     afs_warn("%s holds %d staging.<pid> folder(s) of an older assetfs: files there were "
-             "never uploaded and are not resumed; copy them into the mount again", cache_dir,
-             n);
+             "never uploaded and are not resumed; copy them into the mount again",
+             cache_dir, n);
 }
 
 /* One live mount per session: two would upload the same staged files twice. The lock
@@ -169,7 +167,7 @@ done:
 /* libmongoc's messages through our logger; its warnings are mostly FerretDB lacking a
  * command (endSessions) and only useful when debugging. */
 static void on_mongoc_log(mongoc_log_level_t level, const char *domain, const char *message,
-                       void *data) {
+                          void *data) {
   (void)data;
   if (level <= MONGOC_LOG_LEVEL_ERROR)
     afs_err("mongoc %s: %s", domain, message);
@@ -297,8 +295,7 @@ int main(int argc, char *argv[]) {
   if (fs->opt.cache_max <= 0) {
     struct statvfs sv;
     long long cap = 4LL << 30;
-    if (statvfs(fs->opt.cache_dir, &sv) == 0 &&
-        (long long)(sv.f_blocks * sv.f_frsize / 4) < cap)
+    if (statvfs(fs->opt.cache_dir, &sv) == 0 && (long long)(sv.f_blocks * sv.f_frsize / 4) < cap)
       cap = (long long)(sv.f_blocks * sv.f_frsize / 4);
     fs->opt.cache_max = cap > (64LL << 20) ? cap : 64LL << 20;
   }

@@ -22,7 +22,8 @@ struct raw {
 
 enum { KEY_HELP, KEY_VERSION, KEY_FOREGROUND, KEY_RO, KEY_URL_HOSTS };
 
-#define OPT(t, f) {t, offsetof(struct raw, f), 0}
+#define OPT(t, f)                                                                                  \
+  { t, offsetof(struct raw, f), 0 }
 static const struct fuse_opt g_specs[] = {
     OPT("uid=%s", uid),
     OPT("session_id=%s", session_id),

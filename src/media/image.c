@@ -57,7 +57,9 @@ static bool band_average(VipsImage *img, int band, double *out) {
   return rc == 0;
 }
 
-static int clamp255(double v) { return v < 0 ? 0 : v > 255 ? 255 : (int)(v + 0.5); }
+static int clamp255(double v) {
+  return v < 0 ? 0 : v > 255 ? 255 : (int)(v + 0.5);
+}
 
 bool afs_image_probe(const char *path, struct afs_image_info *info, struct afs_error *err) {
   bool ok = false;
@@ -93,8 +95,8 @@ bool afs_image_probe(const char *path, struct afs_image_info *info, struct afs_e
       goto done;
     }
   }
-  snprintf(info->color, sizeof info->color, "#%02X%02X%02X", clamp255(rgb[0]),
-           clamp255(rgb[1]), clamp255(rgb[2]));
+  snprintf(info->color, sizeof info->color, "#%02X%02X%02X", clamp255(rgb[0]), clamp255(rgb[1]),
+           clamp255(rgb[2]));
   ok = true;
 done:
   if (mem)
@@ -123,8 +125,8 @@ static const char *save_options(const char *dst) {
   return "";
 }
 
-bool afs_image_cut(const char *src_path, const char *dst_path, int size, int *out_w,
-                   int *out_h, struct afs_error *err) {
+bool afs_image_cut(const char *src_path, const char *dst_path, int size, int *out_w, int *out_h,
+                   struct afs_error *err) {
   bool ok = false;
   VipsImage *cut = NULL;
   if (!afs_image_global_init(err))

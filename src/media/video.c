@@ -39,7 +39,7 @@ static const char k_formats[] = "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegt
 struct call {
   int64_t deadline_ns;
   bool timed_out;
-  const AVIOContext *pb;  /* once set: the input, whose bytes_read is held to max_bytes_read */
+  const AVIOContext *pb; /* once set: the input, whose bytes_read is held to max_bytes_read */
   int64_t max_bytes_read;
   bool over_budget;
   char first_error[200]; /* first FFmpeg error-level message during the call */
@@ -259,8 +259,8 @@ static bool check_complete(const AVFormatContext *fmt, const char *path, struct 
       const AVIndexEntry *e = avformat_index_get_entry(st, k);
       if (e && e->pos + e->size > size)
         return afs_error_set(err, EINVAL,
-                             "truncated file: stream %u has data up to byte %lld, file has %lld",
-                             i, (long long)(e->pos + e->size), (long long)size);
+                             "truncated file: stream %u has data up to byte %lld, file has %lld", i,
+                             (long long)(e->pos + e->size), (long long)size);
     }
   }
   return true;
@@ -325,8 +325,9 @@ static bool open_video(struct call *c, const char *path, AVFormatContext **out, 
   int rc = avformat_open_input(&fmt, url, NULL, &opts); /* frees fmt on failure */
   if (rc < 0) {
     if (rc == AVERROR(EINVAL) && strstr(c->first_error, "not on whitelist"))
-      afs_error_set(err, EINVAL, "not a video: FFmpeg detects a format that is not a video "
-                                 "container");
+      afs_error_set(err, EINVAL,
+                    "not a video: FFmpeg detects a format that is not a video "
+                    "container");
     else
       fail_av(c, err, rc, "not a readable video");
     goto done;

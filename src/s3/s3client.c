@@ -37,7 +37,6 @@ bool afs_s3_error_transient(const struct afs_error *err) {
 
 /* ---- one request ---- */
 
-
 static bool need_key(const char *key, struct afs_error *err) {
   if (!key || !*key)
     return afs_error_set(err, EINVAL, "empty S3 key");
@@ -66,8 +65,7 @@ bool afs_s3_head_object(const struct afs_s3_client *c, const char *key,
   return ok;
 }
 
-bool afs_s3_delete_object(const struct afs_s3_client *c, const char *key,
-                          struct afs_error *err) {
+bool afs_s3_delete_object(const struct afs_s3_client *c, const char *key, struct afs_error *err) {
   if (!need_key(key, err))
     return false;
   struct afs_s3_req req = {.method = "DELETE", .key = key};
@@ -104,8 +102,13 @@ static bool delete_batch(const struct afs_s3_client *c, const char *const *keys,
   afs_md5_base64(body, len, md5);
   struct afs_sigv4_header h[] = {{"content-md5", md5}, {"content-type", "application/xml"}};
   struct afs_sigv4_param p = {"delete", NULL};
-  struct afs_s3_req req = {.method = "POST", .params = &p, .nparams = 1, .headers = h,
-                       .nheaders = 2, .body = body, .body_len = len};
+  struct afs_s3_req req = {.method = "POST",
+                           .params = &p,
+                           .nparams = 1,
+                           .headers = h,
+                           .nheaders = 2,
+                           .body = body,
+                           .body_len = len};
   struct afs_s3_resp r;
   bool ok = afs_s3_perform(c, &req, &r, err);
   if (ok && r.status != 200) {
@@ -140,7 +143,8 @@ bool afs_s3_delete_objects(const struct afs_s3_client *c, const char *const *key
                            size_t *n_failed, struct afs_error *err) {
   size_t failed = 0;
   bool ok = true;
-  const char **batch = malloc(sizeof *batch * (n < AFS_S3_DELETE_BATCH ? n + 1 : AFS_S3_DELETE_BATCH));
+  const char **batch =
+      malloc(sizeof *batch * (n < AFS_S3_DELETE_BATCH ? n + 1 : AFS_S3_DELETE_BATCH));
   if (!batch)
     return afs_error_set(err, ENOMEM, "out of memory");
   size_t nb = 0;
@@ -212,8 +216,8 @@ bool afs_s3_list_objects(const struct afs_s3_client *c, const char *prefix, int 
   bool ok = true, more = true;
   snprintf(max_keys, sizeof max_keys, "%d", page_size > 0 ? page_size : 1000);
   while (ok && more) {
-    struct afs_sigv4_param p[5] = {{"list-type", "2"}, {"encoding-type", "url"},
-                                   {"max-keys", max_keys}};
+    struct afs_sigv4_param p[5] = {
+        {"list-type", "2"}, {"encoding-type", "url"}, {"max-keys", max_keys}};
     size_t np = 3;
     if (prefix && *prefix)
       p[np++] = (struct afs_sigv4_param){"prefix", prefix};
@@ -269,15 +273,18 @@ bool afs_s3_list_objects(const struct afs_s3_client *c, const char *prefix, int 
 }
 
 bool afs_s3_multipart_create(const struct afs_s3_client *c, const char *key,
-                             const char *content_type, char **upload_id,
-                             struct afs_error *err) {
+                             const char *content_type, char **upload_id, struct afs_error *err) {
   *upload_id = NULL;
   if (!need_key(key, err))
     return false;
   struct afs_sigv4_param p = {"uploads", NULL};
   struct afs_sigv4_header h = {"content-type", content_type};
-  struct afs_s3_req req = {.method = "POST", .key = key, .params = &p, .nparams = 1,
-                       .headers = &h, .nheaders = content_type ? 1 : 0};
+  struct afs_s3_req req = {.method = "POST",
+                           .key = key,
+                           .params = &p,
+                           .nparams = 1,
+                           .headers = &h,
+                           .nheaders = content_type ? 1 : 0};
   struct afs_s3_resp r;
   bool ok = afs_s3_perform(c, &req, &r, err);
   if (ok && r.status != 200)
@@ -296,12 +303,13 @@ bool afs_s3_multipart_create(const struct afs_s3_client *c, const char *key,
 }
 
 bool afs_s3_multipart_complete(const struct afs_s3_client *c, const char *key,
-                               const char *upload_id, const struct afs_s3_part *parts,
-                               size_t n, char *etag_out, struct afs_error *err) {
+                               const char *upload_id, const struct afs_s3_part *parts, size_t n,
+                               char *etag_out, struct afs_error *err) {
   if (!need_key(key, err))
     return false;
   if (!upload_id || !*upload_id || n == 0 || n > 10000)
-    return afs_error_set(err, EINVAL, "CompleteMultipartUpload needs an upload id and 1..10000 parts");
+    return afs_error_set(err, EINVAL,
+                         "CompleteMultipartUpload needs an upload id and 1..10000 parts");
   char *body = NULL;
   size_t len = 0;
   FILE *f = open_memstream(&body, &len);
@@ -334,8 +342,15 @@ bool afs_s3_multipart_complete(const struct afs_s3_client *c, const char *key,
   }
   struct afs_sigv4_param p = {"uploadId", upload_id};
   struct afs_sigv4_header h = {"content-type", "application/xml"};
-  struct afs_s3_req req = {.method = "POST", .key = key, .params = &p, .nparams = 1, .headers = &h,
-                       .nheaders = 1, .body = body, .body_len = len, .error_in_200 = true};
+  struct afs_s3_req req = {.method = "POST",
+                           .key = key,
+                           .params = &p,
+                           .nparams = 1,
+                           .headers = &h,
+                           .nheaders = 1,
+                           .body = body,
+                           .body_len = len,
+                           .error_in_200 = true};
   struct afs_s3_resp r;
   bool ok = afs_s3_perform(c, &req, &r, err);
   if (ok && r.status != 200)
@@ -351,8 +366,8 @@ bool afs_s3_multipart_complete(const struct afs_s3_client *c, const char *key,
   return ok;
 }
 
-bool afs_s3_multipart_abort(const struct afs_s3_client *c, const char *key,
-                            const char *upload_id, struct afs_error *err) {
+bool afs_s3_multipart_abort(const struct afs_s3_client *c, const char *key, const char *upload_id,
+                            struct afs_error *err) {
   if (!need_key(key, err))
     return false;
   if (!upload_id || !*upload_id)

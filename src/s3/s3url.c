@@ -14,8 +14,8 @@
 #define MAX_KEY_BYTES 1024 /* S3's limit on object key length */
 
 static bool unreserved(unsigned char c) {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-         c == '-' || c == '.' || c == '_' || c == '~';
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '.' || c == '_' || c == '~';
 }
 
 char *afs_s3_uri_encode(const char *s, bool keep_slash) {
@@ -120,8 +120,8 @@ bool afs_s3_endpoint_build(const struct afs_s3_target *t, const char *key,
   size_t hl = strcspn(hp, "/?#");
   if (hl == 0 || (hp[hl] && strcmp(hp + hl, "/") != 0) || memchr(hp, '@', hl) ||
       strpbrk(hp, " \t\r\n")) {
-    afs_error_set(err, EINVAL,
-                  "S3 endpoint '%s' must be scheme://host[:port] without path or user", ep);
+    afs_error_set(err, EINVAL, "S3 endpoint '%s' must be scheme://host[:port] without path or user",
+                  ep);
     goto done;
   }
   /* host[:port]; the port is dropped from Host when it is the scheme's default, as

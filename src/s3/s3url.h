@@ -8,9 +8,9 @@
 #include "assetfs/sigv4.h"
 
 struct afs_s3_endpoint {
-  char *base;      /* scheme://host[:port] for URLs (virtual-hosted: bucket.host) */
-  char *host;      /* Host header value: default ports dropped, as clients send it */
-  char *path;      /* canonical URI, encoded */
+  char *base; /* scheme://host[:port] for URLs (virtual-hosted: bucket.host) */
+  char *host; /* Host header value: default ports dropped, as clients send it */
+  char *path; /* canonical URI, encoded */
 };
 
 /* Base URL, Host and canonical URI of KEY (NULL = the bucket itself) on T's endpoint, with

@@ -75,8 +75,8 @@ char *afs_xml_decode(struct afs_xspan s) {
       memcpy(num, ent + 1, el - 1);
       num[el - 1] = '\0';
       char *end;
-      unsigned long v = (num[0] == 'x' || num[0] == 'X') ? strtoul(num + 1, &end, 16)
-                                                         : strtoul(num, &end, 10);
+      unsigned long v =
+          (num[0] == 'x' || num[0] == 'X') ? strtoul(num + 1, &end, 16) : strtoul(num, &end, 10);
       ok = *end == '\0' && v > 0 && v <= 0x10FFFF;
       cp = (uint32_t)v;
     } else {
@@ -160,16 +160,33 @@ bool afs_xml_escape(FILE *f, const char *s) {
     return false;
   for (const char *c = s; *c; c++) {
     switch (*c) {
-    case '&': fputs("&amp;", f); break;
-    case '<': fputs("&lt;", f); break;
-    case '>': fputs("&gt;", f); break;
-    case '"': fputs("&quot;", f); break;
-    case '\'': fputs("&apos;", f); break;
+    case '&':
+      fputs("&amp;", f);
+      break;
+    case '<':
+      fputs("&lt;", f);
+      break;
+    case '>':
+      fputs("&gt;", f);
+      break;
+    case '"':
+      fputs("&quot;", f);
+      break;
+    case '\'':
+      fputs("&apos;", f);
+      break;
     /* as references, so XML's line-end normalisation cannot change the key */
-    case '\t': fputs("&#9;", f); break;
-    case '\n': fputs("&#10;", f); break;
-    case '\r': fputs("&#13;", f); break;
-    default: fputc(*c, f);
+    case '\t':
+      fputs("&#9;", f);
+      break;
+    case '\n':
+      fputs("&#10;", f);
+      break;
+    case '\r':
+      fputs("&#13;", f);
+      break;
+    default:
+      fputc(*c, f);
     }
   }
   return true;

@@ -74,17 +74,17 @@ static void qlist_free(struct qlist *q) {
 }
 
 static bool reserved_param(const char *name) {
-  static const char *const ours[] = {"X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date",
-                                     "X-Amz-Expires",   "X-Amz-SignedHeaders",
-                                     "X-Amz-Signature", "X-Amz-Security-Token"};
+  static const char *const ours[] = {
+      "X-Amz-Algorithm",     "X-Amz-Credential", "X-Amz-Date",          "X-Amz-Expires",
+      "X-Amz-SignedHeaders", "X-Amz-Signature",  "X-Amz-Security-Token"};
   for (size_t i = 0; i < sizeof ours / sizeof *ours; i++)
     if (!strcasecmp(name, ours[i]))
       return true;
   return false;
 }
 
-static bool qlist_add(struct qlist *q, const char *name, size_t nl, const char *value,
-                      size_t vl, struct afs_error *err) {
+static bool qlist_add(struct qlist *q, const char *name, size_t nl, const char *value, size_t vl,
+                      struct afs_error *err) {
   if (q->n >= MAX_PARAMS)
     return afs_error_set(err, EINVAL, "too many query parameters");
   char *n = strndup(name, nl), *v = strndup(value ? value : "", value ? vl : 0);
@@ -110,8 +110,8 @@ static bool qlist_add_raw(struct qlist *q, const struct afs_sigv4_param *p, size
       return afs_error_set(err, EINVAL, "empty query parameter name");
     if (reserved_param(p[i].name))
       return afs_error_set(err, EINVAL, "query parameter %s is set by the signer", p[i].name);
-    if (!qlist_add(q, p[i].name, strlen(p[i].name), p[i].value,
-                   p[i].value ? strlen(p[i].value) : 0, err))
+    if (!qlist_add(q, p[i].name, strlen(p[i].name), p[i].value, p[i].value ? strlen(p[i].value) : 0,
+                   err))
       return false;
   }
   return true;
@@ -221,8 +221,7 @@ static void hlist_free(struct hlist *l) {
   l->n = 0;
 }
 
-static bool hlist_add(struct hlist *l, const char *name, const char *value,
-                      struct afs_error *err) {
+static bool hlist_add(struct hlist *l, const char *name, const char *value, struct afs_error *err) {
   if (l->n >= MAX_HEADERS)
     return afs_error_set(err, EINVAL, "too many signed headers");
   size_t nl = name ? strlen(name) : 0;
@@ -269,10 +268,9 @@ static int hdr_cmp(const void *a, const void *b) {
 /* Computes the hex signature and the SignedHeaders list (caller frees) over an already
  * sorted header list and joined canonical query. */
 static bool compute_signature(const struct afs_s3_target *t, const char *method,
-                              const char *canon_uri, const char *canon_query,
-                              const struct hlist *h, const char *payload_hash,
-                              const char *amz_date, char sig_hex[65], char **signed_headers,
-                              struct afs_error *err) {
+                              const char *canon_uri, const char *canon_query, const struct hlist *h,
+                              const char *payload_hash, const char *amz_date, char sig_hex[65],
+                              char **signed_headers, struct afs_error *err) {
   char *creq = NULL, *sh = NULL, *sts = NULL;
   size_t creq_len = 0, sh_len = 0;
   bool ok = false;
@@ -305,8 +303,8 @@ static bool compute_signature(const struct afs_s3_target *t, const char *method,
   char date[9];
   memcpy(date, amz_date, 8);
   date[8] = '\0';
-  if (asprintf(&sts, "AWS4-HMAC-SHA256\n%s\n%s/%s/s3/aws4_request\n%s", amz_date, date,
-               t->region, creq_hash) < 0) {
+  if (asprintf(&sts, "AWS4-HMAC-SHA256\n%s\n%s/%s/s3/aws4_request\n%s", amz_date, date, t->region,
+               creq_hash) < 0) {
     sts = NULL;
     afs_error_set(err, ENOMEM, "out of memory");
     goto done;
@@ -340,8 +338,7 @@ done:
   return ok;
 }
 
-static bool check_common(const struct afs_s3_target *t, const char *method,
-                         struct afs_error *err) {
+static bool check_common(const struct afs_s3_target *t, const char *method, struct afs_error *err) {
   if (!t || !t->access_key || !*t->access_key || !t->secret_key || !*t->secret_key)
     return afs_error_set(err, EINVAL, "S3 credentials are not set");
   if (strpbrk(t->access_key, "/ \t\r\n&"))
@@ -438,15 +435,15 @@ done:
 }
 
 char *afs_sigv4_presign(const struct afs_s3_target *t, const char *method, const char *key,
-                        const char *subresource, const struct afs_sigv4_header *headers,
-                        size_t n, long expires, time_t now, struct afs_error *err) {
+                        const char *subresource, const struct afs_sigv4_header *headers, size_t n,
+                        long expires, time_t now, struct afs_error *err) {
   return presign_impl(t, method, key, subresource, NULL, 0, headers, n, expires, now, err);
 }
 
-char *afs_sigv4_presign_params(const struct afs_s3_target *t, const char *method,
-                               const char *key, const struct afs_sigv4_param *params,
-                               size_t nparams, const struct afs_sigv4_header *headers,
-                               size_t n, long expires, time_t now, struct afs_error *err) {
+char *afs_sigv4_presign_params(const struct afs_s3_target *t, const char *method, const char *key,
+                               const struct afs_sigv4_param *params, size_t nparams,
+                               const struct afs_sigv4_header *headers, size_t n, long expires,
+                               time_t now, struct afs_error *err) {
   return presign_impl(t, method, key, NULL, params, nparams, headers, n, expires, now, err);
 }
 

@@ -7,9 +7,13 @@
 
 static pthread_once_t g_init_once = PTHREAD_ONCE_INIT;
 
-static void do_init(void) { mongoc_init(); }
+static void do_init(void) {
+  mongoc_init();
+}
 
-void afs_db_global_init(void) { pthread_once(&g_init_once, do_init); }
+void afs_db_global_init(void) {
+  pthread_once(&g_init_once, do_init);
+}
 
 bool afs_db_open(struct afs_db *db, const char *uri_str, const char *dbname, const char *appname,
                  struct afs_error *err) {
@@ -50,7 +54,9 @@ bool afs_db_ping(struct afs_db *db, struct afs_error *err) {
   return true;
 }
 
-mongoc_client_t *afs_db_pop(struct afs_db *db) { return mongoc_client_pool_pop(db->pool); }
+mongoc_client_t *afs_db_pop(struct afs_db *db) {
+  return mongoc_client_pool_pop(db->pool);
+}
 
 void afs_db_push(struct afs_db *db, mongoc_client_t *client) {
   if (client)

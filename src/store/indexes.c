@@ -2,7 +2,6 @@
 
 #include <stdio.h>
 
-
 struct index_spec {
   const char *coll;
   const char *name;

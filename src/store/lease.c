@@ -13,9 +13,13 @@
 static char g_owner[64] = "assetfs";
 static atomic_uint_fast64_t g_seq;
 
-void afs_lease_set_owner(const char *owner) { snprintf(g_owner, sizeof g_owner, "%s", owner); }
+void afs_lease_set_owner(const char *owner) {
+  snprintf(g_owner, sizeof g_owner, "%s", owner);
+}
 
-const char *afs_lease_owner(void) { return g_owner; }
+const char *afs_lease_owner(void) {
+  return g_owner;
+}
 
 int64_t afs_now_ms(void) {
   struct timespec ts;
@@ -25,20 +29,20 @@ int64_t afs_now_ms(void) {
 
 void afs_lease_append_claimable(bson_t *filter, int64_t now_ms) {
   bson_t or, c0, c1, in0, not0, in1;
-  BSON_APPEND_ARRAY_BEGIN(filter, "$or", &or);
-  BSON_APPEND_DOCUMENT_BEGIN(&or, "0", &c0);
+  BSON_APPEND_ARRAY_BEGIN(filter, "$or", & or);
+  BSON_APPEND_DOCUMENT_BEGIN(& or, "0", &c0);
   BSON_APPEND_DOCUMENT_BEGIN(&c0, "leaseUntil", &in0);
   BSON_APPEND_DOCUMENT_BEGIN(&in0, "$not", &not0);
   BSON_APPEND_UTF8(&not0, "$type", "date");
   bson_append_document_end(&in0, &not0);
   bson_append_document_end(&c0, &in0);
-  bson_append_document_end(&or, &c0);
-  BSON_APPEND_DOCUMENT_BEGIN(&or, "1", &c1);
+  bson_append_document_end(& or, &c0);
+  BSON_APPEND_DOCUMENT_BEGIN(& or, "1", &c1);
   BSON_APPEND_DOCUMENT_BEGIN(&c1, "leaseUntil", &in1);
   BSON_APPEND_DATE_TIME(&in1, "$lt", now_ms);
   bson_append_document_end(&c1, &in1);
-  bson_append_document_end(&or, &c1);
-  bson_append_array_end(filter, &or);
+  bson_append_document_end(& or, &c1);
+  bson_append_array_end(filter, & or);
 }
 
 static void append_ids_in(bson_t *q, bson_value_t *ids, size_t n) {
@@ -96,8 +100,8 @@ bool afs_lease_claim(mongoc_collection_t *coll, const bson_t *filter, int limit,
                    BCON_DATE_TIME(now + lease_ms), "}");
     bson_t *sort = BCON_NEW("_id", BCON_INT32(1));
     bson_t fam;
-    bool fok = mongoc_collection_find_and_modify(coll, q, sort, upd, NULL, false, false, true,
-                                                 &fam, &berr);
+    bool fok = mongoc_collection_find_and_modify(coll, q, sort, upd, NULL, false, false, true, &fam,
+                                                 &berr);
     bson_destroy(sort);
     if (!fok) {
       bson_destroy(&fam);
@@ -332,8 +336,7 @@ bool afs_lease_claim_id(mongoc_collection_t *coll, const bson_t *filter, const b
   bson_t fam;
   bson_error_t berr;
   bool ok;
-  if (!mongoc_collection_find_and_modify(coll, q, NULL, upd, NULL, false, false, true, &fam,
-                                         &berr))
+  if (!mongoc_collection_find_and_modify(coll, q, NULL, upd, NULL, false, false, true, &fam, &berr))
     ok = afs_db_error(err, &berr, "claiming a record");
   else
     ok = take_value(&fam, out, err);
@@ -431,8 +434,8 @@ int afs_lease_finish_from(mongoc_collection_t *coll, const bson_value_t *id, con
 
 /* One findAndModify of the record matching q, returning it as it is after upd in *after
  * (initialized here; left empty unless 1). 1 matched, 0 not, -1 on error. */
-static int modify_doc(mongoc_collection_t *coll, const bson_t *q, const bson_t *upd,
-                      bson_t *after, const char *what, struct afs_error *err) {
+static int modify_doc(mongoc_collection_t *coll, const bson_t *q, const bson_t *upd, bson_t *after,
+                      const char *what, struct afs_error *err) {
   bson_error_t berr;
   bson_t reply;
   bson_init(after);
@@ -472,8 +475,7 @@ int afs_lease_finish_doc(mongoc_collection_t *coll, const bson_value_t *id, cons
 }
 
 int afs_lease_renew_doc(mongoc_collection_t *coll, const bson_value_t *id, const char *token,
-                        const char *status, long lease_ms, bson_t *after,
-                        struct afs_error *err) {
+                        const char *status, long lease_ms, bson_t *after, struct afs_error *err) {
   if (!token) {
     bson_init(after);
     return 0; /* nothing held, nothing to renew */
@@ -481,8 +483,7 @@ int afs_lease_renew_doc(mongoc_collection_t *coll, const bson_value_t *id, const
   bson_t *q = owned(id, token);
   if (status)
     BSON_APPEND_UTF8(q, "status", status);
-  bson_t *upd =
-      BCON_NEW("$set", "{", "leaseUntil", BCON_DATE_TIME(afs_now_ms() + lease_ms), "}");
+  bson_t *upd = BCON_NEW("$set", "{", "leaseUntil", BCON_DATE_TIME(afs_now_ms() + lease_ms), "}");
   int rc = modify_doc(coll, q, upd, after, "renewing a lease", err);
   bson_destroy(upd);
   bson_destroy(q);

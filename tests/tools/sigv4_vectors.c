@@ -99,8 +99,8 @@ int main(void) {
       for (size_t i = 0; i < np; i++)
         p[i] = (struct afs_sigv4_param){pn[i], pv[i]};
       struct afs_sigv4_signed s;
-      if (afs_sigv4_sign_request(&t, f[6], *f[7] ? f[7] : NULL, p, np, h, nh,
-                                 *f[10] ? f[10] : NULL, now, &s, &err)) {
+      if (afs_sigv4_sign_request(&t, f[6], *f[7] ? f[7] : NULL, p, np, h, nh, *f[10] ? f[10] : NULL,
+                                 now, &s, &err)) {
         printf("%s\t%s\t%s\n", s.url, s.authorization, s.amz_date);
         afs_sigv4_signed_free(&s);
       } else {

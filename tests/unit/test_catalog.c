@@ -17,7 +17,9 @@ static struct afs_db DB;
 static mongoc_collection_t *ASSETS, *CALLS;
 static mongoc_client_t *CLIENT;
 
-static int64_t now_ms(void) { return (int64_t)time(NULL) * 1000; }
+static int64_t now_ms(void) {
+  return (int64_t)time(NULL) * 1000;
+}
 
 /* Inserts an active asset; returns its id (static buffer per call site is fine). */
 static void put_asset(const char *part, const char *file_path, const char *path, const char *ct,
@@ -174,7 +176,9 @@ static long qcount(struct afs_catalog *cat, const char *kind) {
   return v;
 }
 
-static long qnames(struct afs_catalog *cat) { return qcount(cat, "file") + qcount(cat, "list"); }
+static long qnames(struct afs_catalog *cat) {
+  return qcount(cat, "file") + qcount(cat, "list");
+}
 
 /* New names cost no query while a listing covers them; an empty directory's listing is
  * remembered; invalidated names and other clients' files show (the latter within
@@ -294,8 +298,8 @@ int main(void) {
   put_asset("p1", NULL, "uid1/photos/cat-1700000000999.jpg", "image/jpeg", 20, t, 24, t + 86400000,
             url1, NULL, NULL, id_d2);
   put_asset("p2", "x.txt", "uid1/x-1.txt", "text/plain", 1, t, 0, 0, url1, NULL, NULL, id_pub);
-  put_asset("p2", "exp.txt", "uid1/exp-1.txt", "text/plain", 1000, t, 1, t + 5000, url1, NULL,
-            NULL, id_exp);
+  put_asset("p2", "exp.txt", "uid1/exp-1.txt", "text/plain", 1000, t, 1, t + 5000, url1, NULL, NULL,
+            id_exp);
   put_asset("p2", "exp2.txt", "uid1/exp2-1.txt", "text/plain", 1000, t, 1, t - 1000, url1, NULL,
             NULL, id_exp2);
   {

@@ -14,8 +14,7 @@ static int make_image(const char *path, int w, int h, double r, double g, double
                       int orientation) {
   VipsImage *black = NULL, *col = NULL, *cast = NULL;
   double a[3] = {1, 1, 1}, c[3] = {r, g, b};
-  int rc = vips_black(&black, w, h, "bands", 3, NULL) ||
-           vips_linear(black, &col, a, c, 3, NULL) ||
+  int rc = vips_black(&black, w, h, "bands", 3, NULL) || vips_linear(black, &col, a, c, 3, NULL) ||
            vips_cast(col, &cast, VIPS_FORMAT_UCHAR, NULL);
   if (!rc) {
     cast->Type = VIPS_INTERPRETATION_sRGB;
@@ -23,9 +22,12 @@ static int make_image(const char *path, int w, int h, double r, double g, double
       vips_image_set_int(cast, "orientation", orientation);
     rc = vips_image_write_to_file(cast, path, NULL);
   }
-  if (black) g_object_unref(black);
-  if (col) g_object_unref(col);
-  if (cast) g_object_unref(cast);
+  if (black)
+    g_object_unref(black);
+  if (col)
+    g_object_unref(col);
+  if (cast)
+    g_object_unref(cast);
   return rc;
 }
 
@@ -61,7 +63,8 @@ int main(void) {
 
   struct afs_image_info info;
   CHECK(afs_image_probe(jpg, &info, &err));
-  if (err.code) fprintf(stderr, "err: %s\n", err.msg);
+  if (err.code)
+    fprintf(stderr, "err: %s\n", err.msg);
   CHECK(info.width == 1200 && info.height == 800);
   CHECK(strlen(info.color) == 7 && info.color[0] == '#');
   unsigned r, g, b;

@@ -5,7 +5,9 @@
 #include "afs_test.h"
 #include "assetfs/naming.h"
 
-static bool fp_ok(const char *p) { return afs_filepath_check(p, strlen(p), NULL); }
+static bool fp_ok(const char *p) {
+  return afs_filepath_check(p, strlen(p), NULL);
+}
 
 static void test_filepath(void) {
   struct afs_error e = {0};

@@ -50,8 +50,13 @@ static struct afs_reader *open_src(struct afs_readcache *rc, const char *key, lo
                                    int tok, struct urlsrc *u, int64_t expires) {
   char url[256];
   httpd_url(&H, url, sizeof url, size, tok);
-  struct afs_reader_source s = {.key = key, .size = size, .url = url, .expires_ms = expires,
-                                .refresh_margin_s = 1.0, .get_url = u ? get_url : NULL, .ctx = u};
+  struct afs_reader_source s = {.key = key,
+                                .size = size,
+                                .url = url,
+                                .expires_ms = expires,
+                                .refresh_margin_s = 1.0,
+                                .get_url = u ? get_url : NULL,
+                                .ctx = u};
   struct afs_error err = {0};
   struct afs_reader *r = afs_reader_open(rc, &s, &err);
   CHECK(r != NULL);
@@ -213,8 +218,8 @@ static void test_failures(void) {
   H.gone = 0;
 
   /* Nothing listens: EIO. */
-  struct afs_reader_source s = {.key = "down", .size = 1 << 20,
-                                .url = "http://127.0.0.1:1/obj/1048576?tok=1"};
+  struct afs_reader_source s = {
+      .key = "down", .size = 1 << 20, .url = "http://127.0.0.1:1/obj/1048576?tok=1"};
   r = afs_reader_open(rc, &s, &err);
   afs_error_clear(&err);
   CHECK(afs_reader_read(r, buf, sizeof buf, 0, &err) == -1);

@@ -34,8 +34,8 @@ static void test_numbers_dates_ids(void) {
   struct afs_error e = {0};
   double v;
   bool has;
-  bson_t *d = BCON_NEW("d", BCON_DOUBLE(1.5), "i", BCON_INT32(7), "l", BCON_INT64(1LL << 40),
-                       "s", "24", "inf", BCON_DOUBLE(INFINITY), "nan", BCON_DOUBLE(NAN), "t",
+  bson_t *d = BCON_NEW("d", BCON_DOUBLE(1.5), "i", BCON_INT32(7), "l", BCON_INT64(1LL << 40), "s",
+                       "24", "inf", BCON_DOUBLE(INFINITY), "nan", BCON_DOUBLE(NAN), "t",
                        BCON_DATE_TIME(1234), "_id", "custom");
   CHECK(afs_rec_num(d, "d", &v, &has, &e) && has && v == 1.5);
   CHECK(afs_rec_num(d, "i", &v, &has, &e) && has && v == 7);

@@ -23,14 +23,14 @@
 struct fake {
   int fd, port;
   pthread_t th;
-  pthread_mutex_t mu;   /* protects everything below */
-  int statuses[16];     /* answers in order; the last one repeats */
+  pthread_mutex_t mu; /* protects everything below */
+  int statuses[16];   /* answers in order; the last one repeats */
   int nstatuses;
-  const char *body;     /* body of every answer */
+  const char *body; /* body of every answer */
   int requests;
-  int md5_mismatch;     /* DeleteObjects bodies whose Content-MD5 did not match */
+  int md5_mismatch; /* DeleteObjects bodies whose Content-MD5 did not match */
   int auth_missing;
-  int keys_seen;        /* <Key> elements across DeleteObjects bodies */
+  int keys_seen; /* <Key> elements across DeleteObjects bodies */
   char last_request_line[256];
 };
 
@@ -62,8 +62,8 @@ static void *fake_main(void *ud) {
     int idx = f->requests < f->nstatuses ? f->requests : f->nstatuses - 1;
     int status = f->statuses[idx];
     f->requests++;
-    snprintf(f->last_request_line, sizeof f->last_request_line, "%.*s",
-             (int)strcspn(buf, "\r\n"), buf);
+    snprintf(f->last_request_line, sizeof f->last_request_line, "%.*s", (int)strcspn(buf, "\r\n"),
+             buf);
     if (!strcasestr(buf, "\r\nauthorization: AWS4-HMAC-SHA256 Credential="))
       f->auth_missing++;
     char *md5 = strcasestr(buf, "\r\ncontent-md5: ");
@@ -364,8 +364,10 @@ static void test_live(const struct afs_s3_target *t) {
   struct afs_error err = {0};
   char prefix[64];
   snprintf(prefix, sizeof prefix, "s3client/%d-%ld/", (int)getpid(), (long)time(NULL));
-  const char *names[] = {"plain.txt", "sp ace.jpg", "plus+.png", "pct%25.bin", "amp&lt;.x",
-                         "uni\xc3\xa9\xe6\x97\xa5.mov", "q?h#.y", "t~=.z", "d/e/f.g", "x'\"<>.w"};
+  const char *names[] = {"plain.txt",  "sp ace.jpg", "plus+.png",
+                         "pct%25.bin", "amp&lt;.x",  "uni\xc3\xa9\xe6\x97\xa5.mov",
+                         "q?h#.y",     "t~=.z",      "d/e/f.g",
+                         "x'\"<>.w"};
   enum { NN = sizeof names / sizeof *names };
   char keys[NN][128];
   const char *kp[NN];
@@ -483,8 +485,7 @@ int main(void) {
     return 77;
   }
   struct afs_s3_target t = {ep,
-                            getenv("ASSETFS_S3_REGION") ? getenv("ASSETFS_S3_REGION")
-                                                        : "us-east-1",
+                            getenv("ASSETFS_S3_REGION") ? getenv("ASSETFS_S3_REGION") : "us-east-1",
                             getenv("ASSETFS_S3_BUCKET"),
                             getenv("ASSETFS_S3_ACCESS_KEY"),
                             getenv("ASSETFS_S3_SECRET_KEY"),

@@ -60,15 +60,16 @@ int main(void) {
               "&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host"
               "&X-Amz-Signature="
               "aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404\n");
-  CHECK(RUN(&cfg, "--method=GET", "--key=test.txt", "--expires=86400",
-            "--time=20130524T000000Z") == 0);
+  CHECK(RUN(&cfg, "--method=GET", "--key=test.txt", "--expires=86400", "--time=20130524T000000Z") ==
+        0);
   CHECK(strstr(out_buf, "aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"));
 
   CHECK(RUN(&cfg, "--method", "PUT", "--key", "a b.jpg", "--content-type", "image/jpeg") == 0);
-  CHECK(strstr(out_buf, "/a%20b.jpg?") && strstr(out_buf, "X-Amz-SignedHeaders=content-type%3Bhost"));
+  CHECK(strstr(out_buf, "/a%20b.jpg?") &&
+        strstr(out_buf, "X-Amz-SignedHeaders=content-type%3Bhost"));
   CHECK(strstr(out_buf, "X-Amz-Expires=3600&"));
-  CHECK(RUN(&cfg, "--method", "PUT", "--key", "k", "--upload-id", "u+1", "--part-number",
-            "7") == 0);
+  CHECK(RUN(&cfg, "--method", "PUT", "--key", "k", "--upload-id", "u+1", "--part-number", "7") ==
+        0);
   CHECK(strstr(out_buf, "&partNumber=7&uploadId=u%2B1&X-Amz-Signature="));
   CHECK(RUN(&cfg, "--help") == 0 && strstr(out_buf, "usage:"));
 

@@ -34,14 +34,15 @@ static const char *sig_of(const struct afs_sigv4_signed *s) {
 
 static void test_presign_example(void) {
   struct afs_error err = {0};
-  char *url = afs_sigv4_presign(&aws_example, "GET", "test.txt", NULL, NULL, 0, 86400,
-                                t20130524(), &err);
-  CHECK_STREQ(url, "https://examplebucket.s3.amazonaws.com/test.txt"
-                   "?X-Amz-Algorithm=AWS4-HMAC-SHA256"
-                   "&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request"
-                   "&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host"
-                   "&X-Amz-Signature="
-                   "aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404");
+  char *url =
+      afs_sigv4_presign(&aws_example, "GET", "test.txt", NULL, NULL, 0, 86400, t20130524(), &err);
+  CHECK_STREQ(url,
+              "https://examplebucket.s3.amazonaws.com/test.txt"
+              "?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+              "&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2Fus-east-1%2Fs3%2Faws4_request"
+              "&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host"
+              "&X-Amz-Signature="
+              "aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404");
   free(url);
   /* The default endpoint for us-east-1 is the same host. */
   struct afs_s3_target t = aws_example;
@@ -58,8 +59,8 @@ static void test_header_examples(void) {
 
   /* GET Object with a Range header. */
   struct afs_sigv4_header range = {"range", "bytes=0-9"};
-  CHECK(afs_sigv4_sign_request(&aws_example, "GET", "test.txt", NULL, 0, &range, 1, NULL, now,
-                               &s, &err));
+  CHECK(afs_sigv4_sign_request(&aws_example, "GET", "test.txt", NULL, 0, &range, 1, NULL, now, &s,
+                               &err));
   CHECK_STREQ(s.authorization,
               "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/"
               "aws4_request, SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, "
@@ -132,15 +133,15 @@ static void test_encoding(void) {
 
   /* Subresources are normalised: the URL and the signed string agree. */
   t.endpoint = "http://127.0.0.1:7070";
-  u = afs_sigv4_presign(&t, "PUT", "k", "uploadId=a%2bb~c&partNumber=3", NULL, 0, 60,
-                        t20130524(), &err);
+  u = afs_sigv4_presign(&t, "PUT", "k", "uploadId=a%2bb~c&partNumber=3", NULL, 0, 60, t20130524(),
+                        &err);
   CHECK(u && strstr(u, "/b/k?X-Amz-Algorithm"));
   CHECK(u && strstr(u, "&partNumber=3&uploadId=a%2Bb~c&X-Amz-Signature="));
   free(u);
   struct afs_sigv4_param pp[] = {{"uploadId", "a+b~c"}, {"partNumber", "3"}};
   char *u2 = afs_sigv4_presign_params(&t, "PUT", "k", pp, 2, NULL, 0, 60, t20130524(), &err);
-  u = afs_sigv4_presign(&t, "PUT", "k", "partNumber=3&uploadId=a%2Bb%7Ec", NULL, 0, 60,
-                        t20130524(), &err);
+  u = afs_sigv4_presign(&t, "PUT", "k", "partNumber=3&uploadId=a%2Bb%7Ec", NULL, 0, 60, t20130524(),
+                        &err);
   CHECK_STREQ(u, u2);
   free(u);
   free(u2);

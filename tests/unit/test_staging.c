@@ -45,7 +45,7 @@ int main(void) {
   CHECK(afs_staging_is_dir(st, "user_id=a", "d1/sub1"));
   CHECK(afs_staging_is_dir(st, "user_id=a", ""));
   CHECK(!afs_staging_is_dir(st, "user_id=a", "d1/sub1/f0001.txt"));
-  CHECK(!afs_staging_is_dir(st, "user_id=a", "d"));   /* a prefix is not a directory */
+  CHECK(!afs_staging_is_dir(st, "user_id=a", "d")); /* a prefix is not a directory */
   CHECK(!afs_staging_is_dir(st, "user_id=c", ""));
   CHECK(afs_staging_dir_has_children(st, "user_id=b", "d0/sub0"));
 

@@ -81,11 +81,12 @@ char *afs_catalog_query_stats(struct afs_catalog *cat) {
   for (int i = 0; i < AFS_CATQ_COUNT; i++)
     total += v[i] = __atomic_load_n(&cat->nq[i], __ATOMIC_RELAXED);
   char *out = NULL;
-  if (asprintf(&out, "total=%llu file=%llu list=%llu id=%llu partition=%llu distinct=%llu "
-               "call=%llu", (unsigned long long)total, (unsigned long long)v[AFS_CATQ_FILE],
+  if (asprintf(&out,
+               "total=%llu file=%llu list=%llu id=%llu partition=%llu distinct=%llu "
+               "call=%llu",
+               (unsigned long long)total, (unsigned long long)v[AFS_CATQ_FILE],
                (unsigned long long)v[AFS_CATQ_LIST], (unsigned long long)v[AFS_CATQ_ID],
-               (unsigned long long)v[AFS_CATQ_PARTITION],
-               (unsigned long long)v[AFS_CATQ_DISTINCT],
+               (unsigned long long)v[AFS_CATQ_PARTITION], (unsigned long long)v[AFS_CATQ_DISTINCT],
                (unsigned long long)v[AFS_CATQ_CALL]) < 0)
     abort();
   return out;
@@ -122,16 +123,15 @@ void afs_catalog_free(struct afs_catalog *cat) {
 
 /* What the cache says about rel, and whether it may be believed now (mu held). */
 enum cached afs_cat_cache_answer(struct afs_catalog *cat, struct part *p, const char *rel,
-                                double now, bool any_age, struct afs_asset *out) {
+                                 double now, bool any_age, struct afs_asset *out) {
   if (!p)
     return C_MISS;
   struct node *n = afs_smap_get(&p->nodes, rel);
   if (n && !n->ghost) {
     /* A file seen in a listing is as fresh as that listing: `ls -l` of a big directory
      * then needs one query, not one per entry once attr_ttl has run out. */
-    double ttl = n->is_dir || (n->from_listing && cat->list_ttl > cat->attr_ttl)
-                     ? cat->list_ttl
-                     : cat->attr_ttl;
+    double ttl = n->is_dir || (n->from_listing && cat->list_ttl > cat->attr_ttl) ? cat->list_ttl
+                                                                                 : cat->attr_ttl;
     if (any_age || afs_cat_fresh(n->stamp, ttl, now)) {
       if (n->is_dir)
         return C_DIR;
@@ -157,8 +157,8 @@ static int to_kind(enum cached c) {
 
 /* ---- stale-while-revalidate for big directories ---- */
 
-#define BIG_DIR 64        /* entries from which a stale entry triggers a re-listing */
-#define STALE_MAX 30.0    /* seconds past list_ttl a stale entry may still be served */
+#define BIG_DIR 64     /* entries from which a stale entry triggers a re-listing */
+#define STALE_MAX 30.0 /* seconds past list_ttl a stale entry may still be served */
 
 struct relist {
   struct afs_catalog *cat;
@@ -210,8 +210,8 @@ static bool relist_running(struct afs_catalog *cat, struct part *p, const struct
  * while its directory is re-listed; a directory (the kernel looks it up again every
  * entry_timeout while `ls -l` stats its entries) while it is re-listed itself. mu held;
  * C_MISS when it does not apply. */
-static enum cached serve_stale(struct afs_catalog *cat, struct part *p, struct node *n,
-                               double now, struct afs_asset *out) {
+static enum cached serve_stale(struct afs_catalog *cat, struct part *p, struct node *n, double now,
+                               struct afs_asset *out) {
   if (!n || n->ghost || !n->parent)
     return C_MISS;
   struct node *d = n->is_dir ? n : n->parent;
@@ -297,7 +297,8 @@ static int lookup_plain(struct afs_catalog *cat, const char *partition, const ch
   if (r == 0) {
     /* Not a file: a fresh parent listing settles it without another query. */
     pthread_mutex_lock(&cat->mu);
-    c = afs_cat_cache_answer(cat, afs_cat_part_get(cat, partition, false), rel, afs_cat_now(), false, out);
+    c = afs_cat_cache_answer(cat, afs_cat_part_get(cat, partition, false), rel, afs_cat_now(),
+                             false, out);
     pthread_mutex_unlock(&cat->mu);
     if (c == C_NOENT || c == C_DIR)
       return to_kind(c);
@@ -448,4 +449,3 @@ int afs_catalog_lookup(struct afs_catalog *cat, const char *partition, const cha
     return lookup_cut(cat, partition, part, rest, out, err);
   return lookup_plain(cat, partition, path, out, err);
 }
-

@@ -51,28 +51,28 @@
 /* A copy of one CosyncAsset's fields; strings are owned (never NULL: "" when absent).
  * Free the fields with afs_asset_free (the struct itself is the caller's). */
 struct afs_asset {
-  char id[25];              /* _id as 24 hex digits */
-  char *partition;          /* _partition */
-  char *file_path;          /* filePath, or the derived name (see derived_name) */
-  char *path;               /* S3 key of the original */
+  char id[25];     /* _id as 24 hex digits */
+  char *partition; /* _partition */
+  char *file_path; /* filePath, or the derived name (see derived_name) */
+  char *path;      /* S3 key of the original */
   char *uid;
   char *session_id;
   char *content_type;
   char *url_part[AFS_PART_COUNT]; /* read URLs indexed by enum afs_part: the record's
-                             * url, urlSmall, urlMedium, urlLarge, urlVideoPreview */
+                                   * url, urlSmall, urlMedium, urlLarge, urlVideoPreview */
   char *caption;
   char *color;
-  char *status;             /* "active" for everything the catalog returns */
+  char *status; /* "active" for everything the catalog returns */
   char *etag;
-  int64_t size;             /* bytes of the part (`part` below); -1 if unknown */
-  int64_t mtime_ms;         /* mtime, else updatedAt, else createdAt (ms since epoch) */
-  int64_t created_ms;       /* createdAt */
-  int64_t expiration_ms;    /* expiration; 0 when none (public or never set) */
-  double expiration_hours;  /* 0 = public, URLs never expire */
+  int64_t size;            /* bytes of the part (`part` below); -1 if unknown */
+  int64_t mtime_ms;        /* mtime, else updatedAt, else createdAt (ms since epoch) */
+  int64_t created_ms;      /* createdAt */
+  int64_t expiration_ms;   /* expiration; 0 when none (public or never set) */
+  double expiration_hours; /* 0 = public, URLs never expire */
   int32_t x_res, y_res;
   double duration;
-  bool derived_name;        /* file_path derived from `path` (no filePath in record) */
-  enum afs_part part;       /* which part a lookup under .cuts/ resolved to */
+  bool derived_name;  /* file_path derived from `path` (no filePath in record) */
+  enum afs_part part; /* which part a lookup under .cuts/ resolved to */
 };
 
 void afs_asset_free(struct afs_asset *a);
@@ -93,16 +93,16 @@ bool afs_asset_xattr_get(const struct afs_asset *a, const char *name, char **val
 size_t afs_asset_xattr_list(const struct afs_asset *a, char *buf, size_t size);
 
 struct afs_catalog_opts {
-  const char *upload_partition; /* always listed among the partitions; may be NULL */
-  const char *const *partitions;/* NULL-terminated explicit list; NULL = every partition
-                                 * with active assets (+ upload_partition) */
-  const char *uid;              /* for CosyncFunctionCall records */
+  const char *upload_partition;  /* always listed among the partitions; may be NULL */
+  const char *const *partitions; /* NULL-terminated explicit list; NULL = every partition
+                                  * with active assets (+ upload_partition) */
+  const char *uid;               /* for CosyncFunctionCall records */
   const char *session_id;
-  double attr_ttl;              /* seconds a file's attributes are trusted; default 1 */
-  double list_ttl;              /* seconds a listing is trusted; default 3 */
-  double refresh_margin;        /* refresh a URL expiring within this many seconds
-                                 * (capped at 10 % of the URL's lifetime); default 60 */
-  double refresh_timeout;       /* seconds to wait for the broker's refresh; default 15 */
+  double attr_ttl;        /* seconds a file's attributes are trusted; default 1 */
+  double list_ttl;        /* seconds a listing is trusted; default 3 */
+  double refresh_margin;  /* refresh a URL expiring within this many seconds
+                           * (capped at 10 % of the URL's lifetime); default 60 */
+  double refresh_timeout; /* seconds to wait for the broker's refresh; default 15 */
 };
 
 /* Fills the defaults above (pointers NULL). */
@@ -161,8 +161,7 @@ void afs_catalog_invalidate_dir(struct afs_catalog *cat, const char *partition,
 void afs_catalog_invalidate_partition(struct afs_catalog *cat, const char *partition);
 /* mkdir made partition/dirpath here after a lookup found nothing there: nothing is under
  * it either, so lookups of new names in it answer without a query for list_ttl. */
-void afs_catalog_note_new_dir(struct afs_catalog *cat, const char *partition,
-                              const char *dirpath);
+void afs_catalog_note_new_dir(struct afs_catalog *cat, const char *partition, const char *dirpath);
 void afs_catalog_invalidate_all(struct afs_catalog *cat); /* also the partition list */
 
 /* A usable read URL for asset id's part: the cached one when it does not expire within
@@ -206,8 +205,7 @@ char *afs_catalog_query_stats(struct afs_catalog *cat);
  * sets it on the CosyncAssetUpload record, then on the asset (same _id) if it exists;
  * if not, waits at most wait_s for the broker's completion and writes it there, so the
  * caption is never lost to the broker having read the record just before. */
-bool afs_catalog_set_upload_caption(struct afs_catalog *cat, const char *id,
-                                    const char *caption, double wait_s,
-                                    struct afs_error *err);
+bool afs_catalog_set_upload_caption(struct afs_catalog *cat, const char *id, const char *caption,
+                                    double wait_s, struct afs_error *err);
 
 #endif

@@ -22,46 +22,46 @@ struct smap {
 void afs_smap_init(struct smap *m);
 void *afs_smap_get(const struct smap *m, const char *key);
 void afs_smap_put(struct smap *m, const char *key, void *val); /* replaces */
-void *afs_smap_del(struct smap *m, const char *key);          /* returns the old value */
+void *afs_smap_del(struct smap *m, const char *key);           /* returns the old value */
 void afs_smap_clear(struct smap *m, void (*free_val)(void *));
 
 /* One file or directory of a partition tree. */
 struct node {
-  char *rel;              /* path relative to the partition, "" for its root */
-  const char *name;       /* last component, points into rel */
+  char *rel;        /* path relative to the partition, "" for its root */
+  const char *name; /* last component, points into rel */
   struct node *parent;
-  struct node **kids;     /* directories: children, unordered */
+  struct node **kids;       /* directories: children, unordered */
   size_t nkids, kcap, slot; /* slot: index in parent->kids */
   bool is_dir;
-  bool ghost;             /* invalidated file: ask MongoDB before believing anything */
-  bool was_derived;       /* ghost of a derived-name file (not findable by filePath) */
-  bool from_listing;      /* files: installed by a listing, trusted as long as it */
-  double stamp;           /* monotonic time it was last confirmed by MongoDB */
-  double listed;          /* directories: when their listing was last complete, 0 never */
-  uint64_t inval_seq;     /* ghosts: cat->inval_seq when invalidated (a query that started
-                           * before cannot clear it) */
-  struct afs_asset a;     /* files */
+  bool ghost;         /* invalidated file: ask MongoDB before believing anything */
+  bool was_derived;   /* ghost of a derived-name file (not findable by filePath) */
+  bool from_listing;  /* files: installed by a listing, trusted as long as it */
+  double stamp;       /* monotonic time it was last confirmed by MongoDB */
+  double listed;      /* directories: when their listing was last complete, 0 never */
+  uint64_t inval_seq; /* ghosts: cat->inval_seq when invalidated (a query that started
+                       * before cannot clear it) */
+  struct afs_asset a; /* files */
 };
 
 struct part {
   char *name;
-  struct smap nodes;      /* rel -> struct node* (owns the nodes) */
+  struct smap nodes; /* rel -> struct node* (owns the nodes) */
   struct node *root;
   /* Directories a listing found empty (no asset under them): rel -> double* time of
    * that listing. Negative lookups below them answer from it while it is fresh. */
   struct smap absent;
-  double checked;         /* when `exists` was last asked of MongoDB, 0 never */
-  bool exists;            /* has active assets */
+  double checked; /* when `exists` was last asked of MongoDB, 0 never */
+  bool exists;    /* has active assets */
 };
 
 /* Per-asset URL state for refresh (single flight) and cut sizes. */
 struct ref {
   char id[25];
-  bool have;              /* urls/expiration loaded */
-  bool in_flight;         /* a thread is refreshing: others wait on cat->ref_cv */
-  unsigned gen;           /* bumped when a flight ends */
-  bool last_ok;           /* result of the last flight */
-  double fail_at;         /* when the last flight failed: fail fast for a few seconds */
+  bool have;      /* urls/expiration loaded */
+  bool in_flight; /* a thread is refreshing: others wait on cat->ref_cv */
+  unsigned gen;   /* bumped when a flight ends */
+  bool last_ok;   /* result of the last flight */
+  double fail_at; /* when the last flight failed: fail fast for a few seconds */
   struct afs_error last_err;
   char *url[AFS_PART_COUNT];
   int64_t expiration_ms;
@@ -72,7 +72,7 @@ struct ref {
 struct afs_catalog {
   struct afs_db *db;
   char *upload_partition;
-  char **partitions;      /* explicit list, NULL-terminated, or NULL */
+  char **partitions; /* explicit list, NULL-terminated, or NULL */
   char *uid, *session_id;
   double attr_ttl, list_ttl, refresh_margin, refresh_timeout;
 
@@ -105,10 +105,10 @@ struct afs_catalog {
   /* ref_mu protects refs; ref_cv signals the end of a refresh flight. */
   pthread_mutex_t ref_mu;
   pthread_cond_t ref_cv;
-  struct smap refs;       /* id -> struct ref* */
+  struct smap refs; /* id -> struct ref* */
 };
 
-double afs_cat_now(void);  /* monotonic seconds */
+double afs_cat_now(void); /* monotonic seconds */
 /* A time stamp for "known, but long ago": stale for every TTL (yet > 0, so the node or
  * listing still serves when MongoDB fails or as the one answer of the query that made it). */
 #define AFS_CAT_LONG_AGO 1e-6

@@ -16,11 +16,11 @@
 /* ---- single flight ---- */
 
 struct list_flight {
-  uint64_t seq;         /* cat->inval_seq when it started */
+  uint64_t seq; /* cat->inval_seq when it started */
   bool done;
-  int ret;              /* afs_cat_list_query's */
+  int ret; /* afs_cat_list_query's */
   struct afs_error err;
-  int waiters;          /* the last one out frees it (the owner if none) */
+  int waiters; /* the last one out frees it (the owner if none) */
 };
 
 int afs_cat_list_fetch(struct afs_catalog *cat, const char *partition, const char *dirpath,
@@ -146,8 +146,7 @@ static bool list_plain(struct afs_catalog *cat, const char *partition, const cha
   if (c == 1)
     return true;
   if (c == -1)
-    return afs_error_set(err, ENOENT, "%s:/%s: no such directory",
-                         partition, dirpath);
+    return afs_error_set(err, ENOENT, "%s:/%s: no such directory", partition, dirpath);
   struct afs_error qerr = {0};
   int r = afs_cat_list_fetch(cat, partition, dirpath, &qerr);
   if (r == 0 && *dirpath)
@@ -205,8 +204,7 @@ bool afs_catalog_list(struct afs_catalog *cat, const char *partition, const char
       struct afs_error serr = {0};
       a->part = part;
       if (!afs_cat_part_size(cat, a, part, &a->size, &serr)) {
-        afs_warn("%s: size of its %s cut unknown: %s", a->file_path, afs_part_name(part),
-                 serr.msg);
+        afs_warn("%s: size of its %s cut unknown: %s", a->file_path, afs_part_name(part), serr.msg);
         continue;
       }
       char *name = video ? malloc(strlen(v[i].name) + 5) : NULL;
@@ -228,4 +226,3 @@ bool afs_catalog_list(struct afs_catalog *cat, const char *partition, const char
   snap_free(v, n);
   return true;
 }
-

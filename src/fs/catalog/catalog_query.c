@@ -46,8 +46,8 @@ void afs_cat_db_result(struct afs_catalog *cat, bool ok, const struct afs_error 
     __atomic_store_n(&cat->db_down_until_ms, v, __ATOMIC_RELAXED);
 }
 
-static const char *const kind_name[AFS_CATQ_COUNT] = {"file", "list", "id", "partition",
-                                                       "distinct", "call"};
+static const char *const kind_name[AFS_CATQ_COUNT] = {"file",      "list",     "id",
+                                                      "partition", "distinct", "call"};
 
 static bool run_find(struct afs_catalog *cat, enum afs_catq kind, const bson_t *filter,
                      const bson_t *opts, each_doc_fn each, void *ctx, struct afs_error *err) {
@@ -210,17 +210,17 @@ int afs_cat_list_query(struct afs_catalog *cat, const char *partition, const cha
       abort();
     snprintf(re, rl, "^%s", quoted);
     bson_t or, alt;
-    BSON_APPEND_ARRAY_BEGIN(&q, "$or", &or);
-    BSON_APPEND_DOCUMENT_BEGIN(&or, "0", &alt);
+    BSON_APPEND_ARRAY_BEGIN(&q, "$or", & or);
+    BSON_APPEND_DOCUMENT_BEGIN(& or, "0", &alt);
     BSON_APPEND_REGEX(&alt, "filePath", re, "");
-    bson_append_document_end(&or, &alt);
-    BSON_APPEND_DOCUMENT_BEGIN(&or, "1", &alt);
+    bson_append_document_end(& or, &alt);
+    BSON_APPEND_DOCUMENT_BEGIN(& or, "1", &alt);
     BSON_APPEND_NULL(&alt, "filePath");
-    bson_append_document_end(&or, &alt);
-    BSON_APPEND_DOCUMENT_BEGIN(&or, "2", &alt);
+    bson_append_document_end(& or, &alt);
+    BSON_APPEND_DOCUMENT_BEGIN(& or, "2", &alt);
     BSON_APPEND_UTF8(&alt, "filePath", "");
-    bson_append_document_end(&or, &alt);
-    bson_append_array_end(&q, &or);
+    bson_append_document_end(& or, &alt);
+    bson_append_array_end(&q, & or);
     free(quoted);
     free(re);
   }
@@ -280,7 +280,8 @@ int afs_cat_list_query(struct afs_catalog *cat, const char *partition, const cha
    * own changes (invalidations) during the query are never lost (late nodes below). */
   double now = afs_cat_now();
   if (cat->dir_inval_seq > seq)
-    now = AFS_CAT_LONG_AGO; /* a directory was invalidated meanwhile: serve it once, then ask again */
+    now =
+        AFS_CAT_LONG_AGO; /* a directory was invalidated meanwhile: serve it once, then ask again */
   struct part *p = afs_cat_part_get(cat, partition, true);
   size_t shown = 0;
   for (size_t i = 0; i < av.n; i++)
@@ -354,7 +355,7 @@ int afs_cat_list_query(struct afs_catalog *cat, const char *partition, const cha
 
 /* One query by (partition, filePath). 1 found (installed), 0 not found, -1 error. */
 int afs_cat_file_fetch(struct afs_catalog *cat, const char *partition, const char *rel,
-                      struct afs_error *err) {
+                       struct afs_error *err) {
   bson_t *q = BCON_NEW("_partition", BCON_UTF8(partition), "status", BCON_UTF8("active"),
                        "filePath", BCON_UTF8(rel));
   struct asset_vec av = {0};
@@ -536,8 +537,7 @@ static int run_exists(struct afs_catalog *cat, enum afs_catq kind, const bson_t 
     afs_error_set(err, EIO, "no MongoDB client available");
     return -1;
   }
-  bson_t *opts = BCON_NEW("batchSize", BCON_INT64(1), "projection", "{", "_id", BCON_INT32(1),
-                          "}");
+  bson_t *opts = BCON_NEW("batchSize", BCON_INT64(1), "projection", "{", "_id", BCON_INT32(1), "}");
   mongoc_collection_t *coll = afs_db_coll(cat->db, c, AFS_COLL_ASSET);
   mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
   bson_destroy(opts);
@@ -583,7 +583,7 @@ static int run_exists(struct afs_catalog *cat, enum afs_catq kind, const bson_t 
  * existence check (run_exists; not the partition discovery, which scans), cached for
  * list_ttl. */
 bool afs_cat_partition_exists(struct afs_catalog *cat, const char *partition,
-                             struct afs_error *err) {
+                              struct afs_error *err) {
   if (cat->upload_partition && !strcmp(partition, cat->upload_partition))
     return true;
   if (cat->partitions) {
@@ -624,4 +624,3 @@ bool afs_cat_partition_exists(struct afs_catalog *cat, const char *partition,
     return afs_error_set(err, ENOENT, "no partition %s", partition);
   return true;
 }
-

@@ -125,8 +125,8 @@ void afs_smap_clear(struct smap *m, void (*free_val)(void *)) {
 void afs_asset_free(struct afs_asset *a) {
   if (!a)
     return;
-  char **strs[] = {&a->partition, &a->file_path, &a->path, &a->uid, &a->session_id,
-                   &a->content_type, &a->caption, &a->color, &a->status, &a->etag};
+  char **strs[] = {&a->partition,    &a->file_path, &a->path,  &a->uid,    &a->session_id,
+                   &a->content_type, &a->caption,   &a->color, &a->status, &a->etag};
   for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) {
     free(*strs[i]);
     *strs[i] = NULL;
@@ -256,8 +256,8 @@ bool afs_asset_from_bson(const bson_t *doc, struct afs_asset *a) {
   }
   a->file_path = fp;
   /* Strings are never NULL, so users need no checks. */
-  char **strs[] = {&a->partition, &a->file_path, &a->path, &a->uid, &a->session_id,
-                   &a->content_type, &a->caption, &a->color, &a->status, &a->etag};
+  char **strs[] = {&a->partition,    &a->file_path, &a->path,  &a->uid,    &a->session_id,
+                   &a->content_type, &a->caption,   &a->color, &a->status, &a->etag};
   for (size_t i = 0; i < sizeof strs / sizeof *strs; i++)
     if (!*strs[i])
       *strs[i] = afs_xstrdup("");
@@ -282,7 +282,8 @@ struct xattr_def {
   enum xk kind;
   size_t off; /* offsetof the field */
 };
-#define XF(n, k, f) {n, k, offsetof(struct afs_asset, f)}
+#define XF(n, k, f)                                                                                \
+  { n, k, offsetof(struct afs_asset, f) }
 static const struct xattr_def xdefs[] = {
     XF("id", XS, id),
     XF("url", XS, url_part[AFS_PART_ORIGINAL]),

@@ -26,7 +26,9 @@ static void ref_free(void *v) {
   free(r);
 }
 
-void afs_cat_refs_free(struct afs_catalog *cat) { afs_smap_clear(&cat->refs, ref_free); }
+void afs_cat_refs_free(struct afs_catalog *cat) {
+  afs_smap_clear(&cat->refs, ref_free);
+}
 
 static struct ref *ref_get(struct afs_catalog *cat, const char *id) {
   struct ref *r = afs_smap_get(&cat->refs, id);
@@ -61,7 +63,9 @@ double afs_catalog_url_margin(const struct afs_catalog *cat, double expiration_h
 }
 
 /* Public (0 hours) or without expiration: never needs a refresh. */
-static bool never_expires(double hours, int64_t exp_ms) { return hours <= 0 || exp_ms <= 0; }
+static bool never_expires(double hours, int64_t exp_ms) {
+  return hours <= 0 || exp_ms <= 0;
+}
 
 static bool usable(const struct afs_catalog *cat, double hours, int64_t exp_ms) {
   if (never_expires(hours, exp_ms))
@@ -72,10 +76,10 @@ static bool usable(const struct afs_catalog *cat, double hours, int64_t exp_ms) 
 static bool call_insert(struct afs_catalog *cat, const bson_oid_t *call_id, const char *id,
                         struct afs_error *err) {
   bson_error_t berr;
-  bson_t *doc = BCON_NEW("_id", BCON_OID(call_id), "name", BCON_UTF8("CosyncRefreshAsset"),
-                         "args", "[", BCON_UTF8(id), "]", "uid", BCON_UTF8(cat->uid),
-                         "sessionId", BCON_UTF8(cat->session_id), "status",
-                         BCON_UTF8("pending"), "createdAt", BCON_DATE_TIME(afs_cat_wall_ms()));
+  bson_t *doc = BCON_NEW("_id", BCON_OID(call_id), "name", BCON_UTF8("CosyncRefreshAsset"), "args",
+                         "[", BCON_UTF8(id), "]", "uid", BCON_UTF8(cat->uid), "sessionId",
+                         BCON_UTF8(cat->session_id), "status", BCON_UTF8("pending"), "createdAt",
+                         BCON_DATE_TIME(afs_cat_wall_ms()));
   afs_cat_count(cat, AFS_CATQ_CALL);
   mongoc_client_t *c = afs_db_pop(cat->db);
   mongoc_collection_t *coll = afs_db_coll(cat->db, c, AFS_COLL_CALL);
@@ -246,8 +250,7 @@ bool afs_catalog_fresh_url(struct afs_catalog *cat, const char *id, enum afs_par
       if (ok) {
         *url = afs_xstrdup(u);
         if (expires_ms)
-          *expires_ms = never_expires(r->expiration_hours, r->expiration_ms) ? 0
-                                                                             : r->expiration_ms;
+          *expires_ms = never_expires(r->expiration_hours, r->expiration_ms) ? 0 : r->expiration_ms;
         pthread_mutex_unlock(&cat->ref_mu);
         return true;
       }
@@ -418,9 +421,8 @@ static bool upload_status(struct afs_catalog *cat, const char *id, char status[3
   return ok;
 }
 
-bool afs_catalog_set_upload_caption(struct afs_catalog *cat, const char *id,
-                                    const char *caption, double wait_s,
-                                    struct afs_error *err) {
+bool afs_catalog_set_upload_caption(struct afs_catalog *cat, const char *id, const char *caption,
+                                    double wait_s, struct afs_error *err) {
   int64_t matched = 0;
   if (!caption_update(cat, AFS_COLL_UPLOAD, id, caption, &matched, err))
     return false;
@@ -445,7 +447,8 @@ bool afs_catalog_set_upload_caption(struct afs_catalog *cat, const char *id,
       continue; /* the asset exists now (or was removed): one more try */
     if (afs_cat_now() >= deadline) {
       afs_warn("upload %s: the broker has not completed it within %.0f s; the caption is "
-               "on its record only", id, wait_s);
+               "on its record only",
+               id, wait_s);
       return true;
     }
     usleep(pause);

@@ -24,7 +24,9 @@ static void node_free(struct node *n) {
   free(n);
 }
 
-static void node_free_v(void *v) { node_free(v); }
+static void node_free_v(void *v) {
+  node_free(v);
+}
 
 void afs_cat_part_free(void *v) {
   struct part *p = v;
@@ -246,8 +248,8 @@ static void ghost_put(struct afs_catalog *cat, struct part *p, const char *rel) 
 /* A node invalidated after a query started: what the query found there is older. */
 struct late {
   char *rel;
-  bool ghost;          /* still to be asked for */
-  struct afs_asset a;  /* else: the record confirmed since (file nodes only) */
+  bool ghost;         /* still to be asked for */
+  struct afs_asset a; /* else: the record confirmed since (file nodes only) */
   double stamp;
   uint64_t seq;
 };
@@ -330,8 +332,7 @@ struct node *afs_cat_file_put(struct part *p, const char *rel, struct afs_asset 
 
 /* ---- invalidation ---- */
 
-void afs_catalog_invalidate_path(struct afs_catalog *cat, const char *partition,
-                                 const char *path) {
+void afs_catalog_invalidate_path(struct afs_catalog *cat, const char *partition, const char *path) {
   while (*path == '/')
     path++;
   pthread_mutex_lock(&cat->mu);
@@ -378,8 +379,7 @@ void afs_catalog_invalidate_dir(struct afs_catalog *cat, const char *partition,
   pthread_mutex_unlock(&cat->mu);
 }
 
-void afs_catalog_note_new_dir(struct afs_catalog *cat, const char *partition,
-                              const char *dirpath) {
+void afs_catalog_note_new_dir(struct afs_catalog *cat, const char *partition, const char *dirpath) {
   while (*dirpath == '/')
     dirpath++;
   if (!*dirpath)

@@ -11,14 +11,14 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include "fs.h"
 #include "assetfs/http_put.h"
 #include "assetfs/log.h"
 #include "assetfs/mime.h"
 #include "assetfs/naming.h"
+#include "fs.h"
+#include "fuse/ops_int.h"
 #include "fuse/status.h"
 #include "upload/upload.h"
-#include "fuse/ops_int.h"
 
 int afs_fs_errno(const struct afs_error *e) {
   /* Codes that mean "the service failed" (timeouts, broker errors, an expired URL the
@@ -26,10 +26,28 @@ int afs_fs_errno(const struct afs_error *e) {
    * sensibly. EACCES passes: a URL that is not the bucket's (src/http/allow.c), a
    * redirect, or an upload S3 refused with 403 for good. */
   switch (e->code) {
-  case ENOENT: case EEXIST: case ENOTDIR: case EISDIR: case ENOTEMPTY: case EINVAL:
-  case ENAMETOOLONG: case EFBIG: case ENOSPC: case EROFS: case EPERM: case EXDEV:
-  case ESTALE: case ENODATA: case ERANGE: case ENOTSUP: case E2BIG: case EBADF:
-  case ENOMEM: case EDQUOT: case EBUSY: case EACCES:
+  case ENOENT:
+  case EEXIST:
+  case ENOTDIR:
+  case EISDIR:
+  case ENOTEMPTY:
+  case EINVAL:
+  case ENAMETOOLONG:
+  case EFBIG:
+  case ENOSPC:
+  case EROFS:
+  case EPERM:
+  case EXDEV:
+  case ESTALE:
+  case ENODATA:
+  case ERANGE:
+  case ENOTSUP:
+  case E2BIG:
+  case EBADF:
+  case ENOMEM:
+  case EDQUOT:
+  case EBUSY:
+  case EACCES:
     return -e->code;
   default:
     return -EIO;
@@ -113,8 +131,7 @@ static void fill_wf_stat(struct afs_fs *fs, struct afs_wfile *wf, struct stat *s
 
 /* Does the partition directory exist? */
 static bool partition_exists(struct afs_fs *fs, const char *partition) {
-  if (!strcmp(partition, fs->opt.upload_partition) ||
-      afs_staging_is_dir(fs->st, partition, ""))
+  if (!strcmp(partition, fs->opt.upload_partition) || afs_staging_is_dir(fs->st, partition, ""))
     return true;
   struct afs_error e = {0};
   return afs_catalog_lookup(fs->cat, partition, "", NULL, &e) == AFS_CAT_DIR;
@@ -454,7 +471,6 @@ static int op_statfs(const char *path, struct statvfs *sv) {
   return 0;
 }
 
-
 static const struct fuse_operations g_ops = {
     .getattr = op_getattr,
     .opendir = op_opendir,
@@ -482,4 +498,6 @@ static const struct fuse_operations g_ops = {
     .removexattr = afs_op_removexattr,
 };
 
-const struct fuse_operations *afs_fs_operations(void) { return &g_ops; }
+const struct fuse_operations *afs_fs_operations(void) {
+  return &g_ops;
+}

@@ -9,12 +9,12 @@
 #include <unistd.h>
 
 #include "assetfs/http_put.h"
-#include "staging/journal.h"
 #include "assetfs/log.h"
 #include "assetfs/mime.h"
-#include "fuse/status.h"
-#include "upload/upload.h"
 #include "fuse/ops_int.h"
+#include "fuse/status.h"
+#include "staging/journal.h"
+#include "upload/upload.h"
 
 static struct afs_fh *fh_new(struct afs_wfile *wf, bool writable) {
   struct afs_fs *fs = afs_fs_ctx();
@@ -57,8 +57,8 @@ static void fh_unlist(struct afs_fs *fs, struct afs_fh *h) {
 static int new_staged(struct afs_fs *fs, const struct afs_fpath *p, struct afs_wfile **out) {
   struct afs_error e = {0};
   struct afs_wfile *replaced = NULL;
-  struct afs_wfile *wf = afs_staging_create(fs->st, p->partition, p->rel,
-                                            afs_mime_from_path(p->rel), &replaced, &e);
+  struct afs_wfile *wf =
+      afs_staging_create(fs->st, p->partition, p->rel, afs_mime_from_path(p->rel), &replaced, &e);
   if (!wf)
     return afs_fs_errno(&e);
   /* Write-back: no database round trip on create; the upload worker makes the record
@@ -254,8 +254,7 @@ again:
   return rc;
 }
 
-int afs_op_read(const char *path, char *buf, size_t size, off_t off,
-                   struct fuse_file_info *fi) {
+int afs_op_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
   (void)path;
   struct afs_fh *h = afs_fh_of(fi);
   struct afs_error e = {0};
@@ -291,8 +290,8 @@ static int reserve(struct afs_fs *fs, struct afs_wfile *wf, int64_t end) {
     afs_upload_need_room(fs->up);
     if (afs_monotonic_ms() >= deadline) {
       afs_err("cache_dir holds %lld bytes not yet uploaded (cache_max %lld): write "
-              "refused with ENOSPC", (long long)afs_staging_bytes(fs->st),
-              (long long)fs->opt.cache_max);
+              "refused with ENOSPC",
+              (long long)afs_staging_bytes(fs->st), (long long)fs->opt.cache_max);
       return -ENOSPC;
     }
     usleep(50000);
@@ -301,7 +300,7 @@ static int reserve(struct afs_fs *fs, struct afs_wfile *wf, int64_t end) {
 }
 
 int afs_op_write(const char *path, const char *buf, size_t size, off_t off,
-                    struct fuse_file_info *fi) {
+                 struct fuse_file_info *fi) {
   (void)path;
   struct afs_fh *h = afs_fh_of(fi);
   if (!h || !h->wf || !h->writable)
@@ -531,7 +530,6 @@ int afs_op_unlink(const char *path) {
   afs_fpath_free(&p);
   return rc;
 }
-
 
 int afs_op_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi) {
   struct afs_fs *fs = afs_fs_ctx();

@@ -8,7 +8,9 @@
 /* The ONE place where errors become negative errno values for the kernel. */
 int afs_fs_errno(const struct afs_error *e);
 
-static inline struct afs_fs *afs_fs_ctx(void) { return fuse_get_context()->private_data; }
+static inline struct afs_fs *afs_fs_ctx(void) {
+  return fuse_get_context()->private_data;
+}
 
 /* An open file: a staged file (wf) or a completed asset read from S3 (reader). */
 struct afs_fh {
@@ -65,8 +67,7 @@ void afs_fs_release_all(struct afs_fs *fs);
 
 /* ops_rename.c, xattr.c */
 int afs_op_rename(const char *from, const char *to, unsigned int flags);
-int afs_op_setxattr(const char *path, const char *name, const char *value, size_t size,
-                    int flags);
+int afs_op_setxattr(const char *path, const char *name, const char *value, size_t size, int flags);
 int afs_op_getxattr(const char *path, const char *name, char *value, size_t size);
 int afs_op_listxattr(const char *path, char *list, size_t size);
 int afs_op_removexattr(const char *path, const char *name);

@@ -10,9 +10,9 @@
 #include <string.h>
 
 #include "assetfs/log.h"
+#include "fuse/ops_int.h"
 #include "fuse/retype.h"
 #include "upload/upload.h"
-#include "fuse/ops_int.h"
 
 /* What the target path holds is replaced: its staged file and its assets go, before
  * anything is moved there. An upload of the staged file still in flight is marked
@@ -37,9 +37,8 @@ static int drop_target(struct afs_fs *fs, const struct afs_fpath *to, const char
   return 0;
 }
 
-static int rename_file(struct afs_fs *fs, const struct afs_fpath *from,
-                       const struct afs_fpath *to, struct afs_wfile *wf,
-                       const struct afs_asset *a) {
+static int rename_file(struct afs_fs *fs, const struct afs_fpath *from, const struct afs_fpath *to,
+                       struct afs_wfile *wf, const struct afs_asset *a) {
   struct afs_error e = {0};
   char id[25] = "";
   if (wf) {
@@ -93,8 +92,7 @@ static int empty_cb(void *ctx, const char *name, const struct afs_asset *a) {
   return 1;
 }
 
-static int rename_dir(struct afs_fs *fs, const struct afs_fpath *from,
-                      const struct afs_fpath *to) {
+static int rename_dir(struct afs_fs *fs, const struct afs_fpath *from, const struct afs_fpath *to) {
   struct afs_error e = {0};
   size_t n = strlen(from->rel);
   if (!strncmp(to->rel, from->rel, n) && to->rel[n] == '/')

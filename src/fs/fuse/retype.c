@@ -8,9 +8,9 @@
 #include "assetfs/log.h"
 #include "assetfs/mime.h"
 #include "assetfs/naming.h"
+#include "fuse/ops_int.h"
 #include "fuse/retype.h"
 #include "upload/upload.h"
-#include "fuse/ops_int.h"
 #include "upload/upload_int.h" /* afs_rec_delete_unused */
 
 /* The staged file's type becomes ct; queued again if an upload of the old type ran. */

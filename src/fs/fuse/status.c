@@ -52,7 +52,7 @@ char *afs_fs_status_text(struct afs_fs *fs) {
   FILE *f = open_memstream(&out, &len);
   fprintf(f, "mode: %s\n", fs->opt.writeback ? "writeback" : "default");
   fprintf(f, "session_id: %s\n", fs->opt.session_id);
-  static const enum afs_wstate order[] = {AFS_W_WRITING, AFS_W_QUEUED,  AFS_W_UPLOADING,
+  static const enum afs_wstate order[] = {AFS_W_WRITING,  AFS_W_QUEUED,   AFS_W_UPLOADING,
                                           AFS_W_RETRYING, AFS_W_UPLOADED, AFS_W_FAILED};
   for (size_t i = 0; i < sizeof order / sizeof *order; i++)
     fprintf(f, "%s: %ld\n", afs_wstate_name(order[i]), counts[order[i]]);

@@ -65,9 +65,9 @@ static char *wf_field(struct afs_fs *fs, struct afs_wfile *wf, const char *field
   return out;
 }
 
-static const char *const g_wf_fields[] = {"id", "status", "contentType", "size", "filePath",
-                                          "partition", "uid", "expirationHours", "caption",
-                                          NULL};
+static const char *const g_wf_fields[] = {"id",       "status",    "contentType", "size",
+                                          "filePath", "partition", "uid",         "expirationHours",
+                                          "caption",  NULL};
 
 /* What an xattr call is about: a staged file not completed yet (wf, with a ref) or an
  * asset (a, when have_asset). Released with target_release whatever lookup returned. */
@@ -184,8 +184,7 @@ int afs_op_listxattr(const char *path, char *list, size_t size) {
   return rc;
 }
 
-int afs_op_setxattr(const char *path, const char *name, const char *value, size_t size,
-                    int flags) {
+int afs_op_setxattr(const char *path, const char *name, const char *value, size_t size, int flags) {
   (void)flags;
   struct afs_fs *fs = afs_fs_ctx();
   struct target t;

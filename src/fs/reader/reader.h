@@ -37,8 +37,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "catalog/catalog.h"
 #include "assetfs/error.h"
+#include "catalog/catalog.h"
 
 struct afs_readcache_opts {
   size_t budget_bytes;    /* all cached data of all files; default 256 MiB (min 4 blocks) */

@@ -18,13 +18,20 @@
 
 const char *afs_wstate_name(enum afs_wstate s) {
   switch (s) {
-  case AFS_W_WRITING: return "writing";
-  case AFS_W_UPLOADING: return "uploading";
-  case AFS_W_UPLOADED: return "uploaded";
-  case AFS_W_RETRYING: return "retrying";
-  case AFS_W_COMPLETED: return "completed";
-  case AFS_W_FAILED: return "error";
-  case AFS_W_QUEUED: return "queued";
+  case AFS_W_WRITING:
+    return "writing";
+  case AFS_W_UPLOADING:
+    return "uploading";
+  case AFS_W_UPLOADED:
+    return "uploaded";
+  case AFS_W_RETRYING:
+    return "retrying";
+  case AFS_W_COMPLETED:
+    return "completed";
+  case AFS_W_FAILED:
+    return "error";
+  case AFS_W_QUEUED:
+    return "queued";
   }
   return "unknown";
 }
@@ -50,7 +57,9 @@ struct afs_staging *afs_staging_new(const char *dir, struct afs_error *err) {
   return st;
 }
 
-const char *afs_staging_dir(const struct afs_staging *st) { return st->dir; }
+const char *afs_staging_dir(const struct afs_staging *st) {
+  return st->dir;
+}
 
 struct afs_wfile *afs_stg_wf_new(const char *partition, const char *file_path) {
   struct afs_wfile *wf = calloc(1, sizeof *wf);
@@ -96,10 +105,12 @@ void afs_staging_free(struct afs_staging *st) {
        * resumes the upload (or, if uploaded, waits for the broker to complete it). */
       if (wf->state == AFS_W_UPLOADED)
         afs_info("uploaded, not completed yet: %s/%s stays in %s until the next mount sees "
-                 "it completed", wf->partition, wf->file_path, wf->staging_path);
+                 "it completed",
+                 wf->partition, wf->file_path, wf->staging_path);
       else
         afs_warn("not uploaded: %s/%s is kept in %s; the next mount with this session_id "
-                 "uploads it", wf->partition, wf->file_path, wf->staging_path);
+                 "uploads it",
+                 wf->partition, wf->file_path, wf->staging_path);
       free(wf->staging_path);
       wf->staging_path = NULL;
     }
@@ -400,8 +411,7 @@ bool afs_staging_is_dir(struct afs_staging *st, const char *partition, const cha
   return found;
 }
 
-bool afs_staging_dir_has_children(struct afs_staging *st, const char *partition,
-                                  const char *dir) {
+bool afs_staging_dir_has_children(struct afs_staging *st, const char *partition, const char *dir) {
   bool found = false;
   pthread_mutex_lock(&st->mu);
   for (size_t i = 0; i < st->n_dirs && !found; i++)
@@ -471,7 +481,6 @@ void afs_staging_account(struct afs_staging *st, struct afs_wfile *wf, int64_t s
     __atomic_add_fetch(&st->bytes, delta, __ATOMIC_RELAXED);
 }
 
-
 bool afs_staging_in_table(struct afs_staging *st, struct afs_wfile *wf) {
   pthread_mutex_lock(&st->mu);
   bool in = wf->in_table;
@@ -483,8 +492,8 @@ bool afs_staging_drop_if_idle(struct afs_staging *st, struct afs_wfile *wf, cons
   bool removed = false, last = false;
   pthread_mutex_lock(&st->mu);
   pthread_mutex_lock(&wf->mu);
-  bool idle = wf->in_table && wf->state == AFS_W_COMPLETED && wf->shown &&
-              !strcmp(wf->id, id) && wf->handles == 0;
+  bool idle = wf->in_table && wf->state == AFS_W_COMPLETED && wf->shown && !strcmp(wf->id, id) &&
+              wf->handles == 0;
   pthread_mutex_unlock(&wf->mu);
   if (idle)
     removed = remove_wf_locked(st, wf, &last);

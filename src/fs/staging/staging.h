@@ -49,37 +49,37 @@ struct afs_wfile {
   char *file_path;
   bool in_table;
   int refs;
-  size_t tab_index;       /* position in the table while in_table */
-  struct afs_wfile *hnext;/* next in its name-index bucket */
+  size_t tab_index;        /* position in the table while in_table */
+  struct afs_wfile *hnext; /* next in its name-index bucket */
   /* under mu */
   char *staging_path;
-  int fd;                 /* O_RDWR on staging_path; valid while refs > 0 */
-  int writers;            /* open handles that may write */
-  int handles;            /* open handles */
-  bool dirty;             /* data changed since the last upload snapshot */
-  bool busy;              /* an upload is running on this file */
-  bool record_used;       /* `id` went past pending/initialized: a new upload needs a new record */
-  bool unlinked;          /* removed by the user; records are cleaned up, no upload */
-  bool shown;             /* completed AND the catalog resolves the path to this asset:
-                           * only then may the staged copy go */
-  uint64_t generation;    /* bumped by every change to the data */
+  int fd;              /* O_RDWR on staging_path; valid while refs > 0 */
+  int writers;         /* open handles that may write */
+  int handles;         /* open handles */
+  bool dirty;          /* data changed since the last upload snapshot */
+  bool busy;           /* an upload is running on this file */
+  bool record_used;    /* `id` went past pending/initialized: a new upload needs a new record */
+  bool unlinked;       /* removed by the user; records are cleaned up, no upload */
+  bool shown;          /* completed AND the catalog resolves the path to this asset:
+                        * only then may the staged copy go */
+  uint64_t generation; /* bumped by every change to the data */
   enum afs_wstate state;
-  char id[25];            /* current CosyncAssetUpload _id (hex), "" if none */
+  char id[25]; /* current CosyncAssetUpload _id (hex), "" if none */
   char content_type[128];
-  char *caption;          /* set through xattr before the asset exists */
-  int64_t mtime_ms;       /* set by utimens; 0 = staging file's mtime */
-  int attempts;           /* background retries so far */
-  int64_t next_try_ms;    /* monotonic ms of the next background retry */
-  int64_t uploaded_ms;    /* monotonic ms when "uploaded" was set */
-  int64_t next_poll_ms;   /* monotonic ms of the next look at its record (worker) */
+  char *caption;        /* set through xattr before the asset exists */
+  int64_t mtime_ms;     /* set by utimens; 0 = staging file's mtime */
+  int attempts;         /* background retries so far */
+  int64_t next_try_ms;  /* monotonic ms of the next background retry */
+  int64_t uploaded_ms;  /* monotonic ms when "uploaded" was set */
+  int64_t next_poll_ms; /* monotonic ms of the next look at its record (worker) */
   struct afs_error last_err;
-  bool claimed;           /* an upload worker took it from the queue */
-  bool resumed;           /* adopted from a journal: ask the record before uploading */
-  int64_t acct_size;      /* bytes of it counted in the staging total */
-  uint64_t name_seq;      /* bumped by every rename */
+  bool claimed;               /* an upload worker took it from the queue */
+  bool resumed;               /* adopted from a journal: ask the record before uploading */
+  int64_t acct_size;          /* bytes of it counted in the staging total */
+  uint64_t name_seq;          /* bumped by every rename */
   uint64_t uploaded_name_seq; /* name_seq and mtime_ms when `uploaded` was set: the broker */
-  int64_t uploaded_mtime; /* copies both to the asset, so completion need not, unless
-                           * they changed since */
+  int64_t uploaded_mtime;     /* copies both to the asset, so completion need not, unless
+                               * they changed since */
 };
 
 struct afs_staging;
@@ -137,8 +137,7 @@ void afs_staging_list(struct afs_staging *st, const char *partition, const char 
  * dir "" asks whether the partition is known locally. */
 bool afs_staging_is_dir(struct afs_staging *st, const char *partition, const char *dir);
 /* True if anything (entry or local directory) lies under partition/dir. */
-bool afs_staging_dir_has_children(struct afs_staging *st, const char *partition,
-                                  const char *dir);
+bool afs_staging_dir_has_children(struct afs_staging *st, const char *partition, const char *dir);
 
 /* Local directories (mkdir). dir "" = a partition directory. */
 void afs_staging_add_dir(struct afs_staging *st, const char *partition, const char *dir);

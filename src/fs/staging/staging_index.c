@@ -77,8 +77,8 @@ static void grow_dirs(struct afs_staging *st) {
 }
 
 /* Adds d (+1 or -1) to the count of every directory above file_path. */
-static void count_ancestors(struct afs_staging *st, const char *partition,
-                            const char *file_path, int d) {
+static void count_ancestors(struct afs_staging *st, const char *partition, const char *file_path,
+                            int d) {
   if (st->dt_entries >= st->n_dt)
     grow_dirs(st);
   size_t len = 0;

@@ -14,8 +14,8 @@
 #include <unistd.h>
 
 #include "assetfs/http_put.h"
-#include "staging/journal.h"
 #include "assetfs/log.h"
+#include "staging/journal.h"
 
 char *afs_stg_journal_path(const char *staging_path) {
   char *p;
@@ -101,8 +101,8 @@ static bool adopt(struct afs_staging *st, const char *jname) {
   fd = open(data, O_RDWR | O_CLOEXEC);
   struct stat sb;
   if (fd < 0 || fstat(fd, &sb) != 0) {
-    afs_warn("%s/%s: the staged copy %s is gone; nothing to resume", j.partition,
-             j.file_path, data);
+    afs_warn("%s/%s: the staged copy %s is gone; nothing to resume", j.partition, j.file_path,
+             data);
     afs_journal_free(&j);
     goto done;
   }
@@ -171,14 +171,14 @@ int afs_staging_resume(struct afs_staging *st) {
     if (name[0] < '0' || name[0] > '9')
       continue; /* ".", "..", the session lock: not staging files */
     if (has_suffix(name, AFS_JOURNAL_SUFFIX)) {
-      if (n == cap && !(journals = realloc(journals, (cap = cap ? cap * 2 : 64) *
-                                                         sizeof *journals)))
+      if (n == cap &&
+          !(journals = realloc(journals, (cap = cap ? cap * 2 : 64) * sizeof *journals)))
         abort();
       journals[n++] = strdup(name);
     } else {
       if (n_others == cap_others &&
-          !(others = realloc(others, (cap_others = cap_others ? cap_others * 2 : 64) *
-                                         sizeof *others)))
+          !(others =
+                realloc(others, (cap_others = cap_others ? cap_others * 2 : 64) * sizeof *others)))
         abort();
       others[n_others++] = strdup(name);
     }

@@ -120,8 +120,7 @@ static int resume_check(struct afs_uploader *up, struct afs_wfile *wf, struct af
   pthread_mutex_unlock(&wf->mu);
   if (!ids[0][0])
     return 1;
-  if (!afs_rec_batch_status(up, ids, 1, status))
-  {
+  if (!afs_rec_batch_status(up, ids, 1, status)) {
     afs_error_set(err, EIO, "cannot read upload record %s", ids[0]);
     return -1;
   }
@@ -236,7 +235,8 @@ bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
   m.size = sst.st_size;
   if (m.size > AFS_PUT_MAX_SIZE) {
     afs_err("upload %s: %lld bytes is over the 5 GiB single-PUT limit of S3; not uploaded "
-            "(multipart uploads are not supported yet)", staging, (long long)m.size);
+            "(multipart uploads are not supported yet)",
+            staging, (long long)m.size);
     afs_error_set(err, EFBIG, "file larger than 5 GiB");
     goto done;
   }
@@ -264,15 +264,14 @@ bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
   struct afs_put_job jobs[U_COUNT];
   int n = 0;
   memset(jobs, 0, sizeof jobs);
-  static const char *const names[U_COUNT] = {"original", "small", "medium", "large",
-                                             "preview"};
+  static const char *const names[U_COUNT] = {"original", "small", "medium", "large", "preview"};
   for (int i = 0; i < U_COUNT; i++) {
     const char *file = i == U_ORIG ? staging : m.part_file[i];
     if (!rs.write_url[i] || !file)
       continue;
-    jobs[n++] = (struct afs_put_job){.url = rs.write_url[i], .path = file,
-                                     .content_type = i == U_ORIG ? content_type
-                                                                 : m.part_type[i],
+    jobs[n++] = (struct afs_put_job){.url = rs.write_url[i],
+                                     .path = file,
+                                     .content_type = i == U_ORIG ? content_type : m.part_type[i],
                                      .what = names[i]};
   }
   struct afs_put_opts po;
@@ -403,7 +402,6 @@ void afs_upload_unlinked(struct afs_uploader *up, struct afs_wfile *wf) {
     afs_warn("cannot mark upload %s abandoned: %s (its asset is removed once completed)", id,
              err.msg);
   if (busy)
-    return; /* a running pipeline sees `unlinked` when it ends */
+    return;                  /* a running pipeline sees `unlinked` when it ends */
   afs_up_add_orphan(up, wf); /* the asset is (about to be) created: delete it when it is */
 }
-

@@ -24,27 +24,27 @@ struct afs_uploader {
   struct afs_fs *fs;
   pthread_t worker;
   bool worker_started;
-  pthread_t *pool;           /* upload workers: take QUEUED and due RETRYING files */
+  pthread_t *pool; /* upload workers: take QUEUED and due RETRYING files */
   int n_pool;
   pthread_mutex_t mu; /* protects stop, orphans, running, wake, pool_seq, the counters;
                        * leaf lock (never held with st->mu or a wf->mu) */
   pthread_cond_t cond;
-  pthread_cond_t pool_cond;  /* signalled when pool_seq changes (something was queued) */
+  pthread_cond_t pool_cond; /* signalled when pool_seq changes (something was queued) */
   uint64_t pool_seq;
-  int64_t n_completed;       /* files completed since the mount */
-  int64_t n_resumed;         /* files adopted from an earlier mount of the session */
+  int64_t n_completed; /* files completed since the mount */
+  int64_t n_resumed;   /* files adopted from an earlier mount of the session */
   bool stop;
   bool wake;
-  bool room_wanted;          /* a write waits for cache_max room: poll completions now */
-  int running;               /* pipelines running now (flushes and the worker's) */
-  struct afs_wfile **orphans;/* unlinked/replaced files whose asset must go once completed */
+  bool room_wanted;           /* a write waits for cache_max room: poll completions now */
+  int running;                /* pipelines running now (flushes and the worker's) */
+  struct afs_wfile **orphans; /* unlinked/replaced files whose asset must go once completed */
   size_t n_orphans, cap_orphans;
-  int64_t sign_lag_ms;           /* upload_watch.c: moving average of the broker's
-                                  * signing lag as seen by waiting files (under mu) */
-  int64_t n_commands;            /* MongoDB commands of the upload path (atomic), */
-  int64_t n_scans, n_scan_docs;  /* of which session queries, and what they returned */
-  int64_t c_next_ms;             /* upload_poll.c (its thread only): next query of the
-                                  * session's uploaded records */
+  int64_t sign_lag_ms;          /* upload_watch.c: moving average of the broker's
+                                 * signing lag as seen by waiting files (under mu) */
+  int64_t n_commands;           /* MongoDB commands of the upload path (atomic), */
+  int64_t n_scans, n_scan_docs; /* of which session queries, and what they returned */
+  int64_t c_next_ms;            /* upload_poll.c (its thread only): next query of the
+                                 * session's uploaded records */
 };
 
 enum part_urls { U_ORIG, U_SMALL, U_MEDIUM, U_LARGE, U_PREVIEW, U_COUNT };

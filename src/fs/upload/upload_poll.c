@@ -29,7 +29,6 @@ void afs_up_add_orphan(struct afs_uploader *up, struct afs_wfile *wf) {
   pthread_mutex_unlock(&up->mu);
 }
 
-
 static void on_completed(struct afs_uploader *up, struct afs_wfile *wf, const char *polled_id) {
   struct afs_error err = {0};
   char id[25];
@@ -143,8 +142,8 @@ static void lost_record(struct afs_uploader *up, struct afs_wfile *wf, const cha
 static void record_regressed(struct afs_uploader *up, struct afs_wfile *wf, const char *id,
                              const char *status, int64_t now) {
   pthread_mutex_lock(&wf->mu);
-  bool heal = !strcmp(wf->id, id) && wf->state == AFS_W_UPLOADED && !wf->busy &&
-              !wf->unlinked && now - wf->uploaded_ms > 1000;
+  bool heal = !strcmp(wf->id, id) && wf->state == AFS_W_UPLOADED && !wf->busy && !wf->unlinked &&
+              now - wf->uploaded_ms > 1000;
   if (heal) {
     wf->state = AFS_W_RETRYING;
     wf->record_used = false;
@@ -163,7 +162,9 @@ static void record_regressed(struct afs_uploader *up, struct afs_wfile *wf, cons
 
 #define SCAN_MIN 8 /* uploaded files from which one session query beats a read each */
 
-static int id_cmp(const void *a, const void *b) { return strcmp(a, b); }
+static int id_cmp(const void *a, const void *b) {
+  return strcmp(a, b);
+}
 
 struct idset {
   char (*v)[25];
@@ -264,13 +265,11 @@ static bool worker_pass(struct afs_uploader *up) {
                          (s == AFS_W_QUEUED || (s == AFS_W_RETRYING && now >= wf->next_try_ms));
     bool own_look;
     if (i < n && s == AFS_W_UPLOADED && scanned)
-      own_look = wf->id[0] && !busy &&
-                 !bsearch(wf->id, still.v, still.n, sizeof *still.v, id_cmp);
+      own_look = wf->id[0] && !busy && !bsearch(wf->id, still.v, still.n, sizeof *still.v, id_cmp);
     else if (i < n && s == AFS_W_UPLOADED)
       own_look = one_by_one && wf->id[0] && !busy && (urgent || now >= wf->next_poll_ms);
     else
-      own_look = i >= n && s != AFS_W_COMPLETED && wf->id[0] && !busy &&
-                 now >= wf->next_poll_ms;
+      own_look = i >= n && s != AFS_W_COMPLETED && wf->id[0] && !busy && now >= wf->next_poll_ms;
     if (own_look) {
       memcpy(ids[polled], wf->id, sizeof ids[polled]);
       idx[polled++] = i;
@@ -369,4 +368,3 @@ void *afs_up_poll_main(void *arg) {
   afs_image_thread_done();
   return NULL;
 }
-

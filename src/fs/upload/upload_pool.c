@@ -82,7 +82,9 @@ static int count_busy(struct afs_uploader *up, bool with_uploaded) {
   return busy;
 }
 
-int afs_upload_busy_count(struct afs_uploader *up) { return count_busy(up, false); }
+int afs_upload_busy_count(struct afs_uploader *up) {
+  return count_busy(up, false);
+}
 
 #define RECORD_BATCH 64
 
@@ -129,7 +131,6 @@ static struct afs_wfile *pool_pick(struct afs_uploader *up, bool *raced) {
   free(all);
   return pick;
 }
-
 
 /* Makes the pending records of wf (claimed by the caller) and of up to RECORD_BATCH - 1
  * other queued files that have none, in one insert: write-back queues files faster than
@@ -241,7 +242,7 @@ struct afs_uploader *afs_uploader_new(struct afs_fs *fs, struct afs_error *err) 
              (long long)up->n_resumed);
   if (pthread_create(&up->worker, NULL, afs_up_poll_main, up) != 0) {
     afs_error_set(err, EAGAIN, "cannot start the upload worker");
-      free(up);
+    free(up);
     return NULL;
   }
   up->worker_started = true;
@@ -266,8 +267,7 @@ int64_t afs_upload_pending_bytes(struct afs_uploader *up, int *files) {
   for (int i = 0; i < n; i++) {
     pthread_mutex_lock(&all[i]->mu);
     enum afs_wstate s = all[i]->state;
-    if (!all[i]->unlinked && (s == AFS_W_QUEUED || s == AFS_W_UPLOADING ||
-                              s == AFS_W_RETRYING ||
+    if (!all[i]->unlinked && (s == AFS_W_QUEUED || s == AFS_W_UPLOADING || s == AFS_W_RETRYING ||
                               (s == AFS_W_WRITING && all[i]->handles == 0))) {
       bytes += all[i]->acct_size;
       cnt++;
@@ -323,7 +323,8 @@ void afs_uploader_free(struct afs_uploader *up, double timeout_s) {
            (long long)up->n_completed);
   if (busy > 0)
     afs_warn("unmounting with %d upload(s) not completed; their data stays in %s for the "
-             "next mount with this session_id", busy, afs_staging_dir(up->fs->st));
+             "next mount with this session_id",
+             busy, afs_staging_dir(up->fs->st));
   pthread_mutex_lock(&up->mu);
   up->stop = true;
   pthread_cond_broadcast(&up->cond);

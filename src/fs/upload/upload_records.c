@@ -95,13 +95,12 @@ static bson_t *pending_doc(struct afs_uploader *up, struct afs_wfile *wf, bson_o
   pthread_mutex_lock(&wf->mu);
   memcpy(content_type, wf->content_type, sizeof content_type);
   pthread_mutex_unlock(&wf->mu);
-  bson_t *doc = BCON_NEW("_id", BCON_OID(oid), "_partition", BCON_UTF8(o->upload_partition),
-                         "uid", BCON_UTF8(o->uid), "sessionId", BCON_UTF8(o->session_id),
-                         "extra", BCON_UTF8(""), "assetPartition", BCON_UTF8(partition),
-                         "filePath", BCON_UTF8(file_path), "contentType",
-                         BCON_UTF8(content_type), "expirationHours",
-                         BCON_DOUBLE(o->expiration_hours), "status", BCON_UTF8(ST_PENDING),
-                         "createdAt", BCON_DATE_TIME(t), "updatedAt", BCON_DATE_TIME(t));
+  bson_t *doc = BCON_NEW(
+      "_id", BCON_OID(oid), "_partition", BCON_UTF8(o->upload_partition), "uid", BCON_UTF8(o->uid),
+      "sessionId", BCON_UTF8(o->session_id), "extra", BCON_UTF8(""), "assetPartition",
+      BCON_UTF8(partition), "filePath", BCON_UTF8(file_path), "contentType",
+      BCON_UTF8(content_type), "expirationHours", BCON_DOUBLE(o->expiration_hours), "status",
+      BCON_UTF8(ST_PENDING), "createdAt", BCON_DATE_TIME(t), "updatedAt", BCON_DATE_TIME(t));
   free(partition);
   free(file_path);
   return doc;
@@ -125,8 +124,8 @@ bool afs_upload_begin_many(struct afs_uploader *up, struct afs_wfile **wfs, int 
   bson_error_t berr;
   dbh_open(up, &h, AFS_COLL_UPLOAD);
   bool ok = n == 1 ? mongoc_collection_insert_one(h.coll, docs[0], NULL, NULL, &berr)
-                   : mongoc_collection_insert_many(h.coll, (const bson_t **)docs, (size_t)n,
-                                                   NULL, NULL, &berr);
+                   : mongoc_collection_insert_many(h.coll, (const bson_t **)docs, (size_t)n, NULL,
+                                                   NULL, &berr);
   dbh_close(&h);
   for (int i = 0; i < n; i++)
     bson_destroy(docs[i]);
@@ -151,14 +150,13 @@ bool afs_upload_begin_many(struct afs_uploader *up, struct afs_wfile **wfs, int 
 /* Deletes the upload record if nobody uploaded to it yet. *gone: true if deleted (or it
  * did not exist). */
 bool afs_rec_delete_unused(struct afs_uploader *up, const char *id, bool *gone,
-                                 struct afs_error *err) {
+                           struct afs_error *err) {
   bson_oid_t oid;
   *gone = true;
   if (!oid_from_hex(id, &oid))
     return true;
-  bson_t *filter = BCON_NEW("_id", BCON_OID(&oid), "status", "{", "$in", "[",
-                            BCON_UTF8(ST_PENDING), BCON_UTF8(ST_INITIALIZED),
-                            BCON_UTF8(ST_ERROR), "]", "}");
+  bson_t *filter = BCON_NEW("_id", BCON_OID(&oid), "status", "{", "$in", "[", BCON_UTF8(ST_PENDING),
+                            BCON_UTF8(ST_INITIALIZED), BCON_UTF8(ST_ERROR), "]", "}");
   struct dbh h;
   bson_t reply;
   bson_error_t berr;
@@ -183,11 +181,8 @@ bool afs_rec_delete_unused(struct afs_uploader *up, const char *id, bool *gone,
   return true;
 }
 
-static const char *const g_write_fields[U_COUNT] = {"writeUrl", "writeUrlSmall",
-                                                     "writeUrlMedium", "writeUrlLarge",
-                                                     "writeUrlVideoPreview"};
-
-
+static const char *const g_write_fields[U_COUNT] = {"writeUrl", "writeUrlSmall", "writeUrlMedium",
+                                                    "writeUrlLarge", "writeUrlVideoPreview"};
 
 void afs_rec_state_free(struct record_state *rs) {
   for (int i = 0; i < U_COUNT; i++)
@@ -239,7 +234,7 @@ bool afs_upload_stopping(struct afs_uploader *up) {
 }
 
 bool afs_rec_set_uploaded(struct afs_uploader *up, const char *id, const struct meta *m,
-                         const char *caption, int64_t mtime, struct afs_error *err) {
+                          const char *caption, int64_t mtime, struct afs_error *err) {
   bson_oid_t oid;
   if (!oid_from_hex(id, &oid))
     return afs_error_set(err, EINVAL, "bad record id");
@@ -294,8 +289,8 @@ static bool set_field_by_id(struct afs_uploader *up, const char *coll, const cha
 
 bool afs_asset_set_file_path(struct afs_uploader *up, const char *id, const char *file_path,
                              struct afs_error *err) {
-  bson_t *set = BCON_NEW("filePath", BCON_UTF8(file_path), "updatedAt",
-                         BCON_DATE_TIME(afs_now_ms()));
+  bson_t *set =
+      BCON_NEW("filePath", BCON_UTF8(file_path), "updatedAt", BCON_DATE_TIME(afs_now_ms()));
   bool ok = set_field_by_id(up, AFS_COLL_ASSET, id, set, NULL, err);
   bson_destroy(set);
   return ok;
@@ -342,8 +337,8 @@ bool afs_rec_abandon(struct afs_uploader *up, const char *id, struct afs_error *
 
 bool afs_asset_set_mtime(struct afs_uploader *up, const char *id, int64_t mtime_ms,
                          struct afs_error *err) {
-  bson_t *set = BCON_NEW("mtime", BCON_DATE_TIME(mtime_ms), "updatedAt",
-                         BCON_DATE_TIME(afs_now_ms()));
+  bson_t *set =
+      BCON_NEW("mtime", BCON_DATE_TIME(mtime_ms), "updatedAt", BCON_DATE_TIME(afs_now_ms()));
   bool ok = set_field_by_id(up, AFS_COLL_ASSET, id, set, NULL, err);
   bson_destroy(set);
   return ok;
@@ -362,8 +357,8 @@ bool afs_upload_renamed(struct afs_uploader *up, struct afs_wfile *wf, struct af
   char *partition;
   afs_staging_names(up->fs->st, wf, &partition, &file_path);
   free(partition);
-  bson_t *set = BCON_NEW("filePath", BCON_UTF8(file_path), "updatedAt",
-                         BCON_DATE_TIME(afs_now_ms()));
+  bson_t *set =
+      BCON_NEW("filePath", BCON_UTF8(file_path), "updatedAt", BCON_DATE_TIME(afs_now_ms()));
   bool ok = set_field_by_id(up, AFS_COLL_UPLOAD, id, set, NULL, err);
   /* The broker may have created the asset from the old filePath meanwhile; the worker
    * checks again when it sees the completion. */
@@ -501,8 +496,8 @@ bool afs_rec_asset_active(struct afs_uploader *up, const char *id, bool *active,
 bool afs_rec_session_scan(struct afs_uploader *up, const char *status, bool ids_only,
                           void (*fn)(void *ctx, const char *id, const bson_t *doc), void *ctx,
                           struct afs_error *err) {
-  bson_t *filter = BCON_NEW("sessionId", BCON_UTF8(up->fs->opt.session_id), "status",
-                            BCON_UTF8(status));
+  bson_t *filter =
+      BCON_NEW("sessionId", BCON_UTF8(up->fs->opt.session_id), "status", BCON_UTF8(status));
   bson_t opts = BSON_INITIALIZER, proj;
   BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj);
   BSON_APPEND_INT32(&proj, "_id", 1);

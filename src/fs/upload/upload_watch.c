@@ -31,8 +31,7 @@ static int look(struct afs_uploader *up, const char *id, struct record_state *rs
   else if (!strcmp(rs->status, ST_INITIALIZED))
     r = rs->write_url[U_ORIG]
             ? 1
-            : (afs_error_set(err, EPROTO, "the broker initialized %s without a writeUrl", id),
-               -1);
+            : (afs_error_set(err, EPROTO, "the broker initialized %s without a writeUrl", id), -1);
   else if (!strcmp(rs->status, ST_ERROR))
     r = -1, afs_error_set(err, EPROTO, "the broker refused the upload: %s",
                           rs->error[0] ? rs->error : "(no reason given)");
@@ -75,7 +74,8 @@ bool afs_rec_wait_initialized(struct afs_uploader *up, const char *id, int64_t d
     if (afs_monotonic_ms() + wait_ms >= deadline_ms)
       return afs_error_set(err, ETIMEDOUT,
                            "the broker did not sign upload %s in time (is assetfs-broker "
-                           "running?)", id);
+                           "running?)",
+                           id);
     usleep((useconds_t)wait_ms * 1000);
     looks++;
     int r = look(up, id, rs, err);
