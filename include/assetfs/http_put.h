@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "assetfs/clock.h"
 #include "assetfs/error.h"
 
 /* S3's limit for a single PUT. */
@@ -46,8 +47,5 @@ bool afs_http_put(struct afs_put_job *job, const struct afs_put_opts *opts);
  * the first failure (EKEYEXPIRED wins, so callers renew the URLs). */
 bool afs_http_put_all(struct afs_put_job *jobs, int n, const struct afs_put_opts *opts,
                       struct afs_error *err);
-
-/* CLOCK_MONOTONIC in milliseconds (for deadlines). */
-int64_t afs_monotonic_ms(void);
 
 #endif

@@ -14,6 +14,7 @@
 #include <mongoc/mongoc.h>
 #include <stdbool.h>
 
+#include "assetfs/clock.h"
 #include "assetfs/error.h"
 
 #define AFS_LEASE_TOKEN_MAX 96
@@ -27,9 +28,6 @@ struct afs_lease_batch {
 /* Sets the broker identity used in tokens ("host:pid:random"); call once at start-up. */
 void afs_lease_set_owner(const char *owner);
 const char *afs_lease_owner(void);
-
-/* Milliseconds since the epoch (wall clock, as stored in MongoDB dates). */
-int64_t afs_now_ms(void);
 
 /* Appends {$or: [{leaseUntil: {$not: {$type: "date"}}}, {leaseUntil: {$lt: now}}]}'s
  * clause to `filter` (as key "$or"; the filter must not already use "$or"). */

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "assetfs/clock.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"
@@ -149,16 +150,6 @@ static size_t q_room(struct queue *q) {
   return r;
 }
 
-static void deadline_in(struct timespec *ts, long ms) {
-  clock_gettime(CLOCK_REALTIME, ts);
-  ts->tv_sec += ms / 1000;
-  ts->tv_nsec += (ms % 1000) * 1000000L;
-  if (ts->tv_nsec >= 1000000000L) {
-    ts->tv_sec++;
-    ts->tv_nsec -= 1000000000L;
-  }
-}
-
 static bson_t *source_filter(struct afs_broker *b, enum src s);
 
 /* Claims the candidate in `it`: on success it->doc and it->token are set. Failures
@@ -197,9 +188,7 @@ static void *worker_main(void *arg) {
   for (;;) {
     pthread_mutex_lock(&q->lock);
     while (q->len == 0 && !atomic_load(&b->stop)) {
-      struct timespec ts;
-      deadline_in(&ts, 200);
-      pthread_cond_timedwait(&q->nonempty, &q->lock, &ts);
+      afs_cond_timedwait_ms(&q->nonempty, &q->lock, 200);
     }
     if (atomic_load(&b->stop)) {
       pthread_mutex_unlock(&q->lock);
@@ -456,8 +445,8 @@ int afs_broker_run(struct afs_broker *b) {
   struct ctx x = {.b = b};
   struct queue *q = &x.q;
   pthread_mutex_init(&q->lock, NULL);
-  pthread_cond_init(&q->nonempty, NULL);
-  pthread_cond_init(&q->room, NULL);
+  afs_cond_init(&q->nonempty);
+  afs_cond_init(&q->room);
   /* Batches amortize the claim's queries (each a collection scan on FerretDB/SQLite);
    * a record that waits too long in the queue is given back (see worker_main). */
   q->cap = (size_t)b->workers + (size_t)b->batch;
@@ -517,10 +506,8 @@ int afs_broker_run(struct afs_broker *b) {
     int64_t gap = claim_cost > 50 ? claim_cost : 50;
     if (busy_streak && room < (size_t)b->batch && afs_now_ms() - last_claim < gap) {
       pthread_mutex_lock(&q->lock);
-      struct timespec ts;
-      deadline_in(&ts, 10);
       if (!atomic_load(&b->stop))
-        pthread_cond_timedwait(&q->room, &q->lock, &ts);
+        afs_cond_timedwait_ms(&q->room, &q->lock, 10);
       pthread_mutex_unlock(&q->lock);
       continue;
     }
@@ -610,10 +597,8 @@ int afs_broker_run(struct afs_broker *b) {
       }
     }
     pthread_mutex_lock(&q->lock);
-    struct timespec ts;
-    deadline_in(&ts, delay);
     if (!atomic_load(&b->stop))
-      pthread_cond_timedwait(&q->room, &q->lock, &ts);
+      afs_cond_timedwait_ms(&q->room, &q->lock, delay);
     pthread_mutex_unlock(&q->lock);
   }
   afs_db_push(&b->db, c);

@@ -1,4 +1,5 @@
 #include "assetfs/naming.h"
+#include "assetfs/clock.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -416,9 +417,7 @@ static pthread_mutex_t g_ms_lock = PTHREAD_MUTEX_INITIALIZER;
 static int64_t g_last_ms;
 
 int64_t afs_naming_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  int64_t now = afs_now_ms();
   pthread_mutex_lock(&g_ms_lock);
   if (now <= g_last_ms)
     now = g_last_ms + 1;

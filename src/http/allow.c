@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "assetfs/clock.h"
 #include "assetfs/http_allow.h"
 #include "assetfs/log.h"
 #include "http_int.h"
@@ -53,12 +54,6 @@ static bool neg_has(const struct afs_origin *o, int64_t now) {
   return false;
 }
 
-static int64_t mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static struct afs_origin *dup_list(const struct afs_origin *l, size_t n) {
   if (!n)
     return NULL;
@@ -82,7 +77,7 @@ void afs_http_allow_install(const struct afs_origin *fixed, size_t nfixed,
   g_reload = reload;
   g_ctx = ctx;
   g_min_ms = min_reload_ms > 0 ? min_reload_ms : 0;
-  g_last_ms = mono_ms(); /* the caller has just loaded the list */
+  g_last_ms = afs_monotonic_ms(); /* the caller has just loaded the list */
   memset(g_neg, 0, sizeof g_neg);
   g_on = true;
   pthread_mutex_unlock(&g_mu);
@@ -130,7 +125,7 @@ static void reload_after(unsigned long seen) {
   afs_http_allow_reload_fn fn = g_reload;
   void *ctx = g_ctx;
   bool fresh = g_gen > seen;
-  int64_t wait = g_last_ms + g_min_ms - mono_ms();
+  int64_t wait = g_last_ms + g_min_ms - afs_monotonic_ms();
   pthread_mutex_unlock(&g_mu);
   if (fn && !fresh) {
     /* A record naming a strange origin must not turn into a query per read. */
@@ -138,7 +133,7 @@ static void reload_after(unsigned long seen) {
       usleep((useconds_t)wait * 1000);
     pthread_mutex_lock(&g_mu);
     g_gen++;
-    g_last_ms = mono_ms();
+    g_last_ms = afs_monotonic_ms();
     pthread_mutex_unlock(&g_mu);
     struct afs_origin *list = NULL;
     size_t n = 0;
@@ -170,7 +165,7 @@ bool afs_http_allow_check(const char *url, struct afs_error *err) {
   }
   pthread_mutex_lock(&g_mu);
   bool ok = !g_on || listed(&o);
-  int64_t now = mono_ms();
+  int64_t now = afs_monotonic_ms();
   bool can_reload = g_reload != NULL && !(neg_has(&o, now) && now - g_last_ms < g_min_ms);
   unsigned long gen = g_gen;
   pthread_mutex_unlock(&g_mu);
@@ -184,7 +179,7 @@ bool afs_http_allow_check(const char *url, struct afs_error *err) {
   ok = listed(&o);
   if (!ok && can_reload && !neg_has(&o, now)) {
     g_neg[g_neg_next % NEG_SLOTS].o = o;
-    g_neg[g_neg_next++ % NEG_SLOTS].at = mono_ms();
+    g_neg[g_neg_next++ % NEG_SLOTS].at = afs_monotonic_ms();
   }
   if (!ok) {
     g_refused++;

@@ -23,12 +23,6 @@ static void put_global_init(void) {
   pthread_once(&g_curl_once, curl_init_once);
 }
 
-int64_t afs_monotonic_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void afs_put_opts_default(struct afs_put_opts *o) {
   o->max_attempts = 6;
   o->connect_timeout_ms = 10000;

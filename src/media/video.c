@@ -1,4 +1,5 @@
 #include "assetfs/video.h"
+#include "assetfs/clock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -50,12 +51,6 @@ static _Thread_local struct call *t_call;
 static _Thread_local int t_print_prefix = 1;
 static pthread_once_t g_log_once = PTHREAD_ONCE_INIT;
 
-static int64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 static void chomp(char *s) {
   size_t n = strlen(s);
   while (n && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' '))
@@ -102,7 +97,7 @@ static void install_log_cb(void) {
  * av_read_frame, so counting packets alone would not stop a demuxer skipping through a file. */
 static int interrupt_cb(void *opaque) {
   struct call *c = opaque;
-  if (now_ns() > c->deadline_ns) {
+  if (afs_monotonic_ns() > c->deadline_ns) {
     c->timed_out = true;
     return 1;
   }
@@ -116,7 +111,7 @@ static int interrupt_cb(void *opaque) {
 static void call_begin(struct call *c) {
   pthread_once(&g_log_once, install_log_cb);
   memset(c, 0, sizeof *c);
-  c->deadline_ns = now_ns() + (int64_t)AFS_VIDEO_DEADLINE_S * 1000000000;
+  c->deadline_ns = afs_monotonic_ns() + (int64_t)AFS_VIDEO_DEADLINE_S * 1000000000;
   t_call = c;
 }
 
@@ -440,7 +435,7 @@ static bool decode_first(struct call *c, AVFormatContext *fmt, AVStream *st, AVF
     c->pb = fmt->pb;
   }
   for (;;) {
-    if (now_ns() > c->deadline_ns) {
+    if (afs_monotonic_ns() > c->deadline_ns) {
       afs_error_set(err, ETIMEDOUT, "no frame decoded within %d s", AFS_VIDEO_DEADLINE_S);
       goto done;
     }

@@ -21,12 +21,6 @@ const char *afs_lease_owner(void) {
   return g_owner;
 }
 
-int64_t afs_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void afs_lease_append_claimable(bson_t *filter, int64_t now_ms) {
   bson_t or, c0, c1, in0, not0, in1;
   BSON_APPEND_ARRAY_BEGIN(filter, "$or", & or);

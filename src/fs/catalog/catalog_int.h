@@ -121,7 +121,6 @@ static inline void afs_cat_count(struct afs_catalog *cat, enum afs_catq q) {
 /* false (EIO) while MongoDB is considered down; afs_cat_db_result records an outcome. */
 bool afs_cat_db_gate(struct afs_catalog *cat, struct afs_error *err);
 void afs_cat_db_result(struct afs_catalog *cat, bool ok, const struct afs_error *err);
-int64_t afs_cat_wall_ms(void);
 
 /* Parses a CosyncAsset document. false if it lacks an ObjectId _id. */
 bool afs_asset_from_bson(const bson_t *doc, struct afs_asset *a);

@@ -9,21 +9,14 @@
 #include <strings.h>
 #include <time.h>
 
+#include "assetfs/clock.h"
 #include "assetfs/strutil.h"
 #include "catalog/catalog_int.h"
 
 /* ---- clocks ---- */
 
 double afs_cat_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-int64_t afs_cat_wall_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  return afs_monotonic_ns() / 1e9; /* the catalog's TTLs are kept in seconds */
 }
 
 /* ---- string map ---- */

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "assetfs/clock.h"
 #include "assetfs/http_get.h"
 #include "assetfs/log.h"
 #include "assetfs/strutil.h"
@@ -70,7 +71,7 @@ static bool never_expires(double hours, int64_t exp_ms) {
 static bool usable(const struct afs_catalog *cat, double hours, int64_t exp_ms) {
   if (never_expires(hours, exp_ms))
     return true;
-  return exp_ms - afs_cat_wall_ms() > afs_catalog_url_margin(cat, hours) * 1000.0;
+  return exp_ms - afs_now_ms() > afs_catalog_url_margin(cat, hours) * 1000.0;
 }
 
 static bool call_insert(struct afs_catalog *cat, const bson_oid_t *call_id, const char *id,
@@ -79,7 +80,7 @@ static bool call_insert(struct afs_catalog *cat, const bson_oid_t *call_id, cons
   bson_t *doc = BCON_NEW("_id", BCON_OID(call_id), "name", BCON_UTF8("CosyncRefreshAsset"), "args",
                          "[", BCON_UTF8(id), "]", "uid", BCON_UTF8(cat->uid), "sessionId",
                          BCON_UTF8(cat->session_id), "status", BCON_UTF8("pending"), "createdAt",
-                         BCON_DATE_TIME(afs_cat_wall_ms()));
+                         BCON_DATE_TIME(afs_now_ms()));
   afs_cat_count(cat, AFS_CATQ_CALL);
   mongoc_client_t *c = afs_db_pop(cat->db);
   mongoc_collection_t *coll = afs_db_coll(cat->db, c, AFS_COLL_CALL);
@@ -204,7 +205,7 @@ static bool do_refresh(struct afs_catalog *cat, const char *id, enum afs_part pa
   return true;
 fail:
   /* An old URL that has not expired yet still works for a while: use it. */
-  if (!failed_url && err->code != ESTALE && a.expiration_ms - afs_cat_wall_ms() > 2000) {
+  if (!failed_url && err->code != ESTALE && a.expiration_ms - afs_now_ms() > 2000) {
     afs_warn("%s; using the current URL until it expires", err->msg);
     *out = a;
     return true;
@@ -245,7 +246,7 @@ bool afs_catalog_fresh_url(struct afs_catalog *cat, const char *id, enum afs_par
       const char *u = r->url[part];
       bool ok = failed_url ? strcmp(u, failed_url) != 0 &&
                                  (never_expires(r->expiration_hours, r->expiration_ms) ||
-                                  r->expiration_ms > afs_cat_wall_ms())
+                                  r->expiration_ms > afs_now_ms())
                            : usable(cat, r->expiration_hours, r->expiration_ms);
       if (ok) {
         *url = afs_xstrdup(u);
@@ -361,7 +362,7 @@ static bool caption_update(struct afs_catalog *cat, const char *coll_name, const
   /* _id alone: the one filter FerretDB answers from its index. */
   bson_t *sel = BCON_NEW("_id", BCON_OID(&oid));
   bson_t *upd = BCON_NEW("$set", "{", "caption", BCON_UTF8(caption), "updatedAt",
-                         BCON_DATE_TIME(afs_cat_wall_ms()), "}");
+                         BCON_DATE_TIME(afs_now_ms()), "}");
   mongoc_client_t *c = afs_db_pop(cat->db);
   mongoc_collection_t *coll = afs_db_coll(cat->db, c, coll_name);
   bool ok = mongoc_collection_update_one(coll, sel, upd, NULL, &reply, &berr);

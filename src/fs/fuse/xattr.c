@@ -11,6 +11,7 @@
 #include <sys/xattr.h>
 #include <time.h>
 
+#include "assetfs/clock.h"
 #include "assetfs/http_put.h" /* afs_monotonic_ms */
 #include "assetfs/log.h"
 #include "fuse/ops_int.h"
@@ -207,12 +208,7 @@ int afs_op_setxattr(const char *path, const char *name, const char *value, size_
       t.wf->caption = caption;
       int64_t deadline = afs_monotonic_ms() + (int64_t)(fs->opt.close_timeout * 1000);
       while ((t.wf->busy || t.wf->state == AFS_W_UPLOADING) && afs_monotonic_ms() < deadline) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 200 * 1000000L;
-        ts.tv_sec += ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
-        pthread_cond_timedwait(&t.wf->cond, &t.wf->mu, &ts);
+        afs_cond_timedwait_ms(&t.wf->cond, &t.wf->mu, 200);
       }
       bool late = (t.wf->state == AFS_W_UPLOADED || t.wf->state == AFS_W_COMPLETED) && !t.wf->dirty;
       memcpy(id, t.wf->id, sizeof id);

@@ -18,15 +18,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "assetfs/clock.h"
 #include "assetfs/log.h"
 #include "assetfs/strutil.h"
 #include "reader/reader_int.h"
-
-static int64_t wall_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- readers ---- */
 
@@ -109,7 +104,7 @@ static bool check_url(struct afs_reader *r, struct afs_error *err) {
   int64_t exp = r->expires_ms;
   bool empty = !*r->url;
   pthread_mutex_unlock(&r->rc->mu);
-  int64_t now = wall_ms();
+  int64_t now = afs_now_ms();
   if (!empty && (exp <= 0 || exp - now > (int64_t)(r->margin_s * 1000)))
     return true;
   struct afs_error rerr = {0};

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "assetfs/clock.h"
 #include "assetfs/log.h"
 
 const char *afs_wstate_name(enum afs_wstate s) {
@@ -67,7 +68,7 @@ struct afs_wfile *afs_stg_wf_new(const char *partition, const char *file_path) {
     abort();
   pthread_mutex_init(&wf->jmu, NULL);
   pthread_mutex_init(&wf->mu, NULL);
-  pthread_cond_init(&wf->cond, NULL);
+  afs_cond_init(&wf->cond);
   wf->fd = -1;
   wf->partition = partition ? strdup(partition) : NULL;
   wf->file_path = file_path ? strdup(file_path) : NULL;

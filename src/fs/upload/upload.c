@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "assetfs/clock.h"
 #include "assetfs/http_put.h"
 #include "assetfs/image.h"
 #include "assetfs/log.h"
@@ -173,7 +174,7 @@ bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
 
   pthread_mutex_lock(&wf->mu);
   while (wf->busy) {
-    afs_up_timedwait(&wf->cond, &wf->mu, 1000);
+    afs_cond_timedwait_ms(&wf->cond, &wf->mu, 1000);
     if (afs_monotonic_ms() >= deadline_ms && wf->busy) {
       pthread_mutex_unlock(&wf->mu);
       return afs_error_set(err, ETIMEDOUT, "an earlier upload of this file is still running");

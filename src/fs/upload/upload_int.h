@@ -84,8 +84,6 @@ void afs_up_pool_signal(struct afs_uploader *up);
 void afs_up_pool_wake_all(struct afs_uploader *up);
 /* Wakes the polling thread (a file was marked uploaded); passes stay MIN_PASS_MS apart. */
 void afs_up_poll_wake(struct afs_uploader *up);
-/* pthread_cond_timedwait for at most ms (mu held, as for pthread_cond_wait). */
-void afs_up_timedwait(pthread_cond_t *cond, pthread_mutex_t *mu, long ms);
 
 /* upload_poll.c: the polling thread (arg: the uploader). */
 void *afs_up_poll_main(void *arg);

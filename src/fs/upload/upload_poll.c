@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assetfs/clock.h"
 #include "assetfs/http_put.h" /* afs_monotonic_ms */
 #include "assetfs/image.h"
 #include "assetfs/log.h"
@@ -349,7 +350,7 @@ void *afs_up_poll_main(void *arg) {
     /* Wake-ups come per file in a burst; a pass scans every file: coalesce them. */
     int64_t gap;
     while (!up->stop && (gap = afs_monotonic_ms() - last_pass) < MIN_PASS_MS)
-      afs_up_timedwait(&up->cond, &up->mu, (long)(MIN_PASS_MS - gap));
+      afs_cond_timedwait_ms(&up->cond, &up->mu, (long)(MIN_PASS_MS - gap));
     bool stop = up->stop;
     pthread_mutex_unlock(&up->mu);
     if (stop)
@@ -359,7 +360,7 @@ void *afs_up_poll_main(void *arg) {
     interval_ms = active ? (interval_ms < 200 ? interval_ms + 20 : 200) : 1000;
     pthread_mutex_lock(&up->mu);
     if (!up->wake && !up->stop)
-      afs_up_timedwait(&up->cond, &up->mu, interval_ms);
+      afs_cond_timedwait_ms(&up->cond, &up->mu, interval_ms);
     if (up->wake)
       interval_ms = MIN_PASS_MS;
     up->wake = false;

@@ -10,19 +10,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "assetfs/clock.h"
 #include "assetfs/http_put.h"
 #include "assetfs/image.h"
 #include "assetfs/log.h"
-
-void afs_up_timedwait(pthread_cond_t *cond, pthread_mutex_t *mu, long ms) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  ts.tv_sec += ms / 1000;
-  ts.tv_nsec += (ms % 1000) * 1000000L;
-  ts.tv_sec += ts.tv_nsec / 1000000000L;
-  ts.tv_nsec %= 1000000000L;
-  pthread_cond_timedwait(cond, mu, &ts);
-}
 
 void afs_up_pool_kick(struct afs_uploader *up) {
   pthread_mutex_lock(&up->mu);
@@ -223,7 +214,7 @@ static void *pool_main(void *arg) {
     /* Nothing due: sleep until something is queued, or a second (retries come due). */
     pthread_mutex_lock(&up->mu);
     if (!up->stop && up->pool_seq == seq)
-      afs_up_timedwait(&up->pool_cond, &up->mu, 1000);
+      afs_cond_timedwait_ms(&up->pool_cond, &up->mu, 1000);
     pthread_mutex_unlock(&up->mu);
   }
   afs_image_thread_done();
@@ -234,8 +225,8 @@ struct afs_uploader *afs_uploader_new(struct afs_fs *fs, struct afs_error *err) 
   struct afs_uploader *up = calloc(1, sizeof *up);
   up->fs = fs;
   pthread_mutex_init(&up->mu, NULL);
-  pthread_cond_init(&up->cond, NULL);
-  pthread_cond_init(&up->pool_cond, NULL);
+  afs_cond_init(&up->cond);
+  afs_cond_init(&up->pool_cond);
   up->n_resumed = afs_staging_resume(fs->st);
   if (up->n_resumed > 0)
     afs_info("resuming %lld file(s) left by an earlier mount of this session",
