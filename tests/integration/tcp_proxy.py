@@ -4,14 +4,12 @@ for one process without stopping the shared stack.
     p = TcpProxy("127.0.0.1", 27017); p.start()   # p.port is where clients connect
     p.cut()      # refuse new connections and drop the open ones
     p.restore()  # accept again
-    p.delay = 5  # hold every chunk the server sends for 5 s (a slow S3), 0 to stop
     p.close()
 
 Bytes pass through unchanged, so SigV4 URLs signed for the proxy's host:port stay valid.
 """
 import socket
 import threading
-import time
 
 
 class TcpProxy:
@@ -24,7 +22,6 @@ class TcpProxy:
         self.lsock.listen(128)
         self.down = False
         self.closed = False
-        self.delay = 0.0
         self.conns = set()
         self.lock = threading.Lock()
 
@@ -50,18 +47,15 @@ class TcpProxy:
             with self.lock:
                 self.conns.add(c)
                 self.conns.add(s)
-            for a, b, answers in ((c, s, False), (s, c, True)):
-                threading.Thread(target=self._pipe, args=(a, b, answers),
-                                 daemon=True).start()
+            for a, b in ((c, s), (s, c)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-    def _pipe(self, a, b, answers):
+    def _pipe(self, a, b):
         try:
             while True:
                 d = a.recv(262144)
                 if not d:
                     break
-                if answers and self.delay:
-                    time.sleep(self.delay)
                 b.sendall(d)
         except OSError:
             pass

@@ -10,6 +10,7 @@ own and `uploaded`) right before the upsert, and writes nothing when that fails.
 The slow S3 is a proxy in front of versitygw that holds every answer for a few seconds;
 only the first broker goes through it. The client PUTs straight to versitygw with the
 Host the URL was signed for, so the bytes do not wait."""
+import socket
 import time
 import urllib.parse
 import uuid
@@ -22,6 +23,33 @@ from tcp_proxy import TcpProxy
 
 LEASE_S = 2
 SLOW_S = 7
+
+
+class HoldProxy(TcpProxy):
+    """TcpProxy that holds every chunk the server sends for `hold` seconds (0: none)."""
+
+    hold = 0.0
+
+    def _pipe(self, a, b):
+        from_server = a.getpeername()[1] == self.target[1]
+        try:
+            while True:
+                d = a.recv(262144)
+                if not d:
+                    break
+                if from_server and self.hold:
+                    time.sleep(self.hold)
+                b.sendall(d)
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            x.close()
+            with self.lock:
+                self.conns.discard(x)
 
 
 def put_direct(url, endpoint, data):
@@ -37,7 +65,7 @@ def test_completion_after_lost_lease_does_not_revive_a_purged_asset(db, s3, buck
                                                                      start_broker):
     endpoint = stack["ASSETFS_S3_ENDPOINT"]
     e = urllib.parse.urlsplit(endpoint)
-    proxy = TcpProxy(e.hostname, e.port).start()
+    proxy = HoldProxy(e.hostname, e.port).start()
     try:
         slow = start_broker(env={"ASSETFS_S3_ENDPOINT": f"http://127.0.0.1:{proxy.port}",
                                  "ASSETFS_LEASE_SECONDS": str(LEASE_S)}, name="slow")
@@ -46,7 +74,7 @@ def test_completion_after_lost_lease_does_not_revive_a_purged_asset(db, s3, buck
         rec = wait_status(db, _id, "initialized")
         key = key_of(rec["writeUrl"], bucket)
         put_direct(rec["writeUrl"], endpoint, b"bytes the owner removes")
-        proxy.delay = SLOW_S
+        proxy.hold = SLOW_S
         mark_uploaded(db, _id)
         wait_for(lambda: (db.CosyncAssetUpload.find_one({"_id": _id}) or {}).get("leaseOwner"),
                  10, "the slow broker to claim the upload")
@@ -64,7 +92,7 @@ def test_completion_after_lost_lease_does_not_revive_a_purged_asset(db, s3, buck
         wait_for(lambda: "its lease ran out" in slow.log()
                  or db.CosyncAsset.find_one({"_id": _id}), 3 * SLOW_S,
                  "the slow broker to finish its completion")
-        proxy.delay = 0
+        proxy.hold = 0
         time.sleep(1.0)  # room for a late upsert to land, if one were sent
         assert db.CosyncAsset.find_one({"_id": _id}) is None, "a purged asset came back"
         assert f"upload {_id} completed" not in slow.log()
