@@ -480,6 +480,21 @@ static void test_now_ms(void) {
   CHECK(a > 1600000000000LL);
 }
 
+/* The millisecond part of an ObjectId's key timestamp is persisted in S3 keys: these
+ * values were computed with the code before core/hash.c and must never change. */
+static void test_oid_ts_pinned(void) {
+  static const uint8_t o1[12] = {0x65, 0x0a, 0xbc, 0xde, 1, 2, 3, 4, 5, 6, 7, 8};
+  static const uint8_t o2[12] = {0};
+  static const uint8_t o3[12] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+  static const uint8_t o4[12] = {0x66, 0x5f, 0x1a, 0x2b, 0x9c, 0x4d,
+                                 0x11, 0x22, 0x33, 0x44, 0x55, 0x66};
+  CHECK(afs_naming_oid_ts(o1) == 1695202526019LL);
+  CHECK(afs_naming_oid_ts(o2) == 339LL);
+  CHECK(afs_naming_oid_ts(o3) == 4294967295483LL);
+  CHECK(afs_naming_oid_ts(o4) == 1717508651055LL);
+}
+
 int main(void) {
   test_filepath();
   test_uid();
@@ -488,5 +503,6 @@ int main(void) {
   test_display_name();
   test_unique_property();
   test_now_ms();
+  test_oid_ts_pinned();
   TEST_MAIN_END();
 }
