@@ -10,14 +10,8 @@
 #include <mongoc/mongoc.h>
 #include <stdbool.h>
 
+#include "assetfs/cosync.h" /* the collections */
 #include "assetfs/error.h"
-
-#define AFS_COLL_UPLOAD "CosyncAssetUpload"
-#define AFS_COLL_ASSET "CosyncAsset"
-#define AFS_COLL_CALL "CosyncFunctionCall"
-/* The broker's key claims (broker/key_claims.c): one document per S3 key handed to a
- * record, {_id: key, recordId: <upload _id>, createdAt}. */
-#define AFS_COLL_KEY_CLAIM "AssetfsKeyClaim"
 
 struct afs_db {
   mongoc_client_pool_t *pool;

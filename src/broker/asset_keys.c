@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assetfs/cosync.h"
 #include "assetfs/records.h"
 #include "broker.h"
 
@@ -50,8 +51,8 @@ done:
 bool afs_broker_asset_keys(const struct afs_broker *b, const bson_t *doc, struct afs_keys *out) {
   const char *path = NULL, *uid = NULL, *ct = NULL;
   memset(out, 0, sizeof *out);
-  afs_rec_str(doc, "uid", AFS_UID_MAX, &uid, NULL);
-  afs_rec_str(doc, "contentType", 255, &ct, NULL);
+  afs_rec_str(doc, AFS_F_UID, AFS_UID_MAX, &uid, NULL);
+  afs_rec_str(doc, AFS_F_CONTENT_TYPE, 255, &ct, NULL);
   if (afs_broker_record_path(doc, &path) != 1)
     return false;
   afs_naming_keys_from_path(path, ct, out);
@@ -63,7 +64,7 @@ bool afs_broker_asset_keys(const struct afs_broker *b, const bson_t *doc, struct
       out->key[p] = NULL;
     }
   bson_iter_t it;
-  if (bson_iter_init_find(&it, doc, "brokerSeal") || !uid || !afs_broker_key_confined(path, uid))
+  if (bson_iter_init_find(&it, doc, AFS_F_SEAL) || !uid || !afs_broker_key_confined(path, uid))
     return true;
   for (int p = 0; p < AFS_PART_COUNT; p++) {
     const char *url = NULL;

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "assetfs/clock.h"
+#include "assetfs/cosync.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"
@@ -228,10 +229,10 @@ static void *worker_main(void *arg) {
     switch (it.src) {
     case SRC_PENDING:
     case SRC_UPLOADED:
-      afs_rec_str(it.doc, "status", 64, &status, NULL);
+      afs_rec_str(it.doc, AFS_F_STATUS, 64, &status, NULL);
       if (!it.token[0])
         afs_upload_init(b, c, it.doc, NULL); /* read by the pending poll, unclaimed */
-      else if (status && !strcmp(status, "uploaded"))
+      else if (status && !strcmp(status, AFS_UPLOAD_UPLOADED))
         afs_upload_complete(b, c, it.doc, it.token);
       else
         afs_upload_init(b, c, it.doc, it.token);
@@ -278,23 +279,25 @@ static bson_t *source_filter(struct afs_broker *b, enum src s) {
   case SRC_PENDING:
   case SRC_UPLOADED:
     /* Not an array: {status: "pending"} matches ["pending"] too. */
-    return BCON_NEW("status", s == SRC_PENDING ? "pending" : "uploaded", "$and", "[", "{", "status",
-                    "{", "$not", "{", "$type", "array", "}", "}", "}", "]");
+    return BCON_NEW(AFS_F_STATUS, s == SRC_PENDING ? AFS_UPLOAD_PENDING : AFS_UPLOAD_UPLOADED,
+                    "$and", "[", "{", AFS_F_STATUS, "{", "$not", "{", "$type", "array", "}", "}",
+                    "}", "]");
   case SRC_CALL:
-    return BCON_NEW("status", "pending", "$and", "[", "{", "status", "{", "$not", "{", "$type",
-                    "array", "}", "}", "}", "]");
+    return BCON_NEW(AFS_F_STATUS, AFS_CALL_PENDING, "$and", "[", "{", AFS_F_STATUS, "{", "$not",
+                    "{", "$type", "array", "}", "}", "}", "]");
   case SRC_DELETED:
-    return BCON_NEW("status", "deleted", "$and", "[", "{", "status", "{", "$not", "{", "$type",
-                    "array", "}", "}", "}", "]");
+    return BCON_NEW(AFS_F_STATUS, AFS_ASSET_DELETED, "$and", "[", "{", AFS_F_STATUS, "{", "$not",
+                    "{", "$type", "array", "}", "}", "}", "]");
   case SRC_STALE: {
     int64_t cutoff = afs_now_ms() - b->cfg.stale_upload_seconds * 1000L;
     bson_oid_t oid;
     afs_rec_oid_at(cutoff, &oid);
-    return BCON_NEW("status", "{", "$in", "[", "pending", "initialized", "]", "}", "$and", "[", "{",
-                    "status", "{", "$not", "{", "$type", "array", "}", "}", "}", "{", "$or", "[",
-                    "{", "createdAt", "{", "$lt", BCON_DATE_TIME(cutoff), "}", "}", "{",
-                    "createdAt", "{", "$not", "{", "$type", "date", "}", "}", "_id", "{", "$lt",
-                    BCON_OID(&oid), "}", "}", "]", "}", "]");
+    return BCON_NEW(AFS_F_STATUS, "{", "$in", "[", AFS_UPLOAD_PENDING, AFS_UPLOAD_INITIALIZED, "]",
+                    "}", "$and", "[", "{", AFS_F_STATUS, "{", "$not", "{", "$type", "array", "}",
+                    "}", "}", "{", "$or", "[", "{", AFS_F_CREATED, "{", "$lt",
+                    BCON_DATE_TIME(cutoff), "}", "}", "{", AFS_F_CREATED, "{", "$not", "{", "$type",
+                    "date", "}", "}", AFS_F_ID, "{", "$lt", BCON_OID(&oid), "}", "}", "]", "}",
+                    "]");
   }
   default:
     return bson_new();

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "assetfs/cosync.h"
 #include "assetfs/endpoints.h"
 #include "assetfs/log.h"
 #include "assetfs/sigv4.h"
@@ -48,7 +49,7 @@ bool afs_endpoints_publish(struct afs_db *db, const struct afs_config *cfg,
              "-o url_hosts");
     return false;
   }
-  bson_t *sel = BCON_NEW("_id", BCON_UTF8(AFS_ENDPOINTS_ID));
+  bson_t *sel = BCON_NEW(AFS_F_ID, BCON_UTF8(AFS_ENDPOINTS_ID));
   /* origins only grows: records keep URLs signed before a change of endpoint until they
    * expire, and a mount must still read them (an operator removes a retired origin by
    * hand). current: what this broker signs now. */
@@ -61,7 +62,7 @@ bool afs_endpoints_publish(struct afs_db *db, const struct afs_config *cfg,
     BSON_APPEND_UTF8(&cur, k, list[i]);
   }
   bson_append_array_end(&set, &cur);
-  BSON_APPEND_DATE_TIME(&set, "updatedAt", (int64_t)time(NULL) * 1000);
+  BSON_APPEND_DATE_TIME(&set, AFS_F_UPDATED, (int64_t)time(NULL) * 1000);
   BSON_APPEND_UTF8(&set, "broker", "assetfs-broker " ASSETFS_VERSION);
   bson_append_document_end(&upd, &set);
   BSON_APPEND_DOCUMENT_BEGIN(&upd, "$addToSet", &add);

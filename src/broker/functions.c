@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assetfs/cosync.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"
@@ -79,7 +80,7 @@ static bool collect_ids(const bson_value_t *v, bson_value_t *ids, size_t *n, boo
 
 static bool first_arg(const bson_t *call, bson_value_t *out, struct afs_error *err) {
   bson_iter_t it, sub;
-  if (!bson_iter_init_find(&it, call, "args"))
+  if (!bson_iter_init_find(&it, call, AFS_F_CALL_ARGS))
     return afs_error_set(err, EINVAL, "args is missing");
   if (BSON_ITER_HOLDS_ARRAY(&it)) {
     if (!bson_iter_recurse(&it, &sub) || !bson_iter_next(&sub))
@@ -95,11 +96,11 @@ static bool first_arg(const bson_t *call, bson_value_t *out, struct afs_error *e
 /* for_result: without the broker's bookkeeping fields, as returned to clients. */
 static bson_t *find_asset(mongoc_collection_t *assets, const bson_value_t *id, bool for_result) {
   bson_t q = BSON_INITIALIZER;
-  bson_append_value(&q, "_id", 3, id);
-  bson_t *opts =
-      for_result ? BCON_NEW("limit", BCON_INT64(1), "projection", "{", "leaseOwner", BCON_INT32(0),
-                            "leaseUntil", BCON_INT32(0), "brokerSeal", BCON_INT32(0), "}")
-                 : BCON_NEW("limit", BCON_INT64(1));
+  bson_append_value(&q, AFS_F_ID, 3, id);
+  bson_t *opts = for_result ? BCON_NEW("limit", BCON_INT64(1), "projection", "{", AFS_F_LEASE_OWNER,
+                                       BCON_INT32(0), AFS_F_LEASE_UNTIL, BCON_INT32(0), AFS_F_SEAL,
+                                       BCON_INT32(0), "}")
+                            : BCON_NEW("limit", BCON_INT64(1));
   mongoc_cursor_t *cur = mongoc_collection_find_with_opts(assets, &q, opts, NULL);
   const bson_t *d;
   bson_t *res = NULL;
@@ -123,15 +124,15 @@ static bson_t *refresh_one(struct afs_broker *b, mongoc_collection_t *assets,
     return NULL;
   }
   const char *status = NULL, *path = NULL;
-  afs_rec_str(a, "status", 64, &status, NULL);
-  if (!status || strcmp(status, "active")) {
+  afs_rec_str(a, AFS_F_STATUS, 64, &status, NULL);
+  if (!status || strcmp(status, AFS_ASSET_ACTIVE)) {
     afs_error_set(err, ENOENT, "asset %s is not active", ids);
     bson_destroy(a);
     return NULL;
   }
   double hours = AFS_READ_HOURS_DEFAULT;
   bool has;
-  if (!afs_rec_num(a, "expirationHours", &hours, &has, NULL))
+  if (!afs_rec_num(a, AFS_F_HOURS, &hours, &has, NULL))
     hours = AFS_READ_HOURS_DEFAULT;
   else if (!has)
     hours = AFS_READ_HOURS_DEFAULT;
@@ -152,7 +153,7 @@ static bson_t *refresh_one(struct afs_broker *b, mongoc_collection_t *assets,
     bson_destroy(a);
     return NULL;
   }
-  if (!afs_rec_str(a, "path", AFS_KEY_MAX, &path, NULL) || !path || !*path) {
+  if (!afs_rec_str(a, AFS_F_PATH, AFS_KEY_MAX, &path, NULL) || !path || !*path) {
     afs_error_set(err, EINVAL, "asset %s has no path", ids);
     bson_destroy(a);
     return NULL;
@@ -178,11 +179,11 @@ static bson_t *refresh_one(struct afs_broker *b, mongoc_collection_t *assets,
   a = NULL;
   if (ok) {
     int64_t now = afs_now_ms();
-    BSON_APPEND_DATE_TIME(&set, "expiration", now + afs_broker_read_seconds(hours) * 1000);
-    BSON_APPEND_DATE_TIME(&set, "updatedAt", now);
+    BSON_APPEND_DATE_TIME(&set, AFS_F_EXPIRATION, now + afs_broker_read_seconds(hours) * 1000);
+    BSON_APPEND_DATE_TIME(&set, AFS_F_UPDATED, now);
     bson_t q = BSON_INITIALIZER, upd = BSON_INITIALIZER;
-    bson_append_value(&q, "_id", 3, id);
-    BSON_APPEND_UTF8(&q, "status", "active");
+    bson_append_value(&q, AFS_F_ID, 3, id);
+    BSON_APPEND_UTF8(&q, AFS_F_STATUS, AFS_ASSET_ACTIVE);
     BSON_APPEND_DOCUMENT(&upd, "$set", &set);
     bson_error_t berr;
     if (!mongoc_collection_update_one(assets, &q, &upd, NULL, NULL, &berr))
@@ -206,23 +207,23 @@ static bool owner_set_status(mongoc_collection_t *assets, const bson_value_t *id
   if (!a)
     return afs_error_set(err, ENOENT, "asset %s not found", ids);
   const char *owner = NULL, *cur = NULL;
-  afs_rec_str(a, "uid", AFS_UID_MAX, &owner, NULL);
-  afs_rec_str(a, "status", 64, &cur, NULL);
+  afs_rec_str(a, AFS_F_UID, AFS_UID_MAX, &owner, NULL);
+  afs_rec_str(a, AFS_F_STATUS, 64, &cur, NULL);
   bool ok = true;
   if (!caller || !owner || strcmp(caller, owner)) {
     ok = afs_error_set(err, EPERM,
                        "%s: permission denied: only the asset's owner may %s it; "
                        "the caller's uid is not the asset's uid",
-                       fn, !strcmp(status, "deleted") ? "remove" : "archive");
-  } else if (cur && !strcmp(cur, "deleted")) {
+                       fn, !strcmp(status, AFS_ASSET_DELETED) ? "remove" : "archive");
+  } else if (cur && !strcmp(cur, AFS_ASSET_DELETED)) {
     ok = afs_error_set(err, ENOENT, "asset %s is already deleted", ids);
   } else {
     bson_t q = BSON_INITIALIZER, ne;
-    bson_append_value(&q, "_id", 3, id);
-    BSON_APPEND_DOCUMENT_BEGIN(&q, "status", &ne);
-    BSON_APPEND_UTF8(&ne, "$ne", "deleted");
+    bson_append_value(&q, AFS_F_ID, 3, id);
+    BSON_APPEND_DOCUMENT_BEGIN(&q, AFS_F_STATUS, &ne);
+    BSON_APPEND_UTF8(&ne, "$ne", AFS_ASSET_DELETED);
     bson_append_document_end(&q, &ne);
-    bson_t *upd = BCON_NEW("$set", "{", "status", BCON_UTF8(status), "updatedAt",
+    bson_t *upd = BCON_NEW("$set", "{", AFS_F_STATUS, BCON_UTF8(status), AFS_F_UPDATED,
                            BCON_DATE_TIME(afs_now_ms()), "}");
     bson_error_t berr;
     if (!mongoc_collection_update_one(assets, &q, upd, NULL, NULL, &berr))
@@ -252,8 +253,8 @@ enum afs_outcome afs_function_call(struct afs_broker *b, mongoc_client_t *c, con
   afs_rec_id_str(&callid, cids, sizeof cids);
   mongoc_collection_t *calls = afs_broker_coll(b, c, AFS_COLL_CALL);
   mongoc_collection_t *assets = afs_broker_coll(b, c, AFS_COLL_ASSET);
-  if (!afs_rec_str_req(doc, "name", 128, &name, &err) ||
-      !afs_rec_str(doc, "uid", AFS_UID_MAX, &caller, &err))
+  if (!afs_rec_str_req(doc, AFS_F_CALL_NAME, 128, &name, &err) ||
+      !afs_rec_str(doc, AFS_F_UID, AFS_UID_MAX, &caller, &err))
     goto finish;
   if (strcmp(name, "CosyncRefreshAsset") && strcmp(name, "CosyncRemoveAsset") &&
       strcmp(name, "CosyncArchiveAsset")) {
@@ -284,13 +285,13 @@ enum afs_outcome afs_function_call(struct afs_broker *b, mongoc_client_t *c, con
     if (!list) {
       bson_t *a = refresh_one(b, assets, &ids[0], &err);
       if (a) {
-        BSON_APPEND_DOCUMENT(&set, "result", a);
+        BSON_APPEND_DOCUMENT(&set, AFS_F_CALL_RESULT, a);
         bson_destroy(a);
         ok = true;
       }
     } else {
       bson_t arr;
-      BSON_APPEND_ARRAY_BEGIN(&set, "result", &arr);
+      BSON_APPEND_ARRAY_BEGIN(&set, AFS_F_CALL_RESULT, &arr);
       size_t k = 0;
       for (size_t i = 0; i < nids; i++) {
         struct afs_error e1 = {0};
@@ -308,13 +309,13 @@ enum afs_outcome afs_function_call(struct afs_broker *b, mongoc_client_t *c, con
   } else if (nids != 1) {
     afs_error_set(&err, EINVAL, "%s takes one asset id", name);
   } else if (!strcmp(name, "CosyncRemoveAsset")) {
-    if ((ok = owner_set_status(assets, &ids[0], caller, name, "deleted", &err))) {
+    if ((ok = owner_set_status(assets, &ids[0], caller, name, AFS_ASSET_DELETED, &err))) {
       char s[80];
-      BSON_APPEND_UTF8(&set, "result", afs_rec_id_str(&ids[0], s, sizeof s));
+      BSON_APPEND_UTF8(&set, AFS_F_CALL_RESULT, afs_rec_id_str(&ids[0], s, sizeof s));
     }
   } else {
-    if ((ok = owner_set_status(assets, &ids[0], caller, name, "archived", &err)))
-      BSON_APPEND_BOOL(&set, "result", true);
+    if ((ok = owner_set_status(assets, &ids[0], caller, name, AFS_ASSET_ARCHIVED, &err)))
+      BSON_APPEND_BOOL(&set, AFS_F_CALL_RESULT, true);
   }
 finish:
   if (!ok && (err.code == EHOSTUNREACH || err.code == EIO) && strstr(err.msg, "MongoDB")) {
@@ -322,13 +323,13 @@ finish:
     out = AFS_RETRY;
   } else {
     if (ok) {
-      BSON_APPEND_UTF8(&set, "status", "done");
+      BSON_APPEND_UTF8(&set, AFS_F_STATUS, AFS_CALL_DONE);
     } else {
       bson_reinit(&set);
-      BSON_APPEND_UTF8(&set, "status", "error");
-      BSON_APPEND_UTF8(&set, "error", err.msg);
+      BSON_APPEND_UTF8(&set, AFS_F_STATUS, AFS_CALL_ERROR);
+      BSON_APPEND_UTF8(&set, AFS_F_ERROR, err.msg);
     }
-    BSON_APPEND_DATE_TIME(&set, "updatedAt", afs_now_ms());
+    BSON_APPEND_DATE_TIME(&set, AFS_F_UPDATED, afs_now_ms());
     struct afs_error e2 = {0};
     if (afs_lease_finish(calls, &callid, token, &set, NULL, &e2) < 0)
       out = AFS_RETRY;

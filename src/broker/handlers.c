@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "assetfs/cosync.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"
@@ -21,12 +22,12 @@ enum afs_outcome afs_upload_fail(mongoc_collection_t *coll, const bson_value_t *
   char ids[80];
   struct afs_error e = {0};
   afs_warn("upload %s: error: %s", afs_rec_id_str(id, ids, sizeof ids), why);
-  bson_t *set = BCON_NEW("status", "error", "error", BCON_UTF8(why), "updatedAt",
+  bson_t *set = BCON_NEW(AFS_F_STATUS, AFS_UPLOAD_ERROR, AFS_F_ERROR, BCON_UTF8(why), AFS_F_UPDATED,
                          BCON_DATE_TIME(afs_now_ms()));
   /* Unclaimed (token NULL): only a pending initialization fails this way, and only
    * while the record is still pending and nobody holds it. */
   int rc = token ? afs_lease_finish(coll, id, token, set, NULL, &e)
-                 : afs_lease_finish_from(coll, id, NULL, "pending", set, NULL, &e);
+                 : afs_lease_finish_from(coll, id, NULL, AFS_UPLOAD_PENDING, set, NULL, &e);
   bson_destroy(set);
   if (rc < 0) {
     afs_warn("upload %s: cannot record the error: %s", ids, e.msg);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "assetfs/cosync.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"
@@ -46,7 +47,7 @@ enum afs_outcome afs_asset_purge(struct afs_broker *b, mongoc_client_t *c, const
     goto done;
   }
   bson_t q = BSON_INITIALIZER;
-  bson_append_value(&q, "_id", 3, &id);
+  bson_append_value(&q, AFS_F_ID, 3, &id);
   mongoc_collection_delete_one(uploads, &q, NULL, NULL, NULL);
   bson_destroy(&q);
   afs_info("asset %s deleted (%s)", ids, path ? path : "no objects");
@@ -83,7 +84,7 @@ enum afs_outcome afs_upload_stale(struct afs_broker *b, mongoc_client_t *c, cons
   }
   snprintf(why, sizeof why, "upload not finished within %ld s; abandoned",
            b->cfg.stale_upload_seconds);
-  bson_t *set = BCON_NEW("status", "error", "error", BCON_UTF8(why), "updatedAt",
+  bson_t *set = BCON_NEW(AFS_F_STATUS, AFS_UPLOAD_ERROR, AFS_F_ERROR, BCON_UTF8(why), AFS_F_UPDATED,
                          BCON_DATE_TIME(afs_now_ms()));
   if (afs_lease_finish(uploads, &id, token, set, NULL, &err) < 0)
     out = AFS_RETRY;
@@ -103,12 +104,12 @@ void afs_calls_purge(struct afs_broker *b, mongoc_client_t *c) {
   afs_rec_oid_at(cutoff, &oid);
   /* Age from updatedAt (set when answered), else createdAt, else the ObjectId's time, so
    * calls answered by Cosync or written without dates still go. Pending calls stay. */
-  bson_t *q = BCON_NEW("status", "{", "$in", "[", "done", "error", "]", "}", "$or", "[", "{",
-                       "updatedAt", "{", "$lt", BCON_DATE_TIME(cutoff), "}", "}", "{", "updatedAt",
-                       "{", "$not", "{", "$type", "date", "}", "}", "createdAt", "{", "$lt",
-                       BCON_DATE_TIME(cutoff), "}", "}", "{", "updatedAt", "{", "$not", "{",
-                       "$type", "date", "}", "}", "createdAt", "{", "$not", "{", "$type", "date",
-                       "}", "}", "_id", "{", "$lt", BCON_OID(&oid), "}", "}", "]");
+  bson_t *q = BCON_NEW(
+      AFS_F_STATUS, "{", "$in", "[", AFS_CALL_DONE, AFS_CALL_ERROR, "]", "}", "$or", "[", "{",
+      AFS_F_UPDATED, "{", "$lt", BCON_DATE_TIME(cutoff), "}", "}", "{", AFS_F_UPDATED, "{", "$not",
+      "{", "$type", "date", "}", "}", AFS_F_CREATED, "{", "$lt", BCON_DATE_TIME(cutoff), "}", "}",
+      "{", AFS_F_UPDATED, "{", "$not", "{", "$type", "date", "}", "}", AFS_F_CREATED, "{", "$not",
+      "{", "$type", "date", "}", "}", AFS_F_ID, "{", "$lt", BCON_OID(&oid), "}", "}", "]");
   mongoc_collection_t *calls = afs_broker_coll(b, c, AFS_COLL_CALL);
   bson_t reply;
   bson_error_t berr;

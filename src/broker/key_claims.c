@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assetfs/cosync.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"
@@ -48,7 +49,7 @@ static bool same_id(const bson_value_t *a, const bson_value_t *b) {
  * every backend answers from its index. */
 static int claim_is_ours(mongoc_collection_t *coll, const bson_value_t *rec, const char *key,
                          struct afs_error *err) {
-  bson_t *q = BCON_NEW("_id", BCON_UTF8(key));
+  bson_t *q = BCON_NEW(AFS_F_ID, BCON_UTF8(key));
   bson_t *opts = BCON_NEW("limit", BCON_INT64(1));
   mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, q, opts, NULL);
   const bson_t *d;
@@ -80,9 +81,9 @@ int afs_key_claims_take(struct afs_broker *b, mongoc_client_t *c, const bson_val
     if (!k->key[p])
       continue;
     bson_init(&docs[n]);
-    BSON_APPEND_UTF8(&docs[n], "_id", k->key[p]);
+    BSON_APPEND_UTF8(&docs[n], AFS_F_ID, k->key[p]);
     bson_append_value(&docs[n], "recordId", 8, rec);
-    BSON_APPEND_DATE_TIME(&docs[n], "createdAt", now);
+    BSON_APPEND_DATE_TIME(&docs[n], AFS_F_CREATED, now);
     ptrs[n] = &docs[n];
     keys[n++] = k->key[p];
   }
@@ -164,7 +165,7 @@ void afs_key_claims_release(struct afs_broker *b, mongoc_client_t *c, const bson
       continue;
     /* Two top-level equalities: pushed down by FerretDB; only rec's claim goes. */
     bson_t q = BSON_INITIALIZER;
-    BSON_APPEND_UTF8(&q, "_id", k->key[p]);
+    BSON_APPEND_UTF8(&q, AFS_F_ID, k->key[p]);
     bson_append_value(&q, "recordId", 8, rec);
     mongoc_bulk_operation_remove_one_with_opts(bulk, &q, NULL, NULL);
     bson_destroy(&q);
@@ -193,7 +194,7 @@ int afs_key_claims_held(struct afs_broker *b, mongoc_client_t *c, const bson_val
   bson_append_value(&q, "recordId", 8, rec);
   /* A record holds one candidate's keys (at most AFS_PART_COUNT), a few more when a
    * release was lost; the limit only bounds a pathological record. */
-  bson_t *opts = BCON_NEW("limit", BCON_INT64(8 * AFS_PART_COUNT), "projection", "{", "_id",
+  bson_t *opts = BCON_NEW("limit", BCON_INT64(8 * AFS_PART_COUNT), "projection", "{", AFS_F_ID,
                           BCON_INT32(1), "}");
   mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &q, opts, NULL);
   const bson_t *d;
@@ -201,7 +202,7 @@ int afs_key_claims_held(struct afs_broker *b, mongoc_client_t *c, const bson_val
   int rc = 0;
   while (mongoc_cursor_next(cur, &d)) {
     bson_iter_t it;
-    if (!bson_iter_init_find(&it, d, "_id") || !BSON_ITER_HOLDS_UTF8(&it))
+    if (!bson_iter_init_find(&it, d, AFS_F_ID) || !BSON_ITER_HOLDS_UTF8(&it))
       continue;
     if (*n == cap) {
       cap = cap ? 2 * cap : 8;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assetfs/cosync.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"
@@ -12,9 +13,9 @@
 
 bool afs_broker_path_shared(mongoc_collection_t *assets, const bson_value_t *id, const char *path) {
   bson_t q = BSON_INITIALIZER, ne;
-  BSON_APPEND_UTF8(&q, "path", path);
+  BSON_APPEND_UTF8(&q, AFS_F_PATH, path);
   if (id) {
-    BSON_APPEND_DOCUMENT_BEGIN(&q, "_id", &ne);
+    BSON_APPEND_DOCUMENT_BEGIN(&q, AFS_F_ID, &ne);
     bson_append_value(&ne, "$ne", 3, id);
     bson_append_document_end(&q, &ne);
   }
@@ -27,7 +28,7 @@ bool afs_broker_path_shared(mongoc_collection_t *assets, const bson_value_t *id,
 
 int afs_broker_record_path(const bson_t *doc, const char **path) {
   *path = NULL;
-  if (!afs_rec_str(doc, "path", AFS_KEY_MAX, path, NULL)) {
+  if (!afs_rec_str(doc, AFS_F_PATH, AFS_KEY_MAX, path, NULL)) {
     *path = NULL;
     return -1;
   }
@@ -64,10 +65,10 @@ static bool under_prefix(const char *path, const char *uid) {
 bool afs_broker_path_trusted(const struct afs_broker *b, const bson_t *doc) {
   const char *path = NULL, *uid = NULL;
   bson_iter_t it;
-  if (bson_iter_init_find(&it, doc, "brokerSeal"))
+  if (bson_iter_init_find(&it, doc, AFS_F_SEAL))
     return afs_broker_seal_ok(b, doc);
   afs_broker_record_path(doc, &path);
-  afs_rec_str(doc, "uid", 4096, &uid, NULL);
+  afs_rec_str(doc, AFS_F_UID, 4096, &uid, NULL);
   return under_prefix(path, uid);
 }
 
@@ -75,7 +76,7 @@ bool afs_broker_delete_objects(struct afs_broker *b, const bson_t *doc, const ch
                                struct afs_error *err) {
   const char *path = NULL, *uid = NULL;
   int has_path = afs_broker_record_path(doc, &path);
-  afs_rec_str(doc, "uid", 4096, &uid, NULL);
+  afs_rec_str(doc, AFS_F_UID, 4096, &uid, NULL);
   if (has_path == 0)
     return true; /* nothing was ever signed */
   if (has_path < 0)
@@ -84,7 +85,7 @@ bool afs_broker_delete_objects(struct afs_broker *b, const bson_t *doc, const ch
                          "object of ours can be there",
                          AFS_KEY_MAX);
   bson_iter_t it;
-  bool has_seal = bson_iter_init_find(&it, doc, "brokerSeal");
+  bool has_seal = bson_iter_init_find(&it, doc, AFS_F_SEAL);
   if (has_seal ? !afs_broker_seal_ok(b, doc) : !under_prefix(path, uid))
     return afs_error_set(err, EPERM,
                          "refusing to delete objects of a record whose path/uid/contentType "

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "assetfs/cosync.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"
@@ -24,7 +25,7 @@ void afs_broker_seal(const struct afs_broker *b, const bson_value_t *id, const c
     bson_oid_to_string(&id->value.v_oid, idbuf);
   } else {
     bson_t tmp = BSON_INITIALIZER;
-    bson_append_value(&tmp, "_id", 3, id);
+    bson_append_value(&tmp, AFS_F_ID, 3, id);
     char *j = bson_as_canonical_extended_json(&tmp, NULL);
     snprintf(idbuf, sizeof idbuf, "%s", j ? j : "");
     bson_free(j);
@@ -56,11 +57,11 @@ bool afs_broker_seal_ok(const struct afs_broker *b, const bson_t *doc) {
   double hours = AFS_READ_HOURS_DEFAULT;
   bool has;
   bson_value_t id;
-  if (!afs_rec_str(doc, "brokerSeal", 64, &seal, NULL) || !seal)
+  if (!afs_rec_str(doc, AFS_F_SEAL, 64, &seal, NULL) || !seal)
     return false;
-  if (!afs_rec_str(doc, "uid", 4096, &uid, NULL) || afs_broker_record_path(doc, &path) < 0 ||
-      !afs_rec_str(doc, "contentType", 4096, &ct, NULL) ||
-      !afs_rec_num(doc, "expirationHours", &hours, &has, NULL) || !afs_rec_id(doc, &id))
+  if (!afs_rec_str(doc, AFS_F_UID, 4096, &uid, NULL) || afs_broker_record_path(doc, &path) < 0 ||
+      !afs_rec_str(doc, AFS_F_CONTENT_TYPE, 4096, &ct, NULL) ||
+      !afs_rec_num(doc, AFS_F_HOURS, &hours, &has, NULL) || !afs_rec_id(doc, &id))
     return false;
   char want[65];
   afs_broker_seal(b, &id, uid, path, ct, has ? hours : AFS_READ_HOURS_DEFAULT, want);

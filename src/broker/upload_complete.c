@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assetfs/cosync.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"
@@ -29,7 +30,7 @@
 
 #define META_STR_MAX 65536
 
-static const char *const meta_strings[] = {"caption",     "color", "extra",
+static const char *const meta_strings[] = {AFS_F_CAPTION, "color", "extra",
                                            "containerId", "title", "transactionId"};
 static const char *const meta_numbers[] = {"duration", "xRes", "yRes"};
 
@@ -41,8 +42,8 @@ static bool copy_metadata(const bson_t *doc, bson_t *set, struct afs_error *err)
       return false;
     if (v)
       BSON_APPEND_UTF8(set, meta_strings[i], v);
-    else if (!strcmp(meta_strings[i], "caption"))
-      BSON_APPEND_UTF8(set, "caption", "");
+    else if (!strcmp(meta_strings[i], AFS_F_CAPTION))
+      BSON_APPEND_UTF8(set, AFS_F_CAPTION, "");
     else if (!strcmp(meta_strings[i], "color"))
       BSON_APPEND_UTF8(set, "color", "#000000");
   }
@@ -117,11 +118,11 @@ static bool resolve_path(struct completion *c) {
   struct afs_error err = {0};
   bson_iter_t sit;
   afs_broker_record_path(c->doc, &c->path);
-  if (c->path && *c->path && bson_iter_init_find(&sit, c->doc, "brokerSeal")) {
+  if (c->path && *c->path && bson_iter_init_find(&sit, c->doc, AFS_F_SEAL)) {
     if (!afs_broker_seal_ok(c->b, c->doc))
       return fail(c, "path, uid, contentType or expirationHours changed after the broker "
                      "initialized the record; refusing to complete it");
-    afs_rec_str(c->doc, "brokerSeal", 64, &c->seal, NULL);
+    afs_rec_str(c->doc, AFS_F_SEAL, 64, &c->seal, NULL);
     return true;
   }
   /* Never initialized, or the initialization was lost (see key_timestamp in
@@ -159,15 +160,15 @@ static bool read_fields(struct completion *c) {
   const char *part = NULL, *apart = NULL;
   bool has_hours;
   c->hours = AFS_READ_HOURS_DEFAULT;
-  afs_rec_str(c->doc, "uid", AFS_UID_MAX, &c->uid, NULL);
-  afs_rec_str(c->doc, "contentType", 255, &c->ct, NULL);
-  afs_rec_num(c->doc, "expirationHours", &c->hours, &has_hours, NULL);
+  afs_rec_str(c->doc, AFS_F_UID, AFS_UID_MAX, &c->uid, NULL);
+  afs_rec_str(c->doc, AFS_F_CONTENT_TYPE, 255, &c->ct, NULL);
+  afs_rec_num(c->doc, AFS_F_HOURS, &c->hours, &has_hours, NULL);
   if (!has_hours)
     c->hours = AFS_READ_HOURS_DEFAULT;
-  if (!afs_rec_str(c->doc, "_partition", 1024, &part, &err) ||
-      !afs_rec_str(c->doc, "assetPartition", 1024, &apart, &err) ||
-      !afs_rec_str(c->doc, "sessionId", 256, &c->sess, &err) ||
-      !afs_rec_str_req(c->doc, "filePath", AFS_FILEPATH_MAX, &c->fp, &err) ||
+  if (!afs_rec_str(c->doc, AFS_F_PARTITION, 1024, &part, &err) ||
+      !afs_rec_str(c->doc, AFS_F_ASSET_PARTITION, 1024, &apart, &err) ||
+      !afs_rec_str(c->doc, AFS_F_SESSION, 256, &c->sess, &err) ||
+      !afs_rec_str_req(c->doc, AFS_F_FILE_PATH, AFS_FILEPATH_MAX, &c->fp, &err) ||
       !afs_filepath_check(c->fp, strlen(c->fp), &err) || !copy_metadata(c->doc, &c->set, &err))
     return fail(c, err.msg);
   c->target = apart && *apart ? apart : part;
@@ -231,7 +232,7 @@ static bool check_parts(struct completion *c) {
  * older), or now for a record never initialized. */
 static bool renew(struct completion *c) {
   struct afs_error err = {0};
-  int rc = afs_lease_renew_doc(c->uploads, &c->id, c->token, "uploaded",
+  int rc = afs_lease_renew_doc(c->uploads, &c->id, c->token, AFS_UPLOAD_UPLOADED,
                                c->b->cfg.lease_seconds * 1000L, &c->now, &err);
   if (rc < 0) {
     afs_transient("upload %s: cannot renew its lease: %s; will retry", c->ids, err.msg);
@@ -246,12 +247,12 @@ static bool renew(struct completion *c) {
   }
   c->abandoned = afs_complete_abandoned(&c->now);
   const char *fp = NULL;
-  if (afs_rec_str(&c->now, "filePath", AFS_FILEPATH_MAX, &fp, NULL) && fp && *fp &&
+  if (afs_rec_str(&c->now, AFS_F_FILE_PATH, AFS_FILEPATH_MAX, &fp, NULL) && fp && *fp &&
       afs_filepath_check(fp, strlen(fp), NULL))
     c->fp = fp;
   int64_t now = afs_now_ms(), init_at = 0;
   bool has = false;
-  afs_rec_date(&c->now, "initializedAt", &init_at, &has);
+  afs_rec_date(&c->now, AFS_F_INITIALIZED_AT, &init_at, &has);
   c->version.id = &c->id;
   c->version.at = has && init_at > 0 && init_at <= now ? init_at : now;
   return true;
@@ -261,27 +262,28 @@ static bool renew(struct completion *c) {
 static void asset_fields(struct completion *c, int64_t now) {
   int64_t mtime;
   bool has_mtime;
-  afs_rec_date(c->doc, "mtime", &mtime, &has_mtime);
-  BSON_APPEND_UTF8(&c->set, "_partition", c->target);
-  BSON_APPEND_UTF8(&c->set, "uid", c->uid);
+  afs_rec_date(c->doc, AFS_F_MTIME, &mtime, &has_mtime);
+  BSON_APPEND_UTF8(&c->set, AFS_F_PARTITION, c->target);
+  BSON_APPEND_UTF8(&c->set, AFS_F_UID, c->uid);
   if (c->sess)
-    BSON_APPEND_UTF8(&c->set, "sessionId", c->sess);
-  BSON_APPEND_UTF8(&c->set, "path", c->path);
-  BSON_APPEND_DOUBLE(&c->set, "expirationHours", c->hours);
+    BSON_APPEND_UTF8(&c->set, AFS_F_SESSION, c->sess);
+  BSON_APPEND_UTF8(&c->set, AFS_F_PATH, c->path);
+  BSON_APPEND_DOUBLE(&c->set, AFS_F_HOURS, c->hours);
   if (c->hours > 0)
-    BSON_APPEND_DATE_TIME(&c->set, "expiration", now + afs_broker_read_seconds(c->hours) * 1000);
+    BSON_APPEND_DATE_TIME(&c->set, AFS_F_EXPIRATION,
+                          now + afs_broker_read_seconds(c->hours) * 1000);
   else
-    BSON_APPEND_UTF8(&c->unset, "expiration", "");
+    BSON_APPEND_UTF8(&c->unset, AFS_F_EXPIRATION, "");
   if (c->ct)
-    BSON_APPEND_UTF8(&c->set, "contentType", c->ct);
-  BSON_APPEND_INT64(&c->set, "size", c->head[AFS_PART_ORIGINAL].size);
-  BSON_APPEND_UTF8(&c->set, "etag", c->head[AFS_PART_ORIGINAL].etag);
-  BSON_APPEND_DATE_TIME(&c->set, "mtime", has_mtime ? mtime : now);
-  BSON_APPEND_UTF8(&c->set, "status", c->abandoned ? "deleted" : "active");
-  BSON_APPEND_UTF8(&c->set, "brokerSeal", c->seal);
-  BSON_APPEND_DATE_TIME(&c->set, "versionAt", c->version.at);
-  BSON_APPEND_DATE_TIME(&c->set, "completedAt", now);
-  BSON_APPEND_DATE_TIME(&c->set, "updatedAt", now);
+    BSON_APPEND_UTF8(&c->set, AFS_F_CONTENT_TYPE, c->ct);
+  BSON_APPEND_INT64(&c->set, AFS_F_SIZE, c->head[AFS_PART_ORIGINAL].size);
+  BSON_APPEND_UTF8(&c->set, AFS_F_ETAG, c->head[AFS_PART_ORIGINAL].etag);
+  BSON_APPEND_DATE_TIME(&c->set, AFS_F_MTIME, has_mtime ? mtime : now);
+  BSON_APPEND_UTF8(&c->set, AFS_F_STATUS, c->abandoned ? AFS_ASSET_DELETED : AFS_ASSET_ACTIVE);
+  BSON_APPEND_UTF8(&c->set, AFS_F_SEAL, c->seal);
+  BSON_APPEND_DATE_TIME(&c->set, AFS_F_VERSION_AT, c->version.at);
+  BSON_APPEND_DATE_TIME(&c->set, AFS_F_COMPLETED_AT, now);
+  BSON_APPEND_DATE_TIME(&c->set, AFS_F_UPDATED, now);
 }
 
 /* Writes the asset: an upsert by _id that never matches a `deleted` asset, so a retry
@@ -290,18 +292,18 @@ static bool upsert_asset(struct completion *c) {
   int64_t now = afs_now_ms();
   asset_fields(c, now);
   bson_t sel = BSON_INITIALIZER, ne, upd = BSON_INITIALIZER, soi;
-  bson_append_value(&sel, "_id", 3, &c->id);
-  BSON_APPEND_DOCUMENT_BEGIN(&sel, "status", &ne);
-  BSON_APPEND_UTF8(&ne, "$ne", "deleted");
+  bson_append_value(&sel, AFS_F_ID, 3, &c->id);
+  BSON_APPEND_DOCUMENT_BEGIN(&sel, AFS_F_STATUS, &ne);
+  BSON_APPEND_UTF8(&ne, "$ne", AFS_ASSET_DELETED);
   bson_append_document_end(&sel, &ne);
   BSON_APPEND_DOCUMENT(&upd, "$set", &c->set);
   if (!bson_empty(&c->unset))
     BSON_APPEND_DOCUMENT(&upd, "$unset", &c->unset);
   BSON_APPEND_DOCUMENT_BEGIN(&upd, "$setOnInsert", &soi);
-  BSON_APPEND_DATE_TIME(&soi, "createdAt", now);
+  BSON_APPEND_DATE_TIME(&soi, AFS_F_CREATED, now);
   /* Only a new asset takes the record's filePath: an existing one (a retry, or a second
    * broker after a lost update) may have been renamed by its client since. */
-  BSON_APPEND_UTF8(&soi, "filePath", c->fp);
+  BSON_APPEND_UTF8(&soi, AFS_F_FILE_PATH, c->fp);
   bson_append_document_end(&upd, &soi);
   bson_t *uopts = BCON_NEW("upsert", BCON_BOOL(true));
   bson_error_t berr;
@@ -326,7 +328,8 @@ static bool upsert_asset(struct completion *c) {
  * an abandonment seen only now removes it. */
 static void finish(struct completion *c, const char *cur_fp) {
   struct afs_error err = {0};
-  bson_t *done_set = BCON_NEW("status", "completed", "updatedAt", BCON_DATE_TIME(afs_now_ms()));
+  bson_t *done_set =
+      BCON_NEW(AFS_F_STATUS, AFS_UPLOAD_COMPLETED, AFS_F_UPDATED, BCON_DATE_TIME(afs_now_ms()));
   bson_t *spent = bson_new();
   for (int p = 0; p < AFS_PART_COUNT; p++)
     BSON_APPEND_UTF8(spent, afs_write_url_field[p], "");
@@ -340,7 +343,7 @@ static void finish(struct completion *c, const char *cur_fp) {
     cur_fp = NULL;
   } else if (rc == 1 && live && cur_fp) {
     const char *last = NULL;
-    afs_rec_str(&after, "filePath", AFS_FILEPATH_MAX, &last, NULL);
+    afs_rec_str(&after, AFS_F_FILE_PATH, AFS_FILEPATH_MAX, &last, NULL);
     if (last && *last && strcmp(last, cur_fp) && afs_filepath_check(last, strlen(last), NULL) &&
         afs_complete_move_asset(c->assets, &c->id, cur_fp, last, c->ids) == 1) {
       afs_complete_supersede(c->b, c->assets, &c->version, c->target, last);

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assetfs/hash.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"
@@ -80,9 +81,7 @@ static int64_t key_timestamp(const bson_t *doc, const bson_value_t *id) {
     return created;
   char buf[80];
   const char *s = afs_rec_id_str(id, buf, sizeof buf);
-  uint64_t h = 1469598103934665603ULL;
-  for (; *s; s++)
-    h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+  uint64_t h = afs_hash_fnv1a64_str(s); /* persisted in keys: see hash.h */
   return 1000000000000LL + (int64_t)(h % 1000000000000ULL);
 }
 

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assetfs/cosync.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"
@@ -42,7 +43,7 @@ bool afs_complete_same_id(const bson_value_t *a, const bson_value_t *b) {
 
 bool afs_complete_abandoned(const bson_t *doc) {
   bson_iter_t it;
-  return bson_iter_init_find(&it, doc, "abandoned") && BSON_ITER_HOLDS_BOOL(&it) &&
+  return bson_iter_init_find(&it, doc, AFS_F_ABANDONED) && BSON_ITER_HOLDS_BOOL(&it) &&
          bson_iter_bool(&it);
 }
 
@@ -57,7 +58,7 @@ static bool id_above(const bson_value_t *o, const bson_value_t *id) {
 static bool newer_than(const bson_t *d, const bson_value_t *o, const struct afs_version *self) {
   int64_t at = 0;
   bool has = false;
-  afs_rec_date(d, "versionAt", &at, &has);
+  afs_rec_date(d, AFS_F_VERSION_AT, &at, &has);
   if (!has)
     return false; /* not ordered by a broker: older than ours, which is */
   if (at != self->at)
@@ -86,14 +87,15 @@ static void sup_free(struct sup *s) {
 static bool sup_find(mongoc_collection_t *assets, const struct afs_version *self,
                      const char *partition, const char *file_path, struct sup *s) {
   memset(s, 0, sizeof *s);
-  bson_t *q = BCON_NEW("_partition", BCON_UTF8(partition), "filePath", BCON_UTF8(file_path),
-                       "status", "active");
-  bson_t *opts = BCON_NEW("projection", "{", "_id", BCON_INT32(1), "versionAt", BCON_INT32(1), "}");
+  bson_t *q = BCON_NEW(AFS_F_PARTITION, BCON_UTF8(partition), AFS_F_FILE_PATH, BCON_UTF8(file_path),
+                       AFS_F_STATUS, AFS_ASSET_ACTIVE);
+  bson_t *opts =
+      BCON_NEW("projection", "{", AFS_F_ID, BCON_INT32(1), AFS_F_VERSION_AT, BCON_INT32(1), "}");
   mongoc_cursor_t *cur = mongoc_collection_find_with_opts(assets, q, opts, NULL);
   const bson_t *d;
   while (mongoc_cursor_next(cur, &d)) {
     bson_iter_t it;
-    if (!bson_iter_init_find(&it, d, "_id"))
+    if (!bson_iter_init_find(&it, d, AFS_F_ID))
       continue;
     const bson_value_t *o = bson_iter_value(&it);
     if (afs_complete_same_id(o, self->id))
@@ -123,14 +125,14 @@ static bool sup_find(mongoc_collection_t *assets, const struct afs_version *self
  * sees the other. Failures are logged: the next completion retries. Frees s. */
 static void sup_apply(struct afs_broker *b, mongoc_collection_t *assets, const bson_value_t *id,
                       const char *file_path, struct sup *s) {
-  const char *target = b->cfg.keep_versions ? "archived" : "deleted";
+  const char *target = b->cfg.keep_versions ? AFS_ASSET_ARCHIVED : AFS_ASSET_DELETED;
   if (s->self_old && s->n < sizeof s->olds / sizeof s->olds[0])
     bson_value_copy(id, &s->olds[s->n++]);
   for (size_t i = 0; i < s->n; i++) {
     bson_t sel = BSON_INITIALIZER;
-    bson_append_value(&sel, "_id", 3, &s->olds[i]);
-    BSON_APPEND_UTF8(&sel, "status", "active");
-    bson_t *upd = BCON_NEW("$set", "{", "status", BCON_UTF8(target), "updatedAt",
+    bson_append_value(&sel, AFS_F_ID, 3, &s->olds[i]);
+    BSON_APPEND_UTF8(&sel, AFS_F_STATUS, AFS_ASSET_ACTIVE);
+    bson_t *upd = BCON_NEW("$set", "{", AFS_F_STATUS, BCON_UTF8(target), AFS_F_UPDATED,
                            BCON_DATE_TIME(afs_now_ms()), "}");
     char ids[80];
     bson_error_t berr;
@@ -162,16 +164,16 @@ static int reread_upload(mongoc_collection_t *uploads, const bson_value_t *id, c
   *now = NULL;
   *abandoned = false;
   bson_t q = BSON_INITIALIZER;
-  bson_append_value(&q, "_id", 3, id);
-  bson_t *opts = BCON_NEW("projection", "{", "filePath", BCON_INT32(1), "abandoned", BCON_INT32(1),
-                          "}", "limit", BCON_INT64(1));
+  bson_append_value(&q, AFS_F_ID, 3, id);
+  bson_t *opts = BCON_NEW("projection", "{", AFS_F_FILE_PATH, BCON_INT32(1), AFS_F_ABANDONED,
+                          BCON_INT32(1), "}", "limit", BCON_INT64(1));
   mongoc_cursor_t *cur = mongoc_collection_find_with_opts(uploads, &q, opts, NULL);
   const bson_t *d;
   int rc = 0;
   if (mongoc_cursor_next(cur, &d)) {
     const char *fp = NULL;
     *abandoned = afs_complete_abandoned(d);
-    if (afs_rec_str(d, "filePath", AFS_FILEPATH_MAX, &fp, NULL) && fp && *fp &&
+    if (afs_rec_str(d, AFS_F_FILE_PATH, AFS_FILEPATH_MAX, &fp, NULL) && fp && *fp &&
         strcmp(fp, claimed) && afs_filepath_check(fp, strlen(fp), NULL)) {
       *now = strdup(fp);
       rc = *now ? 0 : -1;
@@ -195,9 +197,9 @@ static int reread_upload(mongoc_collection_t *uploads, const bson_value_t *id, c
 int afs_complete_move_asset(mongoc_collection_t *assets, const bson_value_t *id, const char *from,
                             const char *to, const char *ids) {
   bson_t q = BSON_INITIALIZER, reply;
-  bson_append_value(&q, "_id", 3, id);
-  BSON_APPEND_UTF8(&q, "filePath", from);
-  bson_t *upd = BCON_NEW("$set", "{", "filePath", BCON_UTF8(to), "updatedAt",
+  bson_append_value(&q, AFS_F_ID, 3, id);
+  BSON_APPEND_UTF8(&q, AFS_F_FILE_PATH, from);
+  bson_t *upd = BCON_NEW("$set", "{", AFS_F_FILE_PATH, BCON_UTF8(to), AFS_F_UPDATED,
                          BCON_DATE_TIME(afs_now_ms()), "}");
   bson_error_t berr;
   int rc;
@@ -220,10 +222,10 @@ int afs_complete_move_asset(mongoc_collection_t *assets, const bson_value_t *id,
 bool afs_complete_drop_abandoned(mongoc_collection_t *assets, const bson_value_t *id,
                                  const char *ids) {
   bson_t q = BSON_INITIALIZER;
-  bson_append_value(&q, "_id", 3, id);
-  BSON_APPEND_UTF8(&q, "status", "active");
-  bson_t *upd =
-      BCON_NEW("$set", "{", "status", "deleted", "updatedAt", BCON_DATE_TIME(afs_now_ms()), "}");
+  bson_append_value(&q, AFS_F_ID, 3, id);
+  BSON_APPEND_UTF8(&q, AFS_F_STATUS, AFS_ASSET_ACTIVE);
+  bson_t *upd = BCON_NEW("$set", "{", AFS_F_STATUS, AFS_ASSET_DELETED, AFS_F_UPDATED,
+                         BCON_DATE_TIME(afs_now_ms()), "}");
   bson_error_t berr;
   bool ok = mongoc_collection_update_one(assets, &q, upd, NULL, NULL, &berr);
   if (!ok)

@@ -1,4 +1,5 @@
 #include "assetfs/indexes.h"
+#include "assetfs/cosync.h"
 
 #include <stdio.h>
 
@@ -14,15 +15,15 @@ struct index_spec {
  * claims are found by their _id (the key) and, completing a record whose initialization
  * was lost, by the record that holds them. */
 static const struct index_spec specs[] = {
-    {AFS_COLL_UPLOAD, "afs_status_lease", "status", "leaseUntil"},
-    {AFS_COLL_UPLOAD, "afs_status_created", "status", "createdAt"},
-    {AFS_COLL_UPLOAD, "afs_uid_session", "uid", "sessionId"},
-    {AFS_COLL_UPLOAD, "afs_session_status", "sessionId", "status"},
-    {AFS_COLL_ASSET, "afs_partition_status", "_partition", "status"},
-    {AFS_COLL_ASSET, "afs_partition_filepath", "_partition", "filePath"},
-    {AFS_COLL_ASSET, "afs_status_lease", "status", "leaseUntil"},
-    {AFS_COLL_ASSET, "afs_path", "path", NULL},
-    {AFS_COLL_CALL, "afs_status_lease", "status", "leaseUntil"},
+    {AFS_COLL_UPLOAD, "afs_status_lease", AFS_F_STATUS, AFS_F_LEASE_UNTIL},
+    {AFS_COLL_UPLOAD, "afs_status_created", AFS_F_STATUS, AFS_F_CREATED},
+    {AFS_COLL_UPLOAD, "afs_uid_session", AFS_F_UID, AFS_F_SESSION},
+    {AFS_COLL_UPLOAD, "afs_session_status", AFS_F_SESSION, AFS_F_STATUS},
+    {AFS_COLL_ASSET, "afs_partition_status", AFS_F_PARTITION, AFS_F_STATUS},
+    {AFS_COLL_ASSET, "afs_partition_filepath", AFS_F_PARTITION, AFS_F_FILE_PATH},
+    {AFS_COLL_ASSET, "afs_status_lease", AFS_F_STATUS, AFS_F_LEASE_UNTIL},
+    {AFS_COLL_ASSET, "afs_path", AFS_F_PATH, NULL},
+    {AFS_COLL_CALL, "afs_status_lease", AFS_F_STATUS, AFS_F_LEASE_UNTIL},
     {AFS_COLL_KEY_CLAIM, "afs_record", "recordId", NULL},
 };
 

@@ -1,4 +1,5 @@
 #include "assetfs/lease.h"
+#include "assetfs/cosync.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -25,14 +26,14 @@ void afs_lease_append_claimable(bson_t *filter, int64_t now_ms) {
   bson_t or, c0, c1, in0, not0, in1;
   BSON_APPEND_ARRAY_BEGIN(filter, "$or", & or);
   BSON_APPEND_DOCUMENT_BEGIN(& or, "0", &c0);
-  BSON_APPEND_DOCUMENT_BEGIN(&c0, "leaseUntil", &in0);
+  BSON_APPEND_DOCUMENT_BEGIN(&c0, AFS_F_LEASE_UNTIL, &in0);
   BSON_APPEND_DOCUMENT_BEGIN(&in0, "$not", &not0);
   BSON_APPEND_UTF8(&not0, "$type", "date");
   bson_append_document_end(&in0, &not0);
   bson_append_document_end(&c0, &in0);
   bson_append_document_end(& or, &c0);
   BSON_APPEND_DOCUMENT_BEGIN(& or, "1", &c1);
-  BSON_APPEND_DOCUMENT_BEGIN(&c1, "leaseUntil", &in1);
+  BSON_APPEND_DOCUMENT_BEGIN(&c1, AFS_F_LEASE_UNTIL, &in1);
   BSON_APPEND_DATE_TIME(&in1, "$lt", now_ms);
   bson_append_document_end(&c1, &in1);
   bson_append_document_end(& or, &c1);
@@ -41,7 +42,7 @@ void afs_lease_append_claimable(bson_t *filter, int64_t now_ms) {
 
 static void append_ids_in(bson_t *q, bson_value_t *ids, size_t n) {
   bson_t id, arr;
-  BSON_APPEND_DOCUMENT_BEGIN(q, "_id", &id);
+  BSON_APPEND_DOCUMENT_BEGIN(q, AFS_F_ID, &id);
   BSON_APPEND_ARRAY_BEGIN(&id, "$in", &arr);
   for (size_t i = 0; i < n; i++) {
     char k[16];
@@ -90,9 +91,9 @@ bool afs_lease_claim(mongoc_collection_t *coll, const bson_t *filter, int limit,
      * findAndModify, oldest first; nothing claimable costs that one round trip too. */
     q = bson_copy(filter);
     afs_lease_append_claimable(q, now);
-    upd = BCON_NEW("$set", "{", "leaseOwner", BCON_UTF8(out->token), "leaseUntil",
+    upd = BCON_NEW("$set", "{", AFS_F_LEASE_OWNER, BCON_UTF8(out->token), AFS_F_LEASE_UNTIL,
                    BCON_DATE_TIME(now + lease_ms), "}");
-    bson_t *sort = BCON_NEW("_id", BCON_INT32(1));
+    bson_t *sort = BCON_NEW(AFS_F_ID, BCON_INT32(1));
     bson_t fam;
     bool fok = mongoc_collection_find_and_modify(coll, q, sort, upd, NULL, false, false, true, &fam,
                                                  &berr);
@@ -111,7 +112,7 @@ bool afs_lease_claim(mongoc_collection_t *coll, const bson_t *filter, int limit,
    * caller works on and need no second read. */
   q = bson_copy(filter);
   afs_lease_append_claimable(q, now);
-  opts = BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}", "limit", BCON_INT64(limit));
+  opts = BCON_NEW("sort", "{", AFS_F_ID, BCON_INT32(1), "}", "limit", BCON_INT64(limit));
   cur = mongoc_collection_find_with_opts(coll, q, opts, NULL);
   ids = calloc((size_t)limit, sizeof *ids);
   cands = calloc((size_t)limit, sizeof *cands);
@@ -121,7 +122,7 @@ bool afs_lease_claim(mongoc_collection_t *coll, const bson_t *filter, int limit,
   }
   while (nids < (size_t)limit && mongoc_cursor_next(cur, &doc)) {
     bson_iter_t it;
-    if (bson_iter_init_find(&it, doc, "_id")) {
+    if (bson_iter_init_find(&it, doc, AFS_F_ID)) {
       cands[nids] = bson_copy(doc);
       bson_value_copy(bson_iter_value(&it), &ids[nids++]);
     }
@@ -142,9 +143,9 @@ bool afs_lease_claim(mongoc_collection_t *coll, const bson_t *filter, int limit,
      * in one round trip. */
     bson_destroy(q);
     q = bson_copy(filter);
-    bson_append_value(q, "_id", 3, &ids[0]);
+    bson_append_value(q, AFS_F_ID, 3, &ids[0]);
     afs_lease_append_claimable(q, now);
-    upd = BCON_NEW("$set", "{", "leaseOwner", BCON_UTF8(out->token), "leaseUntil",
+    upd = BCON_NEW("$set", "{", AFS_F_LEASE_OWNER, BCON_UTF8(out->token), AFS_F_LEASE_UNTIL,
                    BCON_DATE_TIME(now + lease_ms), "}");
     bson_t fam;
     if (!mongoc_collection_find_and_modify(coll, q, NULL, upd, NULL, false, false, true, &fam,
@@ -164,7 +165,7 @@ bool afs_lease_claim(mongoc_collection_t *coll, const bson_t *filter, int limit,
   q = bson_copy(filter);
   append_ids_in(q, ids, nids);
   afs_lease_append_claimable(q, now);
-  upd = BCON_NEW("$set", "{", "leaseOwner", BCON_UTF8(out->token), "leaseUntil",
+  upd = BCON_NEW("$set", "{", AFS_F_LEASE_OWNER, BCON_UTF8(out->token), AFS_F_LEASE_UNTIL,
                  BCON_DATE_TIME(now + lease_ms), "}");
   if (!mongoc_collection_update_many(coll, q, upd, NULL, &reply, &berr)) {
     afs_db_error(err, &berr, "claiming records");
@@ -187,9 +188,9 @@ bool afs_lease_claim(mongoc_collection_t *coll, const bson_t *filter, int limit,
   bson_destroy(q);
   q = bson_new();
   append_ids_in(q, ids, nids);
-  BSON_APPEND_UTF8(q, "leaseOwner", out->token);
+  BSON_APPEND_UTF8(q, AFS_F_LEASE_OWNER, out->token);
   bson_destroy(opts);
-  opts = BCON_NEW("sort", "{", "_id", BCON_INT32(1), "}");
+  opts = BCON_NEW("sort", "{", AFS_F_ID, BCON_INT32(1), "}");
   cur = mongoc_collection_find_with_opts(coll, q, opts, NULL);
   out->docs = calloc(nids, sizeof *out->docs);
   if (!out->docs) {
@@ -237,7 +238,8 @@ bool afs_lease_candidates(mongoc_collection_t *coll, const bson_t *filter, int l
   /* No sort: FerretDB would read, decode and sort every match before applying the limit
    * (~250 ms at 1,000 pending records, ~25 ms without). The natural order is about
    * insertion order, and every record comes up as those before it are done. */
-  bson_t *opts = BCON_NEW("limit", BCON_INT64(limit), "projection", "{", "_id", BCON_INT32(1), "}");
+  bson_t *opts =
+      BCON_NEW("limit", BCON_INT64(limit), "projection", "{", AFS_F_ID, BCON_INT32(1), "}");
   mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, q, opts, NULL);
   bool ok = true;
   *ids = calloc((size_t)limit, sizeof **ids);
@@ -248,7 +250,7 @@ bool afs_lease_candidates(mongoc_collection_t *coll, const bson_t *filter, int l
   const bson_t *doc;
   while (*n < (size_t)limit && mongoc_cursor_next(cur, &doc)) {
     bson_iter_t it;
-    if (bson_iter_init_find(&it, doc, "_id"))
+    if (bson_iter_init_find(&it, doc, AFS_F_ID))
       bson_value_copy(bson_iter_value(&it), &(*ids)[(*n)++]);
   }
   bson_error_t berr;
@@ -285,7 +287,7 @@ bool afs_lease_peek(mongoc_collection_t *coll, const bson_t *filter, int limit, 
   const bson_t *doc;
   while (*n < (size_t)limit && mongoc_cursor_next(cur, &doc)) {
     bson_iter_t it;
-    if (bson_iter_init_find(&it, doc, "_id") && ((*docs)[*n] = bson_copy(doc)))
+    if (bson_iter_init_find(&it, doc, AFS_F_ID) && ((*docs)[*n] = bson_copy(doc)))
       (*n)++;
   }
   bson_error_t berr;
@@ -323,9 +325,9 @@ bool afs_lease_claim_id(mongoc_collection_t *coll, const bson_t *filter, const b
            (unsigned long long)atomic_fetch_add(&g_seq, 1));
   int64_t now = afs_now_ms();
   bson_t *q = bson_copy(filter);
-  bson_append_value(q, "_id", 3, id);
+  bson_append_value(q, AFS_F_ID, 3, id);
   afs_lease_append_claimable(q, now);
-  bson_t *upd = BCON_NEW("$set", "{", "leaseOwner", BCON_UTF8(out->token), "leaseUntil",
+  bson_t *upd = BCON_NEW("$set", "{", AFS_F_LEASE_OWNER, BCON_UTF8(out->token), AFS_F_LEASE_UNTIL,
                          BCON_DATE_TIME(now + lease_ms), "}");
   bson_t fam;
   bson_error_t berr;
@@ -363,9 +365,9 @@ static int matched(const bson_t *reply) {
  * on a record read without a claim), while nobody's lease on it is live. */
 static bson_t *owned(const bson_value_t *id, const char *token) {
   bson_t *q = bson_new();
-  bson_append_value(q, "_id", 3, id);
+  bson_append_value(q, AFS_F_ID, 3, id);
   if (token)
-    BSON_APPEND_UTF8(q, "leaseOwner", token);
+    BSON_APPEND_UTF8(q, AFS_F_LEASE_OWNER, token);
   else
     afs_lease_append_claimable(q, afs_now_ms());
   return q;
@@ -377,8 +379,8 @@ static void finish_update(bson_t *upd, const bson_t *set, const bson_t *unset) {
   if (set && !bson_empty(set))
     BSON_APPEND_DOCUMENT(upd, "$set", set);
   BSON_APPEND_DOCUMENT_BEGIN(upd, "$unset", &u);
-  BSON_APPEND_UTF8(&u, "leaseOwner", "");
-  BSON_APPEND_UTF8(&u, "leaseUntil", "");
+  BSON_APPEND_UTF8(&u, AFS_F_LEASE_OWNER, "");
+  BSON_APPEND_UTF8(&u, AFS_F_LEASE_UNTIL, "");
   if (unset) {
     bson_iter_t it;
     if (bson_iter_init(&it, unset))
@@ -397,7 +399,7 @@ static int finish_where(mongoc_collection_t *coll, const bson_value_t *id, const
   bson_t reply, upd = BSON_INITIALIZER;
   bson_t *q = owned(id, token);
   if (status)
-    BSON_APPEND_UTF8(q, "status", status);
+    BSON_APPEND_UTF8(q, AFS_F_STATUS, status);
   finish_update(&upd, set, unset);
   int rc;
   if (!mongoc_collection_update_one(coll, q, &upd, NULL, &reply, &berr)) {
@@ -476,8 +478,9 @@ int afs_lease_renew_doc(mongoc_collection_t *coll, const bson_value_t *id, const
   }
   bson_t *q = owned(id, token);
   if (status)
-    BSON_APPEND_UTF8(q, "status", status);
-  bson_t *upd = BCON_NEW("$set", "{", "leaseUntil", BCON_DATE_TIME(afs_now_ms() + lease_ms), "}");
+    BSON_APPEND_UTF8(q, AFS_F_STATUS, status);
+  bson_t *upd =
+      BCON_NEW("$set", "{", AFS_F_LEASE_UNTIL, BCON_DATE_TIME(afs_now_ms() + lease_ms), "}");
   int rc = modify_doc(coll, q, upd, after, "renewing a lease", err);
   bson_destroy(upd);
   bson_destroy(q);
@@ -493,10 +496,10 @@ int afs_lease_release(mongoc_collection_t *coll, const bson_value_t *id, const c
   bson_t *q = owned(id, token);
   bson_t *upd;
   if (retry_ms > 0)
-    upd = BCON_NEW("$set", "{", "leaseUntil", BCON_DATE_TIME(afs_now_ms() + retry_ms), "}",
-                   "$unset", "{", "leaseOwner", "", "}");
+    upd = BCON_NEW("$set", "{", AFS_F_LEASE_UNTIL, BCON_DATE_TIME(afs_now_ms() + retry_ms), "}",
+                   "$unset", "{", AFS_F_LEASE_OWNER, "", "}");
   else
-    upd = BCON_NEW("$unset", "{", "leaseOwner", "", "leaseUntil", "", "}");
+    upd = BCON_NEW("$unset", "{", AFS_F_LEASE_OWNER, "", AFS_F_LEASE_UNTIL, "", "}");
   int rc;
   if (!mongoc_collection_update_one(coll, q, upd, NULL, &reply, &berr)) {
     afs_db_error(err, &berr, "releasing a lease");
@@ -515,8 +518,9 @@ int afs_lease_defer(mongoc_collection_t *coll, const bson_value_t *id, const cha
   bson_error_t berr;
   bson_t reply;
   bson_t *q = owned(id, NULL);
-  BSON_APPEND_UTF8(q, "status", status);
-  bson_t *upd = BCON_NEW("$set", "{", "leaseUntil", BCON_DATE_TIME(afs_now_ms() + retry_ms), "}");
+  BSON_APPEND_UTF8(q, AFS_F_STATUS, status);
+  bson_t *upd =
+      BCON_NEW("$set", "{", AFS_F_LEASE_UNTIL, BCON_DATE_TIME(afs_now_ms() + retry_ms), "}");
   int rc;
   if (!mongoc_collection_update_one(coll, q, upd, NULL, &reply, &berr)) {
     afs_db_error(err, &berr, "deferring a record");

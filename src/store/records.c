@@ -1,4 +1,5 @@
 #include "assetfs/records.h"
+#include "assetfs/cosync.h"
 
 #include <errno.h>
 #include <math.h>
@@ -81,7 +82,7 @@ void afs_rec_date(const bson_t *doc, const char *field, int64_t *out, bool *pres
 
 bool afs_rec_id(const bson_t *doc, bson_value_t *out) {
   bson_iter_t it;
-  if (!bson_iter_init_find(&it, doc, "_id"))
+  if (!bson_iter_init_find(&it, doc, AFS_F_ID))
     return false;
   bson_value_copy(bson_iter_value(&it), out);
   return true;

@@ -11,14 +11,15 @@
 
 #include <bson/bson.h>
 
+#include "assetfs/cosync.h"
 #include "upload/upload.h"
 
 /* Statuses of CosyncAssetUpload (DESIGN.md §2). */
-#define ST_PENDING "pending"
-#define ST_INITIALIZED "initialized"
-#define ST_UPLOADED "uploaded"
-#define ST_COMPLETED "completed"
-#define ST_ERROR "error"
+#define ST_PENDING AFS_UPLOAD_PENDING
+#define ST_INITIALIZED AFS_UPLOAD_INITIALIZED
+#define ST_UPLOADED AFS_UPLOAD_UPLOADED
+#define ST_COMPLETED AFS_UPLOAD_COMPLETED
+#define ST_ERROR AFS_UPLOAD_ERROR
 
 struct afs_uploader {
   struct afs_fs *fs;

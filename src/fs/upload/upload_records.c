@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "assetfs/cosync.h"
 #include "assetfs/http_put.h"
 #include "assetfs/lease.h" /* afs_now_ms */
 #include "assetfs/log.h"
@@ -47,7 +48,7 @@ static bool oid_from_hex(const char *hex, bson_oid_t *oid) {
  * primary key, anything more scans the collection. */
 static bool find_by_id(struct dbh *h, const bson_oid_t *oid, const bson_t *opts, bson_t *doc,
                        bool *found, bson_error_t *berr) {
-  bson_t *filter = BCON_NEW("_id", BCON_OID(oid));
+  bson_t *filter = BCON_NEW(AFS_F_ID, BCON_OID(oid));
   const bson_t *d;
   mongoc_cursor_t *cur = mongoc_collection_find_with_opts(h->coll, filter, opts, NULL);
   *found = mongoc_cursor_next(cur, &d);
@@ -63,7 +64,7 @@ static bool find_by_id(struct dbh *h, const bson_oid_t *oid, const bson_t *opts,
 
 /* Projection of the status field alone, one document. Caller destroys. */
 static bson_t *status_opts(void) {
-  return BCON_NEW("projection", "{", "status", BCON_INT32(1), "}", "limit", BCON_INT64(1));
+  return BCON_NEW("projection", "{", AFS_F_STATUS, BCON_INT32(1), "}", "limit", BCON_INT64(1));
 }
 
 /* update_one on coll; *matched (may be NULL) gets the matched count. */
@@ -95,12 +96,13 @@ static bson_t *pending_doc(struct afs_uploader *up, struct afs_wfile *wf, bson_o
   pthread_mutex_lock(&wf->mu);
   memcpy(content_type, wf->content_type, sizeof content_type);
   pthread_mutex_unlock(&wf->mu);
-  bson_t *doc = BCON_NEW(
-      "_id", BCON_OID(oid), "_partition", BCON_UTF8(o->upload_partition), "uid", BCON_UTF8(o->uid),
-      "sessionId", BCON_UTF8(o->session_id), "extra", BCON_UTF8(""), "assetPartition",
-      BCON_UTF8(partition), "filePath", BCON_UTF8(file_path), "contentType",
-      BCON_UTF8(content_type), "expirationHours", BCON_DOUBLE(o->expiration_hours), "status",
-      BCON_UTF8(ST_PENDING), "createdAt", BCON_DATE_TIME(t), "updatedAt", BCON_DATE_TIME(t));
+  bson_t *doc =
+      BCON_NEW(AFS_F_ID, BCON_OID(oid), AFS_F_PARTITION, BCON_UTF8(o->upload_partition), AFS_F_UID,
+               BCON_UTF8(o->uid), AFS_F_SESSION, BCON_UTF8(o->session_id), "extra", BCON_UTF8(""),
+               AFS_F_ASSET_PARTITION, BCON_UTF8(partition), AFS_F_FILE_PATH, BCON_UTF8(file_path),
+               AFS_F_CONTENT_TYPE, BCON_UTF8(content_type), AFS_F_HOURS,
+               BCON_DOUBLE(o->expiration_hours), AFS_F_STATUS, BCON_UTF8(ST_PENDING), AFS_F_CREATED,
+               BCON_DATE_TIME(t), AFS_F_UPDATED, BCON_DATE_TIME(t));
   free(partition);
   free(file_path);
   return doc;
@@ -155,8 +157,9 @@ bool afs_rec_delete_unused(struct afs_uploader *up, const char *id, bool *gone,
   *gone = true;
   if (!oid_from_hex(id, &oid))
     return true;
-  bson_t *filter = BCON_NEW("_id", BCON_OID(&oid), "status", "{", "$in", "[", BCON_UTF8(ST_PENDING),
-                            BCON_UTF8(ST_INITIALIZED), BCON_UTF8(ST_ERROR), "]", "}");
+  bson_t *filter =
+      BCON_NEW(AFS_F_ID, BCON_OID(&oid), AFS_F_STATUS, "{", "$in", "[", BCON_UTF8(ST_PENDING),
+               BCON_UTF8(ST_INITIALIZED), BCON_UTF8(ST_ERROR), "]", "}");
   struct dbh h;
   bson_t reply;
   bson_error_t berr;
@@ -167,7 +170,7 @@ bool afs_rec_delete_unused(struct afs_uploader *up, const char *id, bool *gone,
     *gone = bson_iter_init_find(&it, &reply, "deletedCount") && bson_iter_as_int64(&it) > 0;
     if (!*gone) {
       /* Not deletable: either it does not exist (fine) or it is past pending. */
-      bson_t *f2 = BCON_NEW("_id", BCON_OID(&oid));
+      bson_t *f2 = BCON_NEW(AFS_F_ID, BCON_OID(&oid));
       int64_t n = mongoc_collection_count_documents(h.coll, f2, NULL, NULL, NULL, &berr);
       *gone = n == 0;
       bson_destroy(f2);
@@ -193,9 +196,9 @@ void afs_rec_state_free(struct record_state *rs) {
 void afs_rec_state_read(const bson_t *doc, struct record_state *rs) {
   bson_iter_t it;
   rs->exists = true;
-  if (bson_iter_init_find(&it, doc, "status") && BSON_ITER_HOLDS_UTF8(&it))
+  if (bson_iter_init_find(&it, doc, AFS_F_STATUS) && BSON_ITER_HOLDS_UTF8(&it))
     snprintf(rs->status, sizeof rs->status, "%s", bson_iter_utf8(&it, NULL));
-  if (bson_iter_init_find(&it, doc, "error") && BSON_ITER_HOLDS_UTF8(&it))
+  if (bson_iter_init_find(&it, doc, AFS_F_ERROR) && BSON_ITER_HOLDS_UTF8(&it))
     snprintf(rs->error, sizeof rs->error, "%s", bson_iter_utf8(&it, NULL));
   for (int i = 0; i < U_COUNT; i++)
     if (bson_iter_init_find(&it, doc, g_write_fields[i]) && BSON_ITER_HOLDS_UTF8(&it) &&
@@ -243,11 +246,11 @@ bool afs_rec_set_uploaded(struct afs_uploader *up, const char *id, const struct 
    * this update cost hundreds of ms. The status guard is kept by the caller: the record
    * was just read as "initialized", and only this mount moves it on from there (the
    * broker waits for "uploaded"; its janitor only touches records a day old). */
-  bson_t *filter = BCON_NEW("_id", BCON_OID(&oid));
+  bson_t *filter = BCON_NEW(AFS_F_ID, BCON_OID(&oid));
   bson_t update = BSON_INITIALIZER, set;
   BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
-  BSON_APPEND_UTF8(&set, "status", ST_UPLOADED);
-  BSON_APPEND_INT64(&set, "size", m->size);
+  BSON_APPEND_UTF8(&set, AFS_F_STATUS, ST_UPLOADED);
+  BSON_APPEND_INT64(&set, AFS_F_SIZE, m->size);
   if (m->has_dims) {
     BSON_APPEND_INT32(&set, "xRes", m->x_res);
     BSON_APPEND_INT32(&set, "yRes", m->y_res);
@@ -257,10 +260,10 @@ bool afs_rec_set_uploaded(struct afs_uploader *up, const char *id, const struct 
   if (m->has_duration)
     BSON_APPEND_DOUBLE(&set, "duration", m->duration);
   if (caption)
-    BSON_APPEND_UTF8(&set, "caption", caption);
+    BSON_APPEND_UTF8(&set, AFS_F_CAPTION, caption);
   if (mtime)
-    BSON_APPEND_DATE_TIME(&set, "mtime", mtime);
-  BSON_APPEND_DATE_TIME(&set, "updatedAt", afs_now_ms());
+    BSON_APPEND_DATE_TIME(&set, AFS_F_MTIME, mtime);
+  BSON_APPEND_DATE_TIME(&set, AFS_F_UPDATED, afs_now_ms());
   bson_append_document_end(&update, &set);
   int64_t matched = 0;
   bool ok = update_one(up, AFS_COLL_UPLOAD, filter, &update, &matched, err);
@@ -278,7 +281,7 @@ static bool set_field_by_id(struct afs_uploader *up, const char *coll, const cha
   bson_oid_t oid;
   if (!oid_from_hex(id, &oid))
     return afs_error_set(err, EINVAL, "bad asset id %s", id);
-  bson_t *filter = BCON_NEW("_id", BCON_OID(&oid));
+  bson_t *filter = BCON_NEW(AFS_F_ID, BCON_OID(&oid));
   bson_t update = BSON_INITIALIZER;
   BSON_APPEND_DOCUMENT(&update, "$set", set);
   bool ok = update_one(up, coll, filter, &update, matched, err);
@@ -290,14 +293,15 @@ static bool set_field_by_id(struct afs_uploader *up, const char *coll, const cha
 bool afs_asset_set_file_path(struct afs_uploader *up, const char *id, const char *file_path,
                              struct afs_error *err) {
   bson_t *set =
-      BCON_NEW("filePath", BCON_UTF8(file_path), "updatedAt", BCON_DATE_TIME(afs_now_ms()));
+      BCON_NEW(AFS_F_FILE_PATH, BCON_UTF8(file_path), AFS_F_UPDATED, BCON_DATE_TIME(afs_now_ms()));
   bool ok = set_field_by_id(up, AFS_COLL_ASSET, id, set, NULL, err);
   bson_destroy(set);
   return ok;
 }
 
 bool afs_asset_mark_deleted(struct afs_uploader *up, const char *id, struct afs_error *err) {
-  bson_t *set = BCON_NEW("status", BCON_UTF8("deleted"), "updatedAt", BCON_DATE_TIME(afs_now_ms()));
+  bson_t *set = BCON_NEW(AFS_F_STATUS, BCON_UTF8(AFS_ASSET_DELETED), AFS_F_UPDATED,
+                         BCON_DATE_TIME(afs_now_ms()));
   bool ok = set_field_by_id(up, AFS_COLL_ASSET, id, set, NULL, err);
   bson_destroy(set);
   return ok;
@@ -305,16 +309,16 @@ bool afs_asset_mark_deleted(struct afs_uploader *up, const char *id, struct afs_
 
 bool afs_asset_delete_at(struct afs_uploader *up, const char *partition, const char *file_path,
                          const char *keep_id, struct afs_error *err) {
-  bson_t *filter = BCON_NEW("_partition", BCON_UTF8(partition), "filePath", BCON_UTF8(file_path),
-                            "status", BCON_UTF8("active"));
+  bson_t *filter = BCON_NEW(AFS_F_PARTITION, BCON_UTF8(partition), AFS_F_FILE_PATH,
+                            BCON_UTF8(file_path), AFS_F_STATUS, BCON_UTF8(AFS_ASSET_ACTIVE));
   bson_oid_t keep;
   if (keep_id && oid_from_hex(keep_id, &keep)) {
     bson_t ne;
-    BSON_APPEND_DOCUMENT_BEGIN(filter, "_id", &ne);
+    BSON_APPEND_DOCUMENT_BEGIN(filter, AFS_F_ID, &ne);
     BSON_APPEND_OID(&ne, "$ne", &keep);
     bson_append_document_end(filter, &ne);
   }
-  bson_t *upd = BCON_NEW("$set", "{", "status", BCON_UTF8("deleted"), "updatedAt",
+  bson_t *upd = BCON_NEW("$set", "{", AFS_F_STATUS, BCON_UTF8(AFS_ASSET_DELETED), AFS_F_UPDATED,
                          BCON_DATE_TIME(afs_now_ms()), "}");
   struct dbh h;
   bson_error_t berr;
@@ -329,7 +333,8 @@ bool afs_asset_delete_at(struct afs_uploader *up, const char *partition, const c
 }
 
 bool afs_rec_abandon(struct afs_uploader *up, const char *id, struct afs_error *err) {
-  bson_t *set = BCON_NEW("abandoned", BCON_BOOL(true), "updatedAt", BCON_DATE_TIME(afs_now_ms()));
+  bson_t *set =
+      BCON_NEW(AFS_F_ABANDONED, BCON_BOOL(true), AFS_F_UPDATED, BCON_DATE_TIME(afs_now_ms()));
   bool ok = set_field_by_id(up, AFS_COLL_UPLOAD, id, set, NULL, err);
   bson_destroy(set);
   return ok;
@@ -338,7 +343,7 @@ bool afs_rec_abandon(struct afs_uploader *up, const char *id, struct afs_error *
 bool afs_asset_set_mtime(struct afs_uploader *up, const char *id, int64_t mtime_ms,
                          struct afs_error *err) {
   bson_t *set =
-      BCON_NEW("mtime", BCON_DATE_TIME(mtime_ms), "updatedAt", BCON_DATE_TIME(afs_now_ms()));
+      BCON_NEW(AFS_F_MTIME, BCON_DATE_TIME(mtime_ms), AFS_F_UPDATED, BCON_DATE_TIME(afs_now_ms()));
   bool ok = set_field_by_id(up, AFS_COLL_ASSET, id, set, NULL, err);
   bson_destroy(set);
   return ok;
@@ -358,7 +363,7 @@ bool afs_upload_renamed(struct afs_uploader *up, struct afs_wfile *wf, struct af
   afs_staging_names(up->fs->st, wf, &partition, &file_path);
   free(partition);
   bson_t *set =
-      BCON_NEW("filePath", BCON_UTF8(file_path), "updatedAt", BCON_DATE_TIME(afs_now_ms()));
+      BCON_NEW(AFS_F_FILE_PATH, BCON_UTF8(file_path), AFS_F_UPDATED, BCON_DATE_TIME(afs_now_ms()));
   bool ok = set_field_by_id(up, AFS_COLL_UPLOAD, id, set, NULL, err);
   /* The broker may have created the asset from the old filePath meanwhile; the worker
    * checks again when it sees the completion. */
@@ -375,9 +380,10 @@ int afs_asset_rename_dir(struct afs_uploader *up, const char *partition, const c
   if (asprintf(&re, "^%s/", q) < 0)
     abort();
   free(q);
-  bson_t *filter = BCON_NEW("_partition", BCON_UTF8(partition), "status", BCON_UTF8("active"),
-                            "filePath", "{", "$regex", BCON_UTF8(re), "}");
-  bson_t *opts = BCON_NEW("projection", "{", "filePath", BCON_INT32(1), "}");
+  bson_t *filter =
+      BCON_NEW(AFS_F_PARTITION, BCON_UTF8(partition), AFS_F_STATUS, BCON_UTF8(AFS_ASSET_ACTIVE),
+               AFS_F_FILE_PATH, "{", "$regex", BCON_UTF8(re), "}");
+  bson_t *opts = BCON_NEW("projection", "{", AFS_F_FILE_PATH, BCON_INT32(1), "}");
   struct dbh h;
   bson_error_t berr;
   const bson_t *doc;
@@ -391,7 +397,7 @@ int afs_asset_rename_dir(struct afs_uploader *up, const char *partition, const c
   mongoc_cursor_t *cur = mongoc_collection_find_with_opts(h.coll, filter, opts, NULL);
   while (mongoc_cursor_next(cur, &doc)) {
     bson_iter_t it;
-    if (!bson_iter_init_find(&it, doc, "_id") || !BSON_ITER_HOLDS_OID(&it))
+    if (!bson_iter_init_find(&it, doc, AFS_F_ID) || !BSON_ITER_HOLDS_OID(&it))
       continue;
     bson_oid_t oid;
     bson_oid_copy(bson_iter_oid(&it), &oid);
@@ -399,7 +405,7 @@ int afs_asset_rename_dir(struct afs_uploader *up, const char *partition, const c
      * (an array matches the regex too) is not ours to move. */
     const char *old_fp;
     size_t fl = strlen(from_dir);
-    if (!bson_iter_init_find(&it, doc, "filePath") || !BSON_ITER_HOLDS_UTF8(&it) ||
+    if (!bson_iter_init_find(&it, doc, AFS_F_FILE_PATH) || !BSON_ITER_HOLDS_UTF8(&it) ||
         strncmp(old_fp = bson_iter_utf8(&it, NULL), from_dir, fl) || old_fp[fl] != '/')
       continue;
     if (cnt == cap) {
@@ -456,7 +462,7 @@ bool afs_rec_batch_status(struct afs_uploader *up, char (*ids)[25], int n, char 
     if (found) {
       bson_iter_t it;
       snprintf(out[i], sizeof out[i], "%s",
-               bson_iter_init_find(&it, &doc, "status") && BSON_ITER_HOLDS_UTF8(&it)
+               bson_iter_init_find(&it, &doc, AFS_F_STATUS) && BSON_ITER_HOLDS_UTF8(&it)
                    ? bson_iter_utf8(&it, NULL)
                    : "?");
     }
@@ -482,8 +488,8 @@ bool afs_rec_asset_active(struct afs_uploader *up, const char *id, bool *active,
   bool ok = find_by_id(&h, &oid, opts, &doc, &found, &berr);
   if (found) {
     bson_iter_t it;
-    *active = bson_iter_init_find(&it, &doc, "status") && BSON_ITER_HOLDS_UTF8(&it) &&
-              !strcmp(bson_iter_utf8(&it, NULL), "active");
+    *active = bson_iter_init_find(&it, &doc, AFS_F_STATUS) && BSON_ITER_HOLDS_UTF8(&it) &&
+              !strcmp(bson_iter_utf8(&it, NULL), AFS_ASSET_ACTIVE);
   }
   bson_destroy(&doc);
   dbh_close(&h);
@@ -497,13 +503,13 @@ bool afs_rec_session_scan(struct afs_uploader *up, const char *status, bool ids_
                           void (*fn)(void *ctx, const char *id, const bson_t *doc), void *ctx,
                           struct afs_error *err) {
   bson_t *filter =
-      BCON_NEW("sessionId", BCON_UTF8(up->fs->opt.session_id), "status", BCON_UTF8(status));
+      BCON_NEW(AFS_F_SESSION, BCON_UTF8(up->fs->opt.session_id), AFS_F_STATUS, BCON_UTF8(status));
   bson_t opts = BSON_INITIALIZER, proj;
   BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj);
-  BSON_APPEND_INT32(&proj, "_id", 1);
+  BSON_APPEND_INT32(&proj, AFS_F_ID, 1);
   if (!ids_only) {
-    BSON_APPEND_INT32(&proj, "status", 1);
-    BSON_APPEND_INT32(&proj, "error", 1);
+    BSON_APPEND_INT32(&proj, AFS_F_STATUS, 1);
+    BSON_APPEND_INT32(&proj, AFS_UPLOAD_ERROR, 1);
     for (int i = 0; i < U_COUNT; i++)
       BSON_APPEND_INT32(&proj, g_write_fields[i], 1);
   }
@@ -518,7 +524,7 @@ bool afs_rec_session_scan(struct afs_uploader *up, const char *status, bool ids_
     bson_iter_t it;
     char id[25];
     __atomic_add_fetch(&up->n_scan_docs, 1, __ATOMIC_RELAXED);
-    if (!bson_iter_init_find(&it, doc, "_id") || !BSON_ITER_HOLDS_OID(&it))
+    if (!bson_iter_init_find(&it, doc, AFS_F_ID) || !BSON_ITER_HOLDS_OID(&it))
       continue;
     bson_oid_to_string(bson_iter_oid(&it), id);
     fn(ctx, id, doc);
