@@ -22,9 +22,9 @@
 #include "assetfs/records.h"
 #include "broker.h"
 
-/* Pending and uploaded records are two sources, each a plain equality on status: FerretDB
- * on PostgreSQL pushes that down (milliseconds), while {status: {$in: [...]}} scans the
- * whole collection in Go (hundreds of ms at a few thousand records). */
+/* Pending and uploaded records are two sources, each a plain equality on status: the
+ * filter every MongoDB-compatible server answers from an index, where some (the test
+ * stack's FerretDB, docs/ARCHITECTURE.md "what FerretDB does not do") scan for an $in. */
 enum src { SRC_PENDING, SRC_UPLOADED, SRC_CALL, SRC_DELETED, SRC_STALE, SRC_COUNT };
 static const char *const src_coll[SRC_COUNT] = {AFS_COLL_UPLOAD, AFS_COLL_UPLOAD, AFS_COLL_CALL,
                                                 AFS_COLL_ASSET, AFS_COLL_UPLOAD};
@@ -40,8 +40,8 @@ static const char *const src_coll[SRC_COUNT] = {AFS_COLL_UPLOAD, AFS_COLL_UPLOAD
  * and function calls every COLD_MS: a `cp` in the filesystem's default mode waits for
  * the initialization (pending keeps the intervals above), while a completion (the
  * filesystem looks for it 100 ms to 2 s apart) or a URL refresh can wait that long, and
- * every look is a query FerretDB's CPU is short of. A record just initialized is usually
- * marked uploaded soon after, so right after work the uploaded source is still polled
+ * every look is a query the database's CPU is short of in a burst. A record just initialized is
+ * usually marked uploaded soon after, so right after work the uploaded source is still polled
  * often. */
 #define COLD_MS 250
 
@@ -207,7 +207,7 @@ static void *worker_main(void *arg) {
 
     if (!it.doc) {
       /* A candidate of a burst: claim it here, so the claims of a burst run in parallel
-       * (each one findAndModify by _id, which FerretDB answers from its index). */
+       * (each one findAndModify by _id, answered from the primary key). */
       claim_candidate(x, c, &it);
       if (!it.doc)
         it.src = SRC_COUNT;
@@ -450,8 +450,8 @@ int afs_broker_run(struct afs_broker *b) {
   pthread_mutex_init(&q->lock, NULL);
   afs_cond_init(&q->nonempty);
   afs_cond_init(&q->room);
-  /* Batches amortize the claim's queries (each a collection scan on FerretDB/SQLite);
-   * a record that waits too long in the queue is given back (see worker_main). */
+  /* Batches amortize the claim's queries; a record that waits too long in the queue is
+   * given back (see worker_main). */
   q->cap = (size_t)b->workers + (size_t)b->batch;
   q->items = calloc(q->cap, sizeof *q->items);
   q->claiming = calloc((size_t)b->workers, sizeof *q->claiming); /* EOD: none */
@@ -499,10 +499,10 @@ int afs_broker_run(struct afs_broker *b) {
     bool failed = false;
     struct afs_error err = {0};
     bool full = false;
-    /* Every poll is a query per source, and on FerretDB's SQLite backend every query
-     * scans the whole collection: while busy, wait until half the workers are free
-     * (or a short while) before claiming more, and look at the low-volume sources
-     * (calls, deleted assets) at most every poll_max_ms. */
+    /* Every poll is a query per source, and a database without the indexes (or able to
+     * use them for these filters) scans the collection for each: while busy, wait until
+     * half the workers are free (or a short while) before claiming more, and look at the
+     * low-volume sources (calls, deleted assets) at most every poll_max_ms. */
     size_t room = q_room(q);
     /* ...and never spend more than about half the time scanning: wait at least as long
      * as the last claim took. */
@@ -591,8 +591,8 @@ int afs_broker_run(struct afs_broker *b) {
             now - last_work < HOT_MS && HOT_CAP_MS < b->poll_max_ms ? HOT_CAP_MS : b->poll_max_ms;
         if ((delay *= 2) > cap)
           delay = cap;
-        /* Where every poll is a collection scan (FerretDB on SQLite), idle polling must
-         * not turn into scanning back to back: wait at least as long as this poll took. */
+        /* Where every poll is a collection scan, idle polling must not turn into
+         * scanning back to back: wait at least as long as this poll took. */
         if (delay < now - cycle0)
           delay = now - cycle0 < b->poll_max_ms ? now - cycle0 : b->poll_max_ms;
         if (delay < b->poll_min_ms)

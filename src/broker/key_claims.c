@@ -163,7 +163,7 @@ void afs_key_claims_release(struct afs_broker *b, mongoc_client_t *c, const bson
       skip |= !strcmp(keep[i], k->key[p]);
     if (skip)
       continue;
-    /* Two top-level equalities: pushed down by FerretDB; only rec's claim goes. */
+    /* Two top-level equalities (index-served everywhere); only rec's claim goes. */
     bson_t q = BSON_INITIALIZER;
     BSON_APPEND_UTF8(&q, AFS_F_ID, k->key[p]);
     bson_append_value(&q, "recordId", 8, rec);

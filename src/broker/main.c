@@ -76,7 +76,8 @@ static void make_owner_id(void) {
 }
 
 /* libmongoc logs to stderr by itself; route it through our levels and redaction.
- * Its warnings are mostly FerretDB gaps (e.g. no endSessions), hence debug. */
+ * Its warnings are mostly gaps of MongoDB-compatible servers (e.g. no endSessions), hence
+ * debug. */
 static void on_mongoc_log(mongoc_log_level_t level, const char *domain, const char *msg, void *ud) {
   (void)ud;
   if (level <= MONGOC_LOG_LEVEL_ERROR)

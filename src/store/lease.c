@@ -175,7 +175,7 @@ bool afs_lease_claim(mongoc_collection_t *coll, const bson_t *filter, int limit,
   if (bson_iter_init_find(&mit, &reply, "matchedCount") && BSON_ITER_HOLDS_NUMBER(&mit) &&
       bson_iter_as_int64(&mit) == (int64_t)nids) {
     /* All claimed, and each still matched the filter when it was: the candidates are
-     * current enough (a concurrent claim that FerretDB let "succeed" twice is caught
+     * current enough (a concurrent claim that a server let "succeed" twice is caught
      * when the loser's token-conditional finish matches nothing). */
     out->docs = cands;
     out->n = nids;

@@ -104,8 +104,8 @@ bool afs_rec_abandon(struct afs_uploader *up, const char *id, struct afs_error *
 
 bool afs_rec_delete_unused(struct afs_uploader *up, const char *id, bool *gone,
                            struct afs_error *err);
-/* upload_watch.c: waits until the broker signed the record, polling it by _id (FerretDB
- * has no change streams) from a learnt estimate of the broker's lag. ETIMEDOUT past
+/* upload_watch.c: waits until the broker signed the record, polling it by _id (no
+ * change streams) from a learnt estimate of the broker's lag. ETIMEDOUT past
  * deadline_ms (monotonic); ESTALE when the record is gone or
  * already used (the caller makes a new one); EPROTO when the broker refused it;
  * ECANCELED when unmounting. rs filled on success (free with afs_rec_state_free). */
@@ -119,7 +119,7 @@ bool afs_rec_fetch(struct afs_uploader *up, const char *id, struct record_state 
                    struct afs_error *err);
 /* Every upload record of this mount's session in status, each passed to fn (doc valid
  * during the call; only _id in it when ids_only, else status, error and write URLs).
- * One query on {sessionId, status}, which an index answers (FerretDB on PostgreSQL too):
+ * One query on {sessionId, status}, which an index answers:
  * one round trip however many files wait on the broker. */
 bool afs_rec_session_scan(struct afs_uploader *up, const char *status, bool ids_only,
                           void (*fn)(void *ctx, const char *id, const bson_t *doc), void *ctx,

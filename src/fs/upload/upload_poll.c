@@ -95,7 +95,7 @@ static void drop_when_shown(struct afs_uploader *up, struct afs_wfile *wf) {
   if (!check || !up->fs->cat)
     return;
   afs_staging_names(up->fs->st, wf, &partition, &file_path);
-  /* By _id: one indexed query, and no lookup by path (a scan on FerretDB). */
+  /* By _id: one query on the primary key, and no lookup by path. */
   int k = afs_catalog_confirm(up->fs->cat, partition, file_path, id, &a, &err);
   bool ours = k == AFS_CAT_FILE && !strcmp(a.id, id);
   if (k == AFS_CAT_FILE)
@@ -135,8 +135,9 @@ static void lost_record(struct afs_uploader *up, struct afs_wfile *wf, const cha
   }
 }
 
-/* An uploaded file whose record is back at pending/initialized: FerretDB applies an
- * update as read-modify-write of the whole document, so a broker write that raced ours
+/* An uploaded file whose record is back at pending/initialized: a server that applies an
+ * update as read-modify-write of the whole document (the test stack's FerretDB does)
+ * lets a broker write that raced ours
  * (a duplicate claim, a late initialization) can drop our `uploaded`. Nobody would ever
  * complete it: upload again on the same record (same keys, same bytes), which also sets
  * `uploaded` again. The grace period keeps a read that raced our own update harmless. */

@@ -1,7 +1,7 @@
 /* The MongoDB side of the write path: upload records (create, wait for the broker,
  * mark uploaded, drop) and the asset updates that rename, unlink and utimens make.
- * Filters are on _id alone wherever possible: FerretDB serves only those from its
- * primary key (anything else scans the collection). */
+ * Filters are on _id alone wherever possible: the one filter every MongoDB-compatible
+ * server answers from its primary key, whatever indexes an operator made. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,8 +44,7 @@ static bool oid_from_hex(const char *hex, bson_oid_t *oid) {
 }
 
 /* The document with _id oid in h's collection, copied into *doc (caller destroys; empty
- * when there is none, *found false). A bare _id filter: FerretDB answers it from its
- * primary key, anything more scans the collection. */
+ * when there is none, *found false). A bare _id filter (the primary key). */
 static bool find_by_id(struct dbh *h, const bson_oid_t *oid, const bson_t *opts, bson_t *doc,
                        bool *found, bson_error_t *berr) {
   bson_t *filter = BCON_NEW(AFS_F_ID, BCON_OID(oid));
@@ -112,8 +111,8 @@ bool afs_upload_begin(struct afs_uploader *up, struct afs_wfile *wf, struct afs_
   return afs_upload_begin_many(up, &wf, 1, err);
 }
 
-/* One insert command for all n: FerretDB stores a batch of 50 about ten times faster
- * than 50 single inserts, and the broker then signs them as one burst. */
+/* One insert command for all n: one round trip instead of n (docs/ARCHITECTURE.md has
+ * what it saved), and the broker then signs them as one burst. */
 bool afs_upload_begin_many(struct afs_uploader *up, struct afs_wfile **wfs, int n,
                            struct afs_error *err) {
   bson_oid_t *oids = calloc(n, sizeof *oids);
@@ -241,9 +240,8 @@ bool afs_rec_set_uploaded(struct afs_uploader *up, const char *id, const struct 
   bson_oid_t oid;
   if (!oid_from_hex(id, &oid))
     return afs_error_set(err, EINVAL, "bad record id");
-  /* Filter on _id alone: FerretDB (the test stack's MongoDB) serves only a bare _id
-   * filter from its primary key and scans the collection for anything more, which made
-   * this update cost hundreds of ms. The status guard is kept by the caller: the record
+  /* Filter on _id alone (the primary key, on any server). The status guard is kept by
+   * the caller: the record
    * was just read as "initialized", and only this mount moves it on from there (the
    * broker waits for "uploaded"; its janitor only touches records a day old). */
   bson_t *filter = BCON_NEW(AFS_F_ID, BCON_OID(&oid));
@@ -439,9 +437,8 @@ int afs_asset_rename_dir(struct afs_uploader *up, const char *partition, const c
 }
 
 /* Statuses of the given upload ids: out[i] is "" when not found. One find by _id per
- * record: FerretDB answers those from its primary key, while an $in over _id (or any
- * other filter) scans the collection, which costs far more once it holds thousands of
- * records. */
+ * record, each from the primary key: some MongoDB-compatible servers scan the whole
+ * collection for an $in over _id. */
 bool afs_rec_batch_status(struct afs_uploader *up, char (*ids)[25], int n, char (*out)[32]) {
   bson_t *opts = status_opts();
   struct dbh h;

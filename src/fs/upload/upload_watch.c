@@ -1,12 +1,13 @@
 /* Waiting for the broker's signatures. A file's upload cannot start before the broker
- * has moved its record from pending to initialized (with presigned URLs), and FerretDB
- * has no change streams, so the record is polled by _id (the cheapest query there is).
+ * has moved its record from pending to initialized (with presigned URLs); change streams
+ * are not everywhere (not on FerretDB), so the record is polled by _id (the cheapest
+ * query there is).
  * How soon to look is learnt: the first look comes after most of the time recent
  * records took to be signed (a moving average), and looks then come quickly, so that a
  * burst of files waiting seconds for the broker costs about two reads each instead of
  * a dozen, and a lone file still goes on within milliseconds of being signed. (A shared
  * query for the whole session's initialized records was tried: its result grows with
- * the burst, and FerretDB decodes every record of it on every query.) */
+ * the burst, and is decoded whole on every query.) */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
