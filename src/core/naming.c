@@ -1,5 +1,6 @@
 #include "assetfs/naming.h"
 #include "assetfs/clock.h"
+#include "assetfs/hash.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -428,9 +429,7 @@ int64_t afs_naming_now_ms(void) {
 
 int64_t afs_naming_oid_ts(const uint8_t oid[12]) {
   uint32_t secs = (uint32_t)oid[0] << 24 | (uint32_t)oid[1] << 16 | (uint32_t)oid[2] << 8 | oid[3];
-  uint64_t h = 1469598103934665603ULL;
-  for (int i = 4; i < 12; i++)
-    h = (h ^ oid[i]) * 1099511628211ULL;
+  uint64_t h = afs_hash_fnv1a64(oid + 4, 8); /* persisted in keys: see hash.h */
   return (int64_t)secs * 1000 + (int64_t)(h % 1000);
 }
 

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "assetfs/endpoints.h"
+#include "assetfs/hash.h"
 #include "assetfs/http_put.h"
 #include "assetfs/log.h"
 #include "fuse/ops_int.h"
@@ -105,12 +106,11 @@ static void op_destroy(void *data) {
   afs_info("unmounted %s", fs->opt.mountpoint);
 }
 
-/* The staging folder of this session: a name derived from session_id (FNV-1a), so that
- * the next mount with the same session_id and cache_dir finds what this one left. */
+/* The staging folder of this session: a name derived from session_id (the one hash,
+ * persisted: see hash.h), so that the next mount with the same session_id and cache_dir
+ * finds what this one left. */
 static char *session_dir(const struct afs_fs_options *o) {
-  uint64_t h = 1469598103934665603ULL;
-  for (const unsigned char *p = (const unsigned char *)o->session_id; *p; p++)
-    h = (h ^ *p) * 1099511628211ULL;
+  uint64_t h = afs_hash_fnv1a64_str(o->session_id);
   char *out;
   if (asprintf(&out, "%s/session-%016llx", o->cache_dir, (unsigned long long)h) < 0)
     abort();

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "afs_test.h"
+#include "assetfs/hash.h"
 #include "assetfs/naming.h"
 
 static bool fp_ok(const char *p) {
@@ -207,9 +208,7 @@ struct claim_set {
 };
 
 static size_t claim_slot(struct claim_set *cs, const char *key) {
-  uint64_t h = 1469598103934665603ULL;
-  for (const unsigned char *p = (const unsigned char *)key; *p; p++)
-    h = (h ^ *p) * 1099511628211ULL;
+  uint64_t h = afs_hash_fnv1a64_str(key);
   size_t i = (size_t)(h & (CLAIM_SLOTS - 1));
   while (cs->key[i] && strcmp(cs->key[i], key))
     i = (i + 1) & (CLAIM_SLOTS - 1);

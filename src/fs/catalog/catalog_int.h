@@ -7,23 +7,8 @@
 
 #include <pthread.h>
 
+#include "assetfs/smap.h"
 #include "catalog/catalog.h"
-
-/* A string-keyed chained hash map; values are owned by the caller. */
-struct smap_ent {
-  char *key;
-  void *val;
-  struct smap_ent *next;
-};
-struct smap {
-  struct smap_ent **b;
-  size_t nb, n;
-};
-void afs_smap_init(struct smap *m);
-void *afs_smap_get(const struct smap *m, const char *key);
-void afs_smap_put(struct smap *m, const char *key, void *val); /* replaces */
-void *afs_smap_del(struct smap *m, const char *key);           /* returns the old value */
-void afs_smap_clear(struct smap *m, void (*free_val)(void *));
 
 /* One file or directory of a partition tree. */
 struct node {
@@ -45,11 +30,11 @@ struct node {
 
 struct part {
   char *name;
-  struct smap nodes; /* rel -> struct node* (owns the nodes) */
+  struct afs_smap nodes; /* rel -> struct node* (owns the nodes) */
   struct node *root;
   /* Directories a listing found empty (no asset under them): rel -> double* time of
    * that listing. Negative lookups below them answer from it while it is fresh. */
-  struct smap absent;
+  struct afs_smap absent;
   double checked; /* when `exists` was last asked of MongoDB, 0 never */
   bool exists;    /* has active assets */
 };
@@ -78,7 +63,7 @@ struct afs_catalog {
 
   /* mu protects parts, disc_*; lock order: mu and ref_mu are never held together. */
   pthread_mutex_t mu;
-  struct smap parts;      /* partition name -> struct part* */
+  struct afs_smap parts;  /* partition name -> struct part* */
   char **disc;            /* discovered partitions (NULL-terminated), NULL never ran */
   uint64_t inval_seq;     /* bumped by each invalidation of a path */
   uint64_t dir_inval_seq; /* inval_seq of the last invalidation of a directory or more
@@ -87,12 +72,12 @@ struct afs_catalog {
 
   /* Background re-listings (stale-while-revalidate for big directories): keys
    * "<partition>\x1f<dir>" in flight (mu); bg_cv signals when bg_running drops. */
-  struct smap relisting;
+  struct afs_smap relisting;
   int bg_running;
   pthread_cond_t bg_cv;
   /* Listings being asked (mu): "<partition>\x1f<dir>" -> struct list_flight* (in
    * catalog_list.c); flight_cv signals when one ends. */
-  struct smap flights;
+  struct afs_smap flights;
   pthread_cond_t flight_cv;
 
   /* After MongoDB failed, queries fail fast until then (monotonic ms; atomic), so a
@@ -105,7 +90,7 @@ struct afs_catalog {
   /* ref_mu protects refs; ref_cv signals the end of a refresh flight. */
   pthread_mutex_t ref_mu;
   pthread_cond_t ref_cv;
-  struct smap refs; /* id -> struct ref* */
+  struct afs_smap refs; /* id -> struct ref* */
 };
 
 double afs_cat_now(void); /* monotonic seconds */

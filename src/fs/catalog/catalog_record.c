@@ -1,5 +1,5 @@
 /* CosyncAsset records as struct afs_asset: parsing, copies, xattrs; partition directory
- * names; the small hash map and clocks the catalog uses. */
+ * names; the clock the catalog uses. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stddef.h>
@@ -17,100 +17,6 @@
 
 double afs_cat_now(void) {
   return afs_monotonic_ns() / 1e9; /* the catalog's TTLs are kept in seconds */
-}
-
-/* ---- string map ---- */
-
-static uint64_t hash_str(const char *s) {
-  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-  for (; *s; s++)
-    h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-  return h;
-}
-
-void afs_smap_init(struct smap *m) {
-  m->nb = 64;
-  m->n = 0;
-  m->b = calloc(m->nb, sizeof *m->b);
-  if (!m->b)
-    abort();
-}
-
-static void smap_grow(struct smap *m) {
-  size_t nb = m->nb * 4;
-  struct smap_ent **b = calloc(nb, sizeof *b);
-  if (!b)
-    abort();
-  for (size_t i = 0; i < m->nb; i++) {
-    struct smap_ent *e = m->b[i], *next;
-    for (; e; e = next) {
-      next = e->next;
-      size_t k = hash_str(e->key) & (nb - 1);
-      e->next = b[k];
-      b[k] = e;
-    }
-  }
-  free(m->b);
-  m->b = b;
-  m->nb = nb;
-}
-
-void *afs_smap_get(const struct smap *m, const char *key) {
-  for (struct smap_ent *e = m->b[hash_str(key) & (m->nb - 1)]; e; e = e->next)
-    if (!strcmp(e->key, key))
-      return e->val;
-  return NULL;
-}
-
-void afs_smap_put(struct smap *m, const char *key, void *val) {
-  size_t k = hash_str(key) & (m->nb - 1);
-  for (struct smap_ent *e = m->b[k]; e; e = e->next)
-    if (!strcmp(e->key, key)) {
-      e->val = val;
-      return;
-    }
-  struct smap_ent *e = malloc(sizeof *e);
-  if (!e || !(e->key = strdup(key)))
-    abort();
-  e->val = val;
-  e->next = m->b[k];
-  m->b[k] = e;
-  if (++m->n > m->nb)
-    smap_grow(m);
-}
-
-void *afs_smap_del(struct smap *m, const char *key) {
-  struct smap_ent **pp = &m->b[hash_str(key) & (m->nb - 1)];
-  for (; *pp; pp = &(*pp)->next) {
-    struct smap_ent *e = *pp;
-    if (!strcmp(e->key, key)) {
-      void *v = e->val;
-      *pp = e->next;
-      free(e->key);
-      free(e);
-      m->n--;
-      return v;
-    }
-  }
-  return NULL;
-}
-
-void afs_smap_clear(struct smap *m, void (*free_val)(void *)) {
-  if (!m->b)
-    return;
-  for (size_t i = 0; i < m->nb; i++) {
-    struct smap_ent *e = m->b[i], *next;
-    for (; e; e = next) {
-      next = e->next;
-      if (free_val)
-        free_val(e->val);
-      free(e->key);
-      free(e);
-    }
-  }
-  free(m->b);
-  m->b = NULL;
-  m->nb = m->n = 0;
 }
 
 /* ---- assets ---- */

@@ -335,17 +335,18 @@ bool afs_cat_part_size(struct afs_catalog *cat, const struct afs_asset *a, enum 
 
 static void drop_id_nodes(struct afs_catalog *cat, const char *id) {
   pthread_mutex_lock(&cat->mu);
-  for (size_t i = 0; i < cat->parts.nb; i++)
-    for (struct smap_ent *e = cat->parts.b[i]; e; e = e->next) {
-      struct part *p = e->val;
-      for (size_t j = 0; j < p->nodes.nb; j++)
-        for (struct smap_ent *f = p->nodes.b[j]; f; f = f->next) {
-          struct node *n = f->val;
-          if (!n->is_dir && !n->ghost && n->a.id[0] && !strcmp(n->a.id, id)) {
-            n->stamp = 0; /* the next lookup re-reads it */
-          }
-        }
+  struct afs_smap_iter pi, ni;
+  void *pv, *nv;
+  afs_smap_iter_init(&pi, &cat->parts);
+  while (afs_smap_next(&pi, NULL, &pv)) {
+    struct part *p = pv;
+    afs_smap_iter_init(&ni, &p->nodes);
+    while (afs_smap_next(&ni, NULL, &nv)) {
+      struct node *n = nv;
+      if (!n->is_dir && !n->ghost && n->a.id[0] && !strcmp(n->a.id, id))
+        n->stamp = 0; /* the next lookup re-reads it */
     }
+  }
   pthread_mutex_unlock(&cat->mu);
 }
 

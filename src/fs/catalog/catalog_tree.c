@@ -166,19 +166,13 @@ void afs_cat_absent_set(struct part *p, const char *rel, double t) {
 
 /* Forgets the empty listings at dir and below it. */
 void afs_cat_absent_drop_under(struct part *p, const char *dir) {
-  size_t dl = strlen(dir), nk = 0;
-  char **keys = malloc((p->absent.n + 1) * sizeof *keys);
-  if (!keys)
-    abort();
-  for (size_t i = 0; i < p->absent.nb; i++)
-    for (struct smap_ent *e = p->absent.b[i]; e; e = e->next)
-      if (!dl || !strcmp(e->key, dir) || (!strncmp(e->key, dir, dl) && e->key[dl] == '/'))
-        keys[nk++] = afs_xstrdup(e->key);
-  for (size_t i = 0; i < nk; i++) {
-    free(afs_smap_del(&p->absent, keys[i]));
-    free(keys[i]);
-  }
-  free(keys);
+  size_t dl = strlen(dir);
+  struct afs_smap_iter it;
+  const char *key;
+  afs_smap_iter_init(&it, &p->absent);
+  while (afs_smap_next(&it, &key, NULL))
+    if (!dl || !strcmp(key, dir) || (!strncmp(key, dir, dl) && key[dl] == '/'))
+      free(afs_smap_del(&p->absent, key)); /* the entry just returned: allowed */
 }
 
 /* Steps *anc (owned) up to its parent directory; false, unchanged, at the top. */

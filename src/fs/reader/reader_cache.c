@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "assetfs/hash.h"
 #include "assetfs/http_get.h"
 #include "assetfs/log.h"
 #include "assetfs/strutil.h"
@@ -87,10 +88,13 @@ static void buf_put(struct afs_readcache *rc, char *p) {
   rc->bytes -= rc->o.block_size;
 }
 
+/* The block table stays its own: keyed by (source pointer, block index), chained through
+ * the blocks (b->hnext, removal by identity), sized once from the budget. Its bucket is
+ * the one hash of the key's bytes, the high half folded in as core's string map does. */
 static size_t hslot(const struct afs_readcache *rc, const struct src *s, int64_t idx) {
-  uint64_t h =
-      (uint64_t)(uintptr_t)s * 0x9E3779B97F4A7C15ULL ^ (uint64_t)idx * 0xC2B2AE3D27D4EB4FULL;
-  return (size_t)(h ^ (h >> 29)) & (rc->nht - 1);
+  uintptr_t sp = (uintptr_t)s;
+  uint64_t h = afs_hash_fnv1a64_add(afs_hash_fnv1a64(&sp, sizeof sp), &idx, sizeof idx);
+  return (size_t)(h ^ (h >> 32)) & (rc->nht - 1);
 }
 
 struct blk *afs_rc_hget(struct afs_readcache *rc, struct src *s, int64_t idx) {

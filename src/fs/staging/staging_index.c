@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assetfs/hash.h"
 #include "staging/staging_int.h"
 
 struct afs_dircount {
@@ -17,14 +18,14 @@ struct afs_dircount {
   struct afs_dircount *next;
 };
 
+/* Both tables are keyed by (partition, a prefix of file_path) and chained through their
+ * entries (the names index through wf->hnext, so an entry costs no allocation and leaves
+ * by identity; the counts are looked up for every ancestor without building a key
+ * string), which core's string map cannot do: they keep their own buckets and use the
+ * one hash over partition, a 0xff byte (no UTF-8 name contains it) and the path bytes. */
 static uint64_t hash2(const char *a, const char *b, size_t blen) {
-  uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-  for (; *a; a++)
-    h = (h ^ (unsigned char)*a) * 1099511628211ULL;
-  h = (h ^ 0xff) * 1099511628211ULL; /* separator no name contains */
-  for (size_t i = 0; i < blen; i++)
-    h = (h ^ (unsigned char)b[i]) * 1099511628211ULL;
-  return h;
+  uint64_t h = afs_hash_fnv1a64_add(afs_hash_fnv1a64_str(a), "\xff", 1);
+  return afs_hash_fnv1a64_add(h, b, blen);
 }
 
 static void grow_names(struct afs_staging *st) {
