@@ -1,5 +1,6 @@
 #include "assetfs/error.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -11,7 +12,7 @@ bool afs_error_set(struct afs_error *err, int code, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(err->msg, sizeof err->msg, fmt, ap);
   va_end(ap);
-  err->code = code ? code : 5 /* EIO */;
+  err->code = code ? code : EIO;
   return false;
 }
 
@@ -26,7 +27,7 @@ bool afs_error_wrap(struct afs_error *err, const char *fmt, ...) {
   memcpy(old, err->msg, sizeof old);
   snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
   if (!err->code)
-    err->code = 5;
+    err->code = EIO;
   return false;
 }
 

@@ -161,7 +161,7 @@ bool afs_http_allow_check(const char *url, struct afs_error *err) {
     pthread_mutex_lock(&g_mu);
     g_refused++;
     pthread_mutex_unlock(&g_mu);
-    return afs_error_set(err, EACCES, "URL %s refused: %s", shown, perr.msg);
+    return afs_error_set(err, AFS_E_URL_REFUSED, "URL %s refused: %s", shown, perr.msg);
   }
   pthread_mutex_lock(&g_mu);
   bool ok = !g_on || listed(&o);
@@ -193,7 +193,7 @@ bool afs_http_allow_check(const char *url, struct afs_error *err) {
   if (ok)
     return true;
   afs_origin_format(&o, shown, sizeof shown);
-  return afs_error_set(err, EACCES,
+  return afs_error_set(err, AFS_E_URL_REFUSED,
                        "URL origin %s refused: not the S3 endpoint or the public base URL "
                        "(allowed: %s; see -o url_hosts)",
                        shown, *allowed ? allowed : "none known");
@@ -233,7 +233,8 @@ bool afs_http_setup_url(CURL *e, const char *url, CURLU **hu, struct afs_error *
     char shown[300];
     afs_origin_describe(url, shown, sizeof shown);
     curl_url_cleanup(h);
-    return afs_error_set(err, EACCES, "URL %s refused: libcurl reads its host differently", shown);
+    return afs_error_set(err, AFS_E_URL_REFUSED,
+                         "URL %s refused: libcurl reads its host differently", shown);
   }
   curl_easy_setopt(e, CURLOPT_CURLU, h);
   curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);

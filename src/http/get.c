@@ -114,7 +114,7 @@ static void decide(struct xfer *x) {
                x->clen, x->off, last);
     }
   } else if (x->status >= 300 && x->status < 400) {
-    x->verdict = EACCES;
+    x->verdict = AFS_E_URL_REFUSED;
     snprintf(x->why, sizeof x->why, "HTTP %ld redirect to %s not followed", x->status,
              *x->location ? x->location : "(no Location)");
   } else if (x->status >= 200 && x->status < 300) {
@@ -257,17 +257,17 @@ static bool get_range(struct afs_http_conn *c, const char *url, int64_t off, int
   if (size_only && x.decided && code == 200 && x.total >= 0)
     return true; /* the transfer was cut after the headers on purpose */
   if (rc != CURLE_OK)
-    return afs_error_set(err, EAGAIN, "GET bytes %s: %s", range, curl_easy_strerror(rc));
+    return afs_error_set(err, AFS_E_TRANSIENT, "GET bytes %s: %s", range, curl_easy_strerror(rc));
   if (x.decided && x.deliver)
     return true;
   char s3c[64];
   s3_code(x.errbody, s3c, sizeof s3c);
   if (code == 403)
-    return afs_error_set(err, EACCES, "GET bytes %s: HTTP 403 (%s)", range, s3c);
+    return afs_error_set(err, AFS_E_URL_REFUSED, "GET bytes %s: HTTP 403 (%s)", range, s3c);
   if (code == 404)
     return afs_error_set(err, ENOENT, "GET bytes %s: HTTP 404 (%s): object is gone", range, s3c);
   if (code >= 500 || code == 429 || code == 408)
-    return afs_error_set(err, EAGAIN, "GET bytes %s: HTTP %ld (%s)", range, code, s3c);
+    return afs_error_set(err, AFS_E_TRANSIENT, "GET bytes %s: HTTP %ld (%s)", range, code, s3c);
   return afs_error_set(err, EIO, "GET bytes %s: HTTP %ld (%s)", range, code, s3c);
 }
 

@@ -60,8 +60,8 @@ static enum attempt_result put_once(struct afs_put_job *job, const struct afs_pu
     goto done;
   }
   if (st.st_size > AFS_PUT_MAX_SIZE) {
-    afs_error_set(&job->err, EFBIG, "%s: %lld bytes is over the 5 GiB single-PUT limit", job->what,
-                  (long long)st.st_size);
+    afs_error_set(&job->err, AFS_E_TOO_BIG, "%s: %lld bytes is over the 5 GiB single-PUT limit",
+                  job->what, (long long)st.st_size);
     goto done;
   }
   c = curl_easy_init();
@@ -72,7 +72,7 @@ static enum attempt_result put_once(struct afs_put_job *job, const struct afs_pu
   struct afs_error uerr = {0};
   if (!afs_http_setup_url(c, job->url, &hu, &uerr)) {
     /* A writeUrl elsewhere than the bucket: nothing is sent, and trying again will not
-     * make it right (EACCES is a permanent upload failure). */
+     * make it right (AFS_E_URL_REFUSED is a permanent upload failure). */
     afs_error_set(&job->err, uerr.code, "%s: PUT not sent: %s", job->what, uerr.msg);
     goto done;
   }
@@ -106,18 +106,18 @@ static enum attempt_result put_once(struct afs_put_job *job, const struct afs_pu
     afs_error_set(&job->err, EIO, "%s: PUT got HTTP %ld", job->what, s);
     res = ATTEMPT_RETRY;
   } else if (s >= 300 && s < 400) {
-    afs_error_set(&job->err, EACCES, "%s: PUT answered with HTTP %ld (a redirect, not followed)",
-                  job->what, s);
+    afs_error_set(&job->err, AFS_E_URL_REFUSED,
+                  "%s: PUT answered with HTTP %ld (a redirect, not followed)", job->what, s);
   } else if (s == 403 && strcasestr(body.buf, "expired")) {
-    afs_error_set(&job->err, EKEYEXPIRED, "%s: the presigned PUT URL has expired", job->what);
+    afs_error_set(&job->err, AFS_E_URL_EXPIRED, "%s: the presigned PUT URL has expired", job->what);
   } else {
     /* Neither retried nor hidden: a 4xx means the URL or the request is wrong. */
     const char *code = strstr(body.buf, "<Code>");
     char detail[128] = "";
     if (code)
       snprintf(detail, sizeof detail, " (%.*s)", (int)strcspn(code + 6, "<"), code + 6);
-    afs_error_set(&job->err, s == 403 ? EACCES : EIO, "%s: PUT refused with HTTP %ld%s", job->what,
-                  s, detail);
+    afs_error_set(&job->err, s == 403 ? AFS_E_URL_REFUSED : EIO, "%s: PUT refused with HTTP %ld%s",
+                  job->what, s, detail);
   }
 done:
   curl_slist_free_all(hdrs);
@@ -195,7 +195,7 @@ bool afs_http_put_all(struct afs_put_job *jobs, int n, const struct afs_put_opts
   for (i = 0; i < n; i++) {
     if (jobs[i].ok)
       continue;
-    if (first < 0 || jobs[i].err.code == EKEYEXPIRED)
+    if (first < 0 || jobs[i].err.code == AFS_E_URL_EXPIRED)
       first = i;
   }
   if (first < 0)

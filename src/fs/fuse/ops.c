@@ -21,11 +21,13 @@
 #include "upload/upload.h"
 
 int afs_fs_errno(const struct afs_error *e) {
-  /* Codes that mean "the service failed" (timeouts, broker errors, an expired URL the
-   * broker could not refresh) are EIO: that is what cp, rsync and editors report
-   * sensibly. EACCES passes: a URL that is not the bucket's (src/http/allow.c), a
-   * redirect, or an upload S3 refused with 403 for good. */
+  /* The table of what each code means is in include/assetfs/error.h. Codes a program can
+   * act on pass; the ones that mean "the service failed" (AFS_E_URL_EXPIRED the broker
+   * could not renew, AFS_E_BROKER_REFUSED, AFS_E_UNMOUNTING, AFS_E_DEADLINE,
+   * AFS_E_TRANSIENT, AFS_E_UNREACHABLE) are EIO: that is what cp, rsync and editors
+   * report sensibly. */
   switch (e->code) {
+  /* POSIX's meanings (the staging disk, the naming rules, the catalog's lookups): */
   case ENOENT:
   case EEXIST:
   case ENOTDIR:
@@ -33,12 +35,9 @@ int afs_fs_errno(const struct afs_error *e) {
   case ENOTEMPTY:
   case EINVAL:
   case ENAMETOOLONG:
-  case EFBIG:
-  case ENOSPC:
   case EROFS:
-  case EPERM:
+  case EPERM: /* not allowed on that path (.cuts/, the status folder) */
   case EXDEV:
-  case ESTALE:
   case ENODATA:
   case ERANGE:
   case ENOTSUP:
@@ -47,7 +46,11 @@ int afs_fs_errno(const struct afs_error *e) {
   case ENOMEM:
   case EDQUOT:
   case EBUSY:
-  case EACCES:
+  /* This system's meanings (error.h), each one the user can act on: */
+  case AFS_E_RECORD_GONE: /* ESTALE: the asset was deleted (or its upload record used) */
+  case AFS_E_URL_REFUSED: /* EACCES: a URL not the bucket's, a redirect, S3's 403 for good */
+  case AFS_E_CACHE_FULL:  /* ENOSPC: cache_max reached (or the disk's own ENOSPC) */
+  case AFS_E_TOO_BIG:     /* EFBIG: over S3's 5 GiB single-PUT limit */
     return -e->code;
   default:
     return -EIO;
@@ -141,9 +144,9 @@ int afs_fs_resolve(struct afs_fs *fs, const struct afs_fpath *p, struct afs_wfil
                    struct afs_asset *a) {
   struct afs_error e = {0};
   if (wf && (*wf = afs_staging_get(fs->st, p->partition, p->rel)))
-    return 'f';
+    return AFS_NODE_STAGED;
   if (afs_staging_is_dir(fs->st, p->partition, p->rel))
-    return 'd';
+    return AFS_NODE_DIR;
   struct afs_asset tmp;
   memset(&tmp, 0, sizeof tmp);
   int k = afs_catalog_lookup(fs->cat, p->partition, p->rel, &tmp, &e);
@@ -154,9 +157,9 @@ int afs_fs_resolve(struct afs_fs *fs, const struct afs_fpath *p, struct afs_wfil
       *a = tmp;
     else
       afs_asset_free(&tmp);
-    return 'a';
+    return AFS_NODE_ASSET;
   }
-  return k == AFS_CAT_DIR ? 'd' : 0;
+  return k == AFS_CAT_DIR ? AFS_NODE_DIR : AFS_NODE_NONE;
 }
 
 static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi) {
@@ -203,13 +206,13 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
     struct afs_wfile *wf = NULL;
     struct afs_asset a;
     int k = afs_fs_resolve(fs, &p, &wf, &a);
-    if (k == 'f') {
+    if (k == AFS_NODE_STAGED) {
       fill_wf_stat(fs, wf, st);
       afs_staging_unref(fs->st, wf);
-    } else if (k == 'a') {
+    } else if (k == AFS_NODE_ASSET) {
       fill_asset_stat(fs, &a, st);
       afs_asset_free(&a);
-    } else if (k == 'd') {
+    } else if (k == AFS_NODE_DIR) {
       fill_dir_stat(fs, st);
     } else {
       rc = k < 0 ? k : -ENOENT;
@@ -381,7 +384,7 @@ static int op_mkdir(const char *path, mode_t mode) {
     int k = afs_fs_resolve(fs, &p, NULL, NULL);
     if (k < 0)
       rc = k;
-    else if (k)
+    else if (k != AFS_NODE_NONE)
       rc = -EEXIST;
     else {
       afs_staging_add_dir(fs->st, p.partition, p.rel);

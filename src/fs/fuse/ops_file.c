@@ -160,7 +160,7 @@ static void mark_dirty(struct afs_wfile *wf) {
   pthread_mutex_lock(&wf->mu);
   wf->dirty = true;
   /* New bytes: what the killed mount's record got to no longer matters (if it was
-   * used, the upload fails with ESTALE and takes a new record). */
+   * used, the upload fails with AFS_E_RECORD_GONE and takes a new record). */
   wf->resumed = false;
   wf->generation++;
   if (wf->state != AFS_W_UPLOADING)
@@ -203,12 +203,12 @@ int afs_op_open(const char *path, struct fuse_file_info *fi) {
   int k;
 again:
   k = afs_fs_resolve(fs, &p, &wf, &a);
-  if (k == 'f') {
+  if (k == AFS_NODE_STAGED) {
     if (trunc && ftruncate(wf->fd, 0) == 0) {
       afs_staging_account(fs->st, wf, 0, false);
       mark_dirty(wf);
     }
-  } else if (k == 'a') {
+  } else if (k == AFS_NODE_ASSET) {
     if (!writable) {
       struct afs_reader *r = afs_reader_open_asset(fs->rc, fs->cat, &a, &e);
       if (!r) {
@@ -233,11 +233,11 @@ again:
     }
     afs_asset_free(&a);
   } else {
-    rc = k < 0 ? k : k == 'd' ? -EISDIR : -ENOENT;
+    rc = k < 0 ? k : k == AFS_NODE_DIR ? -EISDIR : -ENOENT;
   }
   if (!rc && wf) {
     struct afs_fh *h = fh_new(wf, writable);
-    if (k == 'f' && !afs_staging_in_table(fs->st, wf)) {
+    if (k == AFS_NODE_STAGED && !afs_staging_in_table(fs->st, wf)) {
       /* The staged copy was dropped (its asset completed and shown) between the lookup
        * and the handle: open the asset instead, never a copy nobody will upload. */
       fh_unlist(fs, h);
@@ -276,8 +276,8 @@ int afs_op_read(const char *path, char *buf, size_t size, off_t off, struct fuse
 }
 
 /* Room in cache_max for wf to reach `end` bytes. Past the bound, waits a little for
- * uploads to drain (completed files leave staging), then ENOSPC: the caller learns at
- * write() that the data did not fit, instead of losing it later. */
+ * uploads to drain (completed files leave staging), then AFS_E_CACHE_FULL (ENOSPC): the
+ * caller learns at write() that the data did not fit, instead of losing it later. */
 static int reserve(struct afs_fs *fs, struct afs_wfile *wf, int64_t end) {
   pthread_mutex_lock(&wf->mu);
   int64_t grow = end - wf->acct_size;
@@ -292,7 +292,7 @@ static int reserve(struct afs_fs *fs, struct afs_wfile *wf, int64_t end) {
       afs_err("cache_dir holds %lld bytes not yet uploaded (cache_max %lld): write "
               "refused with ENOSPC",
               (long long)afs_staging_bytes(fs->st), (long long)fs->opt.cache_max);
-      return -ENOSPC;
+      return -AFS_E_CACHE_FULL;
     }
     usleep(50000);
   }
@@ -313,7 +313,7 @@ int afs_op_write(const char *path, const char *buf, size_t size, off_t off,
   if ((int64_t)off + (int64_t)size > AFS_PUT_MAX_SIZE) {
     afs_err("write past 5 GiB refused (EFBIG): S3 takes at most 5 GiB in one PUT and "
             "multipart uploads are not supported yet");
-    return -EFBIG;
+    return -AFS_E_TOO_BIG;
   }
   int rc = reserve(afs_fs_ctx(), h->wf, (int64_t)off + (int64_t)size);
   if (rc)
@@ -442,7 +442,7 @@ int afs_op_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
   if (fs->opt.ro)
     return -EROFS;
   if (size > AFS_PUT_MAX_SIZE)
-    return -EFBIG;
+    return -AFS_E_TOO_BIG;
   if (h && h->wf) {
     int rc = reserve(fs, h->wf, size);
     if (rc)
@@ -459,12 +459,12 @@ int afs_op_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
     return rc;
   struct afs_wfile *wf = NULL;
   struct afs_asset a;
-  int k = p.depth < 2 ? 'd' : afs_fs_resolve(fs, &p, &wf, &a);
-  if (k == 'a') {
+  int k = p.depth < 2 ? AFS_NODE_DIR : afs_fs_resolve(fs, &p, &wf, &a);
+  if (k == AFS_NODE_ASSET) {
     rc = size == 0 ? new_staged(fs, &p, &wf) : copy_asset_to_staging(fs, &p, &a, &wf);
     afs_asset_free(&a);
-  } else if (k != 'f') {
-    rc = k < 0 ? k : k == 'd' ? -EISDIR : -ENOENT;
+  } else if (k != AFS_NODE_STAGED) {
+    rc = k < 0 ? k : k == AFS_NODE_DIR ? -EISDIR : -ENOENT;
   }
   if (!rc) {
     if (ftruncate(wf->fd, size) != 0) {
@@ -550,16 +550,16 @@ int afs_op_utimens(const char *path, const struct timespec tv[2], struct fuse_fi
   memset(&p, 0, sizeof p);
   int rc = 0;
   struct afs_asset a;
-  int k = 0;
+  int k = AFS_NODE_NONE;
   if (wf) {
     afs_staging_ref(fs->st, wf);
-    k = 'f';
+    k = AFS_NODE_STAGED;
   } else {
     if ((rc = afs_fpath_parse(path, &p)))
       return rc;
-    k = p.depth < 2 ? 'd' : afs_fs_resolve(fs, &p, &wf, &a);
+    k = p.depth < 2 ? AFS_NODE_DIR : afs_fs_resolve(fs, &p, &wf, &a);
   }
-  if (k == 'f') {
+  if (k == AFS_NODE_STAGED) {
     struct timespec ts[2] = {{0, UTIME_OMIT}, m};
     futimens(wf->fd, ts);
     pthread_mutex_lock(&wf->mu);
@@ -573,12 +573,12 @@ int afs_op_utimens(const char *path, const struct timespec tv[2], struct fuse_fi
     else if (!completed && !afs_staging_journal(fs->st, wf, false, &e))
       afs_warn("%s", e.msg);
     afs_staging_unref(fs->st, wf);
-  } else if (k == 'a') {
+  } else if (k == AFS_NODE_ASSET) {
     if (!afs_asset_set_mtime(fs->up, a.id, ms, &e))
       rc = afs_fs_errno(&e);
     afs_catalog_invalidate_path(fs->cat, p.partition, p.rel);
     afs_asset_free(&a);
-  } else if (k != 'd') {
+  } else if (k != AFS_NODE_DIR) {
     rc = k < 0 ? k : -ENOENT;
   }
   afs_fpath_free(&p);

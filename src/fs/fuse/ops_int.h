@@ -3,6 +3,7 @@
 #ifndef ASSETFS_OPS_INT_H
 #define ASSETFS_OPS_INT_H
 
+#include "assetfs/error.h"
 #include "fs.h"
 
 /* The ONE place where errors become negative errno values for the kernel. */
@@ -43,9 +44,20 @@ bool afs_fs_is_cuts_path(const char *rel);
 /* 0, or -EINVAL/-ENAMETOOLONG/-EPERM for a name that cannot be a filePath. */
 int afs_fs_check_name(const struct afs_fpath *p);
 
-/* What is at p (depth 2): 'f' staged file (*wf with a reference; wf may be NULL to
- * skip staging files), 'a' asset (*a filled when a is not NULL; caller frees), 'd'
- * directory, 0 nothing; a negative errno on failure. */
+/* What afs_fs_resolve found at a path. AFS_NODE_NONE is 0 so that `k > 0` means
+ * "something is there" and `k <= 0` "nothing, or an error". */
+enum afs_node {
+  AFS_NODE_NONE = 0, /* nothing at that path */
+  AFS_NODE_STAGED,   /* a file written here and not completed yet (staging) */
+  AFS_NODE_ASSET,    /* a completed asset (catalog: CosyncAsset) */
+  AFS_NODE_DIR,      /* a directory (staged, or one the catalog's filePaths imply) */
+};
+
+/* What is at p (depth 2). Returns an enum afs_node (>= 0), or a negative errno
+ * (afs_fs_errno of the catalog's error) when the lookup failed: test `k < 0` first.
+ * AFS_NODE_STAGED: *wf holds a reference (wf may be NULL to skip staged files);
+ * AFS_NODE_ASSET: *a filled when a is not NULL (caller frees). Otherwise *wf (when
+ * wf is not NULL) is NULL and *a is untouched. */
 int afs_fs_resolve(struct afs_fs *fs, const struct afs_fpath *p, struct afs_wfile **wf,
                    struct afs_asset *a);
 

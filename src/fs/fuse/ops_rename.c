@@ -77,7 +77,8 @@ static int rename_file(struct afs_fs *fs, const struct afs_fpath *from, const st
   return rc;
 }
 
-/* Like afs_fs_resolve, staged files included, nothing returned. */
+/* Like afs_fs_resolve (an enum afs_node or a negative errno), staged files included,
+ * nothing returned. */
 static int kind_at(struct afs_fs *fs, const struct afs_fpath *p) {
   struct afs_wfile *wf = NULL;
   int k = afs_fs_resolve(fs, p, &wf, NULL);
@@ -98,9 +99,9 @@ static int rename_dir(struct afs_fs *fs, const struct afs_fpath *from, const str
   if (!strncmp(to->rel, from->rel, n) && to->rel[n] == '/')
     return -EINVAL; /* into itself */
   int k = kind_at(fs, to);
-  if (k == 'a' || k == 'f')
+  if (k == AFS_NODE_ASSET || k == AFS_NODE_STAGED)
     return -ENOTDIR;
-  if (k == 'd') {
+  if (k == AFS_NODE_DIR) {
     bool any = afs_staging_dir_has_children(fs->st, to->partition, to->rel);
     if (!any)
       afs_catalog_list(fs->cat, to->partition, to->rel, empty_cb, &any, &e);
@@ -143,7 +144,7 @@ int afs_op_rename(const char *from_path, const char *to_path, unsigned int flags
     afs_fpath_free(&from);
     return rc == -ENOENT ? -EINVAL : rc;
   }
-  int k = 0;
+  int k = AFS_NODE_NONE;
   if (fs->opt.ro)
     rc = -EROFS;
   else if (flags & RENAME_EXCHANGE)
@@ -158,22 +159,22 @@ int afs_op_rename(const char *from_path, const char *to_path, unsigned int flags
     ;
   else if (!strcmp(from.rel, to.rel))
     rc = 0;
-  else if ((k = afs_fs_resolve(fs, &from, &wf, &a)) <= 0)
+  else if ((k = afs_fs_resolve(fs, &from, &wf, &a)) <= AFS_NODE_NONE)
     rc = k < 0 ? k : -ENOENT;
   else {
     int tk = kind_at(fs, &to);
-    if ((flags & RENAME_NOREPLACE) && tk > 0)
+    if ((flags & RENAME_NOREPLACE) && tk > AFS_NODE_NONE)
       rc = -EEXIST;
     else if (tk < 0)
       rc = tk;
-    else if (k == 'd')
+    else if (k == AFS_NODE_DIR)
       rc = rename_dir(fs, &from, &to);
-    else if (tk == 'd')
+    else if (tk == AFS_NODE_DIR)
       rc = -EISDIR;
     else
-      rc = rename_file(fs, &from, &to, k == 'f' ? wf : NULL, &a);
+      rc = rename_file(fs, &from, &to, k == AFS_NODE_STAGED ? wf : NULL, &a);
   }
-  if (k == 'a')
+  if (k == AFS_NODE_ASSET)
     afs_asset_free(&a);
   afs_staging_unref(fs->st, wf);
   afs_fpath_free(&from);

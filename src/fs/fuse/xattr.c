@@ -90,7 +90,7 @@ static int lookup_at(struct afs_fs *fs, const char *path, struct afs_fpath *p,
   if (p->depth < 2)
     return -ENODATA;
   int k = afs_fs_resolve(fs, p, wf, a);
-  if (k == 'f') {
+  if (k == AFS_NODE_STAGED) {
     pthread_mutex_lock(&(*wf)->mu);
     bool completed = (*wf)->state == AFS_W_COMPLETED;
     pthread_mutex_unlock(&(*wf)->mu);
@@ -105,11 +105,11 @@ static int lookup_at(struct afs_fs *fs, const char *path, struct afs_fpath *p,
     }
     return 0;
   }
-  if (k == 'a') {
+  if (k == AFS_NODE_ASSET) {
     *have_asset = true;
     return 0;
   }
-  return k < 0 ? k : k == 'd' ? -ENODATA : -ENOENT;
+  return k < 0 ? k : k == AFS_NODE_DIR ? -ENODATA : -ENOENT;
 }
 
 /* Resolves path into t (zeroed first). */
