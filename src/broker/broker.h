@@ -145,7 +145,7 @@ bool afs_broker_path_trusted(const struct afs_broker *b, const bson_t *doc);
 bool afs_broker_asset_keys(const struct afs_broker *b, const bson_t *doc, struct afs_keys *out);
 
 /* Deletes every object of an asset/upload record whose `path` is set (original, cuts,
- * preview). Refuses (false, EPERM) when the record's seal is invalid, or, for records
+ * preview). Refuses (false, AFS_E_UNTRUSTED) when the record's seal is invalid, or, for records
  * without a seal (made by Cosync), when path is outside "<uid>/" and "public/<uid>/".
  * Keys in `keep` (NULL-terminated, may be NULL) are left alone. false with a transient
  * error (EAGAIN/EHOSTUNREACH) when S3 failed. */

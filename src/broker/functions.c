@@ -146,7 +146,7 @@ static bson_t *refresh_one(struct afs_broker *b, mongoc_collection_t *assets,
     hours = AFS_READ_HOURS_DEFAULT;
   if (!afs_broker_path_trusted(b, a)) {
     /* Otherwise a client could point its asset at someone else's key and have it signed. */
-    afs_error_set(err, EPERM,
+    afs_error_set(err, AFS_E_UNTRUSTED,
                   "asset %s: path, uid or contentType were changed after the "
                   "broker set them; refusing to sign",
                   ids);
@@ -318,7 +318,7 @@ enum afs_outcome afs_function_call(struct afs_broker *b, mongoc_client_t *c, con
       BSON_APPEND_BOOL(&set, AFS_F_CALL_RESULT, true);
   }
 finish:
-  if (!ok && (err.code == EHOSTUNREACH || err.code == EIO) && strstr(err.msg, "MongoDB")) {
+  if (!ok && (err.code == AFS_E_UNREACHABLE || err.code == EIO) && strstr(err.msg, "MongoDB")) {
     afs_lease_release(calls, &callid, token, AFS_RETRY_MS, NULL);
     out = AFS_RETRY;
   } else {

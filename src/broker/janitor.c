@@ -28,7 +28,7 @@ enum afs_outcome afs_asset_purge(struct afs_broker *b, mongoc_client_t *c, const
   if (afs_broker_record_path(doc, &path) == 1 && afs_broker_path_shared(assets, &id, path)) {
     afs_warn("asset %s: another record uses %s; keeping the objects", ids, path);
   } else if (!afs_broker_delete_objects(b, doc, NULL, &err)) {
-    if (err.code == EPERM) {
+    if (err.code == AFS_E_UNTRUSTED) {
       afs_warn("asset %s: %s; removing only the record", ids, err.msg);
     } else {
       afs_transient("asset %s: cannot delete objects: %s; will retry", ids, err.msg);
@@ -73,7 +73,7 @@ enum afs_outcome afs_upload_stale(struct afs_broker *b, mongoc_client_t *c, cons
   if (afs_broker_record_path(doc, &path) == 1 && afs_broker_path_shared(assets, &id, path))
     afs_warn("upload %s: another asset uses %s; keeping its objects", ids, path);
   else if (!afs_broker_delete_objects(b, doc, NULL, &err)) {
-    if (err.code != EPERM) {
+    if (err.code != AFS_E_UNTRUSTED) {
       afs_transient("upload %s: cannot delete leftovers: %s; will retry", ids, err.msg);
       afs_lease_release(uploads, &id, token, AFS_RETRY_MS, NULL);
       out = AFS_RETRY;

@@ -80,14 +80,14 @@ bool afs_broker_delete_objects(struct afs_broker *b, const bson_t *doc, const ch
   if (has_path == 0)
     return true; /* nothing was ever signed */
   if (has_path < 0)
-    return afs_error_set(err, EPERM,
+    return afs_error_set(err, AFS_E_UNTRUSTED,
                          "path is not a usable S3 key (not a string, or over %d bytes); no "
                          "object of ours can be there",
                          AFS_KEY_MAX);
   bson_iter_t it;
   bool has_seal = bson_iter_init_find(&it, doc, AFS_F_SEAL);
   if (has_seal ? !afs_broker_seal_ok(b, doc) : !under_prefix(path, uid))
-    return afs_error_set(err, EPERM,
+    return afs_error_set(err, AFS_E_UNTRUSTED,
                          "refusing to delete objects of a record whose path/uid/contentType "
                          "were changed after the broker set them");
   struct afs_keys k;

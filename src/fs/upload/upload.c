@@ -159,7 +159,8 @@ static void mark_record_used(struct afs_wfile *wf) {
 
 /* Transient failures are retried in the background; these are not. */
 static bool is_permanent(int code) {
-  return code == EFBIG || code == EPROTO || code == EACCES || code == EINVAL;
+  return code == AFS_E_TOO_BIG || code == AFS_E_BROKER_REFUSED || code == AFS_E_URL_REFUSED ||
+         code == EINVAL;
 }
 
 bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t deadline_ms,
@@ -177,7 +178,7 @@ bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
     afs_cond_timedwait_ms(&wf->cond, &wf->mu, 1000);
     if (afs_monotonic_ms() >= deadline_ms && wf->busy) {
       pthread_mutex_unlock(&wf->mu);
-      return afs_error_set(err, ETIMEDOUT, "an earlier upload of this file is still running");
+      return afs_error_set(err, AFS_E_DEADLINE, "an earlier upload of this file is still running");
     }
   }
   bool needed = !wf->unlinked && (wf->dirty || wf->state == AFS_W_RETRYING ||
@@ -238,7 +239,7 @@ bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
     afs_err("upload %s: %lld bytes is over the 5 GiB single-PUT limit of S3; not uploaded "
             "(multipart uploads are not supported yet)",
             staging, (long long)m.size);
-    afs_error_set(err, EFBIG, "file larger than 5 GiB");
+    afs_error_set(err, AFS_E_TOO_BIG, "file larger than 5 GiB");
     goto done;
   }
   if (need_record) {
@@ -257,7 +258,7 @@ bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
   make_parts(staging, label, content_type, &m);
   int64_t t1 = afs_monotonic_ms();
   if (!afs_rec_wait_initialized(up, id, deadline_ms, &rs, err)) {
-    if (err->code == ESTALE)
+    if (err->code == AFS_E_RECORD_GONE)
       mark_record_used(wf); /* the next attempt starts from a new record */
     goto done;
   }
@@ -279,13 +280,13 @@ bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
   afs_put_opts_default(&po);
   po.deadline_ms = deadline_ms;
   if (!afs_http_put_all(jobs, n, &po, err)) {
-    if (err->code == EKEYEXPIRED)
+    if (err->code == AFS_E_URL_EXPIRED)
       mark_record_used(wf);
     goto done;
   }
   int64_t t2 = afs_monotonic_ms();
   if (!afs_rec_set_uploaded(up, id, &m, caption, mtime, err)) {
-    if (err->code == ESTALE)
+    if (err->code == AFS_E_RECORD_GONE)
       mark_record_used(wf);
     goto done;
   }

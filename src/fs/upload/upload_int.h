@@ -105,10 +105,10 @@ bool afs_rec_abandon(struct afs_uploader *up, const char *id, struct afs_error *
 bool afs_rec_delete_unused(struct afs_uploader *up, const char *id, bool *gone,
                            struct afs_error *err);
 /* upload_watch.c: waits until the broker signed the record, polling it by _id (no
- * change streams) from a learnt estimate of the broker's lag. ETIMEDOUT past
- * deadline_ms (monotonic); ESTALE when the record is gone or
- * already used (the caller makes a new one); EPROTO when the broker refused it;
- * ECANCELED when unmounting. rs filled on success (free with afs_rec_state_free). */
+ * change streams) from a learnt estimate of the broker's lag. AFS_E_DEADLINE past
+ * deadline_ms (monotonic); AFS_E_RECORD_GONE when the record is gone or
+ * already used (the caller makes a new one); AFS_E_BROKER_REFUSED when the broker refused it;
+ * AFS_E_UNMOUNTING when unmounting. rs filled on success (free with afs_rec_state_free). */
 bool afs_rec_wait_initialized(struct afs_uploader *up, const char *id, int64_t deadline_ms,
                               struct record_state *rs, struct afs_error *err);
 void afs_rec_state_free(struct record_state *rs);
@@ -124,7 +124,7 @@ bool afs_rec_fetch(struct afs_uploader *up, const char *id, struct record_state 
 bool afs_rec_session_scan(struct afs_uploader *up, const char *status, bool ids_only,
                           void (*fn)(void *ctx, const char *id, const bson_t *doc), void *ctx,
                           struct afs_error *err);
-/* status "uploaded" with the metadata (ESTALE if the record is gone). */
+/* status "uploaded" with the metadata (AFS_E_RECORD_GONE if the record is gone). */
 bool afs_rec_set_uploaded(struct afs_uploader *up, const char *id, const struct meta *m,
                           const char *caption, int64_t mtime, struct afs_error *err);
 /* Whether the CosyncAsset with this _id exists and is active (*active). */

@@ -298,7 +298,7 @@ static bool worker_pass(struct afs_uploader *up) {
         pthread_mutex_lock(&wf->mu);
         if (!strcmp(wf->id, ids[k]) && wf->state == AFS_W_UPLOADED) {
           wf->state = AFS_W_FAILED;
-          afs_error_set(&wf->last_err, EPROTO, "the broker rejected the upload");
+          afs_error_set(&wf->last_err, AFS_E_BROKER_REFUSED, "the broker rejected the upload");
         }
         pthread_mutex_unlock(&wf->mu);
         afs_warn("the broker rejected the upload of %s (record %s)", wf->staging_path, ids[k]);

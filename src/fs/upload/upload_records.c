@@ -268,7 +268,7 @@ bool afs_rec_set_uploaded(struct afs_uploader *up, const char *id, const struct 
   bson_destroy(filter);
   bson_destroy(&update);
   if (ok && matched == 0)
-    return afs_error_set(err, ESTALE, "upload record %s changed while uploading", id);
+    return afs_error_set(err, AFS_E_RECORD_GONE, "upload record %s changed while uploading", id);
   return ok;
 }
 

@@ -28,16 +28,18 @@ static int look(struct afs_uploader *up, const char *id, struct record_state *rs
     return 0; /* the database's trouble: keep trying until the deadline */
   int r = 0;
   if (!rs->exists)
-    r = -1, afs_error_set(err, ESTALE, "the upload record %s disappeared", id);
+    r = -1, afs_error_set(err, AFS_E_RECORD_GONE, "the upload record %s disappeared", id);
   else if (!strcmp(rs->status, ST_INITIALIZED))
-    r = rs->write_url[U_ORIG]
-            ? 1
-            : (afs_error_set(err, EPROTO, "the broker initialized %s without a writeUrl", id), -1);
+    r = rs->write_url[U_ORIG] ? 1
+                              : (afs_error_set(err, AFS_E_BROKER_REFUSED,
+                                               "the broker initialized %s without a writeUrl", id),
+                                 -1);
   else if (!strcmp(rs->status, ST_ERROR))
-    r = -1, afs_error_set(err, EPROTO, "the broker refused the upload: %s",
+    r = -1, afs_error_set(err, AFS_E_BROKER_REFUSED, "the broker refused the upload: %s",
                           rs->error[0] ? rs->error : "(no reason given)");
   else if (strcmp(rs->status, ST_PENDING) != 0)
-    r = -1, afs_error_set(err, ESTALE, "the upload record %s is already %s", id, rs->status);
+    r = -1,
+    afs_error_set(err, AFS_E_RECORD_GONE, "the upload record %s is already %s", id, rs->status);
   if (r != 1)
     afs_rec_state_free(rs);
   return r;
@@ -71,9 +73,9 @@ bool afs_rec_wait_initialized(struct afs_uploader *up, const char *id, int64_t d
   memset(rs, 0, sizeof *rs);
   for (;;) {
     if (afs_upload_stopping(up))
-      return afs_error_set(err, ECANCELED, "unmounting");
+      return afs_error_set(err, AFS_E_UNMOUNTING, "unmounting");
     if (afs_monotonic_ms() + wait_ms >= deadline_ms)
-      return afs_error_set(err, ETIMEDOUT,
+      return afs_error_set(err, AFS_E_DEADLINE,
                            "the broker did not sign upload %s in time (is assetfs-broker "
                            "running?)",
                            id);
