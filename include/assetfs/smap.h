@@ -9,9 +9,10 @@
  * del or through clear's callback. Values must not be NULL (get returns NULL for
  * "absent").
  *
- * The hash is afs_hash_fnv1a64_str (hash.h). The bucket array doubles when the count
- * passes the number of buckets (load factor 1), so get, put and del take O(1) on
- * average; it never shrinks (clear gives it back). Out of memory aborts, as the
+ * The hash is afs_hash_fnv1a64_str (hash.h). The bucket array (64 at the first put) grows
+ * fourfold when the count reaches the number of buckets (load factor 1; after growing
+ * it is 1/4), so get, put and del take O(1) on average; it never shrinks (clear gives
+ * it back). Out of memory aborts, as the
  * x-allocators do.
  *
  * Not thread-safe: callers hold their own lock. A zeroed struct afs_smap (or

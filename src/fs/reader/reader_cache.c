@@ -90,11 +90,11 @@ static void buf_put(struct afs_readcache *rc, char *p) {
 
 /* The block table stays its own: keyed by (source pointer, block index), chained through
  * the blocks (b->hnext, removal by identity), sized once from the budget. Its bucket is
- * the one hash of the key's bytes, the high half folded in as core's string map does. */
+ * the one hash of the key's bytes, low bits as core's string map takes them. */
 static size_t hslot(const struct afs_readcache *rc, const struct src *s, int64_t idx) {
   uintptr_t sp = (uintptr_t)s;
   uint64_t h = afs_hash_fnv1a64_add(afs_hash_fnv1a64(&sp, sizeof sp), &idx, sizeof idx);
-  return (size_t)(h ^ (h >> 32)) & (rc->nht - 1);
+  return (size_t)h & (rc->nht - 1);
 }
 
 struct blk *afs_rc_hget(struct afs_readcache *rc, struct src *s, int64_t idx) {
