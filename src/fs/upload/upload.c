@@ -101,7 +101,7 @@ static void running_add(struct afs_uploader *up, int d) {
 
 char *afs_up_label(struct afs_uploader *up, struct afs_wfile *wf) {
   char *partition, *file_path, *out;
-  afs_staging_names(up->fs->st, wf, &partition, &file_path);
+  afs_staging_names(up->st, wf, &partition, &file_path);
   if (asprintf(&out, "%s/%s", partition, file_path) < 0)
     abort();
   free(partition);
@@ -209,7 +209,7 @@ bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
       pthread_mutex_unlock(&wf->mu);
       if (r == 0) {
         struct afs_error je = {0};
-        afs_staging_journal(up->fs->st, wf, false, &je);
+        afs_staging_journal(up->st, wf, false, &je);
         afs_up_pool_kick(up);
       }
       return r == 0;
@@ -246,7 +246,7 @@ bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
     if (!afs_upload_begin(up, wf, err))
       goto done;
     struct afs_error je = {0};
-    if (!afs_staging_journal(up->fs->st, wf, false, &je))
+    if (!afs_staging_journal(up->st, wf, false, &je))
       afs_warn("%s", je.msg);
   }
   pthread_mutex_lock(&wf->mu);
@@ -331,12 +331,12 @@ done:
   pthread_cond_broadcast(&wf->cond);
   pthread_mutex_unlock(&wf->mu);
   if (release)
-    afs_staging_account(up->fs->st, wf, 0, false);
+    afs_staging_account(up->st, wf, 0, false);
   if (orphan)
     afs_up_add_orphan(up, wf);
   if (ok && !orphan) {
     struct afs_error je = {0};
-    if (!afs_staging_journal(up->fs->st, wf, false, &je))
+    if (!afs_staging_journal(up->st, wf, false, &je))
       afs_warn("%s", je.msg);
   }
   running_add(up, -1);
@@ -357,7 +357,7 @@ done:
 }
 
 bool afs_upload_flush(struct afs_uploader *up, struct afs_wfile *wf, struct afs_error *err) {
-  int64_t deadline = afs_monotonic_ms() + (int64_t)(up->fs->opt.close_timeout * 1000);
+  int64_t deadline = afs_monotonic_ms() + (int64_t)(up->opt->close_timeout * 1000);
   return afs_up_run_pipeline(up, wf, deadline, err);
 }
 
@@ -382,8 +382,8 @@ void afs_upload_unlinked(struct afs_uploader *up, struct afs_wfile *wf) {
   bool release = !busy && wf->handles == 0 && wf->fd >= 0 && ftruncate(wf->fd, 0) == 0;
   pthread_mutex_unlock(&wf->mu);
   if (release)
-    afs_staging_account(up->fs->st, wf, 0, false);
-  afs_staging_forget(up->fs->st, wf);
+    afs_staging_account(up->st, wf, 0, false);
+  afs_staging_forget(up->st, wf);
   if (!id[0])
     return;
   if (state == AFS_W_COMPLETED) {

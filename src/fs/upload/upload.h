@@ -26,11 +26,19 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "assetfs/db.h"
 #include "assetfs/error.h"
-#include "fs.h"
+#include "catalog/catalog.h"
+#include "fs_options.h"
 #include "staging/staging.h"
 
-struct afs_uploader *afs_uploader_new(struct afs_fs *fs, struct afs_error *err);
+/* An uploader over its parts, not the FUSE context: the staging table whose files it
+ * uploads (and resumes), the catalog it confirms completions with and tells about
+ * renames and captions, the mount's options, and the database of the records. All four
+ * outlive the uploader (afs_uploader_free first). */
+struct afs_uploader *afs_uploader_new(struct afs_staging *st, struct afs_catalog *cat,
+                                      const struct afs_fs_options *opt, struct afs_db *db,
+                                      struct afs_error *err);
 /* Waits (at most timeout_s) for uploads in flight and retries, then stops the worker. */
 void afs_uploader_free(struct afs_uploader *up, double timeout_s);
 

@@ -22,7 +22,10 @@
 #define ST_ERROR AFS_UPLOAD_ERROR
 
 struct afs_uploader {
-  struct afs_fs *fs;
+  struct afs_staging *st;           /* the files it uploads */
+  struct afs_catalog *cat;          /* told about completions, renames, captions */
+  const struct afs_fs_options *opt; /* the mount's options */
+  struct afs_db *db;                /* the records */
   pthread_t worker;
   bool worker_started;
   pthread_t *pool; /* upload workers: take QUEUED and due RETRYING files */

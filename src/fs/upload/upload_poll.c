@@ -15,7 +15,7 @@
 #include "assetfs/log.h"
 
 void afs_up_add_orphan(struct afs_uploader *up, struct afs_wfile *wf) {
-  afs_staging_ref(up->fs->st, wf);
+  afs_staging_ref(up->st, wf);
   pthread_mutex_lock(&up->mu);
   if (up->n_orphans == up->cap_orphans) {
     up->cap_orphans = up->cap_orphans ? up->cap_orphans * 2 : 16;
@@ -61,21 +61,21 @@ static void on_completed(struct afs_uploader *up, struct afs_wfile *wf, const ch
     free(caption);
     return;
   }
-  afs_staging_ref(up->fs->st, wf);
-  afs_staging_names(up->fs->st, wf, &partition, &file_path);
+  afs_staging_ref(up->st, wf);
+  afs_staging_names(up->st, wf, &partition, &file_path);
   if (renamed && !afs_asset_set_file_path(up, id, file_path, &err))
     afs_warn("cannot update filePath of %s: %s", id, err.msg);
   if (touched && !afs_asset_set_mtime(up, id, mtime, &err))
     afs_warn("cannot set mtime of %s: %s", id, err.msg);
   /* A caption set after `uploaded` went on the record, which the broker copies only if
    * it read it in time, and setxattr waits for completion only so long: set it again. */
-  if (caption && up->fs->cat && !afs_catalog_set_caption(up->fs->cat, id, caption, &err))
+  if (caption && up->cat && !afs_catalog_set_caption(up->cat, id, caption, &err))
     afs_warn("cannot set the caption of %s: %s", id, err.msg);
   free(caption);
-  if (up->fs->cat)
-    afs_catalog_invalidate_path(up->fs->cat, partition, file_path);
+  if (up->cat)
+    afs_catalog_invalidate_path(up->cat, partition, file_path);
   afs_debug("%s/%s completed as asset %s", partition, file_path, id);
-  afs_staging_unref(up->fs->st, wf);
+  afs_staging_unref(up->st, wf);
   free(partition);
   free(file_path);
 }
@@ -92,11 +92,11 @@ static void drop_when_shown(struct afs_uploader *up, struct afs_wfile *wf) {
   bool check = wf->state == AFS_W_COMPLETED && !wf->shown && !wf->unlinked;
   memcpy(id, wf->id, sizeof id);
   pthread_mutex_unlock(&wf->mu);
-  if (!check || !up->fs->cat)
+  if (!check || !up->cat)
     return;
-  afs_staging_names(up->fs->st, wf, &partition, &file_path);
+  afs_staging_names(up->st, wf, &partition, &file_path);
   /* By _id: one query on the primary key, and no lookup by path. */
-  int k = afs_catalog_confirm(up->fs->cat, partition, file_path, id, &a, &err);
+  int k = afs_catalog_confirm(up->cat, partition, file_path, id, &a, &err);
   bool ours = k == AFS_CAT_FILE && !strcmp(a.id, id);
   if (k == AFS_CAT_FILE)
     afs_asset_free(&a);
@@ -109,7 +109,7 @@ static void drop_when_shown(struct afs_uploader *up, struct afs_wfile *wf) {
   pthread_mutex_unlock(&wf->mu);
   /* The final check is made under the locks that open takes: a file opened (and maybe
    * written) since the lookup keeps its staged copy; its release drops it later. */
-  afs_staging_drop_if_idle(up->fs->st, wf, id);
+  afs_staging_drop_if_idle(up->st, wf, id);
 }
 
 /* An uploaded file whose record is gone (the broker deletes it with a superseded or
@@ -131,7 +131,7 @@ static void lost_record(struct afs_uploader *up, struct afs_wfile *wf, const cha
     char *label = afs_up_label(up, wf);
     afs_info("%s: upload %s was superseded; dropping the staged copy", label, id);
     free(label);
-    afs_staging_remove(up->fs->st, wf);
+    afs_staging_remove(up->st, wf);
   }
 }
 
@@ -215,7 +215,7 @@ static bool still_uploaded(struct afs_uploader *up, struct idset *set, int64_t n
  * (poll again soon). */
 static bool worker_pass(struct afs_uploader *up) {
   struct afs_wfile **all;
-  int n = afs_staging_snapshot(up->fs->st, &all);
+  int n = afs_staging_snapshot(up->st, &all);
   /* orphans join the poll */
   pthread_mutex_lock(&up->mu);
   size_t no = up->n_orphans;
@@ -331,7 +331,7 @@ static bool worker_pass(struct afs_uploader *up) {
     }
   }
   for (int i = 0; i < total; i++)
-    afs_staging_unref(up->fs->st, all[i]);
+    afs_staging_unref(up->st, all[i]);
   free(all);
   free(ids);
   free(status);

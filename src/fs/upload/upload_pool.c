@@ -55,7 +55,7 @@ void afs_up_pool_signal(struct afs_uploader *up) {
 
 static int count_busy(struct afs_uploader *up, bool with_uploaded) {
   struct afs_wfile **all;
-  int n = afs_staging_snapshot(up->fs->st, &all), busy = 0;
+  int n = afs_staging_snapshot(up->st, &all), busy = 0;
   for (int i = 0; i < n; i++) {
     pthread_mutex_lock(&all[i]->mu);
     enum afs_wstate s = all[i]->state;
@@ -64,7 +64,7 @@ static int count_busy(struct afs_uploader *up, bool with_uploaded) {
                           (with_uploaded && s == AFS_W_UPLOADED && !all[i]->unlinked);
     pthread_mutex_unlock(&all[i]->mu);
     busy += pending_upload;
-    afs_staging_unref(up->fs->st, all[i]);
+    afs_staging_unref(up->st, all[i]);
   }
   free(all);
   pthread_mutex_lock(&up->mu);
@@ -87,7 +87,7 @@ int afs_upload_busy_count(struct afs_uploader *up) {
 static struct afs_wfile *pool_pick(struct afs_uploader *up, bool *raced) {
   struct afs_wfile **all, *oldest = NULL, *no_record = NULL, *pick;
   *raced = false;
-  int n = afs_staging_snapshot(up->fs->st, &all), with_record = 0;
+  int n = afs_staging_snapshot(up->st, &all), with_record = 0;
   int64_t now = afs_monotonic_ms();
   for (int i = 0; i < n; i++) {
     struct afs_wfile *wf = all[i];
@@ -118,7 +118,7 @@ static struct afs_wfile *pool_pick(struct afs_uploader *up, bool *raced) {
   }
   for (int i = 0; i < n; i++)
     if (all[i] != pick)
-      afs_staging_unref(up->fs->st, all[i]);
+      afs_staging_unref(up->st, all[i]);
   free(all);
   return pick;
 }
@@ -131,7 +131,7 @@ static void begin_batch(struct afs_uploader *up, struct afs_wfile *wf) {
   struct afs_wfile *batch[RECORD_BATCH], **all;
   int nb = 0;
   batch[nb++] = wf;
-  int n = afs_staging_snapshot(up->fs->st, &all);
+  int n = afs_staging_snapshot(up->st, &all);
   for (int i = 0; i < n; i++) {
     struct afs_wfile *o = all[i];
     bool take = false;
@@ -146,7 +146,7 @@ static void begin_batch(struct afs_uploader *up, struct afs_wfile *wf) {
     if (take)
       batch[nb++] = o; /* keeps the snapshot's reference */
     else
-      afs_staging_unref(up->fs->st, o);
+      afs_staging_unref(up->st, o);
   }
   free(all);
   struct afs_error err = {0};
@@ -164,7 +164,7 @@ static void begin_batch(struct afs_uploader *up, struct afs_wfile *wf) {
       /* Removed while its record was being made: nobody else knew the id. */
       bool gone;
       afs_rec_delete_unused(up, id, &gone, &je);
-    } else if (id[0] && !afs_staging_journal(up->fs->st, b, false, &je)) {
+    } else if (id[0] && !afs_staging_journal(up->st, b, false, &je)) {
       afs_warn("%s", je.msg);
     }
     if (i == 0)
@@ -172,7 +172,7 @@ static void begin_batch(struct afs_uploader *up, struct afs_wfile *wf) {
     pthread_mutex_lock(&b->mu);
     b->claimed = false;
     pthread_mutex_unlock(&b->mu);
-    afs_staging_unref(up->fs->st, b);
+    afs_staging_unref(up->st, b);
   }
   if (nb > 1)
     afs_up_pool_kick(up);
@@ -208,7 +208,7 @@ static void *pool_main(void *arg) {
       pthread_mutex_lock(&wf->mu);
       wf->claimed = false;
       pthread_mutex_unlock(&wf->mu);
-      afs_staging_unref(up->fs->st, wf);
+      afs_staging_unref(up->st, wf);
       continue;
     }
     /* Nothing due: sleep until something is queued, or a second (retries come due). */
@@ -221,13 +221,18 @@ static void *pool_main(void *arg) {
   return NULL;
 }
 
-struct afs_uploader *afs_uploader_new(struct afs_fs *fs, struct afs_error *err) {
+struct afs_uploader *afs_uploader_new(struct afs_staging *st, struct afs_catalog *cat,
+                                      const struct afs_fs_options *opt, struct afs_db *db,
+                                      struct afs_error *err) {
   struct afs_uploader *up = calloc(1, sizeof *up);
-  up->fs = fs;
+  up->st = st;
+  up->cat = cat;
+  up->opt = opt;
+  up->db = db;
   pthread_mutex_init(&up->mu, NULL);
   afs_cond_init(&up->cond);
   afs_cond_init(&up->pool_cond);
-  up->n_resumed = afs_staging_resume(fs->st);
+  up->n_resumed = afs_staging_resume(st);
   if (up->n_resumed > 0)
     afs_info("resuming %lld file(s) left by an earlier mount of this session",
              (long long)up->n_resumed);
@@ -237,7 +242,7 @@ struct afs_uploader *afs_uploader_new(struct afs_fs *fs, struct afs_error *err) 
     return NULL;
   }
   up->worker_started = true;
-  int n = fs->opt.upload_workers > 0 ? fs->opt.upload_workers : 4;
+  int n = opt->upload_workers > 0 ? opt->upload_workers : 4;
   up->pool = calloc(n, sizeof *up->pool);
   for (int i = 0; i < n; i++) {
     if (pthread_create(&up->pool[up->n_pool], NULL, pool_main, up) != 0) {
@@ -253,7 +258,7 @@ struct afs_uploader *afs_uploader_new(struct afs_fs *fs, struct afs_error *err) 
 /* Bytes of files that still have to go up (for the unmount count and the status file). */
 int64_t afs_upload_pending_bytes(struct afs_uploader *up, int *files) {
   struct afs_wfile **all;
-  int n = afs_staging_snapshot(up->fs->st, &all), cnt = 0;
+  int n = afs_staging_snapshot(up->st, &all), cnt = 0;
   int64_t bytes = 0;
   for (int i = 0; i < n; i++) {
     pthread_mutex_lock(&all[i]->mu);
@@ -264,7 +269,7 @@ int64_t afs_upload_pending_bytes(struct afs_uploader *up, int *files) {
       cnt++;
     }
     pthread_mutex_unlock(&all[i]->mu);
-    afs_staging_unref(up->fs->st, all[i]);
+    afs_staging_unref(up->st, all[i]);
   }
   free(all);
   if (files)
@@ -315,7 +320,7 @@ void afs_uploader_free(struct afs_uploader *up, double timeout_s) {
   if (busy > 0)
     afs_warn("unmounting with %d upload(s) not completed; their data stays in %s for the "
              "next mount with this session_id",
-             busy, afs_staging_dir(up->fs->st));
+             busy, afs_staging_dir(up->st));
   pthread_mutex_lock(&up->mu);
   up->stop = true;
   pthread_cond_broadcast(&up->cond);
@@ -327,7 +332,7 @@ void afs_uploader_free(struct afs_uploader *up, double timeout_s) {
   if (up->worker_started)
     pthread_join(up->worker, NULL);
   for (size_t i = 0; i < up->n_orphans; i++)
-    afs_staging_unref(up->fs->st, up->orphans[i]);
+    afs_staging_unref(up->st, up->orphans[i]);
   free(up->orphans);
   pthread_mutex_destroy(&up->mu);
   pthread_cond_destroy(&up->cond);

@@ -26,7 +26,7 @@ struct dbh {
 
 static void dbh_open(struct afs_uploader *up, struct dbh *h, const char *coll) {
   __atomic_add_fetch(&up->n_commands, 1, __ATOMIC_RELAXED);
-  h->db = &up->fs->db;
+  h->db = up->db;
   h->client = afs_db_pop(h->db);
   h->coll = afs_db_coll(h->db, h->client, coll);
 }
@@ -87,11 +87,11 @@ static bool update_one(struct afs_uploader *up, const char *coll, const bson_t *
 
 /* The pending record of one file (caller destroys); its _id in *oid. */
 static bson_t *pending_doc(struct afs_uploader *up, struct afs_wfile *wf, bson_oid_t *oid) {
-  struct afs_fs_options *o = &up->fs->opt;
+  const struct afs_fs_options *o = up->opt;
   bson_oid_init(oid, NULL);
   int64_t t = afs_now_ms();
   char *partition, *file_path, content_type[128];
-  afs_staging_names(up->fs->st, wf, &partition, &file_path);
+  afs_staging_names(up->st, wf, &partition, &file_path);
   pthread_mutex_lock(&wf->mu);
   memcpy(content_type, wf->content_type, sizeof content_type);
   pthread_mutex_unlock(&wf->mu);
@@ -358,7 +358,7 @@ bool afs_upload_renamed(struct afs_uploader *up, struct afs_wfile *wf, struct af
   if (!id[0])
     return true;
   char *partition;
-  afs_staging_names(up->fs->st, wf, &partition, &file_path);
+  afs_staging_names(up->st, wf, &partition, &file_path);
   free(partition);
   bson_t *set =
       BCON_NEW(AFS_F_FILE_PATH, BCON_UTF8(file_path), AFS_F_UPDATED, BCON_DATE_TIME(afs_now_ms()));
@@ -500,7 +500,7 @@ bool afs_rec_session_scan(struct afs_uploader *up, const char *status, bool ids_
                           void (*fn)(void *ctx, const char *id, const bson_t *doc), void *ctx,
                           struct afs_error *err) {
   bson_t *filter =
-      BCON_NEW(AFS_F_SESSION, BCON_UTF8(up->fs->opt.session_id), AFS_F_STATUS, BCON_UTF8(status));
+      BCON_NEW(AFS_F_SESSION, BCON_UTF8(up->opt->session_id), AFS_F_STATUS, BCON_UTF8(status));
   bson_t opts = BSON_INITIALIZER, proj;
   BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj);
   BSON_APPEND_INT32(&proj, AFS_F_ID, 1);
