@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assetfs/cosync.h"
 #include "assetfs/hash.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
@@ -47,7 +48,7 @@ static bool check_content_type(const char *ct, struct afs_error *err) {
 static bool check_hours(const bson_t *doc, double *hours, bool *defaulted, struct afs_error *err) {
   bool has;
   double h = 0;
-  if (!afs_rec_num(doc, "expirationHours", &h, &has, err))
+  if (!afs_rec_num(doc, AFS_F_HOURS, &h, &has, err))
     return false;
   *defaulted = !has;
   if (!has) {
@@ -76,7 +77,7 @@ static int64_t key_timestamp(const bson_t *doc, const bson_value_t *id) {
     return afs_naming_oid_ts(id->value.v_oid.bytes);
   int64_t created;
   bool has;
-  afs_rec_date(doc, "createdAt", &created, &has);
+  afs_rec_date(doc, AFS_F_CREATED, &created, &has);
   if (has && created > 0)
     return created;
   char buf[80];
@@ -92,15 +93,15 @@ bool afs_upload_plan(const bson_t *doc, struct afs_upload_plan *plan, struct afs
   if (!afs_rec_id(doc, &plan->id))
     return afs_error_set(err, EINVAL, "no _id");
   plan->has_id = true;
-  if (!afs_rec_str_req(doc, "uid", AFS_UID_MAX, &plan->uid, err) ||
+  if (!afs_rec_str_req(doc, AFS_F_UID, AFS_UID_MAX, &plan->uid, err) ||
       !afs_uid_check(plan->uid, strlen(plan->uid), err) ||
-      !afs_rec_str_req(doc, "filePath", AFS_FILEPATH_MAX, &plan->file_path, err) ||
+      !afs_rec_str_req(doc, AFS_F_FILE_PATH, AFS_FILEPATH_MAX, &plan->file_path, err) ||
       !afs_filepath_check(plan->file_path, strlen(plan->file_path), err) ||
-      !afs_rec_str(doc, "contentType", CONTENT_TYPE_MAX, &plan->content_type, err) ||
+      !afs_rec_str(doc, AFS_F_CONTENT_TYPE, CONTENT_TYPE_MAX, &plan->content_type, err) ||
       !check_content_type(plan->content_type, err) ||
-      !afs_rec_str(doc, "_partition", PARTITION_MAX, &plan->partition, err) ||
-      !afs_rec_str(doc, "assetPartition", PARTITION_MAX, &plan->asset_partition, err) ||
-      !afs_rec_str(doc, "sessionId", SESSION_MAX, &sess, err) ||
+      !afs_rec_str(doc, AFS_F_PARTITION, PARTITION_MAX, &plan->partition, err) ||
+      !afs_rec_str(doc, AFS_F_ASSET_PARTITION, PARTITION_MAX, &plan->asset_partition, err) ||
+      !afs_rec_str(doc, AFS_F_SESSION, SESSION_MAX, &sess, err) ||
       !check_hours(doc, &plan->hours, &plan->hours_defaulted, err))
     return false;
   if ((!plan->partition || !*plan->partition) &&
@@ -177,12 +178,12 @@ static int keys_claimed(struct afs_broker *b, mongoc_client_t *c, const bson_val
     }
   }
   bson_t q = BSON_INITIALIZER, or, alt, in, ne;
-  BSON_APPEND_DOCUMENT_BEGIN(&q, "_id", &ne);
+  BSON_APPEND_DOCUMENT_BEGIN(&q, AFS_F_ID, &ne);
   bson_append_value(&ne, "$ne", 3, id);
   bson_append_document_end(&q, &ne);
   BSON_APPEND_ARRAY_BEGIN(&q, "$or", & or);
   BSON_APPEND_DOCUMENT_BEGIN(& or, "0", &alt);
-  BSON_APPEND_DOCUMENT_BEGIN(&alt, "path", &in);
+  BSON_APPEND_DOCUMENT_BEGIN(&alt, AFS_F_PATH, &in);
   bson_t arr;
   BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
   int n = 0;
@@ -197,7 +198,7 @@ static int keys_claimed(struct afs_broker *b, mongoc_client_t *c, const bson_val
   bson_append_document_end(& or, &alt);
   if (parent) {
     BSON_APPEND_DOCUMENT_BEGIN(& or, "1", &alt);
-    BSON_APPEND_REGEX(&alt, "path", parent, "");
+    BSON_APPEND_REGEX(&alt, AFS_F_PATH, parent, "");
     bson_append_document_end(& or, &alt);
   }
   bson_append_array_end(&q, & or);
@@ -249,7 +250,7 @@ static int keys_free(struct afs_broker *b, mongoc_client_t *c, const bson_value_
              ids);
     return 1;
   case -1:
-    afs_error_set(err, EAGAIN, "MongoDB could not be asked who uses %s", taken);
+    afs_error_set(err, AFS_E_TRANSIENT, "MongoDB could not be asked who uses %s", taken);
     return -1;
   }
   afs_info("upload %s: an object of another record already exists at %s; trying the next "
@@ -382,7 +383,7 @@ enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const
     if (token)
       afs_lease_release(coll, &plan.id, token, AFS_RETRY_MS, NULL);
     else
-      afs_lease_defer(coll, &plan.id, "pending", AFS_RETRY_MS, NULL);
+      afs_lease_defer(coll, &plan.id, AFS_UPLOAD_PENDING, AFS_RETRY_MS, NULL);
     out = AFS_RETRY;
     goto done;
   }
@@ -410,28 +411,28 @@ enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const
   char seal[65];
   const char *path = plan.keys.key[AFS_PART_ORIGINAL];
   afs_broker_seal(b, &plan.id, plan.uid, path, ct, plan.hours, seal);
-  BSON_APPEND_UTF8(&set, "status", "initialized");
-  BSON_APPEND_UTF8(&set, "path", path);
-  BSON_APPEND_UTF8(&set, "brokerSeal", seal);
+  BSON_APPEND_UTF8(&set, AFS_F_STATUS, AFS_UPLOAD_INITIALIZED);
+  BSON_APPEND_UTF8(&set, AFS_F_PATH, path);
+  BSON_APPEND_UTF8(&set, AFS_F_SEAL, seal);
   if (plan.hours_defaulted)
-    BSON_APPEND_DOUBLE(&set, "expirationHours", plan.hours);
+    BSON_APPEND_DOUBLE(&set, AFS_F_HOURS, plan.hours);
   if (plan.hours == 0)
-    BSON_APPEND_UTF8(&unset, "expiration", "");
+    BSON_APPEND_UTF8(&unset, AFS_F_EXPIRATION, "");
   else
-    BSON_APPEND_DATE_TIME(&set, "expiration", now + afs_broker_read_seconds(plan.hours) * 1000);
+    BSON_APPEND_DATE_TIME(&set, AFS_F_EXPIRATION, now + afs_broker_read_seconds(plan.hours) * 1000);
   /* The version's place among other saves of the same file: the broker's clock, never
    * the client-chosen _id (upload_supersede.c). */
-  BSON_APPEND_DATE_TIME(&set, "initializedAt", now);
-  BSON_APPEND_DATE_TIME(&set, "updatedAt", now);
-  BSON_APPEND_UTF8(&unset, "error", "");
+  BSON_APPEND_DATE_TIME(&set, AFS_F_INITIALIZED_AT, now);
+  BSON_APPEND_DATE_TIME(&set, AFS_F_UPDATED, now);
+  BSON_APPEND_UTF8(&unset, AFS_F_ERROR, "");
   int64_t t_finish = afs_now_ms();
   /* Only a record still pending: a duplicate claim or read (a stale one) of a record
    * whose client has marked it uploaded since must not put it back to initialized.
    * Without a claim (token NULL) also only while no other broker holds a lease on it. */
-  int rc = afs_lease_finish_from(coll, &plan.id, token, "pending", &set, &unset, &err);
+  int rc = afs_lease_finish_from(coll, &plan.id, token, AFS_UPLOAD_PENDING, &set, &unset, &err);
   int64_t born = 0;
   bool has_born = false;
-  afs_rec_date(doc, "createdAt", &born, &has_born);
+  afs_rec_date(doc, AFS_F_CREATED, &born, &has_born);
   afs_debug("upload %s init: %lld ms after createdAt; keys %lld ms, sign %lld ms, finish %lld "
             "ms%s",
             ids, has_born ? (long long)(t_head - born) : -1LL, (long long)(t_sign - t_head),

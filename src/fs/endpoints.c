@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assetfs/cosync.h"
 #include "assetfs/endpoints.h"
 #include "assetfs/http_allow.h"
 #include "assetfs/log.h"
@@ -49,7 +50,7 @@ static bool load(mongoc_client_t *c, const char *dbname, struct afs_origin **out
   *out = NULL;
   *n = 0;
   mongoc_collection_t *coll = mongoc_client_get_collection(c, dbname, AFS_COLL_CONFIG);
-  bson_t *filter = BCON_NEW("_id", BCON_UTF8(AFS_ENDPOINTS_ID));
+  bson_t *filter = BCON_NEW(AFS_F_ID, BCON_UTF8(AFS_ENDPOINTS_ID));
   bson_t *opts = BCON_NEW("limit", BCON_INT64(1));
   mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
   const bson_t *doc;

@@ -125,7 +125,7 @@ static void call_end(struct call *c) {
  * EINVAL; the FFmpeg message and the first logged FFmpeg error explain it. */
 static bool fail_av(struct call *c, struct afs_error *err, int rc, const char *what) {
   if (c->timed_out)
-    return afs_error_set(err, ETIMEDOUT, "%s: gave up after %d s", what, AFS_VIDEO_DEADLINE_S);
+    return afs_error_set(err, AFS_E_DEADLINE, "%s: gave up after %d s", what, AFS_VIDEO_DEADLINE_S);
   if (c->over_budget)
     return afs_error_set(err, EINVAL, "%s: no frame in the first %d MiB after the header", what,
                          AFS_VIDEO_MAX_BYTES >> 20);
@@ -436,7 +436,7 @@ static bool decode_first(struct call *c, AVFormatContext *fmt, AVStream *st, AVF
   }
   for (;;) {
     if (afs_monotonic_ns() > c->deadline_ns) {
-      afs_error_set(err, ETIMEDOUT, "no frame decoded within %d s", AFS_VIDEO_DEADLINE_S);
+      afs_error_set(err, AFS_E_DEADLINE, "no frame decoded within %d s", AFS_VIDEO_DEADLINE_S);
       goto done;
     }
     if (!eof) {

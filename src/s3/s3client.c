@@ -32,7 +32,7 @@ void afs_s3_target_from_config(struct afs_s3_target *t, const struct afs_config 
 }
 
 bool afs_s3_error_transient(const struct afs_error *err) {
-  return err && (err->code == EHOSTUNREACH || err->code == EAGAIN);
+  return err && (err->code == AFS_E_UNREACHABLE || err->code == AFS_E_TRANSIENT);
 }
 
 /* ---- one request ---- */
@@ -121,7 +121,7 @@ static bool delete_batch(const struct afs_s3_client *c, const char *const *keys,
       char *msg = afs_xml_get(e, "Message");
       if (!code || strcmp(code, "NoSuchKey") != 0) {
         if (ok)
-          afs_error_set(err, code && !strcmp(code, "AccessDenied") ? EACCES : EIO,
+          afs_error_set(err, code && !strcmp(code, "AccessDenied") ? AFS_E_URL_REFUSED : EIO,
                         "S3 DeleteObjects refused '%s': %s %s", k ? k : "?", code ? code : "",
                         msg ? msg : "");
         ok = false;

@@ -228,7 +228,7 @@ bool afs_s3_perform(const struct afs_s3_client *c, const struct afs_s3_req *req,
         afs_error_set(err, EIO, "S3 %s %s: answer larger than %ld bytes", req->method, what,
                       MAX_RESPONSE);
       else
-        afs_error_set(err, transient_curl(rc) ? EHOSTUNREACH : EIO,
+        afs_error_set(err, transient_curl(rc) ? AFS_E_UNREACHABLE : EIO,
                       "S3 unreachable at %s (%s %s): %s",
                       c->target.endpoint ? c->target.endpoint : "AWS", req->method, what,
                       curl_easy_strerror(rc));
@@ -239,12 +239,13 @@ bool afs_s3_perform(const struct afs_s3_client *c, const struct afs_s3_req *req,
       char detail[300];
       error_detail(resp, detail, sizeof detail);
       if (resp->status >= 500 || resp->status == 429) {
-        afs_error_set(err, EAGAIN, "S3 %s %s: HTTP %ld%s%s", req->method, what, resp->status,
-                      *detail ? " " : "", detail);
+        afs_error_set(err, AFS_E_TRANSIENT, "S3 %s %s: HTTP %ld%s%s", req->method, what,
+                      resp->status, *detail ? " " : "", detail);
         retry = true;
       } else if (req->error_in_200 && resp->status == 200 && resp->body &&
                  strstr(resp->body, "<Error>")) {
-        afs_error_set(err, EAGAIN, "S3 %s %s: error after 200: %s", req->method, what, detail);
+        afs_error_set(err, AFS_E_TRANSIENT, "S3 %s %s: error after 200: %s", req->method, what,
+                      detail);
         retry = true;
       } else {
         ok = true;
@@ -268,7 +269,7 @@ bool afs_s3_status_error(const struct afs_s3_resp *r, const char *method, const 
                          struct afs_error *err) {
   char detail[300];
   error_detail(r, detail, sizeof detail);
-  int code = r->status == 403 ? EACCES : r->status == 404 ? ENOENT : EIO;
+  int code = r->status == 403 ? AFS_E_URL_REFUSED : r->status == 404 ? ENOENT : EIO;
   return afs_error_set(err, code, "S3 %s %s: HTTP %ld%s%s", method, what, r->status,
                        *detail ? " " : "", detail);
 }

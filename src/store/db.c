@@ -71,6 +71,6 @@ mongoc_collection_t *afs_db_coll(const struct afs_db *db, mongoc_client_t *clien
 bool afs_db_error(struct afs_error *err, const bson_error_t *berr, const char *what) {
   int code = EIO;
   if (berr->domain == MONGOC_ERROR_SERVER_SELECTION || berr->domain == MONGOC_ERROR_STREAM)
-    code = EHOSTUNREACH;
+    code = AFS_E_UNREACHABLE;
   return afs_error_set(err, code, "%s: %s", what, berr->message);
 }

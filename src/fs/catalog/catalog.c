@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assetfs/cosync.h"
 #include "assetfs/log.h"
 #include "assetfs/strutil.h"
 #include "catalog/catalog_int.h"
@@ -338,7 +339,7 @@ int afs_catalog_confirm(struct afs_catalog *cat, const char *partition, const ch
   int k = afs_cat_fetch_by_id(cat, id, &a, err);
   if (k < 0)
     return -1;
-  bool match = k == 1 && !strcmp(a.status, "active") && !strcmp(a.partition, partition) &&
+  bool match = k == 1 && !strcmp(a.status, AFS_ASSET_ACTIVE) && !strcmp(a.partition, partition) &&
                afs_cat_place(&a) && !a.derived_name && !strcmp(a.file_path, path);
   if (!match) {
     if (k == 1)

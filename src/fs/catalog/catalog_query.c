@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assetfs/cosync.h"
 #include "assetfs/log.h"
 #include "assetfs/strutil.h"
 #include "catalog/catalog_int.h"
@@ -40,7 +41,7 @@ bool afs_cat_db_gate(struct afs_catalog *cat, struct afs_error *err) {
 void afs_cat_db_result(struct afs_catalog *cat, bool ok, const struct afs_error *err) {
   int64_t v = 0;
   /* Only connection trouble trips the breaker, not a bad query. */
-  if (!ok && err && err->code == EHOSTUNREACH)
+  if (!ok && err && err->code == AFS_E_UNREACHABLE)
     v = (int64_t)(afs_cat_now() * 1000) + DB_BACKOFF_MS;
   if (ok || v)
     __atomic_store_n(&cat->db_down_until_ms, v, __ATOMIC_RELAXED);
@@ -113,7 +114,7 @@ int afs_cat_fetch_by_id(struct afs_catalog *cat, const char *id, struct afs_asse
     return -1;
   }
   bson_oid_init_from_string(&oid, id);
-  bson_t *q = BCON_NEW("_id", BCON_OID(&oid));
+  bson_t *q = BCON_NEW(AFS_F_ID, BCON_OID(&oid));
   struct asset_vec av = {0};
   bool ok = run_find(cat, AFS_CATQ_ID, q, NULL, collect, &av, err);
   bson_destroy(q);
@@ -192,8 +193,8 @@ static char *suffixed(const char *rel, const char *id) {
 int afs_cat_list_query(struct afs_catalog *cat, const char *partition, const char *dirpath,
                        struct afs_error *err) {
   bson_t q = BSON_INITIALIZER;
-  BSON_APPEND_UTF8(&q, "_partition", partition);
-  BSON_APPEND_UTF8(&q, "status", "active");
+  BSON_APPEND_UTF8(&q, AFS_F_PARTITION, partition);
+  BSON_APPEND_UTF8(&q, AFS_F_STATUS, AFS_ASSET_ACTIVE);
   char *prefix = NULL;
   if (*dirpath) {
     /* The subtree, plus every record without filePath: their derived names may fall
@@ -212,13 +213,13 @@ int afs_cat_list_query(struct afs_catalog *cat, const char *partition, const cha
     bson_t or, alt;
     BSON_APPEND_ARRAY_BEGIN(&q, "$or", & or);
     BSON_APPEND_DOCUMENT_BEGIN(& or, "0", &alt);
-    BSON_APPEND_REGEX(&alt, "filePath", re, "");
+    BSON_APPEND_REGEX(&alt, AFS_F_FILE_PATH, re, "");
     bson_append_document_end(& or, &alt);
     BSON_APPEND_DOCUMENT_BEGIN(& or, "1", &alt);
-    BSON_APPEND_NULL(&alt, "filePath");
+    BSON_APPEND_NULL(&alt, AFS_F_FILE_PATH);
     bson_append_document_end(& or, &alt);
     BSON_APPEND_DOCUMENT_BEGIN(& or, "2", &alt);
-    BSON_APPEND_UTF8(&alt, "filePath", "");
+    BSON_APPEND_UTF8(&alt, AFS_F_FILE_PATH, "");
     bson_append_document_end(& or, &alt);
     bson_append_array_end(&q, & or);
     free(quoted);
@@ -356,8 +357,8 @@ int afs_cat_list_query(struct afs_catalog *cat, const char *partition, const cha
 /* One query by (partition, filePath). 1 found (installed), 0 not found, -1 error. */
 int afs_cat_file_fetch(struct afs_catalog *cat, const char *partition, const char *rel,
                        struct afs_error *err) {
-  bson_t *q = BCON_NEW("_partition", BCON_UTF8(partition), "status", BCON_UTF8("active"),
-                       "filePath", BCON_UTF8(rel));
+  bson_t *q = BCON_NEW(AFS_F_PARTITION, BCON_UTF8(partition), AFS_F_STATUS,
+                       BCON_UTF8(AFS_ASSET_ACTIVE), AFS_F_FILE_PATH, BCON_UTF8(rel));
   struct asset_vec av = {0};
   pthread_mutex_lock(&cat->mu);
   uint64_t seq = cat->inval_seq;
@@ -408,8 +409,8 @@ static bool discover(struct afs_catalog *cat, char ***out, struct afs_error *err
   bson_t reply;
   if (!afs_cat_db_gate(cat, err))
     return false;
-  bson_t *cmd = BCON_NEW("distinct", BCON_UTF8(AFS_COLL_ASSET), "key", BCON_UTF8("_partition"),
-                         "query", "{", "status", BCON_UTF8("active"), "}");
+  bson_t *cmd = BCON_NEW("distinct", BCON_UTF8(AFS_COLL_ASSET), "key", BCON_UTF8(AFS_F_PARTITION),
+                         "query", "{", AFS_F_STATUS, BCON_UTF8(AFS_ASSET_ACTIVE), "}");
   afs_cat_count(cat, AFS_CATQ_DISTINCT);
   mongoc_client_t *c = afs_db_pop(cat->db);
   mongoc_database_t *d = mongoc_client_get_database(c, cat->db->dbname);
@@ -537,7 +538,8 @@ static int run_exists(struct afs_catalog *cat, enum afs_catq kind, const bson_t 
     afs_error_set(err, EIO, "no MongoDB client available");
     return -1;
   }
-  bson_t *opts = BCON_NEW("batchSize", BCON_INT64(1), "projection", "{", "_id", BCON_INT32(1), "}");
+  bson_t *opts =
+      BCON_NEW("batchSize", BCON_INT64(1), "projection", "{", AFS_F_ID, BCON_INT32(1), "}");
   mongoc_collection_t *coll = afs_db_coll(cat->db, c, AFS_COLL_ASSET);
   mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
   bson_destroy(opts);
@@ -608,7 +610,8 @@ bool afs_cat_partition_exists(struct afs_catalog *cat, const char *partition,
   }
   pthread_mutex_unlock(&cat->mu);
   if (known < 0) {
-    bson_t *q = BCON_NEW("_partition", BCON_UTF8(partition), "status", BCON_UTF8("active"));
+    bson_t *q =
+        BCON_NEW(AFS_F_PARTITION, BCON_UTF8(partition), AFS_F_STATUS, BCON_UTF8(AFS_ASSET_ACTIVE));
     int n = run_exists(cat, AFS_CATQ_PARTITION, q, err);
     bson_destroy(q);
     if (n < 0)

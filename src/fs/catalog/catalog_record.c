@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "assetfs/clock.h"
+#include "assetfs/cosync.h"
 #include "assetfs/strutil.h"
 #include "catalog/catalog_int.h"
 
@@ -97,22 +98,22 @@ bool afs_asset_from_bson(const bson_t *doc, struct afs_asset *a) {
   while (bson_iter_next(&it)) {
     const char *k = bson_iter_key(&it);
     char **sdst = NULL;
-    if (!strcmp(k, "_id")) {
+    if (!strcmp(k, AFS_F_ID)) {
       if (BSON_ITER_HOLDS_OID(&it)) {
         bson_oid_to_string(bson_iter_oid(&it), a->id);
         have_id = true;
       }
-    } else if (!strcmp(k, "_partition"))
+    } else if (!strcmp(k, AFS_F_PARTITION))
       sdst = &a->partition;
-    else if (!strcmp(k, "filePath"))
+    else if (!strcmp(k, AFS_F_FILE_PATH))
       sdst = &fp;
-    else if (!strcmp(k, "path"))
+    else if (!strcmp(k, AFS_F_PATH))
       sdst = &a->path;
-    else if (!strcmp(k, "uid"))
+    else if (!strcmp(k, AFS_F_UID))
       sdst = &a->uid;
-    else if (!strcmp(k, "sessionId"))
+    else if (!strcmp(k, AFS_F_SESSION))
       sdst = &a->session_id;
-    else if (!strcmp(k, "contentType"))
+    else if (!strcmp(k, AFS_F_CONTENT_TYPE))
       sdst = &a->content_type;
     else if (!strcmp(k, "url"))
       sdst = &a->url_part[AFS_PART_ORIGINAL];
@@ -124,25 +125,25 @@ bool afs_asset_from_bson(const bson_t *doc, struct afs_asset *a) {
       sdst = &a->url_part[AFS_PART_LARGE];
     else if (!strcmp(k, "urlVideoPreview"))
       sdst = &a->url_part[AFS_PART_PREVIEW];
-    else if (!strcmp(k, "caption"))
+    else if (!strcmp(k, AFS_F_CAPTION))
       sdst = &a->caption;
     else if (!strcmp(k, "color"))
       sdst = &a->color;
-    else if (!strcmp(k, "status"))
+    else if (!strcmp(k, AFS_F_STATUS))
       sdst = &a->status;
-    else if (!strcmp(k, "etag"))
+    else if (!strcmp(k, AFS_F_ETAG))
       sdst = &a->etag;
-    else if (!strcmp(k, "size"))
+    else if (!strcmp(k, AFS_F_SIZE))
       a->size = (int64_t)iter_num(&it);
-    else if (!strcmp(k, "mtime"))
+    else if (!strcmp(k, AFS_F_MTIME))
       mtime = iter_ms(&it);
-    else if (!strcmp(k, "updatedAt"))
+    else if (!strcmp(k, AFS_F_UPDATED))
       updated = iter_ms(&it);
-    else if (!strcmp(k, "createdAt"))
+    else if (!strcmp(k, AFS_F_CREATED))
       a->created_ms = iter_ms(&it);
-    else if (!strcmp(k, "expiration"))
+    else if (!strcmp(k, AFS_F_EXPIRATION))
       a->expiration_ms = iter_ms(&it);
-    else if (!strcmp(k, "expirationHours"))
+    else if (!strcmp(k, AFS_F_HOURS))
       a->expiration_hours = iter_num(&it);
     else if (!strcmp(k, "xRes"))
       a->x_res = (int32_t)iter_num(&it);
@@ -190,20 +191,20 @@ static const struct xattr_def xdefs[] = {
     XF("urlMedium", XS, url_part[AFS_PART_MEDIUM]),
     XF("urlLarge", XS, url_part[AFS_PART_LARGE]),
     XF("urlVideoPreview", XS, url_part[AFS_PART_PREVIEW]),
-    XF("expiration", XT, expiration_ms),
-    XF("expirationHours", XD, expiration_hours),
-    XF("contentType", XS, content_type),
-    XF("size", XI, size),
+    XF(AFS_F_EXPIRATION, XT, expiration_ms),
+    XF(AFS_F_HOURS, XD, expiration_hours),
+    XF(AFS_F_CONTENT_TYPE, XS, content_type),
+    XF(AFS_F_SIZE, XI, size),
     XF("xRes", XI, x_res),
     XF("yRes", XI, y_res),
     XF("duration", XD, duration),
-    XF("caption", XS, caption),
+    XF(AFS_F_CAPTION, XS, caption),
     XF("color", XS, color),
-    XF("status", XS, status),
-    XF("etag", XS, etag),
-    XF("path", XS, path),
-    XF("filePath", XS, file_path),
-    XF("uid", XS, uid),
+    XF(AFS_F_STATUS, XS, status),
+    XF(AFS_F_ETAG, XS, etag),
+    XF(AFS_F_PATH, XS, path),
+    XF(AFS_F_FILE_PATH, XS, file_path),
+    XF(AFS_F_UID, XS, uid),
     XF("partition", XS, partition),
 };
 #define XPREFIX "user.assetfs."
@@ -221,7 +222,7 @@ static char *xvalue(const struct afs_asset *a, const struct xattr_def *d) {
     snprintf(buf, sizeof buf, "%g", *(const double *)base);
     return afs_xstrdup(buf);
   case XI:
-    if (!strcmp(d->name, "size"))
+    if (!strcmp(d->name, AFS_F_SIZE))
       snprintf(buf, sizeof buf, "%" PRId64, *(const int64_t *)base);
     else
       snprintf(buf, sizeof buf, "%" PRId32, *(const int32_t *)base);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "assetfs/clock.h"
+#include "assetfs/cosync.h"
 #include "assetfs/http_get.h"
 #include "assetfs/log.h"
 #include "assetfs/strutil.h"
@@ -77,10 +78,10 @@ static bool usable(const struct afs_catalog *cat, double hours, int64_t exp_ms) 
 static bool call_insert(struct afs_catalog *cat, const bson_oid_t *call_id, const char *id,
                         struct afs_error *err) {
   bson_error_t berr;
-  bson_t *doc = BCON_NEW("_id", BCON_OID(call_id), "name", BCON_UTF8("CosyncRefreshAsset"), "args",
-                         "[", BCON_UTF8(id), "]", "uid", BCON_UTF8(cat->uid), "sessionId",
-                         BCON_UTF8(cat->session_id), "status", BCON_UTF8("pending"), "createdAt",
-                         BCON_DATE_TIME(afs_now_ms()));
+  bson_t *doc = BCON_NEW(
+      AFS_F_ID, BCON_OID(call_id), "name", BCON_UTF8("CosyncRefreshAsset"), "args", "[",
+      BCON_UTF8(id), "]", AFS_F_UID, BCON_UTF8(cat->uid), AFS_F_SESSION, BCON_UTF8(cat->session_id),
+      AFS_F_STATUS, BCON_UTF8(AFS_UPLOAD_PENDING), AFS_F_CREATED, BCON_DATE_TIME(afs_now_ms()));
   afs_cat_count(cat, AFS_CATQ_CALL);
   mongoc_client_t *c = afs_db_pop(cat->db);
   mongoc_collection_t *coll = afs_db_coll(cat->db, c, AFS_COLL_CALL);
@@ -100,20 +101,20 @@ static int call_poll(struct afs_catalog *cat, const bson_oid_t *call_id, struct 
   bson_error_t berr;
   const bson_t *doc;
   int ret = 0;
-  bson_t *q = BCON_NEW("_id", BCON_OID(call_id));
+  bson_t *q = BCON_NEW(AFS_F_ID, BCON_OID(call_id));
   afs_cat_count(cat, AFS_CATQ_CALL);
   mongoc_client_t *c = afs_db_pop(cat->db);
   mongoc_collection_t *coll = afs_db_coll(cat->db, c, AFS_COLL_CALL);
   mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, q, NULL, NULL);
   if (mongoc_cursor_next(cur, &doc)) {
     bson_iter_t it;
-    const char *st = bson_iter_init_find(&it, doc, "status") && BSON_ITER_HOLDS_UTF8(&it)
+    const char *st = bson_iter_init_find(&it, doc, AFS_F_STATUS) && BSON_ITER_HOLDS_UTF8(&it)
                          ? bson_iter_utf8(&it, NULL)
                          : "";
     if (!strcmp(st, "done")) {
       ret = 1;
-    } else if (!strcmp(st, "error")) {
-      const char *msg = bson_iter_init_find(&it, doc, "error") && BSON_ITER_HOLDS_UTF8(&it)
+    } else if (!strcmp(st, AFS_UPLOAD_ERROR)) {
+      const char *msg = bson_iter_init_find(&it, doc, AFS_F_ERROR) && BSON_ITER_HOLDS_UTF8(&it)
                             ? bson_iter_utf8(&it, NULL)
                             : "no reason given";
       afs_error_set(err, EIO, "the broker refused CosyncRefreshAsset: %s", msg);
@@ -137,9 +138,9 @@ static bool active_or_stale(int found, const struct afs_asset *a, const char *id
   if (found < 0)
     return false;
   if (found == 0)
-    return afs_error_set(err, ESTALE, "asset %s no longer exists", id);
-  if (strcmp(a->status, "active") != 0)
-    return afs_error_set(err, ESTALE, "asset %s is %s", id, a->status);
+    return afs_error_set(err, AFS_E_RECORD_GONE, "asset %s no longer exists", id);
+  if (strcmp(a->status, AFS_ASSET_ACTIVE) != 0)
+    return afs_error_set(err, AFS_E_RECORD_GONE, "asset %s is %s", id, a->status);
   return true;
 }
 
@@ -184,7 +185,7 @@ static bool do_refresh(struct afs_catalog *cat, const char *id, enum afs_part pa
     wait = wait * 1.5 > 0.25 ? 0.25 : wait * 1.5; /* adaptive, bounded */
   }
   if (st == 0) {
-    afs_error_set(err, ETIMEDOUT,
+    afs_error_set(err, AFS_E_DEADLINE,
                   "cannot refresh the read URL of asset %s: assetfs-broker did not answer "
                   "CosyncRefreshAsset within %.0f s (is the broker running?)",
                   id, cat->refresh_timeout);
@@ -205,7 +206,7 @@ static bool do_refresh(struct afs_catalog *cat, const char *id, enum afs_part pa
   return true;
 fail:
   /* An old URL that has not expired yet still works for a while: use it. */
-  if (!failed_url && err->code != ESTALE && a.expiration_ms - afs_now_ms() > 2000) {
+  if (!failed_url && err->code != AFS_E_RECORD_GONE && a.expiration_ms - afs_now_ms() > 2000) {
     afs_warn("%s; using the current URL until it expires", err->msg);
     *out = a;
     return true;
@@ -324,7 +325,7 @@ bool afs_cat_part_size(struct afs_catalog *cat, const struct afs_asset *a, enum 
   afs_http_conn_free(c);
   if (!ok) {
     if (err && err->code == ENOENT)
-      err->code = ESTALE;
+      err->code = AFS_E_RECORD_GONE;
     return false;
   }
   pthread_mutex_lock(&cat->ref_mu);
@@ -361,8 +362,8 @@ static bool caption_update(struct afs_catalog *cat, const char *coll_name, const
     return afs_error_set(err, EINVAL, "bad record id '%s'", id);
   bson_oid_init_from_string(&oid, id);
   /* _id alone: the one filter FerretDB answers from its index. */
-  bson_t *sel = BCON_NEW("_id", BCON_OID(&oid));
-  bson_t *upd = BCON_NEW("$set", "{", "caption", BCON_UTF8(caption), "updatedAt",
+  bson_t *sel = BCON_NEW(AFS_F_ID, BCON_OID(&oid));
+  bson_t *upd = BCON_NEW("$set", "{", AFS_F_CAPTION, BCON_UTF8(caption), AFS_F_UPDATED,
                          BCON_DATE_TIME(afs_now_ms()), "}");
   mongoc_client_t *c = afs_db_pop(cat->db);
   mongoc_collection_t *coll = afs_db_coll(cat->db, c, coll_name);
@@ -401,13 +402,13 @@ static bool upload_status(struct afs_catalog *cat, const char *id, char status[3
   const bson_t *doc;
   status[0] = 0;
   bson_oid_init_from_string(&oid, id);
-  bson_t *q = BCON_NEW("_id", BCON_OID(&oid));
-  bson_t *opts = BCON_NEW("projection", "{", "status", BCON_INT32(1), "}");
+  bson_t *q = BCON_NEW(AFS_F_ID, BCON_OID(&oid));
+  bson_t *opts = BCON_NEW("projection", "{", AFS_F_STATUS, BCON_INT32(1), "}");
   mongoc_client_t *c = afs_db_pop(cat->db);
   mongoc_collection_t *coll = afs_db_coll(cat->db, c, AFS_COLL_UPLOAD);
   mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, q, opts, NULL);
   bson_iter_t it;
-  if (mongoc_cursor_next(cur, &doc) && bson_iter_init_find(&it, doc, "status") &&
+  if (mongoc_cursor_next(cur, &doc) && bson_iter_init_find(&it, doc, AFS_F_STATUS) &&
       BSON_ITER_HOLDS_UTF8(&it))
     snprintf(status, 32, "%s", bson_iter_utf8(&it, NULL));
   bool ok = !mongoc_cursor_error(cur, &berr);
@@ -443,9 +444,9 @@ bool afs_catalog_set_upload_caption(struct afs_catalog *cat, const char *id, con
     char st[32];
     if (!upload_status(cat, id, st, err))
       return false;
-    if (!strcmp(st, "error") || !st[0])
+    if (!strcmp(st, AFS_UPLOAD_ERROR) || !st[0])
       return true; /* no asset will come of it (or it is gone): the record has it */
-    if (!strcmp(st, "completed"))
+    if (!strcmp(st, AFS_UPLOAD_COMPLETED))
       continue; /* the asset exists now (or was removed): one more try */
     if (afs_cat_now() >= deadline) {
       afs_warn("upload %s: the broker has not completed it within %.0f s; the caption is "

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "assetfs/clock.h"
+#include "assetfs/cosync.h"
 #include "assetfs/http_put.h" /* afs_monotonic_ms */
 #include "assetfs/log.h"
 #include "fuse/ops_int.h"
@@ -33,7 +34,7 @@ static char *wf_field(struct afs_fs *fs, struct afs_wfile *wf, const char *field
   char *out = NULL, *partition, *file_path;
   afs_staging_names(fs->st, wf, &partition, &file_path);
   pthread_mutex_lock(&wf->mu);
-  if (!strcmp(field, "status")) {
+  if (!strcmp(field, AFS_F_STATUS)) {
     const char *s = afs_wstate_name(wf->state);
     if ((wf->state == AFS_W_RETRYING || wf->state == AFS_W_FAILED) && wf->last_err.msg[0])
       out = asprintf(&out, "%s: %s", s, wf->last_err.msg) < 0 ? NULL : out;
@@ -41,19 +42,19 @@ static char *wf_field(struct afs_fs *fs, struct afs_wfile *wf, const char *field
       out = strdup(s);
   } else if (!strcmp(field, "id") && wf->id[0]) {
     out = strdup(wf->id);
-  } else if (!strcmp(field, "contentType")) {
+  } else if (!strcmp(field, AFS_F_CONTENT_TYPE)) {
     out = strdup(wf->content_type);
-  } else if (!strcmp(field, "caption") && wf->caption) {
+  } else if (!strcmp(field, AFS_F_CAPTION) && wf->caption) {
     out = strdup(wf->caption);
-  } else if (!strcmp(field, "filePath")) {
+  } else if (!strcmp(field, AFS_F_FILE_PATH)) {
     out = strdup(file_path);
   } else if (!strcmp(field, "partition")) {
     out = strdup(partition);
-  } else if (!strcmp(field, "uid")) {
+  } else if (!strcmp(field, AFS_F_UID)) {
     out = strdup(fs->opt.uid);
-  } else if (!strcmp(field, "expirationHours")) {
+  } else if (!strcmp(field, AFS_F_HOURS)) {
     out = asprintf(&out, "%g", fs->opt.expiration_hours) < 0 ? NULL : out;
-  } else if (!strcmp(field, "size")) {
+  } else if (!strcmp(field, AFS_F_SIZE)) {
     struct stat s;
     pthread_mutex_unlock(&wf->mu);
     if (afs_staging_stat(wf, &s))
@@ -66,9 +67,9 @@ static char *wf_field(struct afs_fs *fs, struct afs_wfile *wf, const char *field
   return out;
 }
 
-static const char *const g_wf_fields[] = {"id",       "status",    "contentType", "size",
-                                          "filePath", "partition", "uid",         "expirationHours",
-                                          "caption",  NULL};
+static const char *const g_wf_fields[] = {
+    "id",        AFS_F_STATUS, AFS_F_CONTENT_TYPE, AFS_F_SIZE,    AFS_F_FILE_PATH,
+    "partition", AFS_F_UID,    AFS_F_HOURS,        AFS_F_CAPTION, NULL};
 
 /* What an xattr call is about: a staged file not completed yet (wf, with a ref) or an
  * asset (a, when have_asset). Released with target_release whatever lookup returned. */
@@ -190,7 +191,7 @@ int afs_op_setxattr(const char *path, const char *name, const char *value, size_
   struct afs_fs *fs = afs_fs_ctx();
   struct target t;
   struct afs_error e = {0};
-  if (strcmp(name, PREFIX "caption") != 0)
+  if (strcmp(name, PREFIX AFS_F_CAPTION) != 0)
     return strncmp(name, PREFIX, strlen(PREFIX)) == 0 ? -EPERM : -ENOTSUP;
   if (fs->opt.ro)
     return -EROFS;

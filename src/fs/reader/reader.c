@@ -115,7 +115,7 @@ static bool check_url(struct afs_reader *r, struct afs_error *err) {
     return true;
   }
   *err = rerr;
-  if (err->code != ESTALE)
+  if (err->code != AFS_E_RECORD_GONE)
     err->code = EIO;
   return false;
 }
@@ -171,8 +171,8 @@ static void plan_ahead(struct afs_readcache *rc, struct afs_reader *r, int64_t o
 static int map_code(int code) {
   switch (code) {
   case ENOENT:
-  case ESTALE:
-    return ESTALE;
+  case AFS_E_RECORD_GONE:
+    return AFS_E_RECORD_GONE;
   case EINVAL:
     return EINVAL;
   default:
@@ -285,7 +285,7 @@ ssize_t afs_reader_read(struct afs_reader *r, void *buf, size_t size, int64_t of
       break;
     if (!bad)
       break;
-    if (code == EACCES && !failed) {
+    if (code == AFS_E_URL_REFUSED && !failed) {
       /* src/http refused the URL (not the bucket's) or it redirected: a new URL from the
        * same record would not be better, and the record is worth one line, not one per
        * read. */
@@ -295,10 +295,10 @@ ssize_t afs_reader_read(struct afs_reader *r, void *buf, size_t size, int64_t of
       pthread_mutex_unlock(&rc->mu);
       if (first_time)
         afs_warn("%s: read refused: %s", r->label, err->msg);
-      err->code = EACCES;
+      err->code = AFS_E_URL_REFUSED;
       break;
     }
-    if (code == EACCES && !refreshed) {
+    if (code == AFS_E_URL_REFUSED && !refreshed) {
       refreshed = true;
       struct afs_error rerr = {0};
       afs_info("%s: S3 refused the read URL (403); refreshing it", r->src->key);

@@ -342,7 +342,7 @@ static void job_finish(struct afs_readcache *rc, struct job *j, bool ok,
     b->state = B_ERROR;
     b->err_code = ok ? EIO : err->code;
     b->err_msg = afs_xstrdup(ok ? "S3 object is shorter than the asset's recorded size" : err->msg);
-    if (b->err_code == EACCES && status == 403)
+    if (b->err_code == AFS_E_URL_REFUSED && status == 403)
       b->failed_url = afs_xstrdup(j->url);
     hdel(rc, b);
     if (b->pins == 0)
@@ -390,7 +390,7 @@ static void *worker(void *arg) {
         /* S3 sent less than asked: the object is shorter than recorded. */
         break;
       }
-      if (ok || err.code != EAGAIN || attempt >= rc->o.retries)
+      if (ok || err.code != AFS_E_TRANSIENT || attempt >= rc->o.retries)
         break;
       /* Resume where the transfer stopped, after a growing pause. */
       useconds_t pause = (useconds_t)(200000u << (attempt < 4 ? attempt : 4));
