@@ -33,6 +33,23 @@ def test_cache_max_refuses_with_enospc_then_recovers(start_broker, start_mount, 
     assert http_get(a["url"]) == data
 
 
+def test_writes_past_cache_max_wait_for_uploads_to_drain(broker, start_mount, db):
+    """Back-pressure: with a broker draining staging, a copy bigger than cache_max waits
+    at write() (woken as completed files leave staging) and loses nothing."""
+    m = start_mount("writeback", "cache_max=2M", "close_timeout=10")
+    files = {f"bp{i}.bin": os.urandom(768 << 10) for i in range(8)}  # 6 MiB in all
+    t0 = time.monotonic()
+    for name, data in files.items():
+        with open(m.p(name), "wb") as f:
+            f.write(data)
+    took = time.monotonic() - t0
+    print(f"6 MiB through a 2 MiB cache_max: {took:.2f} s")
+    assert "refused with ENOSPC" not in m.log()
+    for name, data in files.items():
+        a = wait_asset(db, name, timeout=60)
+        assert http_get(a["url"]) == data
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     d = tmp_path / "tiny-cache"

@@ -275,8 +275,9 @@ int afs_op_read(const char *path, char *buf, size_t size, off_t off, struct fuse
   return n < 0 ? afs_fs_errno(&e) : (int)n;
 }
 
-/* Room in cache_max for wf to reach `end` bytes. Past the bound, waits a little for
- * uploads to drain (completed files leave staging), then AFS_E_CACHE_FULL (ENOSPC): the
+/* Room in cache_max for wf to reach `end` bytes. Past the bound, waits (on the staging
+ * table's room condition, woken when bytes leave staging) for uploads to drain, asking
+ * the uploader to look for completions at once, then AFS_E_CACHE_FULL (ENOSPC): the
  * caller learns at write() that the data did not fit, instead of losing it later. */
 static int reserve(struct afs_fs *fs, struct afs_wfile *wf, int64_t end) {
   pthread_mutex_lock(&wf->mu);
@@ -286,17 +287,18 @@ static int reserve(struct afs_fs *fs, struct afs_wfile *wf, int64_t end) {
     return 0;
   double wait_s = fs->opt.close_timeout < 10 ? fs->opt.close_timeout : 10;
   int64_t deadline = afs_monotonic_ms() + (int64_t)(wait_s * 1000);
-  while (afs_staging_bytes(fs->st) + grow > fs->opt.cache_max) {
+  for (;;) {
     afs_upload_need_room(fs->up);
-    if (afs_monotonic_ms() >= deadline) {
+    long left = (long)(deadline - afs_monotonic_ms());
+    if (left > 0 && afs_staging_wait_room(fs->st, grow, fs->opt.cache_max, left < 200 ? left : 200))
+      return 0;
+    if (left <= 0) {
       afs_err("cache_dir holds %lld bytes not yet uploaded (cache_max %lld): write "
               "refused with ENOSPC",
               (long long)afs_staging_bytes(fs->st), (long long)fs->opt.cache_max);
       return -AFS_E_CACHE_FULL;
     }
-    usleep(50000);
   }
-  return 0;
 }
 
 int afs_op_write(const char *path, const char *buf, size_t size, off_t off,

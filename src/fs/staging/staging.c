@@ -45,6 +45,8 @@ struct afs_staging *afs_staging_new(const char *dir, struct afs_error *err) {
   struct afs_staging *st = calloc(1, sizeof *st);
   st->dir = strdup(dir);
   pthread_mutex_init(&st->mu, NULL);
+  pthread_mutex_init(&st->room_mu, NULL);
+  afs_cond_init(&st->room_cv);
   /* New names must not collide with what an earlier mount left for resume. */
   DIR *d = opendir(dir);
   struct dirent *de;
@@ -75,6 +77,13 @@ struct afs_wfile *afs_stg_wf_new(const char *partition, const char *file_path) {
   return wf;
 }
 
+/* Staged bytes went down: wake the writers waiting for room (afs_staging_wait_room). */
+static void room_given_back(struct afs_staging *st) {
+  pthread_mutex_lock(&st->room_mu);
+  pthread_cond_broadcast(&st->room_cv);
+  pthread_mutex_unlock(&st->room_mu);
+}
+
 void afs_stg_wf_destroy(struct afs_staging *st, struct afs_wfile *wf) {
   if (wf->fd >= 0)
     close(wf->fd);
@@ -85,6 +94,8 @@ void afs_stg_wf_destroy(struct afs_staging *st, struct afs_wfile *wf) {
     unlink(wf->staging_path);
   }
   __atomic_sub_fetch(&st->bytes, wf->acct_size, __ATOMIC_RELAXED);
+  if (wf->acct_size > 0)
+    room_given_back(st);
   pthread_mutex_destroy(&wf->jmu);
   pthread_mutex_destroy(&wf->mu);
   pthread_cond_destroy(&wf->cond);
@@ -127,6 +138,8 @@ void afs_staging_free(struct afs_staging *st) {
   free(st->dirs);
   rmdir(st->dir); /* only succeeds when empty: data that still needs uploading stays */
   pthread_mutex_destroy(&st->mu);
+  pthread_mutex_destroy(&st->room_mu);
+  pthread_cond_destroy(&st->room_cv);
   free(st->dir);
   free(st);
 }
@@ -480,6 +493,21 @@ void afs_staging_account(struct afs_staging *st, struct afs_wfile *wf, int64_t s
   pthread_mutex_unlock(&wf->mu);
   if (delta)
     __atomic_add_fetch(&st->bytes, delta, __ATOMIC_RELAXED);
+  if (delta < 0)
+    room_given_back(st);
+}
+
+bool afs_staging_wait_room(struct afs_staging *st, int64_t grow, int64_t max, long slice_ms) {
+  pthread_mutex_lock(&st->room_mu);
+  /* bytes change without room_mu; a decrease broadcasts under it, so a check made
+   * under room_mu right before the wait cannot miss one. */
+  bool fits = afs_staging_bytes(st) + grow <= max;
+  if (!fits) {
+    afs_cond_timedwait_ms(&st->room_cv, &st->room_mu, slice_ms);
+    fits = afs_staging_bytes(st) + grow <= max;
+  }
+  pthread_mutex_unlock(&st->room_mu);
+  return fits;
 }
 
 bool afs_staging_in_table(struct afs_staging *st, struct afs_wfile *wf) {

@@ -148,6 +148,12 @@ int afs_staging_snapshot(struct afs_staging *st, struct afs_wfile ***out);
 
 /* Bytes held by staging files (a running total, see afs_staging_account). */
 int64_t afs_staging_bytes(struct afs_staging *st);
+/* Waits until the staged bytes plus `grow` fit in `max`, woken each time staged bytes
+ * are given back (a completed file left staging, a removed one was truncated), for at
+ * most until deadline_ms (monotonic) and at most slice_ms per wake-up (the caller may
+ * have more to do between waits, e.g. ask the uploader to look for completions). true
+ * if it fits now. */
+bool afs_staging_wait_room(struct afs_staging *st, int64_t grow, int64_t max, long slice_ms);
 /* wf's staged size is now size (grow_only: at least size). */
 void afs_staging_account(struct afs_staging *st, struct afs_wfile *wf, int64_t size,
                          bool grow_only);

@@ -32,6 +32,10 @@ struct afs_staging {
   struct afs_dircount **dt;
   size_t n_dt, dt_entries;
   int64_t bytes; /* atomic (__atomic builtins), not under mu: sum of every wf->acct_size */
+  /* Back-pressure: writers waiting for cache_max room sleep on room_cv (monotonic) and
+   * are woken whenever bytes go down. room_mu guards only the wait; leaf lock. */
+  pthread_mutex_t room_mu;
+  pthread_cond_t room_cv;
 };
 
 /* A new entry (no file, fd -1, refs 0), its names copied and its locks initialised. */
