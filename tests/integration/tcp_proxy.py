@@ -50,13 +50,20 @@ class TcpProxy:
             for a, b in ((c, s), (s, c)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
+    def _relay(self, a, b, d):
+        """Sends chunk d, read from a, on to b. Subclasses delay or record here."""
+        b.sendall(d)
+
+    def from_server(self, sock):
+        return sock.getpeername()[1] == self.target[1]
+
     def _pipe(self, a, b):
         try:
             while True:
                 d = a.recv(262144)
                 if not d:
                     break
-                b.sendall(d)
+                self._relay(a, b, d)
         except OSError:
             pass
         for x in (a, b):

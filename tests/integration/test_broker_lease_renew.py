@@ -10,7 +10,6 @@ own and `uploaded`) right before the upsert, and writes nothing when that fails.
 The slow S3 is a proxy in front of versitygw that holds every answer for a few seconds;
 only the first broker goes through it. The client PUTs straight to versitygw with the
 Host the URL was signed for, so the bytes do not wait."""
-import socket
 import time
 import urllib.parse
 import uuid
@@ -30,26 +29,10 @@ class HoldProxy(TcpProxy):
 
     hold = 0.0
 
-    def _pipe(self, a, b):
-        from_server = a.getpeername()[1] == self.target[1]
-        try:
-            while True:
-                d = a.recv(262144)
-                if not d:
-                    break
-                if from_server and self.hold:
-                    time.sleep(self.hold)
-                b.sendall(d)
-        except OSError:
-            pass
-        for x in (a, b):
-            try:
-                x.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            x.close()
-            with self.lock:
-                self.conns.discard(x)
+    def _relay(self, a, b, d):
+        if self.hold and self.from_server(a):
+            time.sleep(self.hold)
+        b.sendall(d)
 
 
 def put_direct(url, endpoint, data):
