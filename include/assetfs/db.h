@@ -13,6 +13,9 @@
 #include "assetfs/cosync.h" /* the collections */
 #include "assetfs/error.h"
 
+/* The server error code of a duplicate key (an insert or upsert on a taken _id). */
+#define AFS_DB_DUPLICATE_KEY 11000
+
 struct afs_db {
   mongoc_client_pool_t *pool;
   char *dbname;

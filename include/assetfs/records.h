@@ -43,6 +43,10 @@ bool afs_rec_id(const bson_t *doc, bson_value_t *out);
  * strings, else "(id)". Writes into buf (size n). */
 const char *afs_rec_id_str(const bson_value_t *id, char *buf, size_t n);
 
+/* True if two _id values are the same id: same type and value (ObjectId, string, 32/64-bit
+ * integer; any other type by its printed form). */
+bool afs_rec_id_equal(const bson_value_t *a, const bson_value_t *b);
+
 /* The smallest ObjectId made at Unix time ms (its time part, the rest zero): every _id
  * made before that second compares lower. */
 void afs_rec_oid_at(int64_t ms, bson_oid_t *out);

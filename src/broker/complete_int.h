@@ -16,8 +16,6 @@ struct afs_version {
   int64_t at; /* versionAt, ms since the epoch, broker clock */
 };
 
-bool afs_complete_same_id(const bson_value_t *a, const bson_value_t *b);
-
 /* True if the upload record carries `abandoned: true`: its file was removed or replaced
  * through the mount that wrote it before the broker completed it. Such an upload never
  * makes an active asset and never supersedes anything. */

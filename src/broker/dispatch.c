@@ -87,38 +87,20 @@ struct ctx {
   atomic_int next_slot;
 };
 
-static bool same_id(const bson_value_t *a, const bson_value_t *b) {
-  if (a->value_type != b->value_type)
-    return false;
-  switch (a->value_type) {
-  case BSON_TYPE_OID:
-    return bson_oid_equal(&a->value.v_oid, &b->value.v_oid);
-  case BSON_TYPE_UTF8:
-    return a->value.v_utf8.len == b->value.v_utf8.len &&
-           !memcmp(a->value.v_utf8.str, b->value.v_utf8.str, a->value.v_utf8.len);
-  case BSON_TYPE_INT32:
-    return a->value.v_int32 == b->value.v_int32;
-  case BSON_TYPE_INT64:
-    return a->value.v_int64 == b->value.v_int64;
-  default:
-    return false;
-  }
-}
-
 /* Whether candidate `id` is queued or in a worker's hands already. Call with q->lock
  * held. */
 static bool q_has_locked(struct queue *q, const bson_value_t *id, int workers) {
   for (size_t i = 0; i < q->len; i++) {
     const struct item *it = &q->items[(q->head + i) % q->cap];
-    if (same_id(&it->id, id))
+    if (afs_rec_id_equal(&it->id, id))
       return true;
   }
   for (int w = 0; w < workers; w++)
-    if (same_id(&q->claiming[w], id))
+    if (afs_rec_id_equal(&q->claiming[w], id))
       return true;
   int64_t now = afs_now_ms();
   for (size_t i = 0; i < RECENT_MAX; i++)
-    if (now - q->recent_ms[i] < RECENT_MS && same_id(&q->recent[i], id))
+    if (now - q->recent_ms[i] < RECENT_MS && afs_rec_id_equal(&q->recent[i], id))
       return true;
   return false;
 }

@@ -21,29 +21,6 @@
 #include "assetfs/records.h"
 #include "broker.h"
 
-#define DUP_KEY 11000
-
-/* Same record id: same BSON type and value. */
-static bool same_id(const bson_value_t *a, const bson_value_t *b) {
-  if (a->value_type != b->value_type)
-    return false;
-  switch (a->value_type) {
-  case BSON_TYPE_OID:
-    return !memcmp(a->value.v_oid.bytes, b->value.v_oid.bytes, 12);
-  case BSON_TYPE_UTF8:
-    return a->value.v_utf8.len == b->value.v_utf8.len &&
-           !memcmp(a->value.v_utf8.str, b->value.v_utf8.str, a->value.v_utf8.len);
-  case BSON_TYPE_INT32:
-    return a->value.v_int32 == b->value.v_int32;
-  case BSON_TYPE_INT64:
-    return a->value.v_int64 == b->value.v_int64;
-  default: {
-    char x[80], y[80];
-    return !strcmp(afs_rec_id_str(a, x, sizeof x), afs_rec_id_str(b, y, sizeof y));
-  }
-  }
-}
-
 /* 1 when the claim on key is rec's, 0 when another record's or gone (released since:
  * taken by someone for all we know), -1 on a MongoDB error. By _id alone: the one filter
  * every backend answers from its index. */
@@ -56,7 +33,7 @@ static int claim_is_ours(mongoc_collection_t *coll, const bson_value_t *rec, con
   int rc = 0;
   if (mongoc_cursor_next(cur, &d)) {
     bson_iter_t it;
-    rc = bson_iter_init_find(&it, d, "recordId") && same_id(bson_iter_value(&it), rec);
+    rc = bson_iter_init_find(&it, d, "recordId") && afs_rec_id_equal(bson_iter_value(&it), rec);
   }
   bson_error_t berr;
   if (mongoc_cursor_error(cur, &berr)) {
@@ -112,7 +89,7 @@ int afs_key_claims_take(struct afs_broker *b, mongoc_client_t *c, const bson_val
         else if (!strcmp(bson_iter_key(&e), "code"))
           code = bson_iter_as_int64(&e);
       }
-      if (code != DUP_KEY || idx < 0 || (size_t)idx >= n)
+      if (code != AFS_DB_DUPLICATE_KEY || idx < 0 || (size_t)idx >= n)
         other = true;
       else if (!dup[idx])
         dup[idx] = true, ndup++;

@@ -311,7 +311,7 @@ static bool upsert_asset(struct completion *c) {
   bson_destroy(uopts);
   bson_destroy(&upd);
   bson_destroy(&sel);
-  if (!ok && berr.code == 11000) {
+  if (!ok && berr.code == AFS_DB_DUPLICATE_KEY) {
     afs_info("upload %s: its asset was removed meanwhile; not revived", c->ids);
     c->kept_deleted = true;
     return true;

@@ -26,21 +26,6 @@
 #include "assetfs/records.h"
 #include "complete_int.h"
 
-bool afs_complete_same_id(const bson_value_t *a, const bson_value_t *b) {
-  if (a->value_type != b->value_type)
-    return false;
-  if (a->value_type == BSON_TYPE_OID)
-    return bson_oid_equal(&a->value.v_oid, &b->value.v_oid);
-  if (a->value_type == BSON_TYPE_UTF8)
-    return a->value.v_utf8.len == b->value.v_utf8.len &&
-           !memcmp(a->value.v_utf8.str, b->value.v_utf8.str, a->value.v_utf8.len);
-  if (a->value_type == BSON_TYPE_INT32)
-    return a->value.v_int32 == b->value.v_int32;
-  if (a->value_type == BSON_TYPE_INT64)
-    return a->value.v_int64 == b->value.v_int64;
-  return false;
-}
-
 bool afs_complete_abandoned(const bson_t *doc) {
   bson_iter_t it;
   return bson_iter_init_find(&it, doc, AFS_F_ABANDONED) && BSON_ITER_HOLDS_BOOL(&it) &&
@@ -98,7 +83,7 @@ static bool sup_find(mongoc_collection_t *assets, const struct afs_version *self
     if (!bson_iter_init_find(&it, d, AFS_F_ID))
       continue;
     const bson_value_t *o = bson_iter_value(&it);
-    if (afs_complete_same_id(o, self->id))
+    if (afs_rec_id_equal(o, self->id))
       s->self_here = true;
     else if (newer_than(d, o, self))
       s->self_old = true;

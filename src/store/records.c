@@ -117,3 +117,25 @@ void afs_rec_oid_at(int64_t ms, bson_oid_t *out) {
   out->bytes[2] = (uint8_t)(secs >> 8);
   out->bytes[3] = (uint8_t)secs;
 }
+
+bool afs_rec_id_equal(const bson_value_t *a, const bson_value_t *b) {
+  if (a->value_type != b->value_type)
+    return false;
+  switch (a->value_type) {
+  case BSON_TYPE_EOD: /* an empty slot is nobody's id */
+    return false;
+  case BSON_TYPE_OID:
+    return bson_oid_equal(&a->value.v_oid, &b->value.v_oid);
+  case BSON_TYPE_UTF8:
+    return a->value.v_utf8.len == b->value.v_utf8.len &&
+           !memcmp(a->value.v_utf8.str, b->value.v_utf8.str, a->value.v_utf8.len);
+  case BSON_TYPE_INT32:
+    return a->value.v_int32 == b->value.v_int32;
+  case BSON_TYPE_INT64:
+    return a->value.v_int64 == b->value.v_int64;
+  default: {
+    char x[80], y[80];
+    return !strcmp(afs_rec_id_str(a, x, sizeof x), afs_rec_id_str(b, y, sizeof y));
+  }
+  }
+}
