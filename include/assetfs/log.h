@@ -20,8 +20,9 @@ void afs_log_add_secret(const char *secret);
 
 void afs_log(enum afs_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Copies src into dst (size n) with X-Amz-Signature/X-Amz-Credential values and
- * registered secrets replaced by "REDACTED". Exposed for tests. */
+/* Copies src into dst (size n) with the values of X-Amz-Signature= and Signature= and
+ * every registered secret (the S3 secret key, a MongoDB URI's password) replaced by
+ * "REDACTED". Exposed for tests. */
 void afs_log_redact(const char *src, char *dst, size_t n);
 
 #define afs_err(...) afs_log(AFS_LOG_ERROR, __VA_ARGS__)

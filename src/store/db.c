@@ -1,4 +1,5 @@
 #include "assetfs/db.h"
+#include "assetfs/log.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -24,6 +25,11 @@ bool afs_db_open(struct afs_db *db, const char *uri_str, const char *dbname, con
   uri = mongoc_uri_new_with_error(uri_str, &berr);
   if (!uri)
     return afs_db_error(err, &berr, "invalid MongoDB URI");
+  /* The URI's password is a secret like the S3 key: no log line may carry it, whichever
+   * module (or libmongoc, routed through our log) formats the URI. */
+  const char *pw = mongoc_uri_get_password(uri);
+  if (pw && *pw)
+    afs_log_add_secret(pw);
   if (appname)
     mongoc_uri_set_appname(uri, appname);
   db->pool = mongoc_client_pool_new(uri);

@@ -5,6 +5,7 @@
 
 #include "afs_test.h"
 #include "assetfs/config.h"
+#include "assetfs/db.h"
 #include "assetfs/error.h"
 #include "assetfs/log.h"
 
@@ -19,6 +20,20 @@ static void test_redaction(void) {
   afs_log_redact("secret is wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY!", out, sizeof out);
   CHECK(strstr(out, "wJalr") == NULL);
   CHECK(strstr(out, "secret is ") == out);
+}
+
+/* A MongoDB URI's password is registered as a secret when the pool is made (no server
+ * is contacted for that). */
+static void test_mongo_password_redacted(void) {
+  struct afs_db db;
+  struct afs_error e = {0};
+  CHECK(afs_db_open(&db, "mongodb://broker:Pa55-w0rd-xyz@127.0.0.1:1/?serverSelectionTimeoutMS=10",
+                    "t", "test", &e));
+  char out[256];
+  afs_log_redact("connecting as broker:Pa55-w0rd-xyz@127.0.0.1:1", out, sizeof out);
+  CHECK(strstr(out, "Pa55") == NULL);
+  CHECK(strstr(out, "connecting as broker:") == out);
+  afs_db_close(&db);
 }
 
 static void test_error(void) {
@@ -61,6 +76,7 @@ static void test_config_file(void) {
 
 int main(void) {
   test_redaction();
+  test_mongo_password_redacted();
   test_error();
   test_config_file();
   TEST_MAIN_END();
