@@ -53,6 +53,12 @@ static void learn(struct afs_uploader *up, int64_t waited_ms) {
   pthread_mutex_unlock(&up->mu);
 }
 
+static bool not_signed(const char *id, struct afs_error *err) {
+  return afs_error_set(err, AFS_E_DEADLINE,
+                       "the broker did not sign upload %s in time (is assetfs-broker running?)",
+                       id);
+}
+
 bool afs_rec_wait_initialized(struct afs_uploader *up, const char *id, int64_t deadline_ms,
                               struct record_state *rs, struct afs_error *err) {
   int64_t t0 = afs_monotonic_ms();
@@ -75,10 +81,7 @@ bool afs_rec_wait_initialized(struct afs_uploader *up, const char *id, int64_t d
     if (afs_upload_stopping(up))
       return afs_error_set(err, AFS_E_UNMOUNTING, "unmounting");
     if (afs_monotonic_ms() + wait_ms >= deadline_ms)
-      return afs_error_set(err, AFS_E_DEADLINE,
-                           "the broker did not sign upload %s in time (is assetfs-broker "
-                           "running?)",
-                           id);
+      return not_signed(id, err);
     usleep((useconds_t)wait_ms * 1000);
     looks++;
     int r = look(up, id, rs, err);
@@ -90,8 +93,8 @@ bool afs_rec_wait_initialized(struct afs_uploader *up, const char *id, int64_t d
     }
     if (r < 0)
       return false;
-    if (afs_monotonic_ms() >= deadline_ms)
-      return false;
+    if (afs_monotonic_ms() >= deadline_ms) /* a late wake-up: the same reason */
+      return not_signed(id, err);
     wait_ms = step;
     step = step * 3 / 2 + 1;
     if (step > STEP_MAX_MS)
