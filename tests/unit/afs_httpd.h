@@ -20,6 +20,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "afs_testsrv.h"
+
 struct httpd {
   int lfd, port;
   pthread_t th;
@@ -34,16 +36,6 @@ struct httpd {
 
 static inline unsigned char httpd_byte(int64_t i) {
   return (unsigned char)((i * 7) ^ (i >> 8) ^ (i >> 17));
-}
-
-static void httpd_send_all(int fd, const char *p, size_t n) {
-  while (n > 0) {
-    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-    if (w <= 0)
-      return;
-    p += w;
-    n -= (size_t)w;
-  }
 }
 
 struct httpd_conn {
@@ -107,13 +99,13 @@ static void *httpd_conn_main(void *arg) {
                "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */%lld\r\n"
                "Content-Length: 0\r\n\r\n",
                size);
-      httpd_send_all(c->fd, hdr, strlen(hdr));
+      testsrv_send_all(c->fd, hdr, strlen(hdr));
       continue;
     }
     if (err) {
       snprintf(hdr, sizeof hdr, "HTTP/1.1 %d Error\r\nContent-Length: %zu\r\n\r\n%s", code,
                strlen(err), err);
-      httpd_send_all(c->fd, hdr, strlen(hdr));
+      testsrv_send_all(c->fd, hdr, strlen(hdr));
       continue;
     }
     long long len = b - a + 1;
@@ -124,13 +116,13 @@ static void *httpd_conn_main(void *arg) {
                a, b, size, len);
     else
       snprintf(hdr, sizeof hdr, "HTTP/1.1 200 OK\r\nContent-Length: %lld\r\n\r\n", len);
-    httpd_send_all(c->fd, hdr, strlen(hdr));
+    testsrv_send_all(c->fd, hdr, strlen(hdr));
     char buf[65536];
     for (long long off = a; off <= b;) {
       size_t n = 0;
       for (; n < sizeof buf && off <= b; n++, off++)
         buf[n] = (char)httpd_byte(off);
-      httpd_send_all(c->fd, buf, n);
+      testsrv_send_all(c->fd, buf, n);
     }
     pthread_mutex_lock(&h->mu);
     h->bytes += len;
@@ -166,13 +158,8 @@ static inline int httpd_start(struct httpd *h) {
   memset(h, 0, sizeof *h);
   pthread_mutex_init(&h->mu, NULL);
   h->valid_tok = 1;
-  h->lfd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  if (bind(h->lfd, (struct sockaddr *)&sa, sizeof sa) || listen(h->lfd, 64))
+  if ((h->lfd = testsrv_listen(&h->port)) < 0)
     return -1;
-  socklen_t sl = sizeof sa;
-  getsockname(h->lfd, (struct sockaddr *)&sa, &sl);
-  h->port = ntohs(sa.sin_port);
   return pthread_create(&h->th, NULL, httpd_main, h);
 }
 

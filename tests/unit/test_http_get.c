@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "afs_test.h"
+#include "afs_testsrv.h"
 #include "assetfs/http_allow.h"
 #include "assetfs/http_get.h"
 #include "reader/reader.h"
@@ -36,31 +37,18 @@ static unsigned char byte_at(long long i) {
   return (unsigned char)((i * 13) ^ (i >> 7));
 }
 
-static void send_all(int fd, const void *p, size_t n) {
-  const char *c = p;
-  while (n > 0) {
-    ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
-    if (w <= 0)
-      return;
-    c += w;
-    n -= (size_t)w;
-  }
-}
-
 static void send_bytes(int fd, long long a, long long b) {
   char buf[8192];
   for (long long off = a; off <= b;) {
     size_t n = 0;
     for (; n < sizeof buf && off <= b; n++, off++)
       buf[n] = (char)byte_at(off);
-    send_all(fd, buf, n);
+    testsrv_send_all(fd, buf, n);
   }
 }
 
-static void *serve_conn(void *arg) {
-  struct srv *s = ((void **)arg)[0];
-  int fd = (int)(intptr_t)((void **)arg)[1];
-  free(arg);
+static void *serve_conn(void *ctx, int fd) {
+  struct srv *s = ctx;
   char req[8192];
   size_t have = 0;
   for (;;) {
@@ -94,12 +82,12 @@ static void *serve_conn(void *arg) {
                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes %lld-%lld/%lld\r\n"
                "Content-Length: %lld\r\n\r\n",
                a, b, s->size, b - a + 1);
-      send_all(fd, hdr, strlen(hdr));
+      testsrv_send_all(fd, hdr, strlen(hdr));
       send_bytes(fd, a, b);
       break;
     case M_IGNORE_RANGE:
       snprintf(hdr, sizeof hdr, "HTTP/1.1 200 OK\r\nContent-Length: %lld\r\n\r\n", s->size);
-      send_all(fd, hdr, strlen(hdr));
+      testsrv_send_all(fd, hdr, strlen(hdr));
       send_bytes(fd, 0, s->size - 1);
       break;
     case M_WRONG_START: /* the right length, from the wrong place */
@@ -107,19 +95,19 @@ static void *serve_conn(void *arg) {
                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-%lld/%lld\r\n"
                "Content-Length: %lld\r\n\r\n",
                b - a, s->size, b - a + 1);
-      send_all(fd, hdr, strlen(hdr));
+      testsrv_send_all(fd, hdr, strlen(hdr));
       send_bytes(fd, 0, b - a);
       break;
     case M_NO_CR:
       snprintf(hdr, sizeof hdr, "HTTP/1.1 206 Partial Content\r\nContent-Length: %lld\r\n\r\n",
                b - a + 1);
-      send_all(fd, hdr, strlen(hdr));
+      testsrv_send_all(fd, hdr, strlen(hdr));
       send_bytes(fd, 0, b - a);
       break;
     case M_REDIRECT:
       snprintf(hdr, sizeof hdr,
                "HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 5\r\n\r\nmoved", s->location);
-      send_all(fd, hdr, strlen(hdr));
+      testsrv_send_all(fd, hdr, strlen(hdr));
       break;
     }
   }
@@ -130,30 +118,15 @@ out:
 
 static void *serve(void *arg) {
   struct srv *s = arg;
-  for (;;) {
-    int fd = accept(s->lfd, NULL, NULL);
-    if (fd < 0)
-      return NULL;
-    void **a = malloc(2 * sizeof *a);
-    a[0] = s;
-    a[1] = (void *)(intptr_t)fd;
-    pthread_t t;
-    pthread_create(&t, NULL, serve_conn, a);
-    pthread_detach(t);
-  }
+  testsrv_accept_each(s->lfd, serve_conn, s);
+  return NULL;
 }
 
 static void srv_start(struct srv *s, long long size) {
   memset(s, 0, sizeof *s);
   pthread_mutex_init(&s->mu, NULL);
   s->size = size;
-  s->lfd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  bind(s->lfd, (struct sockaddr *)&a, sizeof a);
-  socklen_t l = sizeof a;
-  getsockname(s->lfd, (struct sockaddr *)&a, &l);
-  s->port = ntohs(a.sin_port);
-  listen(s->lfd, 16);
+  s->lfd = testsrv_listen(&s->port);
   pthread_create(&s->th, NULL, serve, s);
 }
 

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "afs_test.h"
+#include "afs_testsrv.h"
 #include "assetfs/http_allow.h"
 #include "assetfs/http_put.h"
 
@@ -39,10 +40,8 @@ static int next_status(struct srv *s) {
   return st;
 }
 
-static void *serve_conn(void *arg) {
-  struct srv *s = ((void **)arg)[0];
-  int fd = (int)(intptr_t)((void **)arg)[1];
-  free(arg);
+static void *serve_conn(void *ctx, int fd) {
+  struct srv *s = ctx;
   char buf[65536];
   size_t have = 0;
   for (;;) {
@@ -89,29 +88,14 @@ out:
 
 static void *serve(void *arg) {
   struct srv *s = arg;
-  for (;;) {
-    int fd = accept(s->lfd, NULL, NULL);
-    if (fd < 0)
-      return NULL;
-    void **a = malloc(2 * sizeof *a);
-    a[0] = s;
-    a[1] = (void *)(intptr_t)fd;
-    pthread_t t;
-    pthread_create(&t, NULL, serve_conn, a);
-    pthread_detach(t);
-  }
+  testsrv_accept_each(s->lfd, serve_conn, s);
+  return NULL;
 }
 
 static void srv_start(struct srv *s) {
   memset(s, 0, sizeof *s);
   pthread_mutex_init(&s->mu, NULL);
-  s->lfd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  bind(s->lfd, (struct sockaddr *)&a, sizeof a);
-  socklen_t l = sizeof a;
-  getsockname(s->lfd, (struct sockaddr *)&a, &l);
-  s->port = ntohs(a.sin_port);
-  listen(s->lfd, 16);
+  s->lfd = testsrv_listen(&s->port);
   pthread_create(&s->th, NULL, serve, s);
 }
 
