@@ -91,6 +91,17 @@ def s3_exists(s3, bucket, key):
         return False
 
 
+def key_ts(oid):
+    """The first-candidate timestamp the broker embeds in the keys of an upload with
+    ObjectId _id oid (afs_naming_oid_ts: its second, plus a hash of the rest mod 1000;
+    the hash's offset basis is the project's own, see include/assetfs/hash.h)."""
+    b = oid.binary
+    h = 1469598103934665603
+    for x in b[4:12]:
+        h = ((h ^ x) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return int.from_bytes(b[:4], "big") * 1000 + h % 1000
+
+
 def key_of(url, bucket):
     """The key a path-style URL of BUCKET names (decoded)."""
     path = urllib.parse.urlsplit(url).path

@@ -10,7 +10,8 @@ import uuid
 import bson
 import pytest
 
-from cosync_client import get, key_of, mark_uploaded, new_upload, put, s3_exists, wait_status
+from cosync_client import (get, key_of, key_ts, mark_uploaded, new_upload, put, s3_exists,
+                           wait_status)
 from procs import wait_for
 
 IMAGE_PARTS = [("writeUrl", "url"), ("writeUrlSmall", "urlSmall"),
@@ -19,15 +20,6 @@ IMAGE_PARTS = [("writeUrl", "url"), ("writeUrlSmall", "urlSmall"),
 
 def uid():
     return "u" + uuid.uuid4().hex[:16]
-
-
-def key_ts(oid):
-    """The broker's first-candidate key timestamp of an ObjectId (afs_naming_oid_ts)."""
-    b = oid.binary
-    h = 1469598103934665603
-    for x in b[4:12]:
-        h = ((h ^ x) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
-    return int.from_bytes(b[:4], "big") * 1000 + h % 1000
 
 
 def same_ts_ids(n):

@@ -10,7 +10,7 @@ import pymongo
 import pytest
 from bson.raw_bson import RawBSONDocument
 
-from cosync_client import call, mark_uploaded, new_upload, put, utcnow, wait_status
+from cosync_client import call, key_ts, mark_uploaded, new_upload, put, utcnow, wait_status
 from procs import wait_for
 
 HUGE = "a/" + "x" * (4 * 1024 * 1024)
@@ -207,15 +207,6 @@ def test_refresh_refuses_retargeted_asset(db, broker):
     db.CosyncAsset.update_one({"_id": aid}, {"$set": {"uid": victim}})
     res = call(db, "CosyncRefreshAsset", [str(aid)], victim)
     assert res["status"] == "error" and "refusing to sign" in res["error"]
-
-
-def key_ts(oid):
-    """The broker's key timestamp of an ObjectId _id (upload_init.c key_timestamp)."""
-    b = oid.binary
-    h = 1469598103934665603
-    for x in b[4:12]:
-        h = ((h ^ x) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
-    return int.from_bytes(b[:4], "big") * 1000 + h % 1000
 
 
 def spoof_id(oid):
