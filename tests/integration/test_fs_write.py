@@ -203,6 +203,28 @@ def test_overwrite_supersedes(mount, db):
              "the rewritten asset")
 
 
+def test_new_version_staged_copy_dropped_after_reader_held_old(mount, db):
+    """A reader holds the staged copy of a completed, shown version while the file is
+    appended to: the next version's staged copy must still go once it is completed (the
+    'shown' mark of the old version kept the poller from ever looking: CI flake of
+    test_append_cycles_across_completion_lose_nothing)."""
+    fp = "held.txt"
+    with open(mount.p(fp), "wb") as f:
+        f.write(b"v1\n")
+    wait_asset(db, fp)
+    reader = open(mount.p(fp), "rb")
+    try:
+        # the poller confirms v1 through the catalog and cannot drop it: a handle is open
+        time.sleep(3)
+        with open(mount.p(fp), "ab") as f:
+            f.write(b"v2\n")
+    finally:
+        reader.close()
+    wait_for(lambda: (a := active_asset(db, fp)) and a["size"] == 6, 60, "the second version")
+    wait_no_staging(mount, timeout=30)
+    assert open(mount.p(fp), "rb").read() == b"v1\nv2\n"
+
+
 def test_append_cycles_across_completion_lose_nothing(mount, db):
     """Open/append/close again and again while each version completes and its staged
     copy is dropped (D4: a drop racing with an open must never strand a write)."""

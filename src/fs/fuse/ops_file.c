@@ -163,6 +163,7 @@ static void mark_dirty(struct afs_wfile *wf) {
    * used, the upload fails with AFS_E_RECORD_GONE and takes a new record). */
   wf->resumed = false;
   wf->generation++;
+  wf->shown = false; /* the completed asset no longer holds these bytes */
   if (wf->state != AFS_W_UPLOADING)
     wf->state = AFS_W_WRITING;
   pthread_mutex_unlock(&wf->mu);

@@ -42,6 +42,10 @@ static void on_completed(struct afs_uploader *up, struct afs_wfile *wf, const ch
     return;
   }
   wf->state = AFS_W_COMPLETED;
+  /* `shown` belongs to one asset: an earlier version's (kept while a reader held the
+   * staged copy) must not let this one drop before the catalog serves it, nor keep the
+   * poller from ever asking (the staged copy would stay until unmount). */
+  wf->shown = false;
   memcpy(id, wf->id, sizeof id);
   int64_t mtime = wf->mtime_ms;
   /* The broker copied filePath and mtime from the record: write them only if they
