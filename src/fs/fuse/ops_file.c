@@ -14,6 +14,7 @@
 #include "fuse/ops_int.h"
 #include "fuse/status.h"
 #include "staging/journal.h"
+#include "staging/wfile.h"
 #include "upload/upload.h"
 
 static struct afs_fh *fh_new(struct afs_wfile *wf, bool writable) {
@@ -21,13 +22,8 @@ static struct afs_fh *fh_new(struct afs_wfile *wf, bool writable) {
   struct afs_fh *h = calloc(1, sizeof *h);
   h->wf = wf;
   h->writable = writable;
-  if (wf) {
-    pthread_mutex_lock(&wf->mu);
-    wf->handles++;
-    if (writable)
-      wf->writers++;
-    pthread_mutex_unlock(&wf->mu);
-  }
+  if (wf)
+    afs_wf_opened(wf, writable);
   pthread_mutex_lock(&fs->fh_mu);
   h->next = fs->fh_list;
   if (fs->fh_list)
@@ -80,7 +76,7 @@ static int new_staged(struct afs_fs *fs, const struct afs_fpath *p, struct afs_w
     bool completed = replaced->state == AFS_W_COMPLETED;
     pthread_mutex_unlock(&replaced->mu);
     if (!completed)
-      afs_upload_unlinked(fs->up, replaced);
+      afs_upload_unlinked(fs->up, replaced, NULL);
     afs_staging_unref(fs->st, replaced);
   }
   afs_catalog_invalidate_path(fs->cat, p->partition, p->rel);
@@ -123,7 +119,7 @@ static int copy_asset_to_staging(struct afs_fs *fs, const struct afs_fpath *p,
   free(buf);
   afs_reader_close(r);
   if (rc) {
-    afs_upload_unlinked(fs->up, wf);
+    afs_upload_unlinked(fs->up, wf, NULL);
     afs_staging_remove(fs->st, wf);
     afs_staging_unref(fs->st, wf);
     return rc;
@@ -154,19 +150,6 @@ int afs_op_create(const char *path, mode_t mode, struct fuse_file_info *fi) {
   }
   afs_fpath_free(&p);
   return rc;
-}
-
-static void mark_dirty(struct afs_wfile *wf) {
-  pthread_mutex_lock(&wf->mu);
-  wf->dirty = true;
-  /* New bytes: what the killed mount's record got to no longer matters (if it was
-   * used, the upload fails with AFS_E_RECORD_GONE and takes a new record). */
-  wf->resumed = false;
-  wf->generation++;
-  wf->shown = false; /* the completed asset no longer holds these bytes */
-  if (wf->state != AFS_W_UPLOADING)
-    wf->state = AFS_W_WRITING;
-  pthread_mutex_unlock(&wf->mu);
 }
 
 int afs_op_open(const char *path, struct fuse_file_info *fi) {
@@ -207,7 +190,7 @@ again:
   if (k == AFS_NODE_STAGED) {
     if (trunc && ftruncate(wf->fd, 0) == 0) {
       afs_staging_account(fs->st, wf, 0, false);
-      mark_dirty(wf);
+      afs_wf_written(wf);
     }
   } else if (k == AFS_NODE_ASSET) {
     if (!writable) {
@@ -329,7 +312,7 @@ int afs_op_write(const char *path, const char *buf, size_t size, off_t off,
     return -errno;
   }
   afs_staging_account(afs_fs_ctx()->st, h->wf, (int64_t)off + n, true);
-  mark_dirty(h->wf);
+  afs_wf_written(h->wf);
   return (int)n;
 }
 
@@ -389,23 +372,16 @@ int afs_op_fsync(const char *path, int datasync, struct fuse_file_info *fi) {
 static void fh_close(struct afs_fs *fs, struct afs_fh *h) {
   if (h->wf) {
     struct afs_wfile *wf = h->wf;
-    pthread_mutex_lock(&wf->mu);
-    wf->handles--;
-    if (h->writable)
-      wf->writers--;
-    bool queue = wf->writers == 0 && wf->dirty && wf->state == AFS_W_WRITING;
-    bool drop = wf->handles == 0 && wf->state == AFS_W_COMPLETED && wf->shown;
-    char id[25];
-    memcpy(id, wf->id, sizeof id);
-    pthread_mutex_unlock(&wf->mu);
+    struct afs_wf_closing c;
+    afs_wf_closed(wf, h->writable, &c);
     /* Closed without flush (NFS export, a dup'd fd), or write-back: upload in background.
      * Write-back makes no record here: an upload worker makes the records of every file
      * queued meanwhile in one insert (RELEASE runs on a FUSE thread, and FUSE threads
      * stuck on a busy database stall every other operation of the mount). */
-    if (queue)
+    if (c.queue)
       afs_upload_queue(fs->up, wf);
-    if (drop)
-      afs_staging_drop_if_idle(fs->st, wf, id);
+    if (c.drop)
+      afs_staging_drop_if_idle(fs->st, wf, c.id);
     afs_staging_unref(fs->st, wf);
   }
   if (h->reader) {
@@ -453,7 +429,7 @@ int afs_op_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
     if (ftruncate(h->wf->fd, size) != 0)
       return -errno;
     afs_staging_account(fs->st, h->wf, size, false);
-    mark_dirty(h->wf);
+    afs_wf_written(h->wf);
     return 0;
   }
   struct afs_fpath p;
@@ -474,7 +450,7 @@ int afs_op_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
       rc = -errno;
     } else {
       afs_staging_account(fs->st, wf, size, false);
-      mark_dirty(wf);
+      afs_wf_written(wf);
       pthread_mutex_lock(&wf->mu);
       bool closed = wf->writers == 0;
       pthread_mutex_unlock(&wf->mu);
@@ -507,7 +483,8 @@ int afs_op_unlink(const char *path) {
   if (wf) {
     found = true;
     afs_staging_remove(fs->st, wf);
-    afs_upload_unlinked(fs->up, wf);
+    if (!afs_upload_unlinked(fs->up, wf, &e))
+      rc = afs_fs_errno(&e); /* removed, but the user learns the database did not hear it */
     afs_staging_unref(fs->st, wf);
   }
   /* Older completed assets at the same path go too: whether wf's own (completed

@@ -23,8 +23,10 @@ static int drop_target(struct afs_fs *fs, const struct afs_fpath *to, const char
   struct afs_wfile *old = afs_staging_get(fs->st, to->partition, to->rel);
   if (old) {
     afs_staging_remove(fs->st, old);
-    afs_upload_unlinked(fs->up, old);
+    bool marked = afs_upload_unlinked(fs->up, old, &e);
     afs_staging_unref(fs->st, old);
+    if (!marked) /* nothing moves over an upload that could still supersede it */
+      return afs_fs_errno(&e);
   }
   struct afs_asset a;
   memset(&a, 0, sizeof a);

@@ -10,6 +10,7 @@
 #include "assetfs/naming.h"
 #include "fuse/ops_int.h"
 #include "fuse/retype.h"
+#include "staging/wfile.h"
 #include "upload/upload.h"
 #include "upload/upload_int.h" /* afs_rec_delete_unused */
 
@@ -18,45 +19,23 @@ static int retype_staged(struct afs_fs *fs, const char *partition, const char *r
                          struct afs_wfile *wf, const char *ct, bool *restage_asset) {
   struct afs_error e = {0};
   *restage_asset = false;
-  pthread_mutex_lock(&wf->mu);
-  bool same_kind = afs_content_kind(wf->content_type) == afs_content_kind(ct);
-  enum afs_wstate s = wf->state;
-  bool ran = wf->busy || s == AFS_W_UPLOADING || s == AFS_W_UPLOADED || s == AFS_W_COMPLETED;
-  if (!strcmp(wf->content_type, ct) || (ran && same_kind) || wf->unlinked) {
-    pthread_mutex_unlock(&wf->mu);
+  struct afs_wf_retype rt;
+  afs_wf_retyped(wf, ct, &rt);
+  if (!rt.changed)
     return 0;
-  }
-  afs_debug("%s/%s: renamed from a %s to a %s name%s", partition, rel, wf->content_type, ct,
-            ran ? "; uploading it again" : "");
-  snprintf(wf->content_type, sizeof wf->content_type, "%s", ct);
-  /* The broker signs a record for its contentType: a record made for the old type
-   * cannot take this upload. */
-  char stale_id[25] = "";
-  if (!ran && wf->id[0] && !wf->record_used) {
-    memcpy(stale_id, wf->id, sizeof stale_id);
-    wf->record_used = true;
-  }
-  if (ran) {
-    wf->dirty = true;
-    wf->generation++;
-    wf->shown = false;
-    /* A running upload requeues it when it ends (it sees `dirty`); otherwise queue it. */
-    if (!wf->busy && s != AFS_W_UPLOADING)
-      wf->state = wf->writers > 0 ? AFS_W_WRITING : AFS_W_QUEUED;
-  }
-  pthread_cond_broadcast(&wf->cond);
-  pthread_mutex_unlock(&wf->mu);
+  afs_debug("%s/%s: renamed from a %s to a %s name%s", partition, rel, rt.old_type, ct,
+            rt.ran ? "; uploading it again" : "");
   if (!afs_staging_journal(fs->st, wf, false, &e))
     afs_warn("%s", e.msg);
   bool gone;
-  if (stale_id[0] && !afs_rec_delete_unused(fs->up, stale_id, &gone, &e))
-    afs_warn("cannot drop upload record %s: %s", stale_id, e.msg);
-  if (ran)
+  if (rt.stale_id[0] && !afs_rec_delete_unused(fs->up, rt.stale_id, &gone, &e))
+    afs_warn("cannot drop upload record %s: %s", rt.stale_id, e.msg);
+  if (rt.ran)
     afs_upload_queue(fs->up, wf);
   /* The staged copy of a completed file may have been dropped meanwhile (the catalog
    * served the old asset): then the asset's bytes are the ones to upload again. */
   struct afs_wfile *now = afs_staging_get(fs->st, partition, rel);
-  *restage_asset = ran && now != wf;
+  *restage_asset = rt.ran && now != wf;
   afs_staging_unref(fs->st, now);
   return 0;
 }
@@ -101,21 +80,14 @@ static int restage(struct afs_fs *fs, const char *partition, const char *rel,
     off += n;
     afs_staging_account(fs->st, wf, off, true);
   }
-  pthread_mutex_lock(&wf->mu);
-  wf->mtime_ms = a->mtime_ms;
-  wf->dirty = true;
-  wf->generation++;
-  wf->state = AFS_W_QUEUED;
-  if (*a->caption && !wf->caption)
-    wf->caption = strdup(a->caption);
-  pthread_mutex_unlock(&wf->mu);
+  afs_wf_restaged(wf, a->mtime_ms, a->caption);
   if (!afs_staging_journal(fs->st, wf, false, &e))
     afs_warn("%s", e.msg);
   afs_upload_queue(fs->up, wf);
   afs_catalog_invalidate_path(fs->cat, partition, rel);
   goto done;
 fail:
-  afs_upload_unlinked(fs->up, wf);
+  afs_upload_unlinked(fs->up, wf, NULL);
   afs_staging_remove(fs->st, wf);
 done:
   if (replaced) /* nothing was staged at the new name: rename dropped the target */

@@ -51,7 +51,8 @@ struct afs_wfile {
   int refs;
   size_t tab_index;        /* position in the table while in_table */
   struct afs_wfile *hnext; /* next in its name-index bucket */
-  /* under mu */
+  /* under mu; the upload state (state and the flags and counters with it) changes only
+   * through the events of staging/wfile.h */
   char *staging_path;
   int fd;              /* O_RDWR on staging_path; valid while refs > 0 */
   int writers;         /* open handles that may write */
@@ -74,6 +75,7 @@ struct afs_wfile {
   int64_t next_poll_ms; /* monotonic ms of the next look at its record (worker) */
   struct afs_error last_err;
   bool claimed;               /* an upload worker took it from the queue */
+  bool in_queue;              /* in the uploader's queue (under its q_mu, not mu) */
   bool resumed;               /* adopted from a journal: ask the record before uploading */
   int64_t acct_size;          /* bytes of it counted in the staging total */
   uint64_t name_seq;          /* bumped by every rename */

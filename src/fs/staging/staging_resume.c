@@ -16,6 +16,7 @@
 #include "assetfs/http_put.h"
 #include "assetfs/log.h"
 #include "staging/journal.h"
+#include "staging/wfile.h"
 
 char *afs_stg_journal_path(const char *staging_path) {
   char *p;
@@ -138,7 +139,7 @@ static bool adopt(struct afs_staging *st, const char *jname) {
   if (i >= 0) {
     old = st->files[i];
     afs_stg_remove_at_locked(st, (size_t)i);
-    old->unlinked = true; /* superseded by a later write at the same path */
+    afs_wf_superseded(old); /* by a later write at the same path */
   }
   afs_stg_insert_locked(st, wf);
   pthread_mutex_unlock(&st->mu);

@@ -129,32 +129,29 @@ static int resume_check(struct afs_uploader *up, struct afs_wfile *wf, struct af
   if (!strcmp(st, ST_PENDING) || !strcmp(st, ST_INITIALIZED))
     return 1;
   if (!strcmp(st, ST_UPLOADED) || !strcmp(st, ST_COMPLETED)) {
-    pthread_mutex_lock(&wf->mu);
-    wf->record_used = true;
-    wf->dirty = false;
-    wf->state = AFS_W_UPLOADED;
-    wf->uploaded_ms = afs_monotonic_ms();
-    pthread_mutex_unlock(&wf->mu);
+    afs_wf_resume_uploaded(wf);
     return 0;
   }
   if (!st[0] && !afs_rec_asset_active(up, ids[0], &active, err))
     return -1;
-  pthread_mutex_lock(&wf->mu);
-  wf->record_used = true; /* refused, or gone: a new record if we upload */
-  if (active) {
-    /* Completed, and its upload record cleaned up since: nothing to send again. */
-    wf->dirty = false;
-    wf->state = AFS_W_UPLOADED;
-  }
-  pthread_mutex_unlock(&wf->mu);
+  /* Completed, and its upload record cleaned up since: nothing to send again. Refused,
+   * or gone: a new record if we upload. */
+  if (active)
+    afs_wf_resume_uploaded(wf);
+  else
+    afs_wf_resume_record_spent(wf);
   return active ? 0 : 1;
 }
 
-/* The next upload of wf needs a new record (the current one is gone, used or expired). */
-static void mark_record_used(struct afs_wfile *wf) {
-  pthread_mutex_lock(&wf->mu);
-  wf->record_used = true;
-  pthread_mutex_unlock(&wf->mu);
+/* A record nobody may upload to: deleted while unused, otherwise marked abandoned so that
+ * the broker neither supersedes with it nor leaves its asset active. */
+static void forget_record(struct afs_uploader *up, const char *id) {
+  struct afs_error e = {0};
+  bool gone = false;
+  if (afs_rec_delete_unused(up, id, &gone, &e) && gone)
+    return;
+  if (!afs_rec_abandon(up, id, &e))
+    afs_warn("cannot mark upload %s abandoned: %s", id, e.msg);
 }
 
 /* Transient failures are retried in the background; these are not. */
@@ -167,74 +164,46 @@ bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
                          struct afs_error *err) {
   struct meta m;
   struct record_state rs;
-  char id[25], content_type[128], *caption = NULL;
-  int64_t mtime;
-  bool ok = false, need_record;
+  struct afs_wf_attempt a;
+  char id[25];
+  bool ok = false, resumed = false;
   memset(&m, 0, sizeof m);
   memset(&rs, 0, sizeof rs);
+  memset(&a, 0, sizeof a);
 
-  pthread_mutex_lock(&wf->mu);
-  while (wf->busy) {
-    afs_cond_timedwait_ms(&wf->cond, &wf->mu, 1000);
-    if (afs_monotonic_ms() >= deadline_ms && wf->busy) {
-      pthread_mutex_unlock(&wf->mu);
-      return afs_error_set(err, AFS_E_DEADLINE, "an earlier upload of this file is still running");
-    }
+  switch (afs_wf_attempt_claim(wf, deadline_ms, &resumed, err)) {
+  case AFS_WF_NOTHING:
+    return true;
+  case AFS_WF_FAILED:
+  case AFS_WF_BUSY:
+    return false;
+  case AFS_WF_GO:
+    break;
   }
-  bool needed = !wf->unlinked && (wf->dirty || wf->state == AFS_W_RETRYING ||
-                                  wf->state == AFS_W_WRITING || wf->state == AFS_W_QUEUED);
-  if (!needed) {
-    bool failed = wf->state == AFS_W_FAILED && !wf->unlinked;
-    if (failed)
-      *err = wf->last_err;
-    pthread_mutex_unlock(&wf->mu);
-    return !failed;
-  }
-  wf->busy = true;
-  bool resumed = wf->resumed;
-  wf->resumed = false;
-  pthread_mutex_unlock(&wf->mu);
   if (resumed) {
     int r = resume_check(up, wf, err);
     if (r <= 0) {
-      pthread_mutex_lock(&wf->mu);
-      wf->busy = false;
-      if (r < 0) {
-        wf->resumed = true;
-        wf->state = AFS_W_RETRYING;
-        wf->last_err = *err;
-        wf->next_try_ms = afs_monotonic_ms() + 2000;
-      }
-      pthread_cond_broadcast(&wf->cond);
-      pthread_mutex_unlock(&wf->mu);
+      afs_wf_resume_settled(wf, r < 0, err);
       if (r == 0) {
         struct afs_error je = {0};
         afs_staging_journal(up->st, wf, false, &je);
-        afs_up_pool_kick(up);
+        afs_up_poll_wake(up); /* uploaded already: the poller watches it */
+      } else {
+        afs_up_queue_push(up, wf); /* retried once the record can be read */
       }
       return r == 0;
     }
   }
-  pthread_mutex_lock(&wf->mu);
-  wf->dirty = false;
-  wf->state = AFS_W_UPLOADING;
-  need_record = !wf->id[0] || wf->record_used;
-  memcpy(content_type, wf->content_type, sizeof content_type);
-  caption = wf->caption ? strdup(wf->caption) : NULL;
-  mtime = wf->mtime_ms;
-  uint64_t name_seq = wf->name_seq;
-  const char *staging = wf->staging_path;
+  afs_wf_attempt_start(wf, &a);
+  const char *staging = a.staging_path, *content_type = a.content_type;
   char *label = NULL;
-  struct stat sst;
-  bool have_stat = fstat(wf->fd, &sst) == 0;
-  pthread_mutex_unlock(&wf->mu);
   running_add(up, 1);
 
-  if (!have_stat) {
+  if (!a.have_stat) {
     afs_error_set(err, EIO, "cannot stat the staging file: %s", strerror(errno));
     goto done;
   }
-  m.size = sst.st_size;
+  m.size = a.st.st_size;
   if (m.size > AFS_PUT_MAX_SIZE) {
     afs_err("upload %s: %lld bytes is over the 5 GiB single-PUT limit of S3; not uploaded "
             "(multipart uploads are not supported yet)",
@@ -242,16 +211,20 @@ bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
     afs_error_set(err, AFS_E_TOO_BIG, "file larger than 5 GiB");
     goto done;
   }
-  if (need_record) {
-    if (!afs_upload_begin(up, wf, err))
-      goto done;
+  if (a.need_record && !afs_upload_begin(up, wf, err))
+    goto done;
+  if (!afs_wf_record_of(wf, id)) {
+    /* Removed (or replaced by a rename) while its record was being made: the unlink saw
+     * no id to mark abandoned, so nothing may be uploaded on it. */
+    forget_record(up, id);
+    ok = true; /* nothing left to upload; the orphan watch sees the record gone */
+    goto done;
+  }
+  if (a.need_record) {
     struct afs_error je = {0};
     if (!afs_staging_journal(up->st, wf, false, &je))
       afs_warn("%s", je.msg);
   }
-  pthread_mutex_lock(&wf->mu);
-  memcpy(id, wf->id, sizeof id);
-  pthread_mutex_unlock(&wf->mu);
 
   int64_t t0 = afs_monotonic_ms();
   label = afs_up_label(up, wf);
@@ -259,7 +232,7 @@ bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
   int64_t t1 = afs_monotonic_ms();
   if (!afs_rec_wait_initialized(up, id, deadline_ms, &rs, err)) {
     if (err->code == AFS_E_RECORD_GONE)
-      mark_record_used(wf); /* the next attempt starts from a new record */
+      afs_wf_record_spent(wf); /* the next attempt starts from a new record */
     goto done;
   }
   int64_t t15 = afs_monotonic_ms();
@@ -281,19 +254,16 @@ bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
   po.deadline_ms = deadline_ms;
   if (!afs_http_put_all(jobs, n, &po, err)) {
     if (err->code == AFS_E_URL_EXPIRED)
-      mark_record_used(wf);
+      afs_wf_record_spent(wf);
     goto done;
   }
   int64_t t2 = afs_monotonic_ms();
-  if (!afs_rec_set_uploaded(up, id, &m, caption, mtime, err)) {
+  if (!afs_rec_set_uploaded(up, id, &m, a.caption, a.mtime_ms, err)) {
     if (err->code == AFS_E_RECORD_GONE)
-      mark_record_used(wf);
+      afs_wf_record_spent(wf);
     goto done;
   }
-  pthread_mutex_lock(&wf->mu);
-  wf->uploaded_name_seq = name_seq;
-  wf->uploaded_mtime = mtime;
-  pthread_mutex_unlock(&wf->mu);
+  afs_wf_uploaded_with(wf, a.name_seq, a.mtime_ms);
   afs_debug("upload %s: parts %lld ms, broker %lld ms, PUT %lld ms, record %lld ms", id,
             (long long)(t1 - t0), (long long)(t15 - t1), (long long)(t2 - t15),
             (long long)(afs_monotonic_ms() - t2));
@@ -301,40 +271,14 @@ bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
 done:
   meta_cleanup(&m);
   afs_rec_state_free(&rs);
-  free(caption);
-  pthread_mutex_lock(&wf->mu);
-  wf->busy = false;
-  bool orphan = false, requeued = false;
-  if (ok) {
-    wf->record_used = true;
-    /* Written again while this upload ran: once nobody writes any more, nobody else will
-     * start the next upload (the writer's flush may have come and gone). */
-    requeued = wf->dirty && wf->writers == 0;
-    wf->state = requeued ? AFS_W_QUEUED : wf->dirty ? AFS_W_WRITING : AFS_W_UPLOADED;
-    wf->uploaded_ms = afs_monotonic_ms();
-    wf->attempts = 0;
-    afs_error_clear(&wf->last_err);
-    orphan = wf->unlinked;
-  } else {
-    wf->last_err = *err;
-    wf->attempts++;
-    if (is_permanent(err->code)) {
-      wf->state = AFS_W_FAILED;
-    } else {
-      wf->state = AFS_W_RETRYING;
-      long backoff = 1000L << (wf->attempts < 6 ? wf->attempts : 6);
-      wf->next_try_ms = afs_monotonic_ms() + backoff;
-    }
-  }
-  /* Removed while it uploaded: the bytes are nobody's any more (see afs_upload_unlinked). */
-  bool release = wf->unlinked && wf->handles == 0 && wf->fd >= 0 && ftruncate(wf->fd, 0) == 0;
-  pthread_cond_broadcast(&wf->cond);
-  pthread_mutex_unlock(&wf->mu);
-  if (release)
+  free(a.caption);
+  struct afs_wf_outcome out;
+  afs_wf_attempt_done(wf, ok, err, !ok && is_permanent(err->code), &out);
+  if (out.release) /* removed while it uploaded (see afs_upload_unlinked) */
     afs_staging_account(up->st, wf, 0, false);
-  if (orphan)
+  if (out.orphan)
     afs_up_add_orphan(up, wf);
-  if (ok && !orphan) {
+  if (ok && !out.orphan) {
     struct afs_error je = {0};
     if (!afs_staging_journal(up->st, wf, false, &je))
       afs_warn("%s", je.msg);
@@ -343,13 +287,14 @@ done:
   /* The polling thread watches it from now on; a worker takes it again if it was
    * written meanwhile (or failed and waits for a retry). */
   afs_up_poll_wake(up);
-  afs_up_pool_signal(up);
+  if (out.requeued || out.retry)
+    afs_up_queue_push(up, wf);
   if (!ok) {
     if (!label)
       label = afs_up_label(up, wf);
     afs_warn("upload of %s failed: %s%s", label, err->msg,
              is_permanent(err->code) ? "" : " (will retry)");
-  } else if (requeued) {
+  } else if (out.requeued) {
     afs_debug("upload of %s: written again meanwhile; queued again", label);
   }
   free(label);
@@ -362,48 +307,46 @@ bool afs_upload_flush(struct afs_uploader *up, struct afs_wfile *wf, struct afs_
 }
 
 void afs_upload_queue(struct afs_uploader *up, struct afs_wfile *wf) {
-  pthread_mutex_lock(&wf->mu);
-  if (wf->dirty && wf->state == AFS_W_WRITING)
-    wf->state = AFS_W_QUEUED;
-  pthread_mutex_unlock(&wf->mu);
-  afs_up_pool_signal(up);
+  afs_wf_queue(wf);
+  afs_up_queue_push(up, wf);
 }
 
-void afs_upload_unlinked(struct afs_uploader *up, struct afs_wfile *wf) {
+bool afs_upload_unlinked(struct afs_uploader *up, struct afs_wfile *wf, struct afs_error *out) {
   struct afs_error err = {0};
-  char id[25];
-  pthread_mutex_lock(&wf->mu);
-  wf->unlinked = true;
-  memcpy(id, wf->id, sizeof id);
-  enum afs_wstate state = wf->state;
-  bool busy = wf->busy;
-  /* Nobody reads the bytes any more (no handle, no upload): give the space back now,
-   * not when the broker is done with the record (a full cache_dir needs it). */
-  bool release = !busy && wf->handles == 0 && wf->fd >= 0 && ftruncate(wf->fd, 0) == 0;
-  pthread_mutex_unlock(&wf->mu);
-  if (release)
+  struct afs_wf_unlink u;
+  afs_wf_unlinked(wf, &u);
+  const char *id = u.id;
+  enum afs_wstate state = u.state;
+  bool busy = u.busy;
+  if (u.release)
     afs_staging_account(up->st, wf, 0, false);
   afs_staging_forget(up->st, wf);
   if (!id[0])
-    return;
+    return true;
   if (state == AFS_W_COMPLETED) {
     if (!afs_asset_mark_deleted(up, id, &err))
       afs_warn("cannot mark asset %s deleted: %s", id, err.msg);
-    return;
+    return true;
   }
   bool gone = false;
   if (!busy && state != AFS_W_UPLOADED && !afs_rec_delete_unused(up, id, &gone, &err))
     afs_warn("cannot drop upload record %s: %s", id, err.msg);
   if (gone)
-    return;
+    return true;
   /* In flight (uploading, uploaded, or not deletable): the broker may complete it any
    * moment, and the caller may move another file to this path next (rename over it).
    * Say so on the record first, so that completion neither supersedes that file nor
    * leaves this one active. */
-  if (!afs_rec_abandon(up, id, &err))
+  bool marked = afs_rec_abandon(up, id, &err);
+  if (!marked) {
     afs_warn("cannot mark upload %s abandoned: %s (its asset is removed once completed)", id,
              err.msg);
-  if (busy)
-    return;                  /* a running pipeline sees `unlinked` when it ends */
-  afs_up_add_orphan(up, wf); /* the asset is (about to be) created: delete it when it is */
+    if (out)
+      *out = err;
+  }
+  /* A running pipeline sees `unlinked` when it ends; otherwise the asset is (about to
+   * be) created: delete it when it is. */
+  if (!busy)
+    afs_up_add_orphan(up, wf);
+  return marked;
 }

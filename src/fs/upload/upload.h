@@ -39,6 +39,12 @@
 struct afs_uploader *afs_uploader_new(struct afs_staging *st, struct afs_catalog *cat,
                                       const struct afs_fs_options *opt, struct afs_db *db,
                                       struct afs_error *err);
+/* The same over another record store (store.h; unit tests' fake): db is not used. */
+struct afs_upload_store;
+struct afs_uploader *afs_uploader_new_on(struct afs_staging *st, struct afs_catalog *cat,
+                                         const struct afs_fs_options *opt,
+                                         const struct afs_upload_store *store,
+                                         struct afs_error *err);
 /* Waits (at most timeout_s) for uploads in flight and retries, then stops the worker. */
 void afs_uploader_free(struct afs_uploader *up, double timeout_s);
 
@@ -56,8 +62,10 @@ bool afs_upload_flush(struct afs_uploader *up, struct afs_wfile *wf, struct afs_
 void afs_upload_queue(struct afs_uploader *up, struct afs_wfile *wf);
 
 /* The user removed wf: drops its pending record, or marks its asset deleted (now, or
- * once the broker completes it). */
-void afs_upload_unlinked(struct afs_uploader *up, struct afs_wfile *wf);
+ * once the broker completes it). False (with *err) when an upload in flight could not
+ * be marked abandoned: its completion could then supersede whatever is put at its path
+ * next, so a rename over it must not go on. err may be NULL. */
+bool afs_upload_unlinked(struct afs_uploader *up, struct afs_wfile *wf, struct afs_error *err);
 
 /* wf moved to its current partition/file_path: updates its records. */
 bool afs_upload_renamed(struct afs_uploader *up, struct afs_wfile *wf, struct afs_error *err);

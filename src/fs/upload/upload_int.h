@@ -12,6 +12,8 @@
 #include <bson/bson.h>
 
 #include "assetfs/cosync.h"
+#include "staging/wfile.h"
+#include "upload/store.h"
 #include "upload/upload.h"
 
 /* Statuses of CosyncAssetUpload (DESIGN.md §2). */
@@ -25,11 +27,16 @@ struct afs_uploader {
   struct afs_staging *st;           /* the files it uploads */
   struct afs_catalog *cat;          /* told about completions, renames, captions */
   const struct afs_fs_options *opt; /* the mount's options */
-  struct afs_db *db;                /* the records */
+  struct afs_db *db;                /* the records' database (NULL with another store) */
+  struct afs_upload_store store;    /* the records (store.h): MongoDB, or a test's fake */
   pthread_t worker;
   bool worker_started;
-  pthread_t *pool; /* upload workers: take QUEUED and due RETRYING files */
+  pthread_t *pool; /* upload workers: take QUEUED and due RETRYING files from q */
   int n_pool;
+  pthread_mutex_t q_mu; /* the upload queue (upload_queue.c): q and every wf->in_queue;
+                         * order q_mu -> wf->mu; never held with st->mu or mu */
+  struct afs_wfile **q; /* files waiting for a worker, in arrival order, a ref each */
+  size_t q_n, q_cap;
   pthread_mutex_t mu; /* protects stop, orphans, running, wake, pool_seq, the counters;
                        * leaf lock (never held with st->mu or a wf->mu) */
   pthread_cond_t cond;
@@ -51,25 +58,6 @@ struct afs_uploader {
                                  * session's uploaded records */
 };
 
-enum part_urls { U_ORIG, U_SMALL, U_MEDIUM, U_LARGE, U_PREVIEW, U_COUNT };
-
-struct record_state {
-  char status[32];
-  char error[400];
-  char *write_url[U_COUNT];
-  bool exists;
-};
-
-struct meta {
-  int64_t size;
-  int x_res, y_res;
-  char color[8];
-  double duration;
-  bool has_dims, has_duration;
-  char *part_file[U_COUNT]; /* local files of cuts/preview (owned; deleted after) */
-  const char *part_type[U_COUNT];
-};
-
 /* upload.c: one upload of wf's current data. deadline_ms bounds the waits (monotonic).
  * Returns true when "uploaded" is set (or nothing needed uploading); on failure sets
  * the file's next state (retrying with a backoff, or error) and returns false + err. */
@@ -77,6 +65,25 @@ bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
                          struct afs_error *err);
 /* "partition/filePath" of wf, for messages (caller frees). */
 char *afs_up_label(struct afs_uploader *up, struct afs_wfile *wf);
+
+/* upload_queue.c: the files waiting for an upload worker. */
+#define AFS_UP_RECORD_BATCH 64 /* pending records made in one insert */
+/* wf entered QUEUED or RETRYING: into the queue (once; with a reference of the queue's)
+ * and one worker woken. */
+void afs_up_queue_push(struct afs_uploader *up, struct afs_wfile *wf);
+/* The next due file, claimed (wf->claimed), out of the queue, with the queue's reference
+ * (the caller unclaims and unrefs it); NULL if none is due. *next_due_ms: the earliest
+ * retry still to come (INT64_MAX if none). Drops entries that can no longer be due. */
+struct afs_wfile *afs_up_queue_pick(struct afs_uploader *up, int64_t now, int64_t *next_due_ms);
+/* Claims up to max queued files other than `except` that have no record yet, for one
+ * insert of their records; they stay in the queue (which keeps them alive) until
+ * unclaimed. Returns how many are in out. */
+int afs_up_queue_claim_unrecorded(struct afs_uploader *up, const struct afs_wfile *except,
+                                  struct afs_wfile **out, int max);
+void afs_up_queue_unclaim(struct afs_wfile *wf);
+size_t afs_up_queue_length(struct afs_uploader *up);
+/* Empties the queue (unmount, after the workers stopped). */
+void afs_up_queue_free(struct afs_uploader *up);
 
 /* upload_pool.c: wakes the upload workers (something was queued or is due) and the
  * polling thread. */
@@ -89,6 +96,10 @@ void afs_up_pool_wake_all(struct afs_uploader *up);
 /* Wakes the polling thread (a file was marked uploaded); passes stay MIN_PASS_MS apart. */
 void afs_up_poll_wake(struct afs_uploader *up);
 
+/* upload_records.c: the MongoDB store (ctx: the uploader, for its database, options
+ * and command counters). */
+extern const struct afs_upload_store_ops afs_upload_store_mongo;
+
 /* upload_poll.c: the polling thread (arg: the uploader). */
 void *afs_up_poll_main(void *arg);
 /* Watches wf's record (with a reference of its own) until its asset exists, then marks
@@ -98,13 +109,13 @@ void afs_up_add_orphan(struct afs_uploader *up, struct afs_wfile *wf);
 /* True once afs_uploader_free started stopping the worker. */
 bool afs_upload_stopping(struct afs_uploader *up);
 
-/* Deletes the upload record if nobody uploaded to it yet; *gone: deleted or absent. */
 /* Marks upload record `id` abandoned: its file was removed or replaced through the mount
  * while the upload was in flight. The broker then makes no active asset of it and
  * supersedes nothing with it (complete_int.h), so whatever the user moves to that path
  * next is safe. Must be written before anything else moves there. */
 bool afs_rec_abandon(struct afs_uploader *up, const char *id, struct afs_error *err);
 
+/* Deletes the upload record if nobody uploaded to it yet; *gone: deleted or absent. */
 bool afs_rec_delete_unused(struct afs_uploader *up, const char *id, bool *gone,
                            struct afs_error *err);
 /* upload_watch.c: waits until the broker signed the record, polling it by _id (no
@@ -114,19 +125,14 @@ bool afs_rec_delete_unused(struct afs_uploader *up, const char *id, bool *gone,
  * AFS_E_UNMOUNTING when unmounting. rs filled on success (free with afs_rec_state_free). */
 bool afs_rec_wait_initialized(struct afs_uploader *up, const char *id, int64_t deadline_ms,
                               struct record_state *rs, struct afs_error *err);
-void afs_rec_state_free(struct record_state *rs);
-/* The record's state from a document (or projection) of it. */
-void afs_rec_state_read(const bson_t *doc, struct record_state *rs);
 /* One read of the record by _id (rs->exists false when there is none). */
 bool afs_rec_fetch(struct afs_uploader *up, const char *id, struct record_state *rs,
                    struct afs_error *err);
-/* Every upload record of this mount's session in status, each passed to fn (doc valid
- * during the call; only _id in it when ids_only, else status, error and write URLs).
- * One query on {sessionId, status}, which an index answers:
- * one round trip however many files wait on the broker. */
-bool afs_rec_session_scan(struct afs_uploader *up, const char *status, bool ids_only,
-                          void (*fn)(void *ctx, const char *id, const bson_t *doc), void *ctx,
-                          struct afs_error *err);
+/* Every upload record of this mount's session in status, each id passed to fn. One
+ * query on {sessionId, status}, which an index answers: one round trip however many
+ * files wait on the broker. */
+bool afs_rec_session_scan(struct afs_uploader *up, const char *status,
+                          void (*fn)(void *ctx, const char *id), void *ctx, struct afs_error *err);
 /* status "uploaded" with the metadata (AFS_E_RECORD_GONE if the record is gone). */
 bool afs_rec_set_uploaded(struct afs_uploader *up, const char *id, const struct meta *m,
                           const char *caption, int64_t mtime, struct afs_error *err);

@@ -32,30 +32,15 @@ void afs_up_add_orphan(struct afs_uploader *up, struct afs_wfile *wf) {
 
 static void on_completed(struct afs_uploader *up, struct afs_wfile *wf, const char *polled_id) {
   struct afs_error err = {0};
-  char id[25];
+  const char *id = polled_id;
   char *partition = NULL, *file_path = NULL;
-  pthread_mutex_lock(&wf->mu);
-  if (strcmp(wf->id, polled_id) != 0 ||
-      (wf->state != AFS_W_UPLOADED && !(wf->unlinked && wf->state != AFS_W_UPLOADING))) {
-    /* Written again since: that older upload's asset will be superseded by the next. */
-    pthread_mutex_unlock(&wf->mu);
+  struct afs_wf_completion c;
+  /* false: written again since; that older upload's asset is superseded by the next */
+  if (!afs_wf_completed(wf, polled_id, &c))
     return;
-  }
-  wf->state = AFS_W_COMPLETED;
-  /* `shown` belongs to one asset: an earlier version's (kept while a reader held the
-   * staged copy) must not let this one drop before the catalog serves it, nor keep the
-   * poller from ever asking (the staged copy would stay until unmount). */
-  wf->shown = false;
-  memcpy(id, wf->id, sizeof id);
-  int64_t mtime = wf->mtime_ms;
-  /* The broker copied filePath and mtime from the record: write them only if they
-   * changed after `uploaded` (a rename may have raced with the broker's copy). */
-  bool renamed = wf->name_seq != wf->uploaded_name_seq;
-  bool touched = mtime && mtime != wf->uploaded_mtime;
-  bool unlinked = wf->unlinked;
-  char *caption = wf->caption ? strdup(wf->caption) : NULL;
-  pthread_cond_broadcast(&wf->cond);
-  pthread_mutex_unlock(&wf->mu);
+  int64_t mtime = c.mtime_ms;
+  bool renamed = c.renamed, touched = c.touched, unlinked = c.unlinked;
+  char *caption = c.caption;
   pthread_mutex_lock(&up->mu);
   up->n_completed++;
   pthread_mutex_unlock(&up->mu);
@@ -108,9 +93,7 @@ static void drop_when_shown(struct afs_uploader *up, struct afs_wfile *wf) {
   free(file_path);
   if (!ours)
     return;
-  pthread_mutex_lock(&wf->mu);
-  wf->shown = wf->state == AFS_W_COMPLETED && !strcmp(wf->id, id);
-  pthread_mutex_unlock(&wf->mu);
+  afs_wf_shown(wf, id);
   /* The final check is made under the locks that open takes: a file opened (and maybe
    * written) since the lookup keeps its staged copy; its release drops it later. */
   afs_staging_drop_if_idle(up->st, wf, id);
@@ -128,10 +111,7 @@ static void lost_record(struct afs_uploader *up, struct afs_wfile *wf, const cha
     on_completed(up, wf, id);
     return;
   }
-  pthread_mutex_lock(&wf->mu);
-  bool gone = !strcmp(wf->id, id) && wf->state == AFS_W_UPLOADED;
-  pthread_mutex_unlock(&wf->mu);
-  if (gone) {
+  if (afs_wf_waits_for(wf, id)) {
     char *label = afs_up_label(up, wf);
     afs_info("%s: upload %s was superseded; dropping the staged copy", label, id);
     free(label);
@@ -147,23 +127,14 @@ static void lost_record(struct afs_uploader *up, struct afs_wfile *wf, const cha
  * `uploaded` again. The grace period keeps a read that raced our own update harmless. */
 static void record_regressed(struct afs_uploader *up, struct afs_wfile *wf, const char *id,
                              const char *status, int64_t now) {
-  pthread_mutex_lock(&wf->mu);
-  bool heal = !strcmp(wf->id, id) && wf->state == AFS_W_UPLOADED && !wf->busy && !wf->unlinked &&
-              now - wf->uploaded_ms > 1000;
-  if (heal) {
-    wf->state = AFS_W_RETRYING;
-    wf->record_used = false;
-    wf->next_try_ms = now;
-  }
-  pthread_mutex_unlock(&wf->mu);
-  if (!heal)
+  if (!afs_wf_regressed(wf, id, now))
     return;
   char *label = afs_up_label(up, wf);
   afs_warn("%s: upload record %s went back to '%s' after it was marked uploaded (an update "
            "lost by the database); uploading again on the same record",
            label, id, status);
   free(label);
-  afs_up_pool_kick(up);
+  afs_up_queue_push(up, wf);
 }
 
 #define SCAN_MIN 8 /* uploaded files from which one session query beats a read each */
@@ -177,8 +148,7 @@ struct idset {
   size_t n, cap;
 };
 
-static void idset_add(void *ctx, const char *id, const bson_t *doc) {
-  (void)doc;
+static void idset_add(void *ctx, const char *id) {
   struct idset *set = ctx;
   if (set->n == set->cap) {
     set->cap = set->cap ? set->cap * 2 : 64;
@@ -201,7 +171,7 @@ static bool still_uploaded(struct afs_uploader *up, struct idset *set, int64_t n
   if (now < up->c_next_ms)
     return false;
   struct afs_error err = {0};
-  bool ok = afs_rec_session_scan(up, ST_UPLOADED, true, idset_add, set, &err);
+  bool ok = afs_rec_session_scan(up, ST_UPLOADED, idset_add, set, &err);
   int64_t cost = afs_monotonic_ms() - now;
   up->c_next_ms = now + (20 * cost > 3000 ? 20 * cost : 3000);
   if (!ok) {
@@ -299,12 +269,7 @@ static bool worker_pass(struct afs_uploader *up) {
       if (!strcmp(status[k], ST_COMPLETED)) {
         on_completed(up, wf, ids[k]);
       } else if (!strcmp(status[k], ST_ERROR)) {
-        pthread_mutex_lock(&wf->mu);
-        if (!strcmp(wf->id, ids[k]) && wf->state == AFS_W_UPLOADED) {
-          wf->state = AFS_W_FAILED;
-          afs_error_set(&wf->last_err, AFS_E_BROKER_REFUSED, "the broker rejected the upload");
-        }
-        pthread_mutex_unlock(&wf->mu);
+        afs_wf_refused(wf, ids[k]);
         afs_warn("the broker rejected the upload of %s (record %s)", wf->staging_path, ids[k]);
       } else if (idx[k] < n && !status[k][0]) {
         lost_record(up, wf, ids[k]);
@@ -313,9 +278,7 @@ static bool worker_pass(struct afs_uploader *up) {
         record_regressed(up, wf, ids[k], status[k], now);
       } else if (idx[k] >= n && !status[k][0]) {
         /* An orphan whose record vanished: nothing left to delete. */
-        pthread_mutex_lock(&wf->mu);
-        wf->state = AFS_W_COMPLETED;
-        pthread_mutex_unlock(&wf->mu);
+        afs_wf_orphan_settled(wf);
       } else if (idx[k] >= n) {
         afs_up_add_orphan(up, wf); /* keep watching */
       }

@@ -77,78 +77,16 @@ int afs_upload_busy_count(struct afs_uploader *up) {
   return count_busy(up, false);
 }
 
-#define RECORD_BATCH 64
-
-/* The next file to upload, claimed, with a reference; NULL if none. Files whose record
- * is oldest go first: the broker signs in that order, so theirs are likely signed. A
- * file without a record goes first while fewer than RECORD_BATCH queued files have one:
- * its worker makes the records of every such file (begin_batch), so that the broker
- * signs ahead of the uploads. */
-static struct afs_wfile *pool_pick(struct afs_uploader *up, bool *raced) {
-  struct afs_wfile **all, *oldest = NULL, *no_record = NULL, *pick;
-  *raced = false;
-  int n = afs_staging_snapshot(up->st, &all), with_record = 0;
-  int64_t now = afs_monotonic_ms();
-  for (int i = 0; i < n; i++) {
-    struct afs_wfile *wf = all[i];
-    pthread_mutex_lock(&wf->mu);
-    /* QUEUED with a writer: reopened meanwhile, its next close queues it again. */
-    bool due = !wf->busy && !wf->claimed && !wf->unlinked &&
-               ((wf->state == AFS_W_QUEUED && wf->writers == 0) ||
-                (wf->state == AFS_W_RETRYING && now >= wf->next_try_ms));
-    if (due && wf->id[0] && !wf->record_used) {
-      with_record++;
-      if (!oldest || strcmp(wf->id, oldest->id) < 0)
-        oldest = wf;
-    } else if (due && !no_record) {
-      no_record = wf;
-    }
-    pthread_mutex_unlock(&wf->mu);
-  }
-  pick = no_record && (with_record < RECORD_BATCH || !oldest) ? no_record : oldest;
-  if (pick) {
-    pthread_mutex_lock(&pick->mu);
-    bool still = !pick->busy && !pick->claimed;
-    pick->claimed = still;
-    pthread_mutex_unlock(&pick->mu);
-    if (!still) {
-      pick = NULL; /* another worker was quicker: the caller looks again */
-      *raced = true;
-    }
-  }
-  for (int i = 0; i < n; i++)
-    if (all[i] != pick)
-      afs_staging_unref(up->st, all[i]);
-  free(all);
-  return pick;
-}
-
-/* Makes the pending records of wf (claimed by the caller) and of up to RECORD_BATCH - 1
- * other queued files that have none, in one insert: write-back queues files faster than
- * the database takes single inserts, and the broker signs a batch as one burst. The
- * others are claimed meanwhile so that no worker inserts a second record for them. */
+/* Makes the pending records of wf (claimed by the caller) and of up to
+ * AFS_UP_RECORD_BATCH - 1 other queued files that have none, in one insert: write-back
+ * queues files faster than the database takes single inserts, and the broker signs a
+ * batch as one burst. The others are claimed meanwhile (and stay in the queue) so that
+ * no worker inserts a second record for them. */
 static void begin_batch(struct afs_uploader *up, struct afs_wfile *wf) {
-  struct afs_wfile *batch[RECORD_BATCH], **all;
-  int nb = 0;
-  batch[nb++] = wf;
-  int n = afs_staging_snapshot(up->st, &all);
-  for (int i = 0; i < n; i++) {
-    struct afs_wfile *o = all[i];
-    bool take = false;
-    if (o != wf && nb < RECORD_BATCH) {
-      pthread_mutex_lock(&o->mu);
-      take = !o->busy && !o->claimed && !o->unlinked && !o->resumed && !o->id[0] &&
-             o->state == AFS_W_QUEUED && o->writers == 0;
-      if (take)
-        o->claimed = true;
-      pthread_mutex_unlock(&o->mu);
-    }
-    if (take)
-      batch[nb++] = o; /* keeps the snapshot's reference */
-    else
-      afs_staging_unref(up->st, o);
-  }
-  free(all);
+  struct afs_wfile *batch[AFS_UP_RECORD_BATCH];
+  int nb = 1;
+  batch[0] = wf;
+  nb += afs_up_queue_claim_unrecorded(up, wf, batch + 1, AFS_UP_RECORD_BATCH - 1);
   struct afs_error err = {0};
   if (!afs_upload_begin_many(up, batch, nb, &err))
     afs_debug("pending records for %d file(s): %s (each upload makes its own)", nb, err.msg);
@@ -167,12 +105,8 @@ static void begin_batch(struct afs_uploader *up, struct afs_wfile *wf) {
     } else if (id[0] && !afs_staging_journal(up->st, b, false, &je)) {
       afs_warn("%s", je.msg);
     }
-    if (i == 0)
-      continue;
-    pthread_mutex_lock(&b->mu);
-    b->claimed = false;
-    pthread_mutex_unlock(&b->mu);
-    afs_staging_unref(up->st, b);
+    if (i > 0)
+      afs_up_queue_unclaim(b);
   }
   if (nb > 1)
     afs_up_pool_kick(up);
@@ -187,10 +121,8 @@ static void *pool_main(void *arg) {
     pthread_mutex_unlock(&up->mu);
     if (stop)
       break;
-    bool raced;
-    struct afs_wfile *wf = pool_pick(up, &raced);
-    if (raced)
-      continue;
+    int64_t now = afs_monotonic_ms(), next_due;
+    struct afs_wfile *wf = afs_up_queue_pick(up, now, &next_due);
     if (wf) {
       struct afs_error err = {0};
       pthread_mutex_lock(&wf->mu);
@@ -205,37 +137,81 @@ static void *pool_main(void *arg) {
       if (afs_up_run_pipeline(up, wf, afs_monotonic_ms() + 120000, &err) && retry)
         afs_info("upload of %s succeeded on retry", label);
       free(label);
-      pthread_mutex_lock(&wf->mu);
-      wf->claimed = false;
-      pthread_mutex_unlock(&wf->mu);
+      afs_up_queue_unclaim(wf);
       afs_staging_unref(up->st, wf);
       continue;
     }
-    /* Nothing due: sleep until something is queued, or a second (retries come due). */
+    /* Nothing due: sleep until something is queued or the next retry is due, and at most
+     * a second (a queued file whose last handle closed without writing is due again
+     * without an event of its own). */
+    long wait_ms = next_due - now < 1000 ? (long)(next_due - now) : 1000;
     pthread_mutex_lock(&up->mu);
-    if (!up->stop && up->pool_seq == seq)
-      afs_cond_timedwait_ms(&up->pool_cond, &up->mu, 1000);
+    if (!up->stop && up->pool_seq == seq && wait_ms > 0)
+      afs_cond_timedwait_ms(&up->pool_cond, &up->mu, wait_ms);
     pthread_mutex_unlock(&up->mu);
   }
   afs_image_thread_done();
   return NULL;
 }
 
+static struct afs_uploader *uploader_new(struct afs_staging *st, struct afs_catalog *cat,
+                                         const struct afs_fs_options *opt, struct afs_db *db,
+                                         const struct afs_upload_store *store,
+                                         struct afs_error *err);
+
+/* The files adopted from journals that still have to go up join the queue. */
+static void queue_resumed(struct afs_uploader *up) {
+  struct afs_wfile **all;
+  int n = afs_staging_snapshot(up->st, &all);
+  for (int i = 0; i < n; i++) {
+    pthread_mutex_lock(&all[i]->mu);
+    bool queued = all[i]->state == AFS_W_QUEUED;
+    pthread_mutex_unlock(&all[i]->mu);
+    if (queued)
+      afs_up_queue_push(up, all[i]);
+    afs_staging_unref(up->st, all[i]);
+  }
+  free(all);
+}
+
 struct afs_uploader *afs_uploader_new(struct afs_staging *st, struct afs_catalog *cat,
                                       const struct afs_fs_options *opt, struct afs_db *db,
                                       struct afs_error *err) {
+  return uploader_new(st, cat, opt, db, NULL, err);
+}
+
+struct afs_uploader *afs_uploader_new_on(struct afs_staging *st, struct afs_catalog *cat,
+                                         const struct afs_fs_options *opt,
+                                         const struct afs_upload_store *store,
+                                         struct afs_error *err) {
+  return uploader_new(st, cat, opt, NULL, store, err);
+}
+
+static struct afs_uploader *uploader_new(struct afs_staging *st, struct afs_catalog *cat,
+                                         const struct afs_fs_options *opt, struct afs_db *db,
+                                         const struct afs_upload_store *store,
+                                         struct afs_error *err) {
   struct afs_uploader *up = calloc(1, sizeof *up);
+  if (!up)
+    abort();
   up->st = st;
   up->cat = cat;
   up->opt = opt;
   up->db = db;
+  if (store)
+    up->store = *store;
+  else
+    up->store = (struct afs_upload_store){&afs_upload_store_mongo, up};
   pthread_mutex_init(&up->mu, NULL);
+  pthread_mutex_init(&up->q_mu, NULL);
   afs_cond_init(&up->cond);
   afs_cond_init(&up->pool_cond);
   up->n_resumed = afs_staging_resume(st);
-  if (up->n_resumed > 0)
+  if (up->n_resumed > 0) {
     afs_info("resuming %lld file(s) left by an earlier mount of this session",
              (long long)up->n_resumed);
+    queue_resumed(up);
+  }
   if (pthread_create(&up->worker, NULL, afs_up_poll_main, up) != 0) {
     afs_error_set(err, EAGAIN, "cannot start the upload worker");
     free(up);
@@ -331,10 +307,12 @@ void afs_uploader_free(struct afs_uploader *up, double timeout_s) {
   free(up->pool);
   if (up->worker_started)
     pthread_join(up->worker, NULL);
+  afs_up_queue_free(up);
   for (size_t i = 0; i < up->n_orphans; i++)
     afs_staging_unref(up->st, up->orphans[i]);
   free(up->orphans);
   pthread_mutex_destroy(&up->mu);
+  pthread_mutex_destroy(&up->q_mu);
   pthread_cond_destroy(&up->cond);
   pthread_cond_destroy(&up->pool_cond);
   free(up);

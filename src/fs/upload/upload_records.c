@@ -1,5 +1,6 @@
-/* The MongoDB side of the write path: upload records (create, wait for the broker,
- * mark uploaded, drop) and the asset updates that rename, unlink and utimens make.
+/* The uploader's record store on MongoDB (store.h's operations): upload records (create,
+ * read, mark uploaded, abandon, drop) and the asset updates that completion, rename,
+ * unlink and utimens make. ctx is the uploader (its database, options, counters).
  * Filters are on _id alone wherever possible: the one filter every MongoDB-compatible
  * server answers from its primary key, whatever indexes an operator made. */
 #include <errno.h>
@@ -86,15 +87,13 @@ static bool update_one(struct afs_uploader *up, const char *coll, const bson_t *
 }
 
 /* The pending record of one file (caller destroys); its _id in *oid. */
-static bson_t *pending_doc(struct afs_uploader *up, struct afs_wfile *wf, bson_oid_t *oid) {
+static bson_t *pending_doc(struct afs_uploader *up, const struct afs_pending_rec *r,
+                           bson_oid_t *oid) {
   const struct afs_fs_options *o = up->opt;
   bson_oid_init(oid, NULL);
   int64_t t = afs_now_ms();
-  char *partition, *file_path, content_type[128];
-  afs_staging_names(up->st, wf, &partition, &file_path);
-  pthread_mutex_lock(&wf->mu);
-  memcpy(content_type, wf->content_type, sizeof content_type);
-  pthread_mutex_unlock(&wf->mu);
+  const char *partition = r->partition, *file_path = r->file_path;
+  const char *content_type = r->content_type;
   bson_t *doc =
       BCON_NEW(AFS_F_ID, BCON_OID(oid), AFS_F_PARTITION, BCON_UTF8(o->upload_partition), AFS_F_UID,
                BCON_UTF8(o->uid), AFS_F_SESSION, BCON_UTF8(o->session_id), "extra", BCON_UTF8(""),
@@ -102,25 +101,18 @@ static bson_t *pending_doc(struct afs_uploader *up, struct afs_wfile *wf, bson_o
                AFS_F_CONTENT_TYPE, BCON_UTF8(content_type), AFS_F_HOURS,
                BCON_DOUBLE(o->expiration_hours), AFS_F_STATUS, BCON_UTF8(ST_PENDING), AFS_F_CREATED,
                BCON_DATE_TIME(t), AFS_F_UPDATED, BCON_DATE_TIME(t));
-  free(partition);
-  free(file_path);
   return doc;
 }
 
-bool afs_upload_begin(struct afs_uploader *up, struct afs_wfile *wf, struct afs_error *err) {
-  return afs_upload_begin_many(up, &wf, 1, err);
-}
-
-/* One insert command for all n: one round trip instead of n (docs/ARCHITECTURE.md has
- * what it saved), and the broker then signs them as one burst. */
-bool afs_upload_begin_many(struct afs_uploader *up, struct afs_wfile **wfs, int n,
-                           struct afs_error *err) {
+static bool m_insert_pending(void *ctx, const struct afs_pending_rec *recs, int n, char (*ids)[25],
+                             struct afs_error *err) {
+  struct afs_uploader *up = ctx;
   bson_oid_t *oids = calloc(n, sizeof *oids);
   bson_t **docs = calloc(n, sizeof *docs);
   if (!oids || !docs)
     abort();
   for (int i = 0; i < n; i++)
-    docs[i] = pending_doc(up, wfs[i], &oids[i]);
+    docs[i] = pending_doc(up, &recs[i], &oids[i]);
   struct dbh h;
   bson_error_t berr;
   dbh_open(up, &h, AFS_COLL_UPLOAD);
@@ -138,20 +130,16 @@ bool afs_upload_begin_many(struct afs_uploader *up, struct afs_wfile **wfs, int 
     free(oids);
     return afs_db_error(err, &berr, "cannot create the upload record");
   }
-  for (int i = 0; i < n; i++) {
-    pthread_mutex_lock(&wfs[i]->mu);
-    bson_oid_to_string(&oids[i], wfs[i]->id);
-    wfs[i]->record_used = false;
-    pthread_mutex_unlock(&wfs[i]->mu);
-  }
+  for (int i = 0; i < n; i++)
+    bson_oid_to_string(&oids[i], ids[i]);
   free(oids);
   return true;
 }
 
 /* Deletes the upload record if nobody uploaded to it yet. *gone: true if deleted (or it
  * did not exist). */
-bool afs_rec_delete_unused(struct afs_uploader *up, const char *id, bool *gone,
-                           struct afs_error *err) {
+static bool m_delete_unused(void *ctx, const char *id, bool *gone, struct afs_error *err) {
+  struct afs_uploader *up = ctx;
   bson_oid_t oid;
   *gone = true;
   if (!oid_from_hex(id, &oid))
@@ -186,13 +174,7 @@ bool afs_rec_delete_unused(struct afs_uploader *up, const char *id, bool *gone,
 static const char *const g_write_fields[U_COUNT] = {"writeUrl", "writeUrlSmall", "writeUrlMedium",
                                                     "writeUrlLarge", "writeUrlVideoPreview"};
 
-void afs_rec_state_free(struct record_state *rs) {
-  for (int i = 0; i < U_COUNT; i++)
-    free(rs->write_url[i]);
-  memset(rs, 0, sizeof *rs);
-}
-
-void afs_rec_state_read(const bson_t *doc, struct record_state *rs) {
+static void state_read(const bson_t *doc, struct record_state *rs) {
   bson_iter_t it;
   rs->exists = true;
   if (bson_iter_init_find(&it, doc, AFS_F_STATUS) && BSON_ITER_HOLDS_UTF8(&it))
@@ -205,8 +187,8 @@ void afs_rec_state_read(const bson_t *doc, struct record_state *rs) {
       rs->write_url[i] = strdup(bson_iter_utf8(&it, NULL));
 }
 
-bool afs_rec_fetch(struct afs_uploader *up, const char *id, struct record_state *rs,
-                   struct afs_error *err) {
+static bool m_fetch(void *ctx, const char *id, struct record_state *rs, struct afs_error *err) {
+  struct afs_uploader *up = ctx;
   bson_oid_t oid;
   memset(rs, 0, sizeof *rs);
   if (!oid_from_hex(id, &oid))
@@ -219,7 +201,7 @@ bool afs_rec_fetch(struct afs_uploader *up, const char *id, struct record_state 
   dbh_open(up, &h, AFS_COLL_UPLOAD);
   bool ok = find_by_id(&h, &oid, opts, &doc, &found, &berr);
   if (found)
-    afs_rec_state_read(&doc, rs);
+    state_read(&doc, rs);
   bson_destroy(&doc);
   dbh_close(&h);
   bson_destroy(opts);
@@ -228,15 +210,9 @@ bool afs_rec_fetch(struct afs_uploader *up, const char *id, struct record_state 
   return true;
 }
 
-bool afs_upload_stopping(struct afs_uploader *up) {
-  pthread_mutex_lock(&up->mu);
-  bool s = up->stop;
-  pthread_mutex_unlock(&up->mu);
-  return s;
-}
-
-bool afs_rec_set_uploaded(struct afs_uploader *up, const char *id, const struct meta *m,
-                          const char *caption, int64_t mtime, struct afs_error *err) {
+static bool m_set_uploaded(void *ctx, const char *id, const struct meta *m, const char *caption,
+                           int64_t mtime, struct afs_error *err) {
+  struct afs_uploader *up = ctx;
   bson_oid_t oid;
   if (!oid_from_hex(id, &oid))
     return afs_error_set(err, EINVAL, "bad record id");
@@ -288,16 +264,19 @@ static bool set_field_by_id(struct afs_uploader *up, const char *coll, const cha
   return ok;
 }
 
-bool afs_asset_set_file_path(struct afs_uploader *up, const char *id, const char *file_path,
-                             struct afs_error *err) {
+static bool m_set_file_path(void *ctx, const char *id, const char *file_path, bool upload,
+                            bool asset, struct afs_error *err) {
   bson_t *set =
       BCON_NEW(AFS_F_FILE_PATH, BCON_UTF8(file_path), AFS_F_UPDATED, BCON_DATE_TIME(afs_now_ms()));
-  bool ok = set_field_by_id(up, AFS_COLL_ASSET, id, set, NULL, err);
+  bool ok = !upload || set_field_by_id(ctx, AFS_COLL_UPLOAD, id, set, NULL, err);
+  if (ok && asset)
+    ok = set_field_by_id(ctx, AFS_COLL_ASSET, id, set, NULL, err);
   bson_destroy(set);
   return ok;
 }
 
-bool afs_asset_mark_deleted(struct afs_uploader *up, const char *id, struct afs_error *err) {
+static bool m_asset_mark_deleted(void *ctx, const char *id, struct afs_error *err) {
+  struct afs_uploader *up = ctx;
   bson_t *set = BCON_NEW(AFS_F_STATUS, BCON_UTF8(AFS_ASSET_DELETED), AFS_F_UPDATED,
                          BCON_DATE_TIME(afs_now_ms()));
   bool ok = set_field_by_id(up, AFS_COLL_ASSET, id, set, NULL, err);
@@ -305,8 +284,9 @@ bool afs_asset_mark_deleted(struct afs_uploader *up, const char *id, struct afs_
   return ok;
 }
 
-bool afs_asset_delete_at(struct afs_uploader *up, const char *partition, const char *file_path,
-                         const char *keep_id, struct afs_error *err) {
+static bool m_asset_delete_at(void *ctx, const char *partition, const char *file_path,
+                              const char *keep_id, struct afs_error *err) {
+  struct afs_uploader *up = ctx;
   bson_t *filter = BCON_NEW(AFS_F_PARTITION, BCON_UTF8(partition), AFS_F_FILE_PATH,
                             BCON_UTF8(file_path), AFS_F_STATUS, BCON_UTF8(AFS_ASSET_ACTIVE));
   bson_oid_t keep;
@@ -330,7 +310,8 @@ bool afs_asset_delete_at(struct afs_uploader *up, const char *partition, const c
   return true;
 }
 
-bool afs_rec_abandon(struct afs_uploader *up, const char *id, struct afs_error *err) {
+static bool m_abandon(void *ctx, const char *id, struct afs_error *err) {
+  struct afs_uploader *up = ctx;
   bson_t *set =
       BCON_NEW(AFS_F_ABANDONED, BCON_BOOL(true), AFS_F_UPDATED, BCON_DATE_TIME(afs_now_ms()));
   bool ok = set_field_by_id(up, AFS_COLL_UPLOAD, id, set, NULL, err);
@@ -338,8 +319,8 @@ bool afs_rec_abandon(struct afs_uploader *up, const char *id, struct afs_error *
   return ok;
 }
 
-bool afs_asset_set_mtime(struct afs_uploader *up, const char *id, int64_t mtime_ms,
-                         struct afs_error *err) {
+static bool m_asset_set_mtime(void *ctx, const char *id, int64_t mtime_ms, struct afs_error *err) {
+  struct afs_uploader *up = ctx;
   bson_t *set =
       BCON_NEW(AFS_F_MTIME, BCON_DATE_TIME(mtime_ms), AFS_F_UPDATED, BCON_DATE_TIME(afs_now_ms()));
   bool ok = set_field_by_id(up, AFS_COLL_ASSET, id, set, NULL, err);
@@ -347,33 +328,9 @@ bool afs_asset_set_mtime(struct afs_uploader *up, const char *id, int64_t mtime_
   return ok;
 }
 
-bool afs_upload_renamed(struct afs_uploader *up, struct afs_wfile *wf, struct afs_error *err) {
-  char id[25], *file_path;
-  enum afs_wstate state;
-  pthread_mutex_lock(&wf->mu);
-  memcpy(id, wf->id, sizeof id);
-  state = wf->state;
-  wf->name_seq++;
-  pthread_mutex_unlock(&wf->mu);
-  if (!id[0])
-    return true;
-  char *partition;
-  afs_staging_names(up->st, wf, &partition, &file_path);
-  free(partition);
-  bson_t *set =
-      BCON_NEW(AFS_F_FILE_PATH, BCON_UTF8(file_path), AFS_F_UPDATED, BCON_DATE_TIME(afs_now_ms()));
-  bool ok = set_field_by_id(up, AFS_COLL_UPLOAD, id, set, NULL, err);
-  /* The broker may have created the asset from the old filePath meanwhile; the worker
-   * checks again when it sees the completion. */
-  if (ok && (state == AFS_W_UPLOADED || state == AFS_W_COMPLETED))
-    ok = set_field_by_id(up, AFS_COLL_ASSET, id, set, NULL, err);
-  bson_destroy(set);
-  free(file_path);
-  return ok;
-}
-
-int afs_asset_rename_dir(struct afs_uploader *up, const char *partition, const char *from_dir,
-                         const char *to_dir, struct afs_error *err) {
+static int m_asset_rename_dir(void *ctx, const char *partition, const char *from_dir,
+                              const char *to_dir, struct afs_error *err) {
+  struct afs_uploader *up = ctx;
   char *q = afs_regex_quote(from_dir), *re;
   if (asprintf(&re, "^%s/", q) < 0)
     abort();
@@ -426,7 +383,7 @@ int afs_asset_rename_dir(struct afs_uploader *up, const char *partition, const c
   if (!ok)
     afs_db_error(err, &berr, "cannot list the directory's assets");
   for (size_t i = 0; i < cnt; i++) {
-    if (ok && afs_asset_set_file_path(up, items[i].id, items[i].fp, err))
+    if (ok && m_set_file_path(up, items[i].id, items[i].fp, false, true, err))
       n++;
     else
       ok = false;
@@ -439,7 +396,8 @@ int afs_asset_rename_dir(struct afs_uploader *up, const char *partition, const c
 /* Statuses of the given upload ids: out[i] is "" when not found. One find by _id per
  * record, each from the primary key: some MongoDB-compatible servers scan the whole
  * collection for an $in over _id. */
-bool afs_rec_batch_status(struct afs_uploader *up, char (*ids)[25], int n, char (*out)[32]) {
+static bool m_batch_status(void *ctx, char (*ids)[25], int n, char (*out)[32]) {
+  struct afs_uploader *up = ctx;
   bson_t *opts = status_opts();
   struct dbh h;
   bson_error_t berr;
@@ -470,8 +428,8 @@ bool afs_rec_batch_status(struct afs_uploader *up, char (*ids)[25], int n, char 
   return ok;
 }
 
-bool afs_rec_asset_active(struct afs_uploader *up, const char *id, bool *active,
-                          struct afs_error *err) {
+static bool m_asset_active(void *ctx, const char *id, bool *active, struct afs_error *err) {
+  struct afs_uploader *up = ctx;
   bson_oid_t oid;
   *active = false;
   if (!oid_from_hex(id, &oid))
@@ -496,20 +454,14 @@ bool afs_rec_asset_active(struct afs_uploader *up, const char *id, bool *active,
   return true;
 }
 
-bool afs_rec_session_scan(struct afs_uploader *up, const char *status, bool ids_only,
-                          void (*fn)(void *ctx, const char *id, const bson_t *doc), void *ctx,
-                          struct afs_error *err) {
+static bool m_session_scan(void *ctx, const char *status, void (*fn)(void *fctx, const char *id),
+                           void *fctx, struct afs_error *err) {
+  struct afs_uploader *up = ctx;
   bson_t *filter =
       BCON_NEW(AFS_F_SESSION, BCON_UTF8(up->opt->session_id), AFS_F_STATUS, BCON_UTF8(status));
   bson_t opts = BSON_INITIALIZER, proj;
   BSON_APPEND_DOCUMENT_BEGIN(&opts, "projection", &proj);
   BSON_APPEND_INT32(&proj, AFS_F_ID, 1);
-  if (!ids_only) {
-    BSON_APPEND_INT32(&proj, AFS_F_STATUS, 1);
-    BSON_APPEND_INT32(&proj, AFS_UPLOAD_ERROR, 1);
-    for (int i = 0; i < U_COUNT; i++)
-      BSON_APPEND_INT32(&proj, g_write_fields[i], 1);
-  }
   bson_append_document_end(&opts, &proj);
   struct dbh h;
   bson_error_t berr;
@@ -524,7 +476,7 @@ bool afs_rec_session_scan(struct afs_uploader *up, const char *status, bool ids_
     if (!bson_iter_init_find(&it, doc, AFS_F_ID) || !BSON_ITER_HOLDS_OID(&it))
       continue;
     bson_oid_to_string(bson_iter_oid(&it), id);
-    fn(ctx, id, doc);
+    fn(fctx, id);
   }
   bool ok = !mongoc_cursor_error(cur, &berr);
   mongoc_cursor_destroy(cur);
@@ -535,3 +487,19 @@ bool afs_rec_session_scan(struct afs_uploader *up, const char *status, bool ids_
     return afs_db_error(err, &berr, "cannot read this session's upload records");
   return true;
 }
+
+const struct afs_upload_store_ops afs_upload_store_mongo = {
+    .insert_pending = m_insert_pending,
+    .delete_unused = m_delete_unused,
+    .abandon = m_abandon,
+    .fetch = m_fetch,
+    .batch_status = m_batch_status,
+    .session_scan = m_session_scan,
+    .set_uploaded = m_set_uploaded,
+    .set_file_path = m_set_file_path,
+    .asset_active = m_asset_active,
+    .asset_mark_deleted = m_asset_mark_deleted,
+    .asset_delete_at = m_asset_delete_at,
+    .asset_set_mtime = m_asset_set_mtime,
+    .asset_rename_dir = m_asset_rename_dir,
+};
