@@ -14,7 +14,8 @@
 #include "assetfs/image.h"
 #include "assetfs/log.h"
 
-void afs_up_add_orphan(struct afs_uploader *up, struct afs_wfile *wf) {
+/* wake: look at it at once (a new orphan); a kept one waits for its next poll time. */
+static void add_orphan(struct afs_uploader *up, struct afs_wfile *wf, bool wake) {
   afs_staging_ref(up->st, wf);
   pthread_mutex_lock(&up->mu);
   if (up->n_orphans == up->cap_orphans) {
@@ -25,9 +26,15 @@ void afs_up_add_orphan(struct afs_uploader *up, struct afs_wfile *wf) {
     up->orphans = grown;
   }
   up->orphans[up->n_orphans++] = wf;
-  up->wake = true;
-  pthread_cond_broadcast(&up->cond);
+  if (wake) {
+    up->wake = true;
+    pthread_cond_broadcast(&up->cond);
+  }
   pthread_mutex_unlock(&up->mu);
+}
+
+void afs_up_add_orphan(struct afs_uploader *up, struct afs_wfile *wf) {
+  add_orphan(up, wf, true);
 }
 
 static void on_completed(struct afs_uploader *up, struct afs_wfile *wf, const char *polled_id) {
@@ -246,6 +253,9 @@ static bool worker_pass(struct afs_uploader *up) {
       own_look = one_by_one && wf->id[0] && !busy && (urgent || now >= wf->next_poll_ms);
     else
       own_look = i >= n && s != AFS_W_COMPLETED && wf->id[0] && !busy && now >= wf->next_poll_ms;
+    /* An orphan not due yet (or still uploading) stays watched: each pass takes the list
+     * whole, and one dropped here would leave its asset active for good. */
+    bool orphan_waits = i >= n && !own_look && s != AFS_W_COMPLETED && wf->id[0];
     if (own_look) {
       memcpy(ids[polled], wf->id, sizeof ids[polled]);
       idx[polled++] = i;
@@ -256,7 +266,9 @@ static bool worker_pass(struct afs_uploader *up) {
       wf->next_poll_ms = now + (age / 4 < 100 ? 100 : age / 4 > 2000 ? 2000 : age / 4);
     }
     pthread_mutex_unlock(&wf->mu);
-    active |= s == AFS_W_UPLOADED || s == AFS_W_UPLOADING || busy;
+    if (orphan_waits)
+      add_orphan(up, wf, false);
+    active |= s == AFS_W_UPLOADED || s == AFS_W_UPLOADING || busy || orphan_waits;
     any_retry |= retry_pending;
   }
   /* Once per pass, and only the workers: waking this thread again for files that merely
