@@ -59,6 +59,8 @@ struct fake_store {
   int n_assets;
   char put_base[128];
   bool auto_sign;
+  bool old_broker; /* completes abandoned uploads as active assets (a broker before the
+                    * `abandoned` mark): the mount must delete them itself */
   int fail[F_OPS];
   int delay_ms[F_OPS];
   int calls[F_OPS];
@@ -345,7 +347,8 @@ static inline void fake_init(struct fake_store *f, const char *put_base) {
 
 /* The fake broker completes upload id (it must be `uploaded`): the record becomes
  * `completed` and an active asset with the same _id appears at its path, unless the
- * upload was abandoned (then no active asset: the broker's rule). Returns false if the
+ * upload was abandoned (then no active asset: the broker's rule; old_broker ignores the
+ * mark). Returns false if the
  * record was not `uploaded`. */
 static inline bool fake_complete(struct fake_store *f, const char *id) {
   pthread_mutex_lock(&f->mu);
@@ -358,7 +361,7 @@ static inline bool fake_complete(struct fake_store *f, const char *id) {
     memcpy(a->id, r->id, 25);
     fake_copy(a->partition, sizeof a->partition, r->partition);
     fake_copy(a->file_path, sizeof a->file_path, r->file_path);
-    fake_copy(a->status, sizeof a->status, r->abandoned ? "deleted" : "active");
+    fake_copy(a->status, sizeof a->status, r->abandoned && !f->old_broker ? "deleted" : "active");
     a->mtime_ms = r->mtime_ms;
   }
   pthread_mutex_unlock(&f->mu);

@@ -99,11 +99,12 @@ int main(void) {
 
   /* A retry waits for its time, and the queue says when that is. */
   struct afs_wfile *f = queued("f.txt", "000000000000000000000004");
+  int64_t t0 = afs_monotonic_ms();
   fail_once(f);
   afs_up_queue_push(&up, f);
   now = afs_monotonic_ms();
-  CHECK(pick(&up, now, &due) == NULL);
-  CHECK(due == f->next_try_ms && due >= now + 1000);
+  CHECK(pick(&up, now, &due) == NULL || now >= t0 + 2000);
+  CHECK(due == f->next_try_ms && due >= t0 + 2000);
   CHECK(afs_up_queue_length(&up) == 1);
   CHECK(pick(&up, due, &due) == f);
   afs_staging_unref(st, f);

@@ -234,6 +234,43 @@ static void test_retype(void) {
   afs_staging_unref(st, wf);
 }
 
+/* A file adopted from a journal whose record is already `uploaded`: nothing to send,
+ * unless it was written while the record was being read (then those bytes go up on a
+ * new record, never lost under the old one's `uploaded`). */
+static void test_resumed(void) {
+  struct afs_error err = {0};
+  bool resumed = false;
+  struct afs_wfile *wf = mk("resumed.txt");
+  afs_wf_record_made(wf, "000000000000000000000061");
+  pthread_mutex_lock(&wf->mu);
+  wf->state = AFS_W_QUEUED; /* as staging_resume adopts it */
+  wf->resumed = true;
+  pthread_mutex_unlock(&wf->mu);
+  CHECK(afs_wf_attempt_claim(wf, afs_monotonic_ms() + 1000, &resumed, &err) == AFS_WF_GO);
+  CHECK(resumed);
+  CHECK(afs_wf_resume_uploaded(wf, true));
+  CHECK(wf->state == AFS_W_UPLOADED && !wf->dirty && wf->record_used);
+  afs_wf_resume_settled(wf, false, NULL);
+  CHECK(!wf->busy);
+
+  struct afs_wfile *w2 = mk("resumed2.txt");
+  afs_wf_record_made(w2, "000000000000000000000062");
+  pthread_mutex_lock(&w2->mu);
+  w2->state = AFS_W_QUEUED;
+  w2->resumed = true;
+  pthread_mutex_unlock(&w2->mu);
+  CHECK(afs_wf_attempt_claim(w2, afs_monotonic_ms() + 1000, &resumed, &err) == AFS_WF_GO);
+  afs_wf_written(w2); /* while the record is read */
+  CHECK(!afs_wf_resume_uploaded(w2, true));
+  CHECK(w2->state == AFS_W_WRITING && w2->dirty && w2->record_used);
+  struct afs_wf_attempt a;
+  afs_wf_attempt_start(w2, &a);
+  free(a.caption);
+  CHECK(a.need_record);
+  afs_staging_unref(st, wf);
+  afs_staging_unref(st, w2);
+}
+
 int main(void) {
   char dir[] = "/tmp/test_wfile.XXXXXX";
   CHECK(mkdtemp(dir) != NULL);
@@ -246,6 +283,7 @@ int main(void) {
   test_failures();
   test_unlinked_in_flight();
   test_retype();
+  test_resumed();
   afs_staging_free(st);
   char cmd[64];
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -64,6 +64,7 @@ struct afs_wfile {
   bool shown;          /* completed AND the catalog resolves the path to this asset:
                         * only then may the staged copy go */
   uint64_t generation; /* bumped by every change to the data */
+  uint64_t claim_generation; /* generation when the running attempt was claimed */
   enum afs_wstate state;
   char id[25]; /* current CosyncAssetUpload _id (hex), "" if none */
   char content_type[128];

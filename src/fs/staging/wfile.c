@@ -151,19 +151,26 @@ enum afs_wf_claim afs_wf_attempt_claim(struct afs_wfile *wf, int64_t deadline_ms
     return failed ? AFS_WF_FAILED : AFS_WF_NOTHING;
   }
   wf->busy = true;
+  wf->claim_generation = wf->generation;
   *resumed = wf->resumed;
   wf->resumed = false;
   pthread_mutex_unlock(&wf->mu);
   return AFS_WF_GO;
 }
 
-void afs_wf_resume_uploaded(struct afs_wfile *wf) {
+bool afs_wf_resume_uploaded(struct afs_wfile *wf, bool record_said) {
   pthread_mutex_lock(&wf->mu);
   wf->record_used = true;
-  wf->dirty = false;
-  wf->state = AFS_W_UPLOADED;
-  wf->uploaded_ms = afs_monotonic_ms();
+  bool unchanged = wf->generation == wf->claim_generation;
+  if (unchanged) {
+    wf->dirty = false;
+    wf->state = AFS_W_UPLOADED;
+    /* the poller's first look at it: soon when the record says `uploaded` */
+    if (record_said)
+      wf->uploaded_ms = afs_monotonic_ms();
+  }
   pthread_mutex_unlock(&wf->mu);
+  return unchanged;
 }
 
 void afs_wf_resume_record_spent(struct afs_wfile *wf) {

@@ -83,8 +83,10 @@ enum afs_wf_claim {
 enum afs_wf_claim afs_wf_attempt_claim(struct afs_wfile *wf, int64_t deadline_ms, bool *resumed,
                                        struct afs_error *err);
 
-/* A resumed file's record is past `uploaded` (or its asset is active): nothing to send. */
-void afs_wf_resume_uploaded(struct afs_wfile *wf);
+/* A resumed file's record is past `uploaded` (record_said; else its asset is active):
+ * nothing to send. False when the file was written since the claim: those bytes go up
+ * on a new record (the old one is marked spent). */
+bool afs_wf_resume_uploaded(struct afs_wfile *wf, bool record_said);
 /* A resumed file's record is refused or gone: its next upload takes a new record. */
 void afs_wf_resume_record_spent(struct afs_wfile *wf);
 /* The resume check ended the claim without an upload; transient: *err, retried later. */

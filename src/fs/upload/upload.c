@@ -128,19 +128,16 @@ static int resume_check(struct afs_uploader *up, struct afs_wfile *wf, struct af
   const char *st = status[0];
   if (!strcmp(st, ST_PENDING) || !strcmp(st, ST_INITIALIZED))
     return 1;
-  if (!strcmp(st, ST_UPLOADED) || !strcmp(st, ST_COMPLETED)) {
-    afs_wf_resume_uploaded(wf);
-    return 0;
-  }
+  if (!strcmp(st, ST_UPLOADED) || !strcmp(st, ST_COMPLETED))
+    return afs_wf_resume_uploaded(wf, true) ? 0 : 1;
   if (!st[0] && !afs_rec_asset_active(up, ids[0], &active, err))
     return -1;
   /* Completed, and its upload record cleaned up since: nothing to send again. Refused,
    * or gone: a new record if we upload. */
   if (active)
-    afs_wf_resume_uploaded(wf);
-  else
-    afs_wf_resume_record_spent(wf);
-  return active ? 0 : 1;
+    return afs_wf_resume_uploaded(wf, false) ? 0 : 1;
+  afs_wf_resume_record_spent(wf);
+  return 1;
 }
 
 /* A record nobody may upload to: deleted while unused, otherwise marked abandoned so that

@@ -214,6 +214,7 @@ static struct afs_uploader *uploader_new(struct afs_staging *st, struct afs_cata
   }
   if (pthread_create(&up->worker, NULL, afs_up_poll_main, up) != 0) {
     afs_error_set(err, EAGAIN, "cannot start the upload worker");
+    afs_up_queue_free(up);
     free(up);
     return NULL;
   }
