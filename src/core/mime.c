@@ -1,4 +1,5 @@
 #include "assetfs/mime.h"
+#include "assetfs/alloc.h"
 
 #include <ctype.h>
 #include <pthread.h>
@@ -33,9 +34,7 @@ static int cmp_ext_order(const void *a, const void *b) {
 static void push(void **arr, size_t *n, size_t *cap, size_t elem, const void *item) {
   if (*n == *cap) {
     *cap = *cap ? *cap * 2 : 256;
-    *arr = realloc(*arr, *cap * elem);
-    if (!*arr)
-      abort();
+    *arr = afs_xrealloc(*arr, *cap * elem);
   }
   memcpy((char *)*arr + *n * elem, item, elem);
   (*n)++;

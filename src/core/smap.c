@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assetfs/alloc.h"
 #include "assetfs/hash.h"
 
 #define SMAP_MIN_BUCKETS 64
@@ -42,9 +43,7 @@ void *afs_smap_get(const struct afs_smap *m, const char *key) {
 
 /* Moves every entry into a bucket array of nb buckets. */
 static void rehash(struct afs_smap *m, size_t nb) {
-  struct afs_smap_ent **b = calloc(nb, sizeof *b);
-  if (!b)
-    abort();
+  struct afs_smap_ent **b = afs_xcalloc(nb, sizeof *b);
   for (size_t i = 0; i < m->nb; i++) {
     struct afs_smap_ent *e = m->b[i], *next;
     for (; e; e = next) {
@@ -71,8 +70,8 @@ void *afs_smap_put(struct afs_smap *m, const char *key, void *val) {
     rehash(m, SMAP_MIN_BUCKETS);
   else if (m->n >= m->nb)
     rehash(m, m->nb * 4);
-  if (!(e = malloc(sizeof *e)) || !(e->key = strdup(key)))
-    abort();
+  e = afs_xmalloc(sizeof *e);
+  e->key = afs_xstrdup(key);
   e->val = val;
   e->hash = h;
   size_t k = bucket(h, m->nb);

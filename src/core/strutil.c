@@ -1,20 +1,12 @@
 /* Small string helpers shared across modules (see strutil.h). */
 #include "assetfs/strutil.h"
+#include "assetfs/alloc.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-char *afs_xstrdup(const char *s) {
-  char *d = strdup(s ? s : "");
-  if (!d)
-    abort();
-  return d;
-}
-
 char *afs_regex_quote(const char *s) {
-  char *out = malloc(strlen(s) * 2 + 1), *o = out;
-  if (!out)
-    abort();
+  char *out = afs_xmalloc(strlen(s) * 2 + 1), *o = out;
   for (; *s; s++) {
     if (strchr("\\^$.|?*+()[]{}", *s))
       *o++ = '\\';

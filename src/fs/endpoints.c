@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assetfs/alloc.h"
 #include "assetfs/cosync.h"
 #include "assetfs/endpoints.h"
 #include "assetfs/http_allow.h"
@@ -35,9 +36,7 @@ void afs_endpoints_parse_doc(const bson_t *doc, struct afs_origin **out, size_t 
     }
     if (*n == cap) {
       cap = cap ? 2 * cap : 4;
-      struct afs_origin *bigger = realloc(*out, cap * sizeof *bigger);
-      if (!bigger)
-        abort();
+      struct afs_origin *bigger = afs_xrealloc(*out, cap * sizeof *bigger);
       *out = bigger;
     }
     (*out)[(*n)++] = o;

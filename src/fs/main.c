@@ -18,6 +18,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "assetfs/alloc.h"
 #include "assetfs/endpoints.h"
 #include "assetfs/hash.h"
 #include "assetfs/http_put.h"
@@ -113,8 +114,7 @@ static void op_destroy(void *data) {
 static char *session_dir(const struct afs_fs_options *o) {
   uint64_t h = afs_hash_fnv1a64_str(o->session_id);
   char *out;
-  if (asprintf(&out, "%s/session-%016llx", o->cache_dir, (unsigned long long)h) < 0)
-    abort();
+  afs_xasprintf(&out, "%s/session-%016llx", o->cache_dir, (unsigned long long)h);
   return out;
 }
 
@@ -138,8 +138,7 @@ static void warn_old_staging(const char *cache_dir) {
  * is held by the open file (it survives daemonising) and goes with the process. */
 static bool lock_session(struct afs_fs *fs, struct afs_error *err) {
   char *path;
-  if (asprintf(&path, "%s/lock", fs->staging_dir) < 0)
-    abort();
+  afs_xasprintf(&path, "%s/lock", fs->staging_dir);
   bool ok = false;
   if (mkdir(fs->staging_dir, 0700) != 0 && errno != EEXIST) {
     afs_error_set(err, errno, "cannot create %s: %s", fs->staging_dir, strerror(errno));

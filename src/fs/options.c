@@ -1,5 +1,6 @@
 #include "fs_options.h"
 
+#include "assetfs/alloc.h"
 #include <errno.h>
 #include <limits.h>
 #include <pwd.h>
@@ -56,9 +57,7 @@ static const struct fuse_opt g_specs[] = {
 static void add_url_host(struct raw *r, const char *s) {
   if (!*s)
     return;
-  char **bigger = realloc(r->url_hosts, (r->nurl + 2) * sizeof *bigger);
-  if (!bigger)
-    abort();
+  char **bigger = afs_xrealloc(r->url_hosts, (r->nurl + 2) * sizeof *bigger);
   r->url_hosts = bigger;
   r->url_hosts[r->nurl++] = strdup(s);
   r->url_hosts[r->nurl] = NULL;
@@ -161,14 +160,11 @@ static char *default_cache_dir(void) {
   const char *home = getenv("HOME");
   char *out;
   if (xdg && *xdg) {
-    if (asprintf(&out, "%s/assetfs", xdg) < 0)
-      abort();
+    afs_xasprintf(&out, "%s/assetfs", xdg);
   } else if (home && *home) {
-    if (asprintf(&out, "%s/.cache/assetfs", home) < 0)
-      abort();
+    afs_xasprintf(&out, "%s/.cache/assetfs", home);
   } else {
-    if (asprintf(&out, "/var/tmp/assetfs-%u", (unsigned)getuid()) < 0)
-      abort();
+    afs_xasprintf(&out, "/var/tmp/assetfs-%u", (unsigned)getuid());
   }
   return out;
 }
@@ -238,13 +234,12 @@ bool afs_fs_options_parse(struct fuse_args *args, struct afs_fs_options *o, stru
   } else {
     char host[256] = "localhost";
     gethostname(host, sizeof host - 1);
-    if (asprintf(&o->session_id, "%s:%s", host, o->mountpoint) < 0)
-      abort();
+    afs_xasprintf(&o->session_id, "%s:%s", host, o->mountpoint);
   }
   if (r.upload_partition)
     o->upload_partition = strdup(r.upload_partition);
-  else if (asprintf(&o->upload_partition, "user_id=%s", o->uid) < 0)
-    abort();
+  else
+    afs_xasprintf(&o->upload_partition, "user_id=%s", o->uid);
   if (r.partitions && *r.partitions)
     o->partitions = split_partitions(r.partitions);
   o->expiration_hours = 24;

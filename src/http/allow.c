@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "assetfs/alloc.h"
 #include "assetfs/clock.h"
 #include "assetfs/http_allow.h"
 #include "assetfs/log.h"
@@ -57,9 +58,7 @@ static bool neg_has(const struct afs_origin *o, int64_t now) {
 static struct afs_origin *dup_list(const struct afs_origin *l, size_t n) {
   if (!n)
     return NULL;
-  struct afs_origin *c = malloc(n * sizeof *c);
-  if (!c)
-    abort();
+  struct afs_origin *c = afs_xmalloc(n * sizeof *c);
   memcpy(c, l, n * sizeof *c);
   return c;
 }

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assetfs/alloc.h"
 #include "assetfs/cosync.h"
 #include "assetfs/log.h"
 #include "assetfs/strutil.h"
@@ -53,9 +54,7 @@ struct afs_catalog *afs_catalog_new(struct afs_db *db, const struct afs_catalog_
     size_t n = 0;
     while (o->partitions[n])
       n++;
-    cat->partitions = calloc(n + 1, sizeof *cat->partitions);
-    if (!cat->partitions)
-      abort();
+    cat->partitions = afs_xcalloc(n + 1, sizeof *cat->partitions);
     for (size_t i = 0; i < n; i++)
       cat->partitions[i] = afs_xstrdup(o->partitions[i]);
   }
@@ -82,14 +81,13 @@ char *afs_catalog_query_stats(struct afs_catalog *cat) {
   for (int i = 0; i < AFS_CATQ_COUNT; i++)
     total += v[i] = __atomic_load_n(&cat->nq[i], __ATOMIC_RELAXED);
   char *out = NULL;
-  if (asprintf(&out,
-               "total=%llu file=%llu list=%llu id=%llu partition=%llu distinct=%llu "
-               "call=%llu",
-               (unsigned long long)total, (unsigned long long)v[AFS_CATQ_FILE],
-               (unsigned long long)v[AFS_CATQ_LIST], (unsigned long long)v[AFS_CATQ_ID],
-               (unsigned long long)v[AFS_CATQ_PARTITION], (unsigned long long)v[AFS_CATQ_DISTINCT],
-               (unsigned long long)v[AFS_CATQ_CALL]) < 0)
-    abort();
+  afs_xasprintf(&out,
+                "total=%llu file=%llu list=%llu id=%llu partition=%llu distinct=%llu "
+                "call=%llu",
+                (unsigned long long)total, (unsigned long long)v[AFS_CATQ_FILE],
+                (unsigned long long)v[AFS_CATQ_LIST], (unsigned long long)v[AFS_CATQ_ID],
+                (unsigned long long)v[AFS_CATQ_PARTITION], (unsigned long long)v[AFS_CATQ_DISTINCT],
+                (unsigned long long)v[AFS_CATQ_CALL]);
   return out;
 }
 
@@ -185,9 +183,7 @@ static void *relist_main(void *arg) {
 
 static char *relist_key(const char *partition, const char *dir) {
   size_t kl = strlen(partition) + strlen(dir) + 2;
-  char *key = malloc(kl);
-  if (!key)
-    abort();
+  char *key = afs_xmalloc(kl);
   snprintf(key, kl, "%s\x1f%s", partition, dir);
   return key;
 }
@@ -222,11 +218,9 @@ static enum cached serve_stale(struct afs_catalog *cat, struct part *p, struct n
   if (now - d->listed > cat->list_ttl + STALE_MAX)
     return C_MISS;
   if (!relist_running(cat, p, d)) {
-    struct relist *rl = calloc(1, sizeof *rl);
+    struct relist *rl = afs_xcalloc(1, sizeof *rl);
     pthread_t th;
     pthread_attr_t attr;
-    if (!rl)
-      abort();
     rl->cat = cat;
     rl->partition = afs_xstrdup(p->name);
     rl->dir = afs_xstrdup(d->rel);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assetfs/alloc.h"
 #include "assetfs/log.h"
 #include "assetfs/strutil.h"
 #include "catalog/catalog_int.h"
@@ -26,9 +27,7 @@ struct list_flight {
 int afs_cat_list_fetch(struct afs_catalog *cat, const char *partition, const char *dirpath,
                        struct afs_error *err) {
   size_t kl = strlen(partition) + strlen(dirpath) + 2;
-  char *key = malloc(kl);
-  if (!key)
-    abort();
+  char *key = afs_xmalloc(kl);
   snprintf(key, kl, "%s\x1f%s", partition, dirpath);
   pthread_mutex_lock(&cat->mu);
   struct list_flight *f = afs_smap_get(&cat->flights, key);
@@ -49,8 +48,7 @@ int afs_cat_list_fetch(struct afs_catalog *cat, const char *partition, const cha
   }
   struct list_flight *mine = NULL;
   if (!f) {
-    if (!(mine = calloc(1, sizeof *mine)))
-      abort();
+    mine = afs_xcalloc(1, sizeof *mine);
     mine->seq = cat->inval_seq;
     afs_smap_put(&cat->flights, key, mine);
   }
@@ -85,10 +83,8 @@ struct snap_ent {
 
 /* Copies the listing of d (mu held). */
 static struct snap_ent *snapshot(struct node *d, size_t *n) {
-  struct snap_ent *v = calloc(d->nkids + 1, sizeof *v);
+  struct snap_ent *v = afs_xcalloc(d->nkids + 1, sizeof *v);
   size_t k = 0;
-  if (!v)
-    abort();
   for (size_t i = 0; i < d->nkids; i++) {
     struct node *c = d->kids[i];
     if (c->ghost)

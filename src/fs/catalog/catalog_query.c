@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assetfs/alloc.h"
 #include "assetfs/cosync.h"
 #include "assetfs/log.h"
 #include "assetfs/strutil.h"
@@ -93,9 +94,7 @@ static void collect(void *ctx, const bson_t *doc) {
     return;
   if (av->n == av->cap) {
     av->cap = av->cap ? av->cap * 2 : 64;
-    av->v = realloc(av->v, av->cap * sizeof *av->v);
-    if (!av->v)
-      abort();
+    av->v = afs_xrealloc(av->v, av->cap * sizeof *av->v);
   }
   av->v[av->n++] = a;
 }
@@ -179,9 +178,7 @@ static char *suffixed(const char *rel, const char *id) {
   size_t idl = strlen(id);
   const char *tail = id + (idl > 6 ? idl - 6 : 0);
   size_t n = strlen(rel) + 16;
-  char *out = malloc(n);
-  if (!out)
-    abort();
+  char *out = afs_xmalloc(n);
   snprintf(out, n, "%.*s (%s)%s", (int)(dot - rel), rel, tail, dot);
   return out;
 }
@@ -200,15 +197,11 @@ int afs_cat_list_query(struct afs_catalog *cat, const char *partition, const cha
     /* The subtree, plus every record without filePath: their derived names may fall
      * anywhere, and clashes need all of them. */
     size_t pl = strlen(dirpath) + 2;
-    prefix = malloc(pl);
-    if (!prefix)
-      abort();
+    prefix = afs_xmalloc(pl);
     snprintf(prefix, pl, "%s/", dirpath);
     char *quoted = afs_regex_quote(prefix);
     size_t rl = strlen(quoted) + 2;
-    char *re = malloc(rl);
-    if (!re)
-      abort();
+    char *re = afs_xmalloc(rl);
     snprintf(re, rl, "^%s", quoted);
     bson_t or, alt;
     BSON_APPEND_ARRAY_BEGIN(&q, "$or", & or);
@@ -321,10 +314,8 @@ int afs_cat_list_query(struct afs_catalog *cat, const char *partition, const cha
     free(rel);
   }
   /* Every directory in the subtree is now completely known. */
-  struct node **stack = malloc(sizeof *stack * (p->nodes.n + 1));
+  struct node **stack = afs_xmalloc(sizeof *stack * (p->nodes.n + 1));
   size_t sp = 0;
-  if (!stack)
-    abort();
   stack[sp++] = d;
   while (sp) {
     struct node *n = stack[--sp];
@@ -397,9 +388,7 @@ static void strv_push(char ***v, size_t *n, const char *s) {
   for (size_t i = 0; i < *n; i++)
     if (!strcmp((*v)[i], s))
       return;
-  *v = realloc(*v, (*n + 2) * sizeof **v);
-  if (!*v)
-    abort();
+  *v = afs_xrealloc(*v, (*n + 2) * sizeof **v);
   (*v)[(*n)++] = afs_xstrdup(s);
   (*v)[*n] = NULL;
 }
@@ -437,9 +426,7 @@ static bool discover(struct afs_catalog *cat, char ***out, struct afs_error *err
   if (!ok)
     return false;
   if (!v) {
-    v = calloc(1, sizeof *v);
-    if (!v)
-      abort();
+    v = afs_xcalloc(1, sizeof *v);
   }
   *out = v;
   return true;

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "assetfs/alloc.h"
 #include "assetfs/clock.h"
 #include "assetfs/cosync.h"
 #include "assetfs/http_get.h"
@@ -36,9 +37,7 @@ static struct ref *ref_get(struct afs_catalog *cat, const char *id) {
   struct ref *r = afs_smap_get(&cat->refs, id);
   if (r)
     return r;
-  r = calloc(1, sizeof *r);
-  if (!r)
-    abort();
+  r = afs_xcalloc(1, sizeof *r);
   snprintf(r->id, sizeof r->id, "%s", id);
   for (int p = 0; p < AFS_PART_COUNT; p++)
     r->part_size[p] = -1;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assetfs/alloc.h"
 #include "assetfs/log.h"
 #include "assetfs/strutil.h"
 #include "catalog/catalog_int.h"
@@ -44,15 +45,11 @@ struct part *afs_cat_part_get(struct afs_catalog *cat, const char *name, bool cr
   struct part *p = afs_smap_get(&cat->parts, name);
   if (p || !create)
     return p;
-  p = calloc(1, sizeof *p);
-  if (!p)
-    abort();
+  p = afs_xcalloc(1, sizeof *p);
   p->name = afs_xstrdup(name);
   afs_smap_init(&p->nodes);
   afs_smap_init(&p->absent);
-  p->root = calloc(1, sizeof *p->root);
-  if (!p->root)
-    abort();
+  p->root = afs_xcalloc(1, sizeof *p->root);
   p->root->rel = afs_xstrdup("");
   p->root->name = p->root->rel;
   p->root->is_dir = true;
@@ -64,9 +61,7 @@ struct part *afs_cat_part_get(struct afs_catalog *cat, const char *name, bool cr
 static void kid_add(struct node *parent, struct node *n) {
   if (parent->nkids == parent->kcap) {
     parent->kcap = parent->kcap ? parent->kcap * 2 : 8;
-    parent->kids = realloc(parent->kids, parent->kcap * sizeof *parent->kids);
-    if (!parent->kids)
-      abort();
+    parent->kids = afs_xrealloc(parent->kids, parent->kcap * sizeof *parent->kids);
   }
   n->parent = parent;
   n->slot = parent->nkids;
@@ -97,9 +92,7 @@ void afs_cat_subtree_drop(struct part *p, struct node *n, bool keep_self) {
 }
 
 static struct node *node_new(struct part *p, const char *rel, bool is_dir, double now) {
-  struct node *n = calloc(1, sizeof *n);
-  if (!n)
-    abort();
+  struct node *n = afs_xcalloc(1, sizeof *n);
   n->rel = afs_xstrdup(rel);
   const char *slash = strrchr(n->rel, '/');
   n->name = slash ? slash + 1 : n->rel;
@@ -157,8 +150,7 @@ void afs_cat_absent_set(struct part *p, const char *rel, double t) {
       afs_smap_clear(&p->absent, free);
       afs_smap_init(&p->absent);
     }
-    if (!(v = malloc(sizeof *v)))
-      abort();
+    v = afs_xmalloc(sizeof *v);
     afs_smap_put(&p->absent, rel, v);
   }
   *v = t;
@@ -254,18 +246,15 @@ struct late {
  * with late_restore. */
 struct late *afs_cat_late_nodes(struct part *p, struct node *d, uint64_t seq) {
   size_t n = 0, cap = 4;
-  struct late *out = calloc(cap, sizeof *out);
-  struct node **stack = malloc(sizeof *stack * (p->nodes.n + 1));
+  struct late *out = afs_xcalloc(cap, sizeof *out);
+  struct node **stack = afs_xmalloc(sizeof *stack * (p->nodes.n + 1));
   size_t sp = 0;
-  if (!out || !stack)
-    abort();
   stack[sp++] = d;
   while (sp) {
     struct node *x = stack[--sp];
     if (!x->is_dir && x->inval_seq > seq) {
       if (n + 1 >= cap) {
-        if (!(out = realloc(out, (cap *= 2) * sizeof *out)))
-          abort();
+        out = afs_xrealloc(out, (cap *= 2) * sizeof *out);
       }
       memset(&out[n], 0, sizeof out[n]);
       out[n].rel = afs_xstrdup(x->rel);

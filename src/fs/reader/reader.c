@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "assetfs/alloc.h"
 #include "assetfs/clock.h"
 #include "assetfs/log.h"
 #include "assetfs/strutil.h"
@@ -51,9 +52,7 @@ struct afs_reader *afs_reader_open(struct afs_readcache *rc, const struct afs_re
   /* Same key, other size: the cached blocks belong to another version. Start over
    * under a fresh identity; the old blocks age out. */
   if (!s || s->size != src->size) {
-    s = calloc(1, sizeof *s);
-    if (!s)
-      abort();
+    s = afs_xcalloc(1, sizeof *s);
     s->key = afs_xstrdup(src->key);
     s->size = src->size;
     s->next = rc->srcs;

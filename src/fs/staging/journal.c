@@ -1,5 +1,6 @@
 #include "staging/journal.h"
 
+#include "assetfs/alloc.h"
 #include <bson/bson.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -36,8 +37,7 @@ bool afs_journal_write(const char *path, const struct afs_journal *j, bool durab
   char *json = bson_as_relaxed_extended_json(&doc, &len);
   bson_destroy(&doc);
   char *tmp;
-  if (asprintf(&tmp, "%s.tmp", path) < 0)
-    abort();
+  afs_xasprintf(&tmp, "%s.tmp", path);
   bool ok = false;
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) {

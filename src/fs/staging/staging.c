@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "assetfs/alloc.h"
 #include "assetfs/clock.h"
 #include "assetfs/log.h"
 
@@ -65,9 +66,7 @@ const char *afs_staging_dir(const struct afs_staging *st) {
 }
 
 struct afs_wfile *afs_stg_wf_new(const char *partition, const char *file_path) {
-  struct afs_wfile *wf = calloc(1, sizeof *wf);
-  if (!wf)
-    abort();
+  struct afs_wfile *wf = afs_xcalloc(1, sizeof *wf);
   pthread_mutex_init(&wf->jmu, NULL);
   pthread_mutex_init(&wf->mu, NULL);
   afs_cond_init(&wf->cond);
@@ -186,8 +185,7 @@ struct afs_wfile *afs_staging_create(struct afs_staging *st, const char *partiti
   pthread_mutex_lock(&st->mu);
   uint64_t seq = ++st->seq;
   pthread_mutex_unlock(&st->mu);
-  if (asprintf(&wf->staging_path, "%s/%llu%s", st->dir, (unsigned long long)seq, ext) < 0)
-    abort();
+  afs_xasprintf(&wf->staging_path, "%s/%llu%s", st->dir, (unsigned long long)seq, ext);
   wf->fd = open(wf->staging_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (wf->fd < 0) {
     afs_error_set(err, errno, "cannot create staging file %s: %s", wf->staging_path,
@@ -311,8 +309,7 @@ int afs_staging_move_dir(struct afs_staging *st, const char *partition, const ch
     if (strcmp(wf->partition, partition) || !(rest = under(wf->file_path, from_dir)))
       continue;
     char *np;
-    if (asprintf(&np, "%s/%s", to_dir, rest) < 0)
-      abort();
+    afs_xasprintf(&np, "%s/%s", to_dir, rest);
     afs_stg_index_del(st, wf);
     free(wf->file_path);
     wf->file_path = np;
@@ -328,9 +325,9 @@ int afs_staging_move_dir(struct afs_staging *st, const char *partition, const ch
       continue;
     char *nd = NULL;
     if (!strcmp(d->dir, from_dir))
-      nd = strdup(to_dir);
-    else if ((rest = under(d->dir, from_dir)) && asprintf(&nd, "%s/%s", to_dir, rest) < 0)
-      abort();
+      nd = afs_xstrdup(to_dir);
+    else if ((rest = under(d->dir, from_dir)))
+      afs_xasprintf(&nd, "%s/%s", to_dir, rest);
     if (nd) {
       free(d->dir);
       d->dir = nd;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assetfs/alloc.h"
 #include "assetfs/hash.h"
 #include "staging/staging_int.h"
 
@@ -30,9 +31,7 @@ static uint64_t hash2(const char *a, const char *b, size_t blen) {
 
 static void grow_names(struct afs_staging *st) {
   size_t n = st->n_ht ? st->n_ht * 2 : 256;
-  struct afs_wfile **t = calloc(n, sizeof *t);
-  if (!t)
-    abort();
+  struct afs_wfile **t = afs_xcalloc(n, sizeof *t);
   for (size_t i = 0; i < st->n_ht; i++) {
     struct afs_wfile *wf = st->ht[i], *next;
     for (; wf; wf = next) {
@@ -60,9 +59,7 @@ static struct afs_dircount **dir_slot(struct afs_staging *st, const char *partit
 
 static void grow_dirs(struct afs_staging *st) {
   size_t n = st->n_dt ? st->n_dt * 2 : 256;
-  struct afs_dircount **t = calloc(n, sizeof *t);
-  if (!t)
-    abort();
+  struct afs_dircount **t = afs_xcalloc(n, sizeof *t);
   for (size_t i = 0; i < st->n_dt; i++) {
     struct afs_dircount *d = st->dt[i], *next;
     for (; d; d = next) {
@@ -86,9 +83,11 @@ static void count_ancestors(struct afs_staging *st, const char *partition, const
   for (;;) {
     struct afs_dircount **pp = dir_slot(st, partition, file_path, len);
     if (!*pp && d > 0) {
-      struct afs_dircount *c = calloc(1, sizeof *c);
-      if (!c || !(c->partition = strdup(partition)) || !(c->dir = strndup(file_path, len)))
-        abort();
+      struct afs_dircount *c = afs_xcalloc(1, sizeof *c);
+      c->partition = afs_xstrdup(partition);
+      c->dir = afs_xmalloc(len + 1);
+      memcpy(c->dir, file_path, len);
+      c->dir[len] = '\0';
       *pp = c;
       st->dt_entries++;
     }

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "assetfs/alloc.h"
 #include "assetfs/http_put.h"
 #include "assetfs/log.h"
 #include "staging/journal.h"
@@ -20,8 +21,7 @@
 
 char *afs_stg_journal_path(const char *staging_path) {
   char *p;
-  if (asprintf(&p, "%s%s", staging_path, AFS_JOURNAL_SUFFIX) < 0)
-    abort();
+  afs_xasprintf(&p, "%s%s", staging_path, AFS_JOURNAL_SUFFIX);
   return p;
 }
 
@@ -89,10 +89,9 @@ static bool adopt(struct afs_staging *st, const char *jname) {
   struct afs_error e = {0};
   struct afs_journal j;
   char *jpath, *data;
-  if (asprintf(&jpath, "%s/%s", st->dir, jname) < 0 ||
-      asprintf(&data, "%s/%.*s", st->dir, (int)(strlen(jname) - strlen(AFS_JOURNAL_SUFFIX)),
-               jname) < 0)
-    abort();
+  afs_xasprintf(&jpath, "%s/%s", st->dir, jname);
+  afs_xasprintf(&data, "%s/%.*s", st->dir, (int)(strlen(jname) - strlen(AFS_JOURNAL_SUFFIX)),
+                jname);
   bool ok = false;
   int fd = -1;
   if (!afs_journal_read(jpath, &j, &e)) {
@@ -172,15 +171,13 @@ int afs_staging_resume(struct afs_staging *st) {
     if (name[0] < '0' || name[0] > '9')
       continue; /* ".", "..", the session lock: not staging files */
     if (has_suffix(name, AFS_JOURNAL_SUFFIX)) {
-      if (n == cap &&
-          !(journals = realloc(journals, (cap = cap ? cap * 2 : 64) * sizeof *journals)))
-        abort();
+      if (n == cap)
+        journals = afs_xrealloc(journals, (cap = cap ? cap * 2 : 64) * sizeof *journals);
       journals[n++] = strdup(name);
     } else {
-      if (n_others == cap_others &&
-          !(others =
-                realloc(others, (cap_others = cap_others ? cap_others * 2 : 64) * sizeof *others)))
-        abort();
+      if (n_others == cap_others)
+        others =
+            afs_xrealloc(others, (cap_others = cap_others ? cap_others * 2 : 64) * sizeof *others);
       others[n_others++] = strdup(name);
     }
   }
@@ -197,8 +194,7 @@ int afs_staging_resume(struct afs_staging *st) {
    * created without a record, journal temporaries) is debris of the killed mount. */
   for (size_t i = 0; i < n_others; i++) {
     char *path;
-    if (asprintf(&path, "%s/%s", st->dir, others[i]) < 0)
-      abort();
+    afs_xasprintf(&path, "%s/%s", st->dir, others[i]);
     bool keep = false;
     pthread_mutex_lock(&st->mu);
     for (size_t k = 0; k < st->n_files && !keep; k++)

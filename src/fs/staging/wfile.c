@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "assetfs/alloc.h"
 #include "assetfs/clock.h"
 #include "assetfs/naming.h" /* afs_content_kind */
 
@@ -16,10 +17,7 @@
 #define HEAL_GRACE_MS 1000 /* a read racing our own `uploaded` update is not a regression */
 
 static char *dup_or_null(const char *s) {
-  char *d = s ? strdup(s) : NULL;
-  if (s && !d)
-    abort();
-  return d;
+  return s ? afs_xstrdup(s) : NULL;
 }
 
 void afs_wf_opened(struct afs_wfile *wf, bool writable) {

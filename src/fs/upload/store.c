@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assetfs/alloc.h"
 #include "upload/upload_int.h"
 
 #define STORE(up) ((up)->store.ops)
@@ -21,12 +22,10 @@ bool afs_upload_begin(struct afs_uploader *up, struct afs_wfile *wf, struct afs_
  * them as one burst. */
 bool afs_upload_begin_many(struct afs_uploader *up, struct afs_wfile **wfs, int n,
                            struct afs_error *err) {
-  struct afs_pending_rec *recs = calloc(n, sizeof *recs);
-  char(*ids)[25] = calloc(n, sizeof *ids);
-  char **names = calloc(2 * (size_t)n, sizeof *names);
-  char(*types)[128] = calloc(n, sizeof *types);
-  if (!recs || !ids || !names || !types)
-    abort();
+  struct afs_pending_rec *recs = afs_xcalloc(n, sizeof *recs);
+  char(*ids)[25] = afs_xcalloc(n, sizeof *ids);
+  char **names = afs_xcalloc(2 * (size_t)n, sizeof *names);
+  char(*types)[128] = afs_xcalloc(n, sizeof *types);
   for (int i = 0; i < n; i++) {
     afs_staging_names(up->st, wfs[i], &names[2 * i], &names[2 * i + 1]);
     pthread_mutex_lock(&wfs[i]->mu);

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "assetfs/alloc.h"
 #include "assetfs/clock.h"
 #include "assetfs/http_put.h"
 #include "assetfs/image.h"
@@ -31,8 +32,7 @@ static void meta_cleanup(struct meta *m) {
 
 static char *sibling(const char *staging, const char *tag, const char *ext) {
   char *p;
-  if (asprintf(&p, "%s.%s%s", staging, tag, ext) < 0)
-    abort();
+  afs_xasprintf(&p, "%s.%s%s", staging, tag, ext);
   return p;
 }
 
@@ -102,8 +102,7 @@ static void running_add(struct afs_uploader *up, int d) {
 char *afs_up_label(struct afs_uploader *up, struct afs_wfile *wf) {
   char *partition, *file_path, *out;
   afs_staging_names(up->st, wf, &partition, &file_path);
-  if (asprintf(&out, "%s/%s", partition, file_path) < 0)
-    abort();
+  afs_xasprintf(&out, "%s/%s", partition, file_path);
   free(partition);
   free(file_path);
   return out;

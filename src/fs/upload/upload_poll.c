@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assetfs/alloc.h"
 #include "assetfs/clock.h"
 #include "assetfs/http_put.h" /* afs_monotonic_ms */
 #include "assetfs/image.h"
@@ -20,10 +21,7 @@ static void add_orphan(struct afs_uploader *up, struct afs_wfile *wf, bool wake)
   pthread_mutex_lock(&up->mu);
   if (up->n_orphans == up->cap_orphans) {
     up->cap_orphans = up->cap_orphans ? up->cap_orphans * 2 : 16;
-    void *grown = realloc(up->orphans, up->cap_orphans * sizeof *up->orphans);
-    if (!grown)
-      abort(); /* as the rest of the allocation paths: no way to go on without losing track */
-    up->orphans = grown;
+    up->orphans = afs_xrealloc(up->orphans, up->cap_orphans * sizeof *up->orphans);
   }
   up->orphans[up->n_orphans++] = wf;
   if (wake) {
@@ -159,10 +157,7 @@ static void idset_add(void *ctx, const char *id) {
   struct idset *set = ctx;
   if (set->n == set->cap) {
     set->cap = set->cap ? set->cap * 2 : 64;
-    void *grown = realloc(set->v, set->cap * sizeof *set->v);
-    if (!grown)
-      abort();
-    set->v = grown;
+    set->v = afs_xrealloc(set->v, set->cap * sizeof *set->v);
   }
   memcpy(set->v[set->n++], id, 25);
 }
@@ -205,10 +200,7 @@ static bool worker_pass(struct afs_uploader *up) {
   up->n_orphans = up->cap_orphans = 0;
   pthread_mutex_unlock(&up->mu);
   int total = n + (int)no;
-  void *grown = realloc(all, (total ? total : 1) * sizeof *all);
-  if (!grown)
-    abort();
-  all = grown;
+  all = afs_xrealloc(all, (total ? total : 1) * sizeof *all);
   for (size_t i = 0; i < no; i++)
     all[n + i] = orphans[i];
   free(orphans);

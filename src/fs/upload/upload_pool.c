@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "assetfs/alloc.h"
 #include "assetfs/clock.h"
 #include "assetfs/http_put.h"
 #include "assetfs/image.h"
@@ -191,9 +192,7 @@ static struct afs_uploader *uploader_new(struct afs_staging *st, struct afs_cata
                                          const struct afs_fs_options *opt, struct afs_db *db,
                                          const struct afs_upload_store *store,
                                          struct afs_error *err) {
-  struct afs_uploader *up = calloc(1, sizeof *up);
-  if (!up)
-    abort();
+  struct afs_uploader *up = afs_xcalloc(1, sizeof *up);
   up->st = st;
   up->cat = cat;
   up->opt = opt;

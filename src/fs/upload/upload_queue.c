@@ -16,6 +16,7 @@
  * and dropped after it comes out. */
 #include "upload/upload_int.h"
 
+#include "assetfs/alloc.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,10 +35,7 @@ void afs_up_queue_push(struct afs_uploader *up, struct afs_wfile *wf) {
   if (added) {
     if (up->q_n == up->q_cap) {
       up->q_cap = up->q_cap ? up->q_cap * 2 : 64;
-      void *grown = realloc(up->q, up->q_cap * sizeof *up->q);
-      if (!grown)
-        abort();
-      up->q = grown;
+      up->q = afs_xrealloc(up->q, up->q_cap * sizeof *up->q);
     }
     up->q[up->q_n++] = wf;
     wf->in_queue = true;
@@ -76,8 +74,8 @@ struct afs_wfile *afs_up_queue_pick(struct afs_uploader *up, int64_t now, int64_
     }
     if (drop) {
       wf->in_queue = false;
-      if (!stale && !(stale = malloc(up->q_n * sizeof *stale)))
-        abort();
+      if (!stale)
+        stale = afs_xmalloc(up->q_n * sizeof *stale);
       stale[n_stale++] = wf;
     } else {
       up->q[kept++] = wf;

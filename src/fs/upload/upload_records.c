@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "assetfs/alloc.h"
 #include "assetfs/cosync.h"
 #include "assetfs/http_put.h"
 #include "assetfs/lease.h" /* afs_now_ms */
@@ -107,10 +108,8 @@ static bson_t *pending_doc(struct afs_uploader *up, const struct afs_pending_rec
 static bool m_insert_pending(void *ctx, const struct afs_pending_rec *recs, int n, char (*ids)[25],
                              struct afs_error *err) {
   struct afs_uploader *up = ctx;
-  bson_oid_t *oids = calloc(n, sizeof *oids);
-  bson_t **docs = calloc(n, sizeof *docs);
-  if (!oids || !docs)
-    abort();
+  bson_oid_t *oids = afs_xcalloc(n, sizeof *oids);
+  bson_t **docs = afs_xcalloc(n, sizeof *docs);
   for (int i = 0; i < n; i++)
     docs[i] = pending_doc(up, &recs[i], &oids[i]);
   struct dbh h;
@@ -332,8 +331,7 @@ static int m_asset_rename_dir(void *ctx, const char *partition, const char *from
                               const char *to_dir, struct afs_error *err) {
   struct afs_uploader *up = ctx;
   char *q = afs_regex_quote(from_dir), *re;
-  if (asprintf(&re, "^%s/", q) < 0)
-    abort();
+  afs_xasprintf(&re, "^%s/", q);
   free(q);
   bson_t *filter =
       BCON_NEW(AFS_F_PARTITION, BCON_UTF8(partition), AFS_F_STATUS, BCON_UTF8(AFS_ASSET_ACTIVE),
@@ -364,14 +362,10 @@ static int m_asset_rename_dir(void *ctx, const char *partition, const char *from
         strncmp(old_fp = bson_iter_utf8(&it, NULL), from_dir, fl) || old_fp[fl] != '/')
       continue;
     if (cnt == cap) {
-      void *grown = realloc(items, (cap = cap ? cap * 2 : 64) * sizeof *items);
-      if (!grown)
-        abort();
-      items = grown;
+      items = afs_xrealloc(items, (cap = cap ? cap * 2 : 64) * sizeof *items);
     }
     bson_oid_to_string(&oid, items[cnt].id);
-    if (asprintf(&items[cnt].fp, "%s/%s", to_dir, old_fp + fl + 1) < 0)
-      abort();
+    afs_xasprintf(&items[cnt].fp, "%s/%s", to_dir, old_fp + fl + 1);
     cnt++;
   }
   bool ok = !mongoc_cursor_error(cur, &berr);
