@@ -214,6 +214,26 @@ static void test_unlink_while_record_is_made(void) {
   afs_staging_unref(st, wf);
 }
 
+/* Default mode makes the record at create: a file removed while that insert runs (the
+ * unlink sees no id) leaves no pending record behind. */
+static void test_unlink_during_create_insert(void) {
+  struct afs_error err = {0};
+  struct afs_wfile *wf = written("created.txt", "");
+  struct unlink_race u = {wf};
+  pthread_mutex_lock(&fake.mu);
+  fake.on_insert = unlink_now;
+  fake.on_insert_ctx = &u;
+  pthread_mutex_unlock(&fake.mu);
+  CHECK(afs_upload_begin(up, wf, &err));
+  char id[25];
+  id_of(wf, id);
+  struct fake_rec r;
+  CHECK(id[0] && !fake_get(&fake, id, &r));
+  CHECK(afs_upload_flush(up, wf, &err)); /* nothing to upload for a removed file */
+  CHECK(puts_of(&srv, id, NULL) == 0);
+  afs_staging_unref(st, wf);
+}
+
 /* Removed after `uploaded` (rename over an upload in flight): the record is marked
  * abandoned at once, and the asset the broker makes of it is deleted once it exists. */
 static void test_unlink_in_flight_abandons(void) {
@@ -336,6 +356,7 @@ int main(void) {
   test_flush_then_complete();
   test_store_fault_retried_in_background();
   test_unlink_while_record_is_made();
+  test_unlink_during_create_insert();
   test_unlink_in_flight_abandons();
   test_poller_heals_and_fails();
   test_queued_files_batch_their_records();

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "assetfs/alloc.h"
+#include "assetfs/log.h"
 #include "upload/upload_int.h"
 
 #define STORE(up) ((up)->store.ops)
@@ -34,8 +35,14 @@ bool afs_upload_begin_many(struct afs_uploader *up, struct afs_wfile **wfs, int 
     recs[i] = (struct afs_pending_rec){names[2 * i], names[2 * i + 1], types[i]};
   }
   bool ok = STORE(up)->insert_pending(up->store.ctx, recs, n, ids, err);
-  for (int i = 0; ok && i < n; i++)
+  for (int i = 0; ok && i < n; i++) {
     afs_wf_record_made(wfs[i], ids[i]);
+    /* Removed while the insert ran: the unlink saw no id to drop or mark abandoned, and
+     * nobody else knows this one. */
+    char id[25];
+    if (!afs_wf_record_of(wfs[i], id))
+      afs_rec_forget(up, id);
+  }
   for (int i = 0; i < 2 * n; i++)
     free(names[i]);
   free(names);
@@ -52,6 +59,15 @@ bool afs_rec_delete_unused(struct afs_uploader *up, const char *id, bool *gone,
 
 bool afs_rec_abandon(struct afs_uploader *up, const char *id, struct afs_error *err) {
   return STORE(up)->abandon(up->store.ctx, id, err);
+}
+
+void afs_rec_forget(struct afs_uploader *up, const char *id) {
+  struct afs_error e = {0};
+  bool gone = false;
+  if (afs_rec_delete_unused(up, id, &gone, &e) && gone)
+    return;
+  if (!afs_rec_abandon(up, id, &e))
+    afs_warn("cannot mark upload %s abandoned: %s", id, e.msg);
 }
 
 bool afs_rec_fetch(struct afs_uploader *up, const char *id, struct record_state *rs,

@@ -139,17 +139,6 @@ static int resume_check(struct afs_uploader *up, struct afs_wfile *wf, struct af
   return 1;
 }
 
-/* A record nobody may upload to: deleted while unused, otherwise marked abandoned so that
- * the broker neither supersedes with it nor leaves its asset active. */
-static void forget_record(struct afs_uploader *up, const char *id) {
-  struct afs_error e = {0};
-  bool gone = false;
-  if (afs_rec_delete_unused(up, id, &gone, &e) && gone)
-    return;
-  if (!afs_rec_abandon(up, id, &e))
-    afs_warn("cannot mark upload %s abandoned: %s", id, e.msg);
-}
-
 /* Transient failures are retried in the background; these are not. */
 static bool is_permanent(int code) {
   return code == AFS_E_TOO_BIG || code == AFS_E_BROKER_REFUSED || code == AFS_E_URL_REFUSED ||
@@ -210,9 +199,10 @@ bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
   if (a.need_record && !afs_upload_begin(up, wf, err))
     goto done;
   if (!afs_wf_record_of(wf, id)) {
-    /* Removed (or replaced by a rename) while its record was being made: the unlink saw
-     * no id to mark abandoned, so nothing may be uploaded on it. */
-    forget_record(up, id);
+    /* Removed (or replaced by a rename) since the claim: nothing may be uploaded on its
+     * record (afs_upload_begin_many dropped one made meanwhile; the unlink marked an
+     * older one abandoned, and an abandoned record is also dropped while unused). */
+    afs_rec_forget(up, id);
     ok = true; /* nothing left to upload; the orphan watch sees the record gone */
     goto done;
   }

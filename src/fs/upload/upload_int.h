@@ -118,6 +118,10 @@ bool afs_rec_abandon(struct afs_uploader *up, const char *id, struct afs_error *
 /* Deletes the upload record if nobody uploaded to it yet; *gone: deleted or absent. */
 bool afs_rec_delete_unused(struct afs_uploader *up, const char *id, bool *gone,
                            struct afs_error *err);
+/* A record nobody may upload to (its file was removed): deleted while unused, otherwise
+ * marked abandoned, so that the broker neither supersedes with it nor leaves its asset
+ * active. Failures are logged. */
+void afs_rec_forget(struct afs_uploader *up, const char *id);
 /* upload_watch.c: waits until the broker signed the record, polling it by _id (no
  * change streams) from a learnt estimate of the broker's lag. AFS_E_DEADLINE past
  * deadline_ms (monotonic); AFS_E_RECORD_GONE when the record is gone or

@@ -95,17 +95,9 @@ static void begin_batch(struct afs_uploader *up, struct afs_wfile *wf) {
     struct afs_wfile *b = batch[i];
     struct afs_error je = {0};
     char id[25];
-    pthread_mutex_lock(&b->mu);
-    bool unlinked = b->unlinked;
-    memcpy(id, b->id, sizeof id);
-    pthread_mutex_unlock(&b->mu);
-    if (id[0] && unlinked) {
-      /* Removed while its record was being made: nobody else knew the id. */
-      bool gone;
-      afs_rec_delete_unused(up, id, &gone, &je);
-    } else if (id[0] && !afs_staging_journal(up->st, b, false, &je)) {
+    /* one removed while its record was made: afs_upload_begin_many dropped the record */
+    if (afs_wf_record_of(b, id) && id[0] && !afs_staging_journal(up->st, b, false, &je))
       afs_warn("%s", je.msg);
-    }
     if (i > 0)
       afs_up_queue_unclaim(b);
   }
