@@ -8,6 +8,7 @@ holds on this path; and an initialization costs the workers exactly one command.
 import concurrent.futures
 import datetime
 import re
+import time
 import uuid
 
 import bson
@@ -108,8 +109,25 @@ def test_two_brokers_one_asset_per_upload(db, start_broker):
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         paths = dict(zip(ids, pool.map(one, ids)))
+    marked = {oid: time.monotonic() for oid in ids}
+    healed = []
+
+    def completed(oid):
+        # The test stack's FerretDB applies an update as a read-modify-write of the whole
+        # document, so the other broker's initialization, read before our `uploaded`, can
+        # put the record back at `initialized` (MongoDB cannot). A client then marks it
+        # uploaded again, as the mount does (upload_poll.c, record_regressed); the keys
+        # and the one-asset rule below must hold either way.
+        d = db.CosyncAssetUpload.find_one({"_id": oid})
+        if d and d["status"] == "initialized" and time.monotonic() - marked[oid] > 2:
+            healed.append(oid)
+            mark_uploaded(db, oid)
+            marked[oid] = time.monotonic()
+        return d if d and d["status"] == "completed" else None
+
     for oid in ids:
-        wait_status(db, oid, "completed", timeout=60)
+        wait_for(lambda: completed(oid), 60, f"upload {oid} to complete")
+    print(f"{len(healed)} of {n} uploads marked uploaded again after a lost update")
     assets = list(db.CosyncAsset.find({"uid": u}))
     assert len(assets) == n and {a["_id"] for a in assets} == set(ids)
     assert all(a["status"] == "active" and a["path"] == paths[a["_id"]] for a in assets)
