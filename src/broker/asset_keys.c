@@ -48,14 +48,13 @@ done:
   return key;
 }
 
-bool afs_broker_asset_keys(const struct afs_broker *b, const bson_t *doc, struct afs_keys *out) {
-  const char *path = NULL, *uid = NULL, *ct = NULL;
+bool afs_broker_asset_keys(const struct afs_broker *b, const struct afs_record *r,
+                           struct afs_keys *out) {
+  const char *path = NULL, *uid = r->uid;
   memset(out, 0, sizeof *out);
-  afs_rec_str(doc, AFS_F_UID, AFS_UID_MAX, &uid, NULL);
-  afs_rec_str(doc, AFS_F_CONTENT_TYPE, 255, &ct, NULL);
-  if (afs_broker_record_path(doc, &path) != 1)
+  if (afs_broker_record_path(r, &path) != 1)
     return false;
-  afs_naming_keys_from_path(path, ct, out);
+  afs_naming_keys_from_path(path, r->content_type, out);
   /* A cut's key is longer than its original's: near the limit (possible only in records
    * Cosync made) it can pass S3's limit, and no object can live there. */
   for (int p = 0; p < AFS_PART_COUNT; p++)
@@ -63,13 +62,11 @@ bool afs_broker_asset_keys(const struct afs_broker *b, const bson_t *doc, struct
       free(out->key[p]);
       out->key[p] = NULL;
     }
-  bson_iter_t it;
-  if (bson_iter_init_find(&it, doc, AFS_F_SEAL) || !uid || !afs_broker_key_confined(path, uid))
+  if (r->has_seal || !uid || !afs_broker_key_confined(path, uid))
     return true;
   for (int p = 0; p < AFS_PART_COUNT; p++) {
-    const char *url = NULL;
-    if (p == AFS_PART_ORIGINAL || !out->key[p] ||
-        !afs_rec_str(doc, afs_read_url_field[p], 1 << 16, &url, NULL) || !url || !*url)
+    const char *url = r->read_url[p];
+    if (p == AFS_PART_ORIGINAL || !out->key[p] || !url || !*url)
       continue;
     char *k = key_from_url(url, b->cfg.s3_bucket, uid);
     if (k) {

@@ -19,6 +19,7 @@
 #include "assetfs/config.h"
 #include "assetfs/db.h"
 #include "assetfs/naming.h"
+#include "assetfs/records.h"
 #include "assetfs/s3.h"
 #include "assetfs/sigv4.h"
 
@@ -44,20 +45,31 @@ struct afs_broker {
 
 enum afs_outcome { AFS_DONE, AFS_RETRY };
 
-/* What a valid upload record asks for: fields point into the record; keys are built
- * deterministically from the record, so planning twice gives the same keys. */
+/* What a valid upload record asks for: `rec` is the record as read (its strings point
+ * into the document); keys are built deterministically from the record, so planning
+ * twice gives the same keys. */
 struct afs_upload_plan {
-  bson_value_t id;
-  bool has_id;
+  const struct afs_record *rec;
+  const bson_value_t *id; /* rec->id */
   const char *uid, *file_path, *content_type, *partition, *asset_partition;
   double hours;
   bool hours_defaulted;
   struct afs_keys keys;
 };
 
+/* The fields of an upload record the broker copies or builds keys from: an upload with
+ * any of them bad is refused, naming the first (at initialization, so nothing is signed
+ * for a record that could not complete). */
+#define AFS_UPLOAD_FIELDS                                                                          \
+  (AFS_RF_BIT(AFS_RF_UID) | AFS_RF_BIT(AFS_RF_FILE_PATH) | AFS_RF_BIT(AFS_RF_CONTENT_TYPE) |       \
+   AFS_RF_BIT(AFS_RF_PARTITION) | AFS_RF_BIT(AFS_RF_ASSET_PARTITION) |                             \
+   AFS_RF_BIT(AFS_RF_SESSION) | AFS_RF_BIT(AFS_RF_HOURS) |                                         \
+   (((UINT64_C(1) << AFS_META_COUNT) - 1) << AFS_RF_META))
+
 /* Validates an upload record and builds its keys; false with the reason in err (for
  * the record's `error`). Free with afs_upload_plan_free even on failure. */
-bool afs_upload_plan(const bson_t *doc, struct afs_upload_plan *plan, struct afs_error *err);
+bool afs_upload_plan(const struct afs_record *rec, struct afs_upload_plan *plan,
+                     struct afs_error *err);
 void afs_upload_plan_free(struct afs_upload_plan *plan);
 
 /* afs_upload_plan, then the keys this record holds claims on (the keys a lost
@@ -66,7 +78,7 @@ void afs_upload_plan_free(struct afs_upload_plan *plan);
  * (keepably) initialized. 1 planned (plan->keys set), 0 refused (err is the record's
  * reason), -1 transient (MongoDB or S3 unreachable; retry later). Free the plan with
  * afs_upload_plan_free whatever the result. */
-int afs_upload_plan_claimed(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
+int afs_upload_plan_claimed(struct afs_broker *b, mongoc_client_t *c, const struct afs_record *rec,
                             struct afs_upload_plan *plan, struct afs_error *err);
 
 /* Key claims (key_claims.c). A key is handed to a record only while a claim document
@@ -88,23 +100,27 @@ int afs_key_claims_held(struct afs_broker *b, mongoc_client_t *c, const bson_val
                         char ***keys, size_t *n, struct afs_error *err);
 void afs_key_claims_free(char **keys, size_t n);
 /* Releases the claims of a record whose objects were deleted: its _id's claims on the
- * keys afs_broker_asset_keys gives for doc. Best effort. */
-void afs_broker_release_claims(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc);
+ * keys afs_broker_asset_keys gives for it. Best effort. */
+void afs_broker_release_claims(struct afs_broker *b, mongoc_client_t *c,
+                               const struct afs_record *rec);
 
-/* Handlers; `doc` is the claimed record, `token` its lease token. afs_upload_init also
- * takes a pending record read without a claim (token NULL; see upload_init.c). */
-enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
-                                 const char *token);
-enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
-                                     const char *token);
-enum afs_outcome afs_upload_stale(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
-                                  const char *token);
-enum afs_outcome afs_asset_purge(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
-                                 const char *token);
+/* Handlers; `rec` is the claimed record as read once (afs_record_read), `token` its lease
+ * token. afs_upload_init also takes a pending record read without a claim (token NULL;
+ * see upload_init.c). */
+enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c,
+                                 const struct afs_record *rec, const char *token);
+enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
+                                     const struct afs_record *rec, const char *token);
+enum afs_outcome afs_upload_stale(struct afs_broker *b, mongoc_client_t *c,
+                                  const struct afs_record *rec, const char *token);
+enum afs_outcome afs_asset_purge(struct afs_broker *b, mongoc_client_t *c,
+                                 const struct afs_record *rec, const char *token);
 /* Deletes answered (done/error) CosyncFunctionCall records older than
  * call_keep_seconds; failures are logged (the next round retries). */
 void afs_calls_purge(struct afs_broker *b, mongoc_client_t *c);
-enum afs_outcome afs_function_call(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
+struct afs_bstore;
+/* A CosyncFunctionCall (functions.c), through the record store (bstore.h). */
+enum afs_outcome afs_function_call(struct afs_broker *b, struct afs_bstore *st, const bson_t *doc,
                                    const char *token);
 
 /* Ends the lease of upload record `id` with status "error" and `why` as its error
@@ -129,12 +145,12 @@ long afs_broker_read_seconds(double hours);
  * user's objects. hex: 65 bytes. */
 void afs_broker_seal(const struct afs_broker *b, const bson_value_t *id, const char *uid,
                      const char *path, const char *content_type, double hours, char hex[65]);
-/* true if doc carries a valid seal for its current fields. */
-bool afs_broker_seal_ok(const struct afs_broker *b, const bson_t *doc);
+/* true if the record carries a valid seal for its current fields. */
+bool afs_broker_seal_ok(const struct afs_broker *b, const struct afs_record *rec);
 
-/* true if doc's path may be acted on: a valid seal, or, without a seal (records made by
- * Cosync itself), a path under "<uid>/" or "public/<uid>/". */
-bool afs_broker_path_trusted(const struct afs_broker *b, const bson_t *doc);
+/* true if the record's path may be acted on: a valid seal, or, without a seal (records
+ * made by Cosync itself), a path under "<uid>/" or "public/<uid>/". */
+bool afs_broker_path_trusted(const struct afs_broker *b, const struct afs_record *rec);
 
 /* Keys of the objects of an existing record with a `path` (false without one; NULL
  * entries where a part does not apply). Sealed records: from `path` by our naming.
@@ -142,15 +158,16 @@ bool afs_broker_path_trusted(const struct afs_broker *b, const bson_t *doc);
  * keys from their stored URLs when those name a key under the same uid prefix (Cosync's
  * "-videopreview-<ts>-.png" and "uid//dir" keys), else by naming. The caller checks that
  * the record is trusted (afs_broker_path_trusted). Free with afs_keys_free. */
-bool afs_broker_asset_keys(const struct afs_broker *b, const bson_t *doc, struct afs_keys *out);
+bool afs_broker_asset_keys(const struct afs_broker *b, const struct afs_record *rec,
+                           struct afs_keys *out);
 
 /* Deletes every object of an asset/upload record whose `path` is set (original, cuts,
  * preview). Refuses (false, AFS_E_UNTRUSTED) when the record's seal is invalid, or, for records
  * without a seal (made by Cosync), when path is outside "<uid>/" and "public/<uid>/".
  * Keys in `keep` (NULL-terminated, may be NULL) are left alone. false with a transient
  * error (EAGAIN/EHOSTUNREACH) when S3 failed. */
-bool afs_broker_delete_objects(struct afs_broker *b, const bson_t *doc, const char *const *keep,
-                               struct afs_error *err);
+bool afs_broker_delete_objects(struct afs_broker *b, const struct afs_record *rec,
+                               const char *const *keep, struct afs_error *err);
 
 /* Deletes the keys of k (NULL entries skipped, keys in `keep` left alone) in one
  * DeleteObjects request. Missing objects count as deleted; false with err otherwise
@@ -171,9 +188,9 @@ bool afs_broker_path_shared(mongoc_collection_t *assets, const bson_value_t *id,
 
 /* The record's `path` under the one rule every reader of it follows: a string of
  * 1..AFS_KEY_MAX bytes (S3's key limit: no object can live at a longer key). 1 with
- * *path set (points into doc), 0 when absent or empty, -1 when present but not a valid
- * key (wrong type, too long, NUL, bad UTF-8). */
-int afs_broker_record_path(const bson_t *doc, const char **path);
+ * *path set (points into the document), 0 when absent or empty, -1 when present but not
+ * a valid key (wrong type, too long, NUL, bad UTF-8). */
+int afs_broker_record_path(const struct afs_record *rec, const char **path);
 
 /* TEST ONLY. ASSETFS_BROKER_TEST_PAUSE="point=ms[,point=ms...]" makes the broker log
  * "test pause: <point> <id>" and sleep ms at the named point, so integration tests can

@@ -16,11 +16,6 @@ struct afs_version {
   int64_t at; /* versionAt, ms since the epoch, broker clock */
 };
 
-/* True if the upload record carries `abandoned: true`: its file was removed or replaced
- * through the mount that wrote it before the broker completed it. Such an upload never
- * makes an active asset and never supersedes anything. */
-bool afs_complete_abandoned(const bson_t *doc);
-
 /* Supersedes the older active assets at partition/file_path (ours if a newer one is
  * there). Failures are logged. */
 void afs_complete_supersede(struct afs_broker *b, mongoc_collection_t *assets,

@@ -21,6 +21,7 @@
 #include "assetfs/log.h"
 #include "assetfs/records.h"
 #include "broker.h"
+#include "bstore.h"
 
 /* Pending and uploaded records are two sources, each a plain equality on status: the
  * filter every MongoDB-compatible server answers from an index, where some (the test
@@ -168,6 +169,8 @@ static void *worker_main(void *arg) {
   afs_broker_dbstats_role(true);
   int slot = atomic_fetch_add(&x->next_slot, 1);
   mongoc_client_t *c = afs_db_pop(&b->db);
+  struct afs_bstore st; /* this worker's records, through its client */
+  afs_bstore_mongo(&st, b, c);
   for (;;) {
     pthread_mutex_lock(&q->lock);
     while (q->len == 0 && !atomic_load(&b->stop)) {
@@ -194,7 +197,6 @@ static void *worker_main(void *arg) {
       if (!it.doc)
         it.src = SRC_COUNT;
     }
-    const char *status = NULL;
     int64_t t0 = afs_now_ms();
     /* A record that waited most of its lease in the queue may be taken over while we
      * work on it; give it back instead of racing. */
@@ -208,31 +210,35 @@ static void *worker_main(void *arg) {
       }
       it.src = SRC_COUNT;
     }
+    struct afs_record rec; /* the one reading of an upload or asset record */
+    memset(&rec, 0, sizeof rec);
+    if (it.src != SRC_COUNT && it.src != SRC_CALL)
+      afs_record_read(it.doc, &rec);
     switch (it.src) {
     case SRC_PENDING:
     case SRC_UPLOADED:
-      afs_rec_str(it.doc, AFS_F_STATUS, 64, &status, NULL);
       if (!it.token[0])
-        afs_upload_init(b, c, it.doc, NULL); /* read by the pending poll, unclaimed */
-      else if (status && !strcmp(status, AFS_UPLOAD_UPLOADED))
-        afs_upload_complete(b, c, it.doc, it.token);
+        afs_upload_init(b, c, &rec, NULL); /* read by the pending poll, unclaimed */
+      else if (rec.status && !strcmp(rec.status, AFS_UPLOAD_UPLOADED))
+        afs_upload_complete(b, c, &rec, it.token);
       else
-        afs_upload_init(b, c, it.doc, it.token);
+        afs_upload_init(b, c, &rec, it.token);
       break;
     case SRC_CALL:
-      afs_function_call(b, c, it.doc, it.token);
+      afs_function_call(b, &st, it.doc, it.token);
       break;
     case SRC_DELETED:
-      afs_asset_purge(b, c, it.doc, it.token);
+      afs_asset_purge(b, c, &rec, it.token);
       break;
     case SRC_STALE:
-      afs_upload_stale(b, c, it.doc, it.token);
+      afs_upload_stale(b, c, &rec, it.token);
       break;
     default:
       break;
     }
     if (it.src < SRC_COUNT)
       afs_debug("handled a %s record in %lld ms", src_coll[it.src], (long long)(afs_now_ms() - t0));
+    afs_record_done(&rec);
     if (it.doc)
       bson_destroy(it.doc);
     pthread_mutex_lock(&q->lock);

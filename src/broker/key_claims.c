@@ -223,13 +223,12 @@ void afs_key_claims_free(char **keys, size_t n) {
   free(keys);
 }
 
-void afs_broker_release_claims(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc) {
-  bson_value_t id;
+void afs_broker_release_claims(struct afs_broker *b, mongoc_client_t *c,
+                               const struct afs_record *r) {
   struct afs_keys k;
-  if (!afs_rec_id(doc, &id))
+  if (r->id.value_type == BSON_TYPE_EOD)
     return;
-  if (afs_broker_asset_keys(b, doc, &k))
-    afs_key_claims_release(b, c, &id, &k, NULL);
+  if (afs_broker_asset_keys(b, r, &k))
+    afs_key_claims_release(b, c, &r->id, &k, NULL);
   afs_keys_free(&k);
-  bson_value_destroy(&id);
 }

@@ -26,13 +26,12 @@ bool afs_broker_path_shared(mongoc_collection_t *assets, const bson_value_t *id,
   return n != 0; /* -1 (error) counts as shared: keep the bytes */
 }
 
-int afs_broker_record_path(const bson_t *doc, const char **path) {
+int afs_broker_record_path(const struct afs_record *r, const char **path) {
   *path = NULL;
-  if (!afs_rec_str(doc, AFS_F_PATH, AFS_KEY_MAX, path, NULL)) {
-    *path = NULL;
+  if (r->bad & AFS_RF_BIT(AFS_RF_PATH))
     return -1;
-  }
-  return *path && **path ? 1 : 0;
+  *path = r->path;
+  return r->path && *r->path ? 1 : 0;
 }
 
 /* "<uid>/..." or "public/<uid>/..." with no empty, "." or ".." component: a key that
@@ -62,21 +61,18 @@ static bool under_prefix(const char *path, const char *uid) {
   return afs_broker_key_confined(path, uid);
 }
 
-bool afs_broker_path_trusted(const struct afs_broker *b, const bson_t *doc) {
-  const char *path = NULL, *uid = NULL;
-  bson_iter_t it;
-  if (bson_iter_init_find(&it, doc, AFS_F_SEAL))
-    return afs_broker_seal_ok(b, doc);
-  afs_broker_record_path(doc, &path);
-  afs_rec_str(doc, AFS_F_UID, 4096, &uid, NULL);
-  return under_prefix(path, uid);
+bool afs_broker_path_trusted(const struct afs_broker *b, const struct afs_record *r) {
+  const char *path = NULL;
+  if (r->has_seal)
+    return afs_broker_seal_ok(b, r);
+  afs_broker_record_path(r, &path);
+  return under_prefix(path, r->uid);
 }
 
-bool afs_broker_delete_objects(struct afs_broker *b, const bson_t *doc, const char *const *keep,
-                               struct afs_error *err) {
-  const char *path = NULL, *uid = NULL;
-  int has_path = afs_broker_record_path(doc, &path);
-  afs_rec_str(doc, AFS_F_UID, 4096, &uid, NULL);
+bool afs_broker_delete_objects(struct afs_broker *b, const struct afs_record *r,
+                               const char *const *keep, struct afs_error *err) {
+  const char *path = NULL;
+  int has_path = afs_broker_record_path(r, &path);
   if (has_path == 0)
     return true; /* nothing was ever signed */
   if (has_path < 0)
@@ -84,14 +80,12 @@ bool afs_broker_delete_objects(struct afs_broker *b, const bson_t *doc, const ch
                          "path is not a usable S3 key (not a string, or over %d bytes); no "
                          "object of ours can be there",
                          AFS_KEY_MAX);
-  bson_iter_t it;
-  bool has_seal = bson_iter_init_find(&it, doc, AFS_F_SEAL);
-  if (has_seal ? !afs_broker_seal_ok(b, doc) : !under_prefix(path, uid))
+  if (r->has_seal ? !afs_broker_seal_ok(b, r) : !under_prefix(path, r->uid))
     return afs_error_set(err, AFS_E_UNTRUSTED,
                          "refusing to delete objects of a record whose path/uid/contentType "
                          "were changed after the broker set them");
   struct afs_keys k;
-  afs_broker_asset_keys(b, doc, &k);
+  afs_broker_asset_keys(b, r, &k);
   bool ok = afs_broker_delete_keys(b, &k, keep, err);
   afs_keys_free(&k);
   return ok;

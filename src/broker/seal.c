@@ -52,19 +52,14 @@ void afs_broker_seal(const struct afs_broker *b, const bson_value_t *id, const c
     snprintf(hex + 2 * i, 3, "%02x", mac[i]);
 }
 
-bool afs_broker_seal_ok(const struct afs_broker *b, const bson_t *doc) {
-  const char *seal, *uid, *path, *ct;
-  double hours = AFS_READ_HOURS_DEFAULT;
-  bool has;
-  bson_value_t id;
-  if (!afs_rec_str(doc, AFS_F_SEAL, 64, &seal, NULL) || !seal)
-    return false;
-  if (!afs_rec_str(doc, AFS_F_UID, 4096, &uid, NULL) || afs_broker_record_path(doc, &path) < 0 ||
-      !afs_rec_str(doc, AFS_F_CONTENT_TYPE, 4096, &ct, NULL) ||
-      !afs_rec_num(doc, AFS_F_HOURS, &hours, &has, NULL) || !afs_rec_id(doc, &id))
+bool afs_broker_seal_ok(const struct afs_broker *b, const struct afs_record *r) {
+  const uint64_t sealed = AFS_RF_BIT(AFS_RF_SEAL) | AFS_RF_BIT(AFS_RF_UID) |
+                          AFS_RF_BIT(AFS_RF_PATH) | AFS_RF_BIT(AFS_RF_CONTENT_TYPE) |
+                          AFS_RF_BIT(AFS_RF_HOURS);
+  if (!r->seal || (r->bad & sealed) || r->id.value_type == BSON_TYPE_EOD)
     return false;
   char want[65];
-  afs_broker_seal(b, &id, uid, path, ct, has ? hours : AFS_READ_HOURS_DEFAULT, want);
-  bson_value_destroy(&id);
-  return strlen(seal) == 64 && CRYPTO_memcmp(want, seal, 64) == 0;
+  afs_broker_seal(b, &r->id, r->uid, r->path, r->content_type,
+                  r->hours.has ? r->hours.v : AFS_READ_HOURS_DEFAULT, want);
+  return strlen(r->seal) == 64 && CRYPTO_memcmp(want, r->seal, 64) == 0;
 }

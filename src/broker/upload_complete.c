@@ -28,44 +28,32 @@
 #include "broker.h"
 #include "complete_int.h"
 
-#define META_STR_MAX 65536
-
-static const char *const meta_strings[] = {AFS_F_CAPTION, "color", "extra",
-                                           "containerId", "title", "transactionId"};
-static const char *const meta_numbers[] = {"duration", "xRes", "yRes"};
-
-/* Copies the metadata fields a Cosync asset carries, with Cosync's defaults. */
-static bool copy_metadata(const bson_t *doc, bson_t *set, struct afs_error *err) {
-  for (size_t i = 0; i < sizeof meta_strings / sizeof meta_strings[0]; i++) {
-    const char *v;
-    if (!afs_rec_str(doc, meta_strings[i], META_STR_MAX, &v, err))
-      return false;
+/* Copies the metadata fields a Cosync asset carries, with Cosync's defaults; numbers
+ * keep the BSON type their client gave them. */
+static void copy_metadata(const struct afs_record *r, bson_t *set) {
+  for (int m = 0; m < AFS_META_STRINGS; m++) {
+    const char *v = r->meta[m];
     if (v)
-      BSON_APPEND_UTF8(set, meta_strings[i], v);
-    else if (!strcmp(meta_strings[i], AFS_F_CAPTION))
-      BSON_APPEND_UTF8(set, AFS_F_CAPTION, "");
-    else if (!strcmp(meta_strings[i], "color"))
-      BSON_APPEND_UTF8(set, "color", "#000000");
+      BSON_APPEND_UTF8(set, afs_meta_field[m], v);
+    else if (m == AFS_META_CAPTION)
+      BSON_APPEND_UTF8(set, afs_meta_field[m], "");
+    else if (m == AFS_META_COLOR)
+      BSON_APPEND_UTF8(set, afs_meta_field[m], "#000000");
   }
-  for (size_t i = 0; i < sizeof meta_numbers / sizeof meta_numbers[0]; i++) {
-    double v;
-    bool has;
-    if (!afs_rec_num(doc, meta_numbers[i], &v, &has, err))
-      return false;
-    bson_iter_t it;
-    if (has && bson_iter_init_find(&it, doc, meta_numbers[i]))
-      bson_append_value(set, meta_numbers[i], -1, bson_iter_value(&it));
-    else if (strcmp(meta_numbers[i], "duration"))
-      BSON_APPEND_INT32(set, meta_numbers[i], 0);
+  for (int m = AFS_META_STRINGS; m < AFS_META_COUNT; m++) {
+    const struct afs_rec_number *n = afs_record_meta_num(r, (enum afs_meta)m);
+    if (n->has)
+      bson_append_value(set, afs_meta_field[m], -1, &n->raw);
+    else if (m != AFS_META_DURATION)
+      BSON_APPEND_INT32(set, afs_meta_field[m], 0);
   }
-  return true;
 }
 
 /* One completion in progress: what its phases share. */
 struct completion {
   struct afs_broker *b;
   mongoc_client_t *mc;
-  const bson_t *doc; /* the claimed record */
+  const struct afs_record *rec; /* the claimed record */
   const char *token;
   mongoc_collection_t *uploads, *assets;
   bson_value_t id;
@@ -76,10 +64,11 @@ struct completion {
   double hours;
   struct afs_keys keys;
   struct afs_s3_object_info head[AFS_PART_COUNT];
-  bson_t set, unset; /* the asset's fields */
-  bson_t now;        /* the record as the renewal returned it */
-  bool abandoned;    /* its client removed it in flight: the asset is made deleted */
-  bool kept_deleted; /* the asset was removed meanwhile: not revived, nothing superseded */
+  bson_t set, unset;         /* the asset's fields */
+  bson_t now;                /* the record as the renewal returned it */
+  struct afs_record now_rec; /* ... as read */
+  bool abandoned;            /* its client removed it in flight: the asset is made deleted */
+  bool kept_deleted;         /* the asset was removed meanwhile: not revived, nothing superseded */
   struct afs_version version;
   enum afs_outcome out;
 };
@@ -116,20 +105,19 @@ static void delete_leftovers(struct completion *c) {
  * initialized it, else planned now. */
 static bool resolve_path(struct completion *c) {
   struct afs_error err = {0};
-  bson_iter_t sit;
-  afs_broker_record_path(c->doc, &c->path);
-  if (c->path && *c->path && bson_iter_init_find(&sit, c->doc, AFS_F_SEAL)) {
-    if (!afs_broker_seal_ok(c->b, c->doc))
+  afs_broker_record_path(c->rec, &c->path);
+  if (c->path && *c->path && c->rec->has_seal) {
+    if (!afs_broker_seal_ok(c->b, c->rec))
       return fail(c, "path, uid, contentType or expirationHours changed after the broker "
                      "initialized the record; refusing to complete it");
-    afs_rec_str(c->doc, AFS_F_SEAL, 64, &c->seal, NULL);
+    c->seal = c->rec->seal;
     return true;
   }
   /* Never initialized, or the initialization was lost (see key_timestamp in
    * upload_init.c): plan it now, on the keys this record holds claims on (those a lost
    * initialization handed to the client), so its objects are found; anything else finds
    * nothing under the uploader's own prefix and fails below. */
-  switch (afs_upload_plan_claimed(c->b, c->mc, c->doc, &c->plan, &err)) {
+  switch (afs_upload_plan_claimed(c->b, c->mc, c->rec, &c->plan, &err)) {
   case 0:
     return fail(c, err.msg);
   case -1:
@@ -157,20 +145,20 @@ static bool resolve_path(struct completion *c) {
 /* The record's fields the asset copies, checked again (a client may have changed them). */
 static bool read_fields(struct completion *c) {
   struct afs_error err = {0};
-  const char *part = NULL, *apart = NULL;
-  bool has_hours;
-  c->hours = AFS_READ_HOURS_DEFAULT;
-  afs_rec_str(c->doc, AFS_F_UID, AFS_UID_MAX, &c->uid, NULL);
-  afs_rec_str(c->doc, AFS_F_CONTENT_TYPE, 255, &c->ct, NULL);
-  afs_rec_num(c->doc, AFS_F_HOURS, &c->hours, &has_hours, NULL);
-  if (!has_hours)
-    c->hours = AFS_READ_HOURS_DEFAULT;
-  if (!afs_rec_str(c->doc, AFS_F_PARTITION, 1024, &part, &err) ||
-      !afs_rec_str(c->doc, AFS_F_ASSET_PARTITION, 1024, &apart, &err) ||
-      !afs_rec_str(c->doc, AFS_F_SESSION, 256, &c->sess, &err) ||
-      !afs_rec_str_req(c->doc, AFS_F_FILE_PATH, AFS_FILEPATH_MAX, &c->fp, &err) ||
-      !afs_filepath_check(c->fp, strlen(c->fp), &err) || !copy_metadata(c->doc, &c->set, &err))
+  const struct afs_record *r = c->rec;
+  c->uid = r->uid;
+  c->ct = r->content_type;
+  c->hours = r->hours.has ? r->hours.v : AFS_READ_HOURS_DEFAULT;
+  c->sess = r->session;
+  c->fp = r->file_path;
+  if (!afs_record_check(r, AFS_UPLOAD_FIELDS, &err))
     return fail(c, err.msg);
+  if (!c->fp || !*c->fp)
+    return fail(c, "filePath is missing");
+  if (!afs_filepath_check(c->fp, strlen(c->fp), &err))
+    return fail(c, err.msg);
+  copy_metadata(r, &c->set);
+  const char *part = r->partition, *apart = r->asset_partition;
   c->target = apart && *apart ? apart : part;
   if (!c->target || !*c->target)
     return fail(c, "neither _partition nor assetPartition is set");
@@ -245,24 +233,21 @@ static bool renew(struct completion *c) {
     c->out = AFS_DONE;
     return false;
   }
-  c->abandoned = afs_complete_abandoned(&c->now);
-  const char *fp = NULL;
-  if (afs_rec_str(&c->now, AFS_F_FILE_PATH, AFS_FILEPATH_MAX, &fp, NULL) && fp && *fp &&
-      afs_filepath_check(fp, strlen(fp), NULL))
-    c->fp = fp;
-  int64_t now = afs_now_ms(), init_at = 0;
-  bool has = false;
-  afs_rec_date(&c->now, AFS_F_INITIALIZED_AT, &init_at, &has);
+  afs_record_read(&c->now, &c->now_rec);
+  const struct afs_record *r = &c->now_rec;
+  c->abandoned = r->abandoned;
+  if (r->file_path && *r->file_path && afs_filepath_check(r->file_path, strlen(r->file_path), NULL))
+    c->fp = r->file_path;
+  int64_t now = afs_now_ms(), init_at = r->initialized_at.ms;
   c->version.id = &c->id;
-  c->version.at = has && init_at > 0 && init_at <= now ? init_at : now;
+  c->version.at = r->initialized_at.has && init_at > 0 && init_at <= now ? init_at : now;
   return true;
 }
 
 /* The asset's fields besides the metadata and read URLs check_parts set. */
 static void asset_fields(struct completion *c, int64_t now) {
-  int64_t mtime;
-  bool has_mtime;
-  afs_rec_date(c->doc, AFS_F_MTIME, &mtime, &has_mtime);
+  int64_t mtime = c->rec->mtime.ms;
+  bool has_mtime = c->rec->mtime.has;
   BSON_APPEND_UTF8(&c->set, AFS_F_PARTITION, c->target);
   BSON_APPEND_UTF8(&c->set, AFS_F_UID, c->uid);
   if (c->sess)
@@ -338,12 +323,13 @@ static void finish(struct completion *c, const char *cur_fp) {
   bson_destroy(spent);
   bson_destroy(done_set);
   bool live = !c->abandoned && !c->kept_deleted;
-  if (rc == 1 && live && afs_complete_abandoned(&after)) {
+  struct afs_record ar;
+  afs_record_read(&after, &ar);
+  if (rc == 1 && live && ar.abandoned) {
     afs_complete_drop_abandoned(c->assets, &c->id, c->ids);
     cur_fp = NULL;
   } else if (rc == 1 && live && cur_fp) {
-    const char *last = NULL;
-    afs_rec_str(&after, AFS_F_FILE_PATH, AFS_FILEPATH_MAX, &last, NULL);
+    const char *last = ar.file_path;
     if (last && *last && strcmp(last, cur_fp) && afs_filepath_check(last, strlen(last), NULL) &&
         afs_complete_move_asset(c->assets, &c->id, cur_fp, last, c->ids) == 1) {
       afs_complete_supersede(c->b, c->assets, &c->version, c->target, last);
@@ -362,6 +348,7 @@ static void finish(struct completion *c, const char *cur_fp) {
     afs_info("upload %s completed without an active asset (%s)", c->ids,
              c->abandoned ? "abandoned by its client" : "its asset was removed");
   }
+  afs_record_done(&ar);
   bson_destroy(&after);
 }
 
@@ -387,15 +374,16 @@ static void supersede_and_finish(struct completion *c) {
   free(moved);
 }
 
-enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *mc, const bson_t *doc,
-                                     const char *token) {
+enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *mc,
+                                     const struct afs_record *rec, const char *token) {
   struct completion c;
   memset(&c, 0, sizeof c);
-  if (!afs_rec_id(doc, &c.id))
+  if (rec->id.value_type == BSON_TYPE_EOD)
     return AFS_DONE;
+  bson_value_copy(&rec->id, &c.id);
+  c.rec = rec;
   c.b = b;
   c.mc = mc;
-  c.doc = doc;
   c.token = token;
   c.out = AFS_DONE;
   bson_init(&c.set);
@@ -426,6 +414,7 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *mc, 
             (long long)(t_sup - t_upsert), (long long)(afs_now_ms() - t_sup));
 done:
   afs_upload_plan_free(&c.plan);
+  afs_record_done(&c.now_rec);
   afs_keys_free(&c.keys);
   bson_destroy(&c.set);
   bson_destroy(&c.unset);

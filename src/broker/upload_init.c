@@ -25,8 +25,6 @@
 #include "assetfs/records.h"
 #include "broker.h"
 
-#define PARTITION_MAX 1024
-#define SESSION_MAX 256
 #define CONTENT_TYPE_MAX 255
 
 static bool check_content_type(const char *ct, struct afs_error *err) {
@@ -45,11 +43,10 @@ static bool check_content_type(const char *ct, struct afs_error *err) {
 
 /* Validates expirationHours; *hours gets the value to use, *defaulted whether the field
  * was missing. */
-static bool check_hours(const bson_t *doc, double *hours, bool *defaulted, struct afs_error *err) {
-  bool has;
-  double h = 0;
-  if (!afs_rec_num(doc, AFS_F_HOURS, &h, &has, err))
-    return false;
+static bool check_hours(const struct afs_record *r, double *hours, bool *defaulted,
+                        struct afs_error *err) {
+  bool has = r->hours.has;
+  double h = r->hours.v;
   *defaulted = !has;
   if (!has) {
     *hours = AFS_READ_HOURS_DEFAULT;
@@ -72,37 +69,43 @@ static bool check_hours(const bson_t *doc, double *hours, bool *defaulted, struc
  * second plus a per-id millisecond part; other ids createdAt or a hash. This is only
  * the first candidate: another record may hold its keys (key_claims.c), and planning
  * walks on from there the same way every time (afs_naming_plan_unique). */
-static int64_t key_timestamp(const bson_t *doc, const bson_value_t *id) {
+static int64_t key_timestamp(const struct afs_record *r) {
+  const bson_value_t *id = &r->id;
   if (id->value_type == BSON_TYPE_OID)
     return afs_naming_oid_ts(id->value.v_oid.bytes);
-  int64_t created;
-  bool has;
-  afs_rec_date(doc, AFS_F_CREATED, &created, &has);
-  if (has && created > 0)
-    return created;
+  if (r->created.has && !r->created.from_number && r->created.ms > 0) /* keys are stored: */
+    return r->created.ms; /* the rule that made them stays (a BSON date only) */
   char buf[80];
   const char *s = afs_rec_id_str(id, buf, sizeof buf);
   uint64_t h = afs_hash_fnv1a64_str(s); /* persisted in keys: see hash.h */
   return 1000000000000LL + (int64_t)(h % 1000000000000ULL);
 }
 
-bool afs_upload_plan(const bson_t *doc, struct afs_upload_plan *plan, struct afs_error *err) {
-  const char *sess;
+/* A string field the record must have, non-empty. */
+static bool required(const char *v, const char *field, struct afs_error *err) {
+  return (v && *v) || afs_error_set(err, EINVAL, "%s is missing", field);
+}
+
+bool afs_upload_plan(const struct afs_record *r, struct afs_upload_plan *plan,
+                     struct afs_error *err) {
   memset(plan, 0, sizeof *plan);
+  plan->rec = r;
+  plan->id = &r->id;
   plan->hours = AFS_READ_HOURS_DEFAULT;
-  if (!afs_rec_id(doc, &plan->id))
+  plan->uid = r->uid;
+  plan->file_path = r->file_path;
+  plan->content_type = r->content_type;
+  plan->partition = r->partition;
+  plan->asset_partition = r->asset_partition;
+  if (r->id.value_type == BSON_TYPE_EOD)
     return afs_error_set(err, EINVAL, "no _id");
-  plan->has_id = true;
-  if (!afs_rec_str_req(doc, AFS_F_UID, AFS_UID_MAX, &plan->uid, err) ||
-      !afs_uid_check(plan->uid, strlen(plan->uid), err) ||
-      !afs_rec_str_req(doc, AFS_F_FILE_PATH, AFS_FILEPATH_MAX, &plan->file_path, err) ||
-      !afs_filepath_check(plan->file_path, strlen(plan->file_path), err) ||
-      !afs_rec_str(doc, AFS_F_CONTENT_TYPE, CONTENT_TYPE_MAX, &plan->content_type, err) ||
-      !check_content_type(plan->content_type, err) ||
-      !afs_rec_str(doc, AFS_F_PARTITION, PARTITION_MAX, &plan->partition, err) ||
-      !afs_rec_str(doc, AFS_F_ASSET_PARTITION, PARTITION_MAX, &plan->asset_partition, err) ||
-      !afs_rec_str(doc, AFS_F_SESSION, SESSION_MAX, &sess, err) ||
-      !check_hours(doc, &plan->hours, &plan->hours_defaulted, err))
+  /* Each field's own rule first (type, size, encoding), then what the broker needs. */
+  if (!afs_record_check(r, AFS_UPLOAD_FIELDS, err) || !required(r->uid, AFS_F_UID, err) ||
+      !afs_uid_check(r->uid, strlen(r->uid), err) ||
+      !required(r->file_path, AFS_F_FILE_PATH, err) ||
+      !afs_filepath_check(r->file_path, strlen(r->file_path), err) ||
+      !check_content_type(r->content_type, err) ||
+      !check_hours(r, &plan->hours, &plan->hours_defaulted, err))
     return false;
   if ((!plan->partition || !*plan->partition) &&
       (!plan->asset_partition || !*plan->asset_partition))
@@ -110,8 +113,8 @@ bool afs_upload_plan(const bson_t *doc, struct afs_upload_plan *plan, struct afs
   /* A time far ahead is a client clock that is wrong: its keys would carry that future
    * time. Past times are fine: a broker outage legitimately leaves old pending records,
    * and they must still initialize when it is back. */
-  if (plan->id.value_type == BSON_TYPE_OID) {
-    int64_t ahead = afs_naming_oid_ts(plan->id.value.v_oid.bytes) / 1000 * 1000 - afs_now_ms();
+  if (plan->id->value_type == BSON_TYPE_OID) {
+    int64_t ahead = afs_naming_oid_ts(plan->id->value.v_oid.bytes) / 1000 * 1000 - afs_now_ms();
     if (ahead > AFS_ID_AHEAD_MAX_MS)
       return afs_error_set(err, EINVAL,
                            "the record's _id carries a time %lld minutes ahead of the "
@@ -119,23 +122,19 @@ bool afs_upload_plan(const bson_t *doc, struct afs_upload_plan *plan, struct afs
                            (long long)(ahead / 60000));
   }
   return afs_naming_make_keys(plan->uid, plan->file_path, plan->content_type, plan->hours == 0,
-                              key_timestamp(doc, &plan->id), &plan->keys, err);
+                              key_timestamp(r), &plan->keys, err);
 }
 
 void afs_upload_plan_free(struct afs_upload_plan *plan) {
   afs_keys_free(&plan->keys);
-  if (plan->has_id)
-    bson_value_destroy(&plan->id);
-  plan->has_id = false;
 }
 
 /* True if we initialized this record before with these keys (a valid seal over the same
  * path): re-initializing it, e.g. after a lost update put it back to "pending", must
  * give the same URLs even though the client may have uploaded already. */
-static bool already_ours(const struct afs_broker *b, const bson_t *doc, const char *key) {
+static bool already_ours(const struct afs_broker *b, const struct afs_record *r, const char *key) {
   const char *path = NULL;
-  return afs_broker_record_path(doc, &path) == 1 && !strcmp(path, key) &&
-         afs_broker_seal_ok(b, doc);
+  return afs_broker_record_path(r, &path) == 1 && !strcmp(path, key) && afs_broker_seal_ok(b, r);
 }
 
 /* Regex matching s literally. Caller frees. */
@@ -265,8 +264,7 @@ static int keys_free(struct afs_broker *b, mongoc_client_t *c, const bson_value_
 struct plan_ctx {
   struct afs_broker *b;
   mongoc_client_t *c;
-  const bson_t *doc;
-  const bson_value_t *id;
+  const struct afs_record *rec;
   const char *ids;
 };
 
@@ -274,26 +272,26 @@ struct plan_ctx {
  * this record) make sure no object of a record from before claims lies there. */
 static int try_keys(void *vctx, const struct afs_keys *k, int64_t ts, struct afs_error *err) {
   struct plan_ctx *x = vctx;
-  int rc = afs_key_claims_take(x->b, x->c, x->id, k, err);
+  const bson_value_t *id = &x->rec->id;
+  int rc = afs_key_claims_take(x->b, x->c, id, k, err);
   if (rc != 1)
     return rc;
-  if (already_ours(x->b, x->doc, k->key[AFS_PART_ORIGINAL]))
+  if (already_ours(x->b, x->rec, k->key[AFS_PART_ORIGINAL]))
     return 1;
   /* The keys' timestamp comes from the client-chosen _id, so a client could aim a fresh
    * record at someone's existing key; never hand out a PUT over an object. */
-  rc = keys_free(x->b, x->c, x->id, ts, k, x->ids, err);
+  rc = keys_free(x->b, x->c, id, ts, k, x->ids, err);
   if (rc == 0)
-    afs_key_claims_release(x->b, x->c, x->id, k, NULL);
+    afs_key_claims_release(x->b, x->c, id, k, NULL);
   return rc;
 }
 
 /* Index of the candidate whose original key is the record's sealed path, so that
  * planning a record we initialized before starts at the keys its client holds URLs for
  * even if an earlier candidate was freed since; 0 without one. */
-static int sealed_candidate(struct afs_broker *b, const bson_t *doc,
-                            const struct afs_upload_plan *plan, int64_t ts0) {
+static int sealed_candidate(struct afs_broker *b, const struct afs_upload_plan *plan, int64_t ts0) {
   const char *path = NULL;
-  if (afs_broker_record_path(doc, &path) != 1 || !afs_broker_seal_ok(b, doc))
+  if (afs_broker_record_path(plan->rec, &path) != 1 || !afs_broker_seal_ok(b, plan->rec))
     return 0;
   for (int i = 0; i < AFS_KEY_ATTEMPTS; i++) {
     struct afs_keys k;
@@ -310,29 +308,29 @@ static int sealed_candidate(struct afs_broker *b, const bson_t *doc,
 
 /* Replaces plan->keys by keys claimed for the record. 1, 0 (err), -1 (err) as
  * afs_naming_plan_unique. */
-static int plan_unique(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
-                       struct afs_upload_plan *plan, const char *ids, struct afs_error *err) {
-  struct plan_ctx x = {b, c, doc, &plan->id, ids};
-  int64_t ts0 = key_timestamp(doc, &plan->id);
+static int plan_unique(struct afs_broker *b, mongoc_client_t *c, struct afs_upload_plan *plan,
+                       const char *ids, struct afs_error *err) {
+  struct plan_ctx x = {b, c, plan->rec, ids};
+  int64_t ts0 = key_timestamp(plan->rec);
   afs_keys_free(&plan->keys);
   return afs_naming_plan_unique(plan->uid, plan->file_path, plan->content_type, plan->hours == 0,
-                                ts0, sealed_candidate(b, doc, plan, ts0), try_keys, &x, &plan->keys,
+                                ts0, sealed_candidate(b, plan, ts0), try_keys, &x, &plan->keys,
                                 err);
 }
 
-int afs_upload_plan_claimed(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
+int afs_upload_plan_claimed(struct afs_broker *b, mongoc_client_t *c, const struct afs_record *r,
                             struct afs_upload_plan *plan, struct afs_error *err) {
   char ids[80], **held = NULL;
   size_t nheld = 0;
-  if (!afs_upload_plan(doc, plan, err))
+  if (!afs_upload_plan(r, plan, err))
     return 0;
-  afs_rec_id_str(&plan->id, ids, sizeof ids);
-  int rc = afs_key_claims_held(b, c, &plan->id, &held, &nheld, err);
+  afs_rec_id_str(plan->id, ids, sizeof ids);
+  int rc = afs_key_claims_held(b, c, plan->id, &held, &nheld, err);
   if (rc < 0)
     return -1;
   /* The first candidate whose every key this record holds is the one a lost
    * initialization handed out: the client's PUTs went there. */
-  int64_t ts0 = key_timestamp(doc, &plan->id);
+  int64_t ts0 = key_timestamp(r);
   for (int i = 0; rc == 1 && i < AFS_KEY_ATTEMPTS; i++) {
     struct afs_keys k;
     if (!afs_naming_make_keys(plan->uid, plan->file_path, plan->content_type, plan->hours == 0,
@@ -354,11 +352,11 @@ int afs_upload_plan_claimed(struct afs_broker *b, mongoc_client_t *c, const bson
     afs_keys_free(&k);
   }
   afs_key_claims_free(held, nheld);
-  return plan_unique(b, c, doc, plan, ids, err);
+  return plan_unique(b, c, plan, ids, err);
 }
 
-enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const bson_t *doc,
-                                 const char *token) {
+enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c,
+                                 const struct afs_record *r, const char *token) {
   enum afs_outcome out = AFS_DONE;
   struct afs_error err = {0};
   struct afs_upload_plan plan;
@@ -366,24 +364,24 @@ enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const
   bson_t set = BSON_INITIALIZER, unset = BSON_INITIALIZER;
   char ids[80];
   mongoc_collection_t *coll = afs_broker_coll(b, c, AFS_COLL_UPLOAD);
-  if (!afs_upload_plan(doc, &plan, &err)) {
-    if (plan.has_id)
-      out = afs_upload_fail(coll, &plan.id, token, err.msg);
+  if (!afs_upload_plan(r, &plan, &err)) {
+    if (r->id.value_type != BSON_TYPE_EOD)
+      out = afs_upload_fail(coll, &r->id, token, err.msg);
     goto done;
   }
-  afs_rec_id_str(&plan.id, ids, sizeof ids);
-  afs_broker_test_pause("init_claimed", &plan.id);
+  afs_rec_id_str(&r->id, ids, sizeof ids);
+  afs_broker_test_pause("init_claimed", &r->id);
   int64_t t_head = afs_now_ms();
-  switch (plan_unique(b, c, doc, &plan, ids, &err)) {
+  switch (plan_unique(b, c, &plan, ids, &err)) {
   case 0:
-    out = afs_upload_fail(coll, &plan.id, token, err.msg);
+    out = afs_upload_fail(coll, &r->id, token, err.msg);
     goto done;
   case -1:
     afs_transient("upload %s: cannot claim or check its keys: %s; will retry", ids, err.msg);
     if (token)
-      afs_lease_release(coll, &plan.id, token, AFS_RETRY_MS, NULL);
+      afs_lease_release(coll, &r->id, token, AFS_RETRY_MS, NULL);
     else
-      afs_lease_defer(coll, &plan.id, AFS_UPLOAD_PENDING, AFS_RETRY_MS, NULL);
+      afs_lease_defer(coll, &r->id, AFS_UPLOAD_PENDING, AFS_RETRY_MS, NULL);
     out = AFS_RETRY;
     goto done;
   }
@@ -401,7 +399,7 @@ enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const
     rurl[p] = wurl[p] ? afs_broker_read_url(b, plan.keys.key[p], plan.hours, &err) : NULL;
     if (!wurl[p] || !rurl[p]) {
       afs_err("upload %s: signing failed: %s", ids, err.msg);
-      out = afs_upload_fail(coll, &plan.id, token, "the broker could not sign the URLs");
+      out = afs_upload_fail(coll, &r->id, token, "the broker could not sign the URLs");
       goto done;
     }
     BSON_APPEND_UTF8(&set, afs_write_url_field[p], wurl[p]);
@@ -410,7 +408,7 @@ enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const
   int64_t now = afs_now_ms();
   char seal[65];
   const char *path = plan.keys.key[AFS_PART_ORIGINAL];
-  afs_broker_seal(b, &plan.id, plan.uid, path, ct, plan.hours, seal);
+  afs_broker_seal(b, &r->id, plan.uid, path, ct, plan.hours, seal);
   BSON_APPEND_UTF8(&set, AFS_F_STATUS, AFS_UPLOAD_INITIALIZED);
   BSON_APPEND_UTF8(&set, AFS_F_PATH, path);
   BSON_APPEND_UTF8(&set, AFS_F_SEAL, seal);
@@ -429,10 +427,9 @@ enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c, const
   /* Only a record still pending: a duplicate claim or read (a stale one) of a record
    * whose client has marked it uploaded since must not put it back to initialized.
    * Without a claim (token NULL) also only while no other broker holds a lease on it. */
-  int rc = afs_lease_finish_from(coll, &plan.id, token, AFS_UPLOAD_PENDING, &set, &unset, &err);
-  int64_t born = 0;
-  bool has_born = false;
-  afs_rec_date(doc, AFS_F_CREATED, &born, &has_born);
+  int rc = afs_lease_finish_from(coll, &r->id, token, AFS_UPLOAD_PENDING, &set, &unset, &err);
+  int64_t born = r->created.ms;
+  bool has_born = r->created.has;
   afs_debug("upload %s init: %lld ms after createdAt; keys %lld ms, sign %lld ms, finish %lld "
             "ms%s",
             ids, has_born ? (long long)(t_head - born) : -1LL, (long long)(t_sign - t_head),

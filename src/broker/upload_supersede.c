@@ -20,17 +20,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assetfs/alloc.h"
 #include "assetfs/cosync.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"
 #include "complete_int.h"
-
-bool afs_complete_abandoned(const bson_t *doc) {
-  bson_iter_t it;
-  return bson_iter_init_find(&it, doc, AFS_F_ABANDONED) && BSON_ITER_HOLDS_BOOL(&it) &&
-         bson_iter_bool(&it);
-}
 
 /* Tie-break between two versions of the same millisecond (or both without versionAt):
  * the greater _id, as Cosync did. True if `o` ranks above `id`. */
@@ -39,16 +34,13 @@ static bool id_above(const bson_value_t *o, const bson_value_t *id) {
          bson_oid_compare(&o->value.v_oid, &id->value.v_oid) > 0;
 }
 
-/* True if the asset `d` (projection: _id, versionAt) is a newer version than ours. */
-static bool newer_than(const bson_t *d, const bson_value_t *o, const struct afs_version *self) {
-  int64_t at = 0;
-  bool has = false;
-  afs_rec_date(d, AFS_F_VERSION_AT, &at, &has);
-  if (!has)
+/* True if the asset `a` (projection: _id, versionAt) is a newer version than ours. */
+static bool newer_than(const struct afs_record *a, const struct afs_version *self) {
+  if (!a->version_at.has)
     return false; /* not ordered by a broker: older than ours, which is */
-  if (at != self->at)
-    return at > self->at;
-  return id_above(o, self->id);
+  if (a->version_at.ms != self->at)
+    return a->version_at.ms > self->at;
+  return id_above(&a->id, self->id);
 }
 
 /* What supersede found at one path: the older active assets there, and whether ours is
@@ -79,16 +71,17 @@ static bool sup_find(mongoc_collection_t *assets, const struct afs_version *self
   mongoc_cursor_t *cur = mongoc_collection_find_with_opts(assets, q, opts, NULL);
   const bson_t *d;
   while (mongoc_cursor_next(cur, &d)) {
-    bson_iter_t it;
-    if (!bson_iter_init_find(&it, d, AFS_F_ID))
-      continue;
-    const bson_value_t *o = bson_iter_value(&it);
-    if (afs_rec_id_equal(o, self->id))
+    struct afs_record a;
+    afs_record_read(d, &a);
+    if (a.id.value_type == BSON_TYPE_EOD)
+      ; /* no id: nothing to supersede by */
+    else if (afs_rec_id_equal(&a.id, self->id))
       s->self_here = true;
-    else if (newer_than(d, o, self))
+    else if (newer_than(&a, self))
       s->self_old = true;
     else if (s->n < sizeof s->olds / sizeof s->olds[0])
-      bson_value_copy(o, &s->olds[s->n++]);
+      bson_value_copy(&a.id, &s->olds[s->n++]);
+    afs_record_done(&a);
   }
   bson_error_t berr;
   if (mongoc_cursor_error(cur, &berr))
@@ -156,13 +149,13 @@ static int reread_upload(mongoc_collection_t *uploads, const bson_value_t *id, c
   const bson_t *d;
   int rc = 0;
   if (mongoc_cursor_next(cur, &d)) {
-    const char *fp = NULL;
-    *abandoned = afs_complete_abandoned(d);
-    if (afs_rec_str(d, AFS_F_FILE_PATH, AFS_FILEPATH_MAX, &fp, NULL) && fp && *fp &&
-        strcmp(fp, claimed) && afs_filepath_check(fp, strlen(fp), NULL)) {
-      *now = strdup(fp);
-      rc = *now ? 0 : -1;
-    }
+    struct afs_record u;
+    afs_record_read(d, &u);
+    const char *fp = u.file_path;
+    *abandoned = u.abandoned;
+    if (fp && *fp && strcmp(fp, claimed) && afs_filepath_check(fp, strlen(fp), NULL))
+      *now = afs_xstrdup(fp);
+    afs_record_done(&u);
   }
   bson_error_t berr;
   if (mongoc_cursor_error(cur, &berr)) {

@@ -177,7 +177,7 @@ static bool fake_fetch(void *ctx, const char *id, struct record_state *rs, struc
     if (!strcmp(r->status, "initialized")) {
       char url[256];
       snprintf(url, sizeof url, "%s/%s", f->put_base, r->id);
-      rs->write_url[U_ORIG] = strdup(url);
+      rs->write_url[AFS_PART_ORIGINAL] = strdup(url);
     }
   }
   pthread_mutex_unlock(&f->mu);

@@ -79,10 +79,131 @@ static void test_oid_at(void) {
   CHECK(bson_oid_get_time_t(&at) == 0);
 }
 
+/* A record read once: every field under its rule, bad fields absent and named in order. */
+static void test_record_read(void) {
+  struct afs_error e = {0};
+  struct afs_record r;
+  bson_oid_t oid;
+  bson_oid_init_from_string(&oid, "60c3fc150000000000000001");
+  bson_t *d = BCON_NEW("_id", BCON_OID(&oid), "uid", "u1", "filePath", "a/b.jpg", "contentType",
+                       "image/jpeg", "_partition", "p", "expirationHours", BCON_INT32(12), "path",
+                       "u1/a/b-1.jpg", "status", "uploaded", "size", BCON_INT64(42), "mtime",
+                       BCON_DATE_TIME(1000), "createdAt", BCON_INT64(2000), "updatedAt",
+                       "yesterday", "abandoned", BCON_BOOL(true), "xRes", BCON_INT32(640),
+                       "duration", BCON_DOUBLE(1.5), "caption", "hi");
+  for (int p = 0; p < AFS_PART_COUNT; p++) {
+    BSON_APPEND_UTF8(d, afs_read_url_field[p], "http://r");
+    BSON_APPEND_UTF8(d, afs_write_url_field[p], "http://w");
+  }
+  afs_record_read(d, &r);
+  CHECK(r.id.value_type == BSON_TYPE_OID && r.bad == 0 && afs_record_check(&r, AFS_RF_ALL, &e));
+  CHECK(!strcmp(r.uid, "u1") && !strcmp(r.file_path, "a/b.jpg") && !strcmp(r.partition, "p"));
+  CHECK(r.asset_partition == NULL && r.session == NULL && !r.has_seal);
+  CHECK(r.hours.has && r.hours.v == 12 && r.hours.raw.value_type == BSON_TYPE_INT32);
+  CHECK(r.size.has && r.size.v == 42 && r.mtime.has && r.mtime.ms == 1000);
+  CHECK(r.created.has && r.created.ms == 2000 && r.created.from_number); /* ms: a date */
+  CHECK(!r.mtime.from_number);
+  CHECK(!r.updated.has); /* a string is not: absent, not bad */
+  CHECK(r.abandoned && !strcmp(r.meta[AFS_META_CAPTION], "hi") && r.meta[AFS_META_COLOR] == NULL);
+  const struct afs_rec_number *x = afs_record_meta_num(&r, AFS_META_XRES);
+  CHECK(x->has && x->v == 640 && x->raw.value_type == BSON_TYPE_INT32); /* type kept */
+  CHECK(afs_record_meta_num(&r, AFS_META_DURATION)->v == 1.5);
+  CHECK(!afs_record_meta_num(&r, AFS_META_YRES)->has);
+  for (int p = 0; p < AFS_PART_COUNT; p++) /* the URL tables name the same fields */
+    CHECK(r.read_url[p] && !strcmp(r.read_url[p], "http://r") && r.write_url[p] &&
+          !strcmp(r.write_url[p], "http://w"));
+  for (int m = 0; m < AFS_META_COUNT; m++)
+    CHECK(afs_meta_field[m] && *afs_meta_field[m]);
+  afs_record_done(&r);
+  bson_destroy(d);
+
+  /* Bad fields: absent, marked, reported first in the order of enum afs_rf. */
+  bson_t raw = BSON_INITIALIZER;
+  BSON_APPEND_UTF8(&raw, "uid", "first");
+  BSON_APPEND_UTF8(&raw, "uid", "second"); /* a key given twice: the first counts */
+  BSON_APPEND_DOUBLE(&raw, "expirationHours", NAN);
+  BSON_APPEND_INT32(&raw, "contentType", 7);
+  bson_append_utf8(&raw, "sessionId", -1, "a\0b", 3);
+  bson_append_utf8(&raw, "caption", -1, "caf\xc3", 4);
+  BSON_APPEND_UTF8(&raw, "yRes", "480");
+  BSON_APPEND_NULL(&raw, "path");
+  BSON_APPEND_UTF8(&raw, "brokerSeal", "");
+  char big[300];
+  memset(big, 'x', sizeof big - 1);
+  big[sizeof big - 1] = '\0';
+  BSON_APPEND_UTF8(&raw, "etag", big);
+  afs_record_read(&raw, &r);
+  CHECK(r.id.value_type == BSON_TYPE_EOD && !strcmp(r.uid, "first"));
+  CHECK(!r.hours.has && !r.content_type && !r.session && !r.meta[AFS_META_CAPTION]);
+  CHECK(r.path == NULL && !(r.bad & AFS_RF_BIT(AFS_RF_PATH))); /* null is absent */
+  CHECK(r.has_seal && r.seal && !*r.seal);
+  CHECK(!afs_record_check(&r, AFS_RF_ALL, &e) && strstr(e.msg, "contentType must be a string"));
+  CHECK(!afs_record_check(&r, AFS_RF_BIT(AFS_RF_SESSION) | AFS_RF_BIT(AFS_RF_HOURS), &e) &&
+        strstr(e.msg, "sessionId contains a NUL byte"));
+  CHECK(!afs_record_check(&r, AFS_RF_BIT(AFS_RF_HOURS), &e) &&
+        strstr(e.msg, "expirationHours is not a finite number"));
+  CHECK(!afs_record_check(&r, AFS_RF_BIT(AFS_RF_META + AFS_META_CAPTION), &e) &&
+        strstr(e.msg, "caption is not valid UTF-8"));
+  CHECK(!afs_record_check(&r, AFS_RF_BIT(AFS_RF_META + AFS_META_YRES), &e) &&
+        strstr(e.msg, "yRes must be a number"));
+  CHECK(!afs_record_check(&r, AFS_RF_BIT(AFS_RF_ETAG), &e) && e.code == ENAMETOOLONG &&
+        strstr(e.msg, "etag is 299 bytes (limit 256)"));
+  CHECK(afs_record_check(&r, AFS_RF_BIT(AFS_RF_UID) | AFS_RF_BIT(AFS_RF_PATH), &e));
+  afs_record_done(&r);
+  afs_record_done(&r); /* done twice is harmless */
+  bson_destroy(&raw);
+
+  /* Dates out of range are absent, never undefined behaviour. */
+  d = BCON_NEW("mtime", BCON_DOUBLE(1e300), "createdAt", BCON_DOUBLE(-INFINITY));
+  afs_record_read(d, &r);
+  CHECK(!r.mtime.has && !r.created.has);
+  afs_record_done(&r);
+  bson_destroy(d);
+}
+
+static void test_call_read(void) {
+  struct afs_call_rec c;
+  bson_t *d =
+      BCON_NEW("_id", "c1", "name", "CosyncRefreshAsset", "uid", "u", "args", "[", "a1", "a2", "]");
+  afs_call_read(d, &c);
+  CHECK(c.bad == 0 && !strcmp(c.name, "CosyncRefreshAsset") && !strcmp(c.uid, "u"));
+  CHECK(c.arg.value_type == BSON_TYPE_UTF8 && !strcmp(c.arg.value.v_utf8.str, "a1"));
+  afs_call_done(&c);
+  bson_destroy(d);
+
+  d = BCON_NEW("_id", "c2", "name", "x", "args", "bare");
+  afs_call_read(d, &c);
+  CHECK(c.bad == 0 && c.arg.value_type == BSON_TYPE_UTF8 && c.uid == NULL);
+  afs_call_done(&c);
+  bson_destroy(d);
+
+  d = BCON_NEW("_id", "c3", "name", BCON_INT32(5), "uid", BCON_INT32(1), "args", "[", "]");
+  afs_call_read(d, &c);
+  CHECK(c.bad == (AFS_CALL_BAD_NAME | AFS_CALL_BAD_UID | AFS_CALL_BAD_ARGS));
+  CHECK(strstr(c.err.msg, "name must be a string")); /* the first, in order */
+  afs_call_done(&c);
+  bson_destroy(d);
+
+  d = BCON_NEW("_id", "c4", "name", "x", "args", "[", "]");
+  afs_call_read(d, &c);
+  CHECK(c.bad == AFS_CALL_BAD_ARGS && strstr(c.err.msg, "args is empty"));
+  afs_call_done(&c);
+  bson_destroy(d);
+
+  d = BCON_NEW("name", "x");
+  afs_call_read(d, &c);
+  CHECK(c.id.value_type == BSON_TYPE_EOD && c.bad == AFS_CALL_BAD_ARGS &&
+        strstr(c.err.msg, "args is missing"));
+  afs_call_done(&c);
+  bson_destroy(d);
+}
+
 int main(void) {
   test_strings();
   test_numbers_dates_ids();
   test_claimable_filter();
   test_oid_at();
+  test_record_read();
+  test_call_read();
   TEST_MAIN_END();
 }

@@ -11,6 +11,7 @@
 
 #include "assetfs/clock.h"
 #include "assetfs/cosync.h"
+#include "assetfs/records.h"
 #include "assetfs/strutil.h"
 #include "catalog/catalog_int.h"
 
@@ -58,119 +59,48 @@ const char *afs_asset_part_url(const struct afs_asset *a) {
   return u ? u : "";
 }
 
-static char *iter_str(const bson_iter_t *it) {
-  if (BSON_ITER_HOLDS_UTF8(it))
-    return afs_xstrdup(bson_iter_utf8(it, NULL));
-  if (BSON_ITER_HOLDS_OID(it)) {
-    char hex[25];
-    bson_oid_to_string(bson_iter_oid(it), hex);
-    return afs_xstrdup(hex);
-  }
-  return afs_xstrdup("");
+/* A number for a field of type T: the value when it is in T's range, else 0 (a client
+ * can write any double; casting one out of range is undefined). */
+static int64_t clamp_i64(const struct afs_rec_number *n) {
+  return n->has && n->v >= -9.2e18 && n->v <= 9.2e18 ? (int64_t)n->v : 0;
 }
-
-static double iter_num(const bson_iter_t *it) {
-  if (BSON_ITER_HOLDS_DOUBLE(it) || BSON_ITER_HOLDS_INT32(it) || BSON_ITER_HOLDS_INT64(it))
-    return bson_iter_as_double(it);
-  if (BSON_ITER_HOLDS_UTF8(it))
-    return strtod(bson_iter_utf8(it, NULL), NULL);
-  return 0;
-}
-
-/* Dates as BSON dates; numbers are taken as ms since the epoch. */
-static int64_t iter_ms(const bson_iter_t *it) {
-  if (BSON_ITER_HOLDS_DATE_TIME(it))
-    return bson_iter_date_time(it);
-  if (BSON_ITER_HOLDS_DOUBLE(it) || BSON_ITER_HOLDS_INT32(it) || BSON_ITER_HOLDS_INT64(it))
-    return bson_iter_as_int64(it);
-  return 0;
+static int32_t clamp_i32(const struct afs_rec_number *n) {
+  return n->has && n->v >= INT32_MIN && n->v <= INT32_MAX ? (int32_t)n->v : 0;
 }
 
 bool afs_asset_from_bson(const bson_t *doc, struct afs_asset *a) {
-  bson_iter_t it;
-  int64_t updated = 0, mtime = 0;
+  struct afs_record r;
   memset(a, 0, sizeof *a);
-  a->size = -1;
-  bool have_id = false;
-  char *fp = NULL;
-  if (!bson_iter_init(&it, doc))
+  afs_record_read(doc, &r);
+  if (r.id.value_type != BSON_TYPE_OID) {
+    afs_record_done(&r);
     return false;
-  while (bson_iter_next(&it)) {
-    const char *k = bson_iter_key(&it);
-    char **sdst = NULL;
-    if (!strcmp(k, AFS_F_ID)) {
-      if (BSON_ITER_HOLDS_OID(&it)) {
-        bson_oid_to_string(bson_iter_oid(&it), a->id);
-        have_id = true;
-      }
-    } else if (!strcmp(k, AFS_F_PARTITION))
-      sdst = &a->partition;
-    else if (!strcmp(k, AFS_F_FILE_PATH))
-      sdst = &fp;
-    else if (!strcmp(k, AFS_F_PATH))
-      sdst = &a->path;
-    else if (!strcmp(k, AFS_F_UID))
-      sdst = &a->uid;
-    else if (!strcmp(k, AFS_F_SESSION))
-      sdst = &a->session_id;
-    else if (!strcmp(k, AFS_F_CONTENT_TYPE))
-      sdst = &a->content_type;
-    else if (!strcmp(k, "url"))
-      sdst = &a->url_part[AFS_PART_ORIGINAL];
-    else if (!strcmp(k, "urlSmall"))
-      sdst = &a->url_part[AFS_PART_SMALL];
-    else if (!strcmp(k, "urlMedium"))
-      sdst = &a->url_part[AFS_PART_MEDIUM];
-    else if (!strcmp(k, "urlLarge"))
-      sdst = &a->url_part[AFS_PART_LARGE];
-    else if (!strcmp(k, "urlVideoPreview"))
-      sdst = &a->url_part[AFS_PART_PREVIEW];
-    else if (!strcmp(k, AFS_F_CAPTION))
-      sdst = &a->caption;
-    else if (!strcmp(k, "color"))
-      sdst = &a->color;
-    else if (!strcmp(k, AFS_F_STATUS))
-      sdst = &a->status;
-    else if (!strcmp(k, AFS_F_ETAG))
-      sdst = &a->etag;
-    else if (!strcmp(k, AFS_F_SIZE))
-      a->size = (int64_t)iter_num(&it);
-    else if (!strcmp(k, AFS_F_MTIME))
-      mtime = iter_ms(&it);
-    else if (!strcmp(k, AFS_F_UPDATED))
-      updated = iter_ms(&it);
-    else if (!strcmp(k, AFS_F_CREATED))
-      a->created_ms = iter_ms(&it);
-    else if (!strcmp(k, AFS_F_EXPIRATION))
-      a->expiration_ms = iter_ms(&it);
-    else if (!strcmp(k, AFS_F_HOURS))
-      a->expiration_hours = iter_num(&it);
-    else if (!strcmp(k, "xRes"))
-      a->x_res = (int32_t)iter_num(&it);
-    else if (!strcmp(k, "yRes"))
-      a->y_res = (int32_t)iter_num(&it);
-    else if (!strcmp(k, "duration"))
-      a->duration = iter_num(&it);
-    if (sdst && !*sdst)
-      *sdst = iter_str(&it);
   }
-  a->file_path = fp;
+  bson_oid_to_string(&r.id.value.v_oid, a->id);
   /* Strings are never NULL, so users need no checks. */
-  char **strs[] = {&a->partition,    &a->file_path, &a->path,  &a->uid,    &a->session_id,
-                   &a->content_type, &a->caption,   &a->color, &a->status, &a->etag};
-  for (size_t i = 0; i < sizeof strs / sizeof *strs; i++)
-    if (!*strs[i])
-      *strs[i] = afs_xstrdup("");
+  a->partition = afs_xstrdup(r.partition ? r.partition : "");
+  a->file_path = afs_xstrdup(r.file_path ? r.file_path : "");
+  a->path = afs_xstrdup(r.path ? r.path : "");
+  a->uid = afs_xstrdup(r.uid ? r.uid : "");
+  a->session_id = afs_xstrdup(r.session ? r.session : "");
+  a->content_type = afs_xstrdup(r.content_type ? r.content_type : "");
+  a->caption = afs_xstrdup(r.meta[AFS_META_CAPTION] ? r.meta[AFS_META_CAPTION] : "");
+  a->color = afs_xstrdup(r.meta[AFS_META_COLOR] ? r.meta[AFS_META_COLOR] : "");
+  a->status = afs_xstrdup(r.status ? r.status : "");
+  a->etag = afs_xstrdup(r.etag ? r.etag : "");
   for (int p = 0; p < AFS_PART_COUNT; p++)
-    if (!a->url_part[p])
-      a->url_part[p] = afs_xstrdup("");
-  a->mtime_ms = mtime ? mtime : updated ? updated : a->created_ms;
+    a->url_part[p] = afs_xstrdup(r.read_url[p] ? r.read_url[p] : "");
+  a->size = clamp_i64(&r.size);
   if (a->size < 0)
     a->size = 0;
-  if (!have_id) {
-    afs_asset_free(a);
-    return false;
-  }
+  a->created_ms = r.created.ms;
+  a->expiration_ms = r.expiration.ms;
+  a->expiration_hours = r.hours.has ? r.hours.v : 0;
+  a->x_res = clamp_i32(afs_record_meta_num(&r, AFS_META_XRES));
+  a->y_res = clamp_i32(afs_record_meta_num(&r, AFS_META_YRES));
+  a->duration = afs_record_meta_num(&r, AFS_META_DURATION)->v;
+  a->mtime_ms = r.mtime.ms ? r.mtime.ms : r.updated.ms ? r.updated.ms : r.created.ms;
+  afs_record_done(&r);
   return true;
 }
 

@@ -10,7 +10,7 @@
 #define STORE(up) ((up)->store.ops)
 
 void afs_rec_state_free(struct record_state *rs) {
-  for (int i = 0; i < U_COUNT; i++)
+  for (int i = 0; i < AFS_PART_COUNT; i++)
     free(rs->write_url[i]);
   memset(rs, 0, sizeof *rs);
 }

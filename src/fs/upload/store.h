@@ -15,15 +15,13 @@
 #include <stdint.h>
 
 #include "assetfs/error.h"
-
-/* The parts of one upload (the original, its cuts, a video's preview). */
-enum part_urls { U_ORIG, U_SMALL, U_MEDIUM, U_LARGE, U_PREVIEW, U_COUNT };
+#include "assetfs/naming.h" /* enum afs_part: the original, its cuts, a video's preview */
 
 /* What an upload record says, as the pipeline needs it. */
 struct record_state {
   char status[32];
   char error[400];
-  char *write_url[U_COUNT]; /* owned; afs_rec_state_free */
+  char *write_url[AFS_PART_COUNT]; /* owned; afs_rec_state_free */
   bool exists;
 };
 void afs_rec_state_free(struct record_state *rs);
@@ -35,8 +33,8 @@ struct meta {
   char color[8];
   double duration;
   bool has_dims, has_duration;
-  char *part_file[U_COUNT]; /* local files of cuts/preview (owned; deleted after) */
-  const char *part_type[U_COUNT];
+  char *part_file[AFS_PART_COUNT]; /* local files of cuts/preview (owned; deleted after) */
+  const char *part_type[AFS_PART_COUNT];
 };
 
 /* One pending record to make: the file's place and type (the store adds who asks). */

@@ -23,8 +23,8 @@
 #include "assetfs/video.h"
 
 static void meta_cleanup(struct meta *m) {
-  for (int i = 0; i < U_COUNT; i++) {
-    if (i != U_ORIG && m->part_file[i])
+  for (int i = 0; i < AFS_PART_COUNT; i++) {
+    if (i != AFS_PART_ORIGINAL && m->part_file[i])
       unlink(m->part_file[i]);
     free(m->part_file[i]);
   }
@@ -67,8 +67,8 @@ static void make_parts(const char *staging, const char *label, const char *conte
       m->y_res = vi.height;
       m->duration = vi.duration;
       m->has_dims = m->has_duration = true;
-      m->part_file[U_PREVIEW] = png;
-      m->part_type[U_PREVIEW] = "image/png";
+      m->part_file[AFS_PART_PREVIEW] = png;
+      m->part_type[AFS_PART_PREVIEW] = "image/png";
       cut_src = png;
       cut_ext = ".png";
       cut_type = "image/png";
@@ -81,8 +81,8 @@ static void make_parts(const char *staging, const char *label, const char *conte
     char *dst = sibling(staging, tags[i], cut_ext);
     afs_error_clear(&e);
     if (afs_image_cut(cut_src, dst, sizes[i], NULL, NULL, &e)) {
-      m->part_file[U_SMALL + i] = dst;
-      m->part_type[U_SMALL + i] = cut_type;
+      m->part_file[AFS_PART_SMALL + i] = dst;
+      m->part_type[AFS_PART_SMALL + i] = cut_type;
     } else {
       afs_warn("%s: no %s cut: %s", label, tags[i], e.msg);
       unlink(dst);
@@ -222,18 +222,18 @@ bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
     goto done;
   }
   int64_t t15 = afs_monotonic_ms();
-  struct afs_put_job jobs[U_COUNT];
+  struct afs_put_job jobs[AFS_PART_COUNT];
   int n = 0;
   memset(jobs, 0, sizeof jobs);
-  static const char *const names[U_COUNT] = {"original", "small", "medium", "large", "preview"};
-  for (int i = 0; i < U_COUNT; i++) {
-    const char *file = i == U_ORIG ? staging : m.part_file[i];
+  for (int i = 0; i < AFS_PART_COUNT; i++) {
+    const char *file = i == AFS_PART_ORIGINAL ? staging : m.part_file[i];
     if (!rs.write_url[i] || !file)
       continue;
-    jobs[n++] = (struct afs_put_job){.url = rs.write_url[i],
-                                     .path = file,
-                                     .content_type = i == U_ORIG ? content_type : m.part_type[i],
-                                     .what = names[i]};
+    jobs[n++] =
+        (struct afs_put_job){.url = rs.write_url[i],
+                             .path = file,
+                             .content_type = i == AFS_PART_ORIGINAL ? content_type : m.part_type[i],
+                             .what = afs_part_name((enum afs_part)i)};
   }
   struct afs_put_opts po;
   afs_put_opts_default(&po);

@@ -15,6 +15,7 @@
 #include "assetfs/http_put.h"
 #include "assetfs/lease.h" /* afs_now_ms */
 #include "assetfs/log.h"
+#include "assetfs/records.h"
 #include "assetfs/strutil.h"
 #include "upload/upload_int.h"
 
@@ -170,20 +171,19 @@ static bool m_delete_unused(void *ctx, const char *id, bool *gone, struct afs_er
   return true;
 }
 
-static const char *const g_write_fields[U_COUNT] = {"writeUrl", "writeUrlSmall", "writeUrlMedium",
-                                                    "writeUrlLarge", "writeUrlVideoPreview"};
-
+/* What the mount needs of its upload record: status, error and write URLs. */
 static void state_read(const bson_t *doc, struct record_state *rs) {
-  bson_iter_t it;
+  struct afs_record r;
+  afs_record_read(doc, &r);
   rs->exists = true;
-  if (bson_iter_init_find(&it, doc, AFS_F_STATUS) && BSON_ITER_HOLDS_UTF8(&it))
-    snprintf(rs->status, sizeof rs->status, "%s", bson_iter_utf8(&it, NULL));
-  if (bson_iter_init_find(&it, doc, AFS_F_ERROR) && BSON_ITER_HOLDS_UTF8(&it))
-    snprintf(rs->error, sizeof rs->error, "%s", bson_iter_utf8(&it, NULL));
-  for (int i = 0; i < U_COUNT; i++)
-    if (bson_iter_init_find(&it, doc, g_write_fields[i]) && BSON_ITER_HOLDS_UTF8(&it) &&
-        bson_iter_utf8(&it, NULL)[0])
-      rs->write_url[i] = strdup(bson_iter_utf8(&it, NULL));
+  if (r.status)
+    snprintf(rs->status, sizeof rs->status, "%s", r.status);
+  if (r.error)
+    snprintf(rs->error, sizeof rs->error, "%s", r.error);
+  for (int i = 0; i < AFS_PART_COUNT; i++)
+    if (r.write_url[i] && r.write_url[i][0])
+      rs->write_url[i] = afs_xstrdup(r.write_url[i]);
+  afs_record_done(&r);
 }
 
 static bool m_fetch(void *ctx, const char *id, struct record_state *rs, struct afs_error *err) {

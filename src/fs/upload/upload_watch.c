@@ -30,10 +30,11 @@ static int look(struct afs_uploader *up, const char *id, struct record_state *rs
   if (!rs->exists)
     r = -1, afs_error_set(err, AFS_E_RECORD_GONE, "the upload record %s disappeared", id);
   else if (!strcmp(rs->status, ST_INITIALIZED))
-    r = rs->write_url[U_ORIG] ? 1
-                              : (afs_error_set(err, AFS_E_BROKER_REFUSED,
-                                               "the broker initialized %s without a writeUrl", id),
-                                 -1);
+    r = rs->write_url[AFS_PART_ORIGINAL]
+            ? 1
+            : (afs_error_set(err, AFS_E_BROKER_REFUSED,
+                             "the broker initialized %s without a writeUrl", id),
+               -1);
   else if (!strcmp(rs->status, ST_ERROR))
     r = -1, afs_error_set(err, AFS_E_BROKER_REFUSED, "the broker refused the upload: %s",
                           rs->error[0] ? rs->error : "(no reason given)");
