@@ -15,6 +15,8 @@ void *afs_xcalloc(size_t count, size_t size);
 void *afs_xrealloc(void *p, size_t n);
 /* strdup; NULL is copied as "". */
 char *afs_xstrdup(const char *s);
+/* The first n bytes of s (fewer at a NUL), NUL-terminated. */
+char *afs_xstrndup(const char *s, size_t n);
 /* asprintf(out, fmt, ...). */
 void afs_xasprintf(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

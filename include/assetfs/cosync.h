@@ -11,6 +11,10 @@
 #ifndef ASSETFS_COSYNC_H
 #define ASSETFS_COSYNC_H
 
+/* Record ids the filesystem makes are ObjectIds, handled as 24 hex digits: a buffer of
+ * this size holds one and its NUL. */
+#define AFS_OID_HEX 25
+
 #define AFS_COLL_UPLOAD "CosyncAssetUpload"
 #define AFS_COLL_ASSET "CosyncAsset"
 #define AFS_COLL_CALL "CosyncFunctionCall"

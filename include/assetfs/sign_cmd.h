@@ -18,4 +18,10 @@
  * cannot sign (no bucket or credentials). */
 int afs_sign_cmd(int argc, char **argv, const struct afs_config *cfg);
 
+/* `assetfs-broker keygen FILE` (keygen.c): makes an Ed25519 key pair for a client or for
+ * the broker (auth.h: FILE, PKCS#8 PEM 0600, and FILE.pub) and prints the public line
+ * for the clients file. argv[0] is "keygen". 0 made, 2 usage error, 1 failure (FILE
+ * exists, cannot write). */
+int afs_keygen_cmd(int argc, char **argv);
+
 #endif

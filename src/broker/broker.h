@@ -45,6 +45,8 @@ struct afs_broker {
 
 enum afs_outcome { AFS_DONE, AFS_RETRY };
 
+struct afs_bstore; /* what handlers read and change: bstore.h */
+
 /* What a valid upload record asks for: `rec` is the record as read (its strings point
  * into the document); keys are built deterministically from the record, so planning
  * twice gives the same keys. */
@@ -78,8 +80,9 @@ void afs_upload_plan_free(struct afs_upload_plan *plan);
  * (keepably) initialized. 1 planned (plan->keys set), 0 refused (err is the record's
  * reason), -1 transient (MongoDB or S3 unreachable; retry later). Free the plan with
  * afs_upload_plan_free whatever the result. */
-int afs_upload_plan_claimed(struct afs_broker *b, mongoc_client_t *c, const struct afs_record *rec,
-                            struct afs_upload_plan *plan, struct afs_error *err);
+int afs_upload_plan_claimed(struct afs_broker *b, struct afs_bstore *st,
+                            const struct afs_record *rec, struct afs_upload_plan *plan,
+                            struct afs_error *err);
 
 /* Key claims (key_claims.c). A key is handed to a record only while a claim document
  * whose _id is the key names that record: _id uniqueness, which every MongoDB and
@@ -87,38 +90,37 @@ int afs_upload_plan_claimed(struct afs_broker *b, mongoc_client_t *c, const stru
 /* Claims every key of k for record `rec` (one insertMany, unordered). 1 all held by rec
  * (now or from before), 0 some key held by another record (the claims this call made are
  * released), -1 transient (err). */
-int afs_key_claims_take(struct afs_broker *b, mongoc_client_t *c, const bson_value_t *rec,
-                        const struct afs_keys *k, struct afs_error *err);
+int afs_key_claims_take(struct afs_bstore *st, const bson_value_t *rec, const struct afs_keys *k,
+                        struct afs_error *err);
 /* Releases rec's claims on the keys of k except those in keep (NULL-terminated, may be
  * NULL); best effort (one delete command; failures logged: a leftover claim is only a
  * small document that keeps one key out of use). */
-void afs_key_claims_release(struct afs_broker *b, mongoc_client_t *c, const bson_value_t *rec,
+void afs_key_claims_release(struct afs_bstore *st, const bson_value_t *rec,
                             const struct afs_keys *k, const char *const *keep);
 /* The keys rec holds claims on: 1 with *keys (n of them, free with afs_key_claims_free),
  * 0 none, -1 transient (err). */
-int afs_key_claims_held(struct afs_broker *b, mongoc_client_t *c, const bson_value_t *rec,
-                        char ***keys, size_t *n, struct afs_error *err);
+int afs_key_claims_held(struct afs_bstore *st, const bson_value_t *rec, char ***keys, size_t *n,
+                        struct afs_error *err);
 void afs_key_claims_free(char **keys, size_t n);
 /* Releases the claims of a record whose objects were deleted: its _id's claims on the
  * keys afs_broker_asset_keys gives for it. Best effort. */
-void afs_broker_release_claims(struct afs_broker *b, mongoc_client_t *c,
+void afs_broker_release_claims(struct afs_broker *b, struct afs_bstore *st,
                                const struct afs_record *rec);
 
 /* Handlers; `rec` is the claimed record as read once (afs_record_read), `token` its lease
  * token. afs_upload_init also takes a pending record read without a claim (token NULL;
  * see upload_init.c). */
-enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c,
+enum afs_outcome afs_upload_init(struct afs_broker *b, struct afs_bstore *st,
                                  const struct afs_record *rec, const char *token);
-enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *c,
+enum afs_outcome afs_upload_complete(struct afs_broker *b, struct afs_bstore *st,
                                      const struct afs_record *rec, const char *token);
-enum afs_outcome afs_upload_stale(struct afs_broker *b, mongoc_client_t *c,
+enum afs_outcome afs_upload_stale(struct afs_broker *b, struct afs_bstore *st,
                                   const struct afs_record *rec, const char *token);
-enum afs_outcome afs_asset_purge(struct afs_broker *b, mongoc_client_t *c,
+enum afs_outcome afs_asset_purge(struct afs_broker *b, struct afs_bstore *st,
                                  const struct afs_record *rec, const char *token);
 /* Deletes answered (done/error) CosyncFunctionCall records older than
  * call_keep_seconds; failures are logged (the next round retries). */
 void afs_calls_purge(struct afs_broker *b, mongoc_client_t *c);
-struct afs_bstore;
 /* A CosyncFunctionCall (functions.c), through the record store (bstore.h). */
 enum afs_outcome afs_function_call(struct afs_broker *b, struct afs_bstore *st, const bson_t *doc,
                                    const char *token);
@@ -126,8 +128,8 @@ enum afs_outcome afs_function_call(struct afs_broker *b, struct afs_bstore *st, 
 /* Ends the lease of upload record `id` with status "error" and `why` as its error
  * (token NULL: a pending record read without a claim, failed only while still pending
  * and unleased). AFS_RETRY when MongoDB could not be written. */
-enum afs_outcome afs_upload_fail(mongoc_collection_t *coll, const bson_value_t *id,
-                                 const char *token, const char *why);
+enum afs_outcome afs_upload_fail(struct afs_bstore *st, const bson_value_t *id, const char *token,
+                                 const char *why);
 
 /* Read URL of KEY: public (unsigned, under public_base_url or the plain object URL) when
  * hours == 0, else presigned GET valid hours (capped). Caller frees. */
@@ -166,14 +168,15 @@ bool afs_broker_asset_keys(const struct afs_broker *b, const struct afs_record *
  * without a seal (made by Cosync), when path is outside "<uid>/" and "public/<uid>/".
  * Keys in `keep` (NULL-terminated, may be NULL) are left alone. false with a transient
  * error (EAGAIN/EHOSTUNREACH) when S3 failed. */
-bool afs_broker_delete_objects(struct afs_broker *b, const struct afs_record *rec,
-                               const char *const *keep, struct afs_error *err);
+bool afs_broker_delete_objects(struct afs_broker *b, struct afs_bstore *st,
+                               const struct afs_record *rec, const char *const *keep,
+                               struct afs_error *err);
 
 /* Deletes the keys of k (NULL entries skipped, keys in `keep` left alone) in one
  * DeleteObjects request. Missing objects count as deleted; false with err otherwise
  * (afs_s3_error_transient(err) tells an outage from a refusal). */
-bool afs_broker_delete_keys(struct afs_broker *b, const struct afs_keys *k, const char *const *keep,
-                            struct afs_error *err);
+bool afs_broker_delete_keys(struct afs_bstore *st, const struct afs_keys *k,
+                            const char *const *keep, struct afs_error *err);
 
 /* True at most once per 10 s across the process: transient-failure warnings (S3 or
  * MongoDB away) are logged at warn level that often, the rest at debug, so an outage
@@ -184,7 +187,7 @@ bool afs_broker_warn_due(void);
 
 /* True if an asset record other than `id` (NULL: any) has `path` as its key, or when
  * that cannot be told (MongoDB error): its objects must then be kept. */
-bool afs_broker_path_shared(mongoc_collection_t *assets, const bson_value_t *id, const char *path);
+bool afs_broker_path_shared(struct afs_bstore *st, const bson_value_t *id, const char *path);
 
 /* The record's `path` under the one rule every reader of it follows: a string of
  * 1..AFS_KEY_MAX bytes (S3's key limit: no object can live at a longer key). 1 with
@@ -192,11 +195,9 @@ bool afs_broker_path_shared(mongoc_collection_t *assets, const bson_value_t *id,
  * a valid key (wrong type, too long, NUL, bad UTF-8). */
 int afs_broker_record_path(const struct afs_record *rec, const char **path);
 
-/* TEST ONLY. ASSETFS_BROKER_TEST_PAUSE="point=ms[,point=ms...]" makes the broker log
- * "test pause: <point> <id>" and sleep ms at the named point, so integration tests can
- * act deterministically inside a window (e.g. rename a file between the claim and the
- * asset upsert). Unset in production; read once. Points: complete_claimed,
- * complete_upserted, init_claimed. */
+/* TEST ONLY: afs_test_pause (test_pause.h, variable ASSETFS_BROKER_TEST_PAUSE) with the
+ * record's id. Points: init_claimed, complete_claimed, complete_checked,
+ * complete_upserted. */
 void afs_broker_test_pause(const char *point, const bson_value_t *id);
 
 /* Counting of the MongoDB commands sent (dbstats.c): install on the pool before any

@@ -18,7 +18,7 @@ struct afs_version {
 
 /* Supersedes the older active assets at partition/file_path (ours if a newer one is
  * there). Failures are logged. */
-void afs_complete_supersede(struct afs_broker *b, mongoc_collection_t *assets,
+void afs_complete_supersede(struct afs_broker *b, struct afs_bstore *st,
                             const struct afs_version *self, const char *partition,
                             const char *file_path);
 
@@ -33,21 +33,20 @@ enum afs_sup_result {
  * the upload when there is something to supersede) that the file is still there and
  * not abandoned; a rename since is followed (the asset is moved, *moved owns the new
  * path, caller frees). */
-enum afs_sup_result
-afs_complete_supersede_claimed(struct afs_broker *b, mongoc_collection_t *uploads,
-                               mongoc_collection_t *assets, const struct afs_version *self,
-                               const char *partition, const char *fp, const char *ids,
-                               const char **cur_fp, char **moved);
+enum afs_sup_result afs_complete_supersede_claimed(struct afs_broker *b, struct afs_bstore *st,
+                                                   const struct afs_version *self,
+                                                   const char *partition, const char *fp,
+                                                   const char *ids, const char **cur_fp,
+                                                   char **moved);
 
 /* Moves asset `id` from filePath `from` (what we wrote) to `to`, only if it still has
  * `from`: a different value was written by its client after us and is newer. 1 moved,
  * 0 left alone, -1 MongoDB error. */
-int afs_complete_move_asset(mongoc_collection_t *assets, const bson_value_t *id, const char *from,
+int afs_complete_move_asset(struct afs_bstore *st, const bson_value_t *id, const char *from,
                             const char *to, const char *ids);
 
 /* Marks asset `id` deleted if it is active (the janitor then removes its objects and
  * record): the asset of an abandoned upload. false on a MongoDB error. */
-bool afs_complete_drop_abandoned(mongoc_collection_t *assets, const bson_value_t *id,
-                                 const char *ids);
+bool afs_complete_drop_abandoned(struct afs_bstore *st, const bson_value_t *id, const char *ids);
 
 #endif

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "assetfs/alloc.h"
 #include "assetfs/clock.h"
 #include "assetfs/cosync.h"
 #include "assetfs/lease.h"
@@ -31,8 +32,8 @@ static const char *const src_coll[SRC_COUNT] = {AFS_COLL_UPLOAD, AFS_COLL_UPLOAD
                                                 AFS_COLL_ASSET, AFS_COLL_UPLOAD};
 
 /* After work was found, idle polls stay at most HOT_CAP_MS apart for HOT_MS: uploads come
- * in bursts (the next file of a `cp -r` in default mode follows ~70 ms later, and its
- * cp waits for the initialization). */
+ * in bursts (the next file of a `cp -r` in default mode follows soon after, and its cp
+ * waits for the initialization; docs/internals/broker.md#polling has the numbers). */
 #define HOT_MS 1500
 #define HOT_CAP_MS 20
 
@@ -170,7 +171,7 @@ static void *worker_main(void *arg) {
   int slot = atomic_fetch_add(&x->next_slot, 1);
   mongoc_client_t *c = afs_db_pop(&b->db);
   struct afs_bstore st; /* this worker's records, through its client */
-  afs_bstore_mongo(&st, b, c);
+  afs_bstore_live(&st, b, c);
   for (;;) {
     pthread_mutex_lock(&q->lock);
     while (q->len == 0 && !atomic_load(&b->stop)) {
@@ -218,20 +219,20 @@ static void *worker_main(void *arg) {
     case SRC_PENDING:
     case SRC_UPLOADED:
       if (!it.token[0])
-        afs_upload_init(b, c, &rec, NULL); /* read by the pending poll, unclaimed */
+        afs_upload_init(b, &st, &rec, NULL); /* read by the pending poll, unclaimed */
       else if (rec.status && !strcmp(rec.status, AFS_UPLOAD_UPLOADED))
-        afs_upload_complete(b, c, &rec, it.token);
+        afs_upload_complete(b, &st, &rec, it.token);
       else
-        afs_upload_init(b, c, &rec, it.token);
+        afs_upload_init(b, &st, &rec, it.token);
       break;
     case SRC_CALL:
       afs_function_call(b, &st, it.doc, it.token);
       break;
     case SRC_DELETED:
-      afs_asset_purge(b, c, &rec, it.token);
+      afs_asset_purge(b, &st, &rec, it.token);
       break;
     case SRC_STALE:
-      afs_upload_stale(b, c, &rec, it.token);
+      afs_upload_stale(b, &st, &rec, it.token);
       break;
     default:
       break;
@@ -432,6 +433,191 @@ static void release_queued(struct ctx *x) {
     afs_info("released %zu queued record(s) for other brokers", n);
 }
 
+/* The dispatcher's clocks: when each source is due next, how long the last claims took,
+ * and whether work is coming in. */
+struct pacer {
+  long delay;          /* the next wait between polls */
+  long stale_every_ms; /* stale uploads: a quarter of stale_upload_seconds (0.5..30 s) */
+  long purge_every_ms; /* answered calls: a quarter of call_keep_seconds (1 s..10 min) */
+  long cold_ms;        /* quiet uploaded records and calls: at most this apart */
+  int64_t next_stale, next_side, next_deleted, next_uploaded, next_call_purge;
+  int64_t last_claim, claim_cost, last_work;
+  int64_t down_since, last_down_log;
+  /* Per source but pending (always read whole, see claim_source): whether the last
+   * claim found work. A quiet source is polled with a one-record findAndModify (the poll
+   * that finds a record has claimed it too); right after work, in batches, since more
+   * usually follow (one query when nothing is left, two for up to `batch` records). */
+  bool was_busy[SRC_COUNT];
+  bool busy_streak;
+};
+
+static long clamp_ms(long v, long lo, long hi) {
+  return v < lo ? lo : v > hi ? hi : v;
+}
+
+static void pacer_init(struct pacer *p, const struct afs_broker *b) {
+  memset(p, 0, sizeof *p);
+  p->delay = b->poll_min_ms;
+  p->stale_every_ms = clamp_ms(b->cfg.stale_upload_seconds * 250L, 500, 30000);
+  /* Purging every quarter of call_keep_seconds keeps an answered call at most about 25%
+   * past that age, with one collection scan per interval. */
+  p->purge_every_ms = clamp_ms(b->cfg.call_keep_seconds * 250L, 1000, 600000);
+  p->cold_ms = b->poll_max_ms > COLD_MS ? b->poll_max_ms : COLD_MS;
+  p->next_call_purge = afs_now_ms() + p->purge_every_ms / 4;
+}
+
+/* Whether source s is polled in this round (side_due: calls are due). */
+static bool source_due(const struct pacer *p, enum src s, bool side_due) {
+  int64_t now = afs_now_ms();
+  switch (s) {
+  case SRC_STALE:
+    return now >= p->next_stale;
+  case SRC_CALL:
+    return side_due;
+  case SRC_DELETED:
+    return now >= p->next_deleted;
+  case SRC_UPLOADED:
+    return p->was_busy[s] || now >= p->next_uploaded;
+  default:
+    return true;
+  }
+}
+
+/* Books a poll of source s that claimed n records (-1: failed), started at c0, as a
+ * single-record poll or a batch. */
+static void source_polled(struct pacer *p, enum src s, int n, int64_t c0, bool single) {
+  int64_t t = afs_now_ms();
+  /* A quiet source's poll that claimed its record looks for more next time; a busy one
+   * goes quiet again once it finds at most one (each candidate costs a query plus a
+   * claim, while a quiet poll claims its record in one command). */
+  p->was_busy[s] = single ? n > 0 : n > 1;
+  if (s == SRC_PENDING) {
+    p->claim_cost = t - c0;
+    p->busy_streak = n > 0;
+  } else if (s == SRC_UPLOADED) {
+    p->claim_cost += t - c0;
+    p->busy_streak = p->busy_streak || n > 0;
+    int64_t quarter = (t - p->last_work) / 4;
+    if (quarter < HOT_CAP_MS)
+      quarter = HOT_CAP_MS;
+    p->next_uploaded = t + (quarter > p->cold_ms ? p->cold_ms : quarter);
+  } else if (s == SRC_DELETED && n >= 0) {
+    p->next_deleted = t + (n > 0 ? 0 : DELETED_POLL_MS);
+  } else if (s == SRC_STALE && n >= 0) {
+    p->next_stale = t + p->stale_every_ms;
+  }
+}
+
+/* True while busy and the queue has no room for a batch, until as long as the last
+ * claim took has passed: every poll is a query per source, and a database without the
+ * indexes (or unable to use them for these filters) scans the collection for each, so
+ * the dispatcher never spends more than about half the time scanning. */
+static bool hold_back(const struct pacer *p, const struct afs_broker *b, size_t room) {
+  int64_t gap = p->claim_cost > 50 ? p->claim_cost : 50;
+  return p->busy_streak && room < (size_t)b->batch && afs_now_ms() - p->last_claim < gap;
+}
+
+/* One round over the sources that are due: claims and queues their records. *found
+ * what was claimed, *full whether the queue filled; false (err) when MongoDB failed. */
+static bool poll_round(struct ctx *x, mongoc_client_t *c, struct pacer *p, bool side_due,
+                       int *found, bool *full, struct afs_error *err) {
+  *found = 0;
+  *full = false;
+  for (int s = 0; s < SRC_COUNT; s++) {
+    if (!source_due(p, (enum src)s, side_due))
+      continue;
+    size_t room = q_room(&x->q);
+    if (room == 0) {
+      *full = true;
+      return true;
+    }
+    int64_t c0 = afs_now_ms();
+    bool single = !p->was_busy[s];
+    int n = claim_source(x, c, (enum src)s, room, single, err);
+    source_polled(p, (enum src)s, n, c0, single);
+    if (n < 0)
+      return false;
+    *found += n;
+  }
+  return true;
+}
+
+/* The wait before the next round: backing off while MongoDB fails (100 ms doubling to
+ * 2 s), the minimum right after work, else doubling while idle up to HOT_CAP_MS for
+ * HOT_MS after the last work and poll_max_ms after that. */
+static void pace(struct pacer *p, const struct afs_broker *b, bool failed, bool worked,
+                 int64_t cycle0, const struct afs_error *err) {
+  int64_t now = afs_now_ms();
+  if (failed) {
+    if (!p->down_since || now - p->last_down_log > 30000) {
+      afs_warn("%s; backing off", err->msg);
+      p->last_down_log = now;
+    }
+    if (!p->down_since)
+      p->down_since = now;
+    p->delay = clamp_ms(p->delay < 100 ? 100 : p->delay * 2, 100, 2000);
+    return;
+  }
+  if (p->down_since) {
+    afs_info("MongoDB reachable again after %lld ms", (long long)(now - p->down_since));
+    p->down_since = 0;
+  }
+  if (worked) {
+    p->delay = b->poll_min_ms;
+    p->last_work = now;
+    return;
+  }
+  long cap =
+      now - p->last_work < HOT_MS && HOT_CAP_MS < b->poll_max_ms ? HOT_CAP_MS : b->poll_max_ms;
+  if ((p->delay *= 2) > cap)
+    p->delay = cap;
+  /* Where every poll is a collection scan, idle polling must not turn into scanning back
+   * to back: wait at least as long as this poll took. */
+  if (p->delay < now - cycle0)
+    p->delay = now - cycle0 < b->poll_max_ms ? now - cycle0 : b->poll_max_ms;
+  if (p->delay < b->poll_min_ms)
+    p->delay = b->poll_min_ms;
+}
+
+/* Waits up to ms for room in the queue (or stop). */
+static void wait_room(struct ctx *x, long ms) {
+  pthread_mutex_lock(&x->q.lock);
+  if (!atomic_load(&x->b->stop))
+    afs_cond_timedwait_ms(&x->q.room, &x->q.lock, ms);
+  pthread_mutex_unlock(&x->q.lock);
+}
+
+/* The dispatcher's loop, until stop. */
+static void dispatch_loop(struct ctx *x) {
+  struct afs_broker *b = x->b;
+  mongoc_client_t *c = afs_db_pop(&b->db);
+  struct pacer p;
+  pacer_init(&p, b);
+  while (!atomic_load(&b->stop)) {
+    if (hold_back(&p, b, q_room(&x->q))) {
+      wait_room(x, 10);
+      continue;
+    }
+    if (b->cfg.call_keep_seconds > 0 && afs_now_ms() >= p.next_call_purge) {
+      afs_calls_purge(b, c); /* one delete per interval; failures left to the next */
+      p.next_call_purge = afs_now_ms() + p.purge_every_ms;
+    }
+    bool side_due = afs_now_ms() >= p.next_side;
+    int64_t cycle0 = afs_now_ms();
+    int found;
+    bool full;
+    struct afs_error err = {0};
+    bool ok = poll_round(x, c, &p, side_due, &found, &full, &err);
+    p.last_claim = afs_now_ms();
+    /* Function calls (URL refreshes, rare): every cold_ms, also during a burst. */
+    if (side_due && ok)
+      p.next_side = p.last_claim + p.cold_ms;
+    pace(&p, b, !ok, found || full, cycle0, &err);
+    wait_room(x, p.delay);
+  }
+  afs_db_push(&b->db, c);
+}
+
 int afs_broker_run(struct afs_broker *b) {
   struct ctx x = {.b = b};
   struct queue *q = &x.q;
@@ -441,16 +627,9 @@ int afs_broker_run(struct afs_broker *b) {
   /* Batches amortize the claim's queries; a record that waits too long in the queue is
    * given back (see worker_main). */
   q->cap = (size_t)b->workers + (size_t)b->batch;
-  q->items = calloc(q->cap, sizeof *q->items);
-  q->claiming = calloc((size_t)b->workers, sizeof *q->claiming); /* EOD: none */
-  pthread_t *th = calloc((size_t)b->workers, sizeof *th);
-  if (!q->items || !q->claiming || !th) {
-    afs_err("out of memory");
-    free(q->items);
-    free(q->claiming);
-    free(th);
-    return 1;
-  }
+  q->items = afs_xcalloc(q->cap, sizeof *q->items);
+  q->claiming = afs_xcalloc((size_t)b->workers, sizeof *q->claiming); /* EOD: none */
+  pthread_t *th = afs_xcalloc((size_t)b->workers, sizeof *th);
   int started = 0;
   for (; started < b->workers; started++)
     if (pthread_create(&th[started], NULL, worker_main, &x)) {
@@ -458,141 +637,7 @@ int afs_broker_run(struct afs_broker *b) {
       atomic_store(&b->stop, true);
       break;
     }
-
-  mongoc_client_t *c = afs_db_pop(&b->db);
-  long delay = b->poll_min_ms, stale_every_ms = b->cfg.stale_upload_seconds * 250L;
-  if (stale_every_ms < 500)
-    stale_every_ms = 500;
-  if (stale_every_ms > 30000)
-    stale_every_ms = 30000;
-  int64_t next_stale = 0, down_since = 0, last_down_log = 0, next_side = 0, last_claim = 0;
-  int64_t next_deleted = 0, claim_cost = 0, last_work = 0, next_uploaded = 0;
-  long cold_ms = b->poll_max_ms > COLD_MS ? b->poll_max_ms : COLD_MS;
-  /* Per source but pending (always read whole, see claim_source): whether the last
-   * claim found work. A quiet source is polled with a one-record findAndModify (the poll
-   * that finds a record has claimed it too); right after work, in batches, since more
-   * usually follow (one query when nothing is left, two for up to `batch` records). */
-  bool was_busy[SRC_COUNT] = {false};
-  /* Purging every quarter of call_keep_seconds (1 s..10 min) keeps an answered call at
-   * most about 25% past that age, with one collection scan per interval. */
-  long call_purge_every_ms = b->cfg.call_keep_seconds * 250L;
-  if (call_purge_every_ms < 1000)
-    call_purge_every_ms = 1000;
-  if (call_purge_every_ms > 600000)
-    call_purge_every_ms = 600000;
-  int64_t next_call_purge = afs_now_ms() + call_purge_every_ms / 4;
-  bool busy_streak = false;
-  while (!atomic_load(&b->stop)) {
-    int found = 0;
-    bool failed = false;
-    struct afs_error err = {0};
-    bool full = false;
-    /* Every poll is a query per source, and a database without the indexes (or able to
-     * use them for these filters) scans the collection for each: while busy, wait until
-     * half the workers are free (or a short while) before claiming more, and look at the
-     * low-volume sources (calls, deleted assets) at most every poll_max_ms. */
-    size_t room = q_room(q);
-    /* ...and never spend more than about half the time scanning: wait at least as long
-     * as the last claim took. */
-    int64_t gap = claim_cost > 50 ? claim_cost : 50;
-    if (busy_streak && room < (size_t)b->batch && afs_now_ms() - last_claim < gap) {
-      pthread_mutex_lock(&q->lock);
-      if (!atomic_load(&b->stop))
-        afs_cond_timedwait_ms(&q->room, &q->lock, 10);
-      pthread_mutex_unlock(&q->lock);
-      continue;
-    }
-    if (b->cfg.call_keep_seconds > 0 && afs_now_ms() >= next_call_purge) {
-      /* One delete per interval; failures are left to the next one. */
-      afs_calls_purge(b, c);
-      next_call_purge = afs_now_ms() + call_purge_every_ms;
-    }
-    bool side_due = afs_now_ms() >= next_side;
-    int64_t cycle0 = afs_now_ms();
-    for (int s = 0; s < SRC_COUNT && !failed; s++) {
-      if (s == SRC_STALE && afs_now_ms() < next_stale)
-        continue;
-      if ((s == SRC_CALL && !side_due) || (s == SRC_DELETED && afs_now_ms() < next_deleted))
-        continue;
-      if (s == SRC_UPLOADED && !was_busy[s] && afs_now_ms() < next_uploaded)
-        continue;
-      room = q_room(q);
-      if (room == 0) {
-        full = true;
-        break;
-      }
-      int64_t c0 = afs_now_ms();
-      bool single = !was_busy[s];
-      int n = claim_source(&x, c, (enum src)s, room, single, &err);
-      /* A quiet source's poll that claimed its record looks for more next time; a busy
-       * one goes quiet again once it finds at most one (each candidate costs a query
-       * plus a claim, while a quiet poll claims its record in one command). */
-      was_busy[s] = single ? n > 0 : n > 1;
-      if (s == SRC_PENDING)
-        claim_cost = afs_now_ms() - c0;
-      else if (s == SRC_UPLOADED)
-        claim_cost += afs_now_ms() - c0;
-      if (s == SRC_UPLOADED) {
-        int64_t t = afs_now_ms(), quarter = (t - last_work) / 4;
-        if (quarter < HOT_CAP_MS)
-          quarter = HOT_CAP_MS;
-        next_uploaded = t + (quarter > cold_ms ? cold_ms : quarter);
-      }
-      if (s == SRC_DELETED && n >= 0)
-        next_deleted = afs_now_ms() + (n > 0 ? 0 : DELETED_POLL_MS);
-      if (n < 0)
-        failed = true;
-      else
-        found += n;
-      if (s == SRC_STALE && n >= 0)
-        next_stale = afs_now_ms() + stale_every_ms;
-      if (s == SRC_PENDING)
-        busy_streak = n > 0;
-      else if (s == SRC_UPLOADED)
-        busy_streak = busy_streak || n > 0;
-    }
-    last_claim = afs_now_ms();
-    /* Function calls (URL refreshes, rare): every cold_ms, also during a burst. */
-    if (side_due && !failed)
-      next_side = last_claim + cold_ms;
-    int64_t now = afs_now_ms();
-    if (failed) {
-      if (!down_since || now - last_down_log > 30000) {
-        afs_warn("%s; backing off", err.msg);
-        last_down_log = now;
-      }
-      if (!down_since)
-        down_since = now;
-      delay = delay < 100 ? 100 : delay * 2;
-      if (delay > 2000)
-        delay = 2000;
-    } else {
-      if (down_since) {
-        afs_info("MongoDB reachable again after %lld ms", (long long)(now - down_since));
-        down_since = 0;
-      }
-      if (found || full) {
-        delay = b->poll_min_ms;
-        last_work = now;
-      } else {
-        long cap =
-            now - last_work < HOT_MS && HOT_CAP_MS < b->poll_max_ms ? HOT_CAP_MS : b->poll_max_ms;
-        if ((delay *= 2) > cap)
-          delay = cap;
-        /* Where every poll is a collection scan, idle polling must not turn into
-         * scanning back to back: wait at least as long as this poll took. */
-        if (delay < now - cycle0)
-          delay = now - cycle0 < b->poll_max_ms ? now - cycle0 : b->poll_max_ms;
-        if (delay < b->poll_min_ms)
-          delay = b->poll_min_ms;
-      }
-    }
-    pthread_mutex_lock(&q->lock);
-    if (!atomic_load(&b->stop))
-      afs_cond_timedwait_ms(&q->room, &q->lock, delay);
-    pthread_mutex_unlock(&q->lock);
-  }
-  afs_db_push(&b->db, c);
+  dispatch_loop(&x);
   afs_info("stopping: finishing records in hand");
   pthread_mutex_lock(&q->lock);
   pthread_cond_broadcast(&q->nonempty);

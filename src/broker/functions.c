@@ -84,7 +84,7 @@ static bson_t *get_asset(struct afs_bstore *st, const bson_value_t *id, bool for
                          struct afs_error *err) {
   bson_t *a = NULL;
   char ids[80];
-  if (st->ops->asset_get(st->ctx, id, for_result, &a, err) && !a)
+  if (st->ops->get(st->ctx, AFS_BC_ASSET, id, for_result, &a, err) && !a)
     afs_error_set(err, ENOENT, "asset %s not found", afs_rec_id_str(id, ids, sizeof ids));
   return a;
 }
@@ -143,7 +143,8 @@ static bson_t *refresh_one(struct afs_broker *b, struct afs_bstore *st, const bs
     BSON_APPEND_DATE_TIME(&set, AFS_F_EXPIRATION, now + afs_broker_read_seconds(hours) * 1000);
     BSON_APPEND_DATE_TIME(&set, AFS_F_UPDATED, now);
     bool matched;
-    ok = st->ops->asset_set(st->ctx, id, AFS_ASSET_ACTIVE, NULL, &set, &matched, err);
+    ok = st->ops->asset_set(st->ctx, id, &(struct afs_bcond){.status_is = AFS_ASSET_ACTIVE}, &set,
+                            &matched, err);
   }
   bson_destroy(&set);
   if (ok && !(a = get_asset(st, id, true, err)) && err->code == ENOENT)
@@ -174,7 +175,8 @@ static bool owner_set_status(struct afs_bstore *st, const bson_value_t *id, cons
     bson_t *set =
         BCON_NEW(AFS_F_STATUS, BCON_UTF8(status), AFS_F_UPDATED, BCON_DATE_TIME(afs_now_ms()));
     bool matched;
-    ok = st->ops->asset_set(st->ctx, id, NULL, AFS_ASSET_DELETED, set, &matched, err);
+    ok = st->ops->asset_set(st->ctx, id, &(struct afs_bcond){.status_not = AFS_ASSET_DELETED}, set,
+                            &matched, err);
     bson_destroy(set);
   }
   afs_record_done(&r);
@@ -269,7 +271,7 @@ enum afs_outcome afs_function_call(struct afs_broker *b, struct afs_bstore *st, 
   }
 finish:
   if (!ok && (err.code == AFS_E_UNREACHABLE || err.code == EIO) && strstr(err.msg, "MongoDB")) {
-    st->ops->call_release(st->ctx, callid, token, AFS_RETRY_MS);
+    st->ops->release(st->ctx, AFS_BC_CALL, callid, token, NULL, AFS_RETRY_MS);
     out = AFS_RETRY;
   } else {
     if (ok) {
@@ -281,7 +283,7 @@ finish:
     }
     BSON_APPEND_DATE_TIME(&set, AFS_F_UPDATED, afs_now_ms());
     struct afs_error e2 = {0};
-    if (st->ops->call_finish(st->ctx, callid, token, &set, &e2) < 0)
+    if (st->ops->finish(st->ctx, AFS_BC_CALL, callid, token, NULL, &set, NULL, NULL, &e2) < 0)
       out = AFS_RETRY;
     afs_info("call %s %s: %s%s", cids, name ? name : "(no name)",
              ok ? "done" : "error: ", ok ? "" : err.msg);

@@ -11,14 +11,16 @@
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"
+#include "assetfs/test_pause.h"
 #include "broker.h"
+#include "bstore.h"
 
 mongoc_collection_t *afs_broker_coll(struct afs_broker *b, mongoc_client_t *c, const char *name) {
   return afs_db_coll(&b->db, c, name);
 }
 
-enum afs_outcome afs_upload_fail(mongoc_collection_t *coll, const bson_value_t *id,
-                                 const char *token, const char *why) {
+enum afs_outcome afs_upload_fail(struct afs_bstore *st, const bson_value_t *id, const char *token,
+                                 const char *why) {
   char ids[80];
   struct afs_error e = {0};
   afs_warn("upload %s: error: %s", afs_rec_id_str(id, ids, sizeof ids), why);
@@ -26,8 +28,8 @@ enum afs_outcome afs_upload_fail(mongoc_collection_t *coll, const bson_value_t *
                          BCON_DATE_TIME(afs_now_ms()));
   /* Unclaimed (token NULL): only a pending initialization fails this way, and only
    * while the record is still pending and nobody holds it. */
-  int rc = token ? afs_lease_finish(coll, id, token, set, NULL, &e)
-                 : afs_lease_finish_from(coll, id, NULL, AFS_UPLOAD_PENDING, set, NULL, &e);
+  int rc = st->ops->finish(st->ctx, AFS_BC_UPLOAD, id, token, token ? NULL : AFS_UPLOAD_PENDING,
+                           set, NULL, NULL, &e);
   bson_destroy(set);
   if (rc < 0) {
     afs_warn("upload %s: cannot record the error: %s", ids, e.msg);
@@ -36,35 +38,9 @@ enum afs_outcome afs_upload_fail(mongoc_collection_t *coll, const bson_value_t *
   return AFS_DONE;
 }
 
-/* point=ms pairs from ASSETFS_BROKER_TEST_PAUSE, parsed once. */
-static struct {
-  pthread_once_t once;
-  char spec[256];
-} g_pause = {PTHREAD_ONCE_INIT, ""};
-
-static void pause_init(void) {
-  const char *e = getenv("ASSETFS_BROKER_TEST_PAUSE");
-  snprintf(g_pause.spec, sizeof g_pause.spec, "%s", e ? e : "");
-  if (*g_pause.spec)
-    afs_warn("ASSETFS_BROKER_TEST_PAUSE is set (%s): test-only pauses are active", g_pause.spec);
-}
-
 void afs_broker_test_pause(const char *point, const bson_value_t *id) {
-  pthread_once(&g_pause.once, pause_init);
-  if (!*g_pause.spec)
-    return;
-  size_t pl = strlen(point);
-  for (const char *c = g_pause.spec; c && *c; c = strchr(c, ',') ? strchr(c, ',') + 1 : NULL) {
-    if (strncmp(c, point, pl) || c[pl] != '=')
-      continue;
-    long ms = strtol(c + pl + 1, NULL, 10);
-    char ids[80];
-    afs_info("test pause: %s %s", point, afs_rec_id_str(id, ids, sizeof ids));
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (ms > 0 && nanosleep(&ts, &ts) && errno == EINTR)
-      ;
-    return;
-  }
+  char ids[80];
+  afs_test_pause(point, afs_rec_id_str(id, ids, sizeof ids));
 }
 
 static atomic_llong g_last_transient_warn;

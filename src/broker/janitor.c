@@ -12,8 +12,9 @@
 #include "assetfs/log.h"
 #include "assetfs/records.h"
 #include "broker.h"
+#include "bstore.h"
 
-enum afs_outcome afs_asset_purge(struct afs_broker *b, mongoc_client_t *c,
+enum afs_outcome afs_asset_purge(struct afs_broker *b, struct afs_bstore *st,
                                  const struct afs_record *rec, const char *token) {
   enum afs_outcome out = AFS_DONE;
   struct afs_error err = {0};
@@ -22,42 +23,31 @@ enum afs_outcome afs_asset_purge(struct afs_broker *b, mongoc_client_t *c,
   if (id->value_type == BSON_TYPE_EOD)
     return AFS_DONE;
   afs_rec_id_str(id, ids, sizeof ids);
-  mongoc_collection_t *assets = afs_broker_coll(b, c, AFS_COLL_ASSET);
-  mongoc_collection_t *uploads = afs_broker_coll(b, c, AFS_COLL_UPLOAD);
   const char *path = NULL;
-  if (afs_broker_record_path(rec, &path) == 1 && afs_broker_path_shared(assets, id, path)) {
+  if (afs_broker_record_path(rec, &path) == 1 && afs_broker_path_shared(st, id, path)) {
     afs_warn("asset %s: another record uses %s; keeping the objects", ids, path);
-  } else if (!afs_broker_delete_objects(b, rec, NULL, &err)) {
+  } else if (!afs_broker_delete_objects(b, st, rec, NULL, &err)) {
     if (err.code == AFS_E_UNTRUSTED) {
       afs_warn("asset %s: %s; removing only the record", ids, err.msg);
     } else {
       afs_transient("asset %s: cannot delete objects: %s; will retry", ids, err.msg);
-      afs_lease_release(assets, id, token, AFS_RETRY_MS, NULL);
-      out = AFS_RETRY;
-      goto done;
+      st->ops->release(st->ctx, AFS_BC_ASSET, id, token, NULL, AFS_RETRY_MS);
+      return AFS_RETRY;
     }
   } else {
     /* The objects are gone: their keys may go to other records. */
-    afs_broker_release_claims(b, c, rec);
+    afs_broker_release_claims(b, st, rec);
   }
-  int rc = afs_lease_delete(assets, id, token, &err);
-  if (rc < 0) {
+  if (st->ops->remove(st->ctx, AFS_BC_ASSET, id, token, &err) < 0) {
     afs_transient("asset %s: objects deleted, record not: %s; will retry", ids, err.msg);
-    out = AFS_RETRY;
-    goto done;
+    return AFS_RETRY;
   }
-  bson_t q = BSON_INITIALIZER;
-  bson_append_value(&q, AFS_F_ID, 3, id);
-  mongoc_collection_delete_one(uploads, &q, NULL, NULL, NULL);
-  bson_destroy(&q);
+  st->ops->remove(st->ctx, AFS_BC_UPLOAD, id, NULL, &err); /* best effort */
   afs_info("asset %s deleted (%s)", ids, path ? path : "no objects");
-done:
-  mongoc_collection_destroy(assets);
-  mongoc_collection_destroy(uploads);
   return out;
 }
 
-enum afs_outcome afs_upload_stale(struct afs_broker *b, mongoc_client_t *c,
+enum afs_outcome afs_upload_stale(struct afs_broker *b, struct afs_bstore *st,
                                   const struct afs_record *rec, const char *token) {
   enum afs_outcome out = AFS_DONE;
   struct afs_error err = {0};
@@ -66,33 +56,27 @@ enum afs_outcome afs_upload_stale(struct afs_broker *b, mongoc_client_t *c,
   if (id->value_type == BSON_TYPE_EOD)
     return AFS_DONE;
   afs_rec_id_str(id, ids, sizeof ids);
-  mongoc_collection_t *uploads = afs_broker_coll(b, c, AFS_COLL_UPLOAD);
-  mongoc_collection_t *assets = afs_broker_coll(b, c, AFS_COLL_ASSET);
   const char *path = NULL;
-  if (afs_broker_record_path(rec, &path) == 1 && afs_broker_path_shared(assets, id, path))
+  if (afs_broker_record_path(rec, &path) == 1 && afs_broker_path_shared(st, id, path))
     afs_warn("upload %s: another asset uses %s; keeping its objects", ids, path);
-  else if (!afs_broker_delete_objects(b, rec, NULL, &err)) {
+  else if (!afs_broker_delete_objects(b, st, rec, NULL, &err)) {
     if (err.code != AFS_E_UNTRUSTED) {
       afs_transient("upload %s: cannot delete leftovers: %s; will retry", ids, err.msg);
-      afs_lease_release(uploads, id, token, AFS_RETRY_MS, NULL);
-      out = AFS_RETRY;
-      goto done;
+      st->ops->release(st->ctx, AFS_BC_UPLOAD, id, token, NULL, AFS_RETRY_MS);
+      return AFS_RETRY;
     }
   } else {
-    afs_broker_release_claims(b, c, rec);
+    afs_broker_release_claims(b, st, rec);
   }
   snprintf(why, sizeof why, "upload not finished within %ld s; abandoned",
            b->cfg.stale_upload_seconds);
   bson_t *set = BCON_NEW(AFS_F_STATUS, AFS_UPLOAD_ERROR, AFS_F_ERROR, BCON_UTF8(why), AFS_F_UPDATED,
                          BCON_DATE_TIME(afs_now_ms()));
-  if (afs_lease_finish(uploads, id, token, set, NULL, &err) < 0)
+  if (st->ops->finish(st->ctx, AFS_BC_UPLOAD, id, token, NULL, set, NULL, NULL, &err) < 0)
     out = AFS_RETRY;
   else
     afs_info("upload %s: %s", ids, why);
   bson_destroy(set);
-done:
-  mongoc_collection_destroy(assets);
-  mongoc_collection_destroy(uploads);
   return out;
 }
 

@@ -20,6 +20,7 @@
 #include "assetfs/log.h"
 #include "assetfs/records.h"
 #include "broker.h"
+#include "bstore.h"
 
 /* 1 when the claim on key is rec's, 0 when another record's or gone (released since:
  * taken by someone for all we know), -1 on a MongoDB error. By _id alone: the one filter
@@ -46,23 +47,20 @@ static int claim_is_ours(mongoc_collection_t *coll, const bson_value_t *rec, con
   return rc;
 }
 
-int afs_key_claims_take(struct afs_broker *b, mongoc_client_t *c, const bson_value_t *rec,
-                        const struct afs_keys *k, struct afs_error *err) {
+int afs_live_claims_take(struct afs_broker *b, mongoc_client_t *c, const bson_value_t *rec,
+                         const char *const *keys, size_t n, struct afs_error *err) {
   bson_t docs[AFS_PART_COUNT];
   const bson_t *ptrs[AFS_PART_COUNT];
-  const char *keys[AFS_PART_COUNT];
   bool dup[AFS_PART_COUNT] = {false};
-  size_t n = 0;
   int64_t now = afs_now_ms();
-  for (int p = 0; p < AFS_PART_COUNT; p++) {
-    if (!k->key[p])
-      continue;
-    bson_init(&docs[n]);
-    BSON_APPEND_UTF8(&docs[n], AFS_F_ID, k->key[p]);
-    bson_append_value(&docs[n], "recordId", 8, rec);
-    BSON_APPEND_DATE_TIME(&docs[n], AFS_F_CREATED, now);
-    ptrs[n] = &docs[n];
-    keys[n++] = k->key[p];
+  if (n > AFS_PART_COUNT)
+    return afs_error_set(err, EINVAL, "more keys than parts"), -1;
+  for (size_t i = 0; i < n; i++) {
+    bson_init(&docs[i]);
+    BSON_APPEND_UTF8(&docs[i], AFS_F_ID, keys[i]);
+    bson_append_value(&docs[i], "recordId", 8, rec);
+    BSON_APPEND_DATE_TIME(&docs[i], AFS_F_CREATED, now);
+    ptrs[i] = &docs[i];
   }
   mongoc_collection_t *coll = afs_broker_coll(b, c, AFS_COLL_KEY_CLAIM);
   bson_t *opts = BCON_NEW("ordered", BCON_BOOL(false));
@@ -110,13 +108,13 @@ int afs_key_claims_take(struct afs_broker *b, mongoc_client_t *c, const bson_val
   if (rc == 0) {
     /* Give back what this call took: another record has one of the keys, so the planner
      * moves on and these must not keep the candidate's other keys from anyone. */
-    struct afs_keys mine = {{0}};
+    const char *mine[AFS_PART_COUNT];
     size_t m = 0;
     for (size_t i = 0; i < n; i++)
       if (!dup[i])
-        mine.key[m++] = (char *)keys[i];
+        mine[m++] = keys[i];
     if (m)
-      afs_key_claims_release(b, c, rec, &mine, NULL);
+      afs_live_claims_release(b, c, rec, mine, m);
     afs_error_set(err, EEXIST, "a key is claimed by another record");
   }
   for (size_t i = 0; i < n; i++)
@@ -126,44 +124,36 @@ int afs_key_claims_take(struct afs_broker *b, mongoc_client_t *c, const bson_val
   return rc;
 }
 
-void afs_key_claims_release(struct afs_broker *b, mongoc_client_t *c, const bson_value_t *rec,
-                            const struct afs_keys *k, const char *const *keep) {
+void afs_live_claims_release(struct afs_broker *b, mongoc_client_t *c, const bson_value_t *rec,
+                             const char *const *keys, size_t n) {
+  if (n == 0)
+    return;
   mongoc_collection_t *coll = afs_broker_coll(b, c, AFS_COLL_KEY_CLAIM);
   bson_t *opts = BCON_NEW("ordered", BCON_BOOL(false));
   mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(coll, opts);
-  int n = 0;
-  for (int p = 0; p < AFS_PART_COUNT; p++) {
-    if (!k->key[p])
-      continue;
-    bool skip = false;
-    for (size_t i = 0; keep && keep[i]; i++)
-      skip |= !strcmp(keep[i], k->key[p]);
-    if (skip)
-      continue;
+  for (size_t i = 0; i < n; i++) {
     /* Two top-level equalities (index-served everywhere); only rec's claim goes. */
     bson_t q = BSON_INITIALIZER;
-    BSON_APPEND_UTF8(&q, AFS_F_ID, k->key[p]);
+    BSON_APPEND_UTF8(&q, AFS_F_ID, keys[i]);
     bson_append_value(&q, "recordId", 8, rec);
     mongoc_bulk_operation_remove_one_with_opts(bulk, &q, NULL, NULL);
     bson_destroy(&q);
-    n++;
   }
   bson_error_t berr;
   bson_t reply;
-  if (n && !mongoc_bulk_operation_execute(bulk, &reply, &berr)) {
+  if (!mongoc_bulk_operation_execute(bulk, &reply, &berr)) {
     char ids[80];
     afs_warn("record %s: releasing its key claims failed (%s); they stay",
              afs_rec_id_str(rec, ids, sizeof ids), berr.message);
   }
-  if (n)
-    bson_destroy(&reply);
+  bson_destroy(&reply);
   mongoc_bulk_operation_destroy(bulk);
   bson_destroy(opts);
   mongoc_collection_destroy(coll);
 }
 
-int afs_key_claims_held(struct afs_broker *b, mongoc_client_t *c, const bson_value_t *rec,
-                        char ***keys, size_t *n, struct afs_error *err) {
+int afs_live_claims_held(struct afs_broker *b, mongoc_client_t *c, const bson_value_t *rec,
+                         char ***keys, size_t *n, struct afs_error *err) {
   *keys = NULL;
   *n = 0;
   mongoc_collection_t *coll = afs_broker_coll(b, c, AFS_COLL_KEY_CLAIM);
@@ -223,12 +213,48 @@ void afs_key_claims_free(char **keys, size_t n) {
   free(keys);
 }
 
-void afs_broker_release_claims(struct afs_broker *b, mongoc_client_t *c,
+/* ---- what the handlers call (through the store) ---- */
+
+/* The keys of k except those in keep, as an array: their count. */
+static size_t key_list(const struct afs_keys *k, const char *const *keep,
+                       const char *out[AFS_PART_COUNT]) {
+  size_t n = 0;
+  for (int p = 0; p < AFS_PART_COUNT; p++) {
+    bool skip = !k->key[p];
+    for (size_t i = 0; !skip && keep && keep[i]; i++)
+      skip = !strcmp(keep[i], k->key[p]);
+    if (!skip)
+      out[n++] = k->key[p];
+  }
+  return n;
+}
+
+int afs_key_claims_take(struct afs_bstore *st, const bson_value_t *rec, const struct afs_keys *k,
+                        struct afs_error *err) {
+  const char *keys[AFS_PART_COUNT];
+  size_t n = key_list(k, NULL, keys);
+  return n ? st->ops->claims_take(st->ctx, rec, keys, n, err) : 1;
+}
+
+void afs_key_claims_release(struct afs_bstore *st, const bson_value_t *rec,
+                            const struct afs_keys *k, const char *const *keep) {
+  const char *keys[AFS_PART_COUNT];
+  size_t n = key_list(k, keep, keys);
+  if (n)
+    st->ops->claims_release(st->ctx, rec, keys, n);
+}
+
+int afs_key_claims_held(struct afs_bstore *st, const bson_value_t *rec, char ***keys, size_t *n,
+                        struct afs_error *err) {
+  return st->ops->claims_held(st->ctx, rec, keys, n, err);
+}
+
+void afs_broker_release_claims(struct afs_broker *b, struct afs_bstore *st,
                                const struct afs_record *r) {
   struct afs_keys k;
   if (r->id.value_type == BSON_TYPE_EOD)
     return;
   if (afs_broker_asset_keys(b, r, &k))
-    afs_key_claims_release(b, c, &r->id, &k, NULL);
+    afs_key_claims_release(st, &r->id, &k, NULL);
   afs_keys_free(&k);
 }

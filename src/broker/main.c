@@ -17,6 +17,7 @@
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/sign_cmd.h"
+#include "assetfs/test_pause.h"
 #include "broker.h"
 
 static void usage(FILE *f) {
@@ -24,6 +25,7 @@ static void usage(FILE *f) {
           "usage: assetfs-broker [OPTIONS]\n"
           "       assetfs-broker [OPTIONS] sign --method GET|PUT|HEAD|DELETE --key KEY "
           "[--expires SECONDS] [--time YYYYMMDDTHHMMSSZ]\n"
+          "       assetfs-broker keygen FILE\n"
           "\n"
           "Drives Cosync upload records in MongoDB: signs S3 URLs, verifies uploads, creates\n"
           "assets, answers CosyncFunctionCall requests, deletes removed assets' objects.\n"
@@ -188,6 +190,10 @@ int main(int argc, char *argv[]) {
   }
   if (b.poll_max_ms < b.poll_min_ms)
     b.poll_max_ms = b.poll_min_ms;
+  if (optind < argc && !strcmp(argv[optind], "keygen")) { /* needs no settings */
+    rc = afs_keygen_cmd(argc - optind, argv + optind);
+    goto out;
+  }
 
   if (config_file) {
     if (!afs_config_from_file(&b.cfg, config_file, &err)) {
@@ -210,6 +216,7 @@ int main(int argc, char *argv[]) {
   afs_log_init("assetfs-broker", level, use_syslog);
   afs_log_add_secret(b.cfg.s3_secret_key);
   mongoc_log_set_handler(on_mongoc_log, NULL);
+  afs_test_pause_env("ASSETFS_BROKER_TEST_PAUSE"); /* before any thread: test_pause.h */
 
   if (optind < argc && !strcmp(argv[optind], "sign")) {
     rc = afs_sign_cmd(argc - optind, argv + optind, &b.cfg);

@@ -10,20 +10,12 @@
 #include "assetfs/log.h"
 #include "assetfs/records.h"
 #include "broker.h"
+#include "bstore.h"
 
-bool afs_broker_path_shared(mongoc_collection_t *assets, const bson_value_t *id, const char *path) {
-  bson_t q = BSON_INITIALIZER, ne;
-  BSON_APPEND_UTF8(&q, AFS_F_PATH, path);
-  if (id) {
-    BSON_APPEND_DOCUMENT_BEGIN(&q, AFS_F_ID, &ne);
-    bson_append_value(&ne, "$ne", 3, id);
-    bson_append_document_end(&q, &ne);
-  }
-  bson_t *opts = BCON_NEW("limit", BCON_INT64(1));
-  int64_t n = mongoc_collection_count_documents(assets, &q, opts, NULL, NULL, NULL);
-  bson_destroy(opts);
-  bson_destroy(&q);
-  return n != 0; /* -1 (error) counts as shared: keep the bytes */
+bool afs_broker_path_shared(struct afs_bstore *st, const bson_value_t *id, const char *path) {
+  struct afs_error err = {0};
+  int rc = st->ops->path_used(st->ctx, AFS_BC_ASSET, id, &path, 1, NULL, &err);
+  return rc != 0; /* -1 (error) counts as shared: keep the bytes */
 }
 
 int afs_broker_record_path(const struct afs_record *r, const char **path) {
@@ -69,8 +61,9 @@ bool afs_broker_path_trusted(const struct afs_broker *b, const struct afs_record
   return under_prefix(path, r->uid);
 }
 
-bool afs_broker_delete_objects(struct afs_broker *b, const struct afs_record *r,
-                               const char *const *keep, struct afs_error *err) {
+bool afs_broker_delete_objects(struct afs_broker *b, struct afs_bstore *st,
+                               const struct afs_record *r, const char *const *keep,
+                               struct afs_error *err) {
   const char *path = NULL;
   int has_path = afs_broker_record_path(r, &path);
   if (has_path == 0)
@@ -86,13 +79,13 @@ bool afs_broker_delete_objects(struct afs_broker *b, const struct afs_record *r,
                          "were changed after the broker set them");
   struct afs_keys k;
   afs_broker_asset_keys(b, r, &k);
-  bool ok = afs_broker_delete_keys(b, &k, keep, err);
+  bool ok = afs_broker_delete_keys(st, &k, keep, err);
   afs_keys_free(&k);
   return ok;
 }
 
-bool afs_broker_delete_keys(struct afs_broker *b, const struct afs_keys *k, const char *const *keep,
-                            struct afs_error *err) {
+bool afs_broker_delete_keys(struct afs_bstore *st, const struct afs_keys *k,
+                            const char *const *keep, struct afs_error *err) {
   const char *keys[AFS_PART_COUNT];
   size_t n = 0;
   for (int p = 0; p < AFS_PART_COUNT; p++) {
@@ -105,5 +98,5 @@ bool afs_broker_delete_keys(struct afs_broker *b, const struct afs_keys *k, cons
     if (!skip)
       keys[n++] = k->key[p];
   }
-  return n == 0 || afs_s3_delete_objects(&b->s3c, keys, n, NULL, err);
+  return n == 0 || st->ops->obj_delete(st->ctx, keys, n, err);
 }

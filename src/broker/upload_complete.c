@@ -26,6 +26,7 @@
 #include "assetfs/log.h"
 #include "assetfs/records.h"
 #include "broker.h"
+#include "bstore.h"
 #include "complete_int.h"
 
 /* Copies the metadata fields a Cosync asset carries, with Cosync's defaults; numbers
@@ -52,10 +53,9 @@ static void copy_metadata(const struct afs_record *r, bson_t *set) {
 /* One completion in progress: what its phases share. */
 struct completion {
   struct afs_broker *b;
-  mongoc_client_t *mc;
+  struct afs_bstore *st;
   const struct afs_record *rec; /* the claimed record */
   const char *token;
-  mongoc_collection_t *uploads, *assets;
   bson_value_t id;
   char ids[80];
   struct afs_upload_plan plan; /* keys planned now, for a record never initialized */
@@ -75,14 +75,14 @@ struct completion {
 
 /* A transient failure: give the record back for a later try. Returns false (stop). */
 static bool retry(struct completion *c) {
-  afs_lease_release(c->uploads, &c->id, c->token, AFS_RETRY_MS, NULL);
+  c->st->ops->release(c->st->ctx, AFS_BC_UPLOAD, &c->id, c->token, NULL, AFS_RETRY_MS);
   c->out = AFS_RETRY;
   return false;
 }
 
 /* The record's fault: status error with the reason. Returns false (stop). */
 static bool fail(struct completion *c, const char *why) {
-  c->out = afs_upload_fail(c->uploads, &c->id, c->token, why);
+  c->out = afs_upload_fail(c->st, &c->id, c->token, why);
   return false;
 }
 
@@ -91,14 +91,14 @@ static bool fail(struct completion *c, const char *why) {
 static void delete_leftovers(struct completion *c) {
   struct afs_error err = {0};
   const char *orig = c->keys.key[AFS_PART_ORIGINAL];
-  if (orig && afs_broker_path_shared(c->assets, &c->id, orig)) {
+  if (orig && afs_broker_path_shared(c->st, &c->id, orig)) {
     afs_warn("upload %s: another asset uses %s; keeping its objects", c->ids, orig);
     return;
   }
-  if (!afs_broker_delete_keys(c->b, &c->keys, NULL, &err))
+  if (!afs_broker_delete_keys(c->st, &c->keys, NULL, &err))
     afs_warn("upload %s: %s", c->ids, err.msg);
   else
-    afs_key_claims_release(c->b, c->mc, &c->id, &c->keys, NULL); /* the keys are free again */
+    afs_key_claims_release(c->st, &c->id, &c->keys, NULL); /* the keys are free again */
 }
 
 /* The key of the original and the seal the asset gets: the record's own when the broker
@@ -117,7 +117,7 @@ static bool resolve_path(struct completion *c) {
    * upload_init.c): plan it now, on the keys this record holds claims on (those a lost
    * initialization handed to the client), so its objects are found; anything else finds
    * nothing under the uploader's own prefix and fails below. */
-  switch (afs_upload_plan_claimed(c->b, c->mc, c->rec, &c->plan, &err)) {
+  switch (afs_upload_plan_claimed(c->b, c->st, c->rec, &c->plan, &err)) {
   case 0:
     return fail(c, err.msg);
   case -1:
@@ -125,7 +125,7 @@ static bool resolve_path(struct completion *c) {
     return retry(c);
   }
   c->path = c->plan.keys.key[AFS_PART_ORIGINAL];
-  if (afs_broker_path_shared(c->assets, &c->id, c->path)) {
+  if (afs_broker_path_shared(c->st, &c->id, c->path)) {
     /* A key timestamp comes from the client-chosen _id: an unsealed record can be aimed
      * at another asset's objects. Never adopt (or later delete) those. */
     char why[AFS_ERROR_MSG_MAX];
@@ -177,7 +177,7 @@ static bool check_parts(struct completion *c) {
       BSON_APPEND_UTF8(&c->unset, afs_read_url_field[p], "");
       continue;
     }
-    if (!afs_s3_head_object(&c->b->s3c, key, &c->head[p], &err)) {
+    if (!c->st->ops->obj_head(c->st->ctx, key, &c->head[p], &err)) {
       /* Never the upload's fault: an outage, or a refusal (credentials, policy) that
        * the operator has to fix; either way the record waits. */
       if (afs_s3_error_transient(&err))
@@ -220,8 +220,8 @@ static bool check_parts(struct completion *c) {
  * older), or now for a record never initialized. */
 static bool renew(struct completion *c) {
   struct afs_error err = {0};
-  int rc = afs_lease_renew_doc(c->uploads, &c->id, c->token, AFS_UPLOAD_UPLOADED,
-                               c->b->cfg.lease_seconds * 1000L, &c->now, &err);
+  int rc = c->st->ops->renew(c->st->ctx, AFS_BC_UPLOAD, &c->id, c->token, AFS_UPLOAD_UPLOADED,
+                             c->b->cfg.lease_seconds * 1000L, &c->now, &err);
   if (rc < 0) {
     afs_transient("upload %s: cannot renew its lease: %s; will retry", c->ids, err.msg);
     return retry(c);
@@ -271,38 +271,26 @@ static void asset_fields(struct completion *c, int64_t now) {
   BSON_APPEND_DATE_TIME(&c->set, AFS_F_UPDATED, now);
 }
 
-/* Writes the asset: an upsert by _id that never matches a `deleted` asset, so a retry
- * never revives one its owner removed meanwhile (the insert then collides on _id). */
+/* Writes the asset; never revives one its owner removed meanwhile (the store's
+ * asset_upsert). */
 static bool upsert_asset(struct completion *c) {
+  struct afs_error err = {0};
   int64_t now = afs_now_ms();
   asset_fields(c, now);
-  bson_t sel = BSON_INITIALIZER, ne, upd = BSON_INITIALIZER, soi;
-  bson_append_value(&sel, AFS_F_ID, 3, &c->id);
-  BSON_APPEND_DOCUMENT_BEGIN(&sel, AFS_F_STATUS, &ne);
-  BSON_APPEND_UTF8(&ne, "$ne", AFS_ASSET_DELETED);
-  bson_append_document_end(&sel, &ne);
-  BSON_APPEND_DOCUMENT(&upd, "$set", &c->set);
-  if (!bson_empty(&c->unset))
-    BSON_APPEND_DOCUMENT(&upd, "$unset", &c->unset);
-  BSON_APPEND_DOCUMENT_BEGIN(&upd, "$setOnInsert", &soi);
+  bson_t soi = BSON_INITIALIZER;
   BSON_APPEND_DATE_TIME(&soi, AFS_F_CREATED, now);
   /* Only a new asset takes the record's filePath: an existing one (a retry, or a second
    * broker after a lost update) may have been renamed by its client since. */
   BSON_APPEND_UTF8(&soi, AFS_F_FILE_PATH, c->fp);
-  bson_append_document_end(&upd, &soi);
-  bson_t *uopts = BCON_NEW("upsert", BCON_BOOL(true));
-  bson_error_t berr;
-  bool ok = mongoc_collection_update_one(c->assets, &sel, &upd, uopts, NULL, &berr);
-  bson_destroy(uopts);
-  bson_destroy(&upd);
-  bson_destroy(&sel);
-  if (!ok && berr.code == AFS_DB_DUPLICATE_KEY) {
+  int rc = c->st->ops->asset_upsert(c->st->ctx, &c->id, &c->set, &c->unset, &soi, &err);
+  bson_destroy(&soi);
+  if (rc == 0) {
     afs_info("upload %s: its asset was removed meanwhile; not revived", c->ids);
     c->kept_deleted = true;
     return true;
   }
-  if (!ok) {
-    afs_transient("upload %s: cannot write the asset: %s; will retry", c->ids, berr.message);
+  if (rc < 0) {
+    afs_transient("upload %s: cannot write the asset: %s; will retry", c->ids, err.msg);
     return retry(c);
   }
   return true;
@@ -319,20 +307,21 @@ static void finish(struct completion *c, const char *cur_fp) {
   for (int p = 0; p < AFS_PART_COUNT; p++)
     BSON_APPEND_UTF8(spent, afs_write_url_field[p], "");
   bson_t after;
-  int rc = afs_lease_finish_doc(c->uploads, &c->id, c->token, done_set, spent, &after, &err);
+  int rc = c->st->ops->finish(c->st->ctx, AFS_BC_UPLOAD, &c->id, c->token, NULL, done_set, spent,
+                              &after, &err);
   bson_destroy(spent);
   bson_destroy(done_set);
   bool live = !c->abandoned && !c->kept_deleted;
   struct afs_record ar;
   afs_record_read(&after, &ar);
   if (rc == 1 && live && ar.abandoned) {
-    afs_complete_drop_abandoned(c->assets, &c->id, c->ids);
+    afs_complete_drop_abandoned(c->st, &c->id, c->ids);
     cur_fp = NULL;
   } else if (rc == 1 && live && cur_fp) {
     const char *last = ar.file_path;
     if (last && *last && strcmp(last, cur_fp) && afs_filepath_check(last, strlen(last), NULL) &&
-        afs_complete_move_asset(c->assets, &c->id, cur_fp, last, c->ids) == 1) {
-      afs_complete_supersede(c->b, c->assets, &c->version, c->target, last);
+        afs_complete_move_asset(c->st, &c->id, cur_fp, last, c->ids) == 1) {
+      afs_complete_supersede(c->b, c->st, &c->version, c->target, last);
       cur_fp = last;
     }
   }
@@ -357,8 +346,8 @@ static void supersede_and_finish(struct completion *c) {
   const char *cur_fp = c->fp;
   char *moved = NULL;
   if (!c->abandoned && !c->kept_deleted) {
-    switch (afs_complete_supersede_claimed(c->b, c->uploads, c->assets, &c->version, c->target,
-                                           c->fp, c->ids, &cur_fp, &moved)) {
+    switch (afs_complete_supersede_claimed(c->b, c->st, &c->version, c->target, c->fp, c->ids,
+                                           &cur_fp, &moved)) {
     case AFS_SUP_RETRY:
       retry(c);
       free(moved);
@@ -374,7 +363,7 @@ static void supersede_and_finish(struct completion *c) {
   free(moved);
 }
 
-enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *mc,
+enum afs_outcome afs_upload_complete(struct afs_broker *b, struct afs_bstore *st,
                                      const struct afs_record *rec, const char *token) {
   struct completion c;
   memset(&c, 0, sizeof c);
@@ -383,7 +372,7 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *mc,
   bson_value_copy(&rec->id, &c.id);
   c.rec = rec;
   c.b = b;
-  c.mc = mc;
+  c.st = st;
   c.token = token;
   c.out = AFS_DONE;
   bson_init(&c.set);
@@ -391,8 +380,6 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, mongoc_client_t *mc,
   bson_init(&c.now);
   afs_rec_id_str(&c.id, c.ids, sizeof c.ids);
   afs_broker_test_pause("complete_claimed", &c.id);
-  c.uploads = afs_broker_coll(b, mc, AFS_COLL_UPLOAD);
-  c.assets = afs_broker_coll(b, mc, AFS_COLL_ASSET);
   /* Each phase returns false when the record is done with (c.out says how). */
   int64_t t0 = afs_now_ms(), t_renew = 0, t_upsert = 0, t_sup = 0;
   if (!resolve_path(&c) || !read_fields(&c) || !check_parts(&c))
@@ -420,7 +407,5 @@ done:
   bson_destroy(&c.unset);
   bson_destroy(&c.now);
   bson_value_destroy(&c.id);
-  mongoc_collection_destroy(c.uploads);
-  mongoc_collection_destroy(c.assets);
   return c.out;
 }

@@ -18,12 +18,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assetfs/alloc.h"
 #include "assetfs/cosync.h"
 #include "assetfs/hash.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"
 #include "broker.h"
+#include "bstore.h"
 
 #define CONTENT_TYPE_MAX 255
 
@@ -137,27 +139,13 @@ static bool already_ours(const struct afs_broker *b, const struct afs_record *r,
   return afs_broker_record_path(r, &path) == 1 && !strcmp(path, key) && afs_broker_seal_ok(b, r);
 }
 
-/* Regex matching s literally. Caller frees. */
-static char *regex_quote(const char *s) {
-  char *out = malloc(2 * strlen(s) + 1), *w = out;
-  if (!out)
-    return NULL;
-  for (; *s; s++) {
-    if (strchr("\\^$.|?*+()[]{}", *s))
-      *w++ = '\\';
-    *w++ = *s;
-  }
-  *w = '\0';
-  return out;
-}
-
 /* 1 if a record other than `id` (upload or asset) has one of the plan's keys as its
  * `path`, or is the original whose cut our original's key would be (a key
  * "<stem>-small-<ts>.jpg" is also the original key of "<stem>-small.jpg"); 0 if none;
  * -1 on a MongoDB error. Runs only when an object already exists at a key, so its
  * queries (not pushed down by FerretDB) are rare. */
-static int keys_claimed(struct afs_broker *b, mongoc_client_t *c, const bson_value_t *id,
-                        int64_t ts, const struct afs_keys *k) {
+static int keys_claimed(struct afs_bstore *st, const bson_value_t *id, int64_t ts,
+                        const struct afs_keys *k) {
   static const char *const tags[] = {"-small", "-medium", "-large", "-videopreview"};
   char tsbuf[32], *parent = NULL;
   const char *orig = k->key[AFS_PART_ORIGINAL];
@@ -167,57 +155,22 @@ static int keys_claimed(struct afs_broker *b, mongoc_client_t *c, const bson_val
     at = p;
   for (size_t t = 0; at && t < sizeof tags / sizeof tags[0] && !parent; t++) {
     size_t tl = strlen(tags[t]), sl = (size_t)(at - orig);
-    if (sl > tl && !strncmp(at - tl, tags[t], tl)) {
-      char *prefix = NULL, *q = NULL;
-      if (asprintf(&prefix, "%.*s%s", (int)(sl - tl), orig, tsbuf) >= 0 &&
-          (q = regex_quote(prefix)) && asprintf(&parent, "^%s(\\.[^/]*)?$", q) < 0)
-        parent = NULL;
-      free(prefix);
-      free(q);
-    }
+    if (sl > tl && !strncmp(at - tl, tags[t], tl))
+      afs_xasprintf(&parent, "%.*s%s", (int)(sl - tl), orig, tsbuf);
   }
-  bson_t q = BSON_INITIALIZER, or, alt, in, ne;
-  BSON_APPEND_DOCUMENT_BEGIN(&q, AFS_F_ID, &ne);
-  bson_append_value(&ne, "$ne", 3, id);
-  bson_append_document_end(&q, &ne);
-  BSON_APPEND_ARRAY_BEGIN(&q, "$or", & or);
-  BSON_APPEND_DOCUMENT_BEGIN(& or, "0", &alt);
-  BSON_APPEND_DOCUMENT_BEGIN(&alt, AFS_F_PATH, &in);
-  bson_t arr;
-  BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
-  int n = 0;
+  const char *paths[AFS_PART_COUNT];
+  size_t n = 0;
   for (int p = 0; p < AFS_PART_COUNT; p++)
-    if (k->key[p]) {
-      char key[16];
-      snprintf(key, sizeof key, "%d", n++);
-      BSON_APPEND_UTF8(&arr, key, k->key[p]);
-    }
-  bson_append_array_end(&in, &arr);
-  bson_append_document_end(&alt, &in);
-  bson_append_document_end(& or, &alt);
-  if (parent) {
-    BSON_APPEND_DOCUMENT_BEGIN(& or, "1", &alt);
-    BSON_APPEND_REGEX(&alt, AFS_F_PATH, parent, "");
-    bson_append_document_end(& or, &alt);
-  }
-  bson_append_array_end(&q, & or);
+    if (k->key[p])
+      paths[n++] = k->key[p];
   int rc = 0;
-  bson_t *opts = BCON_NEW("limit", BCON_INT64(1));
-  static const char *const colls[] = {AFS_COLL_UPLOAD, AFS_COLL_ASSET};
+  static const enum afs_bcoll colls[] = {AFS_BC_UPLOAD, AFS_BC_ASSET};
   for (size_t i = 0; i < 2 && rc == 0; i++) {
-    mongoc_collection_t *coll = afs_broker_coll(b, c, colls[i]);
-    bson_error_t berr;
-    int64_t cnt = mongoc_collection_count_documents(coll, &q, opts, NULL, NULL, &berr);
-    if (cnt < 0) {
-      afs_warn("checking who uses the keys: %s", berr.message);
-      rc = -1;
-    } else if (cnt > 0) {
-      rc = 1;
-    }
-    mongoc_collection_destroy(coll);
+    struct afs_error err = {0};
+    rc = st->ops->path_used(st->ctx, colls[i], id, paths, n, parent, &err);
+    if (rc < 0)
+      afs_warn("checking who uses the keys: %s", err.msg);
   }
-  bson_destroy(opts);
-  bson_destroy(&q);
   free(parent);
   return rc;
 }
@@ -227,7 +180,7 @@ static int keys_claimed(struct afs_broker *b, mongoc_client_t *c, const bson_val
  * initialization that a lost update erased: keys are deterministic). 0 (err says
  * which key) when another record's object is there (a key from before claims: plan
  * again); -1 (err) when S3 or MongoDB could not be asked. */
-static int keys_free(struct afs_broker *b, mongoc_client_t *c, const bson_value_t *id, int64_t ts,
+static int keys_free(struct afs_bstore *st, const bson_value_t *id, int64_t ts,
                      const struct afs_keys *k, const char *ids, struct afs_error *err) {
   const char *taken = NULL;
   for (int p = 0; p < AFS_PART_COUNT && !taken; p++) {
@@ -235,14 +188,14 @@ static int keys_free(struct afs_broker *b, mongoc_client_t *c, const bson_value_
     memset(&info, 0, sizeof info);
     if (!k->key[p])
       continue;
-    if (!afs_s3_head_object(&b->s3c, k->key[p], &info, err))
+    if (!st->ops->obj_head(st->ctx, k->key[p], &info, err))
       return -1;
     if (info.exists)
       taken = k->key[p];
   }
   if (!taken)
     return 1;
-  switch (keys_claimed(b, c, id, ts, k)) {
+  switch (keys_claimed(st, id, ts, k)) {
   case 0:
     afs_info("upload %s: objects already at its keys and no other record uses them (an "
              "initialization lost to a concurrent update); initializing again",
@@ -263,7 +216,7 @@ static int keys_free(struct afs_broker *b, mongoc_client_t *c, const bson_value_
  * this record's own without asking (its sealed path). */
 struct plan_ctx {
   struct afs_broker *b;
-  mongoc_client_t *c;
+  struct afs_bstore *st;
   const struct afs_record *rec;
   const char *ids;
 };
@@ -273,16 +226,16 @@ struct plan_ctx {
 static int try_keys(void *vctx, const struct afs_keys *k, int64_t ts, struct afs_error *err) {
   struct plan_ctx *x = vctx;
   const bson_value_t *id = &x->rec->id;
-  int rc = afs_key_claims_take(x->b, x->c, id, k, err);
+  int rc = afs_key_claims_take(x->st, id, k, err);
   if (rc != 1)
     return rc;
   if (already_ours(x->b, x->rec, k->key[AFS_PART_ORIGINAL]))
     return 1;
   /* The keys' timestamp comes from the client-chosen _id, so a client could aim a fresh
    * record at someone's existing key; never hand out a PUT over an object. */
-  rc = keys_free(x->b, x->c, id, ts, k, x->ids, err);
+  rc = keys_free(x->st, id, ts, k, x->ids, err);
   if (rc == 0)
-    afs_key_claims_release(x->b, x->c, id, k, NULL);
+    afs_key_claims_release(x->st, id, k, NULL);
   return rc;
 }
 
@@ -308,9 +261,9 @@ static int sealed_candidate(struct afs_broker *b, const struct afs_upload_plan *
 
 /* Replaces plan->keys by keys claimed for the record. 1, 0 (err), -1 (err) as
  * afs_naming_plan_unique. */
-static int plan_unique(struct afs_broker *b, mongoc_client_t *c, struct afs_upload_plan *plan,
+static int plan_unique(struct afs_broker *b, struct afs_bstore *st, struct afs_upload_plan *plan,
                        const char *ids, struct afs_error *err) {
-  struct plan_ctx x = {b, c, plan->rec, ids};
+  struct plan_ctx x = {b, st, plan->rec, ids};
   int64_t ts0 = key_timestamp(plan->rec);
   afs_keys_free(&plan->keys);
   return afs_naming_plan_unique(plan->uid, plan->file_path, plan->content_type, plan->hours == 0,
@@ -318,14 +271,14 @@ static int plan_unique(struct afs_broker *b, mongoc_client_t *c, struct afs_uplo
                                 err);
 }
 
-int afs_upload_plan_claimed(struct afs_broker *b, mongoc_client_t *c, const struct afs_record *r,
+int afs_upload_plan_claimed(struct afs_broker *b, struct afs_bstore *st, const struct afs_record *r,
                             struct afs_upload_plan *plan, struct afs_error *err) {
   char ids[80], **held = NULL;
   size_t nheld = 0;
   if (!afs_upload_plan(r, plan, err))
     return 0;
   afs_rec_id_str(plan->id, ids, sizeof ids);
-  int rc = afs_key_claims_held(b, c, plan->id, &held, &nheld, err);
+  int rc = afs_key_claims_held(st, plan->id, &held, &nheld, err);
   if (rc < 0)
     return -1;
   /* The first candidate whose every key this record holds is the one a lost
@@ -352,10 +305,10 @@ int afs_upload_plan_claimed(struct afs_broker *b, mongoc_client_t *c, const stru
     afs_keys_free(&k);
   }
   afs_key_claims_free(held, nheld);
-  return plan_unique(b, c, plan, ids, err);
+  return plan_unique(b, st, plan, ids, err);
 }
 
-enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c,
+enum afs_outcome afs_upload_init(struct afs_broker *b, struct afs_bstore *st,
                                  const struct afs_record *r, const char *token) {
   enum afs_outcome out = AFS_DONE;
   struct afs_error err = {0};
@@ -363,25 +316,21 @@ enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c,
   char *wurl[AFS_PART_COUNT] = {0}, *rurl[AFS_PART_COUNT] = {0};
   bson_t set = BSON_INITIALIZER, unset = BSON_INITIALIZER;
   char ids[80];
-  mongoc_collection_t *coll = afs_broker_coll(b, c, AFS_COLL_UPLOAD);
   if (!afs_upload_plan(r, &plan, &err)) {
     if (r->id.value_type != BSON_TYPE_EOD)
-      out = afs_upload_fail(coll, &r->id, token, err.msg);
+      out = afs_upload_fail(st, &r->id, token, err.msg);
     goto done;
   }
   afs_rec_id_str(&r->id, ids, sizeof ids);
   afs_broker_test_pause("init_claimed", &r->id);
   int64_t t_head = afs_now_ms();
-  switch (plan_unique(b, c, &plan, ids, &err)) {
+  switch (plan_unique(b, st, &plan, ids, &err)) {
   case 0:
-    out = afs_upload_fail(coll, &r->id, token, err.msg);
+    out = afs_upload_fail(st, &r->id, token, err.msg);
     goto done;
   case -1:
     afs_transient("upload %s: cannot claim or check its keys: %s; will retry", ids, err.msg);
-    if (token)
-      afs_lease_release(coll, &r->id, token, AFS_RETRY_MS, NULL);
-    else
-      afs_lease_defer(coll, &r->id, AFS_UPLOAD_PENDING, AFS_RETRY_MS, NULL);
+    st->ops->release(st->ctx, AFS_BC_UPLOAD, &r->id, token, AFS_UPLOAD_PENDING, AFS_RETRY_MS);
     out = AFS_RETRY;
     goto done;
   }
@@ -399,7 +348,7 @@ enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c,
     rurl[p] = wurl[p] ? afs_broker_read_url(b, plan.keys.key[p], plan.hours, &err) : NULL;
     if (!wurl[p] || !rurl[p]) {
       afs_err("upload %s: signing failed: %s", ids, err.msg);
-      out = afs_upload_fail(coll, &r->id, token, "the broker could not sign the URLs");
+      out = afs_upload_fail(st, &r->id, token, "the broker could not sign the URLs");
       goto done;
     }
     BSON_APPEND_UTF8(&set, afs_write_url_field[p], wurl[p]);
@@ -427,7 +376,8 @@ enum afs_outcome afs_upload_init(struct afs_broker *b, mongoc_client_t *c,
   /* Only a record still pending: a duplicate claim or read (a stale one) of a record
    * whose client has marked it uploaded since must not put it back to initialized.
    * Without a claim (token NULL) also only while no other broker holds a lease on it. */
-  int rc = afs_lease_finish_from(coll, &r->id, token, AFS_UPLOAD_PENDING, &set, &unset, &err);
+  int rc = st->ops->finish(st->ctx, AFS_BC_UPLOAD, &r->id, token, AFS_UPLOAD_PENDING, &set, &unset,
+                           NULL, &err);
   int64_t born = r->created.ms;
   bool has_born = r->created.has;
   afs_debug("upload %s init: %lld ms after createdAt; keys %lld ms, sign %lld ms, finish %lld "
@@ -459,6 +409,5 @@ done:
   afs_upload_plan_free(&plan);
   bson_destroy(&set);
   bson_destroy(&unset);
-  mongoc_collection_destroy(coll);
   return out;
 }

@@ -25,6 +25,7 @@
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/records.h"
+#include "bstore.h"
 #include "complete_int.h"
 
 /* Tie-break between two versions of the same millisecond (or both without versionAt):
@@ -61,18 +62,17 @@ static void sup_free(struct sup *s) {
  * the path is still the file's, and the upload not abandoned, before sup_apply). One
  * query. Only a path our asset still holds counts: the query shows whether our asset is
  * there (a client may have renamed or removed it since), at no extra round trip. */
-static bool sup_find(mongoc_collection_t *assets, const struct afs_version *self,
-                     const char *partition, const char *file_path, struct sup *s) {
+static bool sup_find(struct afs_bstore *st, const struct afs_version *self, const char *partition,
+                     const char *file_path, struct sup *s) {
+  struct afs_error err = {0};
+  bson_t **docs = NULL;
+  size_t n = 0;
   memset(s, 0, sizeof *s);
-  bson_t *q = BCON_NEW(AFS_F_PARTITION, BCON_UTF8(partition), AFS_F_FILE_PATH, BCON_UTF8(file_path),
-                       AFS_F_STATUS, AFS_ASSET_ACTIVE);
-  bson_t *opts =
-      BCON_NEW("projection", "{", AFS_F_ID, BCON_INT32(1), AFS_F_VERSION_AT, BCON_INT32(1), "}");
-  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(assets, q, opts, NULL);
-  const bson_t *d;
-  while (mongoc_cursor_next(cur, &d)) {
+  if (!st->ops->assets_at(st->ctx, partition, file_path, &docs, &n, &err))
+    afs_warn("supersede %s: %s", file_path, err.msg);
+  for (size_t i = 0; i < n; i++) {
     struct afs_record a;
-    afs_record_read(d, &a);
+    afs_record_read(docs[i], &a);
     if (a.id.value_type == BSON_TYPE_EOD)
       ; /* no id: nothing to supersede by */
     else if (afs_rec_id_equal(&a.id, self->id))
@@ -82,13 +82,9 @@ static bool sup_find(mongoc_collection_t *assets, const struct afs_version *self
     else if (s->n < sizeof s->olds / sizeof s->olds[0])
       bson_value_copy(&a.id, &s->olds[s->n++]);
     afs_record_done(&a);
+    bson_destroy(docs[i]);
   }
-  bson_error_t berr;
-  if (mongoc_cursor_error(cur, &berr))
-    afs_warn("supersede %s: %s", file_path, berr.message);
-  mongoc_cursor_destroy(cur);
-  bson_destroy(opts);
-  bson_destroy(q);
+  free(docs);
   if (!s->self_here) {
     if (s->n || s->self_old)
       afs_info("supersede %s: the asset is no longer active there; nothing superseded", file_path);
@@ -101,54 +97,51 @@ static bool sup_find(mongoc_collection_t *assets, const struct afs_version *self
 /* Marks the older active assets found superseded, or ours if a newer one is already
  * there. Both brokers of a race run this after their upsert, so at least one of them
  * sees the other. Failures are logged: the next completion retries. Frees s. */
-static void sup_apply(struct afs_broker *b, mongoc_collection_t *assets, const bson_value_t *id,
+static void sup_apply(struct afs_broker *b, struct afs_bstore *st, const bson_value_t *id,
                       const char *file_path, struct sup *s) {
   const char *target = b->cfg.keep_versions ? AFS_ASSET_ARCHIVED : AFS_ASSET_DELETED;
+  const struct afs_bcond active = {.status_is = AFS_ASSET_ACTIVE};
   if (s->self_old && s->n < sizeof s->olds / sizeof s->olds[0])
     bson_value_copy(id, &s->olds[s->n++]);
   for (size_t i = 0; i < s->n; i++) {
-    bson_t sel = BSON_INITIALIZER;
-    bson_append_value(&sel, AFS_F_ID, 3, &s->olds[i]);
-    BSON_APPEND_UTF8(&sel, AFS_F_STATUS, AFS_ASSET_ACTIVE);
-    bson_t *upd = BCON_NEW("$set", "{", AFS_F_STATUS, BCON_UTF8(target), AFS_F_UPDATED,
-                           BCON_DATE_TIME(afs_now_ms()), "}");
+    bson_t *set =
+        BCON_NEW(AFS_F_STATUS, BCON_UTF8(target), AFS_F_UPDATED, BCON_DATE_TIME(afs_now_ms()));
     char ids[80];
-    bson_error_t berr;
-    if (!mongoc_collection_update_one(assets, &sel, upd, NULL, NULL, &berr))
-      afs_warn("supersede %s: %s", file_path, berr.message);
+    struct afs_error err = {0};
+    bool matched;
+    if (!st->ops->asset_set(st->ctx, &s->olds[i], &active, set, &matched, &err))
+      afs_warn("supersede %s: %s", file_path, err.msg);
     else
       afs_info("asset %s (%s) superseded: %s", afs_rec_id_str(&s->olds[i], ids, sizeof ids),
                file_path, target);
-    bson_destroy(upd);
-    bson_destroy(&sel);
+    bson_destroy(set);
   }
   sup_free(s);
 }
 
-void afs_complete_supersede(struct afs_broker *b, mongoc_collection_t *assets,
+void afs_complete_supersede(struct afs_broker *b, struct afs_bstore *st,
                             const struct afs_version *self, const char *partition,
                             const char *file_path) {
   struct sup s;
-  if (sup_find(assets, self, partition, file_path, &s))
-    sup_apply(b, assets, self->id, file_path, &s);
+  if (sup_find(st, self, partition, file_path, &s))
+    sup_apply(b, st, self->id, file_path, &s);
   sup_free(&s);
 }
 
 /* The upload as it is now (by _id, the one filter every backend answers from its
  * index): *now (caller frees) gets its filePath when it changed to another valid path
  * since `claimed`, *abandoned whether its client gave it up. 0 read, -1 MongoDB error. */
-static int reread_upload(mongoc_collection_t *uploads, const bson_value_t *id, const char *claimed,
+static int reread_upload(struct afs_bstore *st, const bson_value_t *id, const char *claimed,
                          char **now, bool *abandoned) {
+  struct afs_error err = {0};
+  bson_t *d = NULL;
   *now = NULL;
   *abandoned = false;
-  bson_t q = BSON_INITIALIZER;
-  bson_append_value(&q, AFS_F_ID, 3, id);
-  bson_t *opts = BCON_NEW("projection", "{", AFS_F_FILE_PATH, BCON_INT32(1), AFS_F_ABANDONED,
-                          BCON_INT32(1), "}", "limit", BCON_INT64(1));
-  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(uploads, &q, opts, NULL);
-  const bson_t *d;
-  int rc = 0;
-  if (mongoc_cursor_next(cur, &d)) {
+  if (!st->ops->get(st->ctx, AFS_BC_UPLOAD, id, false, &d, &err)) {
+    afs_warn("re-reading an upload: %s", err.msg);
+    return -1;
+  }
+  if (d) {
     struct afs_record u;
     afs_record_read(d, &u);
     const char *fp = u.file_path;
@@ -156,80 +149,61 @@ static int reread_upload(mongoc_collection_t *uploads, const bson_value_t *id, c
     if (fp && *fp && strcmp(fp, claimed) && afs_filepath_check(fp, strlen(fp), NULL))
       *now = afs_xstrdup(fp);
     afs_record_done(&u);
+    bson_destroy(d);
   }
-  bson_error_t berr;
-  if (mongoc_cursor_error(cur, &berr)) {
-    afs_warn("re-reading an upload: %s", berr.message);
-    rc = -1;
-  }
-  if (rc < 0) {
-    free(*now);
-    *now = NULL;
-  }
-  mongoc_cursor_destroy(cur);
-  bson_destroy(opts);
-  bson_destroy(&q);
-  return rc;
+  return 0;
 }
 
-int afs_complete_move_asset(mongoc_collection_t *assets, const bson_value_t *id, const char *from,
+int afs_complete_move_asset(struct afs_bstore *st, const bson_value_t *id, const char *from,
                             const char *to, const char *ids) {
-  bson_t q = BSON_INITIALIZER, reply;
-  bson_append_value(&q, AFS_F_ID, 3, id);
-  BSON_APPEND_UTF8(&q, AFS_F_FILE_PATH, from);
-  bson_t *upd = BCON_NEW("$set", "{", AFS_F_FILE_PATH, BCON_UTF8(to), AFS_F_UPDATED,
-                         BCON_DATE_TIME(afs_now_ms()), "}");
-  bson_error_t berr;
+  struct afs_error err = {0};
+  const struct afs_bcond at_from = {.file_path_is = from};
+  bson_t *set =
+      BCON_NEW(AFS_F_FILE_PATH, BCON_UTF8(to), AFS_F_UPDATED, BCON_DATE_TIME(afs_now_ms()));
+  bool matched = false;
   int rc;
-  if (!mongoc_collection_update_one(assets, &q, upd, NULL, &reply, &berr)) {
-    afs_transient("upload %s: cannot move the asset to '%s': %s; will retry", ids, to,
-                  berr.message);
+  if (!st->ops->asset_set(st->ctx, id, &at_from, set, &matched, &err)) {
+    afs_transient("upload %s: cannot move the asset to '%s': %s; will retry", ids, to, err.msg);
     rc = -1;
   } else {
-    bson_iter_t it;
-    rc = bson_iter_init_find(&it, &reply, "matchedCount") && bson_iter_as_int64(&it) > 0;
+    rc = matched;
     afs_info("upload %s: renamed to '%s' while completing; %s", ids, to,
              rc ? "the asset follows" : "its client already moved the asset");
   }
-  bson_destroy(&reply);
-  bson_destroy(upd);
-  bson_destroy(&q);
+  bson_destroy(set);
   return rc;
 }
 
-bool afs_complete_drop_abandoned(mongoc_collection_t *assets, const bson_value_t *id,
-                                 const char *ids) {
-  bson_t q = BSON_INITIALIZER;
-  bson_append_value(&q, AFS_F_ID, 3, id);
-  BSON_APPEND_UTF8(&q, AFS_F_STATUS, AFS_ASSET_ACTIVE);
-  bson_t *upd = BCON_NEW("$set", "{", AFS_F_STATUS, AFS_ASSET_DELETED, AFS_F_UPDATED,
-                         BCON_DATE_TIME(afs_now_ms()), "}");
-  bson_error_t berr;
-  bool ok = mongoc_collection_update_one(assets, &q, upd, NULL, NULL, &berr);
+bool afs_complete_drop_abandoned(struct afs_bstore *st, const bson_value_t *id, const char *ids) {
+  struct afs_error err = {0};
+  const struct afs_bcond active = {.status_is = AFS_ASSET_ACTIVE};
+  bson_t *set =
+      BCON_NEW(AFS_F_STATUS, AFS_ASSET_DELETED, AFS_F_UPDATED, BCON_DATE_TIME(afs_now_ms()));
+  bool matched;
+  bool ok = st->ops->asset_set(st->ctx, id, &active, set, &matched, &err);
   if (!ok)
     afs_transient("upload %s: cannot remove the asset of an abandoned upload: %s; will retry", ids,
-                  berr.message);
+                  err.msg);
   else
     afs_info("upload %s: removed or replaced through its mount before it completed; its "
              "asset is deleted and supersedes nothing",
              ids);
-  bson_destroy(upd);
-  bson_destroy(&q);
+  bson_destroy(set);
   return ok;
 }
 
-enum afs_sup_result
-afs_complete_supersede_claimed(struct afs_broker *b, mongoc_collection_t *uploads,
-                               mongoc_collection_t *assets, const struct afs_version *self,
-                               const char *partition, const char *fp, const char *ids,
-                               const char **cur_fp, char **moved) {
+enum afs_sup_result afs_complete_supersede_claimed(struct afs_broker *b, struct afs_bstore *st,
+                                                   const struct afs_version *self,
+                                                   const char *partition, const char *fp,
+                                                   const char *ids, const char **cur_fp,
+                                                   char **moved) {
   struct sup found;
   *cur_fp = fp;
   *moved = NULL;
-  if (!sup_find(assets, self, partition, fp, &found))
+  if (!sup_find(st, self, partition, fp, &found))
     return AFS_SUP_DONE;
   bool abandoned;
-  if (reread_upload(uploads, self->id, fp, moved, &abandoned) < 0) {
+  if (reread_upload(st, self->id, fp, moved, &abandoned) < 0) {
     sup_free(&found);
     afs_transient("upload %s: cannot re-read the record; will retry", ids);
     return AFS_SUP_RETRY;
@@ -237,18 +211,18 @@ afs_complete_supersede_claimed(struct afs_broker *b, mongoc_collection_t *upload
   if (abandoned) {
     sup_free(&found);
     *cur_fp = NULL;
-    return afs_complete_drop_abandoned(assets, self->id, ids) ? AFS_SUP_ABANDONED : AFS_SUP_RETRY;
+    return afs_complete_drop_abandoned(st, self->id, ids) ? AFS_SUP_ABANDONED : AFS_SUP_RETRY;
   }
   if (!*moved) {
-    sup_apply(b, assets, self->id, fp, &found);
+    sup_apply(b, st, self->id, fp, &found);
     return AFS_SUP_DONE;
   }
   sup_free(&found);
-  int at = afs_complete_move_asset(assets, self->id, fp, *moved, ids);
+  int at = afs_complete_move_asset(st, self->id, fp, *moved, ids);
   if (at < 0)
     return AFS_SUP_RETRY;
   *cur_fp = at ? *moved : NULL;
   if (*cur_fp)
-    afs_complete_supersede(b, assets, self, partition, *cur_fp);
+    afs_complete_supersede(b, st, self, partition, *cur_fp);
   return AFS_SUP_DONE;
 }

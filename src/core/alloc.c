@@ -29,6 +29,13 @@ char *afs_xstrdup(const char *s) {
   return memcpy(afs_xmalloc(n), s ? s : "", n);
 }
 
+char *afs_xstrndup(const char *s, size_t n) {
+  size_t len = strnlen(s, n);
+  char *o = memcpy(afs_xmalloc(len + 1), s, len);
+  o[len] = '\0';
+  return o;
+}
+
 void afs_xasprintf(char **out, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);

@@ -23,6 +23,7 @@
 #include "assetfs/hash.h"
 #include "assetfs/http_put.h"
 #include "assetfs/log.h"
+#include "assetfs/test_pause.h"
 #include "fuse/ops_int.h"
 #include "upload/upload.h"
 
@@ -267,6 +268,7 @@ int main(int argc, char *argv[]) {
   fs->group = getgid();
   afs_db_global_init();
   mongoc_log_set_handler(on_mongoc_log, NULL);
+  afs_test_pause_env("ASSETFS_FS_TEST_PAUSE"); /* before any thread: test_pause.h */
   if (!check_mongo(fs->opt.mongo_uri, &e)) {
     fprintf(stderr, "assetfs: %s\n", e.msg);
     goto done;

@@ -236,8 +236,8 @@ bool afs_lease_candidates(mongoc_collection_t *coll, const bson_t *filter, int l
   bson_t *q = bson_copy(filter);
   afs_lease_append_claimable(q, afs_now_ms());
   /* No sort: FerretDB would read, decode and sort every match before applying the limit
-   * (~250 ms at 1,000 pending records, ~25 ms without). The natural order is about
-   * insertion order, and every record comes up as those before it are done. */
+   * (measured in docs/internals/broker.md#polling). The natural order is about insertion
+   * order, and every record comes up as those before it are done. */
   bson_t *opts =
       BCON_NEW("limit", BCON_INT64(limit), "projection", "{", AFS_F_ID, BCON_INT32(1), "}");
   mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, q, opts, NULL);

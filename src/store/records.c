@@ -90,7 +90,7 @@ bool afs_rec_id(const bson_t *doc, bson_value_t *out) {
 
 const char *afs_rec_id_str(const bson_value_t *id, char *buf, size_t n) {
   if (id->value_type == BSON_TYPE_OID) {
-    char hex[25];
+    char hex[AFS_OID_HEX];
     bson_oid_to_string(&id->value.v_oid, hex);
     snprintf(buf, n, "%s", hex);
   } else if (id->value_type == BSON_TYPE_UTF8) {

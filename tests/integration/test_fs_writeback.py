@@ -227,3 +227,33 @@ def test_small_files_cost_few_database_commands(broker, start_mount, db):
     for fp, data in list(files.items())[::40]:
         a = active_asset(db, fp)
         assert http_get(a["url"]) == data
+
+
+def test_listing_keeps_a_file_that_completes_while_it_lists(broker, start_mount, db):
+    """A file whose staged copy is dropped (its asset now served by the catalog) while a
+    directory is being listed is still in that listing: staging is read first, and a
+    staged copy goes only after the catalog holds its asset. The test pause holds readdir
+    between the two halves until the file has moved from one to the other (with the
+    catalog read first, as before, the name was missing: seen once in ~10 runs of
+    test_cp_500_non_latin_names_writeback)."""
+    import threading
+    m = start_mount("writeback", env={"ASSETFS_FS_TEST_PAUSE": "readdir_between=8000"})
+    os.mkdir(m.p("lst"))
+    with open(m.p("lst/a.txt"), "wb") as f:
+        f.write(b"listed while it completes")
+    seen, when = {}, {}
+
+    def listing():
+        seen["names"] = os.listdir(m.p("lst"))  # held 8 s between staging and catalog
+        when["listed"] = time.monotonic()
+
+    t = threading.Thread(target=listing)
+    t.start()
+    wait_asset(db, "lst/a.txt", timeout=30)
+    wait_no_staging(m, timeout=30)
+    when["dropped"] = time.monotonic()
+    t.join(timeout=30)
+    assert not t.is_alive()
+    # The staged copy went while the listing was held: the window the fix is about.
+    assert when["dropped"] < when["listed"], "the staged copy outlived the listing"
+    assert seen["names"] == ["a.txt"]

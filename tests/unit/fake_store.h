@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "assetfs/cosync.h"
+
 #include "upload/store.h"
 
 enum fake_op {
@@ -41,13 +43,13 @@ enum fake_op {
 #define FAKE_MAX 256
 
 struct fake_rec {
-  char id[25], partition[128], file_path[256], content_type[128], status[32];
+  char id[AFS_OID_HEX], partition[128], file_path[256], content_type[128], status[32];
   bool abandoned;
   int64_t size, mtime_ms;
 };
 
 struct fake_asset {
-  char id[25], partition[128], file_path[256], status[16];
+  char id[AFS_OID_HEX], partition[128], file_path[256], status[16];
   int64_t mtime_ms;
 };
 
@@ -105,7 +107,7 @@ static inline void fake_copy(char *dst, size_t n, const char *src) {
 }
 
 static bool fake_insert_pending(void *ctx, const struct afs_pending_rec *recs, int n,
-                                char (*ids)[25], struct afs_error *err) {
+                                char (*ids)[AFS_OID_HEX], struct afs_error *err) {
   struct fake_store *f = ctx;
   if (!fake_enter(f, F_INSERT, err))
     return false;
@@ -184,7 +186,7 @@ static bool fake_fetch(void *ctx, const char *id, struct record_state *rs, struc
   return true;
 }
 
-static bool fake_batch_status(void *ctx, char (*ids)[25], int n, char (*out)[32]) {
+static bool fake_batch_status(void *ctx, char (*ids)[AFS_OID_HEX], int n, char (*out)[32]) {
   struct fake_store *f = ctx;
   bool ok = fake_enter(f, F_BATCH_STATUS, NULL);
   pthread_mutex_lock(&f->mu);
@@ -203,7 +205,7 @@ static bool fake_session_scan(void *ctx, const char *status, void (*fn)(void *, 
     return false;
   pthread_mutex_lock(&f->mu);
   int n = 0;
-  char ids[FAKE_MAX][25];
+  char ids[FAKE_MAX][AFS_OID_HEX];
   for (int i = 0; i < f->n_recs; i++)
     if (!strcmp(f->recs[i].status, status))
       memcpy(ids[n++], f->recs[i].id, 25);

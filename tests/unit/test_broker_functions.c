@@ -6,9 +6,7 @@
 #include <stdlib.h>
 
 #include "afs_test.h"
-#include "assetfs/config.h"
 #include "assetfs/lease.h" /* afs_now_ms */
-#include "broker.h"
 #include "fake_bstore.h"
 
 static struct afs_broker B;
@@ -21,19 +19,6 @@ static bson_oid_t OID[6];
 #define A_TAMPERED 2 /* sealed, then its path pointed at u2's object */
 #define A_COSYNC 3   /* made by Cosync itself: no seal, path under its uid */
 #define A_ARCHIVED 4 /* not active */
-
-static void broker_init(void) {
-  struct afs_error err = {0};
-  memset(&B, 0, sizeof B);
-  afs_config_defaults(&B.cfg);
-  CHECK(afs_config_set(&B.cfg, "s3_endpoint", "http://127.0.0.1:9", &err));
-  CHECK(afs_config_set(&B.cfg, "s3_region", "us-east-1", &err));
-  CHECK(afs_config_set(&B.cfg, "s3_bucket", "b", &err));
-  CHECK(afs_config_set(&B.cfg, "s3_access_key", "AKIDEXAMPLE", &err));
-  CHECK(afs_config_set(&B.cfg, "s3_secret_key", "secret", &err));
-  afs_s3_target_from_config(&B.s3, &B.cfg);
-  memset(B.seal_key, 7, sizeof B.seal_key);
-}
 
 static void add_asset(int i, const char *uid, const char *path, double hours, const char *status,
                       bool seal, const char *seal_path) {
@@ -49,7 +34,7 @@ static void add_asset(int i, const char *uid, const char *path, double hours, co
     afs_broker_seal(&B, &id, uid, seal_path, "image/jpeg", hours, hex);
     BSON_APPEND_UTF8(d, "brokerSeal", hex);
   }
-  fb_add(&F, d);
+  fb_add(&F, AFS_BC_ASSET, d);
   bson_destroy(d);
 }
 
@@ -64,14 +49,21 @@ static void setup(void) {
 }
 
 static char *hex(int i) {
-  static char buf[6][25];
+  static char buf[6][AFS_OID_HEX];
   bson_oid_to_string(&OID[i], buf[i]);
   return buf[i];
 }
 
-/* Runs the call {name, uid, args: [arg]} and returns its outcome. */
+static bson_value_t CALL_ID = {.value_type = BSON_TYPE_UTF8, .value.v_utf8 = {"call-1", 6}};
+
+/* Runs the call {name, uid, args: [arg]}, claimed under lease "token", and returns its
+ * outcome; the answer is then the stored call record. */
 static enum afs_outcome call(const char *name, const char *uid, const char *arg) {
-  bson_t *d = BCON_NEW("_id", "call-1", "name", BCON_UTF8(name), "status", "pending");
+  struct afs_error err = {0};
+  F.down[FB_REMOVE] = false;
+  ST.ops->remove(ST.ctx, AFS_BC_CALL, &CALL_ID, NULL, &err);
+  bson_t *d = BCON_NEW("_id", "call-1", "name", BCON_UTF8(name), "status", "pending", "leaseOwner",
+                       "token", "leaseUntil", BCON_DATE_TIME(afs_now_ms() + 60000));
   if (uid)
     BSON_APPEND_UTF8(d, "uid", uid);
   if (arg) {
@@ -80,23 +72,37 @@ static enum afs_outcome call(const char *name, const char *uid, const char *arg)
     BSON_APPEND_UTF8(&args, "0", arg);
     bson_append_array_end(d, &args);
   }
+  fb_add(&F, AFS_BC_CALL, d);
   enum afs_outcome out = afs_function_call(&B, &ST, d, "token");
   bson_destroy(d);
   return out;
 }
 
-/* A string field of the answer (NULL when absent). */
+/* The call record as stored now. */
+static const bson_t *answered(void) {
+  return fb_rec(&F, AFS_BC_CALL, &CALL_ID);
+}
+
+/* A string field of the stored call (NULL when absent). */
 static const char *answer(const char *field) {
   bson_iter_t it;
-  if (!F.call_set || !bson_iter_init_find(&it, F.call_set, field) || !BSON_ITER_HOLDS_UTF8(&it))
+  const bson_t *d = answered();
+  if (!d || !bson_iter_init_find(&it, d, field) || !BSON_ITER_HOLDS_UTF8(&it))
     return NULL;
   return bson_iter_utf8(&it, NULL);
+}
+
+/* The stored call still leased to us: not answered. */
+static bool unanswered(void) {
+  return answered() && !strcmp(answer("status"), "pending") && answer("leaseOwner") == NULL;
 }
 
 /* The asset i as stored now, read once. Caller: afs_record_done and bson_destroy. */
 static struct afs_record stored(int i, bson_t **doc) {
   struct afs_record r;
-  *doc = bson_copy(F.asset[i]);
+  bson_value_t id = {.value_type = BSON_TYPE_OID};
+  bson_oid_copy(&OID[i], &id.value.v_oid);
+  *doc = bson_copy(fb_rec(&F, AFS_BC_ASSET, &id));
   afs_record_read(*doc, &r);
   return r;
 }
@@ -106,7 +112,7 @@ static void test_refresh_one(void) {
   CHECK(call("CosyncRefreshAsset", "u1", hex(A_SEALED)) == AFS_DONE);
   CHECK_STREQ(answer("status"), "done");
   bson_iter_t it, sub;
-  CHECK(bson_iter_init_find(&it, F.call_set, "result") && BSON_ITER_HOLDS_DOCUMENT(&it));
+  CHECK(bson_iter_init_find(&it, answered(), "result") && BSON_ITER_HOLDS_DOCUMENT(&it));
   CHECK(bson_iter_recurse(&it, &sub) && bson_iter_find(&sub, "url") &&
         strstr(bson_iter_utf8(&sub, NULL), "/b/u1/photo-1.jpg?X-Amz-Algorithm="));
   /* The result is the asset as stored, without the broker's bookkeeping. */
@@ -131,7 +137,7 @@ static void test_refresh_list_public_and_refusals(void) {
   CHECK_STREQ(answer("status"), "done");
   bson_iter_t it, sub;
   int n = 0;
-  CHECK(bson_iter_init_find(&it, F.call_set, "result") && BSON_ITER_HOLDS_ARRAY(&it));
+  CHECK(bson_iter_init_find(&it, answered(), "result") && BSON_ITER_HOLDS_ARRAY(&it));
   CHECK(bson_iter_recurse(&it, &sub));
   while (bson_iter_next(&sub))
     n++;
@@ -196,7 +202,7 @@ static void test_remove_and_archive(void) {
   CHECK(call("CosyncArchiveAsset", "u3", hex(A_COSYNC)) == AFS_DONE);
   CHECK_STREQ(answer("status"), "done");
   bson_iter_t it;
-  CHECK(bson_iter_init_find(&it, F.call_set, "result") && BSON_ITER_HOLDS_BOOL(&it));
+  CHECK(bson_iter_init_find(&it, answered(), "result") && BSON_ITER_HOLDS_BOOL(&it));
   r = stored(A_COSYNC, &d);
   CHECK_STREQ(r.status, "archived");
   afs_record_done(&r);
@@ -216,35 +222,35 @@ static void test_bad_calls(void) {
   CHECK(strstr(answer("error"), "args is missing"));
   CHECK(call("CosyncRefreshAsset", "u1", ",,") == AFS_DONE);
   CHECK(strstr(answer("error"), "no asset id given"));
-  CHECK(F.calls[FB_ASSET_GET] == 0); /* refused before any read */
+  CHECK(F.calls[FB_GET] == 0); /* refused before any read */
 }
 
 static void test_outages(void) {
   setup();
   /* MongoDB away while reading the asset: the call goes back for a retry, unanswered
    * (an answer "not found" would be wrong and final). */
-  F.down[FB_ASSET_GET] = true;
+  F.down[FB_GET] = true;
   CHECK(call("CosyncRemoveAsset", "u1", hex(A_SEALED)) == AFS_RETRY);
-  CHECK(F.released == 1 && F.released_delay == AFS_RETRY_MS && F.call_set == NULL);
+  CHECK(F.calls[FB_RELEASE] == 1 && unanswered());
   CHECK(call("CosyncRefreshAsset", "u1", hex(A_SEALED)) == AFS_RETRY);
-  CHECK(F.released == 2 && F.call_set == NULL);
-  F.down[FB_ASSET_GET] = false;
+  CHECK(F.calls[FB_RELEASE] == 2 && unanswered());
+  F.down[FB_GET] = false;
 
   F.down[FB_ASSET_SET] = true;
   CHECK(call("CosyncArchiveAsset", "u1", hex(A_SEALED)) == AFS_RETRY);
-  CHECK(F.released == 3 && F.call_set == NULL);
+  CHECK(F.calls[FB_RELEASE] == 3 && unanswered());
   F.down[FB_ASSET_SET] = false;
 
   /* The answer cannot be written: retried too. */
-  F.down[FB_CALL_FINISH] = true;
+  F.down[FB_FINISH] = true;
   CHECK(call("CosyncArchiveAsset", "u1", hex(A_SEALED)) == AFS_RETRY);
-  F.down[FB_CALL_FINISH] = false;
+  F.down[FB_FINISH] = false;
   CHECK(call("CosyncArchiveAsset", "u1", hex(A_SEALED)) == AFS_DONE);
   CHECK_STREQ(answer("status"), "done");
 }
 
 int main(void) {
-  broker_init();
+  CHECK(fake_broker_init(&B));
   test_refresh_one();
   test_refresh_list_public_and_refusals();
   test_remove_and_archive();

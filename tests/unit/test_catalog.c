@@ -24,7 +24,7 @@ static int64_t now_ms(void) {
 /* Inserts an active asset; returns its id (static buffer per call site is fine). */
 static void put_asset(const char *part, const char *file_path, const char *path, const char *ct,
                       int64_t size, int64_t created, double hours, int64_t exp, const char *url,
-                      const char *url_small, const char *url_preview, char id_out[25]) {
+                      const char *url_small, const char *url_preview, char id_out[AFS_OID_HEX]) {
   bson_oid_t oid;
   bson_oid_init(&oid, NULL);
   bson_t *d = BCON_NEW("_id", BCON_OID(&oid), "_partition", BCON_UTF8(part), "uid",
@@ -120,7 +120,7 @@ static void *fake_broker(void *arg) {
       bson_oid_t call_id;
       bson_iter_init_find(&it, doc, "_id");
       bson_oid_copy(bson_iter_oid(&it), &call_id);
-      char id[25] = "";
+      char id[AFS_OID_HEX] = "";
       if (bson_iter_init_find(&it, doc, "args") && bson_iter_recurse(&it, &arr) &&
           bson_iter_next(&arr))
         snprintf(id, sizeof id, "%s", bson_iter_utf8(&arr, NULL));
@@ -196,7 +196,7 @@ static void test_negative(const char *url) {
   struct afs_catalog *cat = afs_catalog_new(&DB, &o, &err);
   CHECK(cat != NULL);
   int64_t t = now_ms();
-  char id[25], id2[25];
+  char id[AFS_OID_HEX], id2[AFS_OID_HEX];
   put_asset("p3", "seed.txt", "uid1/seed-1.txt", "text/plain", 1, t, 24, 0, url, NULL, NULL, NULL);
   CHECK_STREQ(listing(cat, "p3", ""), "seed.txt");
   long q0 = qnames(cat);
@@ -283,7 +283,8 @@ int main(void) {
   httpd_url(&H, prev_url, sizeof prev_url, 777, 1);
   httpd_url(&H, url1, sizeof url1, 1000, 1);
   int64_t t = now_ms();
-  char id_a[25], id_b[25], id_v[25], id_d1[25], id_d2[25], id_pub[25], id_exp[25], id_exp2[25];
+  char id_a[AFS_OID_HEX], id_b[AFS_OID_HEX], id_v[AFS_OID_HEX], id_d1[AFS_OID_HEX],
+      id_d2[AFS_OID_HEX], id_pub[AFS_OID_HEX], id_exp[AFS_OID_HEX], id_exp2[AFS_OID_HEX];
   put_asset("p1", "a.txt", "uid1/a-1.txt", "text/plain", 11, t, 24, t + 86400000, url1, NULL, NULL,
             id_a);
   put_asset("p1", "dir/b.jpg", "uid1/dir/b-1.jpg", "image/jpeg", 5000, t, 24, t + 86400000, url1,
@@ -303,7 +304,7 @@ int main(void) {
   put_asset("p2", "exp2.txt", "uid1/exp2-1.txt", "text/plain", 1000, t, 1, t - 1000, url1, NULL,
             NULL, id_exp2);
   {
-    char dead[25];
+    char dead[AFS_OID_HEX];
     put_asset("p1", "dir/dead.txt", "uid1/dir/dead-1.txt", "text/plain", 1, t, 24, 0, url1, NULL,
               NULL, dead);
     set_field(dead, "status", "deleted");
@@ -467,7 +468,7 @@ int main(void) {
   CHECK(err.code == ESTALE);
 
   /* A big directory: a stale entry is served at once and re-listed in the background. */
-  char big_id[25] = "";
+  char big_id[AFS_OID_HEX] = "";
   for (int i = 0; i < 70; i++) {
     char fp[64];
     snprintf(fp, sizeof fp, "bigdir/f%02d.txt", i);

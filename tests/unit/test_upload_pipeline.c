@@ -23,7 +23,7 @@ struct putsrv {
   pthread_t th;
   pthread_mutex_t mu;
   int n;
-  char id[MAX_PUTS][25];
+  char id[MAX_PUTS][AFS_OID_HEX];
   char body[MAX_PUTS][64];
 };
 
@@ -42,7 +42,7 @@ static void *put_serve(void *ctx, int fd) {
     size_t head = (size_t)(end - buf) + 4;
     char *cl = strcasestr(buf, "Content-Length:");
     size_t len = cl && cl < end ? strtoul(cl + 15, NULL, 10) : 0;
-    char id[25] = "";
+    char id[AFS_OID_HEX] = "";
     const char *slash = memchr(buf, '/', head);
     if (slash)
       snprintf(id, sizeof id, "%.24s", slash + 1);
@@ -114,7 +114,7 @@ static struct afs_wfile *written(const char *path, const char *data) {
   return wf;
 }
 
-static char *id_of(struct afs_wfile *wf, char id[25]) {
+static char *id_of(struct afs_wfile *wf, char id[AFS_OID_HEX]) {
   pthread_mutex_lock(&wf->mu);
   memcpy(id, wf->id, 25);
   pthread_mutex_unlock(&wf->mu);
@@ -153,7 +153,7 @@ static void test_flush_then_complete(void) {
   struct afs_wfile *wf = written("a.txt", "hello a");
   CHECK(afs_upload_begin(up, wf, &err));
   CHECK(afs_upload_flush(up, wf, &err));
-  char id[25], body[64] = "";
+  char id[AFS_OID_HEX], body[64] = "";
   id_of(wf, id);
   struct fake_rec r;
   CHECK(fake_get(&fake, id, &r) && !strcmp(r.status, "uploaded") && r.size == 7);
@@ -177,7 +177,7 @@ static void test_store_fault_retried_in_background(void) {
   CHECK(err.code == EIO);
   CHECK(state_of(wf) == AFS_W_RETRYING);
   CHECK(wait_state(wf, AFS_W_UPLOADED, 8000)); /* first backoff: 2 s */
-  char id[25];
+  char id[AFS_OID_HEX];
   CHECK(wait_status(id_of(wf, id), "uploaded", 1000));
   CHECK(puts_of(&srv, id, NULL) == 2); /* the same record, PUT again */
   afs_staging_unref(st, wf);
@@ -205,7 +205,7 @@ static void test_unlink_while_record_is_made(void) {
   fake.on_insert_ctx = &u;
   pthread_mutex_unlock(&fake.mu);
   CHECK(afs_upload_flush(up, wf, &err)); /* nothing of it is left to upload */
-  char id[25];
+  char id[AFS_OID_HEX];
   id_of(wf, id);
   CHECK(id[0]);
   struct fake_rec r;
@@ -225,7 +225,7 @@ static void test_unlink_during_create_insert(void) {
   fake.on_insert_ctx = &u;
   pthread_mutex_unlock(&fake.mu);
   CHECK(afs_upload_begin(up, wf, &err));
-  char id[25];
+  char id[AFS_OID_HEX];
   id_of(wf, id);
   struct fake_rec r;
   CHECK(id[0] && !fake_get(&fake, id, &r));
@@ -241,7 +241,7 @@ static void test_unlink_in_flight_abandons(void) {
   struct afs_wfile *wf = written("inflight.txt", "old a");
   CHECK(afs_upload_begin(up, wf, &err));
   CHECK(afs_upload_flush(up, wf, &err));
-  char id[25];
+  char id[AFS_OID_HEX];
   id_of(wf, id);
   afs_staging_remove(st, wf);
   CHECK(afs_upload_unlinked(up, wf, &err));
@@ -282,7 +282,7 @@ static void test_poller_heals_and_fails(void) {
   struct afs_wfile *wf = written("heal.txt", "heal me");
   CHECK(afs_upload_begin(up, wf, &err));
   CHECK(afs_upload_flush(up, wf, &err));
-  char id[25];
+  char id[AFS_OID_HEX];
   id_of(wf, id);
   fake_set_status(&fake, id, "initialized");
   bool again = false;
@@ -321,7 +321,7 @@ static void test_queued_files_batch_their_records(void) {
   printf("write-back: %d files, %d inserts\n", N, made);
   CHECK(made >= 1 && made <= 2 * opt.upload_workers);
   for (int i = 0; i < N; i++) {
-    char id[25];
+    char id[AFS_OID_HEX];
     CHECK(puts_of(&srv, id_of(wf[i], id), NULL) == 1);
     afs_staging_unref(st, wf[i]);
   }

@@ -32,7 +32,7 @@ static void upload(struct afs_wfile *wf, const char *id, struct afs_wf_outcome *
   CHECK(a.have_stat);
   if (a.need_record)
     afs_wf_record_made(wf, id);
-  char got[25];
+  char got[AFS_OID_HEX];
   CHECK(afs_wf_record_of(wf, got));
   CHECK_STREQ(got, id);
   afs_wf_uploaded_with(wf, a.name_seq, a.mtime_ms);
@@ -196,7 +196,7 @@ static void test_unlinked_in_flight(void) {
   afs_wf_unlinked(wf, &u);
   CHECK(!u.id[0] && u.busy && !u.release);
   afs_wf_record_made(wf, "000000000000000000000041");
-  char id[25];
+  char id[AFS_OID_HEX];
   CHECK(!afs_wf_record_of(wf, id));
   CHECK_STREQ(id, "000000000000000000000041");
   afs_wf_attempt_done(wf, true, NULL, false, &o);

@@ -44,6 +44,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "assetfs/cosync.h"
 #include "assetfs/db.h"
 #include "assetfs/error.h"
 #include "assetfs/naming.h"
@@ -51,10 +52,10 @@
 /* A copy of one CosyncAsset's fields; strings are owned (never NULL: "" when absent).
  * Free the fields with afs_asset_free (the struct itself is the caller's). */
 struct afs_asset {
-  char id[25];     /* _id as 24 hex digits */
-  char *partition; /* _partition */
-  char *file_path; /* filePath, or the derived name (see derived_name) */
-  char *path;      /* S3 key of the original */
+  char id[AFS_OID_HEX]; /* _id as 24 hex digits */
+  char *partition;      /* _partition */
+  char *file_path;      /* filePath, or the derived name (see derived_name) */
+  char *path;           /* S3 key of the original */
   char *uid;
   char *session_id;
   char *content_type;

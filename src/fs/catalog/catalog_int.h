@@ -41,7 +41,7 @@ struct part {
 
 /* Per-asset URL state for refresh (single flight) and cut sizes. */
 struct ref {
-  char id[25];
+  char id[AFS_OID_HEX];
   bool have;      /* urls/expiration loaded */
   bool in_flight; /* a thread is refreshing: others wait on cat->ref_cv */
   unsigned gen;   /* bumped when a flight ends */

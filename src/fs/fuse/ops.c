@@ -15,6 +15,7 @@
 #include "assetfs/log.h"
 #include "assetfs/mime.h"
 #include "assetfs/naming.h"
+#include "assetfs/test_pause.h"
 #include "fs.h"
 #include "fuse/ops_int.h"
 #include "fuse/status.h"
@@ -319,16 +320,21 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t o
   int rc = afs_fpath_parse(path, &p);
   if (rc)
     return rc;
+  /* Staging first, the catalog second: a staged copy is dropped only after the catalog
+   * holds its asset (upload_poll.c, drop_when_shown), so a file that moves from one to
+   * the other while we list is in the second list. The other order could miss it. */
   if (p.depth == 0) {
     names_add(&ns, AFS_STATUS_DIR);
+    afs_staging_list(fs->st, NULL, NULL, add_staging_partition_cb, &ns);
     if (!afs_catalog_partitions(fs->cat, add_partition_cb, &ns, &e))
       afs_warn("listing partitions: %s", e.msg);
     add_partition_cb(&ns, fs->opt.upload_partition);
-    afs_staging_list(fs->st, NULL, NULL, add_staging_partition_cb, &ns);
   } else {
-    bool listed = afs_catalog_list(fs->cat, p.partition, p.rel, add_list_cb, &ns, &e);
     afs_staging_list(fs->st, p.partition, p.rel, add_staging_cb, &ns);
-    if (!listed && ns.n == 0 && !afs_staging_is_dir(fs->st, p.partition, p.rel))
+    size_t staged = ns.n;
+    afs_test_pause("readdir_between", path);
+    bool listed = afs_catalog_list(fs->cat, p.partition, p.rel, add_list_cb, &ns, &e);
+    if (!listed && staged == 0 && !afs_staging_is_dir(fs->st, p.partition, p.rel))
       rc = afs_fs_errno(&e);
   }
   if (rc == 0) {

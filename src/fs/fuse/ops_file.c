@@ -545,7 +545,7 @@ int afs_op_utimens(const char *path, const struct timespec tv[2], struct fuse_fi
     pthread_mutex_lock(&wf->mu);
     wf->mtime_ms = ms;
     bool completed = wf->state == AFS_W_COMPLETED;
-    char id[25];
+    char id[AFS_OID_HEX];
     memcpy(id, wf->id, sizeof id);
     pthread_mutex_unlock(&wf->mu);
     if (completed && !afs_asset_set_mtime(fs->up, id, ms, &e))

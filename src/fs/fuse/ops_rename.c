@@ -42,7 +42,7 @@ static int drop_target(struct afs_fs *fs, const struct afs_fpath *to, const char
 static int rename_file(struct afs_fs *fs, const struct afs_fpath *from, const struct afs_fpath *to,
                        struct afs_wfile *wf, const struct afs_asset *a) {
   struct afs_error e = {0};
-  char id[25] = "";
+  char id[AFS_OID_HEX] = "";
   if (wf) {
     pthread_mutex_lock(&wf->mu);
     memcpy(id, wf->id, sizeof id);

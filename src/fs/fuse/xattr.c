@@ -203,7 +203,7 @@ int afs_op_setxattr(const char *path, const char *name, const char *value, size_
     if (t.wf) {
       /* Sent with "uploaded". A running upload took its copy already: wait for it
        * (bounded), then, past "uploaded", the record and the asset get it directly. */
-      char id[25];
+      char id[AFS_OID_HEX];
       pthread_mutex_lock(&t.wf->mu);
       free(t.wf->caption);
       t.wf->caption = caption;

@@ -323,7 +323,7 @@ ssize_t afs_reader_read(struct afs_reader *r, void *buf, size_t size, int64_t of
 
 struct cat_url_ctx {
   struct afs_catalog *cat;
-  char id[25];
+  char id[AFS_OID_HEX];
   enum afs_part part;
 };
 

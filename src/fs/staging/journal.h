@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "assetfs/cosync.h"
 #include "assetfs/error.h"
 
 #define AFS_JOURNAL_SUFFIX ".journal"
@@ -21,9 +22,9 @@ struct afs_journal {
   char *partition;
   char *file_path;
   char *content_type;
-  char *caption; /* may be NULL */
-  char id[25];   /* CosyncAssetUpload _id, "" if none yet */
-  bool uploaded; /* status "uploaded" was set on that record: only wait for the broker */
+  char *caption;        /* may be NULL */
+  char id[AFS_OID_HEX]; /* CosyncAssetUpload _id, "" if none yet */
+  bool uploaded;        /* status "uploaded" was set on that record: only wait for the broker */
   int64_t mtime_ms;
 };
 

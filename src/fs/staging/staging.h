@@ -26,6 +26,7 @@
 #include <stdint.h>
 #include <sys/stat.h>
 
+#include "assetfs/cosync.h"
 #include "assetfs/error.h"
 
 enum afs_wstate {
@@ -66,7 +67,7 @@ struct afs_wfile {
   uint64_t generation; /* bumped by every change to the data */
   uint64_t claim_generation; /* generation when the running attempt was claimed */
   enum afs_wstate state;
-  char id[25]; /* current CosyncAssetUpload _id (hex), "" if none */
+  char id[AFS_OID_HEX]; /* current CosyncAssetUpload _id (hex), "" if none */
   char content_type[128];
   char *caption;        /* set through xattr before the asset exists */
   int64_t mtime_ms;     /* set by utimens; 0 = staging file's mtime */

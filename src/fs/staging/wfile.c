@@ -102,7 +102,7 @@ void afs_wf_restaged(struct afs_wfile *wf, int64_t mtime_ms, const char *caption
   pthread_mutex_unlock(&wf->mu);
 }
 
-void afs_wf_renamed(struct afs_wfile *wf, char id[25], enum afs_wstate *state) {
+void afs_wf_renamed(struct afs_wfile *wf, char id[AFS_OID_HEX], enum afs_wstate *state) {
   pthread_mutex_lock(&wf->mu);
   memcpy(id, wf->id, 25);
   *state = wf->state;
@@ -209,7 +209,7 @@ void afs_wf_record_made(struct afs_wfile *wf, const char *id) {
   pthread_mutex_unlock(&wf->mu);
 }
 
-bool afs_wf_record_of(struct afs_wfile *wf, char id[25]) {
+bool afs_wf_record_of(struct afs_wfile *wf, char id[AFS_OID_HEX]) {
   pthread_mutex_lock(&wf->mu);
   memcpy(id, wf->id, 25);
   bool live = !wf->unlinked;

@@ -26,6 +26,7 @@
 #include <stdint.h>
 #include <sys/stat.h>
 
+#include "assetfs/cosync.h"
 #include "assetfs/error.h"
 #include "staging/staging.h"
 
@@ -36,7 +37,7 @@ void afs_wf_opened(struct afs_wfile *wf, bool writable);
 struct afs_wf_closing {
   bool queue; /* the last writer closed dirty data: queue it for upload */
   bool drop;  /* nobody holds it and its version is completed and shown: drop the copy */
-  char id[25];
+  char id[AFS_OID_HEX];
 };
 void afs_wf_closed(struct afs_wfile *wf, bool writable, struct afs_wf_closing *out);
 
@@ -48,20 +49,20 @@ void afs_wf_written(struct afs_wfile *wf);
 void afs_wf_queue(struct afs_wfile *wf);
 
 struct afs_wf_retype {
-  bool changed;       /* the content type was changed to the new one */
-  bool ran;           /* an upload ran under the old type: upload again */
-  char stale_id[25];  /* a record made for the old type, unused: to delete ("" if none) */
-  char old_type[128]; /* for the log */
+  bool changed;               /* the content type was changed to the new one */
+  bool ran;                   /* an upload ran under the old type: upload again */
+  char stale_id[AFS_OID_HEX]; /* a record made for the old type, unused: to delete ("" if none) */
+  char old_type[128];         /* for the log */
 };
 /* Renamed to a name of content type ct. */
 void afs_wf_retyped(struct afs_wfile *wf, const char *ct, struct afs_wf_retype *out);
 /* Filled from an asset's bytes (copy-on-write at a retype): queued for upload. */
 void afs_wf_restaged(struct afs_wfile *wf, int64_t mtime_ms, const char *caption);
 /* Renamed (filePath changes): *id and *state as they were, for the record updates. */
-void afs_wf_renamed(struct afs_wfile *wf, char id[25], enum afs_wstate *state);
+void afs_wf_renamed(struct afs_wfile *wf, char id[AFS_OID_HEX], enum afs_wstate *state);
 
 struct afs_wf_unlink {
-  char id[25];
+  char id[AFS_OID_HEX];
   enum afs_wstate state;
   bool busy;    /* an attempt runs: it sees `unlinked` when it ends */
   bool release; /* the staged bytes were truncated: give their room back */
@@ -107,7 +108,7 @@ void afs_wf_attempt_start(struct afs_wfile *wf, struct afs_wf_attempt *a);
 /* The record was made: wf->id (attempts use it until it is spent). */
 void afs_wf_record_made(struct afs_wfile *wf, const char *id);
 /* Copies wf->id to id; false when wf was removed (unlinked or replaced). */
-bool afs_wf_record_of(struct afs_wfile *wf, char id[25]);
+bool afs_wf_record_of(struct afs_wfile *wf, char id[AFS_OID_HEX]);
 /* The current record cannot take another upload (gone, used, URLs expired). */
 void afs_wf_record_spent(struct afs_wfile *wf);
 /* `uploaded` was set with this name and mtime (the broker copies both). */

@@ -24,7 +24,7 @@ bool afs_upload_begin(struct afs_uploader *up, struct afs_wfile *wf, struct afs_
 bool afs_upload_begin_many(struct afs_uploader *up, struct afs_wfile **wfs, int n,
                            struct afs_error *err) {
   struct afs_pending_rec *recs = afs_xcalloc(n, sizeof *recs);
-  char(*ids)[25] = afs_xcalloc(n, sizeof *ids);
+  char(*ids)[AFS_OID_HEX] = afs_xcalloc(n, sizeof *ids);
   char **names = afs_xcalloc(2 * (size_t)n, sizeof *names);
   char(*types)[128] = afs_xcalloc(n, sizeof *types);
   for (int i = 0; i < n; i++) {
@@ -39,7 +39,7 @@ bool afs_upload_begin_many(struct afs_uploader *up, struct afs_wfile **wfs, int 
     afs_wf_record_made(wfs[i], ids[i]);
     /* Removed while the insert ran: the unlink saw no id to drop or mark abandoned, and
      * nobody else knows this one. */
-    char id[25];
+    char id[AFS_OID_HEX];
     if (!afs_wf_record_of(wfs[i], id))
       afs_rec_forget(up, id);
   }
@@ -76,7 +76,8 @@ bool afs_rec_fetch(struct afs_uploader *up, const char *id, struct record_state 
   return STORE(up)->fetch(up->store.ctx, id, rs, err);
 }
 
-bool afs_rec_batch_status(struct afs_uploader *up, char (*ids)[25], int n, char (*out)[32]) {
+bool afs_rec_batch_status(struct afs_uploader *up, char (*ids)[AFS_OID_HEX], int n,
+                          char (*out)[32]) {
   return STORE(up)->batch_status(up->store.ctx, ids, n, out);
 }
 
@@ -121,7 +122,7 @@ int afs_asset_rename_dir(struct afs_uploader *up, const char *partition, const c
 }
 
 bool afs_upload_renamed(struct afs_uploader *up, struct afs_wfile *wf, struct afs_error *err) {
-  char id[25], *partition, *file_path;
+  char id[AFS_OID_HEX], *partition, *file_path;
   enum afs_wstate state;
   afs_wf_renamed(wf, id, &state);
   if (!id[0])

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "assetfs/cosync.h"
 #include "assetfs/error.h"
 #include "assetfs/naming.h" /* enum afs_part: the original, its cuts, a video's preview */
 
@@ -44,8 +45,8 @@ struct afs_pending_rec {
 
 struct afs_upload_store_ops {
   /* Makes n pending records in one command; ids[i] gets recs[i]'s _id. All or none. */
-  bool (*insert_pending)(void *ctx, const struct afs_pending_rec *recs, int n, char (*ids)[25],
-                         struct afs_error *err);
+  bool (*insert_pending)(void *ctx, const struct afs_pending_rec *recs, int n,
+                         char (*ids)[AFS_OID_HEX], struct afs_error *err);
   /* Deletes upload record id if nobody uploaded to it (pending, initialized, error);
    * *gone: it is not there any more (deleted now, or never was). */
   bool (*delete_unused)(void *ctx, const char *id, bool *gone, struct afs_error *err);
@@ -55,7 +56,7 @@ struct afs_upload_store_ops {
   bool (*fetch)(void *ctx, const char *id, struct record_state *rs, struct afs_error *err);
   /* Statuses of n upload records: out[i] "" when not found. false: some could not be
    * read (those are ""). */
-  bool (*batch_status)(void *ctx, char (*ids)[25], int n, char (*out)[32]);
+  bool (*batch_status)(void *ctx, char (*ids)[AFS_OID_HEX], int n, char (*out)[32]);
   /* fn(fctx, id) for every upload record of this mount's session in status. */
   bool (*session_scan)(void *ctx, const char *status, void (*fn)(void *fctx, const char *id),
                        void *fctx, struct afs_error *err);

@@ -113,7 +113,7 @@ char *afs_up_label(struct afs_uploader *up, struct afs_wfile *wf) {
  * left to upload (state set), -1 on a transient error. Never makes a second asset for
  * bytes whose record was already marked uploaded. */
 static int resume_check(struct afs_uploader *up, struct afs_wfile *wf, struct afs_error *err) {
-  char ids[1][25], status[1][32];
+  char ids[1][AFS_OID_HEX], status[1][32];
   bool active = false;
   pthread_mutex_lock(&wf->mu);
   memcpy(ids[0], wf->id, sizeof ids[0]);
@@ -145,12 +145,83 @@ static bool is_permanent(int code) {
          code == EINVAL;
 }
 
+/* A resumed file whose record says it needs no upload now (resume_check r <= 0):
+ * uploaded already (r 0: journaled, the poller watches it) or the record could not be
+ * read (r -1: queued for a retry). The pipeline's result. */
+static bool resume_settled(struct afs_uploader *up, struct afs_wfile *wf, int r,
+                           struct afs_error *err) {
+  afs_wf_resume_settled(wf, r < 0, err);
+  if (r == 0) {
+    struct afs_error je = {0};
+    afs_staging_journal(up->st, wf, false, &je);
+    afs_up_poll_wake(up);
+  } else {
+    afs_up_queue_push(up, wf);
+  }
+  return r == 0;
+}
+
+/* PUTs the original (the staging file) and each part the record has a write URL for. */
+static bool put_parts(const char *staging, const char *content_type, const struct meta *m,
+                      const struct record_state *rs, int64_t deadline_ms, struct afs_error *err) {
+  struct afs_put_job jobs[AFS_PART_COUNT];
+  int n = 0;
+  memset(jobs, 0, sizeof jobs);
+  for (int i = 0; i < AFS_PART_COUNT; i++) {
+    const char *file = i == AFS_PART_ORIGINAL ? staging : m->part_file[i];
+    if (!rs->write_url[i] || !file)
+      continue;
+    jobs[n++] = (struct afs_put_job){.url = rs->write_url[i],
+                                     .path = file,
+                                     .content_type =
+                                         i == AFS_PART_ORIGINAL ? content_type : m->part_type[i],
+                                     .what = afs_part_name((enum afs_part)i)};
+  }
+  struct afs_put_opts po;
+  afs_put_opts_default(&po);
+  po.deadline_ms = deadline_ms;
+  return afs_http_put_all(jobs, n, &po, err);
+}
+
+/* The end of an attempt, whatever its result: the file's state learns it (wfile.c), and
+ * what that asks for follows: the staged copy's accounting, the orphan watch, the
+ * journal, the poller, the queue again. Frees label. */
+static void attempt_end(struct afs_uploader *up, struct afs_wfile *wf, bool ok,
+                        struct afs_error *err, char *label) {
+  struct afs_wf_outcome out;
+  afs_wf_attempt_done(wf, ok, err, !ok && is_permanent(err->code), &out);
+  if (out.release) /* removed while it uploaded (see afs_upload_unlinked) */
+    afs_staging_account(up->st, wf, 0, false);
+  if (out.orphan)
+    afs_up_add_orphan(up, wf);
+  if (ok && !out.orphan) {
+    struct afs_error je = {0};
+    if (!afs_staging_journal(up->st, wf, false, &je))
+      afs_warn("%s", je.msg);
+  }
+  running_add(up, -1);
+  /* The polling thread watches it from now on; a worker takes it again if it was
+   * written meanwhile (or failed and waits for a retry). */
+  afs_up_poll_wake(up);
+  if (out.requeued || out.retry)
+    afs_up_queue_push(up, wf);
+  if (!ok) {
+    if (!label)
+      label = afs_up_label(up, wf);
+    afs_warn("upload of %s failed: %s%s", label, err->msg,
+             is_permanent(err->code) ? "" : " (will retry)");
+  } else if (out.requeued) {
+    afs_debug("upload of %s: written again meanwhile; queued again", label);
+  }
+  free(label);
+}
+
 bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t deadline_ms,
                          struct afs_error *err) {
   struct meta m;
   struct record_state rs;
   struct afs_wf_attempt a;
-  char id[25];
+  char id[AFS_OID_HEX];
   bool ok = false, resumed = false;
   memset(&m, 0, sizeof m);
   memset(&rs, 0, sizeof rs);
@@ -167,17 +238,8 @@ bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
   }
   if (resumed) {
     int r = resume_check(up, wf, err);
-    if (r <= 0) {
-      afs_wf_resume_settled(wf, r < 0, err);
-      if (r == 0) {
-        struct afs_error je = {0};
-        afs_staging_journal(up->st, wf, false, &je);
-        afs_up_poll_wake(up); /* uploaded already: the poller watches it */
-      } else {
-        afs_up_queue_push(up, wf); /* retried once the record can be read */
-      }
-      return r == 0;
-    }
+    if (r <= 0)
+      return resume_settled(up, wf, r, err);
   }
   afs_wf_attempt_start(wf, &a);
   const char *staging = a.staging_path, *content_type = a.content_type;
@@ -222,23 +284,7 @@ bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
     goto done;
   }
   int64_t t15 = afs_monotonic_ms();
-  struct afs_put_job jobs[AFS_PART_COUNT];
-  int n = 0;
-  memset(jobs, 0, sizeof jobs);
-  for (int i = 0; i < AFS_PART_COUNT; i++) {
-    const char *file = i == AFS_PART_ORIGINAL ? staging : m.part_file[i];
-    if (!rs.write_url[i] || !file)
-      continue;
-    jobs[n++] =
-        (struct afs_put_job){.url = rs.write_url[i],
-                             .path = file,
-                             .content_type = i == AFS_PART_ORIGINAL ? content_type : m.part_type[i],
-                             .what = afs_part_name((enum afs_part)i)};
-  }
-  struct afs_put_opts po;
-  afs_put_opts_default(&po);
-  po.deadline_ms = deadline_ms;
-  if (!afs_http_put_all(jobs, n, &po, err)) {
+  if (!put_parts(staging, content_type, &m, &rs, deadline_ms, err)) {
     if (err->code == AFS_E_URL_EXPIRED)
       afs_wf_record_spent(wf);
     goto done;
@@ -258,32 +304,7 @@ done:
   meta_cleanup(&m);
   afs_rec_state_free(&rs);
   free(a.caption);
-  struct afs_wf_outcome out;
-  afs_wf_attempt_done(wf, ok, err, !ok && is_permanent(err->code), &out);
-  if (out.release) /* removed while it uploaded (see afs_upload_unlinked) */
-    afs_staging_account(up->st, wf, 0, false);
-  if (out.orphan)
-    afs_up_add_orphan(up, wf);
-  if (ok && !out.orphan) {
-    struct afs_error je = {0};
-    if (!afs_staging_journal(up->st, wf, false, &je))
-      afs_warn("%s", je.msg);
-  }
-  running_add(up, -1);
-  /* The polling thread watches it from now on; a worker takes it again if it was
-   * written meanwhile (or failed and waits for a retry). */
-  afs_up_poll_wake(up);
-  if (out.requeued || out.retry)
-    afs_up_queue_push(up, wf);
-  if (!ok) {
-    if (!label)
-      label = afs_up_label(up, wf);
-    afs_warn("upload of %s failed: %s%s", label, err->msg,
-             is_permanent(err->code) ? "" : " (will retry)");
-  } else if (out.requeued) {
-    afs_debug("upload of %s: written again meanwhile; queued again", label);
-  }
-  free(label);
+  attempt_end(up, wf, ok, err, label);
   return ok;
 }
 

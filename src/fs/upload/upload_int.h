@@ -144,6 +144,7 @@ bool afs_rec_set_uploaded(struct afs_uploader *up, const char *id, const struct 
 bool afs_rec_asset_active(struct afs_uploader *up, const char *id, bool *active,
                           struct afs_error *err);
 /* Statuses of upload records by id: out[i] "" when not found. */
-bool afs_rec_batch_status(struct afs_uploader *up, char (*ids)[25], int n, char (*out)[32]);
+bool afs_rec_batch_status(struct afs_uploader *up, char (*ids)[AFS_OID_HEX], int n,
+                          char (*out)[32]);
 
 #endif

@@ -78,7 +78,7 @@ static void on_completed(struct afs_uploader *up, struct afs_wfile *wf, const ch
  * path: until the broker has retired the asset it supersedes, a lookup could still
  * answer with the old one, and reads must not go back in time. */
 static void drop_when_shown(struct afs_uploader *up, struct afs_wfile *wf) {
-  char id[25], *partition, *file_path;
+  char id[AFS_OID_HEX], *partition, *file_path;
   struct afs_error err = {0};
   struct afs_asset a;
   memset(&a, 0, sizeof a);
@@ -99,8 +99,10 @@ static void drop_when_shown(struct afs_uploader *up, struct afs_wfile *wf) {
   if (!ours)
     return;
   afs_wf_shown(wf, id);
-  /* The final check is made under the locks that open takes: a file opened (and maybe
-   * written) since the lookup keeps its staged copy; its release drops it later. */
+  /* Only now, with the asset in the catalog's tree, may the staged copy go: readdir
+   * lists staging before the catalog and relies on this order (fuse/ops.c). The final
+   * check is made under the locks that open takes: a file opened (and maybe written)
+   * since the lookup keeps its staged copy; its release drops it later. */
   afs_staging_drop_if_idle(up->st, wf, id);
 }
 
@@ -149,7 +151,7 @@ static int id_cmp(const void *a, const void *b) {
 }
 
 struct idset {
-  char (*v)[25];
+  char (*v)[AFS_OID_HEX];
   size_t n, cap;
 };
 
@@ -225,7 +227,7 @@ static bool worker_pass(struct afs_uploader *up) {
   bool scanned = n_uploaded > SCAN_MIN && still_uploaded(up, &still, now);
   bool one_by_one = !scanned && (n_uploaded <= SCAN_MIN || now >= up->c_next_ms);
 
-  char(*ids)[25] = calloc(total ? total : 1, sizeof *ids);
+  char(*ids)[AFS_OID_HEX] = calloc(total ? total : 1, sizeof *ids);
   char(*status)[32] = calloc(total ? total : 1, sizeof *status);
   int *idx = calloc(total ? total : 1, sizeof *idx);
   int polled = 0;

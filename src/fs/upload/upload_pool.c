@@ -94,7 +94,7 @@ static void begin_batch(struct afs_uploader *up, struct afs_wfile *wf) {
   for (int i = 0; i < nb; i++) {
     struct afs_wfile *b = batch[i];
     struct afs_error je = {0};
-    char id[25];
+    char id[AFS_OID_HEX];
     /* one removed while its record was made: afs_upload_begin_many dropped the record */
     if (afs_wf_record_of(b, id) && id[0] && !afs_staging_journal(up->st, b, false, &je))
       afs_warn("%s", je.msg);

@@ -106,8 +106,8 @@ static bson_t *pending_doc(struct afs_uploader *up, const struct afs_pending_rec
   return doc;
 }
 
-static bool m_insert_pending(void *ctx, const struct afs_pending_rec *recs, int n, char (*ids)[25],
-                             struct afs_error *err) {
+static bool m_insert_pending(void *ctx, const struct afs_pending_rec *recs, int n,
+                             char (*ids)[AFS_OID_HEX], struct afs_error *err) {
   struct afs_uploader *up = ctx;
   bson_oid_t *oids = afs_xcalloc(n, sizeof *oids);
   bson_t **docs = afs_xcalloc(n, sizeof *docs);
@@ -343,7 +343,7 @@ static int m_asset_rename_dir(void *ctx, const char *partition, const char *from
   int n = 0;
   size_t cap = 0, cnt = 0;
   struct item {
-    char id[25];
+    char id[AFS_OID_HEX];
     char *fp;
   } *items = NULL;
   dbh_open(up, &h, AFS_COLL_ASSET);
@@ -390,7 +390,7 @@ static int m_asset_rename_dir(void *ctx, const char *partition, const char *from
 /* Statuses of the given upload ids: out[i] is "" when not found. One find by _id per
  * record, each from the primary key: some MongoDB-compatible servers scan the whole
  * collection for an $in over _id. */
-static bool m_batch_status(void *ctx, char (*ids)[25], int n, char (*out)[32]) {
+static bool m_batch_status(void *ctx, char (*ids)[AFS_OID_HEX], int n, char (*out)[32]) {
   struct afs_uploader *up = ctx;
   bson_t *opts = status_opts();
   struct dbh h;
@@ -465,7 +465,7 @@ static bool m_session_scan(void *ctx, const char *status, void (*fn)(void *fctx,
   __atomic_add_fetch(&up->n_scans, 1, __ATOMIC_RELAXED);
   while (mongoc_cursor_next(cur, &doc)) {
     bson_iter_t it;
-    char id[25];
+    char id[AFS_OID_HEX];
     __atomic_add_fetch(&up->n_scan_docs, 1, __ATOMIC_RELAXED);
     if (!bson_iter_init_find(&it, doc, AFS_F_ID) || !BSON_ITER_HOLDS_OID(&it))
       continue;

@@ -1,0 +1,46 @@
+"""`assetfs-broker keygen FILE` (issue 14, auth=required): the key files it writes, their
+modes, the public line it prints, checked against OpenSSL's own reading of the key; an
+existing key is never overwritten; usage errors exit 2."""
+import base64
+import os
+import stat
+import subprocess
+
+from broker_fixtures import broker_exe
+
+
+def keygen(build_dir, *args):
+    return subprocess.run([broker_exe(build_dir), "keygen", *args], capture_output=True,
+                          text=True, timeout=30)
+
+
+def test_keygen_writes_a_pair_openssl_reads(build_dir, tmp_path):
+    key = tmp_path / "client.key"
+    r = keygen(build_dir, str(key))
+    assert r.returncode == 0, r.stderr
+    line = r.stdout.strip()
+    assert len(base64.b64decode(line, validate=True)) == 32
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(f"{key}.pub").st_mode) == 0o644
+    assert open(f"{key}.pub").read() == line + "\n"
+    assert "BEGIN PRIVATE KEY" in key.read_text()  # PKCS#8 PEM
+    # OpenSSL, an independent reader: the same Ed25519 public key.
+    der = subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout", "-outform", "DER"],
+                         capture_output=True, check=True, timeout=30).stdout
+    assert base64.b64encode(der[-32:]).decode() == line
+    text = subprocess.run(["openssl", "pkey", "-in", str(key), "-noout", "-text"],
+                          capture_output=True, text=True, check=True, timeout=30).stdout
+    assert "ED25519" in text
+
+
+def test_keygen_never_overwrites_and_explains(build_dir, tmp_path):
+    key = tmp_path / "k"
+    assert keygen(build_dir, str(key)).returncode == 0
+    before = key.read_bytes(), open(f"{key}.pub").read()
+    r = keygen(build_dir, str(key))
+    assert r.returncode == 1 and "File exists" in r.stderr
+    assert (key.read_bytes(), open(f"{key}.pub").read()) == before
+    r = keygen(build_dir)
+    assert r.returncode == 2 and "usage: assetfs-broker keygen FILE" in r.stderr
+    r = keygen(build_dir, str(tmp_path / "no-such-dir" / "k"))
+    assert r.returncode == 1 and "cannot create" in r.stderr
