@@ -153,6 +153,19 @@ static inline const struct afs_rec_number *afs_record_meta_num(const struct afs_
   return &r->meta_num[m - AFS_META_STRINGS];
 }
 
+/* An upload record's status (cosync.h spells them), as the programs compare it. */
+enum afs_upload_status {
+  AFS_US_NONE, /* no record, or no status */
+  AFS_US_PENDING,
+  AFS_US_INITIALIZED,
+  AFS_US_UPLOADED,
+  AFS_US_COMPLETED,
+  AFS_US_ERROR,
+  AFS_US_OTHER /* a status assetfs does not know */
+};
+enum afs_upload_status afs_upload_status_of(const char *s); /* NULL: AFS_US_NONE */
+const char *afs_upload_status_name(enum afs_upload_status st);
+
 /* A CosyncFunctionCall as read once. */
 struct afs_call_rec {
   bson_value_t id; /* BSON_TYPE_EOD when none */

@@ -184,94 +184,119 @@ static bool owner_set_status(struct afs_bstore *st, const bson_value_t *id, cons
   return ok;
 }
 
+/* The asset ids a valid call names (one, or for a refresh a list: "a,b" or an array). */
+static bool call_ids(const struct afs_call_rec *call, bson_value_t *ids, size_t *nids, bool *list,
+                     struct afs_error *err) {
+  if (call->bad & (AFS_CALL_BAD_NAME | AFS_CALL_BAD_UID)) {
+    *err = call->err;
+    return false;
+  }
+  const char *name = call->name;
+  if (strcmp(name, "CosyncRefreshAsset") && strcmp(name, "CosyncRemoveAsset") &&
+      strcmp(name, "CosyncArchiveAsset"))
+    return afs_error_set(err, ENOSYS, "unknown function '%.64s'", name);
+  if (call->bad & AFS_CALL_BAD_ARGS) {
+    *err = call->err;
+    return false;
+  }
+  const bson_value_t *arg = &call->arg;
+  if (arg->value_type == BSON_TYPE_ARRAY && !strcmp(name, "CosyncRefreshAsset")) {
+    bson_t arr;
+    bson_iter_t it;
+    *list = true;
+    if (bson_init_static(&arr, arg->value.v_doc.data, arg->value.v_doc.data_len) &&
+        bson_iter_init(&it, &arr)) {
+      while (bson_iter_next(&it))
+        if (!collect_ids(bson_iter_value(&it), ids, nids, list, err))
+          return false;
+    }
+  } else if (!collect_ids(arg, ids, nids, list, err)) {
+    return false;
+  }
+  return *nids > 0 || afs_error_set(err, EINVAL, "no asset id given");
+}
+
+/* True for an error that is MongoDB's, not the call's: the call is tried again later. */
+static bool store_trouble(const struct afs_error *err) {
+  return (err->code == AFS_E_UNREACHABLE || err->code == EIO) && strstr(err->msg, "MongoDB");
+}
+
+/* CosyncRefreshAsset of a list: the refreshed assets, in order; missing or inactive ids
+ * are left out, as Cosync did. false only when MongoDB failed (err). */
+static bool refresh_list(struct afs_broker *b, struct afs_bstore *st, const bson_value_t *ids,
+                         size_t nids, bson_t *set, struct afs_error *err) {
+  bson_t arr;
+  BSON_APPEND_ARRAY_BEGIN(set, AFS_F_CALL_RESULT, &arr);
+  size_t k = 0;
+  bool ok = true;
+  for (size_t i = 0; i < nids && ok; i++) {
+    struct afs_error e1 = {0};
+    bson_t *a = refresh_one(b, st, &ids[i], &e1);
+    if (!a && store_trouble(&e1)) { /* a partial answer would be final: retry it all */
+      *err = e1;
+      ok = false;
+    }
+    if (!a)
+      continue;
+    char key[16];
+    snprintf(key, sizeof key, "%zu", k++);
+    BSON_APPEND_DOCUMENT(&arr, key, a);
+    bson_destroy(a);
+  }
+  bson_append_array_end(set, &arr);
+  return ok;
+}
+
+/* Runs the call's function on its ids; the result goes into set. */
+static bool run_call(struct afs_broker *b, struct afs_bstore *st, const struct afs_call_rec *call,
+                     const bson_value_t *ids, size_t nids, bool list, bson_t *set,
+                     struct afs_error *err) {
+  const char *name = call->name, *caller = call->uid;
+  if (!strcmp(name, "CosyncRefreshAsset") && list)
+    return refresh_list(b, st, ids, nids, set, err);
+  if (!strcmp(name, "CosyncRefreshAsset")) {
+    bson_t *a = refresh_one(b, st, &ids[0], err);
+    if (a) {
+      BSON_APPEND_DOCUMENT(set, AFS_F_CALL_RESULT, a);
+      bson_destroy(a);
+    }
+    return a != NULL;
+  }
+  if (nids != 1)
+    return afs_error_set(err, EINVAL, "%s takes one asset id", name);
+  bool remove = !strcmp(name, "CosyncRemoveAsset");
+  if (!owner_set_status(st, &ids[0], caller, name, remove ? AFS_ASSET_DELETED : AFS_ASSET_ARCHIVED,
+                        err))
+    return false;
+  char s[80];
+  if (remove)
+    BSON_APPEND_UTF8(set, AFS_F_CALL_RESULT, afs_rec_id_str(&ids[0], s, sizeof s));
+  else
+    BSON_APPEND_BOOL(set, AFS_F_CALL_RESULT, true);
+  return true;
+}
+
 enum afs_outcome afs_function_call(struct afs_broker *b, struct afs_bstore *st, const bson_t *doc,
                                    const char *token) {
   struct afs_error err = {0};
   struct afs_call_rec call;
   bson_value_t ids[MAX_IDS];
   size_t nids = 0;
-  bool list = false, ok = false;
+  bool list = false;
   char cids[80];
   bson_t set = BSON_INITIALIZER;
   enum afs_outcome out = AFS_DONE;
   afs_call_read(doc, &call);
-  const bson_value_t *callid = &call.id, *arg = &call.arg;
-  const char *name = call.name, *caller = call.uid;
-  if (callid->value_type == BSON_TYPE_EOD) {
+  if (call.id.value_type == BSON_TYPE_EOD) {
     afs_call_done(&call);
     bson_destroy(&set);
     return AFS_DONE;
   }
-  afs_rec_id_str(callid, cids, sizeof cids);
-  if (call.bad & (AFS_CALL_BAD_NAME | AFS_CALL_BAD_UID)) {
-    err = call.err;
-    goto finish;
-  }
-  if (strcmp(name, "CosyncRefreshAsset") && strcmp(name, "CosyncRemoveAsset") &&
-      strcmp(name, "CosyncArchiveAsset")) {
-    afs_error_set(&err, ENOSYS, "unknown function '%.64s'", name);
-    goto finish;
-  }
-  if (call.bad & AFS_CALL_BAD_ARGS) {
-    err = call.err;
-    goto finish;
-  }
-  if (arg->value_type == BSON_TYPE_ARRAY && !strcmp(name, "CosyncRefreshAsset")) {
-    bson_t arr;
-    bson_iter_t it;
-    list = true;
-    if (bson_init_static(&arr, arg->value.v_doc.data, arg->value.v_doc.data_len) &&
-        bson_iter_init(&it, &arr)) {
-      while (bson_iter_next(&it))
-        if (!collect_ids(bson_iter_value(&it), ids, &nids, &list, &err))
-          goto finish;
-    }
-  } else if (!collect_ids(arg, ids, &nids, &list, &err)) {
-    goto finish;
-  }
-  if (nids == 0) {
-    afs_error_set(&err, EINVAL, "no asset id given");
-    goto finish;
-  }
-  if (!strcmp(name, "CosyncRefreshAsset")) {
-    if (!list) {
-      bson_t *a = refresh_one(b, st, &ids[0], &err);
-      if (a) {
-        BSON_APPEND_DOCUMENT(&set, AFS_F_CALL_RESULT, a);
-        bson_destroy(a);
-        ok = true;
-      }
-    } else {
-      bson_t arr;
-      BSON_APPEND_ARRAY_BEGIN(&set, AFS_F_CALL_RESULT, &arr);
-      size_t k = 0;
-      for (size_t i = 0; i < nids; i++) {
-        struct afs_error e1 = {0};
-        bson_t *a = refresh_one(b, st, &ids[i], &e1);
-        if (!a)
-          continue; /* like Cosync: missing or inactive ids are left out */
-        char key[16];
-        snprintf(key, sizeof key, "%zu", k++);
-        BSON_APPEND_DOCUMENT(&arr, key, a);
-        bson_destroy(a);
-      }
-      bson_append_array_end(&set, &arr);
-      ok = true;
-    }
-  } else if (nids != 1) {
-    afs_error_set(&err, EINVAL, "%s takes one asset id", name);
-  } else if (!strcmp(name, "CosyncRemoveAsset")) {
-    if ((ok = owner_set_status(st, &ids[0], caller, name, AFS_ASSET_DELETED, &err))) {
-      char s[80];
-      BSON_APPEND_UTF8(&set, AFS_F_CALL_RESULT, afs_rec_id_str(&ids[0], s, sizeof s));
-    }
-  } else {
-    if ((ok = owner_set_status(st, &ids[0], caller, name, AFS_ASSET_ARCHIVED, &err)))
-      BSON_APPEND_BOOL(&set, AFS_F_CALL_RESULT, true);
-  }
-finish:
-  if (!ok && (err.code == AFS_E_UNREACHABLE || err.code == EIO) && strstr(err.msg, "MongoDB")) {
-    st->ops->release(st->ctx, AFS_BC_CALL, callid, token, NULL, AFS_RETRY_MS);
+  afs_rec_id_str(&call.id, cids, sizeof cids);
+  bool ok = call_ids(&call, ids, &nids, &list, &err) &&
+            run_call(b, st, &call, ids, nids, list, &set, &err);
+  if (!ok && store_trouble(&err)) {
+    st->ops->release(st->ctx, AFS_BC_CALL, &call.id, token, NULL, AFS_RETRY_MS);
     out = AFS_RETRY;
   } else {
     if (ok) {
@@ -283,9 +308,9 @@ finish:
     }
     BSON_APPEND_DATE_TIME(&set, AFS_F_UPDATED, afs_now_ms());
     struct afs_error e2 = {0};
-    if (st->ops->finish(st->ctx, AFS_BC_CALL, callid, token, NULL, &set, NULL, NULL, &e2) < 0)
+    if (st->ops->finish(st->ctx, AFS_BC_CALL, &call.id, token, NULL, &set, NULL, NULL, &e2) < 0)
       out = AFS_RETRY;
-    afs_info("call %s %s: %s%s", cids, name ? name : "(no name)",
+    afs_info("call %s %s: %s%s", cids, call.name ? call.name : "(no name)",
              ok ? "done" : "error: ", ok ? "" : err.msg);
   }
   for (size_t i = 0; i < nids; i++)

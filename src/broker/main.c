@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "assetfs/alloc.h"
 #include "assetfs/endpoints.h"
 #include "assetfs/indexes.h"
 #include "assetfs/lease.h"
@@ -94,11 +95,25 @@ static void *run_thread(void *arg) {
   return NULL;
 }
 
-int main(int argc, char *argv[]) {
-  static struct afs_broker b;
-  struct afs_error err = {0};
-  const char *config_file = NULL;
-  int rc = 1;
+/* The command line, applied after the environment or the config file. */
+struct args {
+  const char *config_file;
+  struct {
+    const char *key, *value;
+  } sets[64];
+  char *owned[64]; /* keys --set allocated */
+  int nsets, nowned;
+  bool use_syslog;
+};
+
+static void args_free(struct args *a) {
+  for (int i = 0; i < a->nowned; i++)
+    free(a->owned[i]);
+}
+
+/* Parses the options into a and b's tuning; -1 to go on, else the exit code (help,
+ * version, usage errors). */
+static int parse_args(int argc, char *argv[], struct afs_broker *b, struct args *a) {
   enum { OPT_BATCH = 1000, OPT_PMIN, OPT_PMAX, OPT_SYSLOG };
   static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                        {"log-level", required_argument, NULL, 'l'},
@@ -113,111 +128,173 @@ int main(int argc, char *argv[]) {
                                        {"help", no_argument, NULL, 'h'},
                                        {"version", no_argument, NULL, 'V'},
                                        {NULL, 0, NULL, 0}};
-  /* Options are applied after the environment/file, so collect them first. */
-  struct {
-    const char *key, *value;
-  } sets[64];
-  char *owned[64];
-  int nsets = 0, nowned = 0;
-  bool use_syslog = false, curl_inited = false;
+  int ch;
+  while ((ch = getopt_long(argc, argv, "+c:l:d:m:s:w:hV", opts, NULL)) != -1) {
+    switch (ch) {
+    case 'c':
+      a->config_file = optarg;
+      break;
+    case 'l':
+    case 'd':
+    case 'm':
+      if (a->nsets < 64)
+        a->sets[a->nsets++] = (typeof(a->sets[0])){ch == 'l'   ? "log_level"
+                                                   : ch == 'd' ? "database"
+                                                               : "mongo_uri",
+                                                   optarg};
+      break;
+    case 's': {
+      char *eq = strchr(optarg, '=');
+      if (!eq || a->nsets >= 64 || a->nowned >= 64) {
+        fprintf(stderr, "assetfs-broker: --set needs KEY=VALUE\n");
+        return 1;
+      }
+      char *k = afs_xstrndup(optarg, (size_t)(eq - optarg));
+      a->owned[a->nowned++] = k;
+      a->sets[a->nsets++] = (typeof(a->sets[0])){k, eq + 1};
+      break;
+    }
+    case 'w':
+      if (!parse_int(optarg, 1, 256, &b->workers)) {
+        fprintf(stderr, "assetfs-broker: --workers must be 1..256\n");
+        return 1;
+      }
+      break;
+    case OPT_BATCH:
+      if (!parse_int(optarg, 1, 1000, &b->batch)) {
+        fprintf(stderr, "assetfs-broker: --batch must be 1..1000\n");
+        return 1;
+      }
+      break;
+    case OPT_PMIN:
+    case OPT_PMAX:
+      if (!parse_int(optarg, 1, 60000, ch == OPT_PMIN ? &b->poll_min_ms : &b->poll_max_ms)) {
+        fprintf(stderr, "assetfs-broker: poll intervals must be 1..60000 ms\n");
+        return 1;
+      }
+      break;
+    case OPT_SYSLOG:
+      a->use_syslog = true;
+      break;
+    case 'h':
+      usage(stdout);
+      return 0;
+    case 'V':
+      printf("assetfs-broker %s\n", ASSETFS_VERSION);
+      return 0;
+    default:
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (b->poll_max_ms < b->poll_min_ms)
+    b->poll_max_ms = b->poll_min_ms;
+  return -1;
+}
+
+/* Settings from the config file (or the environment), then the command line; logging
+ * as they say. */
+static bool load_settings(struct afs_broker *b, const struct args *a) {
+  struct afs_error err = {0};
+  if (a->config_file ? !afs_config_from_file(&b->cfg, a->config_file, &err)
+                     : (afs_config_from_env(&b->cfg), false)) {
+    fprintf(stderr, "assetfs-broker: %s\n", err.msg);
+    return false;
+  }
+  for (int i = 0; i < a->nsets; i++)
+    if (!afs_config_set(&b->cfg, a->sets[i].key, a->sets[i].value, &err)) {
+      fprintf(stderr, "assetfs-broker: %s\n", err.msg);
+      return false;
+    }
+  enum afs_log_level level;
+  if (!afs_log_parse_level(b->cfg.log_level ? b->cfg.log_level : "info", &level)) {
+    fprintf(stderr, "assetfs-broker: unknown log level '%s'\n", b->cfg.log_level);
+    return false;
+  }
+  afs_log_init("assetfs-broker", level, a->use_syslog);
+  afs_log_add_secret(b->cfg.s3_secret_key);
+  mongoc_log_set_handler(on_mongoc_log, NULL);
+  afs_test_pause_env("ASSETFS_BROKER_TEST_PAUSE"); /* before any thread: test_pause.h */
+  return true;
+}
+
+/* The S3 client, the seal key and this broker's lease identity. */
+static void s3_init(struct afs_broker *b) {
+  afs_s3_target_from_config(&b->s3, &b->cfg);
+  afs_s3_client_init(&b->s3c, &b->s3);
+  /* A worker holds its record's lease while it waits: a short in-request retry covers a
+   * blip, anything longer goes back to the queue (AFS_RETRY_MS) instead. */
+  b->s3c.max_attempts = 2;
+  b->s3c.connect_timeout_s = 5;
+  b->s3c.timeout_s = 20;
+  derive_seal_key(b);
+  make_owner_id();
+}
+
+/* MongoDB may not be up yet (or down for a while): waits for it and its indexes. false
+ * when a signal asked to stop first. */
+static bool wait_for_mongo(struct afs_broker *b, const sigset_t *sigs) {
+  struct afs_error err = {0};
+  for (int attempt = 0;; attempt++) {
+    if (afs_db_ping(&b->db, &err) && afs_indexes_ensure(&b->db, &err))
+      return true;
+    if (attempt == 0)
+      afs_warn("%s; retrying", err.msg);
+    int sig;
+    sigset_t pending;
+    sigpending(&pending);
+    if (sigismember(&pending, SIGTERM) || sigismember(&pending, SIGINT)) {
+      sigwait(sigs, &sig);
+      afs_info("stopped before MongoDB was reachable");
+      return false;
+    }
+    struct timespec ts = {0, 500000000L};
+    nanosleep(&ts, NULL);
+  }
+}
+
+/* Runs the broker until SIGTERM or SIGINT: the loop in its own thread, this one waiting
+ * for the signal. The exit code. */
+static int serve(struct afs_broker *b, const sigset_t *sigs) {
+  afs_endpoints_publish(&b->db, &b->cfg, &b->s3); /* before signing: mounts learn our origins */
+  afs_info("assetfs-broker %s ready: database %s, bucket %s, %d workers, id %s", ASSETFS_VERSION,
+           b->cfg.database, b->cfg.s3_bucket, b->workers, afs_lease_owner());
+  pthread_t runner;
+  if (pthread_create(&runner, NULL, run_thread, b)) {
+    afs_err("cannot start the broker loop");
+    return 1;
+  }
+  int sig = 0;
+  sigwait(sigs, &sig);
+  afs_info("%s received: finishing in-flight work and releasing leases",
+           sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  atomic_store(&b->stop, true);
+  pthread_join(runner, NULL);
+  afs_broker_dbstats_log();
+  afs_info("stopped");
+  return 0;
+}
+
+int main(int argc, char *argv[]) {
+  static struct afs_broker b;
+  struct afs_error err = {0};
+  struct args a = {0};
+  bool curl_inited = false;
   b.workers = 32;
   b.batch = 32;
   b.poll_min_ms = 5;
   b.poll_max_ms = 100;
   afs_config_defaults(&b.cfg);
-
-  int ch;
-  while ((ch = getopt_long(argc, argv, "+c:l:d:m:s:w:hV", opts, NULL)) != -1) {
-    switch (ch) {
-    case 'c':
-      config_file = optarg;
-      break;
-    case 'l':
-    case 'd':
-    case 'm':
-      if (nsets < 64)
-        sets[nsets++] = (typeof(sets[0])){ch == 'l'   ? "log_level"
-                                          : ch == 'd' ? "database"
-                                                      : "mongo_uri",
-                                          optarg};
-      break;
-    case 's': {
-      char *eq = strchr(optarg, '=');
-      if (!eq || nsets >= 64 || nowned >= 64) {
-        fprintf(stderr, "assetfs-broker: --set needs KEY=VALUE\n");
-        goto out;
-      }
-      char *k = strndup(optarg, (size_t)(eq - optarg));
-      owned[nowned++] = k;
-      sets[nsets++] = (typeof(sets[0])){k, eq + 1};
-      break;
-    }
-    case 'w':
-      if (!parse_int(optarg, 1, 256, &b.workers)) {
-        fprintf(stderr, "assetfs-broker: --workers must be 1..256\n");
-        goto out;
-      }
-      break;
-    case OPT_BATCH:
-      if (!parse_int(optarg, 1, 1000, &b.batch)) {
-        fprintf(stderr, "assetfs-broker: --batch must be 1..1000\n");
-        goto out;
-      }
-      break;
-    case OPT_PMIN:
-    case OPT_PMAX:
-      if (!parse_int(optarg, 1, 60000, ch == OPT_PMIN ? &b.poll_min_ms : &b.poll_max_ms)) {
-        fprintf(stderr, "assetfs-broker: poll intervals must be 1..60000 ms\n");
-        goto out;
-      }
-      break;
-    case OPT_SYSLOG:
-      use_syslog = true;
-      break;
-    case 'h':
-      usage(stdout);
-      rc = 0;
-      goto out;
-    case 'V':
-      printf("assetfs-broker %s\n", ASSETFS_VERSION);
-      rc = 0;
-      goto out;
-    default:
-      usage(stderr);
-      rc = 2;
-      goto out;
-    }
-  }
-  if (b.poll_max_ms < b.poll_min_ms)
-    b.poll_max_ms = b.poll_min_ms;
+  int rc = parse_args(argc, argv, &b, &a);
+  if (rc >= 0)
+    goto out;
+  rc = 1;
   if (optind < argc && !strcmp(argv[optind], "keygen")) { /* needs no settings */
     rc = afs_keygen_cmd(argc - optind, argv + optind);
     goto out;
   }
-
-  if (config_file) {
-    if (!afs_config_from_file(&b.cfg, config_file, &err)) {
-      fprintf(stderr, "assetfs-broker: %s\n", err.msg);
-      goto out;
-    }
-  } else {
-    afs_config_from_env(&b.cfg);
-  }
-  for (int i = 0; i < nsets; i++)
-    if (!afs_config_set(&b.cfg, sets[i].key, sets[i].value, &err)) {
-      fprintf(stderr, "assetfs-broker: %s\n", err.msg);
-      goto out;
-    }
-  enum afs_log_level level;
-  if (!afs_log_parse_level(b.cfg.log_level ? b.cfg.log_level : "info", &level)) {
-    fprintf(stderr, "assetfs-broker: unknown log level '%s'\n", b.cfg.log_level);
+  if (!load_settings(&b, &a))
     goto out;
-  }
-  afs_log_init("assetfs-broker", level, use_syslog);
-  afs_log_add_secret(b.cfg.s3_secret_key);
-  mongoc_log_set_handler(on_mongoc_log, NULL);
-  afs_test_pause_env("ASSETFS_BROKER_TEST_PAUSE"); /* before any thread: test_pause.h */
-
   if (optind < argc && !strcmp(argv[optind], "sign")) {
     rc = afs_sign_cmd(argc - optind, argv + optind, &b.cfg);
     goto out;
@@ -232,20 +309,12 @@ int main(int argc, char *argv[]) {
     afs_err("%s", err.msg);
     goto out;
   }
-  afs_s3_target_from_config(&b.s3, &b.cfg);
-  afs_s3_client_init(&b.s3c, &b.s3);
-  /* A worker holds its record's lease while it waits: a short in-request retry covers a
-   * blip, anything longer goes back to the queue (AFS_RETRY_MS) instead. */
-  b.s3c.max_attempts = 2;
-  b.s3c.connect_timeout_s = 5;
-  b.s3c.timeout_s = 20;
-  derive_seal_key(&b);
-  make_owner_id();
+  s3_init(&b);
   /* Not thread-safe, so before any worker exists (curl_easy_init would do it lazily). */
   curl_global_init(CURL_GLOBAL_DEFAULT);
   curl_inited = true;
 
-  /* Signals go to the main thread only (sigwait below); workers inherit the mask. */
+  /* Signals go to the main thread only (sigwait); workers inherit the mask. */
   sigset_t sigs;
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGTERM);
@@ -259,50 +328,11 @@ int main(int argc, char *argv[]) {
   }
   if (!afs_broker_dbstats_install(b.db.pool))
     afs_warn("cannot count MongoDB commands");
-  /* MongoDB may not be up yet (or down for a while): wait, do not exit. */
-  for (int attempt = 0;; attempt++) {
-    if (afs_db_ping(&b.db, &err) && afs_indexes_ensure(&b.db, &err))
-      break;
-    if (attempt == 0)
-      afs_warn("%s; retrying", err.msg);
-    struct timespec ts = {0, 0};
-    int sig;
-    sigset_t pending;
-    sigpending(&pending);
-    if (sigismember(&pending, SIGTERM) || sigismember(&pending, SIGINT)) {
-      sigwait(&sigs, &sig);
-      afs_info("stopped before MongoDB was reachable");
-      rc = 0;
-      goto close_db;
-    }
-    ts.tv_nsec = 500000000L;
-    nanosleep(&ts, NULL);
-  }
-  afs_endpoints_publish(&b.db, &b.cfg, &b.s3); /* before signing: mounts learn our origins */
-  afs_info("assetfs-broker %s ready: database %s, bucket %s, %d workers, id %s", ASSETFS_VERSION,
-           b.cfg.database, b.cfg.s3_bucket, b.workers, afs_lease_owner());
-
-  pthread_t runner;
-  /* The loop runs in its own thread so this one can wait for signals. */
-  if (pthread_create(&runner, NULL, run_thread, &b)) {
-    afs_err("cannot start the broker loop");
-    goto close_db;
-  }
-  int sig = 0;
-  sigwait(&sigs, &sig);
-  afs_info("%s received: finishing in-flight work and releasing leases",
-           sig == SIGTERM ? "SIGTERM" : "SIGINT");
-  atomic_store(&b.stop, true);
-  pthread_join(runner, NULL);
-  afs_broker_dbstats_log();
-  afs_info("stopped");
-  rc = 0;
-close_db:
+  rc = wait_for_mongo(&b, &sigs) ? serve(&b, &sigs) : 0;
   afs_db_close(&b.db);
   mongoc_cleanup();
 out:
-  for (int i = 0; i < nowned; i++)
-    free(owned[i]);
+  args_free(&a);
   afs_config_free(&b.cfg);
   if (curl_inited)
     curl_global_cleanup();

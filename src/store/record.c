@@ -223,6 +223,31 @@ bool afs_record_check(const struct afs_record *r, uint64_t mask, struct afs_erro
   return afs_error_set(err, EINVAL, "%s is not valid", d->name);
 }
 
+/* ---- upload statuses ---- */
+
+static const char *const status_names[] = {
+    [AFS_US_NONE] = "",
+    [AFS_US_PENDING] = AFS_UPLOAD_PENDING,
+    [AFS_US_INITIALIZED] = AFS_UPLOAD_INITIALIZED,
+    [AFS_US_UPLOADED] = AFS_UPLOAD_UPLOADED,
+    [AFS_US_COMPLETED] = AFS_UPLOAD_COMPLETED,
+    [AFS_US_ERROR] = AFS_UPLOAD_ERROR,
+    [AFS_US_OTHER] = "(unknown)",
+};
+
+enum afs_upload_status afs_upload_status_of(const char *s) {
+  if (!s || !*s)
+    return AFS_US_NONE;
+  for (int i = AFS_US_PENDING; i < AFS_US_OTHER; i++)
+    if (!strcmp(s, status_names[i]))
+      return (enum afs_upload_status)i;
+  return AFS_US_OTHER;
+}
+
+const char *afs_upload_status_name(enum afs_upload_status st) {
+  return (unsigned)st <= AFS_US_OTHER ? status_names[st] : "(unknown)";
+}
+
 /* ---- function calls ---- */
 
 static void call_bad(struct afs_call_rec *c, unsigned bit, const struct afs_error *e) {

@@ -175,7 +175,7 @@ static bool fake_fetch(void *ctx, const char *id, struct record_state *rs, struc
     if (f->auto_sign && !strcmp(r->status, "pending"))
       fake_copy(r->status, sizeof r->status, "initialized");
     rs->exists = true;
-    fake_copy(rs->status, sizeof rs->status, r->status);
+    rs->status = afs_upload_status_of(r->status);
     if (!strcmp(r->status, "initialized")) {
       char url[256];
       snprintf(url, sizeof url, "%s/%s", f->put_base, r->id);
@@ -186,13 +186,14 @@ static bool fake_fetch(void *ctx, const char *id, struct record_state *rs, struc
   return true;
 }
 
-static bool fake_batch_status(void *ctx, char (*ids)[AFS_OID_HEX], int n, char (*out)[32]) {
+static bool fake_batch_status(void *ctx, char (*ids)[AFS_OID_HEX], int n,
+                              enum afs_upload_status *out) {
   struct fake_store *f = ctx;
   bool ok = fake_enter(f, F_BATCH_STATUS, NULL);
   pthread_mutex_lock(&f->mu);
   for (int i = 0; i < n; i++) {
     struct fake_rec *r = ok ? fake_rec_locked(f, ids[i]) : NULL;
-    fake_copy(out[i], sizeof out[i], r ? r->status : "");
+    out[i] = r ? afs_upload_status_of(r->status) : AFS_US_NONE;
   }
   pthread_mutex_unlock(&f->mu);
   return ok;

@@ -234,11 +234,15 @@ static void test_outages(void) {
   CHECK(F.calls[FB_RELEASE] == 1 && unanswered());
   CHECK(call("CosyncRefreshAsset", "u1", hex(A_SEALED)) == AFS_RETRY);
   CHECK(F.calls[FB_RELEASE] == 2 && unanswered());
+  char two[60]; /* a list too: a partial answer would be final */
+  snprintf(two, sizeof two, "%s,%s", hex(A_SEALED), hex(A_PUBLIC));
+  CHECK(call("CosyncRefreshAsset", "u1", two) == AFS_RETRY);
+  CHECK(F.calls[FB_RELEASE] == 3 && unanswered());
   F.down[FB_GET] = false;
 
   F.down[FB_ASSET_SET] = true;
   CHECK(call("CosyncArchiveAsset", "u1", hex(A_SEALED)) == AFS_RETRY);
-  CHECK(F.calls[FB_RELEASE] == 3 && unanswered());
+  CHECK(F.calls[FB_RELEASE] == 4 && unanswered());
   F.down[FB_ASSET_SET] = false;
 
   /* The answer cannot be written: retried too. */

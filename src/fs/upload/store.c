@@ -77,7 +77,7 @@ bool afs_rec_fetch(struct afs_uploader *up, const char *id, struct record_state 
 }
 
 bool afs_rec_batch_status(struct afs_uploader *up, char (*ids)[AFS_OID_HEX], int n,
-                          char (*out)[32]) {
+                          enum afs_upload_status *out) {
   return STORE(up)->batch_status(up->store.ctx, ids, n, out);
 }
 

@@ -16,11 +16,12 @@
 
 #include "assetfs/cosync.h"
 #include "assetfs/error.h"
-#include "assetfs/naming.h" /* enum afs_part: the original, its cuts, a video's preview */
+#include "assetfs/naming.h"
+#include "assetfs/records.h" /* enum afs_part: the original, its cuts, a video's preview */
 
 /* What an upload record says, as the pipeline needs it. */
 struct record_state {
-  char status[32];
+  enum afs_upload_status status;
   char error[400];
   char *write_url[AFS_PART_COUNT]; /* owned; afs_rec_state_free */
   bool exists;
@@ -54,9 +55,9 @@ struct afs_upload_store_ops {
   bool (*abandon)(void *ctx, const char *id, struct afs_error *err);
   /* Upload record id's state (rs->exists false when there is none). */
   bool (*fetch)(void *ctx, const char *id, struct record_state *rs, struct afs_error *err);
-  /* Statuses of n upload records: out[i] "" when not found. false: some could not be
-   * read (those are ""). */
-  bool (*batch_status)(void *ctx, char (*ids)[AFS_OID_HEX], int n, char (*out)[32]);
+  /* Statuses of n upload records: out[i] AFS_US_NONE when not found. false: some could
+   * not be read (those are AFS_US_NONE). */
+  bool (*batch_status)(void *ctx, char (*ids)[AFS_OID_HEX], int n, enum afs_upload_status *out);
   /* fn(fctx, id) for every upload record of this mount's session in status. */
   bool (*session_scan)(void *ctx, const char *status, void (*fn)(void *fctx, const char *id),
                        void *fctx, struct afs_error *err);

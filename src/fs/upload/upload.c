@@ -113,23 +113,23 @@ char *afs_up_label(struct afs_uploader *up, struct afs_wfile *wf) {
  * left to upload (state set), -1 on a transient error. Never makes a second asset for
  * bytes whose record was already marked uploaded. */
 static int resume_check(struct afs_uploader *up, struct afs_wfile *wf, struct afs_error *err) {
-  char ids[1][AFS_OID_HEX], status[1][32];
+  char ids[1][AFS_OID_HEX];
+  enum afs_upload_status st;
   bool active = false;
   pthread_mutex_lock(&wf->mu);
   memcpy(ids[0], wf->id, sizeof ids[0]);
   pthread_mutex_unlock(&wf->mu);
   if (!ids[0][0])
     return 1;
-  if (!afs_rec_batch_status(up, ids, 1, status)) {
+  if (!afs_rec_batch_status(up, ids, 1, &st)) {
     afs_error_set(err, EIO, "cannot read upload record %s", ids[0]);
     return -1;
   }
-  const char *st = status[0];
-  if (!strcmp(st, ST_PENDING) || !strcmp(st, ST_INITIALIZED))
+  if (st == AFS_US_PENDING || st == AFS_US_INITIALIZED)
     return 1;
-  if (!strcmp(st, ST_UPLOADED) || !strcmp(st, ST_COMPLETED))
+  if (st == AFS_US_UPLOADED || st == AFS_US_COMPLETED)
     return afs_wf_resume_uploaded(wf, true) ? 0 : 1;
-  if (!st[0] && !afs_rec_asset_active(up, ids[0], &active, err))
+  if (st == AFS_US_NONE && !afs_rec_asset_active(up, ids[0], &active, err))
     return -1;
   /* Completed, and its upload record cleaned up since: nothing to send again. Refused,
    * or gone: a new record if we upload. */

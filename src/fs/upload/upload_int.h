@@ -16,13 +16,6 @@
 #include "upload/store.h"
 #include "upload/upload.h"
 
-/* Statuses of CosyncAssetUpload (DESIGN.md §2). */
-#define ST_PENDING AFS_UPLOAD_PENDING
-#define ST_INITIALIZED AFS_UPLOAD_INITIALIZED
-#define ST_UPLOADED AFS_UPLOAD_UPLOADED
-#define ST_COMPLETED AFS_UPLOAD_COMPLETED
-#define ST_ERROR AFS_UPLOAD_ERROR
-
 struct afs_uploader {
   struct afs_staging *st;           /* the files it uploads */
   struct afs_catalog *cat;          /* told about completions, renames, captions */
@@ -143,8 +136,8 @@ bool afs_rec_set_uploaded(struct afs_uploader *up, const char *id, const struct 
 /* Whether the CosyncAsset with this _id exists and is active (*active). */
 bool afs_rec_asset_active(struct afs_uploader *up, const char *id, bool *active,
                           struct afs_error *err);
-/* Statuses of upload records by id: out[i] "" when not found. */
+/* Statuses of upload records by id: out[i] AFS_US_NONE when not found. */
 bool afs_rec_batch_status(struct afs_uploader *up, char (*ids)[AFS_OID_HEX], int n,
-                          char (*out)[32]);
+                          enum afs_upload_status *out);
 
 #endif

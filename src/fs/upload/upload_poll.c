@@ -133,13 +133,13 @@ static void lost_record(struct afs_uploader *up, struct afs_wfile *wf, const cha
  * complete it: upload again on the same record (same keys, same bytes), which also sets
  * `uploaded` again. The grace period keeps a read that raced our own update harmless. */
 static void record_regressed(struct afs_uploader *up, struct afs_wfile *wf, const char *id,
-                             const char *status, int64_t now) {
+                             enum afs_upload_status status, int64_t now) {
   if (!afs_wf_regressed(wf, id, now))
     return;
   char *label = afs_up_label(up, wf);
   afs_warn("%s: upload record %s went back to '%s' after it was marked uploaded (an update "
            "lost by the database); uploading again on the same record",
-           label, id, status);
+           label, id, afs_upload_status_name(status));
   free(label);
   afs_up_queue_push(up, wf);
 }
@@ -175,7 +175,7 @@ static bool still_uploaded(struct afs_uploader *up, struct idset *set, int64_t n
   if (now < up->c_next_ms)
     return false;
   struct afs_error err = {0};
-  bool ok = afs_rec_session_scan(up, ST_UPLOADED, idset_add, set, &err);
+  bool ok = afs_rec_session_scan(up, AFS_UPLOAD_UPLOADED, idset_add, set, &err);
   int64_t cost = afs_monotonic_ms() - now;
   up->c_next_ms = now + (20 * cost > 3000 ? 20 * cost : 3000);
   if (!ok) {
@@ -228,7 +228,7 @@ static bool worker_pass(struct afs_uploader *up) {
   bool one_by_one = !scanned && (n_uploaded <= SCAN_MIN || now >= up->c_next_ms);
 
   char(*ids)[AFS_OID_HEX] = calloc(total ? total : 1, sizeof *ids);
-  char(*status)[32] = calloc(total ? total : 1, sizeof *status);
+  enum afs_upload_status *status = calloc(total ? total : 1, sizeof *status);
   int *idx = calloc(total ? total : 1, sizeof *idx);
   int polled = 0;
   bool active = false, any_retry = false;
@@ -272,17 +272,16 @@ static bool worker_pass(struct afs_uploader *up) {
   if (polled > 0 && afs_rec_batch_status(up, ids, polled, status)) {
     for (int k = 0; k < polled; k++) {
       struct afs_wfile *wf = all[idx[k]];
-      if (!strcmp(status[k], ST_COMPLETED)) {
+      if (status[k] == AFS_US_COMPLETED) {
         on_completed(up, wf, ids[k]);
-      } else if (!strcmp(status[k], ST_ERROR)) {
+      } else if (status[k] == AFS_US_ERROR) {
         afs_wf_refused(wf, ids[k]);
         afs_warn("the broker rejected the upload of %s (record %s)", wf->staging_path, ids[k]);
-      } else if (idx[k] < n && !status[k][0]) {
+      } else if (idx[k] < n && status[k] == AFS_US_NONE) {
         lost_record(up, wf, ids[k]);
-      } else if (idx[k] < n &&
-                 (!strcmp(status[k], ST_PENDING) || !strcmp(status[k], ST_INITIALIZED))) {
+      } else if (idx[k] < n && (status[k] == AFS_US_PENDING || status[k] == AFS_US_INITIALIZED)) {
         record_regressed(up, wf, ids[k], status[k], now);
-      } else if (idx[k] >= n && !status[k][0]) {
+      } else if (idx[k] >= n && status[k] == AFS_US_NONE) {
         /* An orphan whose record vanished: nothing left to delete. */
         afs_wf_orphan_settled(wf);
       } else if (idx[k] >= n) {

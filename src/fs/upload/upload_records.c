@@ -101,8 +101,8 @@ static bson_t *pending_doc(struct afs_uploader *up, const struct afs_pending_rec
                BCON_UTF8(o->uid), AFS_F_SESSION, BCON_UTF8(o->session_id), "extra", BCON_UTF8(""),
                AFS_F_ASSET_PARTITION, BCON_UTF8(partition), AFS_F_FILE_PATH, BCON_UTF8(file_path),
                AFS_F_CONTENT_TYPE, BCON_UTF8(content_type), AFS_F_HOURS,
-               BCON_DOUBLE(o->expiration_hours), AFS_F_STATUS, BCON_UTF8(ST_PENDING), AFS_F_CREATED,
-               BCON_DATE_TIME(t), AFS_F_UPDATED, BCON_DATE_TIME(t));
+               BCON_DOUBLE(o->expiration_hours), AFS_F_STATUS, BCON_UTF8(AFS_UPLOAD_PENDING),
+               AFS_F_CREATED, BCON_DATE_TIME(t), AFS_F_UPDATED, BCON_DATE_TIME(t));
   return doc;
 }
 
@@ -144,9 +144,9 @@ static bool m_delete_unused(void *ctx, const char *id, bool *gone, struct afs_er
   *gone = true;
   if (!oid_from_hex(id, &oid))
     return true;
-  bson_t *filter =
-      BCON_NEW(AFS_F_ID, BCON_OID(&oid), AFS_F_STATUS, "{", "$in", "[", BCON_UTF8(ST_PENDING),
-               BCON_UTF8(ST_INITIALIZED), BCON_UTF8(ST_ERROR), "]", "}");
+  bson_t *filter = BCON_NEW(AFS_F_ID, BCON_OID(&oid), AFS_F_STATUS, "{", "$in", "[",
+                            BCON_UTF8(AFS_UPLOAD_PENDING), BCON_UTF8(AFS_UPLOAD_INITIALIZED),
+                            BCON_UTF8(AFS_UPLOAD_ERROR), "]", "}");
   struct dbh h;
   bson_t reply;
   bson_error_t berr;
@@ -176,8 +176,7 @@ static void state_read(const bson_t *doc, struct record_state *rs) {
   struct afs_record r;
   afs_record_read(doc, &r);
   rs->exists = true;
-  if (r.status)
-    snprintf(rs->status, sizeof rs->status, "%s", r.status);
+  rs->status = afs_upload_status_of(r.status);
   if (r.error)
     snprintf(rs->error, sizeof rs->error, "%s", r.error);
   for (int i = 0; i < AFS_PART_COUNT; i++)
@@ -222,7 +221,7 @@ static bool m_set_uploaded(void *ctx, const char *id, const struct meta *m, cons
   bson_t *filter = BCON_NEW(AFS_F_ID, BCON_OID(&oid));
   bson_t update = BSON_INITIALIZER, set;
   BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
-  BSON_APPEND_UTF8(&set, AFS_F_STATUS, ST_UPLOADED);
+  BSON_APPEND_UTF8(&set, AFS_F_STATUS, AFS_UPLOAD_UPLOADED);
   BSON_APPEND_INT64(&set, AFS_F_SIZE, m->size);
   if (m->has_dims) {
     BSON_APPEND_INT32(&set, "xRes", m->x_res);
@@ -390,7 +389,8 @@ static int m_asset_rename_dir(void *ctx, const char *partition, const char *from
 /* Statuses of the given upload ids: out[i] is "" when not found. One find by _id per
  * record, each from the primary key: some MongoDB-compatible servers scan the whole
  * collection for an $in over _id. */
-static bool m_batch_status(void *ctx, char (*ids)[AFS_OID_HEX], int n, char (*out)[32]) {
+static bool m_batch_status(void *ctx, char (*ids)[AFS_OID_HEX], int n,
+                           enum afs_upload_status *out) {
   struct afs_uploader *up = ctx;
   bson_t *opts = status_opts();
   struct dbh h;
@@ -401,19 +401,21 @@ static bool m_batch_status(void *ctx, char (*ids)[AFS_OID_HEX], int n, char (*ou
     bson_oid_t oid;
     bson_t doc;
     bool found;
-    out[i][0] = '\0';
+    out[i] = AFS_US_NONE;
     if (!oid_from_hex(ids[i], &oid))
       continue;
     if (!find_by_id(&h, &oid, opts, &doc, &found, &berr)) {
       afs_debug("polling upload records: %s", berr.message);
       ok = false;
     }
-    if (found) {
+    if (found) { /* a record without a (known) status is there all the same */
       bson_iter_t it;
-      snprintf(out[i], sizeof out[i], "%s",
-               bson_iter_init_find(&it, &doc, AFS_F_STATUS) && BSON_ITER_HOLDS_UTF8(&it)
-                   ? bson_iter_utf8(&it, NULL)
-                   : "?");
+      out[i] = afs_upload_status_of(bson_iter_init_find(&it, &doc, AFS_F_STATUS) &&
+                                            BSON_ITER_HOLDS_UTF8(&it)
+                                        ? bson_iter_utf8(&it, NULL)
+                                        : NULL);
+      if (out[i] == AFS_US_NONE)
+        out[i] = AFS_US_OTHER;
     }
     bson_destroy(&doc);
   }

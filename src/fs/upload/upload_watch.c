@@ -29,18 +29,18 @@ static int look(struct afs_uploader *up, const char *id, struct record_state *rs
   int r = 0;
   if (!rs->exists)
     r = -1, afs_error_set(err, AFS_E_RECORD_GONE, "the upload record %s disappeared", id);
-  else if (!strcmp(rs->status, ST_INITIALIZED))
+  else if (rs->status == AFS_US_INITIALIZED)
     r = rs->write_url[AFS_PART_ORIGINAL]
             ? 1
             : (afs_error_set(err, AFS_E_BROKER_REFUSED,
                              "the broker initialized %s without a writeUrl", id),
                -1);
-  else if (!strcmp(rs->status, ST_ERROR))
+  else if (rs->status == AFS_US_ERROR)
     r = -1, afs_error_set(err, AFS_E_BROKER_REFUSED, "the broker refused the upload: %s",
                           rs->error[0] ? rs->error : "(no reason given)");
-  else if (strcmp(rs->status, ST_PENDING) != 0)
-    r = -1,
-    afs_error_set(err, AFS_E_RECORD_GONE, "the upload record %s is already %s", id, rs->status);
+  else if (rs->status != AFS_US_PENDING)
+    r = -1, afs_error_set(err, AFS_E_RECORD_GONE, "the upload record %s is already %s", id,
+                          afs_upload_status_name(rs->status));
   if (r != 1)
     afs_rec_state_free(rs);
   return r;
