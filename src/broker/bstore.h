@@ -36,10 +36,11 @@ struct afs_bcond {
 struct afs_bstore_ops {
   /* ---- leases on one record of `coll` (lease.h) ---- */
   /* Ends the lease held under `token` with $set `set` and $unset `unset` (either may be
-   * NULL). from_status: only while the status is still that (token NULL: a record read
-   * without a claim, while nobody holds a live lease on it). after (may be NULL): the
-   * record as it is afterwards (caller destroys; initialized whatever the result).
-   * 1 applied, 0 not (lease lost, status moved on), -1 error. */
+   * NULL). from_status: only while the status is still that (and if it moved on, the
+   * lease is given back); token NULL: a record read without a claim, changed while
+   * nobody holds a live lease on it. after (may be NULL; only without from_status): the
+   * record as it is afterwards (caller destroys; initialized whatever the result, empty
+   * unless applied). 1 applied, 0 not (lease lost, status moved on), -1 error. */
   int (*finish)(void *ctx, enum afs_bcoll coll, const bson_value_t *id, const char *token,
                 const char *from_status, const bson_t *set, const bson_t *unset, bson_t *after,
                 struct afs_error *err);
@@ -47,7 +48,8 @@ struct afs_bstore_ops {
   int (*renew)(void *ctx, enum afs_bcoll coll, const bson_value_t *id, const char *token,
                const char *status, long lease_ms, bson_t *after, struct afs_error *err);
   /* Gives the record back; nobody claims it for delay_ms. token NULL: a record read without
-   * a claim, deferred while it is in `status` and nobody holds it. Best effort. */
+   * a claim, deferred while it is in `status` (required then) and nobody holds it. Best
+   * effort. */
   void (*release)(void *ctx, enum afs_bcoll coll, const bson_value_t *id, const char *token,
                   const char *status, long delay_ms);
   /* Deletes the record while held under token (NULL: whatever holds it). Same returns. */

@@ -55,7 +55,7 @@ static void l_release(void *ctx, enum afs_bcoll coll, const bson_value_t *id, co
   mongoc_collection_t *c = coll_of(ctx, coll);
   if (token)
     afs_lease_release(c, id, token, delay_ms, NULL);
-  else
+  else if (status) /* unclaimed: only while it is still in that status */
     afs_lease_defer(c, id, status, delay_ms, NULL);
   mongoc_collection_destroy(c);
 }
@@ -204,19 +204,42 @@ static char *regex_quote(const char *s) {
   return out;
 }
 
-/* Runs only when an object already exists at a key, or to keep shared objects: the
- * queries (not pushed down by FerretDB) are rare. */
+/* 1 if a record of coll matches q, 0 if none, -1 (err); destroys q. */
+static int count_used(void *ctx, enum afs_bcoll coll, bson_t *q, struct afs_error *err) {
+  bson_t *opts = BCON_NEW("limit", BCON_INT64(1));
+  mongoc_collection_t *c = coll_of(ctx, coll);
+  bson_error_t berr;
+  int64_t cnt = mongoc_collection_count_documents(c, q, opts, NULL, NULL, &berr);
+  int rc = cnt > 0 ? 1 : 0;
+  if (cnt < 0) {
+    afs_db_error(err, &berr, "MongoDB: asking who uses a key");
+    rc = -1;
+  }
+  mongoc_collection_destroy(c);
+  bson_destroy(opts);
+  bson_destroy(q);
+  return rc;
+}
+
+/* One path (is an asset's object shared?) is a plain equality; the keys of a plan
+ * (asked only when an object already lies at one of them) an $or that FerretDB does not
+ * push down, which is rare. */
 static int a_path_used(void *ctx, enum afs_bcoll coll, const bson_value_t *id,
                        const char *const *paths, size_t n, const char *parent,
                        struct afs_error *err) {
-  bson_t q = BSON_INITIALIZER, or, alt, in, ne, arr;
+  bson_t q = BSON_INITIALIZER, alts, alt, in, ne, arr;
   if (id) {
     BSON_APPEND_DOCUMENT_BEGIN(&q, AFS_F_ID, &ne);
     bson_append_value(&ne, "$ne", 3, id);
     bson_append_document_end(&q, &ne);
   }
-  BSON_APPEND_ARRAY_BEGIN(&q, "$or", & or);
-  BSON_APPEND_DOCUMENT_BEGIN(& or, "0", &alt);
+  if (!parent && n == 1) {
+    /* A top-level equality: the one form FerretDB answers from its index. */
+    BSON_APPEND_UTF8(&q, AFS_F_PATH, paths[0]);
+    return count_used(ctx, coll, &q, err);
+  }
+  BSON_APPEND_ARRAY_BEGIN(&q, "$or", &alts);
+  BSON_APPEND_DOCUMENT_BEGIN(&alts, "0", &alt);
   BSON_APPEND_DOCUMENT_BEGIN(&alt, AFS_F_PATH, &in);
   BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
   for (size_t i = 0; i < n; i++) {
@@ -226,30 +249,18 @@ static int a_path_used(void *ctx, enum afs_bcoll coll, const bson_value_t *id,
   }
   bson_append_array_end(&in, &arr);
   bson_append_document_end(&alt, &in);
-  bson_append_document_end(& or, &alt);
+  bson_append_document_end(&alts, &alt);
   if (parent) {
     char *quoted = regex_quote(parent), *re;
     afs_xasprintf(&re, "^%s(\\.[^/]*)?$", quoted);
-    BSON_APPEND_DOCUMENT_BEGIN(& or, "1", &alt);
+    BSON_APPEND_DOCUMENT_BEGIN(&alts, "1", &alt);
     BSON_APPEND_REGEX(&alt, AFS_F_PATH, re, "");
-    bson_append_document_end(& or, &alt);
+    bson_append_document_end(&alts, &alt);
     free(re);
     free(quoted);
   }
-  bson_append_array_end(&q, & or);
-  bson_t *opts = BCON_NEW("limit", BCON_INT64(1));
-  mongoc_collection_t *c = coll_of(ctx, coll);
-  bson_error_t berr;
-  int64_t cnt = mongoc_collection_count_documents(c, &q, opts, NULL, NULL, &berr);
-  int rc = cnt > 0 ? 1 : 0;
-  if (cnt < 0) {
-    afs_db_error(err, &berr, "MongoDB: asking who uses a key");
-    rc = -1;
-  }
-  mongoc_collection_destroy(c);
-  bson_destroy(opts);
-  bson_destroy(&q);
-  return rc;
+  bson_append_array_end(&q, &alts);
+  return count_used(ctx, coll, &q, err);
 }
 
 /* ---- key claims (key_claims.c) ---- */

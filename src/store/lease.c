@@ -23,21 +23,21 @@ const char *afs_lease_owner(void) {
 }
 
 void afs_lease_append_claimable(bson_t *filter, int64_t now_ms) {
-  bson_t or, c0, c1, in0, not0, in1;
-  BSON_APPEND_ARRAY_BEGIN(filter, "$or", & or);
-  BSON_APPEND_DOCUMENT_BEGIN(& or, "0", &c0);
+  bson_t alts, c0, c1, in0, not0, in1;
+  BSON_APPEND_ARRAY_BEGIN(filter, "$or", &alts);
+  BSON_APPEND_DOCUMENT_BEGIN(&alts, "0", &c0);
   BSON_APPEND_DOCUMENT_BEGIN(&c0, AFS_F_LEASE_UNTIL, &in0);
   BSON_APPEND_DOCUMENT_BEGIN(&in0, "$not", &not0);
   BSON_APPEND_UTF8(&not0, "$type", "date");
   bson_append_document_end(&in0, &not0);
   bson_append_document_end(&c0, &in0);
-  bson_append_document_end(& or, &c0);
-  BSON_APPEND_DOCUMENT_BEGIN(& or, "1", &c1);
+  bson_append_document_end(&alts, &c0);
+  BSON_APPEND_DOCUMENT_BEGIN(&alts, "1", &c1);
   BSON_APPEND_DOCUMENT_BEGIN(&c1, AFS_F_LEASE_UNTIL, &in1);
   BSON_APPEND_DATE_TIME(&in1, "$lt", now_ms);
   bson_append_document_end(&c1, &in1);
-  bson_append_document_end(& or, &c1);
-  bson_append_array_end(filter, & or);
+  bson_append_document_end(&alts, &c1);
+  bson_append_array_end(filter, &alts);
 }
 
 static void append_ids_in(bson_t *q, bson_value_t *ids, size_t n) {

@@ -220,6 +220,39 @@ def test_xattrs_status_and_caption(mount, db):
         os.setxattr(p, "user.other", b"x")
 
 
+def test_caption_not_utf8_is_refused_and_loses_nothing(start_mount, broker, db):
+    """A caption that is not UTF-8 cannot be a Cosync string (nor go into the staged
+    file's journal, which once came out empty and lost the data at the next mount): the
+    setxattr fails with EINVAL and the file uploads with the caption it had."""
+    m = start_mount("writeback")
+    p = m.p("bad-cap.txt")
+    with open(p, "wb") as f:
+        f.write(b"kept")
+        os.setxattr(p, "user.assetfs.caption", b"good")
+        with pytest.raises(OSError) as e:
+            os.setxattr(p, "user.assetfs.caption", b"caf\xc3")
+        assert e.value.errno == errno.EINVAL
+    a = wait_asset(db, "bad-cap.txt")
+    assert a.get("caption") == "good"
+    wait_no_staging(m)
+    with open(p, "rb") as f:
+        assert f.read() == b"kept"
+
+
+def test_partition_name_not_utf8_is_refused(mount, db):
+    """A partition is a string of Cosync records: a top-level folder whose name is not
+    UTF-8 cannot be one, and nothing is made for it."""
+    bad = os.path.join(os.fsencode(mount.path), b"caf\xc3")
+    with pytest.raises(OSError):
+        os.mkdir(bad)
+    with pytest.raises(OSError):
+        open(os.path.join(bad, b"x.txt"), "wb").close()
+    assert b"caf\xc3" not in os.listdir(os.fsencode(mount.path))
+    # pymongo would fail to decode a record holding that name: none was made.
+    assert not [u for u in db.CosyncAssetUpload.find({}, {"assetPartition": 1})
+                if (u.get("assetPartition") or "").startswith("caf")]
+
+
 def test_caption_between_uploaded_and_completed(start_broker, start_mount, db):
     # The broker copies the upload record's caption into the asset when it completes it;
     # a caption set after "uploaded" goes on the record AND on the asset once it exists.

@@ -130,6 +130,20 @@ static bson_t *fb_apply(bson_t *d, const bson_t *set, const bson_t *unset,
 
 static const char *const fb_lease_fields[] = {AFS_F_LEASE_OWNER, AFS_F_LEASE_UNTIL, NULL};
 
+/* A field both set and unset (or set on insert): MongoDB refuses such an update, so the
+ * fake does too, and a handler that builds one fails its test. */
+static bool fb_conflict(const bson_t *a, const bson_t *b, struct afs_error *err) {
+  bson_iter_t it;
+  if (!a || !b || !bson_iter_init(&it, a))
+    return false;
+  while (bson_iter_next(&it))
+    if (bson_has_field(b, bson_iter_key(&it))) {
+      afs_error_set(err, EINVAL, "MongoDB: conflicting update of '%s' (fake)", bson_iter_key(&it));
+      return true;
+    }
+  return false;
+}
+
 /* ---- leases ---- */
 
 static int fb_finish(void *ctx, enum afs_bcoll coll, const bson_value_t *id, const char *token,
@@ -140,16 +154,21 @@ static int fb_finish(void *ctx, enum afs_bcoll coll, const bson_value_t *id, con
     bson_init(after);
   if (!fb_enter(f, FB_FINISH, err))
     return -1;
+  if (fb_conflict(set, unset, err))
+    return -1;
   int i = fb_slot(f, coll, id);
   if (i < 0)
     return 0;
   bson_t *d = f->rec[coll][i];
-  if (token ? !fb_str_is(d, AFS_F_LEASE_OWNER, token) : (!from_status || fb_leased(d)))
+  if (token ? !fb_str_is(d, AFS_F_LEASE_OWNER, token) : fb_leased(d))
     return 0;
-  if (from_status && !fb_str_is(d, AFS_F_STATUS, from_status))
+  if (from_status && !fb_str_is(d, AFS_F_STATUS, from_status)) {
+    if (token) /* moved on: the lease goes back, as lease.c does */
+      f->rec[coll][i] = fb_apply(d, NULL, NULL, fb_lease_fields);
     return 0;
+  }
   f->rec[coll][i] = fb_apply(d, set, unset, fb_lease_fields);
-  if (after) {
+  if (after && !from_status) {
     bson_destroy(after);
     bson_copy_to(f->rec[coll][i], after);
   }
@@ -185,7 +204,7 @@ static void fb_release(void *ctx, enum afs_bcoll coll, const bson_value_t *id, c
     return;
   bson_t *d = f->rec[coll][i];
   if (token ? !fb_str_is(d, AFS_F_LEASE_OWNER, token)
-            : (fb_leased(d) || !fb_str_is(d, AFS_F_STATUS, status)))
+            : (!status || fb_leased(d) || !fb_str_is(d, AFS_F_STATUS, status)))
     return;
   bson_t *set = BCON_NEW(AFS_F_LEASE_UNTIL, BCON_DATE_TIME(afs_now_ms() + delay_ms));
   static const char *const owner[] = {AFS_F_LEASE_OWNER, NULL};
@@ -260,6 +279,9 @@ static int fb_asset_upsert(void *ctx, const bson_value_t *id, const bson_t *set,
                            const bson_t *unset, const bson_t *on_insert, struct afs_error *err) {
   struct fake_bstore *f = ctx;
   if (!fb_enter(f, FB_ASSET_UPSERT, err))
+    return -1;
+  if (fb_conflict(set, unset, err) || fb_conflict(set, on_insert, err) ||
+      fb_conflict(unset, on_insert, err))
     return -1;
   int i = fb_slot(f, AFS_BC_ASSET, id);
   if (i >= 0 && fb_str_is(f->rec[AFS_BC_ASSET][i], AFS_F_STATUS, AFS_ASSET_DELETED))

@@ -63,6 +63,21 @@ int main(void) {
   close(fd);
   CHECK(!afs_journal_read(other, &r, &err));
 
+  /* A field JSON cannot carry (a caption that is not UTF-8): an error, and the journal
+   * already there is kept as it was (an empty one would lose the staged data at the next
+   * mount). */
+  struct afs_journal good = j;
+  good.caption = "kept";
+  CHECK(afs_journal_write(path, &good, true, &err));
+  struct afs_journal badj = j;
+  badj.caption = "caf\xc3";
+  afs_error_clear(&err);
+  CHECK(!afs_journal_write(path, &badj, true, &err) && strstr(err.msg, "UTF-8"));
+  CHECK(afs_journal_read(path, &r, &err));
+  CHECK_STREQ(r.caption, "kept");
+  afs_journal_free(&r);
+  CHECK(access(tmp, F_OK) != 0);
+
   /* a folder that cannot be written: an error, not a crash */
   snprintf(other, sizeof other, "%s/no/such/dir/x.journal", dir);
   afs_error_clear(&err);

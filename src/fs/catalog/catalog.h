@@ -124,7 +124,8 @@ bool afs_catalog_partitions(struct afs_catalog *cat, afs_catalog_partition_cb cb
                             struct afs_error *err);
 
 /* Directory names for partitions (DESIGN.md §7): '%' -> "%25", '/' -> "%2F".
- * Caller frees. decode returns NULL for a malformed name. */
+ * Caller frees. decode returns NULL for a malformed name (a bad %-escape, or not
+ * UTF-8: partitions are strings of Cosync records). */
 char *afs_partition_to_dirname(const char *partition);
 char *afs_partition_from_dirname(const char *dirname);
 

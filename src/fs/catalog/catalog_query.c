@@ -203,18 +203,18 @@ int afs_cat_list_query(struct afs_catalog *cat, const char *partition, const cha
     size_t rl = strlen(quoted) + 2;
     char *re = afs_xmalloc(rl);
     snprintf(re, rl, "^%s", quoted);
-    bson_t or, alt;
-    BSON_APPEND_ARRAY_BEGIN(&q, "$or", & or);
-    BSON_APPEND_DOCUMENT_BEGIN(& or, "0", &alt);
+    bson_t alts, alt;
+    BSON_APPEND_ARRAY_BEGIN(&q, "$or", &alts);
+    BSON_APPEND_DOCUMENT_BEGIN(&alts, "0", &alt);
     BSON_APPEND_REGEX(&alt, AFS_F_FILE_PATH, re, "");
-    bson_append_document_end(& or, &alt);
-    BSON_APPEND_DOCUMENT_BEGIN(& or, "1", &alt);
+    bson_append_document_end(&alts, &alt);
+    BSON_APPEND_DOCUMENT_BEGIN(&alts, "1", &alt);
     BSON_APPEND_NULL(&alt, AFS_F_FILE_PATH);
-    bson_append_document_end(& or, &alt);
-    BSON_APPEND_DOCUMENT_BEGIN(& or, "2", &alt);
+    bson_append_document_end(&alts, &alt);
+    BSON_APPEND_DOCUMENT_BEGIN(&alts, "2", &alt);
     BSON_APPEND_UTF8(&alt, AFS_F_FILE_PATH, "");
-    bson_append_document_end(& or, &alt);
-    bson_append_array_end(&q, & or);
+    bson_append_document_end(&alts, &alt);
+    bson_append_array_end(&q, &alts);
     free(quoted);
     free(re);
   }

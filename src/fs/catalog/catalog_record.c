@@ -229,9 +229,10 @@ char *afs_partition_to_dirname(const char *p) {
 }
 
 char *afs_partition_from_dirname(const char *d) {
-  char *out = malloc(strlen(d) + 1), *o = out;
-  if (!out)
+  /* A partition is a string of Cosync records: a name that is not UTF-8 cannot be one. */
+  if (!afs_utf8_valid(d, strlen(d)))
     return NULL;
+  char *out = afs_xmalloc(strlen(d) + 1), *o = out;
   for (const char *s = d; *s; s++) {
     if (*s != '%') {
       *o++ = *s;

@@ -15,6 +15,7 @@
 #include "assetfs/cosync.h"
 #include "assetfs/http_put.h" /* afs_monotonic_ms */
 #include "assetfs/log.h"
+#include "assetfs/strutil.h"
 #include "fuse/ops_int.h"
 
 #define PREFIX "user.assetfs."
@@ -195,7 +196,9 @@ int afs_op_setxattr(const char *path, const char *name, const char *value, size_
     return strncmp(name, PREFIX, strlen(PREFIX)) == 0 ? -EPERM : -ENOTSUP;
   if (fs->opt.ro)
     return -EROFS;
-  if (memchr(value, '\0', size))
+  /* A caption is a string of a Cosync record: UTF-8, no NUL (and a journal that could
+   * not encode it would be lost). */
+  if (memchr(value, '\0', size) || !afs_utf8_valid(value, size))
     return -EINVAL;
   int rc = lookup(fs, path, &t);
   if (!rc) {

@@ -36,9 +36,17 @@ bool afs_journal_write(const char *path, const struct afs_journal *j, bool durab
   size_t len = 0;
   char *json = bson_as_relaxed_extended_json(&doc, &len);
   bson_destroy(&doc);
-  char *tmp;
-  afs_xasprintf(&tmp, "%s.tmp", path);
+  char *tmp = NULL;
   bool ok = false;
+  if (!json) {
+    /* libbson refuses strings that are not UTF-8. Writing nothing would replace the
+     * journal with an empty one, and the next mount would drop the staged data. */
+    afs_error_set(err, EINVAL,
+                  "cannot write the journal of %s: a field (caption, name) is not valid UTF-8",
+                  path);
+    goto done;
+  }
+  afs_xasprintf(&tmp, "%s.tmp", path);
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) {
     afs_error_set(err, errno, "cannot write %s: %s", tmp, strerror(errno));

@@ -17,6 +17,9 @@
 #include "assetfs/error.h"
 
 #define AFS_JOURNAL_SUFFIX ".journal"
+/* Where resume moves a staged copy whose journal cannot be read (staging_resume.c): in
+ * the cache folder, never looked into by resume. */
+#define AFS_RECOVERED_DIR "recovered"
 
 struct afs_journal {
   char *partition;

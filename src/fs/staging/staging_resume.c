@@ -84,8 +84,35 @@ static bool has_suffix(const char *s, const char *suffix) {
   return n >= k && !strcmp(s + n - k, suffix);
 }
 
+/* A staged copy whose journal cannot be read: its name and place are unknown, but its
+ * bytes may be the only copy of what a user wrote, so they are moved, with the journal,
+ * to the cache's recovered/ folder (which resume never looks into) and the user is told
+ * where. false if they could not be moved (they are then left where they are). */
+static bool keep_unreadable(struct afs_staging *st, const char *jpath, const char *data,
+                            const char *why) {
+  char *dir, *to_data, *to_journal;
+  afs_xasprintf(&dir, "%s/%s", st->dir, AFS_RECOVERED_DIR);
+  afs_xasprintf(&to_data, "%s/%s", dir, strrchr(data, '/') + 1);
+  afs_xasprintf(&to_journal, "%s/%s", dir, strrchr(jpath, '/') + 1);
+  bool ok = (mkdir(dir, 0700) == 0 || errno == EEXIST) && rename(data, to_data) == 0;
+  if (ok) {
+    rename(jpath, to_journal); /* best effort: it may tell the user what the file was */
+    afs_err("a staged file's journal cannot be read (%s); its data is kept in %s: copy it "
+            "back into the mount to upload it",
+            why, to_data);
+  } else {
+    afs_err("a staged file's journal cannot be read (%s), and %s cannot be moved to %s (%s); "
+            "left where it is",
+            why, data, dir, strerror(errno));
+  }
+  free(dir);
+  free(to_data);
+  free(to_journal);
+  return ok;
+}
+
 /* One journal: its entry in the table (a later one at the same path replaces it). */
-static bool adopt(struct afs_staging *st, const char *jname) {
+static bool adopt(struct afs_staging *st, const char *jname, bool *kept) {
   struct afs_error e = {0};
   struct afs_journal j;
   char *jpath, *data;
@@ -95,6 +122,13 @@ static bool adopt(struct afs_staging *st, const char *jname) {
   bool ok = false;
   int fd = -1;
   if (!afs_journal_read(jpath, &j, &e)) {
+    struct stat ds;
+    if (stat(data, &ds) == 0) { /* never drop bytes we cannot place */
+      *kept = !keep_unreadable(st, jpath, data, e.msg);
+      free(jpath);
+      free(data);
+      return false;
+    }
     afs_warn("ignoring %s: %s", jpath, e.msg);
     goto done;
   }
@@ -185,8 +219,14 @@ int afs_staging_resume(struct afs_staging *st) {
   if (n)
     qsort(journals, n, sizeof *journals, cmp_seq);
   int adopted = 0;
+  /* Data files left in place because they could not be moved aside: not debris. */
+  char **left = afs_xcalloc(n ? n : 1, sizeof *left);
+  size_t n_left = 0;
   for (size_t i = 0; i < n; i++) {
-    adopted += adopt(st, journals[i]);
+    bool kept = false;
+    adopted += adopt(st, journals[i], &kept);
+    if (kept)
+      left[n_left++] = afs_xstrndup(journals[i], strlen(journals[i]) - strlen(AFS_JOURNAL_SUFFIX));
     free(journals[i]);
   }
   free(journals);
@@ -196,6 +236,8 @@ int afs_staging_resume(struct afs_staging *st) {
     char *path;
     afs_xasprintf(&path, "%s/%s", st->dir, others[i]);
     bool keep = false;
+    for (size_t k = 0; k < n_left && !keep; k++)
+      keep = !strcmp(left[k], others[i]);
     pthread_mutex_lock(&st->mu);
     for (size_t k = 0; k < st->n_files && !keep; k++)
       keep = !strcmp(st->files[k]->staging_path, path);
@@ -206,5 +248,8 @@ int afs_staging_resume(struct afs_staging *st) {
     free(others[i]);
   }
   free(others);
+  for (size_t k = 0; k < n_left; k++)
+    free(left[k]);
+  free(left);
   return adopted;
 }
