@@ -34,8 +34,9 @@ struct afs_config {
 };
 
 void afs_config_defaults(struct afs_config *c);
-/* Reads ASSETFS_* variables over the current values. */
-void afs_config_from_env(struct afs_config *c);
+/* Reads ASSETFS_* variables over the current values. false (err names the variable) at
+ * the first value that is not valid: never silently ignored. */
+bool afs_config_from_env(struct afs_config *c, struct afs_error *err);
 /* Reads PATH over the current values. Refuses a file that group or others can read. */
 bool afs_config_from_file(struct afs_config *c, const char *path, struct afs_error *err);
 /* Sets one key (as in the file); false if the key is unknown or the value is invalid. */

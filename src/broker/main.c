@@ -197,7 +197,7 @@ static int parse_args(int argc, char *argv[], struct afs_broker *b, struct args 
 static bool load_settings(struct afs_broker *b, const struct args *a) {
   struct afs_error err = {0};
   if (a->config_file ? !afs_config_from_file(&b->cfg, a->config_file, &err)
-                     : (afs_config_from_env(&b->cfg), false)) {
+                     : !afs_config_from_env(&b->cfg, &err)) {
     fprintf(stderr, "assetfs-broker: %s\n", err.msg);
     return false;
   }

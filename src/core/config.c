@@ -96,7 +96,7 @@ bool afs_config_set(struct afs_config *c, const char *key, const char *v, struct
   return afs_error_set(err, EINVAL, "unknown setting '%s'", key);
 }
 
-void afs_config_from_env(struct afs_config *c) {
+bool afs_config_from_env(struct afs_config *c, struct afs_error *err) {
   static const char *keys[] = {
       "mongo_uri",         "database",          "s3_endpoint",          "s3_region",
       "s3_bucket",         "s3_access_key",     "s3_secret_key",        "public_base_url",
@@ -107,9 +107,12 @@ void afs_config_from_env(struct afs_config *c) {
     for (size_t j = 0; keys[i][j]; j++)
       name[8 + j] = (char)toupper((unsigned char)keys[i][j]);
     const char *v = getenv(name);
-    if (v)
-      afs_config_set(c, keys[i], v, NULL);
+    struct afs_error why = {0};
+    if (v && !afs_config_set(c, keys[i], v, &why))
+      /* Never ignored: ASSETFS_KEEP_VERSIONS=y read as "not set" deleted old versions. */
+      return afs_error_set(err, why.code, "%s: %s", name, why.msg);
   }
+  return true;
 }
 
 static char *trim(char *s) {

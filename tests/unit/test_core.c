@@ -74,7 +74,28 @@ static void test_config_file(void) {
   unlink(path);
 }
 
+/* A bad ASSETFS_* value stops the broker with the variable's name: it used to be
+ * skipped, and ASSETFS_KEEP_VERSIONS=y meant "delete old versions". */
+static void test_config_env(void) {
+  struct afs_config c;
+  struct afs_error e = {0};
+  afs_config_defaults(&c);
+  setenv("ASSETFS_KEEP_VERSIONS", "yes", 1);
+  setenv("ASSETFS_LEASE_SECONDS", "30", 1);
+  CHECK(afs_config_from_env(&c, &e) && c.keep_versions && c.lease_seconds == 30);
+  setenv("ASSETFS_KEEP_VERSIONS", "y", 1);
+  CHECK(!afs_config_from_env(&c, &e));
+  CHECK(strstr(e.msg, "ASSETFS_KEEP_VERSIONS") && strstr(e.msg, "not a boolean"));
+  setenv("ASSETFS_KEEP_VERSIONS", "no", 1);
+  setenv("ASSETFS_LEASE_SECONDS", "30s", 1);
+  CHECK(!afs_config_from_env(&c, &e) && strstr(e.msg, "ASSETFS_LEASE_SECONDS"));
+  unsetenv("ASSETFS_KEEP_VERSIONS");
+  unsetenv("ASSETFS_LEASE_SECONDS");
+  afs_config_free(&c);
+}
+
 int main(void) {
+  test_config_env();
   test_redaction();
   test_mongo_password_redacted();
   test_error();

@@ -1,6 +1,7 @@
-"""`assetfs-broker keygen FILE` (issue 14, auth=required): the key files it writes, their
-modes, the public line it prints, checked against OpenSSL's own reading of the key; an
-existing key is never overwritten; usage errors exit 2."""
+"""The broker's command line without a database: `assetfs-broker keygen FILE` (issue 14,
+auth=required: the key files, their modes, the public line, checked against OpenSSL's own
+reading of the key; an existing key is never overwritten; usage errors exit 2), and
+settings from the environment that are not valid stop it with the variable's name."""
 import base64
 import os
 import stat
@@ -44,3 +45,15 @@ def test_keygen_never_overwrites_and_explains(build_dir, tmp_path):
     assert r.returncode == 2 and "usage: assetfs-broker keygen FILE" in r.stderr
     r = keygen(build_dir, str(tmp_path / "no-such-dir" / "k"))
     assert r.returncode == 1 and "cannot create" in r.stderr
+
+
+def test_bad_environment_value_stops_the_broker(build_dir, tmp_path):
+    """An ASSETFS_* value that is not valid stops the broker with the variable's name
+    (it used to be skipped: ASSETFS_KEEP_VERSIONS=y meant "delete old versions")."""
+    env = {"PATH": os.environ.get("PATH", ""), "ASSETFS_KEEP_VERSIONS": "y",
+           "ASSETFS_S3_BUCKET": "b", "ASSETFS_S3_ACCESS_KEY": "a", "ASSETFS_S3_SECRET_KEY": "s",
+           "ASSETFS_MONGO_URI": "mongodb://127.0.0.1:9", "ASSETFS_DATABASE": "d"}
+    r = subprocess.run([broker_exe(build_dir)], env=env, capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 1
+    assert "ASSETFS_KEEP_VERSIONS" in r.stderr and "not a boolean" in r.stderr
