@@ -239,6 +239,24 @@ def test_caption_not_utf8_is_refused_and_loses_nothing(start_mount, broker, db):
         assert f.read() == b"kept"
 
 
+def test_hostile_long_names_do_not_break_listings(mount, db):
+    """Any database writer can make an asset whose partition or file name is longer than
+    a name can be: a partition name is left out of the root's listing (a FUSE listing with
+    a name over 1,024 bytes fails whole), a file name is shown clipped; every other entry
+    is listed. Looking a partition up among several known ones once read past the match
+    (a NULL strcmp: the mount died)."""
+    from fs_read_util import insert_assets
+    insert_assets(db, "ok-part", 1, prefix="fine")
+    insert_assets(db, "p" * 1100, 1)                      # partition: 1,100 bytes
+    insert_assets(db, "ok-part", 1, prefix="n" * 300)     # a 300-byte file name
+    root = os.listdir(mount.path)
+    assert "ok-part" in root and not [n for n in root if len(n.encode()) > 255]
+    names = os.listdir(os.path.join(mount.path, "ok-part"))
+    # The catalog shows a name over 255 bytes clipped (and so usable); nothing is lost.
+    assert "fine00000.txt" in names and len(names) == 2
+    assert all(len(n.encode()) <= 255 for n in names)
+
+
 def test_partition_name_not_utf8_is_refused(mount, db):
     """A partition is a string of Cosync records: a top-level folder whose name is not
     UTF-8 cannot be one, and nothing is made for it."""

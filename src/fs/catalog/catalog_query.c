@@ -591,7 +591,7 @@ bool afs_cat_partition_exists(struct afs_catalog *cat, const char *partition,
     known = 1;
   else if (cat->disc && afs_cat_fresh(cat->disc_at, cat->list_ttl, now)) {
     const char *want = partition;
-    for (char **s = cat->disc; *s; s++)
+    for (char **s = cat->disc; *s && want; s++) /* want is NULL once found */
       find_part_cb(&want, *s);
     known = want == NULL;
   }

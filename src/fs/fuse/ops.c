@@ -11,6 +11,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "assetfs/alloc.h"
 #include "assetfs/http_put.h"
 #include "assetfs/log.h"
 #include "assetfs/mime.h"
@@ -240,11 +241,18 @@ struct names {
   struct afs_fs *fs;
 };
 
+/* A name no program can use (over NAME_MAX bytes: any record may hold one) is left out
+ * of the listing, which would otherwise fail whole: the kernel answers EIO for a
+ * directory with a name over 1,024 bytes. NULL then. */
 static struct dent *names_add(struct names *ns, const char *name) {
+  if (strlen(name) > NAME_MAX) {
+    afs_debug("listing: leaving out a name of %zu bytes (over %d)", strlen(name), NAME_MAX);
+    return NULL;
+  }
   if (ns->n == ns->cap)
-    ns->v = realloc(ns->v, (ns->cap = ns->cap ? ns->cap * 2 : 64) * sizeof *ns->v);
+    ns->v = afs_xrealloc(ns->v, (ns->cap = ns->cap ? ns->cap * 2 : 64) * sizeof *ns->v);
   struct dent *d = &ns->v[ns->n++];
-  d->name = strdup(name);
+  d->name = afs_xstrdup(name);
   d->plus = false;
   return d;
 }
@@ -263,6 +271,8 @@ static int add_partition_cb(void *ctx, const char *partition) {
 static int add_list_cb(void *ctx, const char *name, const struct afs_asset *a) {
   struct names *ns = ctx;
   struct dent *d = names_add(ns, name);
+  if (!d)
+    return 0;
   d->plus = true;
   if (a)
     fill_asset_stat(ns->fs, a, &d->st);
