@@ -115,4 +115,49 @@ bool afs_clients_allows(const struct afs_clients *c, const char *uid, const char
 /* '*'-pattern matching as the clients file means it. */
 bool afs_auth_pattern_match(const char *pattern, const char *s);
 
+/* ---- signed requests (requests.c) ----
+ *
+ * What a client signs, and where the signature goes (docs/internals/auth.md has the
+ * table). Each kind covers the record's _id and the state it asks for, so a signature is
+ * good for one record and one step:
+ *   upload    the upload record as inserted (assetfsSig): _id, uid, _partition,
+ *             assetPartition, filePath, sessionId, expirationHours, contentType,
+ *             createdAt. A client renaming a file in flight signs it again.
+ *   uploaded  its change to `uploaded` (assetfsUploadedSig): _id, uid, status, size, the
+ *             original's ETag, the metadata (xRes, yRes, color, duration, caption, mtime).
+ *   abandon   its mark that the file was removed in flight (assetfsAbandonSig).
+ *   call      a CosyncFunctionCall (assetfsSig): _id, uid, name, args, sessionId,
+ *             createdAt.
+ * And the broker's seal on each asset it writes (assetfsSeal), over what a mount acts on:
+ *   asset     _id, _partition, uid, path, filePath, the five read URLs, expiration,
+ *             status, size, contentType. */
+enum afs_auth_req {
+  AFS_REQ_UPLOAD,
+  AFS_REQ_UPLOADED,
+  AFS_REQ_ABANDON,
+  AFS_REQ_CALL,
+  AFS_REQ_ASSET,
+  AFS_REQ_COUNT
+};
+
+#define AFS_F_AUTH_SIG "assetfsSig"
+#define AFS_F_AUTH_UPLOADED_SIG "assetfsUploadedSig"
+#define AFS_F_AUTH_ABANDON_SIG "assetfsAbandonSig"
+#define AFS_F_AUTH_SEAL "assetfsSeal"
+
+/* The field a request kind's signature is stored in. */
+const char *afs_auth_req_sig_field(enum afs_auth_req kind);
+/* The canonical message of request `kind` over doc's fields (c: afs_canon_free it). */
+void afs_auth_req_canon(enum afs_auth_req kind, const bson_t *doc, struct afs_canon *c);
+/* Signs request `kind` as doc holds it. */
+bool afs_auth_req_sign(const afs_auth_key *k, enum afs_auth_req kind, const bson_t *doc,
+                       char sig[AFS_AUTH_SIG_B64], struct afs_error *err);
+/* Checks request `kind` in doc: signed (its signature field) by a key listed for uid.
+ * false with err saying which: unsigned, unsignable, or not a signature of uid's keys. */
+bool afs_auth_req_verify(const struct afs_clients *c, enum afs_auth_req kind, const bson_t *doc,
+                         const char *uid, struct afs_error *err);
+/* True when doc carries a valid signature of `kind` by pub (the broker's seal). */
+bool afs_auth_doc_signed_by(const uint8_t pub[AFS_AUTH_PUB_LEN], enum afs_auth_req kind,
+                            const bson_t *doc);
+
 #endif

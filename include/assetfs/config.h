@@ -31,6 +31,13 @@ struct afs_config {
   bool keep_versions;        /* superseded assets archived instead of deleted */
   long max_object_size;      /* HEAD size limit; default 5 GiB */
   char *log_level;           /* error|warn|info|debug; default info */
+  /* Who asks (DESIGN.md §4): false = `auth=off`, every database writer is trusted (the
+   * Cosync model); true = `auth=required`, the broker acts only on requests signed by a
+   * key in clients_file, in the partitions it lists, and seals assets with
+   * signing_key_file. */
+  bool auth_required;
+  char *clients_file;     /* UID PUBLIC_KEY PATTERNS, one client per line */
+  char *signing_key_file; /* the broker's Ed25519 key (keygen), for sealing assets */
 };
 
 void afs_config_defaults(struct afs_config *c);

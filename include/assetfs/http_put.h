@@ -35,6 +35,7 @@ struct afs_put_job {
   /* results */
   bool ok;
   long http_status; /* last HTTP status, 0 if none */
+  char etag[130];   /* the ETag S3 answered with, without quotes ("" if none) */
   struct afs_error err;
 };
 

@@ -122,7 +122,8 @@ struct afs_rec_date {
 };
 
 struct afs_record {
-  bson_value_t id; /* BSON_TYPE_EOD when the record has none; see afs_record_done */
+  const bson_t *doc; /* what was read (not owned): signatures are checked on it */
+  bson_value_t id;   /* BSON_TYPE_EOD when the record has none; see afs_record_done */
   const char *uid, *file_path, *content_type, *partition, *asset_partition, *session;
   const char *path; /* the S3 key of the original: 1..AFS_KEY_MAX bytes, or NULL */
   const char *seal, *status, *error, *etag;

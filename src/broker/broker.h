@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "assetfs/auth.h"
 #include "assetfs/config.h"
 #include "assetfs/db.h"
 #include "assetfs/naming.h"
@@ -36,16 +37,57 @@ struct afs_broker {
   struct afs_s3_target s3;  /* presigning */
   struct afs_s3_client s3c; /* HEAD/DELETE; its target is a copy of s3 */
   unsigned char seal_key[32];
-  int workers;     /* worker threads */
-  int batch;       /* records claimed per poll */
-  int poll_min_ms; /* poll interval right after work was found */
-  int poll_max_ms; /* poll interval when idle */
+  struct afs_authz *authz; /* auth=required: the clients (authz.c); NULL with auth=off */
+  afs_auth_key *sign_key;  /* auth=required: signing_key_file, the broker's Ed25519 key */
+  int workers;             /* worker threads */
+  int batch;               /* records claimed per poll */
+  int poll_min_ms;         /* poll interval right after work was found */
+  int poll_max_ms;         /* poll interval when idle */
   atomic_bool stop;
 };
 
 enum afs_outcome { AFS_DONE, AFS_RETRY };
 
 struct afs_bstore; /* what handlers read and change: bstore.h */
+
+/* ---- who may ask (authz.c); every check passes with auth=off (b->authz NULL) ---- */
+/* Reads clients_file when auth=required; false (err) when it cannot be used. */
+bool afs_authz_open(struct afs_broker *b, struct afs_error *err);
+/* Reads clients_file again if it changed (always when force: SIGHUP). A file that does
+ * not parse is reported and not applied. */
+void afs_authz_reload(struct afs_broker *b, bool force);
+void afs_authz_close(struct afs_broker *b);
+/* Request `kind` in doc is signed by a key of uid, and uid may use each of
+ * partitions[0..n). false with err (the reason for the record's `error`). */
+bool afs_authz_check(struct afs_broker *b, enum afs_auth_req kind, const bson_t *doc,
+                     const char *uid, const char *const *partitions, size_t n,
+                     struct afs_error *err);
+/* An upload record's own signature (AFS_REQ_UPLOAD) and both of its partitions; at_init
+ * also that no asset has its _id (a record put back after completing). 1 allowed, 0
+ * refused (err), -1 transient (err). */
+int afs_authz_upload(struct afs_broker *b, struct afs_bstore *st, const struct afs_record *r,
+                     bool at_init, struct afs_error *err);
+/* The caller of a function may act on asset (its partition is one of the caller's);
+ * false with EPERM in err. */
+bool afs_authz_may_change(struct afs_broker *b, const char *caller, const struct afs_record *asset,
+                          struct afs_error *err);
+/* The function calls that change an asset for its client (asset_calls.c). */
+bool afs_asset_call_known(const char *name);
+/* Runs one of them on the call document; the answer goes to result's `result`. */
+bool afs_asset_call(struct afs_broker *b, struct afs_bstore *st, const bson_t *call,
+                    const char *name, const char *caller, bson_t *result, struct afs_error *err);
+/* uid may use partition. */
+bool afs_authz_allows(struct afs_broker *b, const char *uid, const char *partition);
+
+/* The broker's mark on an asset it made `deleted` (assetfsDeletedBy: an HMAC over its
+ * _id). With auth=required the janitor purges only assets carrying a valid mark, so a
+ * `deleted` status written by anyone else removes nothing. */
+#define AFS_F_DELETED_BY "assetfsDeletedBy"
+void afs_broker_deletion_mark(const struct afs_broker *b, const bson_value_t *id, char hex[65]);
+bool afs_broker_deletion_mark_ok(const struct afs_broker *b, const bson_t *doc);
+/* Appends the mark for asset id to an update's $set (one that makes it `deleted`). */
+void afs_broker_append_deletion_mark(const struct afs_broker *b, const bson_value_t *id,
+                                     bson_t *set);
 
 /* What a valid upload record asks for: `rec` is the record as read (its strings point
  * into the document); keys are built deterministically from the record, so planning

@@ -47,6 +47,7 @@ int afs_complete_move_asset(struct afs_bstore *st, const bson_value_t *id, const
 
 /* Marks asset `id` deleted if it is active (the janitor then removes its objects and
  * record): the asset of an abandoned upload. false on a MongoDB error. */
-bool afs_complete_drop_abandoned(struct afs_bstore *st, const bson_value_t *id, const char *ids);
+bool afs_complete_drop_abandoned(struct afs_broker *b, struct afs_bstore *st,
+                                 const bson_value_t *id, const char *ids);
 
 #endif

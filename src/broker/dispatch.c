@@ -603,6 +603,8 @@ static void dispatch_loop(struct ctx *x) {
       p.next_call_purge = afs_now_ms() + p.purge_every_ms;
     }
     bool side_due = afs_now_ms() >= p.next_side;
+    if (side_due)
+      afs_authz_reload(b, false); /* a changed clients_file applies within a second or so */
     int64_t cycle0 = afs_now_ms();
     int found;
     bool full;

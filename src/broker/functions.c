@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assetfs/calls.h"
 #include "assetfs/cosync.h"
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
@@ -89,10 +90,31 @@ static bson_t *get_asset(struct afs_bstore *st, const bson_value_t *id, bool for
   return a;
 }
 
+/* What a refresh answers with: the asset (Cosync's answer); with auth=required only its
+ * _id, read URLs and expiration, since the call record is readable by whoever reads the
+ * collection. Takes a (may be NULL). */
+static bson_t *answer(struct afs_broker *b, bson_t *a) {
+  if (!a || !b->authz)
+    return a;
+  bson_t *out = bson_new();
+  bson_iter_t it;
+  if (bson_iter_init(&it, a))
+    while (bson_iter_next(&it)) {
+      const char *k = bson_iter_key(&it);
+      bool keep = !strcmp(k, AFS_F_ID) || !strcmp(k, AFS_F_EXPIRATION);
+      for (int p = 0; p < AFS_PART_COUNT && !keep; p++)
+        keep = !strcmp(k, afs_read_url_field[p]);
+      if (keep)
+        bson_append_iter(out, k, -1, &it);
+    }
+  bson_destroy(a);
+  return out;
+}
+
 /* Re-signs an active, expiring asset's read URLs. Returns the asset as now stored
  * (caller destroys), or NULL with err. */
 static bson_t *refresh_one(struct afs_broker *b, struct afs_bstore *st, const bson_value_t *id,
-                           struct afs_error *err) {
+                           const char *caller, struct afs_error *err) {
   char ids[80];
   afs_rec_id_str(id, ids, sizeof ids);
   bson_t *a = get_asset(st, id, false, err);
@@ -107,11 +129,18 @@ static bson_t *refresh_one(struct afs_broker *b, struct afs_bstore *st, const bs
   double hours = r.hours.has && r.hours.v >= 0 ? r.hours.v : AFS_READ_HOURS_DEFAULT;
   if (!r.status || strcmp(r.status, AFS_ASSET_ACTIVE)) {
     ok = afs_error_set(err, ENOENT, "asset %s is not active", ids);
+  } else if (!afs_authz_may_change(b, caller, &r, err)) {
+    ok = false;
+  } else if (b->authz && !r.has_seal) {
+    ok = afs_error_set(err, AFS_E_UNTRUSTED,
+                       "asset %s was not made by this broker (no seal): auth=required signs "
+                       "nothing for it",
+                       ids);
   } else if (hours == 0) { /* public: nothing expires */
     afs_record_done(&r);
     bson_destroy(&set);
     bson_destroy(a);
-    return get_asset(st, id, true, err);
+    return answer(b, get_asset(st, id, true, err));
   } else if (!afs_broker_path_trusted(b, &r)) {
     /* Otherwise a client could point its asset at someone else's key and have it signed. */
     ok = afs_error_set(err, AFS_E_UNTRUSTED,
@@ -149,12 +178,13 @@ static bson_t *refresh_one(struct afs_broker *b, struct afs_bstore *st, const bs
   bson_destroy(&set);
   if (ok && !(a = get_asset(st, id, true, err)) && err->code == ENOENT)
     afs_error_set(err, ENOENT, "asset %s vanished while being refreshed", ids);
-  return a;
+  return answer(b, a);
 }
 
 /* Owner-only status change for Remove/Archive. */
-static bool owner_set_status(struct afs_bstore *st, const bson_value_t *id, const char *caller,
-                             const char *fn, const char *status, struct afs_error *err) {
+static bool owner_set_status(struct afs_broker *b, struct afs_bstore *st, const bson_value_t *id,
+                             const char *caller, const char *fn, const char *status,
+                             struct afs_error *err) {
   char ids[80];
   afs_rec_id_str(id, ids, sizeof ids);
   bson_t *a = get_asset(st, id, false, err);
@@ -164,16 +194,22 @@ static bool owner_set_status(struct afs_bstore *st, const bson_value_t *id, cons
   afs_record_read(a, &r);
   const char *owner = r.uid, *cur = r.status;
   bool ok = true;
-  if (!caller || !owner || strcmp(caller, owner)) {
+  if (b->authz) {
+    ok = afs_authz_may_change(b, caller, &r, err); /* a signed caller of its partition */
+  } else if (!caller || !owner || strcmp(caller, owner)) {
     ok = afs_error_set(err, EPERM,
                        "%s: permission denied: only the asset's owner may %s it; "
                        "the caller's uid is not the asset's uid",
                        fn, !strcmp(status, AFS_ASSET_DELETED) ? "remove" : "archive");
+  }
+  if (!ok) {
   } else if (cur && !strcmp(cur, AFS_ASSET_DELETED)) {
     ok = afs_error_set(err, ENOENT, "asset %s is already deleted", ids);
   } else {
     bson_t *set =
         BCON_NEW(AFS_F_STATUS, BCON_UTF8(status), AFS_F_UPDATED, BCON_DATE_TIME(afs_now_ms()));
+    if (!strcmp(status, AFS_ASSET_DELETED))
+      afs_broker_append_deletion_mark(b, id, set);
     bool matched;
     ok = st->ops->asset_set(st->ctx, id, &(struct afs_bcond){.status_not = AFS_ASSET_DELETED}, set,
                             &matched, err);
@@ -223,15 +259,15 @@ static bool store_trouble(const struct afs_error *err) {
 
 /* CosyncRefreshAsset of a list: the refreshed assets, in order; missing or inactive ids
  * are left out, as Cosync did. false only when MongoDB failed (err). */
-static bool refresh_list(struct afs_broker *b, struct afs_bstore *st, const bson_value_t *ids,
-                         size_t nids, bson_t *set, struct afs_error *err) {
+static bool refresh_list(struct afs_broker *b, struct afs_bstore *st, const char *caller,
+                         const bson_value_t *ids, size_t nids, bson_t *set, struct afs_error *err) {
   bson_t arr;
   BSON_APPEND_ARRAY_BEGIN(set, AFS_F_CALL_RESULT, &arr);
   size_t k = 0;
   bool ok = true;
   for (size_t i = 0; i < nids && ok; i++) {
     struct afs_error e1 = {0};
-    bson_t *a = refresh_one(b, st, &ids[i], &e1);
+    bson_t *a = refresh_one(b, st, &ids[i], caller, &e1);
     if (!a && store_trouble(&e1)) { /* a partial answer would be final: retry it all */
       *err = e1;
       ok = false;
@@ -253,9 +289,9 @@ static bool run_call(struct afs_broker *b, struct afs_bstore *st, const struct a
                      struct afs_error *err) {
   const char *name = call->name, *caller = call->uid;
   if (!strcmp(name, "CosyncRefreshAsset") && list)
-    return refresh_list(b, st, ids, nids, set, err);
+    return refresh_list(b, st, caller, ids, nids, set, err);
   if (!strcmp(name, "CosyncRefreshAsset")) {
-    bson_t *a = refresh_one(b, st, &ids[0], err);
+    bson_t *a = refresh_one(b, st, &ids[0], caller, err);
     if (a) {
       BSON_APPEND_DOCUMENT(set, AFS_F_CALL_RESULT, a);
       bson_destroy(a);
@@ -265,8 +301,8 @@ static bool run_call(struct afs_broker *b, struct afs_bstore *st, const struct a
   if (nids != 1)
     return afs_error_set(err, EINVAL, "%s takes one asset id", name);
   bool remove = !strcmp(name, "CosyncRemoveAsset");
-  if (!owner_set_status(st, &ids[0], caller, name, remove ? AFS_ASSET_DELETED : AFS_ASSET_ARCHIVED,
-                        err))
+  if (!owner_set_status(b, st, &ids[0], caller, name,
+                        remove ? AFS_ASSET_DELETED : AFS_ASSET_ARCHIVED, err))
     return false;
   char s[80];
   if (remove)
@@ -293,8 +329,15 @@ enum afs_outcome afs_function_call(struct afs_broker *b, struct afs_bstore *st, 
     return AFS_DONE;
   }
   afs_rec_id_str(&call.id, cids, sizeof cids);
-  bool ok = call_ids(&call, ids, &nids, &list, &err) &&
-            run_call(b, st, &call, ids, nids, list, &set, &err);
+  bool ok;
+  if (!afs_authz_check(b, AFS_REQ_CALL, doc, call.uid, NULL, 0, &err))
+    ok = false; /* auth=required: carried out only when signed by a key of its uid */
+  else if (call.name && !(call.bad & (AFS_CALL_BAD_NAME | AFS_CALL_BAD_UID)) &&
+           afs_asset_call_known(call.name))
+    ok = afs_asset_call(b, st, doc, call.name, call.uid, &set, &err);
+  else
+    ok = call_ids(&call, ids, &nids, &list, &err) &&
+         run_call(b, st, &call, ids, nids, list, &set, &err);
   if (!ok && store_trouble(&err)) {
     st->ops->release(st->ctx, AFS_BC_CALL, &call.id, token, NULL, AFS_RETRY_MS);
     out = AFS_RETRY;
@@ -305,6 +348,7 @@ enum afs_outcome afs_function_call(struct afs_broker *b, struct afs_bstore *st, 
       bson_reinit(&set);
       BSON_APPEND_UTF8(&set, AFS_F_STATUS, AFS_CALL_ERROR);
       BSON_APPEND_UTF8(&set, AFS_F_ERROR, err.msg);
+      BSON_APPEND_UTF8(&set, "errorCode", afs_errno_name(err.code));
     }
     BSON_APPEND_DATE_TIME(&set, AFS_F_UPDATED, afs_now_ms());
     struct afs_error e2 = {0};

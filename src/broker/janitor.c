@@ -14,6 +14,26 @@
 #include "broker.h"
 #include "bstore.h"
 
+/* auth=required: a `deleted` status the broker did not write (no valid deletion mark) is
+ * someone's edit: the asset is made active again and nothing is purged. */
+static enum afs_outcome restore_unmarked(struct afs_bstore *st, const bson_value_t *id,
+                                         const char *token, const char *ids) {
+  struct afs_error err = {0};
+  bson_t *set =
+      BCON_NEW(AFS_F_STATUS, AFS_ASSET_ACTIVE, AFS_F_UPDATED, BCON_DATE_TIME(afs_now_ms()));
+  int rc =
+      st->ops->finish(st->ctx, AFS_BC_ASSET, id, token, AFS_ASSET_DELETED, set, NULL, NULL, &err);
+  bson_destroy(set);
+  if (rc < 0) {
+    afs_transient("asset %s: cannot restore it: %s; will retry", ids, err.msg);
+    return AFS_RETRY;
+  }
+  afs_warn("asset %s: marked deleted without a request the broker carried out (auth=required: "
+           "deleting is a signed CosyncRemoveAsset); restored, nothing purged",
+           ids);
+  return AFS_DONE;
+}
+
 enum afs_outcome afs_asset_purge(struct afs_broker *b, struct afs_bstore *st,
                                  const struct afs_record *rec, const char *token) {
   enum afs_outcome out = AFS_DONE;
@@ -23,6 +43,8 @@ enum afs_outcome afs_asset_purge(struct afs_broker *b, struct afs_bstore *st,
   if (id->value_type == BSON_TYPE_EOD)
     return AFS_DONE;
   afs_rec_id_str(id, ids, sizeof ids);
+  if (b->authz && !afs_broker_deletion_mark_ok(b, rec->doc))
+    return restore_unmarked(st, id, token, ids);
   const char *path = NULL;
   if (afs_broker_record_path(rec, &path) == 1 && afs_broker_path_shared(st, id, path)) {
     afs_warn("asset %s: another record uses %s; keeping the objects", ids, path);

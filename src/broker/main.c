@@ -231,6 +231,20 @@ static void s3_init(struct afs_broker *b) {
   make_owner_id();
 }
 
+/* auth=required: the clients, and the broker's own key (refused if others can read it). */
+static bool auth_init(struct afs_broker *b, struct afs_error *err) {
+  if (!b->cfg.auth_required) {
+    afs_info("auth=off: every database writer is trusted (DESIGN.md §4)");
+    return true;
+  }
+  b->sign_key = afs_auth_key_load(b->cfg.signing_key_file, err);
+  if (!b->sign_key) {
+    afs_error_wrap(err, "signing_key_file");
+    return false;
+  }
+  return afs_authz_open(b, err);
+}
+
 /* MongoDB may not be up yet (or down for a while): waits for it and its indexes. false
  * when a signal asked to stop first. */
 static bool wait_for_mongo(struct afs_broker *b, const sigset_t *sigs) {
@@ -265,7 +279,8 @@ static int serve(struct afs_broker *b, const sigset_t *sigs) {
     return 1;
   }
   int sig = 0;
-  sigwait(sigs, &sig);
+  while (sigwait(sigs, &sig) == 0 && sig == SIGHUP)
+    afs_authz_reload(b, true);
   afs_info("%s received: finishing in-flight work and releasing leases",
            sig == SIGTERM ? "SIGTERM" : "SIGINT");
   atomic_store(&b->stop, true);
@@ -309,6 +324,10 @@ int main(int argc, char *argv[]) {
     afs_err("%s", err.msg);
     goto out;
   }
+  if (!auth_init(&b, &err)) {
+    afs_err("%s", err.msg);
+    goto out;
+  }
   s3_init(&b);
   /* Not thread-safe, so before any worker exists (curl_easy_init would do it lazily). */
   curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -319,6 +338,7 @@ int main(int argc, char *argv[]) {
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGTERM);
   sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP); /* reads clients_file again (auth=required) */
   pthread_sigmask(SIG_BLOCK, &sigs, NULL);
   signal(SIGPIPE, SIG_IGN);
 
@@ -333,6 +353,8 @@ int main(int argc, char *argv[]) {
   mongoc_cleanup();
 out:
   args_free(&a);
+  afs_authz_close(&b);
+  afs_auth_key_free(b.sign_key);
   afs_config_free(&b.cfg);
   if (curl_inited)
     curl_global_cleanup();

@@ -142,6 +142,50 @@ static bool resolve_path(struct completion *c) {
   return true;
 }
 
+/* auth=required: the upload as its client signed it (its fields, partitions and the
+ * change to `uploaded` with the metadata the asset copies). */
+static bool authorized(struct completion *c) {
+  struct afs_error err = {0};
+  int rc = afs_authz_upload(c->b, c->st, c->rec, false, &err);
+  if (rc == 1 && !afs_authz_check(c->b, AFS_REQ_UPLOADED, c->rec->doc, c->rec->uid, NULL, 0, &err))
+    rc = 0;
+  return rc == 1 ? true : fail(c, err.msg);
+}
+
+/* auth=required: the original in the bucket is the one its client signed for (the
+ * ETag its PUT returned), not bytes someone else put at the write URL meanwhile. */
+static bool original_signed(struct completion *c) {
+  if (!c->b->authz)
+    return true;
+  const char *want = c->rec->etag, *got = c->head[AFS_PART_ORIGINAL].etag;
+  size_t wl = want ? strlen(want) : 0;
+  if (wl >= 2 && want[0] == '"' && want[wl - 1] == '"')
+    want++, wl -= 2;
+  if (want && strlen(got) == wl && !strncmp(want, got, wl))
+    return true;
+  char why[AFS_ERROR_MSG_MAX];
+  snprintf(why, sizeof why,
+           "the original in S3 (ETag %s) is not the one uid '%s' signed for (ETag %.*s)", got,
+           c->rec->uid, (int)(want ? wl : 6), want ? want : "(none)");
+  return fail(c, why);
+}
+
+/* auth=required: what a client changed on the record after it was claimed counts only
+ * when signed: a new filePath with the record's signature renewed, an abandonment with
+ * its own. Anything else is someone else's edit. */
+static bool later_change_ok(struct completion *c, const struct afs_record *now, const char *what) {
+  struct afs_error err = {0};
+  if (!c->b->authz)
+    return true;
+  if (!strcmp(what, "abandoned")
+          ? afs_authz_check(c->b, AFS_REQ_ABANDON, now->doc, now->uid, NULL, 0, &err)
+          : afs_authz_upload(c->b, c->st, now, false, &err) == 1)
+    return true;
+  afs_warn("upload %s: %s changed without its client's signature, ignored: %s", c->ids, what,
+           err.msg);
+  return false;
+}
+
 /* The record's fields the asset copies, checked again (a client may have changed them). */
 static bool read_fields(struct completion *c) {
   struct afs_error err = {0};
@@ -157,6 +201,8 @@ static bool read_fields(struct completion *c) {
     return fail(c, "filePath is missing");
   if (!afs_filepath_check(c->fp, strlen(c->fp), &err))
     return fail(c, err.msg);
+  if (!authorized(c))
+    return false;
   copy_metadata(r, &c->set);
   const char *part = r->partition, *apart = r->asset_partition;
   c->target = apart && *apart ? apart : part;
@@ -235,8 +281,10 @@ static bool renew(struct completion *c) {
   }
   afs_record_read(&c->now, &c->now_rec);
   const struct afs_record *r = &c->now_rec;
-  c->abandoned = r->abandoned;
-  if (r->file_path && *r->file_path && afs_filepath_check(r->file_path, strlen(r->file_path), NULL))
+  c->abandoned = r->abandoned && later_change_ok(c, r, "abandoned");
+  if (r->file_path && *r->file_path &&
+      afs_filepath_check(r->file_path, strlen(r->file_path), NULL) &&
+      (!strcmp(r->file_path, c->fp) || later_change_ok(c, r, "filePath")))
     c->fp = r->file_path;
   int64_t now = afs_now_ms(), init_at = r->initialized_at.ms;
   c->version.id = &c->id;
@@ -265,6 +313,8 @@ static void asset_fields(struct completion *c, int64_t now) {
   BSON_APPEND_UTF8(&c->set, AFS_F_ETAG, c->head[AFS_PART_ORIGINAL].etag);
   BSON_APPEND_DATE_TIME(&c->set, AFS_F_MTIME, has_mtime ? mtime : now);
   BSON_APPEND_UTF8(&c->set, AFS_F_STATUS, c->abandoned ? AFS_ASSET_DELETED : AFS_ASSET_ACTIVE);
+  if (c->abandoned)
+    afs_broker_append_deletion_mark(c->b, &c->id, &c->set);
   BSON_APPEND_UTF8(&c->set, AFS_F_SEAL, c->seal);
   BSON_APPEND_DATE_TIME(&c->set, AFS_F_VERSION_AT, c->version.at);
   BSON_APPEND_DATE_TIME(&c->set, AFS_F_COMPLETED_AT, now);
@@ -314,12 +364,13 @@ static void finish(struct completion *c, const char *cur_fp) {
   bool live = !c->abandoned && !c->kept_deleted;
   struct afs_record ar;
   afs_record_read(&after, &ar);
-  if (rc == 1 && live && ar.abandoned) {
-    afs_complete_drop_abandoned(c->st, &c->id, c->ids);
+  if (rc == 1 && live && ar.abandoned && later_change_ok(c, &ar, "abandoned")) {
+    afs_complete_drop_abandoned(c->b, c->st, &c->id, c->ids);
     cur_fp = NULL;
   } else if (rc == 1 && live && cur_fp) {
     const char *last = ar.file_path;
     if (last && *last && strcmp(last, cur_fp) && afs_filepath_check(last, strlen(last), NULL) &&
+        later_change_ok(c, &ar, "filePath") &&
         afs_complete_move_asset(c->st, &c->id, cur_fp, last, c->ids) == 1) {
       afs_complete_supersede(c->b, c->st, &c->version, c->target, last);
       cur_fp = last;
@@ -382,7 +433,7 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, struct afs_bstore *st
   afs_broker_test_pause("complete_claimed", &c.id);
   /* Each phase returns false when the record is done with (c.out says how). */
   int64_t t0 = afs_now_ms(), t_renew = 0, t_upsert = 0, t_sup = 0;
-  if (!resolve_path(&c) || !read_fields(&c) || !check_parts(&c))
+  if (!resolve_path(&c) || !read_fields(&c) || !check_parts(&c) || !original_signed(&c))
     goto done;
   afs_broker_test_pause("complete_checked", &c.id);
   t_renew = afs_now_ms();

@@ -322,6 +322,16 @@ enum afs_outcome afs_upload_init(struct afs_broker *b, struct afs_bstore *st,
     goto done;
   }
   afs_rec_id_str(&r->id, ids, sizeof ids);
+  switch (afs_authz_upload(b, st, r, true, &err)) {
+  case 0:
+    out = afs_upload_fail(st, &r->id, token, err.msg);
+    goto done;
+  case -1:
+    afs_transient("upload %s: cannot check for its asset: %s; will retry", ids, err.msg);
+    st->ops->release(st->ctx, AFS_BC_UPLOAD, &r->id, token, AFS_UPLOAD_PENDING, AFS_RETRY_MS);
+    out = AFS_RETRY;
+    goto done;
+  }
   afs_broker_test_pause("init_claimed", &r->id);
   int64_t t_head = afs_now_ms();
   switch (plan_unique(b, st, &plan, ids, &err)) {

@@ -106,6 +106,8 @@ static void sup_apply(struct afs_broker *b, struct afs_bstore *st, const bson_va
   for (size_t i = 0; i < s->n; i++) {
     bson_t *set =
         BCON_NEW(AFS_F_STATUS, BCON_UTF8(target), AFS_F_UPDATED, BCON_DATE_TIME(afs_now_ms()));
+    if (!b->cfg.keep_versions)
+      afs_broker_append_deletion_mark(b, &s->olds[i], set);
     char ids[80];
     struct afs_error err = {0};
     bool matched;
@@ -174,11 +176,13 @@ int afs_complete_move_asset(struct afs_bstore *st, const bson_value_t *id, const
   return rc;
 }
 
-bool afs_complete_drop_abandoned(struct afs_bstore *st, const bson_value_t *id, const char *ids) {
+bool afs_complete_drop_abandoned(struct afs_broker *b, struct afs_bstore *st,
+                                 const bson_value_t *id, const char *ids) {
   struct afs_error err = {0};
   const struct afs_bcond active = {.status_is = AFS_ASSET_ACTIVE};
   bson_t *set =
       BCON_NEW(AFS_F_STATUS, AFS_ASSET_DELETED, AFS_F_UPDATED, BCON_DATE_TIME(afs_now_ms()));
+  afs_broker_append_deletion_mark(b, id, set);
   bool matched;
   bool ok = st->ops->asset_set(st->ctx, id, &active, set, &matched, &err);
   if (!ok)
@@ -211,7 +215,7 @@ enum afs_sup_result afs_complete_supersede_claimed(struct afs_broker *b, struct 
   if (abandoned) {
     sup_free(&found);
     *cur_fp = NULL;
-    return afs_complete_drop_abandoned(st, self->id, ids) ? AFS_SUP_ABANDONED : AFS_SUP_RETRY;
+    return afs_complete_drop_abandoned(b, st, self->id, ids) ? AFS_SUP_ABANDONED : AFS_SUP_RETRY;
   }
   if (!*moved) {
     sup_apply(b, st, self->id, fp, &found);

@@ -57,11 +57,17 @@ bool afs_config_set(struct afs_config *c, const char *key, const char *v, struct
     const char *name;
     char **field;
   } strs[] = {
-      {"mongo_uri", &c->mongo_uri},         {"database", &c->database},
-      {"s3_endpoint", &c->s3_endpoint},     {"s3_region", &c->s3_region},
-      {"s3_bucket", &c->s3_bucket},         {"s3_access_key", &c->s3_access_key},
-      {"s3_secret_key", &c->s3_secret_key}, {"public_base_url", &c->public_base_url},
+      {"mongo_uri", &c->mongo_uri},
+      {"database", &c->database},
+      {"s3_endpoint", &c->s3_endpoint},
+      {"s3_region", &c->s3_region},
+      {"s3_bucket", &c->s3_bucket},
+      {"s3_access_key", &c->s3_access_key},
+      {"s3_secret_key", &c->s3_secret_key},
+      {"public_base_url", &c->public_base_url},
       {"log_level", &c->log_level},
+      {"clients_file", &c->clients_file},
+      {"signing_key_file", &c->signing_key_file},
   };
   for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
     if (!strcmp(key, strs[i].name)) {
@@ -93,15 +99,35 @@ bool afs_config_set(struct afs_config *c, const char *key, const char *v, struct
       return afs_error_set(err, EINVAL, "%s: '%s' is not a boolean", key, v);
     return true;
   }
+  if (!strcmp(key, "auth")) {
+    if (strcmp(v, "off") && strcmp(v, "required"))
+      return afs_error_set(err, EINVAL, "auth: '%s' is neither off nor required", v);
+    c->auth_required = !strcmp(v, "required");
+    return true;
+  }
   return afs_error_set(err, EINVAL, "unknown setting '%s'", key);
 }
 
 bool afs_config_from_env(struct afs_config *c, struct afs_error *err) {
-  static const char *keys[] = {
-      "mongo_uri",         "database",          "s3_endpoint",          "s3_region",
-      "s3_bucket",         "s3_access_key",     "s3_secret_key",        "public_base_url",
-      "log_level",         "write_url_seconds", "stale_upload_seconds", "lease_seconds",
-      "call_keep_seconds", "keep_versions",     "s3_path_style",        "max_object_size"};
+  static const char *keys[] = {"mongo_uri",
+                               "database",
+                               "s3_endpoint",
+                               "s3_region",
+                               "s3_bucket",
+                               "s3_access_key",
+                               "s3_secret_key",
+                               "public_base_url",
+                               "log_level",
+                               "write_url_seconds",
+                               "stale_upload_seconds",
+                               "lease_seconds",
+                               "call_keep_seconds",
+                               "keep_versions",
+                               "s3_path_style",
+                               "max_object_size",
+                               "auth",
+                               "clients_file",
+                               "signing_key_file"};
   for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
     char name[64] = "ASSETFS_";
     for (size_t j = 0; keys[i][j]; j++)
@@ -187,13 +213,17 @@ bool afs_config_check_broker(const struct afs_config *c, struct afs_error *err) 
                          "ASSETFS_S3_SECRET_KEY, or s3_access_key/s3_secret_key)");
   if (!c->mongo_uri || !c->database)
     return afs_error_set(err, EINVAL, "no MongoDB URI or database configured");
+  if (c->auth_required && (!c->clients_file || !c->signing_key_file))
+    return afs_error_set(err, EINVAL,
+                         "auth=required needs clients_file (ASSETFS_CLIENTS_FILE) and "
+                         "signing_key_file (ASSETFS_SIGNING_KEY_FILE)");
   return true;
 }
 
 void afs_config_free(struct afs_config *c) {
-  char **strs[] = {&c->mongo_uri,     &c->database,        &c->s3_endpoint,
-                   &c->s3_region,     &c->s3_bucket,       &c->s3_access_key,
-                   &c->s3_secret_key, &c->public_base_url, &c->log_level};
+  char **strs[] = {&c->mongo_uri, &c->database,      &c->s3_endpoint,     &c->s3_region,
+                   &c->s3_bucket, &c->s3_access_key, &c->s3_secret_key,   &c->public_base_url,
+                   &c->log_level, &c->clients_file,  &c->signing_key_file};
   for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
     free(*strs[i]);
     *strs[i] = NULL;

@@ -40,6 +40,7 @@ struct afs_fs_options {
                         * the broker's published ones (endpoints.h); NULL = none */
   bool url_hosts_only; /* only url_hosts: the broker's record is not read */
   char *log_level;
+  struct evp_pkey_st *key; /* key_file: the client's key (auth.h); NULL = requests unsigned */
   bool foreground, show_help, show_version;
 };
 

@@ -1,6 +1,7 @@
 #include "fs_options.h"
 
 #include "assetfs/alloc.h"
+#include "assetfs/auth.h"
 #include <errno.h>
 #include <limits.h>
 #include <pwd.h>
@@ -15,7 +16,7 @@
 struct raw {
   char *uid, *session_id, *partitions, *upload_partition, *expiration_hours, *cache_dir;
   char *close_timeout, *attr_ttl, *list_ttl, *cache_mb, *mongo_uri, *database, *log_level;
-  char *upload_workers, *cache_max;
+  char *upload_workers, *cache_max, *key_file;
   int ro, refuse_chmod, help, version, foreground, writeback, url_hosts_only;
   char **url_hosts; /* NULL-terminated */
   size_t nurl;
@@ -41,6 +42,7 @@ static const struct fuse_opt g_specs[] = {
     OPT("log_level=%s", log_level),
     OPT("upload_workers=%s", upload_workers),
     OPT("cache_max=%s", cache_max),
+    OPT("key_file=%s", key_file),
     {"refuse_chmod", offsetof(struct raw, refuse_chmod), 1},
     {"writeback", offsetof(struct raw, writeback), 1},
     {"url_hosts_only", offsetof(struct raw, url_hosts_only), 1},
@@ -280,6 +282,12 @@ bool afs_fs_options_parse(struct fuse_args *args, struct afs_fs_options *o, stru
     afs_error_set(err, EINVAL, "url_hosts_only needs url_hosts=ORIGIN[,ORIGIN...]");
     goto done;
   }
+  /* Loaded here, before the mount daemonises, so that a key others can read (refused)
+   * is said on the terminal. */
+  if (r.key_file && !(o->key = afs_auth_key_load(r.key_file, err))) {
+    afs_error_wrap(err, "key_file");
+    goto done;
+  }
   o->cache_dir = r.cache_dir ? strdup(r.cache_dir) : default_cache_dir();
   o->log_level = strdup(r.log_level ? r.log_level : "info");
   ok = true;
@@ -298,6 +306,7 @@ done:
   free(r.database);
   free(r.log_level);
   free(r.upload_workers);
+  free(r.key_file);
   free(r.cache_max);
   for (size_t i = 0; r.url_hosts && r.url_hosts[i]; i++)
     free(r.url_hosts[i]);
@@ -331,6 +340,8 @@ void afs_fs_options_help(void) {
          "                             URLs may be read and written, besides the S3\n"
          "                             endpoint and public base URL the broker publishes\n"
          "    -o url_hosts_only        allow url_hosts only; ignore the broker's list\n"
+         "    -o key_file=FILE         this client's Ed25519 key (assetfs-broker keygen):\n"
+         "                             sign every request, for a broker with auth=required\n"
          "    -o mongo_uri=URI         [$ASSETFS_MONGO_URI]\n"
          "    -o database=NAME         [$ASSETFS_DATABASE]\n"
          "    -o log_level=LEVEL       error, warn, info or debug [info]\n"
@@ -349,6 +360,7 @@ void afs_fs_options_free(struct afs_fs_options *o) {
   free(o->upload_partition);
   free(o->cache_dir);
   free(o->log_level);
+  afs_auth_key_free(o->key);
   if (o->partitions)
     for (char **p = o->partitions; *p; p++)
       free(*p);

@@ -46,6 +46,21 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *arg) {
 
 enum attempt_result { ATTEMPT_OK, ATTEMPT_RETRY, ATTEMPT_FATAL };
 
+/* Keeps the ETag header of the answer (what a signed `uploaded` binds to, auth.h). */
+static size_t on_header(char *data, size_t size, size_t nmemb, void *arg) {
+  struct afs_put_job *job = arg;
+  size_t n = size * nmemb;
+  if (n > 5 && !strncasecmp(data, "ETag:", 5)) {
+    const char *v = data + 5, *e = data + n;
+    while (v < e && (*v == ' ' || *v == '\t' || *v == '"'))
+      v++;
+    while (e > v && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' ' || e[-1] == '"'))
+      e--;
+    snprintf(job->etag, sizeof job->etag, "%.*s", (int)(e - v), v);
+  }
+  return n;
+}
+
 static enum attempt_result put_once(struct afs_put_job *job, const struct afs_put_opts *opts) {
   enum attempt_result res = ATTEMPT_FATAL;
   CURL *c = NULL;
@@ -87,6 +102,9 @@ static enum attempt_result put_once(struct afs_put_job *job, const struct afs_pu
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+  job->etag[0] = '\0';
+  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(c, CURLOPT_HEADERDATA, job);
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, opts->connect_timeout_ms);
   curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);

@@ -167,6 +167,7 @@ static void read_field(struct afs_record *r, enum afs_rf f, const bson_iter_t *i
 
 void afs_record_read(const bson_t *doc, struct afs_record *r) {
   memset(r, 0, sizeof *r);
+  r->doc = doc;
   bson_iter_t it;
   uint64_t seen = 0; /* a key given twice counts once, the first time (as a find would) */
   if (!bson_iter_init(&it, doc))

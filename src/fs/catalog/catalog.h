@@ -99,11 +99,12 @@ struct afs_catalog_opts {
                                   * with active assets (+ upload_partition) */
   const char *uid;               /* for CosyncFunctionCall records */
   const char *session_id;
-  double attr_ttl;        /* seconds a file's attributes are trusted; default 1 */
-  double list_ttl;        /* seconds a listing is trusted; default 3 */
-  double refresh_margin;  /* refresh a URL expiring within this many seconds
-                           * (capped at 10 % of the URL's lifetime); default 60 */
-  double refresh_timeout; /* seconds to wait for the broker's refresh; default 15 */
+  const struct evp_pkey_st *key; /* key_file: calls are signed and captions are calls */
+  double attr_ttl;               /* seconds a file's attributes are trusted; default 1 */
+  double list_ttl;               /* seconds a listing is trusted; default 3 */
+  double refresh_margin;         /* refresh a URL expiring within this many seconds
+                                  * (capped at 10 % of the URL's lifetime); default 60 */
+  double refresh_timeout;        /* seconds to wait for the broker's refresh; default 15 */
 };
 
 /* Fills the defaults above (pointers NULL). */

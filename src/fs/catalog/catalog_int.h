@@ -59,6 +59,7 @@ struct afs_catalog {
   char *upload_partition;
   char **partitions; /* explicit list, NULL-terminated, or NULL */
   char *uid, *session_id;
+  const struct evp_pkey_st *key; /* the mount's (not owned); NULL = unsigned */
   double attr_ttl, list_ttl, refresh_margin, refresh_timeout;
 
   /* mu protects parts, disc_*; lock order: mu and ref_mu are never held together. */

@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include "assetfs/alloc.h"
+#include "assetfs/auth.h"
+#include "assetfs/calls.h"
 #include "assetfs/clock.h"
 #include "assetfs/cosync.h"
 #include "assetfs/http_get.h"
@@ -81,6 +83,14 @@ static bool call_insert(struct afs_catalog *cat, const bson_oid_t *call_id, cons
       AFS_F_ID, BCON_OID(call_id), "name", BCON_UTF8("CosyncRefreshAsset"), "args", "[",
       BCON_UTF8(id), "]", AFS_F_UID, BCON_UTF8(cat->uid), AFS_F_SESSION, BCON_UTF8(cat->session_id),
       AFS_F_STATUS, BCON_UTF8(AFS_UPLOAD_PENDING), AFS_F_CREATED, BCON_DATE_TIME(afs_now_ms()));
+  char sig[AFS_AUTH_SIG_B64];
+  if (cat->key) {
+    if (!afs_auth_req_sign(cat->key, AFS_REQ_CALL, doc, sig, err)) {
+      bson_destroy(doc);
+      return false;
+    }
+    BSON_APPEND_UTF8(doc, afs_auth_req_sig_field(AFS_REQ_CALL), sig);
+  }
   afs_cat_count(cat, AFS_CATQ_CALL);
   mongoc_client_t *c = afs_db_pop(cat->db);
   mongoc_collection_t *coll = afs_db_coll(cat->db, c, AFS_COLL_CALL);
@@ -382,10 +392,26 @@ static bool caption_update(struct afs_catalog *cat, const char *coll_name, const
   return ok;
 }
 
+/* With a key: AssetfsSetCaption through the broker (clients do not write assets). */
+static bool caption_call(struct afs_catalog *cat, const char *id, const char *caption,
+                         int64_t *matched, struct afs_error *err) {
+  struct afs_caller cl = {
+      .db = cat->db, .key = cat->key, .uid = cat->uid, .session = cat->session_id};
+  bson_t *args = BCON_NEW("0", BCON_UTF8(id), "1", BCON_UTF8(caption));
+  afs_cat_count(cat, AFS_CATQ_CALL);
+  bool ok = afs_call_run(&cl, "AssetfsSetCaption", args, cat->refresh_timeout, NULL, err);
+  bson_destroy(args);
+  *matched = ok;
+  if (!ok && err->code == ENOENT)
+    return true; /* no active asset (yet) */
+  return ok;
+}
+
 bool afs_catalog_set_caption(struct afs_catalog *cat, const char *id, const char *caption,
                              struct afs_error *err) {
   int64_t matched = 0;
-  if (!caption_update(cat, AFS_COLL_ASSET, id, caption, &matched, err))
+  if (!(cat->key ? caption_call(cat, id, caption, &matched, err)
+                 : caption_update(cat, AFS_COLL_ASSET, id, caption, &matched, err)))
     return false;
   drop_id_nodes(cat, id);
   if (matched == 0)
@@ -426,13 +452,16 @@ static bool upload_status(struct afs_catalog *cat, const char *id, char status[3
 bool afs_catalog_set_upload_caption(struct afs_catalog *cat, const char *id, const char *caption,
                                     double wait_s, struct afs_error *err) {
   int64_t matched = 0;
-  if (!caption_update(cat, AFS_COLL_UPLOAD, id, caption, &matched, err))
+  /* With a key the upload record keeps what its client signed: the caption waits for
+   * the asset. */
+  if (!cat->key && !caption_update(cat, AFS_COLL_UPLOAD, id, caption, &matched, err))
     return false;
   double deadline = afs_cat_now() + wait_s;
   useconds_t pause = 50000;
   for (;;) {
     /* The asset's _id is its upload's. */
-    if (!caption_update(cat, AFS_COLL_ASSET, id, caption, &matched, err))
+    if (!(cat->key ? caption_call(cat, id, caption, &matched, err)
+                   : caption_update(cat, AFS_COLL_ASSET, id, caption, &matched, err)))
       return false;
     if (matched) {
       drop_id_nodes(cat, id);

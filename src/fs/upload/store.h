@@ -35,6 +35,7 @@ struct meta {
   char color[8];
   double duration;
   bool has_dims, has_duration;
+  char etag[130];                  /* the original's, as its PUT answered (signed with key_file) */
   char *part_file[AFS_PART_COUNT]; /* local files of cuts/preview (owned; deleted after) */
   const char *part_type[AFS_PART_COUNT];
 };

@@ -162,7 +162,7 @@ static bool resume_settled(struct afs_uploader *up, struct afs_wfile *wf, int r,
 }
 
 /* PUTs the original (the staging file) and each part the record has a write URL for. */
-static bool put_parts(const char *staging, const char *content_type, const struct meta *m,
+static bool put_parts(const char *staging, const char *content_type, struct meta *m,
                       const struct record_state *rs, int64_t deadline_ms, struct afs_error *err) {
   struct afs_put_job jobs[AFS_PART_COUNT];
   int n = 0;
@@ -180,7 +180,10 @@ static bool put_parts(const char *staging, const char *content_type, const struc
   struct afs_put_opts po;
   afs_put_opts_default(&po);
   po.deadline_ms = deadline_ms;
-  return afs_http_put_all(jobs, n, &po, err);
+  bool ok = afs_http_put_all(jobs, n, &po, err);
+  if (ok && n > 0 && rs->write_url[AFS_PART_ORIGINAL])
+    snprintf(m->etag, sizeof m->etag, "%s", jobs[0].etag);
+  return ok;
 }
 
 /* The end of an attempt, whatever its result: the file's state learns it (wfile.c), and

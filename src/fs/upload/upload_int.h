@@ -11,6 +11,7 @@
 
 #include <bson/bson.h>
 
+#include "assetfs/auth.h"
 #include "assetfs/cosync.h"
 #include "staging/wfile.h"
 #include "upload/store.h"
@@ -50,6 +51,24 @@ struct afs_uploader {
   int64_t c_next_ms;            /* upload_poll.c (its thread only): next query of the
                                  * session's uploaded records */
 };
+
+/* upload_signed.c: with key_file, requests are signed (auth.h) and asset changes are
+ * function calls the broker carries out. */
+bool afs_up_signed(const struct afs_uploader *up);
+/* Signs doc as request `kind` and appends the signature to it. */
+bool afs_up_sign(struct afs_uploader *up, enum afs_auth_req kind, bson_t *doc,
+                 struct afs_error *err);
+/* Signs {_id: id, uid, fields...} as request `kind`; the signature goes into set (the
+ * update that writes those fields). */
+bool afs_up_sign_into(struct afs_uploader *up, enum afs_auth_req kind, const bson_oid_t *id,
+                      const bson_t *fields, bson_t *set, struct afs_error *err);
+/* CosyncRemoveAsset; an asset already gone counts as removed. */
+bool afs_up_call_remove(struct afs_uploader *up, const char *id, struct afs_error *err);
+/* AssetfsRenameAsset [id, from, to, replace]. */
+bool afs_up_call_rename(struct afs_uploader *up, const char *id, const char *from, const char *to,
+                        const char *replace, struct afs_error *err);
+bool afs_up_call_mtime(struct afs_uploader *up, const char *id, int64_t mtime_ms,
+                       struct afs_error *err);
 
 /* upload.c: one upload of wf's current data. deadline_ms bounds the waits (monotonic).
  * Returns true when "uploaded" is set (or nothing needed uploading); on failure sets

@@ -103,6 +103,9 @@ static bson_t *pending_doc(struct afs_uploader *up, const struct afs_pending_rec
                AFS_F_CONTENT_TYPE, BCON_UTF8(content_type), AFS_F_HOURS,
                BCON_DOUBLE(o->expiration_hours), AFS_F_STATUS, BCON_UTF8(AFS_UPLOAD_PENDING),
                AFS_F_CREATED, BCON_DATE_TIME(t), AFS_F_UPDATED, BCON_DATE_TIME(t));
+  struct afs_error err = {0};
+  if (afs_up_signed(up) && !afs_up_sign(up, AFS_REQ_UPLOAD, doc, &err))
+    afs_err("cannot sign the upload record of %s: %s", file_path, err.msg); /* refused */
   return doc;
 }
 
@@ -219,8 +222,7 @@ static bool m_set_uploaded(void *ctx, const char *id, const struct meta *m, cons
    * was just read as "initialized", and only this mount moves it on from there (the
    * broker waits for "uploaded"; its janitor only touches records a day old). */
   bson_t *filter = BCON_NEW(AFS_F_ID, BCON_OID(&oid));
-  bson_t update = BSON_INITIALIZER, set;
-  BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
+  bson_t update = BSON_INITIALIZER, set = BSON_INITIALIZER;
   BSON_APPEND_UTF8(&set, AFS_F_STATUS, AFS_UPLOAD_UPLOADED);
   BSON_APPEND_INT64(&set, AFS_F_SIZE, m->size);
   if (m->has_dims) {
@@ -235,10 +237,14 @@ static bool m_set_uploaded(void *ctx, const char *id, const struct meta *m, cons
     BSON_APPEND_UTF8(&set, AFS_F_CAPTION, caption);
   if (mtime)
     BSON_APPEND_DATE_TIME(&set, AFS_F_MTIME, mtime);
+  if (m->etag[0])
+    BSON_APPEND_UTF8(&set, AFS_F_ETAG, m->etag);
+  bool ok = !afs_up_signed(up) || afs_up_sign_into(up, AFS_REQ_UPLOADED, &oid, &set, &set, err);
   BSON_APPEND_DATE_TIME(&set, AFS_F_UPDATED, afs_now_ms());
-  bson_append_document_end(&update, &set);
+  BSON_APPEND_DOCUMENT(&update, "$set", &set);
+  bson_destroy(&set);
   int64_t matched = 0;
-  bool ok = update_one(up, AFS_COLL_UPLOAD, filter, &update, &matched, err);
+  ok = ok && update_one(up, AFS_COLL_UPLOAD, filter, &update, &matched, err);
   bson_destroy(filter);
   bson_destroy(&update);
   if (ok && matched == 0)
@@ -262,8 +268,89 @@ static bool set_field_by_id(struct afs_uploader *up, const char *coll, const cha
   return ok;
 }
 
+/* A signed upload record renamed in flight: signed again over the new filePath. */
+static bool resign_file_path(struct afs_uploader *up, const char *id, const char *file_path,
+                             struct afs_error *err) {
+  bson_oid_t oid;
+  struct dbh h;
+  bson_error_t berr;
+  bson_t doc, fresh = BSON_INITIALIZER;
+  bool found;
+  if (!oid_from_hex(id, &oid))
+    return afs_error_set(err, EINVAL, "bad record id %s", id);
+  dbh_open(up, &h, AFS_COLL_UPLOAD);
+  bool ok = find_by_id(&h, &oid, NULL, &doc, &found, &berr);
+  dbh_close(&h);
+  if (!ok) {
+    bson_destroy(&doc);
+    return afs_db_error(err, &berr, "cannot read the upload record");
+  }
+  bson_iter_t it;
+  if (found && bson_iter_init(&it, &doc))
+    while (bson_iter_next(&it))
+      if (strcmp(bson_iter_key(&it), AFS_F_FILE_PATH) &&
+          strcmp(bson_iter_key(&it), afs_auth_req_sig_field(AFS_REQ_UPLOAD)))
+        bson_append_iter(&fresh, NULL, 0, &it);
+  BSON_APPEND_UTF8(&fresh, AFS_F_FILE_PATH, file_path);
+  bson_t *set =
+      BCON_NEW(AFS_F_FILE_PATH, BCON_UTF8(file_path), AFS_F_UPDATED, BCON_DATE_TIME(afs_now_ms()));
+  char sig[AFS_AUTH_SIG_B64];
+  ok = !found || afs_auth_req_sign(up->opt->key, AFS_REQ_UPLOAD, &fresh, sig, err);
+  if (ok && found) {
+    BSON_APPEND_UTF8(set, afs_auth_req_sig_field(AFS_REQ_UPLOAD), sig);
+    ok = set_field_by_id(up, AFS_COLL_UPLOAD, id, set, NULL, err);
+  }
+  bson_destroy(set);
+  bson_destroy(&fresh);
+  bson_destroy(&doc);
+  return ok;
+}
+
+/* filePath of asset id (*fp owned, NULL when there is none). */
+static bool asset_file_path(struct afs_uploader *up, const char *id, char **fp,
+                            struct afs_error *err) {
+  bson_oid_t oid;
+  struct dbh h;
+  bson_error_t berr;
+  bson_t doc;
+  bool found;
+  *fp = NULL;
+  if (!oid_from_hex(id, &oid))
+    return afs_error_set(err, EINVAL, "bad asset id %s", id);
+  dbh_open(up, &h, AFS_COLL_ASSET);
+  bool ok = find_by_id(&h, &oid, NULL, &doc, &found, &berr);
+  dbh_close(&h);
+  bson_iter_t it;
+  if (ok && found && bson_iter_init_find(&it, &doc, AFS_F_FILE_PATH) && BSON_ITER_HOLDS_UTF8(&it))
+    *fp = afs_xstrdup(bson_iter_utf8(&it, NULL));
+  bson_destroy(&doc);
+  return ok || afs_db_error(err, &berr, "cannot read the asset record");
+}
+
+static bool signed_set_file_path(struct afs_uploader *up, const char *id, const char *file_path,
+                                 bool upload, bool asset, struct afs_error *err) {
+  char *from = NULL;
+  bool ok = !upload || resign_file_path(up, id, file_path, err);
+  if (ok && asset)
+    ok = asset_file_path(up, id, &from, err);
+  if (ok && asset && from && strcmp(from, file_path)) {
+    ok = afs_up_call_rename(up, id, from, file_path, "", err);
+    /* Two moves of one file race (the rename itself, and the poller following it after a
+     * completion): the one that finds it moved already is done if it is where asked. */
+    free(from);
+    from = NULL;
+    if (!ok && err->code == ESTALE && asset_file_path(up, id, &from, err) && from &&
+        !strcmp(from, file_path))
+      ok = true;
+  }
+  free(from);
+  return ok;
+}
+
 static bool m_set_file_path(void *ctx, const char *id, const char *file_path, bool upload,
                             bool asset, struct afs_error *err) {
+  if (afs_up_signed(ctx))
+    return signed_set_file_path(ctx, id, file_path, upload, asset, err);
   bson_t *set =
       BCON_NEW(AFS_F_FILE_PATH, BCON_UTF8(file_path), AFS_F_UPDATED, BCON_DATE_TIME(afs_now_ms()));
   bool ok = !upload || set_field_by_id(ctx, AFS_COLL_UPLOAD, id, set, NULL, err);
@@ -275,10 +362,43 @@ static bool m_set_file_path(void *ctx, const char *id, const char *file_path, bo
 
 static bool m_asset_mark_deleted(void *ctx, const char *id, struct afs_error *err) {
   struct afs_uploader *up = ctx;
+  if (afs_up_signed(up))
+    return afs_up_call_remove(up, id, err);
   bson_t *set = BCON_NEW(AFS_F_STATUS, BCON_UTF8(AFS_ASSET_DELETED), AFS_F_UPDATED,
                          BCON_DATE_TIME(afs_now_ms()));
   bool ok = set_field_by_id(up, AFS_COLL_ASSET, id, set, NULL, err);
   bson_destroy(set);
+  return ok;
+}
+
+/* Signed: every asset the filter finds is removed through the broker. */
+static bool signed_delete_matching(struct afs_uploader *up, const bson_t *filter,
+                                   struct afs_error *err) {
+  bson_t *opts = BCON_NEW("projection", "{", AFS_F_ID, BCON_INT32(1), "}");
+  struct dbh h;
+  bson_error_t berr;
+  const bson_t *doc;
+  char(*ids)[AFS_OID_HEX] = NULL;
+  size_t n = 0, cap = 0;
+  dbh_open(up, &h, AFS_COLL_ASSET);
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(h.coll, filter, opts, NULL);
+  while (mongoc_cursor_next(cur, &doc)) {
+    bson_iter_t it;
+    if (!bson_iter_init_find(&it, doc, AFS_F_ID) || !BSON_ITER_HOLDS_OID(&it))
+      continue;
+    if (n == cap)
+      ids = afs_xrealloc(ids, (cap = cap ? cap * 2 : 4) * sizeof *ids);
+    bson_oid_to_string(bson_iter_oid(&it), ids[n++]);
+  }
+  bool ok = !mongoc_cursor_error(cur, &berr);
+  mongoc_cursor_destroy(cur);
+  dbh_close(&h);
+  bson_destroy(opts);
+  if (!ok)
+    afs_db_error(err, &berr, AFS_COLL_ASSET);
+  for (size_t i = 0; ok && i < n; i++)
+    ok = afs_up_call_remove(up, ids[i], err);
+  free(ids);
   return ok;
 }
 
@@ -293,6 +413,11 @@ static bool m_asset_delete_at(void *ctx, const char *partition, const char *file
     BSON_APPEND_DOCUMENT_BEGIN(filter, AFS_F_ID, &ne);
     BSON_APPEND_OID(&ne, "$ne", &keep);
     bson_append_document_end(filter, &ne);
+  }
+  if (afs_up_signed(up)) {
+    bool ok = signed_delete_matching(up, filter, err);
+    bson_destroy(filter);
+    return ok;
   }
   bson_t *upd = BCON_NEW("$set", "{", AFS_F_STATUS, BCON_UTF8(AFS_ASSET_DELETED), AFS_F_UPDATED,
                          BCON_DATE_TIME(afs_now_ms()), "}");
@@ -310,15 +435,22 @@ static bool m_asset_delete_at(void *ctx, const char *partition, const char *file
 
 static bool m_abandon(void *ctx, const char *id, struct afs_error *err) {
   struct afs_uploader *up = ctx;
-  bson_t *set =
-      BCON_NEW(AFS_F_ABANDONED, BCON_BOOL(true), AFS_F_UPDATED, BCON_DATE_TIME(afs_now_ms()));
-  bool ok = set_field_by_id(up, AFS_COLL_UPLOAD, id, set, NULL, err);
+  bson_t *set = BCON_NEW(AFS_F_ABANDONED, BCON_BOOL(true));
+  bson_oid_t oid;
+  bool ok = true;
+  if (afs_up_signed(up))
+    ok = oid_from_hex(id, &oid) ? afs_up_sign_into(up, AFS_REQ_ABANDON, &oid, set, set, err)
+                                : afs_error_set(err, EINVAL, "bad record id %s", id);
+  BSON_APPEND_DATE_TIME(set, AFS_F_UPDATED, afs_now_ms());
+  ok = ok && set_field_by_id(up, AFS_COLL_UPLOAD, id, set, NULL, err);
   bson_destroy(set);
   return ok;
 }
 
 static bool m_asset_set_mtime(void *ctx, const char *id, int64_t mtime_ms, struct afs_error *err) {
   struct afs_uploader *up = ctx;
+  if (afs_up_signed(up))
+    return afs_up_call_mtime(up, id, mtime_ms, err);
   bson_t *set =
       BCON_NEW(AFS_F_MTIME, BCON_DATE_TIME(mtime_ms), AFS_F_UPDATED, BCON_DATE_TIME(afs_now_ms()));
   bool ok = set_field_by_id(up, AFS_COLL_ASSET, id, set, NULL, err);

@@ -1,0 +1,256 @@
+"""A broker with auth=required (issue 14, DESIGN.md §4): a signed mount works end to end,
+and every unsigned, forged, replayed or out-of-partition request changes nothing, leaves a
+reason, and the victim's objects stay in S3. The requests an attacker makes are one
+pymongo write each, signed (or not) by auth_util, a Python implementation of the
+documented canonical form."""
+import os
+import signal
+import subprocess
+import time
+
+import bson
+import pytest
+import requests
+
+from auth_util import (ABANDON, Client, signed_call, signed_upload, signed_uploaded)
+from cosync_client import key_of, s3_exists, wait_status
+from fs_write_util import active_asset, wait_asset
+from procs import wait_for
+
+
+@pytest.fixture
+def auth(build_dir, tmp_path, start_broker):
+    """A broker with auth=required; clients `tester` (its own partition and `team-*`),
+    `mallory` (her own partition only)."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    tester = Client(build_dir, str(keys), "tester")
+    mallory = Client(build_dir, str(keys), "mallory")
+    broker_key = Client(build_dir, str(keys), "broker")
+    clients = keys / "clients"
+    clients.write_text(f"# uid key partitions\n"
+                       f"tester {tester.pub} user_id=tester,team-*\n"
+                       f"mallory {mallory.pub} user_id=mallory\n")
+    os.chmod(clients, 0o644)
+    env = {"ASSETFS_AUTH": "required", "ASSETFS_CLIENTS_FILE": str(clients),
+           "ASSETFS_SIGNING_KEY_FILE": broker_key.key_file}
+    b = start_broker(env=env)
+
+    class Auth:
+        pass
+    a = Auth()
+    a.tester, a.mallory, a.broker, a.clients, a.env = tester, mallory, b, clients, env
+    return a
+
+
+def put_original(doc, data):
+    r = requests.put(doc["url"], data=data, headers={"Content-Type": doc["contentType"]},
+                     timeout=30)
+    assert r.status_code == 200, r.text
+    return r.headers["ETag"].strip('"')
+
+
+def upload_as(db, client, path, data, **kw):
+    """A complete signed upload through the Cosync protocol; the asset record."""
+    doc = signed_upload(db, client, path, **kw)
+    rec = wait_status(db, doc["_id"], ["initialized", "error"])
+    assert rec["status"] == "initialized", rec
+    etag = put_original({"url": rec["writeUrl"], "contentType": rec["contentType"]}, data)
+    signed_uploaded(db, client, rec, len(data), etag)
+    wait_status(db, doc["_id"], "completed")
+    return db.CosyncAsset.find_one({"_id": doc["_id"]})
+
+
+def error_of(db, _id, coll="CosyncAssetUpload", timeout=15):
+    return wait_status(db, _id, "error", timeout, coll=coll).get("error", "")
+
+
+def test_signed_mount_end_to_end(auth, db, s3, bucket, start_mount, tmp_path):
+    m = start_mount(f"key_file={auth.tester.key_file}")
+    src = tmp_path / "land.jpg"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "color=c=red:s=1200x800", "-frames:v", "1", str(src)], check=True,
+                   timeout=60)
+    os.mkdir(m.p("pics"))
+    subprocess.run(["cp", str(src), m.p("pics", "land.jpg")], check=True, timeout=60)
+    a = wait_asset(db, "pics/land.jpg")
+    assert a["urlSmall"] and a["urlMedium"] and a["urlLarge"]
+    up = db.CosyncAssetUpload.find_one({"_id": a["_id"]})
+    assert up["assetfsSig"] and up["assetfsUploadedSig"] and up["etag"] == a["etag"]
+    with open(m.p("pics", "land.jpg"), "rb") as f:
+        assert f.read() == src.read_bytes()
+    # rename, caption, mtime: carried out by the broker on signed calls
+    os.rename(m.p("pics", "land.jpg"), m.p("pics", "red.jpg"))
+    assert db.CosyncAsset.find_one({"_id": a["_id"]})["filePath"] == "pics/red.jpg"
+    os.setxattr(m.p("pics", "red.jpg"), "user.assetfs.caption", "rouge".encode())
+    wait_for(lambda: db.CosyncAsset.find_one({"_id": a["_id"]}).get("caption") == "rouge", 15,
+             "the caption")
+    os.utime(m.p("pics", "red.jpg"), (1_600_000_000, 1_600_000_000))
+    wait_for(lambda: os.stat(m.p("pics", "red.jpg")).st_mtime == 1_600_000_000, 10, "mtime")
+    # a rename over another file removes that file through the broker too
+    for name in ("a.txt", "b.txt"):
+        with open(m.p("pics", name), "w") as f:
+            f.write(name)
+    o, b = wait_asset(db, "pics/a.txt"), wait_asset(db, "pics/b.txt")
+    os.rename(m.p("pics", "a.txt"), m.p("pics", "b.txt"))
+    wait_for(lambda: db.CosyncAsset.find_one({"_id": b["_id"]}) is None, 30, "the purge")
+    assert db.CosyncAsset.find_one({"_id": o["_id"]})["filePath"] == "pics/b.txt"
+    with open(m.p("pics", "b.txt")) as f:
+        assert f.read() == "a.txt"
+    # refresh: the answer carries the URLs only
+    call = wait_status(db, signed_call(db, auth.tester, "CosyncRefreshAsset", [str(o["_id"])]),
+                       ["done", "error"], coll="CosyncFunctionCall")
+    assert call["status"] == "done", call
+    assert set(call["result"]) <= {"_id", "url", "urlSmall", "urlMedium", "urlLarge",
+                                   "urlVideoPreview", "expiration"}, call["result"]
+    # unlink
+    os.unlink(m.p("pics", "b.txt"))
+    os.unlink(m.p("pics", "red.jpg"))
+    wait_for(lambda: db.CosyncAsset.find_one({"_id": o["_id"]}) is None, 30, "the purge")
+    assert not s3_exists(s3, bucket, key_of(a["url"], bucket))
+    wait_for(lambda: db.CosyncAsset.find_one({"_id": a["_id"]}) is None, 30, "the purge")
+    # nothing refused: a second removal of a file already purged answers "not found", and
+    # of two moves of one file (the rename, and the poller following it) one finds it moved
+    bad = [ln for ln in auth.broker.log().splitlines()
+           if "error:" in ln and "not found" not in ln and "any more" not in ln]
+    assert not bad and "refused" not in m.log() and "cannot update" not in m.log(), bad
+
+
+def test_refused_requests_change_nothing(auth, db, s3, bucket):
+    victim = upload_as(db, auth.tester, "photo.txt", b"tester's bytes", content_type="text/plain")
+    key = victim["path"]
+    vid = victim["_id"]
+
+    # an unsigned upload record
+    from cosync_client import new_upload
+    uid = new_upload(db, "tester", "x.txt", "text/plain")
+    assert "not signed" in error_of(db, uid)
+    # a forged uid: mallory signs a record that says tester
+    d = signed_upload(db, auth.tester, "y.txt", signer=auth.mallory)
+    assert "not a valid signature" in error_of(db, d["_id"])
+    # mallory into tester's partition: supersede would replace tester's photo
+    d = signed_upload(db, auth.mallory, "photo.txt", asset_partition="user_id=tester")
+    assert "may not use partition 'user_id=tester'" in error_of(db, d["_id"])
+    d = signed_upload(db, auth.mallory, "z.txt", partition="user_id=tester")
+    assert "may not use partition" in error_of(db, d["_id"])
+    # a replay of tester's own completed upload, put back as pending
+    old = db.CosyncAssetUpload.find_one({"_id": vid})
+    db.CosyncAssetUpload.delete_one({"_id": vid})
+    for k in ("writeUrl", "path", "brokerSeal", "error", "leaseOwner", "leaseUntil",
+              "initializedAt", "assetfsUploadedSig", "etag", "size"):
+        old.pop(k, None)
+    old["status"] = "pending"
+    db.CosyncAssetUpload.insert_one(old)
+    assert "exists already" in error_of(db, vid)
+    # a changed field under a valid signature
+    d = signed_upload(db, auth.tester, "w.txt")
+    db.CosyncAssetUpload.update_one({"_id": d["_id"], "status": "pending"},
+                                    {"$set": {"filePath": "other.txt"}})
+    rec = wait_status(db, d["_id"], ["initialized", "error"])
+    assert rec["status"] == "error" or rec["filePath"] == "w.txt"
+
+    # a raw status: deleted purges nothing; the broker restores the asset
+    db.CosyncAsset.update_one({"_id": vid}, {"$set": {"status": "deleted"}})
+    wait_for(lambda: db.CosyncAsset.find_one({"_id": vid})["status"] == "active", 15,
+             "the asset restored")
+    assert "restored, nothing purged" in auth.broker.log()
+    # calls: unsigned, signed by someone else, by a uid not allowed on the partition
+    for cid in (signed_call(db, auth.tester, "CosyncRemoveAsset", [str(vid)], signed=False),
+                signed_call(db, auth.mallory, "CosyncRemoveAsset", [str(vid)], uid="tester"),
+                signed_call(db, auth.mallory, "CosyncRemoveAsset", [str(vid)]),
+                signed_call(db, auth.mallory, "CosyncRefreshAsset", [str(vid)]),
+                signed_call(db, auth.mallory, "AssetfsRenameAsset",
+                            [str(vid), "photo.txt", "gone.txt", ""]),
+                signed_call(db, auth.tester, "CosyncRefreshAsset", [str(vid)], signed=False)):
+        c = wait_status(db, cid, ["done", "error"], coll="CosyncFunctionCall")
+        assert c["status"] == "error", c
+        assert c.get("errorCode") in ("EACCES", "EPERM"), c
+        assert "result" not in c
+    # a replayed rename cannot remove a file that came later
+    r1 = signed_call(db, auth.tester, "AssetfsRenameAsset", [str(vid), "photo.txt", "b.txt", ""])
+    assert wait_status(db, r1, ["done", "error"], coll="CosyncFunctionCall")["status"] == "done"
+    r2 = signed_call(db, auth.tester, "AssetfsRenameAsset", [str(vid), "b.txt", "photo.txt", ""])
+    assert wait_status(db, r2, ["done", "error"], coll="CosyncFunctionCall")["status"] == "done"
+    later = upload_as(db, auth.tester, "b.txt", b"a later file")
+    replay = db.CosyncFunctionCall.find_one({"_id": r1})
+    db.CosyncFunctionCall.delete_one({"_id": r1})
+    for k in ("result", "leaseOwner", "leaseUntil", "updatedAt"):
+        replay.pop(k, None)
+    replay["status"] = "pending"
+    db.CosyncFunctionCall.insert_one(replay)
+    c = wait_status(db, r1, ["done", "error"], coll="CosyncFunctionCall")
+    assert c["status"] == "error" and c["errorCode"] == "EEXIST", c
+    assert active_asset(db, "b.txt")["_id"] == later["_id"]
+    # a tampered path on the asset: nothing is signed for it
+    db.CosyncAsset.update_one({"_id": vid}, {"$set": {"path": later["path"]}})
+    c = wait_status(db, signed_call(db, auth.tester, "CosyncRefreshAsset", [str(vid)]),
+                    ["done", "error"], coll="CosyncFunctionCall")
+    assert c["status"] == "error", c
+    db.CosyncAsset.update_one({"_id": vid}, {"$set": {"path": key}})
+
+    assert db.CosyncAsset.find_one({"_id": vid})["status"] == "active"
+    assert s3_exists(s3, bucket, key)
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"tester's bytes"
+
+
+def test_uploaded_binds_the_bytes_and_abandon_needs_a_signature(auth, db, s3, bucket):
+    # bytes put at the write URL by someone else than the signer: refused at completion
+    d = signed_upload(db, auth.tester, "swap.txt")
+    rec = wait_status(db, d["_id"], ["initialized", "error"])
+    etag = put_original({"url": rec["writeUrl"], "contentType": "text/plain"}, b"mine")
+    put_original({"url": rec["writeUrl"], "contentType": "text/plain"}, b"someone else's")
+    signed_uploaded(db, auth.tester, rec, 4, etag)
+    assert "is not the one uid 'tester' signed for" in error_of(db, d["_id"])
+    assert db.CosyncAsset.find_one({"_id": d["_id"]}) is None
+    # an unsigned `uploaded`
+    d = signed_upload(db, auth.tester, "u.txt")
+    rec = wait_status(db, d["_id"], ["initialized", "error"])
+    put_original({"url": rec["writeUrl"], "contentType": "text/plain"}, b"data")
+    db.CosyncAssetUpload.update_one({"_id": d["_id"]}, {"$set": {"status": "uploaded"}})
+    assert "not signed (no assetfsUploadedSig)" in error_of(db, d["_id"])
+    # an unsigned abandonment is ignored: the upload completes as its client asked
+    d = signed_upload(db, auth.tester, "keep.txt")
+    rec = wait_status(db, d["_id"], ["initialized", "error"])
+    etag = put_original({"url": rec["writeUrl"], "contentType": "text/plain"}, b"keep")
+    db.CosyncAssetUpload.update_one({"_id": d["_id"]}, {"$set": {"abandoned": True}})
+    signed_uploaded(db, auth.tester, rec, 4, etag)
+    wait_status(db, d["_id"], "completed")
+    assert db.CosyncAsset.find_one({"_id": d["_id"]})["status"] == "active"
+    # ...and a signed one is honoured
+    d = signed_upload(db, auth.tester, "drop.txt")
+    rec = wait_status(db, d["_id"], ["initialized", "error"])
+    etag = put_original({"url": rec["writeUrl"], "contentType": "text/plain"}, b"drop")
+    sig = auth.tester.sign(ABANDON, {"_id": d["_id"], "uid": "tester", "abandoned": True})
+    db.CosyncAssetUpload.update_one({"_id": d["_id"]},
+                                    {"$set": {"abandoned": True, "assetfsAbandonSig": sig}})
+    signed_uploaded(db, auth.tester, rec, 4, etag)
+    wait_status(db, d["_id"], "completed")
+    wait_for(lambda: db.CosyncAsset.find_one({"_id": d["_id"]}) is None, 15, "the purge")
+
+
+def test_clients_file_is_read_again_and_guarded(auth, build_dir, db, start_broker, tmp_path):
+    carol = Client(build_dir, str(tmp_path), "carol")
+    d = signed_upload(db, carol, "c.txt")
+    assert "not a valid signature" in error_of(db, d["_id"])
+    with open(auth.clients, "a") as f:
+        f.write(f"carol {carol.pub} user_id=carol\n")
+    auth.broker.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "read again" in auth.broker.log(), 10, "the clients file read again")
+    d = signed_upload(db, carol, "c2.txt")
+    assert wait_status(db, d["_id"], ["initialized", "error"])["status"] == "initialized"
+    # a line that does not parse is not applied: carol keeps working
+    with open(auth.clients, "a") as f:
+        f.write("broken line\n")
+    auth.broker.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "keeping the client keys read before" in auth.broker.log(), 10, "refusal")
+    d = signed_upload(db, carol, "c3.txt")
+    assert wait_status(db, d["_id"], ["initialized", "error"])["status"] == "initialized"
+    # a clients file others can write stops a broker at start
+    os.chmod(auth.clients, 0o666)
+    b = start_broker(env=auth.env, wait=False)
+    assert b.proc.wait(timeout=20) == 1
+    assert "writable" in b.log(), b.log()
+    # and auth=required without the files is refused
+    b = start_broker(env={"ASSETFS_AUTH": "required"}, wait=False)
+    assert b.proc.wait(timeout=20) == 1
+    assert "clients_file" in b.log(), b.log()
