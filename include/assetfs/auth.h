@@ -145,6 +145,8 @@ enum afs_auth_req {
 #define AFS_F_AUTH_ABANDON_SIG "assetfsAbandonSig"
 #define AFS_F_AUTH_SEAL "assetfsSeal"
 
+/* The fields a kind covers (NULL-terminated). */
+const char *const *afs_auth_req_fields(enum afs_auth_req kind);
 /* The field a request kind's signature is stored in. */
 const char *afs_auth_req_sig_field(enum afs_auth_req kind);
 /* The canonical message of request `kind` over doc's fields (c: afs_canon_free it). */

@@ -35,6 +35,10 @@ static const struct req_kind kinds[AFS_REQ_COUNT] = {
     [AFS_REQ_ASSET] = {"assetfs-asset-v1", AFS_F_AUTH_SEAL, asset_fields},
 };
 
+const char *const *afs_auth_req_fields(enum afs_auth_req kind) {
+  return kinds[kind].fields;
+}
+
 const char *afs_auth_req_sig_field(enum afs_auth_req kind) {
   return kinds[kind].sig_field;
 }

@@ -78,7 +78,7 @@ static bool load_asset(struct afs_broker *b, struct afs_bstore *st, const bson_v
   char ids[80];
   *doc = NULL;
   memset(r, 0, sizeof *r);
-  if (!st->ops->get(st->ctx, AFS_BC_ASSET, id, false, doc, err))
+  if (!afs_bstore_asset_get(b, st, id, doc, err))
     return false;
   if (!*doc)
     return afs_error_set(err, ENOENT, "asset %s not found", afs_rec_id_str(id, ids, sizeof ids));

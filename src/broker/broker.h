@@ -39,10 +39,11 @@ struct afs_broker {
   unsigned char seal_key[32];
   struct afs_authz *authz; /* auth=required: the clients (authz.c); NULL with auth=off */
   afs_auth_key *sign_key;  /* auth=required: signing_key_file, the broker's Ed25519 key */
-  int workers;             /* worker threads */
-  int batch;               /* records claimed per poll */
-  int poll_min_ms;         /* poll interval right after work was found */
-  int poll_max_ms;         /* poll interval when idle */
+  uint8_t sign_pub[AFS_AUTH_PUB_LEN]; /* its public half */
+  int workers;                        /* worker threads */
+  int batch;                          /* records claimed per poll */
+  int poll_min_ms;                    /* poll interval right after work was found */
+  int poll_max_ms;                    /* poll interval when idle */
   atomic_bool stop;
 };
 
@@ -76,6 +77,13 @@ bool afs_asset_call_known(const char *name);
 /* Runs one of them on the call document; the answer goes to result's `result`. */
 bool afs_asset_call(struct afs_broker *b, struct afs_bstore *st, const bson_t *call,
                     const char *name, const char *caller, bson_t *result, struct afs_error *err);
+/* The broker's seal on an asset (bstore_sealed.c): signs `after` (the asset as it will
+ * be) and appends assetfsSeal and the sealed copy (assetfsSealed) to set. */
+#define AFS_F_SEALED_COPY "assetfsSealed"
+bool afs_asset_seal_into(struct afs_broker *b, const bson_t *after, bson_t *set,
+                         struct afs_error *err);
+/* doc carries a valid seal of this broker's key. */
+bool afs_asset_seal_ok(const struct afs_broker *b, const bson_t *doc);
 /* uid may use partition. */
 bool afs_authz_allows(struct afs_broker *b, const char *uid, const char *partition);
 
@@ -163,6 +171,10 @@ enum afs_outcome afs_asset_purge(struct afs_broker *b, struct afs_bstore *st,
 /* Deletes answered (done/error) CosyncFunctionCall records older than
  * call_keep_seconds; failures are logged (the next round retries). */
 void afs_calls_purge(struct afs_broker *b, mongoc_client_t *c);
+/* auth=required: checks the seals of the n assets after *from (by _id; from the start when
+ * EOD, and again from the start after the last), restoring tampered ones from their
+ * sealed copies; *from moves on. Failures are logged (the next round goes on). */
+void afs_assets_scrub(struct afs_broker *b, mongoc_client_t *c, bson_value_t *from, int n);
 /* A CosyncFunctionCall (functions.c), through the record store (bstore.h). */
 enum afs_outcome afs_function_call(struct afs_broker *b, struct afs_bstore *st, const bson_t *doc,
                                    const char *token);

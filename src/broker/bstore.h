@@ -31,6 +31,7 @@ enum afs_bcoll { AFS_BC_UPLOAD, AFS_BC_ASSET, AFS_BC_CALL, AFS_BC_COUNT };
 /* Extra conditions of an asset update (NULL: none). */
 struct afs_bcond {
   const char *status_is, *status_not, *file_path_is;
+  const bson_t *match; /* each field equal to its value here (null: absent or null) */
 };
 
 struct afs_bstore_ops {
@@ -117,6 +118,25 @@ void afs_live_claims_release(struct afs_broker *b, mongoc_client_t *c, const bso
                              const char *const *keys, size_t n);
 int afs_live_claims_held(struct afs_broker *b, mongoc_client_t *c, const bson_value_t *rec,
                          char ***keys, size_t *n, struct afs_error *err);
+
+/* auth=required (bstore_sealed.c): a store over `inner` whose asset writes seal the
+ * asset (assetfsSeal and its sealed copy), and refuse (AFS_E_UNTRUSTED) to change an
+ * asset whose seal does not verify. mem holds its state for out's lifetime. */
+struct afs_bstore_sealed {
+  struct afs_bstore inner;
+  struct afs_broker *b;
+};
+void afs_bstore_sealed(struct afs_bstore *out, struct afs_bstore_sealed *mem,
+                       const struct afs_bstore *inner, struct afs_broker *b);
+/* doc, asset id as read, sealed as the broker sealed it: 1 yes (or put back so now from its
+ * sealed copy), 0 no and it cannot be restored (or st is not a sealed store), -1 error. */
+int afs_bstore_restore(struct afs_bstore *st, const bson_value_t *id, const bson_t *doc,
+                       struct afs_error *err);
+/* Asset id as the broker may act on it: *doc (caller destroys; NULL when there is none).
+ * With auth=required a tampered asset is restored first, and one that cannot be is an
+ * AFS_E_UNTRUSTED error. */
+bool afs_bstore_asset_get(struct afs_broker *b, struct afs_bstore *st, const bson_value_t *id,
+                          bson_t **doc, struct afs_error *err);
 
 /* The collection name of coll. */
 const char *afs_bcoll_name(enum afs_bcoll coll);

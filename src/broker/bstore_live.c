@@ -121,6 +121,8 @@ static bool a_set(void *ctx, const bson_value_t *id, const struct afs_bcond *con
   }
   if (cond && cond->file_path_is)
     BSON_APPEND_UTF8(&q, AFS_F_FILE_PATH, cond->file_path_is);
+  if (cond && cond->match)
+    bson_concat(&q, cond->match);
   BSON_APPEND_DOCUMENT(&upd, "$set", set);
   bson_error_t berr;
   bool ok = mongoc_collection_update_one(c, &q, &upd, NULL, &reply, &berr);

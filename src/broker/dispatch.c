@@ -171,7 +171,10 @@ static void *worker_main(void *arg) {
   int slot = atomic_fetch_add(&x->next_slot, 1);
   mongoc_client_t *c = afs_db_pop(&b->db);
   struct afs_bstore st; /* this worker's records, through its client */
+  struct afs_bstore_sealed sealed;
   afs_bstore_live(&st, b, c);
+  if (b->sign_key) /* auth=required: assets are sealed */
+    afs_bstore_sealed(&st, &sealed, &st, b);
   for (;;) {
     pthread_mutex_lock(&q->lock);
     while (q->len == 0 && !atomic_load(&b->stop)) {
@@ -435,12 +438,17 @@ static void release_queued(struct ctx *x) {
 
 /* The dispatcher's clocks: when each source is due next, how long the last claims took,
  * and whether work is coming in. */
+/* auth=required: seals checked per round, and rounds apart: a million assets a day. */
+#define SCRUB_BATCH 100
+#define SCRUB_EVERY_MS 5000
+
 struct pacer {
   long delay;          /* the next wait between polls */
   long stale_every_ms; /* stale uploads: a quarter of stale_upload_seconds (0.5..30 s) */
   long purge_every_ms; /* answered calls: a quarter of call_keep_seconds (1 s..10 min) */
   long cold_ms;        /* quiet uploaded records and calls: at most this apart */
-  int64_t next_stale, next_side, next_deleted, next_uploaded, next_call_purge;
+  int64_t next_stale, next_side, next_deleted, next_uploaded, next_call_purge, next_scrub;
+  bson_value_t scrub_from; /* auth=required: the last asset whose seal was checked */
   int64_t last_claim, claim_cost, last_work;
   int64_t down_since, last_down_log;
   /* Per source but pending (always read whole, see claim_source): whether the last
@@ -602,6 +610,10 @@ static void dispatch_loop(struct ctx *x) {
       afs_calls_purge(b, c); /* one delete per interval; failures left to the next */
       p.next_call_purge = afs_now_ms() + p.purge_every_ms;
     }
+    if (b->sign_key && afs_now_ms() >= p.next_scrub) {
+      afs_assets_scrub(b, c, &p.scrub_from, SCRUB_BATCH); /* tampered assets restored */
+      p.next_scrub = afs_now_ms() + SCRUB_EVERY_MS;
+    }
     bool side_due = afs_now_ms() >= p.next_side;
     if (side_due)
       afs_authz_reload(b, false); /* a changed clients_file applies within a second or so */
@@ -617,6 +629,8 @@ static void dispatch_loop(struct ctx *x) {
     pace(&p, b, !ok, found || full, cycle0, &err);
     wait_room(x, p.delay);
   }
+  if (p.scrub_from.value_type != BSON_TYPE_EOD)
+    bson_value_destroy(&p.scrub_from);
   afs_db_push(&b->db, c);
 }
 

@@ -80,12 +80,15 @@ static bool collect_ids(const bson_value_t *v, bson_value_t *ids, size_t *n, boo
   return afs_error_set(err, EINVAL, "asset id must be a string or an ObjectId");
 }
 
-/* The asset `id` (caller destroys), or NULL with err: ENOENT when there is none. */
-static bson_t *get_asset(struct afs_bstore *st, const bson_value_t *id, bool for_result,
-                         struct afs_error *err) {
+/* The asset `id` (caller destroys), or NULL with err: ENOENT when there is none. To act on
+ * (not for_result), as afs_bstore_asset_get gives it: restored first if tampered. */
+static bson_t *get_asset(struct afs_broker *b, struct afs_bstore *st, const bson_value_t *id,
+                         bool for_result, struct afs_error *err) {
   bson_t *a = NULL;
   char ids[80];
-  if (st->ops->get(st->ctx, AFS_BC_ASSET, id, for_result, &a, err) && !a)
+  bool ok = for_result ? st->ops->get(st->ctx, AFS_BC_ASSET, id, true, &a, err)
+                       : afs_bstore_asset_get(b, st, id, &a, err);
+  if (ok && !a)
     afs_error_set(err, ENOENT, "asset %s not found", afs_rec_id_str(id, ids, sizeof ids));
   return a;
 }
@@ -117,7 +120,7 @@ static bson_t *refresh_one(struct afs_broker *b, struct afs_bstore *st, const bs
                            const char *caller, struct afs_error *err) {
   char ids[80];
   afs_rec_id_str(id, ids, sizeof ids);
-  bson_t *a = get_asset(st, id, false, err);
+  bson_t *a = get_asset(b, st, id, false, err);
   if (!a)
     return NULL;
   struct afs_record r;
@@ -140,7 +143,7 @@ static bson_t *refresh_one(struct afs_broker *b, struct afs_bstore *st, const bs
     afs_record_done(&r);
     bson_destroy(&set);
     bson_destroy(a);
-    return answer(b, get_asset(st, id, true, err));
+    return answer(b, get_asset(b, st, id, true, err));
   } else if (!afs_broker_path_trusted(b, &r)) {
     /* Otherwise a client could point its asset at someone else's key and have it signed. */
     ok = afs_error_set(err, AFS_E_UNTRUSTED,
@@ -176,7 +179,7 @@ static bson_t *refresh_one(struct afs_broker *b, struct afs_bstore *st, const bs
                             &matched, err);
   }
   bson_destroy(&set);
-  if (ok && !(a = get_asset(st, id, true, err)) && err->code == ENOENT)
+  if (ok && !(a = get_asset(b, st, id, true, err)) && err->code == ENOENT)
     afs_error_set(err, ENOENT, "asset %s vanished while being refreshed", ids);
   return answer(b, a);
 }
@@ -187,7 +190,7 @@ static bool owner_set_status(struct afs_broker *b, struct afs_bstore *st, const 
                              struct afs_error *err) {
   char ids[80];
   afs_rec_id_str(id, ids, sizeof ids);
-  bson_t *a = get_asset(st, id, false, err);
+  bson_t *a = get_asset(b, st, id, false, err);
   if (!a)
     return false;
   struct afs_record r;

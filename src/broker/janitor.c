@@ -14,23 +14,43 @@
 #include "broker.h"
 #include "bstore.h"
 
-/* auth=required: a `deleted` status the broker did not write (no valid deletion mark) is
- * someone's edit: the asset is made active again and nothing is purged. */
-static enum afs_outcome restore_unmarked(struct afs_bstore *st, const bson_value_t *id,
-                                         const char *token, const char *ids) {
+/* How long a tampered asset that cannot be restored waits before the janitor looks again. */
+#define UNTRUSTED_RECHECK_MS (10 * 60 * 1000L)
+
+/* auth=required: a `deleted` status is the broker's only with its seal and its deletion
+ * mark. Anything else is someone's edit: the asset is put back as the broker sealed it (or,
+ * sealed but unmarked, made active again), and nothing is purged. */
+static enum afs_outcome not_purged(struct afs_broker *b, struct afs_bstore *st,
+                                   const struct afs_record *rec, const char *token,
+                                   const char *ids) {
   struct afs_error err = {0};
-  bson_t *set =
-      BCON_NEW(AFS_F_STATUS, AFS_ASSET_ACTIVE, AFS_F_UPDATED, BCON_DATE_TIME(afs_now_ms()));
-  int rc =
-      st->ops->finish(st->ctx, AFS_BC_ASSET, id, token, AFS_ASSET_DELETED, set, NULL, NULL, &err);
-  bson_destroy(set);
+  const bson_value_t *id = &rec->id;
+  bool sealed = afs_asset_seal_ok(b, rec->doc);
+  int rc = sealed ? 1 : afs_bstore_restore(st, id, rec->doc, &err);
+  bool matched = false;
+  if (rc == 1 && sealed) {
+    bson_t *set =
+        BCON_NEW(AFS_F_STATUS, AFS_ASSET_ACTIVE, AFS_F_UPDATED, BCON_DATE_TIME(afs_now_ms()));
+    rc = st->ops->asset_set(st->ctx, id, &(struct afs_bcond){.status_is = AFS_ASSET_DELETED}, set,
+                            &matched, &err)
+             ? 1
+             : -1;
+    bson_destroy(set);
+  }
   if (rc < 0) {
     afs_transient("asset %s: cannot restore it: %s; will retry", ids, err.msg);
+    st->ops->release(st->ctx, AFS_BC_ASSET, id, token, NULL, AFS_RETRY_MS);
     return AFS_RETRY;
   }
-  afs_warn("asset %s: marked deleted without a request the broker carried out (auth=required: "
-           "deleting is a signed CosyncRemoveAsset); restored, nothing purged",
-           ids);
+  if (rc == 0)
+    afs_warn("asset %s: marked deleted by someone other than the broker, and it cannot be "
+             "restored (no valid seal or sealed copy); nothing purged",
+             ids);
+  else if (sealed)
+    afs_warn("asset %s: marked deleted without a request the broker carried out (auth=required: "
+             "deleting is a signed CosyncRemoveAsset); restored, nothing purged",
+             ids);
+  st->ops->release(st->ctx, AFS_BC_ASSET, id, token, NULL, rc == 0 ? UNTRUSTED_RECHECK_MS : 0);
   return AFS_DONE;
 }
 
@@ -43,8 +63,8 @@ enum afs_outcome afs_asset_purge(struct afs_broker *b, struct afs_bstore *st,
   if (id->value_type == BSON_TYPE_EOD)
     return AFS_DONE;
   afs_rec_id_str(id, ids, sizeof ids);
-  if (b->authz && !afs_broker_deletion_mark_ok(b, rec->doc))
-    return restore_unmarked(st, id, token, ids);
+  if (b->authz && (!afs_asset_seal_ok(b, rec->doc) || !afs_broker_deletion_mark_ok(b, rec->doc)))
+    return not_purged(b, st, rec, token, ids);
   const char *path = NULL;
   if (afs_broker_record_path(rec, &path) == 1 && afs_broker_path_shared(st, id, path)) {
     afs_warn("asset %s: another record uses %s; keeping the objects", ids, path);
@@ -131,4 +151,63 @@ void afs_calls_purge(struct afs_broker *b, mongoc_client_t *c) {
   bson_destroy(&reply);
   mongoc_collection_destroy(calls);
   bson_destroy(q);
+}
+
+void afs_assets_scrub(struct afs_broker *b, mongoc_client_t *c, bson_value_t *from, int n) {
+  struct afs_bstore live, st;
+  struct afs_bstore_sealed mem;
+  afs_bstore_live(&live, b, c);
+  afs_bstore_sealed(&st, &mem, &live, b);
+  bson_t q = BSON_INITIALIZER, gt;
+  if (from->value_type != BSON_TYPE_EOD) {
+    BSON_APPEND_DOCUMENT_BEGIN(&q, AFS_F_ID, &gt);
+    bson_append_value(&gt, "$gt", 3, from);
+    bson_append_document_end(&q, &gt);
+  }
+  bson_t *opts = BCON_NEW("sort", "{", AFS_F_ID, BCON_INT32(1), "}", "limit", BCON_INT64(n));
+  mongoc_collection_t *coll = mongoc_client_get_collection(c, b->cfg.database, AFS_COLL_ASSET);
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &q, opts, NULL);
+  const bson_t *doc;
+  int seen = 0, restored = 0, lost = 0;
+  bson_value_t last = {0};
+  while (mongoc_cursor_next(cur, &doc)) {
+    bson_value_t id;
+    if (!afs_rec_id(doc, &id))
+      continue;
+    seen++;
+    if (last.value_type != BSON_TYPE_EOD)
+      bson_value_destroy(&last);
+    last = id;
+    if (afs_asset_seal_ok(b, doc))
+      continue;
+    struct afs_error err = {0};
+    char ids[80];
+    int rc = afs_bstore_restore(&st, &id, doc, &err);
+    if (rc == 1)
+      restored++;
+    else if (rc < 0)
+      afs_transient("scrub: asset %s: %s", afs_rec_id_str(&id, ids, sizeof ids), err.msg);
+    else if (lost++ < 3)
+      afs_warn("asset %s: its seal does not verify and it has no sealed copy that does "
+               "(changed by someone other than the broker, or made before auth=required); "
+               "mounts with broker_key hide it, and the broker does not act on it",
+               afs_rec_id_str(&id, ids, sizeof ids));
+  }
+  bson_error_t berr;
+  if (mongoc_cursor_error(cur, &berr)) {
+    afs_transient("scrub: cannot read assets: %s", berr.message);
+  } else {
+    if (from->value_type != BSON_TYPE_EOD)
+      bson_value_destroy(from);
+    *from = last; /* EOD at the end: the next round starts over */
+    last.value_type = BSON_TYPE_EOD;
+  }
+  if (last.value_type != BSON_TYPE_EOD)
+    bson_value_destroy(&last);
+  if (restored || lost > 3)
+    afs_info("scrub: %d assets checked, %d restored, %d that cannot be", seen, restored, lost);
+  mongoc_cursor_destroy(cur);
+  mongoc_collection_destroy(coll);
+  bson_destroy(opts);
+  bson_destroy(&q);
 }

@@ -242,6 +242,7 @@ static bool auth_init(struct afs_broker *b, struct afs_error *err) {
     afs_error_wrap(err, "signing_key_file");
     return false;
   }
+  afs_auth_key_public(b->sign_key, b->sign_pub);
   return afs_authz_open(b, err);
 }
 

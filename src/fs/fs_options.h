@@ -12,6 +12,7 @@
 #endif
 #include <fuse_opt.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "assetfs/error.h"
 
@@ -41,6 +42,8 @@ struct afs_fs_options {
   bool url_hosts_only; /* only url_hosts: the broker's record is not read */
   char *log_level;
   struct evp_pkey_st *key; /* key_file: the client's key (auth.h); NULL = requests unsigned */
+  uint8_t broker_pub[32];  /* broker_key: assets must carry this key's seal */
+  bool has_broker_pub;
   bool foreground, show_help, show_version;
 };
 

@@ -71,6 +71,7 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
   co.uid = fs->opt.uid;
   co.session_id = fs->opt.session_id;
   co.key = fs->opt.key;
+  co.broker_pub = fs->opt.has_broker_pub ? fs->opt.broker_pub : NULL;
   co.attr_ttl = fs->opt.attr_ttl;
   co.list_ttl = fs->opt.list_ttl;
   struct afs_readcache_opts ro;

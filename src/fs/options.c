@@ -16,7 +16,7 @@
 struct raw {
   char *uid, *session_id, *partitions, *upload_partition, *expiration_hours, *cache_dir;
   char *close_timeout, *attr_ttl, *list_ttl, *cache_mb, *mongo_uri, *database, *log_level;
-  char *upload_workers, *cache_max, *key_file;
+  char *upload_workers, *cache_max, *key_file, *broker_key;
   int ro, refuse_chmod, help, version, foreground, writeback, url_hosts_only;
   char **url_hosts; /* NULL-terminated */
   size_t nurl;
@@ -43,6 +43,7 @@ static const struct fuse_opt g_specs[] = {
     OPT("upload_workers=%s", upload_workers),
     OPT("cache_max=%s", cache_max),
     OPT("key_file=%s", key_file),
+    OPT("broker_key=%s", broker_key),
     {"refuse_chmod", offsetof(struct raw, refuse_chmod), 1},
     {"writeback", offsetof(struct raw, writeback), 1},
     {"url_hosts_only", offsetof(struct raw, url_hosts_only), 1},
@@ -288,6 +289,13 @@ bool afs_fs_options_parse(struct fuse_args *args, struct afs_fs_options *o, stru
     afs_error_wrap(err, "key_file");
     goto done;
   }
+  if (r.broker_key) {
+    if (!afs_auth_pub_load(r.broker_key, o->broker_pub, err)) {
+      afs_error_wrap(err, "broker_key");
+      goto done;
+    }
+    o->has_broker_pub = true;
+  }
   o->cache_dir = r.cache_dir ? strdup(r.cache_dir) : default_cache_dir();
   o->log_level = strdup(r.log_level ? r.log_level : "info");
   ok = true;
@@ -307,6 +315,7 @@ done:
   free(r.log_level);
   free(r.upload_workers);
   free(r.key_file);
+  free(r.broker_key);
   free(r.cache_max);
   for (size_t i = 0; r.url_hosts && r.url_hosts[i]; i++)
     free(r.url_hosts[i]);
@@ -342,6 +351,8 @@ void afs_fs_options_help(void) {
          "    -o url_hosts_only        allow url_hosts only; ignore the broker's list\n"
          "    -o key_file=FILE         this client's Ed25519 key (assetfs-broker keygen):\n"
          "                             sign every request, for a broker with auth=required\n"
+         "    -o broker_key=FILE.pub   the broker's public key: show and read only assets\n"
+         "                             whose seal it made (auth=required)\n"
          "    -o mongo_uri=URI         [$ASSETFS_MONGO_URI]\n"
          "    -o database=NAME         [$ASSETFS_DATABASE]\n"
          "    -o log_level=LEVEL       error, warn, info or debug [info]\n"

@@ -40,6 +40,7 @@ def auth(build_dir, tmp_path, start_broker):
         pass
     a = Auth()
     a.tester, a.mallory, a.broker, a.clients, a.env = tester, mallory, b, clients, env
+    a.broker_key = broker_key
     return a
 
 
@@ -66,7 +67,8 @@ def error_of(db, _id, coll="CosyncAssetUpload", timeout=15):
 
 
 def test_signed_mount_end_to_end(auth, db, s3, bucket, start_mount, tmp_path):
-    m = start_mount(f"key_file={auth.tester.key_file}")
+    m = start_mount(f"key_file={auth.tester.key_file}",
+                    f"broker_key={auth.broker_key.key_file}.pub")
     src = tmp_path / "land.jpg"
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
                     "color=c=red:s=1200x800", "-frames:v", "1", str(src)], check=True,
@@ -153,7 +155,7 @@ def test_refused_requests_change_nothing(auth, db, s3, bucket):
     db.CosyncAsset.update_one({"_id": vid}, {"$set": {"status": "deleted"}})
     wait_for(lambda: db.CosyncAsset.find_one({"_id": vid})["status"] == "active", 15,
              "the asset restored")
-    assert "restored, nothing purged" in auth.broker.log()
+    assert "restored" in auth.broker.log()
     # calls: unsigned, signed by someone else, by a uid not allowed on the partition
     for cid in (signed_call(db, auth.tester, "CosyncRemoveAsset", [str(vid)], signed=False),
                 signed_call(db, auth.mallory, "CosyncRemoveAsset", [str(vid)], uid="tester"),
@@ -181,12 +183,20 @@ def test_refused_requests_change_nothing(auth, db, s3, bucket):
     c = wait_status(db, r1, ["done", "error"], coll="CosyncFunctionCall")
     assert c["status"] == "error" and c["errorCode"] == "EEXIST", c
     assert active_asset(db, "b.txt")["_id"] == later["_id"]
-    # a tampered path on the asset: nothing is signed for it
+    # a tampered path on the asset: put back as sealed before anything is signed for it
     db.CosyncAsset.update_one({"_id": vid}, {"$set": {"path": later["path"]}})
     c = wait_status(db, signed_call(db, auth.tester, "CosyncRefreshAsset", [str(vid)]),
                     ["done", "error"], coll="CosyncFunctionCall")
-    assert c["status"] == "error", c
-    db.CosyncAsset.update_one({"_id": vid}, {"$set": {"path": key}})
+    assert c["status"] == "done", c
+    assert key_of(c["result"]["url"], bucket) == key
+    assert db.CosyncAsset.find_one({"_id": vid})["path"] == key
+    # and with its sealed copy changed too, nothing is done with it at all
+    db.CosyncAsset.update_one({"_id": vid}, {"$set": {"path": later["path"],
+                                                      "assetfsSealed.path": later["path"]}})
+    c = wait_status(db, signed_call(db, auth.tester, "CosyncRefreshAsset", [str(vid)]),
+                    ["done", "error"], coll="CosyncFunctionCall")
+    assert c["status"] == "error" and "seal does not verify" in c["error"], c
+    db.CosyncAsset.update_one({"_id": vid}, {"$set": {"path": key, "assetfsSealed.path": key}})
 
     assert db.CosyncAsset.find_one({"_id": vid})["status"] == "active"
     assert s3_exists(s3, bucket, key)
@@ -254,3 +264,36 @@ def test_clients_file_is_read_again_and_guarded(auth, build_dir, db, start_broke
     b = start_broker(env={"ASSETFS_AUTH": "required"}, wait=False)
     assert b.proc.wait(timeout=20) == 1
     assert "clients_file" in b.log(), b.log()
+
+
+def test_mounts_show_only_sealed_assets_and_the_broker_restores(auth, db, s3, bucket,
+                                                                 start_mount):
+    m = start_mount(f"key_file={auth.tester.key_file}",
+                    f"broker_key={auth.broker_key.key_file}.pub")
+    with open(m.p("mine.txt"), "wb") as f:
+        f.write(b"tester's own bytes")
+    mine = wait_asset(db, "mine.txt")
+    assert mine["assetfsSeal"] and mine["assetfsSealed"]["url"] == mine["url"]
+    theirs = upload_as(db, auth.mallory, "theirs.txt", b"mallory's bytes")
+    # someone points tester's asset at mallory's object, copy and all: never fetched
+    db.CosyncAsset.update_one({"_id": mine["_id"]},
+                              {"$set": {"url": theirs["url"], "assetfsSealed.url": theirs["url"]}})
+    m.unmount()
+    v = start_mount(f"broker_key={auth.broker_key.key_file}.pub", name="reader")
+    assert "mine.txt" not in os.listdir(v.p())
+    with pytest.raises(FileNotFoundError):
+        open(v.p("mine.txt"), "rb").read()
+    wait_for(lambda: "hidden: its seal does not verify" in v.log(), 10, "the mount's warning")
+    wait_for(lambda: "cannot be" in auth.broker.log() or "no sealed copy" in auth.broker.log(),
+             15, "the broker's scrub to notice")
+    # only the URL changed: the broker's scrub puts it back, and the mount shows it again
+    db.CosyncAsset.update_one({"_id": mine["_id"]},
+                              {"$set": {"assetfsSealed.url": mine["url"]}})
+    wait_for(lambda: db.CosyncAsset.find_one({"_id": mine["_id"]})["url"] == mine["url"], 20,
+             "the scrub to restore the asset")
+    wait_for(lambda: "mine.txt" in os.listdir(v.p()), 10, "the asset shown again")
+    with open(v.p("mine.txt"), "rb") as f:
+        assert f.read() == b"tester's own bytes"
+    # a mount without broker_key (auth=off style) would have shown the tampered one: the
+    # seal is what a mount checks, not where the record came from
+    assert s3_exists(s3, bucket, key_of(theirs["url"], bucket))

@@ -245,6 +245,44 @@ static bool fb_get(void *ctx, enum afs_bcoll coll, const bson_value_t *id, bool 
 
 /* ---- assets ---- */
 
+/* Every field of match equal in d (null: absent or null), as a MongoDB equality filter. */
+static bool fb_matches(const bson_t *d, const bson_t *match) {
+  bson_iter_t m, f;
+  bson_iter_init(&m, match);
+  while (bson_iter_next(&m)) {
+    bool has = bson_iter_init_find(&f, d, bson_iter_key(&m)) && !BSON_ITER_HOLDS_NULL(&f);
+    if (BSON_ITER_HOLDS_NULL(&m)) {
+      if (has)
+        return false;
+      continue;
+    }
+    if (!has)
+      return false;
+    const bson_value_t *a = bson_iter_value(&m);
+    bson_value_t av;
+    bson_value_copy(a, &av);
+    const bson_value_t *b = bson_iter_value(&f);
+    bool eq = av.value_type == b->value_type;
+    if (eq && av.value_type == BSON_TYPE_UTF8)
+      eq = av.value.v_utf8.len == b->value.v_utf8.len &&
+           !memcmp(av.value.v_utf8.str, b->value.v_utf8.str, av.value.v_utf8.len);
+    else if (eq && av.value_type == BSON_TYPE_DATE_TIME)
+      eq = av.value.v_datetime == b->value.v_datetime;
+    else if (eq && av.value_type == BSON_TYPE_INT64)
+      eq = av.value.v_int64 == b->value.v_int64;
+    else if (eq && av.value_type == BSON_TYPE_INT32)
+      eq = av.value.v_int32 == b->value.v_int32;
+    else if (eq && av.value_type == BSON_TYPE_DOUBLE)
+      eq = av.value.v_double == b->value.v_double;
+    else if (eq && av.value_type == BSON_TYPE_OID)
+      eq = !bson_oid_compare(&av.value.v_oid, &b->value.v_oid);
+    bson_value_destroy(&av);
+    if (!eq)
+      return false;
+  }
+  return true;
+}
+
 static bool fb_asset_set(void *ctx, const bson_value_t *id, const struct afs_bcond *cond,
                          const bson_t *set, bool *matched, struct afs_error *err) {
   struct fake_bstore *f = ctx;
@@ -258,7 +296,8 @@ static bool fb_asset_set(void *ctx, const bson_value_t *id, const struct afs_bco
   const char *status = fb_str(d, AFS_F_STATUS);
   if (cond && ((cond->status_is && !fb_str_is(d, AFS_F_STATUS, cond->status_is)) ||
                (cond->status_not && status && !strcmp(status, cond->status_not)) ||
-               (cond->file_path_is && !fb_str_is(d, AFS_F_FILE_PATH, cond->file_path_is))))
+               (cond->file_path_is && !fb_str_is(d, AFS_F_FILE_PATH, cond->file_path_is)) ||
+               (cond->match && !fb_matches(d, cond->match))))
     return true;
   f->rec[AFS_BC_ASSET][i] = fb_apply(d, set, NULL, NULL);
   *matched = true;

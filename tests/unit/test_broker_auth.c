@@ -13,12 +13,14 @@
 static struct afs_broker B;
 static struct fake_bstore F;
 static struct afs_bstore ST;
+static struct afs_bstore_sealed SEALED; /* ST: the fake, sealing assets as the broker does */
 static afs_auth_key *K_ALICE, *K_MALLORY;
 static char DIR_[64], CLIENTS[128];
 
 static void reset(void) {
   fb_free(&F);
-  ST = fake_bstore(&F);
+  struct afs_bstore inner = fake_bstore(&F);
+  afs_bstore_sealed(&ST, &SEALED, &inner, &B);
 }
 
 static afs_auth_key *make_key(const char *name, char pub[AFS_AUTH_PUB_B64]) {
@@ -294,6 +296,18 @@ static void test_changes_in_flight(void) {
   F.before = NULL;
 }
 
+/* Changes asset u's stored record as a database writer would. */
+static void asset_edit(struct up *u, const bson_t *set) {
+  for (int i = 0; i < FB_MAX; i++)
+    if (F.rec[AFS_BC_ASSET][i] && fb_id_is(F.rec[AFS_BC_ASSET][i], &u->id))
+      F.rec[AFS_BC_ASSET][i] = fb_apply(F.rec[AFS_BC_ASSET][i], set, NULL, NULL);
+}
+
+static bool asset_sealed(struct up *u) {
+  const bson_t *d = fb_rec(&F, AFS_BC_ASSET, &u->id);
+  return d && afs_auth_doc_signed_by(B.sign_pub, AFS_REQ_ASSET, d);
+}
+
 static void test_janitor(void) {
   struct up u;
   reset();
@@ -309,8 +323,10 @@ static void test_janitor(void) {
     if (F.rec[AFS_BC_ASSET][i] && fb_id_is(F.rec[AFS_BC_ASSET][i], &u.id))
       F.rec[AFS_BC_ASSET][i] = fb_apply(F.rec[AFS_BC_ASSET][i], set, NULL, NULL);
   bson_destroy(set);
+  CHECK(!asset_sealed(&u));
   CHECK(run(H_PURGE, AFS_BC_ASSET, &u.id) == AFS_DONE);
   CHECK_STREQ(asset_str(&u, "status"), "active");
+  CHECK(asset_sealed(&u));
   CHECK(fb_has_obj(&F, k));
   /* a mark copied from another asset does not help */
   char other_mark[65];
@@ -426,6 +442,66 @@ static void test_calls(void) {
   bson_destroy(args);
 }
 
+static void test_seals(void) {
+  struct up a;
+  char ida[25];
+  reset();
+  complete_as_alice(&a, "a.txt");
+  bson_oid_to_string(&a.oid, ida);
+  CHECK(asset_sealed(&a));
+  CHECK(bson_has_field(fb_rec(&F, AFS_BC_ASSET, &a.id), AFS_F_SEALED_COPY));
+  char *url = afs_xstrdup(asset_str(&a, "url"));
+  /* each change the broker makes is sealed */
+  bson_t *args = BCON_NEW("0", BCON_UTF8(ida), "1", "a.txt", "2", "b.txt", "3", "");
+  CHECK(answered(call(K_ALICE, "alice", "AssetfsRenameAsset", args), "done", NULL));
+  CHECK(asset_sealed(&a));
+  bson_destroy(args);
+  /* someone points its URL elsewhere: the next change restores it first */
+  bson_t *set = BCON_NEW("url", "http://127.0.0.1:9/b/mallory/x.txt", "filePath", "c.txt");
+  asset_edit(&a, set);
+  bson_destroy(set);
+  CHECK(!asset_sealed(&a));
+  args = BCON_NEW("0", BCON_UTF8(ida), "1", "b.txt", "2", "d.txt", "3", "");
+  CHECK(answered(call(K_ALICE, "alice", "AssetfsRenameAsset", args), "done", NULL));
+  CHECK(asset_sealed(&a));
+  CHECK_STREQ(asset_str(&a, "url"), url);
+  CHECK_STREQ(asset_str(&a, "filePath"), "d.txt");
+  bson_destroy(args);
+  /* and when the sealed copy was changed too, nothing is done with it */
+  bson_t *copy = BCON_NEW("url", "http://127.0.0.1:9/b/mallory/x.txt", "filePath", "c.txt");
+  set = BCON_NEW("url", "http://127.0.0.1:9/b/mallory/x.txt");
+  BSON_APPEND_DOCUMENT(set, AFS_F_SEALED_COPY, copy);
+  asset_edit(&a, set);
+  bson_destroy(set);
+  bson_destroy(copy);
+  args = BCON_NEW("0", BCON_UTF8(ida));
+  const bson_t *c = call(K_ALICE, "alice", "CosyncRemoveAsset", args);
+  CHECK(answered(c, "error", NULL) && strstr(fb_str(c, "error"), "seal does not verify"));
+  c = call(K_ALICE, "alice", "CosyncRefreshAsset", args);
+  CHECK(answered(c, "error", NULL));
+  CHECK_STREQ(asset_str(&a, "status"), "active");
+  bson_destroy(args);
+  free(url);
+
+  /* an asset from before auth=required (no seal) is not acted on */
+  reset();
+  complete_as_alice(&a, "old.txt");
+  set = bson_new();
+  bson_t *un = BCON_NEW(AFS_F_AUTH_SEAL, "", AFS_F_SEALED_COPY, "");
+  for (int i = 0; i < FB_MAX; i++)
+    if (F.rec[AFS_BC_ASSET][i] && fb_id_is(F.rec[AFS_BC_ASSET][i], &a.id))
+      F.rec[AFS_BC_ASSET][i] = fb_apply(F.rec[AFS_BC_ASSET][i], set, un, NULL);
+  bson_destroy(un);
+  bson_destroy(set);
+  args = BCON_NEW("0", BCON_UTF8(ida), "1", "x");
+  bson_oid_to_string(&a.oid, ida);
+  bson_destroy(args);
+  args = BCON_NEW("0", BCON_UTF8(ida), "1", "x");
+  c = call(K_ALICE, "alice", "AssetfsSetCaption", args);
+  CHECK(answered(c, "error", NULL));
+  bson_destroy(args);
+}
+
 static void test_clients_reload(void) {
   struct up u;
   char pub[AFS_AUTH_PUB_B64];
@@ -459,6 +535,7 @@ int main(void) {
   snprintf(CLIENTS, sizeof CLIENTS, "%s/clients", DIR_);
   K_ALICE = make_key("alice", pa);
   K_MALLORY = make_key("mallory", pm);
+
   snprintf(text, sizeof text, "alice %s user_id=alice,team-*\nmallory %s user_id=mallory\n", pa,
            pm);
   write_clients(text);
@@ -466,17 +543,22 @@ int main(void) {
   B.cfg.auth_required = true;
   B.cfg.clients_file = afs_xstrdup(CLIENTS);
   CHECK(afs_authz_open(&B, &err));
+  char pb[AFS_AUTH_PUB_B64];
+  B.sign_key = make_key("broker", pb);
+  afs_auth_key_public(B.sign_key, B.sign_pub);
   test_init();
   test_complete();
   test_changes_in_flight();
   test_janitor();
   test_calls();
+  test_seals();
   test_clients_reload();
   afs_authz_close(&B);
   fb_free(&F);
   afs_config_free(&B.cfg);
   afs_auth_key_free(K_ALICE);
   afs_auth_key_free(K_MALLORY);
+  afs_auth_key_free(B.sign_key);
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf %s", DIR_);
   CHECK(system(cmd) == 0);

@@ -61,6 +61,10 @@ struct afs_catalog *afs_catalog_new(struct afs_db *db, const struct afs_catalog_
   cat->uid = afs_xstrdup(o->uid);
   cat->session_id = afs_xstrdup(o->session_id);
   cat->key = o->key;
+  if (o->broker_pub) {
+    memcpy(cat->broker_pub, o->broker_pub, sizeof cat->broker_pub);
+    cat->has_broker_pub = true;
+  }
   cat->attr_ttl = o->attr_ttl >= 0 ? o->attr_ttl : 1.0;
   cat->list_ttl = o->list_ttl >= 0 ? o->list_ttl : 3.0;
   cat->refresh_margin = o->refresh_margin >= 0 ? o->refresh_margin : 60.0;

@@ -100,6 +100,7 @@ struct afs_catalog_opts {
   const char *uid;               /* for CosyncFunctionCall records */
   const char *session_id;
   const struct evp_pkey_st *key; /* key_file: calls are signed and captions are calls */
+  const uint8_t *broker_pub;     /* broker_key (32 bytes): only assets it sealed; NULL = any */
   double attr_ttl;               /* seconds a file's attributes are trusted; default 1 */
   double list_ttl;               /* seconds a listing is trusted; default 3 */
   double refresh_margin;         /* refresh a URL expiring within this many seconds

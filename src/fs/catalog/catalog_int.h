@@ -6,6 +6,7 @@
 #define ASSETFS_CATALOG_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "assetfs/smap.h"
 #include "catalog/catalog.h"
@@ -60,6 +61,9 @@ struct afs_catalog {
   char **partitions; /* explicit list, NULL-terminated, or NULL */
   char *uid, *session_id;
   const struct evp_pkey_st *key; /* the mount's (not owned); NULL = unsigned */
+  uint8_t broker_pub[32];        /* assets must carry its seal when has_broker_pub */
+  bool has_broker_pub;
+  atomic_long n_unsealed; /* assets hidden for a seal that does not verify */
   double attr_ttl, list_ttl, refresh_margin, refresh_timeout;
 
   /* mu protects parts, disc_*; lock order: mu and ref_mu are never held together. */

@@ -13,8 +13,10 @@
 #include <string.h>
 
 #include "assetfs/alloc.h"
+#include "assetfs/auth.h"
 #include "assetfs/cosync.h"
 #include "assetfs/log.h"
+#include "assetfs/records.h"
 #include "assetfs/strutil.h"
 #include "catalog/catalog_int.h"
 
@@ -83,14 +85,36 @@ static bool run_find(struct afs_catalog *cat, enum afs_catq kind, const bson_t *
 }
 
 struct asset_vec {
+  struct afs_catalog *cat;
   struct afs_asset *v;
   size_t n, cap;
 };
 
+/* broker_key: an asset whose seal does not verify was written by someone other than the
+ * broker. It is hidden (never listed, never fetched) and said (the first few, then every
+ * hundredth: a listing may meet many). */
+static bool sealed(struct afs_catalog *cat, const bson_t *doc) {
+  if (!cat->has_broker_pub || afs_auth_doc_signed_by(cat->broker_pub, AFS_REQ_ASSET, doc))
+    return true;
+  long n = atomic_fetch_add(&cat->n_unsealed, 1);
+  if (n < 5 || n % 100 == 0) {
+    bson_value_t id;
+    char ids[80] = "(no _id)";
+    if (afs_rec_id(doc, &id)) {
+      afs_rec_id_str(&id, ids, sizeof ids);
+      bson_value_destroy(&id);
+    }
+    afs_warn("asset %s hidden: its seal does not verify with broker_key (changed by someone "
+             "other than the broker, or made before auth=required); %ld so far",
+             ids, n + 1);
+  }
+  return false;
+}
+
 static void collect(void *ctx, const bson_t *doc) {
   struct asset_vec *av = ctx;
   struct afs_asset a;
-  if (!afs_asset_from_bson(doc, &a))
+  if (!sealed(av->cat, doc) || !afs_asset_from_bson(doc, &a))
     return;
   if (av->n == av->cap) {
     av->cap = av->cap ? av->cap * 2 : 64;
@@ -114,7 +138,7 @@ int afs_cat_fetch_by_id(struct afs_catalog *cat, const char *id, struct afs_asse
   }
   bson_oid_init_from_string(&oid, id);
   bson_t *q = BCON_NEW(AFS_F_ID, BCON_OID(&oid));
-  struct asset_vec av = {0};
+  struct asset_vec av = {.cat = cat};
   bool ok = run_find(cat, AFS_CATQ_ID, q, NULL, collect, &av, err);
   bson_destroy(q);
   int ret = !ok ? -1 : av.n > 0 ? 1 : 0;
@@ -218,7 +242,7 @@ int afs_cat_list_query(struct afs_catalog *cat, const char *partition, const cha
     free(quoted);
     free(re);
   }
-  struct asset_vec av = {0};
+  struct asset_vec av = {.cat = cat};
   pthread_mutex_lock(&cat->mu);
   uint64_t seq = cat->inval_seq;
   pthread_mutex_unlock(&cat->mu);
@@ -350,7 +374,7 @@ int afs_cat_file_fetch(struct afs_catalog *cat, const char *partition, const cha
                        struct afs_error *err) {
   bson_t *q = BCON_NEW(AFS_F_PARTITION, BCON_UTF8(partition), AFS_F_STATUS,
                        BCON_UTF8(AFS_ASSET_ACTIVE), AFS_F_FILE_PATH, BCON_UTF8(rel));
-  struct asset_vec av = {0};
+  struct asset_vec av = {.cat = cat};
   pthread_mutex_lock(&cat->mu);
   uint64_t seq = cat->inval_seq;
   pthread_mutex_unlock(&cat->mu);
