@@ -130,7 +130,7 @@ bool afs_auth_pattern_match(const char *pattern, const char *s);
  *             createdAt.
  * And the broker's seal on each asset it writes (assetfsSeal), over what a mount acts on:
  *   asset     _id, _partition, uid, path, filePath, the five read URLs, expiration,
- *             status, size, contentType. */
+ *             status, size, contentType, versionAt (its place among versions). */
 enum afs_auth_req {
   AFS_REQ_UPLOAD,
   AFS_REQ_UPLOADED,

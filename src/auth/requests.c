@@ -22,10 +22,14 @@ static const char *const abandon_fields[] = {AFS_F_ID, AFS_F_UID, AFS_F_ABANDONE
 static const char *const call_fields[] = {
     AFS_F_ID, AFS_F_UID, AFS_F_CALL_NAME, AFS_F_CALL_ARGS, AFS_F_SESSION, AFS_F_CREATED, NULL};
 
-static const char *const asset_fields[] = {
-    AFS_F_ID,   AFS_F_PARTITION,    AFS_F_UID,  AFS_F_PATH,        AFS_F_FILE_PATH,  "url",
-    "urlSmall", "urlMedium",        "urlLarge", "urlVideoPreview", AFS_F_EXPIRATION, AFS_F_STATUS,
-    AFS_F_SIZE, AFS_F_CONTENT_TYPE, NULL};
+static const char *const asset_fields[] = {AFS_F_ID,         AFS_F_PARTITION,
+                                           AFS_F_UID,        AFS_F_PATH,
+                                           AFS_F_FILE_PATH,  "url",
+                                           "urlSmall",       "urlMedium",
+                                           "urlLarge",       "urlVideoPreview",
+                                           AFS_F_EXPIRATION, AFS_F_STATUS,
+                                           AFS_F_SIZE,       AFS_F_CONTENT_TYPE,
+                                           AFS_F_VERSION_AT, NULL};
 
 static const struct req_kind kinds[AFS_REQ_COUNT] = {
     [AFS_REQ_UPLOAD] = {"assetfs-upload-v1", AFS_F_AUTH_SIG, upload_fields},

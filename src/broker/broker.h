@@ -93,6 +93,13 @@ bool afs_authz_allows(struct afs_broker *b, const char *uid, const char *partiti
 #define AFS_F_DELETED_BY "assetfsDeletedBy"
 void afs_broker_deletion_mark(const struct afs_broker *b, const bson_value_t *id, char hex[65]);
 bool afs_broker_deletion_mark_ok(const struct afs_broker *b, const bson_t *doc);
+/* The broker's mark on the time it initialized an upload (assetfsInitMark: an HMAC over
+ * _id and initializedAt): with auth=required a version's place in time is taken from
+ * initializedAt only when it carries a valid mark, since nothing else protects it. */
+#define AFS_F_INIT_MARK "assetfsInitMark"
+void afs_broker_init_mark(const struct afs_broker *b, const bson_value_t *id, int64_t at_ms,
+                          char hex[65]);
+bool afs_broker_init_mark_ok(const struct afs_broker *b, const struct afs_record *r);
 /* Appends the mark for asset id to an update's $set (one that makes it `deleted`). */
 void afs_broker_append_deletion_mark(const struct afs_broker *b, const bson_value_t *id,
                                      bson_t *set);

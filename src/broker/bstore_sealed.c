@@ -211,27 +211,31 @@ static int s_asset_upsert(void *ctx, const bson_value_t *id, const bson_t *set, 
   bson_t *doc = NULL;
   if (!s->inner.ops->get(s->inner.ctx, AFS_BC_ASSET, id, false, &doc, err))
     return -1;
-  bson_t *set2 = bson_copy(set);
+  bson_t *set2 = bson_copy(set), *unset2 = unset ? bson_copy(unset) : bson_new();
   bson_t *after;
   if (doc && afs_asset_seal_ok(s->b, doc)) {
     after = apply(doc, set, unset);
   } else {
-    bson_concat(set2, on_insert); /* new, or rewritten whole */
+    /* New, or not as the broker sealed it: written whole, and every sealed field it does
+     * not write goes (someone else's contentType must not end up sealed). */
+    bson_concat(set2, on_insert);
+    const char *const *f = afs_auth_req_fields(AFS_REQ_ASSET);
+    for (size_t i = 0; doc && f[i]; i++)
+      if (strcmp(f[i], AFS_F_ID) && bson_has_field(doc, f[i]) && !bson_has_field(set2, f[i]) &&
+          !bson_has_field(unset2, f[i]))
+        BSON_APPEND_UTF8(unset2, f[i], "");
     bson_t *base = bson_new();
     bson_append_value(base, AFS_F_ID, -1, id);
-    if (doc) {
-      bson_destroy(base);
-      base = apply(doc, NULL, NULL);
-    }
-    after = apply(base, set2, unset);
+    after = apply(base, set2, NULL);
     bson_destroy(base);
   }
   /* on_insert is in set2 when it applies: none is given below */
   int rc = afs_asset_seal_into(s->b, after, set2, err)
-               ? s->inner.ops->asset_upsert(s->inner.ctx, id, set2, unset, NULL, err)
+               ? s->inner.ops->asset_upsert(s->inner.ctx, id, set2, unset2, NULL, err)
                : -1;
   bson_destroy(after);
   bson_destroy(set2);
+  bson_destroy(unset2);
   if (doc)
     bson_destroy(doc);
   return rc;
@@ -261,9 +265,31 @@ static bool s_get(void *ctx, enum afs_bcoll coll, const bson_value_t *id, bool f
                   bson_t **out, struct afs_error *err) {
   return INNER(ctx)->ops->get(INNER(ctx)->ctx, coll, id, for_result, out, err);
 }
+/* Only assets the broker sealed count as versions at a path: a record anyone inserted
+ * (or an asset whose versionAt was edited) must not make a new save look older and be
+ * superseded. Each is read whole to check its seal. */
 static bool s_assets_at(void *ctx, const char *partition, const char *file_path, bson_t ***docs,
                         size_t *n, struct afs_error *err) {
-  return INNER(ctx)->ops->assets_at(INNER(ctx)->ctx, partition, file_path, docs, n, err);
+  struct afs_bstore_sealed *s = ctx;
+  if (!s->inner.ops->assets_at(s->inner.ctx, partition, file_path, docs, n, err))
+    return false;
+  size_t kept = 0;
+  bool ok = true;
+  for (size_t i = 0; i < *n; i++) {
+    bson_value_t id;
+    bson_t *full = NULL;
+    if (ok && afs_rec_id((*docs)[i], &id)) {
+      ok = s->inner.ops->get(s->inner.ctx, AFS_BC_ASSET, &id, false, &full, err);
+      bson_value_destroy(&id);
+    }
+    bson_destroy((*docs)[i]);
+    if (full && afs_asset_seal_ok(s->b, full))
+      (*docs)[kept++] = full;
+    else if (full)
+      bson_destroy(full);
+  }
+  *n = kept;
+  return ok;
 }
 static int s_path_used(void *ctx, enum afs_bcoll coll, const bson_value_t *id,
                        const char *const *paths, size_t n, const char *parent,

@@ -47,6 +47,11 @@ int afs_complete_move_asset(struct afs_bstore *st, const bson_value_t *id, const
 
 /* Marks asset `id` deleted if it is active (the janitor then removes its objects and
  * record): the asset of an abandoned upload. false on a MongoDB error. */
+/* auth=required: a change a client made to its upload after the broker claimed it counts
+ * only when signed: `abandoned` with its own signature, anything else (a new filePath)
+ * with the record's signature renewed. Always true with auth=off. Logs what it ignores. */
+bool afs_complete_change_signed(struct afs_broker *b, struct afs_bstore *st,
+                                const struct afs_record *now, bool abandoned);
 bool afs_complete_drop_abandoned(struct afs_broker *b, struct afs_bstore *st,
                                  const bson_value_t *id, const char *ids);
 

@@ -187,6 +187,7 @@ static bson_t *refresh_one(struct afs_broker *b, struct afs_bstore *st, const bs
 /* Owner-only status change for Remove/Archive. */
 static bool owner_set_status(struct afs_broker *b, struct afs_bstore *st, const bson_value_t *id,
                              const char *caller, const char *fn, const char *status,
+                             const char *expect_path, const char *expect_part,
                              struct afs_error *err) {
   char ids[80];
   afs_rec_id_str(id, ids, sizeof ids);
@@ -206,6 +207,10 @@ static bool owner_set_status(struct afs_broker *b, struct afs_bstore *st, const 
                        fn, !strcmp(status, AFS_ASSET_DELETED) ? "remove" : "archive");
   }
   if (!ok) {
+  } else if ((expect_path && (!r.file_path || strcmp(r.file_path, expect_path))) ||
+             (expect_part && (!r.partition || strcmp(r.partition, expect_part)))) {
+    ok = afs_error_set(err, ESTALE, "asset %s is not at '%s' in '%s' any more", ids,
+                       expect_path ? expect_path : "", expect_part ? expect_part : "");
   } else if (cur && !strcmp(cur, AFS_ASSET_DELETED)) {
     ok = afs_error_set(err, ENOENT, "asset %s is already deleted", ids);
   } else {
@@ -286,10 +291,25 @@ static bool refresh_list(struct afs_broker *b, struct afs_bstore *st, const char
   return ok;
 }
 
+/* Remove and Archive may name where the caller saw the asset (an assetfs extension:
+ * args[1] its filePath, args[2] its partition): the call then applies only while the
+ * asset is still there, so it removes what its caller meant even if the records were
+ * changed in between. args[i] as a string; NULL when there is none. */
+static const char *arg_str_at(const bson_t *doc, int i) {
+  bson_iter_t it, sub;
+  if (!bson_iter_init_find(&it, doc, AFS_F_CALL_ARGS) || !BSON_ITER_HOLDS_ARRAY(&it) ||
+      !bson_iter_recurse(&it, &sub))
+    return NULL;
+  for (int k = 0; k <= i; k++)
+    if (!bson_iter_next(&sub))
+      return NULL;
+  return BSON_ITER_HOLDS_UTF8(&sub) ? bson_iter_utf8(&sub, NULL) : NULL;
+}
+
 /* Runs the call's function on its ids; the result goes into set. */
 static bool run_call(struct afs_broker *b, struct afs_bstore *st, const struct afs_call_rec *call,
-                     const bson_value_t *ids, size_t nids, bool list, bson_t *set,
-                     struct afs_error *err) {
+                     const bson_value_t *ids, size_t nids, bool list, const char *expect_path,
+                     const char *expect_part, bson_t *set, struct afs_error *err) {
   const char *name = call->name, *caller = call->uid;
   if (!strcmp(name, "CosyncRefreshAsset") && list)
     return refresh_list(b, st, caller, ids, nids, set, err);
@@ -305,7 +325,8 @@ static bool run_call(struct afs_broker *b, struct afs_bstore *st, const struct a
     return afs_error_set(err, EINVAL, "%s takes one asset id", name);
   bool remove = !strcmp(name, "CosyncRemoveAsset");
   if (!owner_set_status(b, st, &ids[0], caller, name,
-                        remove ? AFS_ASSET_DELETED : AFS_ASSET_ARCHIVED, err))
+                        remove ? AFS_ASSET_DELETED : AFS_ASSET_ARCHIVED, expect_path, expect_part,
+                        err))
     return false;
   char s[80];
   if (remove)
@@ -339,8 +360,9 @@ enum afs_outcome afs_function_call(struct afs_broker *b, struct afs_bstore *st, 
            afs_asset_call_known(call.name))
     ok = afs_asset_call(b, st, doc, call.name, call.uid, &set, &err);
   else
-    ok = call_ids(&call, ids, &nids, &list, &err) &&
-         run_call(b, st, &call, ids, nids, list, &set, &err);
+    ok =
+        call_ids(&call, ids, &nids, &list, &err) &&
+        run_call(b, st, &call, ids, nids, list, arg_str_at(doc, 1), arg_str_at(doc, 2), &set, &err);
   if (!ok && store_trouble(&err)) {
     st->ops->release(st->ctx, AFS_BC_CALL, &call.id, token, NULL, AFS_RETRY_MS);
     out = AFS_RETRY;

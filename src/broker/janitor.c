@@ -89,6 +89,29 @@ enum afs_outcome afs_asset_purge(struct afs_broker *b, struct afs_bstore *st,
   return out;
 }
 
+/* auth=required: the objects a stale upload left are deleted only when the record is
+ * signed by its client (its createdAt, and so its age, too), sealed by this broker, and no
+ * asset was made of it (a completed upload put back to `initialized` with an old
+ * createdAt must not take its asset's objects with it). 1 yes, 0 no (err says why), -1
+ * MongoDB error. Always 1 with auth=off. */
+static int leftovers_ours(struct afs_broker *b, struct afs_bstore *st, const struct afs_record *rec,
+                          struct afs_error *err) {
+  if (!b->authz)
+    return 1;
+  if (afs_authz_upload(b, st, rec, false, err) != 1)
+    return 0;
+  if (!rec->has_seal || !afs_broker_seal_ok(b, rec))
+    return afs_error_set(err, AFS_E_UNTRUSTED, "not sealed by this broker"), 0;
+  bson_t *asset = NULL;
+  if (!st->ops->get(st->ctx, AFS_BC_ASSET, &rec->id, false, &asset, err))
+    return -1;
+  if (asset) {
+    bson_destroy(asset);
+    return afs_error_set(err, EEXIST, "an asset was made of it"), 0;
+  }
+  return 1;
+}
+
 enum afs_outcome afs_upload_stale(struct afs_broker *b, struct afs_bstore *st,
                                   const struct afs_record *rec, const char *token) {
   enum afs_outcome out = AFS_DONE;
@@ -99,7 +122,14 @@ enum afs_outcome afs_upload_stale(struct afs_broker *b, struct afs_bstore *st,
     return AFS_DONE;
   afs_rec_id_str(id, ids, sizeof ids);
   const char *path = NULL;
-  if (afs_broker_record_path(rec, &path) == 1 && afs_broker_path_shared(st, id, path))
+  int mine = leftovers_ours(b, st, rec, &err);
+  if (mine < 0) {
+    afs_transient("upload %s: cannot check it: %s; will retry", ids, err.msg);
+    st->ops->release(st->ctx, AFS_BC_UPLOAD, id, token, NULL, AFS_RETRY_MS);
+    return AFS_RETRY;
+  } else if (mine == 0)
+    afs_warn("upload %s: %s; its record goes, no object is deleted", ids, err.msg);
+  else if (afs_broker_record_path(rec, &path) == 1 && afs_broker_path_shared(st, id, path))
     afs_warn("upload %s: another asset uses %s; keeping its objects", ids, path);
   else if (!afs_broker_delete_objects(b, st, rec, NULL, &err)) {
     if (err.code != AFS_E_UNTRUSTED) {

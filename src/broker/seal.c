@@ -98,3 +98,24 @@ void afs_broker_append_deletion_mark(const struct afs_broker *b, const bson_valu
   afs_broker_deletion_mark(b, id, mark);
   BSON_APPEND_UTF8(set, AFS_F_DELETED_BY, mark);
 }
+
+void afs_broker_init_mark(const struct afs_broker *b, const bson_value_t *id, int64_t at_ms,
+                          char hex[65]) {
+  char idbuf[160], at[32];
+  id_text(id, idbuf);
+  snprintf(at, sizeof at, "%lld", (long long)at_ms);
+  const char *fields[] = {"assetfs-initialized-v1", idbuf, at};
+  mac_hex(b, fields, 3, hex);
+}
+
+bool afs_broker_init_mark_ok(const struct afs_broker *b, const struct afs_record *r) {
+  bson_iter_t it;
+  char want[65];
+  if (!r->doc || !r->initialized_at.has || r->initialized_at.from_number ||
+      !bson_iter_init_find(&it, r->doc, AFS_F_INIT_MARK) || !BSON_ITER_HOLDS_UTF8(&it))
+    return false;
+  uint32_t len;
+  const char *v = bson_iter_utf8(&it, &len);
+  afs_broker_init_mark(b, &r->id, r->initialized_at.ms, want);
+  return len == 64 && CRYPTO_memcmp(want, v, 64) == 0;
+}

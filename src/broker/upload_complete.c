@@ -152,6 +152,36 @@ static bool authorized(struct completion *c) {
   return rc == 1 ? true : fail(c, err.msg);
 }
 
+/* auth=required: an upload whose asset was completed before (its status put back to
+ * `uploaded` by someone, or a broker that died before marking it) only gets marked
+ * completed: its asset is not written again (that would revive an archived version or
+ * undo its client's later changes). Returns false when done with the record. */
+static bool not_done_before(struct completion *c) {
+  struct afs_error err = {0};
+  bson_t *asset = NULL;
+  if (!c->b->authz)
+    return true;
+  if (!afs_bstore_asset_get(c->b, c->st, &c->id, &asset, &err) && err.code != AFS_E_UNTRUSTED) {
+    afs_transient("upload %s: cannot read its asset: %s; will retry", c->ids, err.msg);
+    return retry(c);
+  }
+  bool done = asset && bson_has_field(asset, AFS_F_COMPLETED_AT);
+  if (asset)
+    bson_destroy(asset);
+  if (!done && err.code != AFS_E_UNTRUSTED)
+    return true;
+  bson_t *set =
+      BCON_NEW(AFS_F_STATUS, AFS_UPLOAD_COMPLETED, AFS_F_UPDATED, BCON_DATE_TIME(afs_now_ms()));
+  if (c->st->ops->finish(c->st->ctx, AFS_BC_UPLOAD, &c->id, c->token, NULL, set, NULL, NULL, &err) <
+      0)
+    c->out = AFS_RETRY;
+  bson_destroy(set);
+  afs_warn("upload %s: its asset was completed before; marked completed, the asset left as "
+           "it is",
+           c->ids);
+  return false;
+}
+
 /* auth=required: the original in the bucket is the one its client signed for (the
  * ETag its PUT returned), not bytes someone else put at the write URL meanwhile. */
 static bool original_signed(struct completion *c) {
@@ -170,20 +200,23 @@ static bool original_signed(struct completion *c) {
   return fail(c, why);
 }
 
-/* auth=required: what a client changed on the record after it was claimed counts only
- * when signed: a new filePath with the record's signature renewed, an abandonment with
- * its own. Anything else is someone else's edit. */
-static bool later_change_ok(struct completion *c, const struct afs_record *now, const char *what) {
+bool afs_complete_change_signed(struct afs_broker *b, struct afs_bstore *st,
+                                const struct afs_record *now, bool abandoned) {
   struct afs_error err = {0};
-  if (!c->b->authz)
+  char ids[80];
+  if (!b->authz)
     return true;
-  if (!strcmp(what, "abandoned")
-          ? afs_authz_check(c->b, AFS_REQ_ABANDON, now->doc, now->uid, NULL, 0, &err)
-          : afs_authz_upload(c->b, c->st, now, false, &err) == 1)
+  if (abandoned ? afs_authz_check(b, AFS_REQ_ABANDON, now->doc, now->uid, NULL, 0, &err)
+                : afs_authz_upload(b, st, now, false, &err) == 1)
     return true;
-  afs_warn("upload %s: %s changed without its client's signature, ignored: %s", c->ids, what,
+  afs_warn("upload %s: %s changed without its client's signature, ignored: %s",
+           afs_rec_id_str(&now->id, ids, sizeof ids), abandoned ? "abandoned" : "filePath",
            err.msg);
   return false;
+}
+
+static bool later_change_ok(struct completion *c, const struct afs_record *now, const char *what) {
+  return afs_complete_change_signed(c->b, c->st, now, !strcmp(what, "abandoned"));
 }
 
 /* The record's fields the asset copies, checked again (a client may have changed them). */
@@ -201,8 +234,6 @@ static bool read_fields(struct completion *c) {
     return fail(c, "filePath is missing");
   if (!afs_filepath_check(c->fp, strlen(c->fp), &err))
     return fail(c, err.msg);
-  if (!authorized(c))
-    return false;
   copy_metadata(r, &c->set);
   const char *part = r->partition, *apart = r->asset_partition;
   c->target = apart && *apart ? apart : part;
@@ -287,8 +318,9 @@ static bool renew(struct completion *c) {
       (!strcmp(r->file_path, c->fp) || later_change_ok(c, r, "filePath")))
     c->fp = r->file_path;
   int64_t now = afs_now_ms(), init_at = r->initialized_at.ms;
+  bool init_known = r->initialized_at.has && (!c->b->authz || afs_broker_init_mark_ok(c->b, r));
   c->version.id = &c->id;
-  c->version.at = r->initialized_at.has && init_at > 0 && init_at <= now ? init_at : now;
+  c->version.at = init_known && init_at > 0 && init_at <= now ? init_at : now;
   return true;
 }
 
@@ -433,7 +465,8 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, struct afs_bstore *st
   afs_broker_test_pause("complete_claimed", &c.id);
   /* Each phase returns false when the record is done with (c.out says how). */
   int64_t t0 = afs_now_ms(), t_renew = 0, t_upsert = 0, t_sup = 0;
-  if (!resolve_path(&c) || !read_fields(&c) || !check_parts(&c) || !original_signed(&c))
+  if (!authorized(&c) || !not_done_before(&c) || !resolve_path(&c) || !read_fields(&c) ||
+      !check_parts(&c) || !original_signed(&c))
     goto done;
   afs_broker_test_pause("complete_checked", &c.id);
   t_renew = afs_now_ms();

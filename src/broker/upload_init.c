@@ -380,6 +380,11 @@ enum afs_outcome afs_upload_init(struct afs_broker *b, struct afs_bstore *st,
   /* The version's place among other saves of the same file: the broker's clock, never
    * the client-chosen _id (upload_supersede.c). */
   BSON_APPEND_DATE_TIME(&set, AFS_F_INITIALIZED_AT, now);
+  if (b->authz) {
+    char mark[65];
+    afs_broker_init_mark(b, &r->id, now, mark);
+    BSON_APPEND_UTF8(&set, AFS_F_INIT_MARK, mark);
+  }
   BSON_APPEND_DATE_TIME(&set, AFS_F_UPDATED, now);
   BSON_APPEND_UTF8(&unset, AFS_F_ERROR, "");
   int64_t t_finish = afs_now_ms();

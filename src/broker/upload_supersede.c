@@ -133,8 +133,8 @@ void afs_complete_supersede(struct afs_broker *b, struct afs_bstore *st,
 /* The upload as it is now (by _id, the one filter every backend answers from its
  * index): *now (caller frees) gets its filePath when it changed to another valid path
  * since `claimed`, *abandoned whether its client gave it up. 0 read, -1 MongoDB error. */
-static int reread_upload(struct afs_bstore *st, const bson_value_t *id, const char *claimed,
-                         char **now, bool *abandoned) {
+static int reread_upload(struct afs_broker *b, struct afs_bstore *st, const bson_value_t *id,
+                         const char *claimed, char **now, bool *abandoned) {
   struct afs_error err = {0};
   bson_t *d = NULL;
   *now = NULL;
@@ -147,8 +147,10 @@ static int reread_upload(struct afs_bstore *st, const bson_value_t *id, const ch
     struct afs_record u;
     afs_record_read(d, &u);
     const char *fp = u.file_path;
-    *abandoned = u.abandoned;
-    if (fp && *fp && strcmp(fp, claimed) && afs_filepath_check(fp, strlen(fp), NULL))
+    /* auth=required: only what its client signed (complete_int.h) */
+    *abandoned = u.abandoned && afs_complete_change_signed(b, st, &u, true);
+    if (fp && *fp && strcmp(fp, claimed) && afs_filepath_check(fp, strlen(fp), NULL) &&
+        afs_complete_change_signed(b, st, &u, false))
       *now = afs_xstrdup(fp);
     afs_record_done(&u);
     bson_destroy(d);
@@ -207,7 +209,7 @@ enum afs_sup_result afs_complete_supersede_claimed(struct afs_broker *b, struct 
   if (!sup_find(st, self, partition, fp, &found))
     return AFS_SUP_DONE;
   bool abandoned;
-  if (reread_upload(st, self->id, fp, moved, &abandoned) < 0) {
+  if (reread_upload(b, st, self->id, fp, moved, &abandoned) < 0) {
     sup_free(&found);
     afs_transient("upload %s: cannot re-read the record; will retry", ids);
     return AFS_SUP_RETRY;

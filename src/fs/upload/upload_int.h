@@ -62,8 +62,10 @@ bool afs_up_sign(struct afs_uploader *up, enum afs_auth_req kind, bson_t *doc,
  * update that writes those fields). */
 bool afs_up_sign_into(struct afs_uploader *up, enum afs_auth_req kind, const bson_oid_t *id,
                       const bson_t *fields, bson_t *set, struct afs_error *err);
-/* CosyncRemoveAsset; an asset already gone counts as removed. */
-bool afs_up_call_remove(struct afs_uploader *up, const char *id, struct afs_error *err);
+/* CosyncRemoveAsset; an asset already gone counts as removed. at (may be NULL): only
+ * while the asset is at that filePath in partition. */
+bool afs_up_call_remove(struct afs_uploader *up, const char *id, const char *partition,
+                        const char *at, struct afs_error *err);
 /* AssetfsRenameAsset [id, from, to, replace]. */
 bool afs_up_call_rename(struct afs_uploader *up, const char *id, const char *from, const char *to,
                         const char *replace, struct afs_error *err);

@@ -268,22 +268,44 @@ static bool set_field_by_id(struct afs_uploader *up, const char *coll, const cha
   return ok;
 }
 
-/* A signed upload record renamed in flight: signed again over the new filePath. */
-static bool resign_file_path(struct afs_uploader *up, const char *id, const char *file_path,
-                             struct afs_error *err) {
+/* Record id of coll, whole, into *doc (caller destroys; empty when !*found). */
+static bool read_by_id(struct afs_uploader *up, const char *coll, const char *id, bson_t *doc,
+                       bool *found, struct afs_error *err) {
   bson_oid_t oid;
   struct dbh h;
   bson_error_t berr;
-  bson_t doc, fresh = BSON_INITIALIZER;
-  bool found;
+  bson_init(doc);
+  *found = false;
   if (!oid_from_hex(id, &oid))
     return afs_error_set(err, EINVAL, "bad record id %s", id);
-  dbh_open(up, &h, AFS_COLL_UPLOAD);
-  bool ok = find_by_id(&h, &oid, NULL, &doc, &found, &berr);
+  bson_destroy(doc);
+  dbh_open(up, &h, coll);
+  bool ok = find_by_id(&h, &oid, NULL, doc, found, &berr);
   dbh_close(&h);
+  return ok || afs_db_error(err, &berr, coll);
+}
+
+/* A signed upload record renamed in flight: signed again over the new filePath. Only a
+ * record still as this mount signed it: the mount must not sign what someone else wrote
+ * into it (another partition, another type). */
+static bool resign_file_path(struct afs_uploader *up, const char *id, const char *file_path,
+                             struct afs_error *err) {
+  bson_t doc, fresh = BSON_INITIALIZER;
+  bool found;
+  uint8_t pub[AFS_AUTH_PUB_LEN];
+  bool ok = read_by_id(up, AFS_COLL_UPLOAD, id, &doc, &found, err);
+  if (ok && found &&
+      (!afs_auth_key_public(up->opt->key, pub) ||
+       !afs_auth_doc_signed_by(pub, AFS_REQ_UPLOAD, &doc))) {
+    ok = afs_error_set(err, EACCES,
+                       "upload record %s is not as this mount signed it (changed by someone "
+                       "else); not signed again",
+                       id);
+    afs_warn("%s", err->msg);
+  }
   if (!ok) {
     bson_destroy(&doc);
-    return afs_db_error(err, &berr, "cannot read the upload record");
+    return false;
   }
   bson_iter_t it;
   if (found && bson_iter_init(&it, &doc))
@@ -309,22 +331,15 @@ static bool resign_file_path(struct afs_uploader *up, const char *id, const char
 /* filePath of asset id (*fp owned, NULL when there is none). */
 static bool asset_file_path(struct afs_uploader *up, const char *id, char **fp,
                             struct afs_error *err) {
-  bson_oid_t oid;
-  struct dbh h;
-  bson_error_t berr;
   bson_t doc;
   bool found;
   *fp = NULL;
-  if (!oid_from_hex(id, &oid))
-    return afs_error_set(err, EINVAL, "bad asset id %s", id);
-  dbh_open(up, &h, AFS_COLL_ASSET);
-  bool ok = find_by_id(&h, &oid, NULL, &doc, &found, &berr);
-  dbh_close(&h);
+  bool ok = read_by_id(up, AFS_COLL_ASSET, id, &doc, &found, err);
   bson_iter_t it;
   if (ok && found && bson_iter_init_find(&it, &doc, AFS_F_FILE_PATH) && BSON_ITER_HOLDS_UTF8(&it))
     *fp = afs_xstrdup(bson_iter_utf8(&it, NULL));
   bson_destroy(&doc);
-  return ok || afs_db_error(err, &berr, "cannot read the asset record");
+  return ok;
 }
 
 static bool signed_set_file_path(struct afs_uploader *up, const char *id, const char *file_path,
@@ -363,7 +378,7 @@ static bool m_set_file_path(void *ctx, const char *id, const char *file_path, bo
 static bool m_asset_mark_deleted(void *ctx, const char *id, struct afs_error *err) {
   struct afs_uploader *up = ctx;
   if (afs_up_signed(up))
-    return afs_up_call_remove(up, id, err);
+    return afs_up_call_remove(up, id, NULL, NULL, err);
   bson_t *set = BCON_NEW(AFS_F_STATUS, BCON_UTF8(AFS_ASSET_DELETED), AFS_F_UPDATED,
                          BCON_DATE_TIME(afs_now_ms()));
   bool ok = set_field_by_id(up, AFS_COLL_ASSET, id, set, NULL, err);
@@ -373,6 +388,7 @@ static bool m_asset_mark_deleted(void *ctx, const char *id, struct afs_error *er
 
 /* Signed: every asset the filter finds is removed through the broker. */
 static bool signed_delete_matching(struct afs_uploader *up, const bson_t *filter,
+                                   const char *partition, const char *file_path,
                                    struct afs_error *err) {
   bson_t *opts = BCON_NEW("projection", "{", AFS_F_ID, BCON_INT32(1), "}");
   struct dbh h;
@@ -397,7 +413,7 @@ static bool signed_delete_matching(struct afs_uploader *up, const bson_t *filter
   if (!ok)
     afs_db_error(err, &berr, AFS_COLL_ASSET);
   for (size_t i = 0; ok && i < n; i++)
-    ok = afs_up_call_remove(up, ids[i], err);
+    ok = afs_up_call_remove(up, ids[i], partition, file_path, err);
   free(ids);
   return ok;
 }
@@ -415,7 +431,7 @@ static bool m_asset_delete_at(void *ctx, const char *partition, const char *file
     bson_append_document_end(filter, &ne);
   }
   if (afs_up_signed(up)) {
-    bool ok = signed_delete_matching(up, filter, err);
+    bool ok = signed_delete_matching(up, filter, partition, file_path, err);
     bson_destroy(filter);
     return ok;
   }

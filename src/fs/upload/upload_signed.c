@@ -49,12 +49,17 @@ static bool call(struct afs_uploader *up, const char *name, const bson_t *args,
   return afs_call_run(&cl, name, args, CALL_TIMEOUT_S, NULL, err);
 }
 
-bool afs_up_call_remove(struct afs_uploader *up, const char *id, struct afs_error *err) {
+bool afs_up_call_remove(struct afs_uploader *up, const char *id, const char *partition,
+                        const char *at, struct afs_error *err) {
   bson_t *args = BCON_NEW("0", BCON_UTF8(id));
+  if (at) {
+    BSON_APPEND_UTF8(args, "1", at);
+    BSON_APPEND_UTF8(args, "2", partition);
+  }
   bool ok = call(up, "CosyncRemoveAsset", args, err);
   bson_destroy(args);
-  if (!ok && (err->code == ENOENT)) /* removed already (by us or another mount) */
-    return true;
+  if (!ok && (err->code == ENOENT || (at && err->code == ESTALE)))
+    return true; /* removed already (by us or another mount), or moved: not ours to remove */
   return ok;
 }
 
