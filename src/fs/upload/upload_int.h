@@ -72,6 +72,24 @@ bool afs_up_call_rename(struct afs_uploader *up, const char *id, const char *fro
 bool afs_up_call_mtime(struct afs_uploader *up, const char *id, int64_t mtime_ms,
                        struct afs_error *err);
 
+/* Rename (signed_set_file_path) and removal at a path (signed_delete_matching) as a
+ * signing mount does them: the store's set_file_path and asset_delete_at with a key. */
+bool afs_up_signed_set_file_path(struct afs_uploader *up, const char *id, const char *file_path,
+                                 bool upload, bool asset, struct afs_error *err);
+bool afs_up_signed_delete_matching(struct afs_uploader *up, const bson_t *filter,
+                                   const char *partition, const char *file_path,
+                                   struct afs_error *err);
+
+/* upload_records.c: helpers the signing code shares. Record id of coll, whole, into *doc
+ * (caller destroys; empty when !*found); $set on record id of coll (*matched may be NULL);
+ * the ObjectId _ids (hex) of the records of coll filter finds (*ids: free). */
+bool afs_up_read_by_id(struct afs_uploader *up, const char *coll, const char *id, bson_t *doc,
+                       bool *found, struct afs_error *err);
+bool afs_up_set_by_id(struct afs_uploader *up, const char *coll, const char *id, const bson_t *set,
+                      int64_t *matched, struct afs_error *err);
+bool afs_up_find_ids(struct afs_uploader *up, const char *coll, const bson_t *filter,
+                     char (**ids)[AFS_OID_HEX], size_t *n, struct afs_error *err);
+
 /* upload.c: one upload of wf's current data. deadline_ms bounds the waits (monotonic).
  * Returns true when "uploaded" is set (or nothing needed uploading); on failure sets
  * the file's next state (retrying with a backoff, or error) and returns false + err. */

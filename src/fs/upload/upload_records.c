@@ -254,8 +254,8 @@ static bool m_set_uploaded(void *ctx, const char *id, const struct meta *m, cons
 
 /* ---------------------------------------------------------------- namespace records */
 
-static bool set_field_by_id(struct afs_uploader *up, const char *coll, const char *id,
-                            const bson_t *set, int64_t *matched, struct afs_error *err) {
+bool afs_up_set_by_id(struct afs_uploader *up, const char *coll, const char *id, const bson_t *set,
+                      int64_t *matched, struct afs_error *err) {
   bson_oid_t oid;
   if (!oid_from_hex(id, &oid))
     return afs_error_set(err, EINVAL, "bad asset id %s", id);
@@ -268,8 +268,7 @@ static bool set_field_by_id(struct afs_uploader *up, const char *coll, const cha
   return ok;
 }
 
-/* Record id of coll, whole, into *doc (caller destroys; empty when !*found). */
-static bool read_by_id(struct afs_uploader *up, const char *coll, const char *id, bson_t *doc,
+bool afs_up_read_by_id(struct afs_uploader *up, const char *coll, const char *id, bson_t *doc,
                        bool *found, struct afs_error *err) {
   bson_oid_t oid;
   struct dbh h;
@@ -285,92 +284,41 @@ static bool read_by_id(struct afs_uploader *up, const char *coll, const char *id
   return ok || afs_db_error(err, &berr, coll);
 }
 
-/* A signed upload record renamed in flight: signed again over the new filePath. Only a
- * record still as this mount signed it: the mount must not sign what someone else wrote
- * into it (another partition, another type). */
-static bool resign_file_path(struct afs_uploader *up, const char *id, const char *file_path,
-                             struct afs_error *err) {
-  bson_t doc, fresh = BSON_INITIALIZER;
-  bool found;
-  uint8_t pub[AFS_AUTH_PUB_LEN];
-  bool ok = read_by_id(up, AFS_COLL_UPLOAD, id, &doc, &found, err);
-  if (ok && found &&
-      (!afs_auth_key_public(up->opt->key, pub) ||
-       !afs_auth_doc_signed_by(pub, AFS_REQ_UPLOAD, &doc))) {
-    ok = afs_error_set(err, EACCES,
-                       "upload record %s is not as this mount signed it (changed by someone "
-                       "else); not signed again",
-                       id);
-    afs_warn("%s", err->msg);
+bool afs_up_find_ids(struct afs_uploader *up, const char *coll, const bson_t *filter,
+                     char (**ids)[AFS_OID_HEX], size_t *n, struct afs_error *err) {
+  bson_t *opts = BCON_NEW("projection", "{", AFS_F_ID, BCON_INT32(1), "}");
+  struct dbh h;
+  bson_error_t berr;
+  const bson_t *doc;
+  size_t cap = 0;
+  *ids = NULL;
+  *n = 0;
+  dbh_open(up, &h, coll);
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(h.coll, filter, opts, NULL);
+  while (mongoc_cursor_next(cur, &doc)) {
+    bson_iter_t it;
+    if (!bson_iter_init_find(&it, doc, AFS_F_ID) || !BSON_ITER_HOLDS_OID(&it))
+      continue;
+    if (*n == cap)
+      *ids = afs_xrealloc(*ids, (cap = cap ? cap * 2 : 4) * sizeof **ids);
+    bson_oid_to_string(bson_iter_oid(&it), (*ids)[(*n)++]);
   }
-  if (!ok) {
-    bson_destroy(&doc);
-    return false;
-  }
-  bson_iter_t it;
-  if (found && bson_iter_init(&it, &doc))
-    while (bson_iter_next(&it))
-      if (strcmp(bson_iter_key(&it), AFS_F_FILE_PATH) &&
-          strcmp(bson_iter_key(&it), afs_auth_req_sig_field(AFS_REQ_UPLOAD)))
-        bson_append_iter(&fresh, NULL, 0, &it);
-  BSON_APPEND_UTF8(&fresh, AFS_F_FILE_PATH, file_path);
-  bson_t *set =
-      BCON_NEW(AFS_F_FILE_PATH, BCON_UTF8(file_path), AFS_F_UPDATED, BCON_DATE_TIME(afs_now_ms()));
-  char sig[AFS_AUTH_SIG_B64];
-  ok = !found || afs_auth_req_sign(up->opt->key, AFS_REQ_UPLOAD, &fresh, sig, err);
-  if (ok && found) {
-    BSON_APPEND_UTF8(set, afs_auth_req_sig_field(AFS_REQ_UPLOAD), sig);
-    ok = set_field_by_id(up, AFS_COLL_UPLOAD, id, set, NULL, err);
-  }
-  bson_destroy(set);
-  bson_destroy(&fresh);
-  bson_destroy(&doc);
-  return ok;
-}
-
-/* filePath of asset id (*fp owned, NULL when there is none). */
-static bool asset_file_path(struct afs_uploader *up, const char *id, char **fp,
-                            struct afs_error *err) {
-  bson_t doc;
-  bool found;
-  *fp = NULL;
-  bool ok = read_by_id(up, AFS_COLL_ASSET, id, &doc, &found, err);
-  bson_iter_t it;
-  if (ok && found && bson_iter_init_find(&it, &doc, AFS_F_FILE_PATH) && BSON_ITER_HOLDS_UTF8(&it))
-    *fp = afs_xstrdup(bson_iter_utf8(&it, NULL));
-  bson_destroy(&doc);
-  return ok;
-}
-
-static bool signed_set_file_path(struct afs_uploader *up, const char *id, const char *file_path,
-                                 bool upload, bool asset, struct afs_error *err) {
-  char *from = NULL;
-  bool ok = !upload || resign_file_path(up, id, file_path, err);
-  if (ok && asset)
-    ok = asset_file_path(up, id, &from, err);
-  if (ok && asset && from && strcmp(from, file_path)) {
-    ok = afs_up_call_rename(up, id, from, file_path, "", err);
-    /* Two moves of one file race (the rename itself, and the poller following it after a
-     * completion): the one that finds it moved already is done if it is where asked. */
-    free(from);
-    from = NULL;
-    if (!ok && err->code == ESTALE && asset_file_path(up, id, &from, err) && from &&
-        !strcmp(from, file_path))
-      ok = true;
-  }
-  free(from);
-  return ok;
+  bool ok = !mongoc_cursor_error(cur, &berr);
+  mongoc_cursor_destroy(cur);
+  dbh_close(&h);
+  bson_destroy(opts);
+  return ok || afs_db_error(err, &berr, coll);
 }
 
 static bool m_set_file_path(void *ctx, const char *id, const char *file_path, bool upload,
                             bool asset, struct afs_error *err) {
   if (afs_up_signed(ctx))
-    return signed_set_file_path(ctx, id, file_path, upload, asset, err);
+    return afs_up_signed_set_file_path(ctx, id, file_path, upload, asset, err);
   bson_t *set =
       BCON_NEW(AFS_F_FILE_PATH, BCON_UTF8(file_path), AFS_F_UPDATED, BCON_DATE_TIME(afs_now_ms()));
-  bool ok = !upload || set_field_by_id(ctx, AFS_COLL_UPLOAD, id, set, NULL, err);
+  bool ok = !upload || afs_up_set_by_id(ctx, AFS_COLL_UPLOAD, id, set, NULL, err);
   if (ok && asset)
-    ok = set_field_by_id(ctx, AFS_COLL_ASSET, id, set, NULL, err);
+    ok = afs_up_set_by_id(ctx, AFS_COLL_ASSET, id, set, NULL, err);
   bson_destroy(set);
   return ok;
 }
@@ -381,40 +329,8 @@ static bool m_asset_mark_deleted(void *ctx, const char *id, struct afs_error *er
     return afs_up_call_remove(up, id, NULL, NULL, err);
   bson_t *set = BCON_NEW(AFS_F_STATUS, BCON_UTF8(AFS_ASSET_DELETED), AFS_F_UPDATED,
                          BCON_DATE_TIME(afs_now_ms()));
-  bool ok = set_field_by_id(up, AFS_COLL_ASSET, id, set, NULL, err);
+  bool ok = afs_up_set_by_id(up, AFS_COLL_ASSET, id, set, NULL, err);
   bson_destroy(set);
-  return ok;
-}
-
-/* Signed: every asset the filter finds is removed through the broker. */
-static bool signed_delete_matching(struct afs_uploader *up, const bson_t *filter,
-                                   const char *partition, const char *file_path,
-                                   struct afs_error *err) {
-  bson_t *opts = BCON_NEW("projection", "{", AFS_F_ID, BCON_INT32(1), "}");
-  struct dbh h;
-  bson_error_t berr;
-  const bson_t *doc;
-  char(*ids)[AFS_OID_HEX] = NULL;
-  size_t n = 0, cap = 0;
-  dbh_open(up, &h, AFS_COLL_ASSET);
-  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(h.coll, filter, opts, NULL);
-  while (mongoc_cursor_next(cur, &doc)) {
-    bson_iter_t it;
-    if (!bson_iter_init_find(&it, doc, AFS_F_ID) || !BSON_ITER_HOLDS_OID(&it))
-      continue;
-    if (n == cap)
-      ids = afs_xrealloc(ids, (cap = cap ? cap * 2 : 4) * sizeof *ids);
-    bson_oid_to_string(bson_iter_oid(&it), ids[n++]);
-  }
-  bool ok = !mongoc_cursor_error(cur, &berr);
-  mongoc_cursor_destroy(cur);
-  dbh_close(&h);
-  bson_destroy(opts);
-  if (!ok)
-    afs_db_error(err, &berr, AFS_COLL_ASSET);
-  for (size_t i = 0; ok && i < n; i++)
-    ok = afs_up_call_remove(up, ids[i], partition, file_path, err);
-  free(ids);
   return ok;
 }
 
@@ -431,7 +347,7 @@ static bool m_asset_delete_at(void *ctx, const char *partition, const char *file
     bson_append_document_end(filter, &ne);
   }
   if (afs_up_signed(up)) {
-    bool ok = signed_delete_matching(up, filter, partition, file_path, err);
+    bool ok = afs_up_signed_delete_matching(up, filter, partition, file_path, err);
     bson_destroy(filter);
     return ok;
   }
@@ -458,7 +374,7 @@ static bool m_abandon(void *ctx, const char *id, struct afs_error *err) {
     ok = oid_from_hex(id, &oid) ? afs_up_sign_into(up, AFS_REQ_ABANDON, &oid, set, set, err)
                                 : afs_error_set(err, EINVAL, "bad record id %s", id);
   BSON_APPEND_DATE_TIME(set, AFS_F_UPDATED, afs_now_ms());
-  ok = ok && set_field_by_id(up, AFS_COLL_UPLOAD, id, set, NULL, err);
+  ok = ok && afs_up_set_by_id(up, AFS_COLL_UPLOAD, id, set, NULL, err);
   bson_destroy(set);
   return ok;
 }
@@ -469,7 +385,7 @@ static bool m_asset_set_mtime(void *ctx, const char *id, int64_t mtime_ms, struc
     return afs_up_call_mtime(up, id, mtime_ms, err);
   bson_t *set =
       BCON_NEW(AFS_F_MTIME, BCON_DATE_TIME(mtime_ms), AFS_F_UPDATED, BCON_DATE_TIME(afs_now_ms()));
-  bool ok = set_field_by_id(up, AFS_COLL_ASSET, id, set, NULL, err);
+  bool ok = afs_up_set_by_id(up, AFS_COLL_ASSET, id, set, NULL, err);
   bson_destroy(set);
   return ok;
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "assetfs/alloc.h"
 #include "assetfs/calls.h"
 #include "assetfs/cosync.h"
 #include "assetfs/lease.h" /* afs_now_ms */
@@ -79,5 +80,91 @@ bool afs_up_call_mtime(struct afs_uploader *up, const char *id, int64_t mtime_ms
   bson_t *args = BCON_NEW("0", BCON_UTF8(id), "1", BCON_DATE_TIME(mtime_ms));
   bool ok = call(up, "AssetfsSetMtime", args, err);
   bson_destroy(args);
+  return ok;
+}
+
+/* A signed upload record renamed in flight: signed again over the new filePath. Only a
+ * record still as this mount signed it: the mount must not sign what someone else wrote
+ * into it (another partition, another type). */
+static bool resign_file_path(struct afs_uploader *up, const char *id, const char *file_path,
+                             struct afs_error *err) {
+  bson_t doc, fresh = BSON_INITIALIZER;
+  bool found;
+  uint8_t pub[AFS_AUTH_PUB_LEN];
+  bool ok = afs_up_read_by_id(up, AFS_COLL_UPLOAD, id, &doc, &found, err);
+  if (ok && found &&
+      (!afs_auth_key_public(up->opt->key, pub) ||
+       !afs_auth_doc_signed_by(pub, AFS_REQ_UPLOAD, &doc))) {
+    ok = afs_error_set(err, EACCES,
+                       "upload record %s is not as this mount signed it (changed by someone "
+                       "else); not signed again",
+                       id);
+    afs_warn("%s", err->msg);
+  }
+  bson_iter_t it;
+  if (ok && found && bson_iter_init(&it, &doc))
+    while (bson_iter_next(&it))
+      if (strcmp(bson_iter_key(&it), AFS_F_FILE_PATH) &&
+          strcmp(bson_iter_key(&it), afs_auth_req_sig_field(AFS_REQ_UPLOAD)))
+        bson_append_iter(&fresh, NULL, 0, &it);
+  BSON_APPEND_UTF8(&fresh, AFS_F_FILE_PATH, file_path);
+  bson_t *set =
+      BCON_NEW(AFS_F_FILE_PATH, BCON_UTF8(file_path), AFS_F_UPDATED, BCON_DATE_TIME(afs_now_ms()));
+  char sig[AFS_AUTH_SIG_B64];
+  if (ok && found && afs_auth_req_sign(up->opt->key, AFS_REQ_UPLOAD, &fresh, sig, err)) {
+    BSON_APPEND_UTF8(set, afs_auth_req_sig_field(AFS_REQ_UPLOAD), sig);
+    ok = afs_up_set_by_id(up, AFS_COLL_UPLOAD, id, set, NULL, err);
+  } else if (ok && found) {
+    ok = false;
+  }
+  bson_destroy(set);
+  bson_destroy(&fresh);
+  bson_destroy(&doc);
+  return ok;
+}
+
+/* filePath of asset id (*fp owned, NULL when there is none). */
+static bool asset_file_path(struct afs_uploader *up, const char *id, char **fp,
+                            struct afs_error *err) {
+  bson_t doc;
+  bool found;
+  *fp = NULL;
+  bool ok = afs_up_read_by_id(up, AFS_COLL_ASSET, id, &doc, &found, err);
+  bson_iter_t it;
+  if (ok && found && bson_iter_init_find(&it, &doc, AFS_F_FILE_PATH) && BSON_ITER_HOLDS_UTF8(&it))
+    *fp = afs_xstrdup(bson_iter_utf8(&it, NULL));
+  bson_destroy(&doc);
+  return ok;
+}
+
+bool afs_up_signed_set_file_path(struct afs_uploader *up, const char *id, const char *file_path,
+                                 bool upload, bool asset, struct afs_error *err) {
+  char *from = NULL;
+  bool ok = !upload || resign_file_path(up, id, file_path, err);
+  if (ok && asset)
+    ok = asset_file_path(up, id, &from, err);
+  if (ok && asset && from && strcmp(from, file_path)) {
+    ok = afs_up_call_rename(up, id, from, file_path, "", err);
+    /* Two moves of one file race (the rename itself, and the poller following it after a
+     * completion): the one that finds it moved already is done if it is where asked. */
+    free(from);
+    from = NULL;
+    if (!ok && err->code == ESTALE && asset_file_path(up, id, &from, err) && from &&
+        !strcmp(from, file_path))
+      ok = true;
+  }
+  free(from);
+  return ok;
+}
+
+bool afs_up_signed_delete_matching(struct afs_uploader *up, const bson_t *filter,
+                                   const char *partition, const char *file_path,
+                                   struct afs_error *err) {
+  char(*ids)[AFS_OID_HEX] = NULL;
+  size_t n = 0;
+  bool ok = afs_up_find_ids(up, AFS_COLL_ASSET, filter, &ids, &n, err);
+  for (size_t i = 0; ok && i < n; i++)
+    ok = afs_up_call_remove(up, ids[i], partition, file_path, err);
+  free(ids);
   return ok;
 }
