@@ -158,6 +158,10 @@ bool afs_auth_req_sign(const afs_auth_key *k, enum afs_auth_req kind, const bson
  * false with err saying which: unsigned, unsignable, or not a signature of uid's keys. */
 bool afs_auth_req_verify(const struct afs_clients *c, enum afs_auth_req kind, const bson_t *doc,
                          const char *uid, struct afs_error *err);
+/* SHA-256 of what a signature of `kind` in doc vouches for: its canonical message and the
+ * signature itself. The same digest means the same message and signature, so a reader
+ * may remember digests it verified. false when doc has no signature or cannot be signed. */
+bool afs_auth_doc_digest(enum afs_auth_req kind, const bson_t *doc, uint8_t out[32]);
 /* True when doc carries a valid signature of `kind` by pub (the broker's seal). */
 bool afs_auth_doc_signed_by(const uint8_t pub[AFS_AUTH_PUB_LEN], enum afs_auth_req kind,
                             const bson_t *doc);

@@ -2,6 +2,7 @@
  * its signature is kept. The mount signs with these lists and the broker checks with the
  * same ones, so the two can never disagree on what a signature means. */
 #include <errno.h>
+#include <openssl/evp.h>
 #include <string.h>
 
 #include "assetfs/auth.h"
@@ -92,6 +93,25 @@ bool afs_auth_doc_signed_by(const uint8_t pub[AFS_AUTH_PUB_LEN], enum afs_auth_r
   struct afs_canon c;
   afs_auth_req_canon(kind, doc, &c);
   bool ok = !c.bad && afs_auth_verify(pub, c.buf, c.len, bson_iter_utf8(&it, NULL));
+  afs_canon_free(&c);
+  return ok;
+}
+
+bool afs_auth_doc_digest(enum afs_auth_req kind, const bson_t *doc, uint8_t out[32]) {
+  bson_iter_t it;
+  uint32_t len;
+  if (!bson_iter_init_find(&it, doc, kinds[kind].sig_field) || !BSON_ITER_HOLDS_UTF8(&it))
+    return false;
+  const char *sig = bson_iter_utf8(&it, &len);
+  struct afs_canon c;
+  afs_auth_req_canon(kind, doc, &c);
+  bool ok = !c.bad;
+  unsigned int n = 0;
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  ok = ok && md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) &&
+       EVP_DigestUpdate(md, c.buf, c.len + 1) && EVP_DigestUpdate(md, sig, len) &&
+       EVP_DigestFinal_ex(md, out, &n) && n == 32;
+  EVP_MD_CTX_free(md);
   afs_canon_free(&c);
   return ok;
 }

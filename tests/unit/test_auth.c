@@ -336,8 +336,30 @@ static void test_mutations(void) {
   }
 }
 
+/* The digest a mount remembers verified seals by: it changes with any signed field and
+ * with the signature, and not with fields the seal does not cover. */
+static void test_digest(void) {
+  uint8_t a[32], b[32];
+  bson_t *d = BCON_NEW("_id", "x", "filePath", "a.txt", "caption", "c", "assetfsSeal", "sig");
+  CHECK(afs_auth_doc_digest(AFS_REQ_ASSET, d, a));
+  bson_t *e = BCON_NEW("caption", "other", "assetfsSeal", "sig", "filePath", "a.txt", "_id", "x");
+  CHECK(afs_auth_doc_digest(AFS_REQ_ASSET, e, b) && !memcmp(a, b, 32));
+  bson_destroy(e);
+  e = BCON_NEW("_id", "x", "filePath", "b.txt", "assetfsSeal", "sig");
+  CHECK(afs_auth_doc_digest(AFS_REQ_ASSET, e, b) && memcmp(a, b, 32));
+  bson_destroy(e);
+  e = BCON_NEW("_id", "x", "filePath", "a.txt", "assetfsSeal", "sig2");
+  CHECK(afs_auth_doc_digest(AFS_REQ_ASSET, e, b) && memcmp(a, b, 32));
+  bson_destroy(e);
+  e = BCON_NEW("_id", "x", "filePath", "a.txt");
+  CHECK(!afs_auth_doc_digest(AFS_REQ_ASSET, e, b)); /* unsigned */
+  bson_destroy(e);
+  bson_destroy(d);
+}
+
 int main(void) {
   CHECK(mkdtemp(dir) != NULL);
+  test_digest();
   test_keys();
   test_canon();
   test_clients();

@@ -70,6 +70,7 @@ struct afs_catalog *afs_catalog_new(struct afs_db *db, const struct afs_catalog_
   cat->refresh_margin = o->refresh_margin >= 0 ? o->refresh_margin : 60.0;
   cat->refresh_timeout = o->refresh_timeout > 0 ? o->refresh_timeout : 15.0;
   pthread_mutex_init(&cat->mu, NULL);
+  pthread_mutex_init(&cat->seal_mu, NULL);
   pthread_mutex_init(&cat->ref_mu, NULL);
   pthread_cond_init(&cat->ref_cv, NULL);
   afs_smap_init(&cat->parts);
@@ -118,6 +119,8 @@ void afs_catalog_free(struct afs_catalog *cat) {
   free(cat->uid);
   free(cat->session_id);
   pthread_mutex_destroy(&cat->mu);
+  afs_smap_clear(&cat->sealed_ok, NULL);
+  pthread_mutex_destroy(&cat->seal_mu);
   pthread_mutex_destroy(&cat->ref_mu);
   pthread_cond_destroy(&cat->ref_cv);
   free(cat);

@@ -64,6 +64,11 @@ struct afs_catalog {
   uint8_t broker_pub[32];        /* assets must carry its seal when has_broker_pub */
   bool has_broker_pub;
   atomic_long n_unsealed; /* assets hidden for a seal that does not verify */
+  /* Digests (afs_auth_doc_digest, hex) of the asset records whose seal verified: a record
+   * seen again unchanged is not verified again. Leaf lock; emptied when it grows past a
+   * bound. */
+  pthread_mutex_t seal_mu;
+  struct afs_smap sealed_ok;
   double attr_ttl, list_ttl, refresh_margin, refresh_timeout;
 
   /* mu protects parts, disc_*; lock order: mu and ref_mu are never held together. */

@@ -93,8 +93,32 @@ struct asset_vec {
 /* broker_key: an asset whose seal does not verify was written by someone other than the
  * broker. It is hidden (never listed, never fetched) and said (the first few, then every
  * hundredth: a listing may meet many). */
+#define SEALED_OK_MAX 200000 /* digests remembered: 100 bytes each with the map's entry */
+
+static bool seal_verifies(struct afs_catalog *cat, const bson_t *doc) {
+  uint8_t d[32];
+  char hex[65];
+  if (!afs_auth_doc_digest(AFS_REQ_ASSET, doc, d))
+    return false;
+  for (int i = 0; i < 32; i++)
+    snprintf(hex + 2 * i, 3, "%02x", d[i]);
+  pthread_mutex_lock(&cat->seal_mu);
+  bool known = afs_smap_get(&cat->sealed_ok, hex) != NULL;
+  pthread_mutex_unlock(&cat->seal_mu);
+  if (known)
+    return true;
+  if (!afs_auth_doc_signed_by(cat->broker_pub, AFS_REQ_ASSET, doc))
+    return false;
+  pthread_mutex_lock(&cat->seal_mu);
+  if (afs_smap_count(&cat->sealed_ok) >= SEALED_OK_MAX)
+    afs_smap_clear(&cat->sealed_ok, NULL);
+  afs_smap_put(&cat->sealed_ok, hex, (void *)1);
+  pthread_mutex_unlock(&cat->seal_mu);
+  return true;
+}
+
 static bool sealed(struct afs_catalog *cat, const bson_t *doc) {
-  if (!cat->has_broker_pub || afs_auth_doc_signed_by(cat->broker_pub, AFS_REQ_ASSET, doc))
+  if (!cat->has_broker_pub || seal_verifies(cat, doc))
     return true;
   long n = atomic_fetch_add(&cat->n_unsealed, 1);
   if (n < 5 || n % 100 == 0) {
