@@ -8,4 +8,9 @@
  * Caller frees. */
 char *afs_regex_quote(const char *s);
 
+/* Overwrites, in place, the password of every "scheme://user:password@" in s with '*'
+ * (a command line others can read in ps or /proc/PID/cmdline). The number of passwords
+ * found. */
+int afs_scrub_uri_passwords(char *s);
+
 #endif

@@ -18,6 +18,7 @@
 #include "assetfs/lease.h"
 #include "assetfs/log.h"
 #include "assetfs/sign_cmd.h"
+#include "assetfs/strutil.h"
 #include "assetfs/test_pause.h"
 #include "broker.h"
 
@@ -149,6 +150,13 @@ static int parse_args(int argc, char *argv[], struct afs_broker *b, struct args 
         fprintf(stderr, "assetfs-broker: --set needs KEY=VALUE\n");
         return 1;
       }
+      if ((size_t)(eq - optarg) == strlen("s3_secret_key") &&
+          !strncmp(optarg, "s3_secret_key", (size_t)(eq - optarg))) {
+        fprintf(stderr, "assetfs-broker: the S3 secret must not be on the command line (every "
+                        "local user can read it in ps): use ASSETFS_S3_SECRET_KEY or the config "
+                        "file (mode 0600)\n");
+        return 2;
+      }
       char *k = afs_xstrndup(optarg, (size_t)(eq - optarg));
       a->owned[a->nowned++] = k;
       a->sets[a->nsets++] = (typeof(a->sets[0])){k, eq + 1};
@@ -190,6 +198,19 @@ static int parse_args(int argc, char *argv[], struct afs_broker *b, struct args 
   if (b->poll_max_ms < b->poll_min_ms)
     b->poll_max_ms = b->poll_min_ms;
   return -1;
+}
+
+/* A MongoDB URI given with -m or --set carries its password into ps and
+ * /proc/PID/cmdline, which every local user can read: once the settings hold their copy,
+ * the command line keeps only asterisks, and the log says so. */
+static void scrub_argv(int argc, char **argv) {
+  int n = 0;
+  for (int i = 1; i < argc; i++)
+    n += afs_scrub_uri_passwords(argv[i]);
+  if (n)
+    afs_warn("a password was given on the command line, where other local users can read it "
+             "while it starts; it is masked now, but prefer ASSETFS_MONGO_URI or the config "
+             "file");
 }
 
 /* Settings from the config file (or the environment), then the command line; logging
@@ -311,6 +332,7 @@ int main(int argc, char *argv[]) {
   }
   if (!load_settings(&b, &a))
     goto out;
+  scrub_argv(argc, argv);
   if (optind < argc && !strcmp(argv[optind], "sign")) {
     rc = afs_sign_cmd(argc - optind, argv + optind, &b.cfg);
     goto out;

@@ -15,3 +15,23 @@ char *afs_regex_quote(const char *s) {
   *o = 0;
   return out;
 }
+
+int afs_scrub_uri_passwords(char *s) {
+  int n = 0;
+  for (char *p = s ? strstr(s, "://") : NULL; p; p = strstr(p, "://")) {
+    p += 3;
+    /* the authority ends at the first '/', '?', '#' or ','; its userinfo before the last
+     * '@' in it */
+    size_t alen = strcspn(p, "/?#,");
+    char *at = NULL;
+    for (char *q = p; q < p + alen; q++)
+      if (*q == '@')
+        at = q;
+    char *colon = at ? memchr(p, ':', (size_t)(at - p)) : NULL;
+    if (colon && colon + 1 < at) {
+      memset(colon + 1, '*', (size_t)(at - colon - 1));
+      n++;
+    }
+  }
+  return n;
+}

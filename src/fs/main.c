@@ -23,6 +23,7 @@
 #include "assetfs/hash.h"
 #include "assetfs/http_put.h"
 #include "assetfs/log.h"
+#include "assetfs/strutil.h"
 #include "assetfs/test_pause.h"
 #include "fuse/ops_int.h"
 #include "upload/upload.h"
@@ -243,6 +244,14 @@ int main(int argc, char *argv[]) {
     fprintf(stderr, "assetfs: %s\n", e.msg);
     goto done;
   }
+  /* The options hold their own copies now: a password in -o mongo_uri= stays out of ps
+   * and /proc/PID/cmdline, which every local user can read. */
+  int scrubbed = 0;
+  for (int i = 1; i < argc; i++)
+    scrubbed += afs_scrub_uri_passwords(argv[i]);
+  if (scrubbed)
+    afs_warn("mongo_uri= on the command line carries a password other local users can read "
+             "while the mount starts; it is masked now, but prefer ASSETFS_MONGO_URI");
   if (fs->opt.show_version) {
     printf("assetfs %s\n", ASSETFS_VERSION);
     rc = 0;

@@ -1,13 +1,16 @@
 """The broker's command line without a database: `assetfs-broker keygen FILE` (issue 14,
 auth=required: the key files, their modes, the public line, checked against OpenSSL's own
 reading of the key; an existing key is never overwritten; usage errors exit 2), and
-settings from the environment that are not valid stop it with the variable's name."""
+settings from the environment that are not valid stop it with the variable's name, and no
+secret stays on its command line."""
 import base64
 import os
 import stat
 import subprocess
+import time
 
 from broker_fixtures import broker_exe
+from procs import wait_for
 
 
 def keygen(build_dir, *args):
@@ -57,3 +60,23 @@ def test_bad_environment_value_stops_the_broker(build_dir, tmp_path):
                        timeout=30)
     assert r.returncode == 1
     assert "ASSETFS_KEEP_VERSIONS" in r.stderr and "not a boolean" in r.stderr
+
+
+def test_no_secret_stays_on_the_command_line(build_dir, start_broker, stack):
+    """The S3 secret is refused on the command line; a MongoDB password given there is
+    masked in /proc/PID/cmdline once the broker has read it (issue 20)."""
+    r = subprocess.run([broker_exe(build_dir), "--set", "s3_secret_key=abc"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "must not be on the command line" in r.stderr
+    host = stack["ASSETFS_MONGO_URI"].split("://", 1)[1].split("/", 1)[0]
+    b = start_broker("-m", f"mongodb://someone:Hunter2pw@{host}/", wait=False)
+    cmdline = b"Hunter2pw"
+    for _ in range(100):
+        with open(f"/proc/{b.pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+        if b"Hunter2pw" not in cmdline:
+            break
+        time.sleep(0.05)
+    assert b"Hunter2pw" not in cmdline and b"someone:*********@" in cmdline, cmdline
+    assert "masked now" in b.log() or wait_for(lambda: "masked now" in b.log(), 10, "warning")
+    assert "Hunter2pw" not in b.log()

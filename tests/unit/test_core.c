@@ -8,6 +8,7 @@
 #include "assetfs/db.h"
 #include "assetfs/error.h"
 #include "assetfs/log.h"
+#include "assetfs/strutil.h"
 
 static void test_redaction(void) {
   char out[512];
@@ -94,7 +95,32 @@ static void test_config_env(void) {
   afs_config_free(&c);
 }
 
+/* Passwords in URIs on a command line are masked in place, and nothing else is. */
+static void test_scrub_argv(void) {
+  static const struct {
+    const char *in, *out;
+    int n;
+  } cases[] = {
+      {"mongodb://u:pw@h:1/db", "mongodb://u:**@h:1/db", 1},
+      {"uid=x,mongo_uri=mongodb://u:p%40w@h1,h2:2/?replicaSet=r,cache_dir=/c",
+       "uid=x,mongo_uri=mongodb://u:*****@h1,h2:2/?replicaSet=r,cache_dir=/c", 1},
+      {"--mongo-uri=mongodb://a:1@x mongodb://b:22@y",
+       "--mongo-uri=mongodb://a:*@x mongodb://b:**@y", 2},
+      {"mongodb://user@h/db", "mongodb://user@h/db", 0},
+      {"http://host:80/a@b", "http://host:80/a@b", 0},
+      {"mongodb://u:@h", "mongodb://u:@h", 0},
+      {"plain", "plain", 0},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char buf[200];
+    snprintf(buf, sizeof buf, "%s", cases[i].in);
+    CHECK(afs_scrub_uri_passwords(buf) == cases[i].n);
+    CHECK_STREQ(buf, cases[i].out);
+  }
+}
+
 int main(void) {
+  test_scrub_argv();
   test_config_env();
   test_redaction();
   test_mongo_password_redacted();
