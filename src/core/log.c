@@ -66,6 +66,26 @@ static void redact_param(char *buf, const char *param) {
   }
 }
 
+/* Control characters (a newline, an escape sequence) written into a record by anyone can
+ * reach a log line through a partition, a path or a function name: they are written as
+ * \xNN, so that one log line stays one line and a terminal shows it as it is. */
+static void escape_controls(char *buf, size_t n) {
+  char tmp[4096 * 4];
+  size_t o = 0;
+  bool any = false;
+  for (const unsigned char *p = (const unsigned char *)buf; *p && o + 5 < sizeof tmp; p++) {
+    if (*p < 0x20 || *p == 0x7f) {
+      o += (size_t)snprintf(tmp + o, sizeof tmp - o, "\\x%02x", *p);
+      any = true;
+    } else {
+      tmp[o++] = (char)*p;
+    }
+  }
+  tmp[o] = '\0';
+  if (any)
+    snprintf(buf, n, "%s", tmp);
+}
+
 void afs_log_redact(const char *src, char *dst, size_t n) {
   if (n == 0)
     return;
@@ -81,6 +101,7 @@ void afs_log_redact(const char *src, char *dst, size_t n) {
     }
   }
   pthread_mutex_unlock(&g_secrets_lock);
+  escape_controls(dst, n);
 }
 
 void afs_log(enum afs_log_level level, const char *fmt, ...) {

@@ -138,6 +138,32 @@ static void warn_old_staging(const char *cache_dir) {
              cache_dir, n);
 }
 
+/* The cache folder holds written data not uploaded yet: it must be a real folder of this
+ * user that nobody else can write, or another local user could read staged files or swap
+ * them (the no-HOME default /var/tmp/assetfs-<uid> is a name anyone can create first). */
+static bool cache_dir_safe(const char *dir, struct afs_error *err) {
+  struct stat st;
+  if (lstat(dir, &st) != 0)
+    return afs_error_set(err, errno, "cache_dir %s: %s", dir, strerror(errno));
+  if (S_ISLNK(st.st_mode))
+    return afs_error_set(err, EPERM,
+                         "cache_dir %s is a symbolic link; give the folder itself (realpath)",
+                         dir);
+  if (!S_ISDIR(st.st_mode))
+    return afs_error_set(err, ENOTDIR, "cache_dir %s is not a folder", dir);
+  if (st.st_uid != getuid())
+    return afs_error_set(err, EPERM,
+                         "cache_dir %s belongs to uid %u, not to this user (uid %u): another "
+                         "user could read or replace staged files; use a folder of your own",
+                         dir, (unsigned)st.st_uid, (unsigned)getuid());
+  if (st.st_mode & (S_IWGRP | S_IWOTH))
+    return afs_error_set(err, EPERM,
+                         "cache_dir %s can be written by group or others (mode %03o): chmod "
+                         "go-w it, or use a folder of your own",
+                         dir, (unsigned)(st.st_mode & 0777));
+  return true;
+}
+
 /* One live mount per session: two would upload the same staged files twice. The lock
  * is held by the open file (it survives daemonising) and goes with the process. */
 static bool lock_session(struct afs_fs *fs, struct afs_error *err) {
@@ -148,7 +174,7 @@ static bool lock_session(struct afs_fs *fs, struct afs_error *err) {
     afs_error_set(err, errno, "cannot create %s: %s", fs->staging_dir, strerror(errno));
     goto done;
   }
-  fs->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  fs->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fs->lock_fd < 0) {
     afs_error_set(err, errno, "cannot open %s: %s", path, strerror(errno));
     goto done;
@@ -297,6 +323,10 @@ int main(int argc, char *argv[]) {
   if (!mkdir_p(fs->opt.cache_dir)) {
     fprintf(stderr, "assetfs: cannot create cache_dir %s: %s\n", fs->opt.cache_dir,
             strerror(errno));
+    goto done;
+  }
+  if (!cache_dir_safe(fs->opt.cache_dir, &e)) {
+    fprintf(stderr, "assetfs: %s\n", e.msg);
     goto done;
   }
   fs->staging_dir = session_dir(&fs->opt);

@@ -35,6 +35,31 @@ def test_bad_options_fail_before_mounting(build_dir, fs_env, tmp_path, opt, msg)
     assert not is_mounted(mnt)
 
 
+def test_unsafe_cache_dir_is_refused(build_dir, fs_env, tmp_path):
+    """The cache folder holds data not uploaded yet: a symbolic link, a folder others can
+    write, or one of another user is refused before mounting, saying why (issue 20: the
+    no-HOME default /var/tmp/assetfs-<uid> is a name anyone can create first)."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    os.chmod(open_dir, 0o777)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o700)
+    os.chown(theirs, 65534, 65534)
+    for d, msg in ((link, "symbolic link"), (open_dir, "written by group or others"),
+                   (theirs, "belongs to uid 65534")):
+        r = subprocess.run([os.path.join(build_dir, "assetfs"), str(mnt), "-f", "-o",
+                            f"uid=x,cache_dir={d}"], env=fs_env, capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode != 0 and msg in r.stderr, (d, r.stderr)
+        assert not os.path.ismount(mnt)
+
+
 def test_unreachable_mongodb_fails_loudly(build_dir, fs_env, tmp_path):
     mnt = tmp_path / "m"
     mnt.mkdir()

@@ -257,6 +257,33 @@ def test_hostile_long_names_do_not_break_listings(mount, db):
     assert all(len(n.encode()) <= 255 for n in names)
 
 
+def test_hostile_numbers_do_not_break_stat(mount, db):
+    """Dates before 1970 with milliseconds (a negative tv_nsec once), a size near the largest
+    a record may hold (st_blocks once overflowed), huge numbers in metadata (FerretDB stores
+    no NaN or infinity; test_records covers those): stat, listing and xattrs answer sanely,
+    and nothing crashes (the sanitizer build runs this)."""
+    import datetime
+    from fs_read_util import insert_assets
+    docs = insert_assets(db, "nums", 4)
+    when = datetime.datetime(1969, 12, 31, 23, 59, 58, 250000)
+    db.CosyncAsset.update_one({"_id": docs[0]["_id"]}, {"$set": {"mtime": when}})
+    db.CosyncAsset.update_one({"_id": docs[1]["_id"]}, {"$set": {"size": 9.2e18}})
+    db.CosyncAsset.update_one({"_id": docs[2]["_id"]},
+                              {"$set": {"size": 1e300, "xRes": -1e308, "duration": 1e300,
+                                        "mtime": 1e300}})
+    db.CosyncAsset.update_one({"_id": docs[3]["_id"]}, {"$set": {"size": -5}})
+    d = os.path.join(mount.path, "nums")
+    st = os.stat(os.path.join(d, "f00000.txt"))
+    assert st.st_mtime_ns == -1750 * 1000000
+    st = os.stat(os.path.join(d, "f00001.txt"))
+    assert st.st_size == int(9.2e18) and st.st_blocks == (int(9.2e18) + 511) // 512
+    for name in ("f00002.txt", "f00003.txt"):
+        st = os.stat(os.path.join(d, name))
+        assert st.st_size == 0
+        os.listxattr(os.path.join(d, name))
+    assert sorted(os.listdir(d)) == [f"f{i:05d}.txt" for i in range(4)]
+
+
 def test_partition_name_not_utf8_is_refused(mount, db):
     """A partition is a string of Cosync records: a top-level folder whose name is not
     UTF-8 cannot be one, and nothing is made for it."""

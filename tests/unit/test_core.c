@@ -21,6 +21,13 @@ static void test_redaction(void) {
   afs_log_redact("secret is wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY!", out, sizeof out);
   CHECK(strstr(out, "wJalr") == NULL);
   CHECK(strstr(out, "secret is ") == out);
+  /* a record's newline or terminal escape cannot forge a log line or colour a terminal */
+  afs_log_redact("partition 'a\n2026-12-07T00:00:00Z assetfs[error] forged' \x1b[31mred\x7f", out,
+                 sizeof out);
+  CHECK_STREQ(out,
+              "partition 'a\\x0a2026-12-07T00:00:00Z assetfs[error] forged' \\x1b[31mred\\x7f");
+  afs_log_redact("tab\tand UTF-8 é stay", out, sizeof out);
+  CHECK_STREQ(out, "tab\\x09and UTF-8 é stay");
 }
 
 /* A MongoDB URI's password is registered as a secret when the pool is made (no server

@@ -112,14 +112,24 @@ static void fill_dir_stat(struct afs_fs *fs, struct stat *st) {
   st->st_mtime = st->st_ctime = st->st_atime = time(NULL);
 }
 
+/* ms since the epoch as a timespec; before 1970 too (tv_nsec is never negative: a record
+ * may say any date). */
+static struct timespec ms_to_timespec(int64_t ms) {
+  int64_t s = ms / 1000, rem = ms % 1000;
+  if (rem < 0) {
+    s -= 1;
+    rem += 1000;
+  }
+  return (struct timespec){.tv_sec = (time_t)s, .tv_nsec = (long)rem * 1000000L};
+}
+
 static void fill_asset_stat(struct afs_fs *fs, const struct afs_asset *a, struct stat *st) {
   fill_stat_head(fs, st, false);
   st->st_size = a->size > 0 ? a->size : 0;
-  st->st_blocks = (st->st_size + 511) / 512;
-  st->st_mtim.tv_sec = a->mtime_ms / 1000;
-  st->st_mtim.tv_nsec = (a->mtime_ms % 1000) * 1000000;
+  st->st_blocks = st->st_size / 512 + (st->st_size % 512 != 0); /* no overflow at any size */
+  st->st_mtim = ms_to_timespec(a->mtime_ms);
   st->st_atim = st->st_mtim;
-  st->st_ctim.tv_sec = (a->created_ms ? a->created_ms : a->mtime_ms) / 1000;
+  st->st_ctim = ms_to_timespec(a->created_ms ? a->created_ms : a->mtime_ms);
 }
 
 static void fill_wf_stat(struct afs_fs *fs, struct afs_wfile *wf, struct stat *st) {

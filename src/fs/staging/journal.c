@@ -47,7 +47,7 @@ bool afs_journal_write(const char *path, const struct afs_journal *j, bool durab
     goto done;
   }
   afs_xasprintf(&tmp, "%s.tmp", path);
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) {
     afs_error_set(err, errno, "cannot write %s: %s", tmp, strerror(errno));
     goto done;

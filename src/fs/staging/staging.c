@@ -186,7 +186,7 @@ struct afs_wfile *afs_staging_create(struct afs_staging *st, const char *partiti
   uint64_t seq = ++st->seq;
   pthread_mutex_unlock(&st->mu);
   afs_xasprintf(&wf->staging_path, "%s/%llu%s", st->dir, (unsigned long long)seq, ext);
-  wf->fd = open(wf->staging_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  wf->fd = open(wf->staging_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (wf->fd < 0) {
     afs_error_set(err, errno, "cannot create staging file %s: %s", wf->staging_path,
                   strerror(errno));

@@ -132,7 +132,7 @@ static bool adopt(struct afs_staging *st, const char *jname, bool *kept) {
     afs_warn("ignoring %s: %s", jpath, e.msg);
     goto done;
   }
-  fd = open(data, O_RDWR | O_CLOEXEC);
+  fd = open(data, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
   struct stat sb;
   if (fd < 0 || fstat(fd, &sb) != 0) {
     afs_warn("%s/%s: the staged copy %s is gone; nothing to resume", j.partition, j.file_path,
