@@ -147,8 +147,7 @@ static bool cache_dir_safe(const char *dir, struct afs_error *err) {
     return afs_error_set(err, errno, "cache_dir %s: %s", dir, strerror(errno));
   if (S_ISLNK(st.st_mode))
     return afs_error_set(err, EPERM,
-                         "cache_dir %s is a symbolic link; give the folder itself (realpath)",
-                         dir);
+                         "cache_dir %s is a symbolic link; give the folder itself (realpath)", dir);
   if (!S_ISDIR(st.st_mode))
     return afs_error_set(err, ENOTDIR, "cache_dir %s is not a folder", dir);
   if (st.st_uid != getuid())
