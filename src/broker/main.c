@@ -252,6 +252,29 @@ static void s3_init(struct afs_broker *b) {
   make_owner_id();
 }
 
+/* One HEAD of a key nobody uses, before anything is claimed: S3 answers 404, unless the
+ * credentials are wrong or lack s3:ListBucket, which makes S3 answer 403 for every missing
+ * key. Initialization HEADs candidate keys, so that broker would defer every upload for
+ * ever: it stops here and says why. An S3 that cannot be reached is only said (the
+ * broker rides out outages). */
+static bool s3_probe(struct afs_broker *b, struct afs_error *err) {
+  char key[64];
+  struct afs_s3_object_info info;
+  snprintf(key, sizeof key, "assetfs-probe/%s-%ld", afs_lease_owner(), (long)getpid());
+  if (afs_s3_head_object(&b->s3c, key, &info, err))
+    return true;
+  if (err->code != AFS_E_URL_REFUSED) {
+    afs_warn("S3 could not be checked at start: %s; going on", err->msg);
+    return true;
+  }
+  return afs_error_wrap(err,
+                        "S3 refused to say whether an object exists (HEAD of a missing key, "
+                        "bucket %s): the S3 credentials are wrong, or they lack s3:ListBucket "
+                        "on the bucket (S3 then answers 403 for every missing key and no "
+                        "upload could start)",
+                        b->cfg.s3_bucket);
+}
+
 /* auth=required: the clients, and the broker's own key (refused if others can read it). */
 static bool auth_init(struct afs_broker *b, struct afs_error *err) {
   if (!b->cfg.auth_required) {
@@ -352,6 +375,10 @@ int main(int argc, char *argv[]) {
     goto out;
   }
   s3_init(&b);
+  if (!s3_probe(&b, &err)) {
+    afs_err("%s", err.msg);
+    goto out;
+  }
   /* Not thread-safe, so before any worker exists (curl_easy_init would do it lazily). */
   curl_global_init(CURL_GLOBAL_DEFAULT);
   curl_inited = true;

@@ -80,3 +80,12 @@ def test_no_secret_stays_on_the_command_line(build_dir, start_broker, stack):
     assert b"Hunter2pw" not in cmdline and b"someone:*********@" in cmdline, cmdline
     assert "masked now" in b.log() or wait_for(lambda: "masked now" in b.log(), 10, "warning")
     assert "Hunter2pw" not in b.log()
+
+
+def test_s3_that_refuses_head_stops_the_broker(start_broker):
+    """Wrong credentials, or credentials without s3:ListBucket (S3 then answers 403 for
+    every missing key), would leave every upload deferred for ever: the broker stops at
+    start and says which permission to check (issue 20)."""
+    b = start_broker(env={"ASSETFS_S3_SECRET_KEY": "not-the-secret"}, wait=False)
+    assert b.proc.wait(timeout=30) == 1
+    assert "s3:ListBucket" in b.log() and "not-the-secret" not in b.log(), b.log()
