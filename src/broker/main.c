@@ -303,8 +303,13 @@ static bool wait_for_mongo(struct afs_broker *b, const sigset_t *sigs) {
     sigset_t pending;
     sigpending(&pending);
     if (sigismember(&pending, SIGTERM) || sigismember(&pending, SIGINT)) {
-      sigwait(sigs, &sig);
-      afs_info("stopped before MongoDB was reachable");
+      siginfo_t si;
+      sig = sigwaitinfo(sigs, &si);
+      afs_info("%s (from pid %ld) received: stopped before MongoDB was reachable",
+               sig == SIGTERM  ? "SIGTERM"
+               : sig == SIGINT ? "SIGINT"
+                               : "a signal",
+               (long)si.si_pid);
       return false;
     }
     struct timespec ts = {0, 500000000L};

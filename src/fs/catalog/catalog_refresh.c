@@ -76,70 +76,24 @@ static bool usable(const struct afs_catalog *cat, double hours, int64_t exp_ms) 
   return exp_ms - afs_now_ms() > afs_catalog_url_margin(cat, hours) * 1000.0;
 }
 
-static bool call_insert(struct afs_catalog *cat, const bson_oid_t *call_id, const char *id,
-                        struct afs_error *err) {
-  bson_error_t berr;
-  bson_t *doc = BCON_NEW(
-      AFS_F_ID, BCON_OID(call_id), "name", BCON_UTF8("CosyncRefreshAsset"), "args", "[",
-      BCON_UTF8(id), "]", AFS_F_UID, BCON_UTF8(cat->uid), AFS_F_SESSION, BCON_UTF8(cat->session_id),
-      AFS_F_STATUS, BCON_UTF8(AFS_UPLOAD_PENDING), AFS_F_CREATED, BCON_DATE_TIME(afs_now_ms()));
-  char sig[AFS_AUTH_SIG_B64];
-  if (cat->key) {
-    if (!afs_auth_req_sign(cat->key, AFS_REQ_CALL, doc, sig, err)) {
-      bson_destroy(doc);
-      return false;
-    }
-    BSON_APPEND_UTF8(doc, afs_auth_req_sig_field(AFS_REQ_CALL), sig);
-  }
+/* CosyncRefreshAsset for id through the broker (calls.h), signed with key_file. A
+ * refusal is EIO (the URL stays unusable), no answer within refresh_timeout
+ * AFS_E_DEADLINE. */
+static bool refresh_call(struct afs_catalog *cat, const char *id, struct afs_error *err) {
+  struct afs_caller cl = {
+      .db = cat->db, .key = cat->key, .uid = cat->uid, .session = cat->session_id};
+  bson_t *args = BCON_NEW("0", BCON_UTF8(id));
   afs_cat_count(cat, AFS_CATQ_CALL);
-  mongoc_client_t *c = afs_db_pop(cat->db);
-  mongoc_collection_t *coll = afs_db_coll(cat->db, c, AFS_COLL_CALL);
-  bool ok = mongoc_collection_insert_one(coll, doc, NULL, NULL, &berr);
-  mongoc_collection_destroy(coll);
-  afs_db_push(cat->db, c);
-  bson_destroy(doc);
-  if (!ok) {
-    afs_db_error(err, &berr, "inserting a CosyncRefreshAsset call");
+  bool ok = afs_call_run(&cl, "CosyncRefreshAsset", args, cat->refresh_timeout, NULL, err);
+  bson_destroy(args);
+  if (!ok && err->code == ETIMEDOUT)
+    afs_error_set(err, AFS_E_DEADLINE,
+                  "cannot refresh the read URL of asset %s: assetfs-broker did not answer "
+                  "CosyncRefreshAsset within %.0f s (is the broker running?)",
+                  id, cat->refresh_timeout);
+  else if (!ok)
     err->code = EIO;
-  }
   return ok;
-}
-
-/* Status of the call: 1 done, 2 error (msg in err), 0 still pending, -1 query failed. */
-static int call_poll(struct afs_catalog *cat, const bson_oid_t *call_id, struct afs_error *err) {
-  bson_error_t berr;
-  const bson_t *doc;
-  int ret = 0;
-  bson_t *q = BCON_NEW(AFS_F_ID, BCON_OID(call_id));
-  afs_cat_count(cat, AFS_CATQ_CALL);
-  mongoc_client_t *c = afs_db_pop(cat->db);
-  mongoc_collection_t *coll = afs_db_coll(cat->db, c, AFS_COLL_CALL);
-  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, q, NULL, NULL);
-  if (mongoc_cursor_next(cur, &doc)) {
-    bson_iter_t it;
-    const char *st = bson_iter_init_find(&it, doc, AFS_F_STATUS) && BSON_ITER_HOLDS_UTF8(&it)
-                         ? bson_iter_utf8(&it, NULL)
-                         : "";
-    if (!strcmp(st, "done")) {
-      ret = 1;
-    } else if (!strcmp(st, AFS_UPLOAD_ERROR)) {
-      const char *msg = bson_iter_init_find(&it, doc, AFS_F_ERROR) && BSON_ITER_HOLDS_UTF8(&it)
-                            ? bson_iter_utf8(&it, NULL)
-                            : "no reason given";
-      afs_error_set(err, EIO, "the broker refused CosyncRefreshAsset: %s", msg);
-      ret = 2;
-    }
-  }
-  if (mongoc_cursor_error(cur, &berr)) {
-    afs_db_error(err, &berr, "polling a CosyncRefreshAsset call");
-    err->code = EIO;
-    ret = -1;
-  }
-  mongoc_cursor_destroy(cur);
-  mongoc_collection_destroy(coll);
-  afs_db_push(cat->db, c);
-  bson_destroy(q);
-  return ret;
 }
 
 static bool active_or_stale(int found, const struct afs_asset *a, const char *id,
@@ -176,31 +130,8 @@ static bool do_refresh(struct afs_catalog *cat, const char *id, enum afs_part pa
                          "be refreshed; check the bucket's public-read policy",
                          id);
   }
-  bson_oid_t call_id;
-  bson_oid_init(&call_id, NULL);
-  if (!call_insert(cat, &call_id, id, err))
-    goto fail;
-  double t0 = afs_cat_now(), wait = 0.01;
-  int st;
-  for (;;) {
-    st = call_poll(cat, &call_id, err);
-    if (st != 0)
-      break;
-    double left = cat->refresh_timeout - (afs_cat_now() - t0);
-    if (left <= 0)
-      break;
-    double w = wait < left ? wait : left;
-    usleep((useconds_t)(w * 1e6));
-    wait = wait * 1.5 > 0.25 ? 0.25 : wait * 1.5; /* adaptive, bounded */
-  }
-  if (st == 0) {
-    afs_error_set(err, AFS_E_DEADLINE,
-                  "cannot refresh the read URL of asset %s: assetfs-broker did not answer "
-                  "CosyncRefreshAsset within %.0f s (is the broker running?)",
-                  id, cat->refresh_timeout);
-    goto fail;
-  }
-  if (st < 0 || st == 2)
+  double t0 = afs_cat_now();
+  if (!refresh_call(cat, id, err))
     goto fail;
   struct afs_asset b;
   found = afs_cat_fetch_by_id(cat, id, &b, err);
