@@ -533,6 +533,15 @@ static inline const bson_t *fb_rec(struct fake_bstore *f, enum afs_bcoll coll,
   return i < 0 ? NULL : f->rec[coll][i];
 }
 
+/* Changes record id of coll as a client (or another broker) would: $set set, $unset unset
+ * (either may be NULL). */
+static inline void fb_edit(struct fake_bstore *f, enum afs_bcoll coll, const bson_value_t *id,
+                           const bson_t *set, const bson_t *unset) {
+  for (int i = 0; i < FB_MAX; i++)
+    if (f->rec[coll][i] && fb_id_is(f->rec[coll][i], id))
+      f->rec[coll][i] = fb_apply(f->rec[coll][i], set, unset, NULL);
+}
+
 static inline bool fb_has_obj(struct fake_bstore *f, const char *key) {
   return fb_obj_of(f, key) >= 0;
 }

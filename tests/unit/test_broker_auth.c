@@ -79,18 +79,14 @@ static const char *up_str(struct up *u, const char *field) {
 }
 
 static void up_set(struct up *u, const bson_t *set) {
-  for (int i = 0; i < FB_MAX; i++)
-    if (F.rec[AFS_BC_UPLOAD][i] && fb_id_is(F.rec[AFS_BC_UPLOAD][i], &u->id))
-      F.rec[AFS_BC_UPLOAD][i] = fb_apply(F.rec[AFS_BC_UPLOAD][i], set, NULL, NULL);
+  fb_edit(&F, AFS_BC_UPLOAD, &u->id, set, NULL);
 }
 
 enum handler { H_INIT, H_COMPLETE, H_PURGE, H_STALE };
 static enum afs_outcome run(enum handler h, enum afs_bcoll coll, const bson_value_t *id) {
   bson_t *set =
       BCON_NEW(AFS_F_LEASE_OWNER, "tok", AFS_F_LEASE_UNTIL, BCON_DATE_TIME(afs_now_ms() + 60000));
-  for (int i = 0; i < FB_MAX; i++)
-    if (F.rec[coll][i] && fb_id_is(F.rec[coll][i], id))
-      F.rec[coll][i] = fb_apply(F.rec[coll][i], set, NULL, NULL);
+  fb_edit(&F, coll, id, set, NULL);
   bson_destroy(set);
   bson_t *doc = bson_copy(fb_rec(&F, coll, id));
   struct afs_record r;
@@ -299,9 +295,7 @@ static void test_changes_in_flight(void) {
 
 /* Changes asset u's stored record as a database writer would. */
 static void asset_edit(struct up *u, const bson_t *set) {
-  for (int i = 0; i < FB_MAX; i++)
-    if (F.rec[AFS_BC_ASSET][i] && fb_id_is(F.rec[AFS_BC_ASSET][i], &u->id))
-      F.rec[AFS_BC_ASSET][i] = fb_apply(F.rec[AFS_BC_ASSET][i], set, NULL, NULL);
+  fb_edit(&F, AFS_BC_ASSET, &u->id, set, NULL);
 }
 
 static bool asset_sealed(struct up *u) {
@@ -320,9 +314,7 @@ static void test_janitor(void) {
   char *k = afs_xstrdup(key);
   /* someone writes `deleted`: restored, nothing purged */
   bson_t *set = BCON_NEW("status", "deleted");
-  for (int i = 0; i < FB_MAX; i++)
-    if (F.rec[AFS_BC_ASSET][i] && fb_id_is(F.rec[AFS_BC_ASSET][i], &u.id))
-      F.rec[AFS_BC_ASSET][i] = fb_apply(F.rec[AFS_BC_ASSET][i], set, NULL, NULL);
+  fb_edit(&F, AFS_BC_ASSET, &u.id, set, NULL);
   bson_destroy(set);
   CHECK(!asset_sealed(&u));
   CHECK(run(H_PURGE, AFS_BC_ASSET, &u.id) == AFS_DONE);
@@ -334,9 +326,7 @@ static void test_janitor(void) {
   bson_value_t other = {.value_type = BSON_TYPE_UTF8, .value.v_utf8 = {"x", 1}};
   afs_broker_deletion_mark(&B, &other, other_mark);
   set = BCON_NEW("status", "deleted", AFS_F_DELETED_BY, BCON_UTF8(other_mark));
-  for (int i = 0; i < FB_MAX; i++)
-    if (F.rec[AFS_BC_ASSET][i] && fb_id_is(F.rec[AFS_BC_ASSET][i], &u.id))
-      F.rec[AFS_BC_ASSET][i] = fb_apply(F.rec[AFS_BC_ASSET][i], set, NULL, NULL);
+  fb_edit(&F, AFS_BC_ASSET, &u.id, set, NULL);
   bson_destroy(set);
   run(H_PURGE, AFS_BC_ASSET, &u.id);
   CHECK_STREQ(asset_str(&u, "status"), "active");
@@ -497,9 +487,7 @@ static void test_seals(void) {
   complete_as_alice(&a, "old.txt");
   set = bson_new();
   bson_t *un = BCON_NEW(AFS_F_AUTH_SEAL, "", AFS_F_SEALED_COPY, "");
-  for (int i = 0; i < FB_MAX; i++)
-    if (F.rec[AFS_BC_ASSET][i] && fb_id_is(F.rec[AFS_BC_ASSET][i], &a.id))
-      F.rec[AFS_BC_ASSET][i] = fb_apply(F.rec[AFS_BC_ASSET][i], set, un, NULL);
+  fb_edit(&F, AFS_BC_ASSET, &a.id, set, un);
   bson_destroy(un);
   bson_destroy(set);
   args = BCON_NEW("0", BCON_UTF8(ida), "1", "x");

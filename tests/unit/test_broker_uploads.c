@@ -71,9 +71,7 @@ static const char *up_str(struct up *u, const char *field) {
 
 /* Changes the stored upload as its client (or another broker) would. */
 static void up_set(struct up *u, const bson_t *set) {
-  for (int i = 0; i < FB_MAX; i++)
-    if (F.rec[AFS_BC_UPLOAD][i] && fb_id_is(F.rec[AFS_BC_UPLOAD][i], &u->id))
-      F.rec[AFS_BC_UPLOAD][i] = fb_apply(F.rec[AFS_BC_UPLOAD][i], set, NULL, NULL);
+  fb_edit(&F, AFS_BC_UPLOAD, &u->id, set, NULL);
 }
 
 /* Runs a handler on the stored record as the dispatcher would: read once, claimed under
@@ -84,9 +82,7 @@ static enum afs_outcome run(enum handler h, enum afs_bcoll coll, const bson_valu
   if (claim) {
     bson_t *set =
         BCON_NEW(AFS_F_LEASE_OWNER, "tok", AFS_F_LEASE_UNTIL, BCON_DATE_TIME(afs_now_ms() + 60000));
-    for (int i = 0; i < FB_MAX; i++)
-      if (F.rec[coll][i] && fb_id_is(F.rec[coll][i], id))
-        F.rec[coll][i] = fb_apply(F.rec[coll][i], set, NULL, NULL);
+    fb_edit(&F, coll, id, set, NULL);
     bson_destroy(set);
   }
   bson_t *doc = bson_copy(fb_rec(&F, coll, id));
