@@ -94,8 +94,9 @@ def now_ms():
 
 
 def signed_upload(db, client, file_path, content_type="text/plain", partition=None,
-                  asset_partition=None, uid=None, signer=None, **extra):
-    """Inserts a pending upload record signed by signer (default: client)."""
+                  asset_partition=None, uid=None, signer=None, tamper=None, **extra):
+    """Inserts a pending upload record signed by signer (default: client); tamper: fields
+    changed after signing (as someone else would, before the broker reads it)."""
     uid = uid or client.uid
     doc = {"_id": bson.ObjectId(), "_partition": partition or f"user_id={uid}", "uid": uid,
            "sessionId": "device-1", "extra": "",
@@ -104,6 +105,7 @@ def signed_upload(db, client, file_path, content_type="text/plain", partition=No
            "status": "pending", "createdAt": now_ms(), "updatedAt": now_ms()}
     doc.update(extra)
     doc["assetfsSig"] = (signer or client).sign(UPLOAD, doc)
+    doc.update(tamper or {})
     db.CosyncAssetUpload.insert_one(doc)
     return doc
 
