@@ -542,6 +542,32 @@ static inline void fb_edit(struct fake_bstore *f, enum afs_bcoll coll, const bso
       f->rec[coll][i] = fb_apply(f->rec[coll][i], set, unset, NULL);
 }
 
+/* The broker's record handlers, and one run of them as the dispatcher makes it: record id
+ * of coll read once, claimed under the lease token "tok" first when claim (else read
+ * without a claim, token NULL). */
+enum fb_handler { FB_H_INIT, FB_H_COMPLETE, FB_H_STALE, FB_H_PURGE };
+static inline enum afs_outcome fb_run(struct fake_bstore *f, struct afs_broker *b,
+                                      struct afs_bstore *st, enum fb_handler h, enum afs_bcoll coll,
+                                      const bson_value_t *id, bool claim) {
+  if (claim) {
+    bson_t *set =
+        BCON_NEW(AFS_F_LEASE_OWNER, "tok", AFS_F_LEASE_UNTIL, BCON_DATE_TIME(afs_now_ms() + 60000));
+    fb_edit(f, coll, id, set, NULL);
+    bson_destroy(set);
+  }
+  bson_t *doc = bson_copy(fb_rec(f, coll, id));
+  struct afs_record r;
+  afs_record_read(doc, &r);
+  const char *tok = claim ? "tok" : NULL;
+  enum afs_outcome out = h == FB_H_INIT       ? afs_upload_init(b, st, &r, tok)
+                         : h == FB_H_COMPLETE ? afs_upload_complete(b, st, &r, tok)
+                         : h == FB_H_STALE    ? afs_upload_stale(b, st, &r, tok)
+                                              : afs_asset_purge(b, st, &r, tok);
+  afs_record_done(&r);
+  bson_destroy(doc);
+  return out;
+}
+
 static inline bool fb_has_obj(struct fake_bstore *f, const char *key) {
   return fb_obj_of(f, key) >= 0;
 }

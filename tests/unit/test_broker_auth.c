@@ -82,22 +82,9 @@ static void up_set(struct up *u, const bson_t *set) {
   fb_edit(&F, AFS_BC_UPLOAD, &u->id, set, NULL);
 }
 
-enum handler { H_INIT, H_COMPLETE, H_PURGE, H_STALE };
-static enum afs_outcome run(enum handler h, enum afs_bcoll coll, const bson_value_t *id) {
-  bson_t *set =
-      BCON_NEW(AFS_F_LEASE_OWNER, "tok", AFS_F_LEASE_UNTIL, BCON_DATE_TIME(afs_now_ms() + 60000));
-  fb_edit(&F, coll, id, set, NULL);
-  bson_destroy(set);
-  bson_t *doc = bson_copy(fb_rec(&F, coll, id));
-  struct afs_record r;
-  afs_record_read(doc, &r);
-  enum afs_outcome out = h == H_INIT       ? afs_upload_init(&B, &ST, &r, "tok")
-                         : h == H_COMPLETE ? afs_upload_complete(&B, &ST, &r, "tok")
-                         : h == H_STALE    ? afs_upload_stale(&B, &ST, &r, "tok")
-                                           : afs_asset_purge(&B, &ST, &r, "tok");
-  afs_record_done(&r);
-  bson_destroy(doc);
-  return out;
+/* A handler on the stored record, claimed under a lease as the dispatcher would. */
+static enum afs_outcome run(enum fb_handler h, enum afs_bcoll coll, const bson_value_t *id) {
+  return fb_run(&F, &B, &ST, h, coll, id, true);
 }
 
 /* The client's `uploaded`, signed by k (NULL: unsigned), over `size` bytes whose ETag is
@@ -133,31 +120,31 @@ static void test_init(void) {
   struct up u;
   reset();
   up_new(&u, "alice", "", "a.txt", K_ALICE);
-  CHECK(run(H_INIT, AFS_BC_UPLOAD, &u.id) == AFS_DONE);
+  CHECK(run(FB_H_INIT, AFS_BC_UPLOAD, &u.id) == AFS_DONE);
   CHECK_STREQ(up_str(&u, "status"), "initialized");
 
   reset(); /* unsigned */
   up_new(&u, "alice", "", "a.txt", NULL);
-  run(H_INIT, AFS_BC_UPLOAD, &u.id);
+  run(FB_H_INIT, AFS_BC_UPLOAD, &u.id);
   CHECK(error_has(&u, "not signed (no assetfsSig)"));
   CHECK(up_str(&u, "writeUrl") == NULL && F.nclaims == 0);
 
   reset(); /* a forged uid */
   up_new(&u, "alice", "", "a.txt", K_MALLORY);
-  run(H_INIT, AFS_BC_UPLOAD, &u.id);
+  run(FB_H_INIT, AFS_BC_UPLOAD, &u.id);
   CHECK(error_has(&u, "not a valid signature by a key of uid 'alice'"));
 
   reset(); /* an uid nobody listed */
   up_new(&u, "eve", "", "a.txt", K_MALLORY);
-  run(H_INIT, AFS_BC_UPLOAD, &u.id);
+  run(FB_H_INIT, AFS_BC_UPLOAD, &u.id);
   CHECK(error_has(&u, "not a valid signature"));
 
   reset(); /* a partition its uid may not use: the asset's, then the record's */
   up_new(&u, "mallory", "user_id=alice", "a.txt", K_MALLORY);
-  run(H_INIT, AFS_BC_UPLOAD, &u.id);
+  run(FB_H_INIT, AFS_BC_UPLOAD, &u.id);
   CHECK(error_has(&u, "uid 'mallory' may not use partition 'user_id=alice'"));
   up_new(&u, "alice", "team-x", "t.txt", K_ALICE); /* a pattern allows it */
-  run(H_INIT, AFS_BC_UPLOAD, &u.id);
+  run(FB_H_INIT, AFS_BC_UPLOAD, &u.id);
   CHECK_STREQ(up_str(&u, "status"), "initialized");
 
   reset(); /* a field changed under the signature */
@@ -165,7 +152,7 @@ static void test_init(void) {
   bson_t *set = BCON_NEW("filePath", "b.txt");
   up_set(&u, set);
   bson_destroy(set);
-  run(H_INIT, AFS_BC_UPLOAD, &u.id);
+  run(FB_H_INIT, AFS_BC_UPLOAD, &u.id);
   CHECK(error_has(&u, "not a valid signature"));
 
   reset(); /* a replay: its asset exists already */
@@ -173,11 +160,11 @@ static void test_init(void) {
   bson_t *a = BCON_NEW("_id", BCON_OID(&u.oid), "status", "deleted");
   fb_add(&F, AFS_BC_ASSET, a);
   bson_destroy(a);
-  run(H_INIT, AFS_BC_UPLOAD, &u.id);
+  run(FB_H_INIT, AFS_BC_UPLOAD, &u.id);
   CHECK(error_has(&u, "exists already"));
   F.down[FB_GET] = true; /* and when that cannot be read, later */
   up_new(&u, "alice", "", "b.txt", K_ALICE);
-  CHECK(run(H_INIT, AFS_BC_UPLOAD, &u.id) == AFS_RETRY);
+  CHECK(run(FB_H_INIT, AFS_BC_UPLOAD, &u.id) == AFS_RETRY);
   CHECK_STREQ(up_str(&u, "status"), "pending");
   F.down[FB_GET] = false;
 }
@@ -186,41 +173,41 @@ static void test_complete(void) {
   struct up u;
   reset();
   up_new(&u, "alice", "", "a.txt", K_ALICE);
-  run(H_INIT, AFS_BC_UPLOAD, &u.id);
+  run(FB_H_INIT, AFS_BC_UPLOAD, &u.id);
   uploaded(&u, "alice", K_ALICE, 10, NULL);
-  CHECK(run(H_COMPLETE, AFS_BC_UPLOAD, &u.id) == AFS_DONE);
+  CHECK(run(FB_H_COMPLETE, AFS_BC_UPLOAD, &u.id) == AFS_DONE);
   CHECK_STREQ(up_str(&u, "status"), "completed");
   CHECK(fb_rec(&F, AFS_BC_ASSET, &u.id) != NULL);
 
   reset(); /* `uploaded` unsigned, or signed by another key */
   up_new(&u, "alice", "", "a.txt", K_ALICE);
-  run(H_INIT, AFS_BC_UPLOAD, &u.id);
+  run(FB_H_INIT, AFS_BC_UPLOAD, &u.id);
   uploaded(&u, "alice", NULL, 10, NULL);
-  run(H_COMPLETE, AFS_BC_UPLOAD, &u.id);
+  run(FB_H_COMPLETE, AFS_BC_UPLOAD, &u.id);
   CHECK(error_has(&u, "not signed (no assetfsUploadedSig)"));
   up_new(&u, "alice", "", "b.txt", K_ALICE);
-  run(H_INIT, AFS_BC_UPLOAD, &u.id);
+  run(FB_H_INIT, AFS_BC_UPLOAD, &u.id);
   uploaded(&u, "alice", K_MALLORY, 10, NULL);
-  run(H_COMPLETE, AFS_BC_UPLOAD, &u.id);
+  run(FB_H_COMPLETE, AFS_BC_UPLOAD, &u.id);
   CHECK(error_has(&u, "assetfsUploadedSig is not a valid signature"));
   CHECK(fb_rec(&F, AFS_BC_ASSET, &u.id) == NULL);
 
   reset(); /* other bytes than the ones signed for */
   up_new(&u, "alice", "", "a.txt", K_ALICE);
-  run(H_INIT, AFS_BC_UPLOAD, &u.id);
+  run(FB_H_INIT, AFS_BC_UPLOAD, &u.id);
   uploaded(&u, "alice", K_ALICE, 10, "etag-9");
-  run(H_COMPLETE, AFS_BC_UPLOAD, &u.id);
+  run(FB_H_COMPLETE, AFS_BC_UPLOAD, &u.id);
   CHECK(error_has(&u, "is not the one uid 'alice' signed for"));
   CHECK(fb_rec(&F, AFS_BC_ASSET, &u.id) == NULL);
 
   reset(); /* the assetPartition changed after initialization */
   up_new(&u, "alice", "", "a.txt", K_ALICE);
-  run(H_INIT, AFS_BC_UPLOAD, &u.id);
+  run(FB_H_INIT, AFS_BC_UPLOAD, &u.id);
   uploaded(&u, "alice", K_ALICE, 10, NULL);
   bson_t *set = BCON_NEW("assetPartition", "user_id=mallory");
   up_set(&u, set);
   bson_destroy(set);
-  run(H_COMPLETE, AFS_BC_UPLOAD, &u.id);
+  run(FB_H_COMPLETE, AFS_BC_UPLOAD, &u.id);
   CHECK(error_has(&u, "not a valid signature"));
   CHECK(fb_rec(&F, AFS_BC_ASSET, &u.id) == NULL);
 }
@@ -248,19 +235,19 @@ static void test_changes_in_flight(void) {
   /* An unsigned rename and an unsigned abandonment are not followed. */
   reset();
   up_new(&u, "alice", "", "a.txt", K_ALICE);
-  run(H_INIT, AFS_BC_UPLOAD, &u.id);
+  run(FB_H_INIT, AFS_BC_UPLOAD, &u.id);
   uploaded(&u, "alice", K_ALICE, 10, NULL);
   g_up = &u;
   g_change = BCON_NEW("filePath", "moved.txt", "abandoned", BCON_BOOL(true));
   F.before = change_before_renew;
-  CHECK(run(H_COMPLETE, AFS_BC_UPLOAD, &u.id) == AFS_DONE);
+  CHECK(run(FB_H_COMPLETE, AFS_BC_UPLOAD, &u.id) == AFS_DONE);
   CHECK_STREQ(asset_str(&u, "filePath"), "a.txt");
   CHECK_STREQ(asset_str(&u, "status"), "active");
 
   /* Its client's rename (signed again) and abandonment (signed) are. */
   reset();
   up_new(&u, "alice", "", "a.txt", K_ALICE);
-  run(H_INIT, AFS_BC_UPLOAD, &u.id);
+  run(FB_H_INIT, AFS_BC_UPLOAD, &u.id);
   uploaded(&u, "alice", K_ALICE, 10, NULL);
   bson_t *now = bson_copy(fb_rec(&F, AFS_BC_UPLOAD, &u.id));
   bson_t *renamed = bson_new();
@@ -272,14 +259,14 @@ static void test_changes_in_flight(void) {
   g_change =
       BCON_NEW("filePath", "moved.txt", AFS_F_AUTH_SIG, BCON_UTF8(bson_iter_utf8(&it, NULL)));
   F.before = change_before_renew; /* reset() cleared it */
-  CHECK(run(H_COMPLETE, AFS_BC_UPLOAD, &u.id) == AFS_DONE);
+  CHECK(run(FB_H_COMPLETE, AFS_BC_UPLOAD, &u.id) == AFS_DONE);
   CHECK_STREQ(asset_str(&u, "filePath"), "moved.txt");
   bson_destroy(renamed);
   bson_destroy(now);
 
   reset();
   up_new(&u, "alice", "", "gone.txt", K_ALICE);
-  run(H_INIT, AFS_BC_UPLOAD, &u.id);
+  run(FB_H_INIT, AFS_BC_UPLOAD, &u.id);
   uploaded(&u, "alice", K_ALICE, 10, NULL);
   g_change = BCON_NEW("abandoned", BCON_BOOL(true));
   bson_t *m = BCON_NEW("_id", BCON_OID(&u.oid), "uid", "alice", "abandoned", BCON_BOOL(true));
@@ -288,7 +275,7 @@ static void test_changes_in_flight(void) {
   BSON_APPEND_UTF8(g_change, AFS_F_AUTH_ABANDON_SIG, bson_iter_utf8(&it, NULL));
   bson_destroy(m);
   F.before = change_before_renew;
-  CHECK(run(H_COMPLETE, AFS_BC_UPLOAD, &u.id) == AFS_DONE);
+  CHECK(run(FB_H_COMPLETE, AFS_BC_UPLOAD, &u.id) == AFS_DONE);
   CHECK_STREQ(asset_str(&u, "status"), "deleted");
   F.before = NULL;
 }
@@ -307,9 +294,9 @@ static void test_janitor(void) {
   struct up u;
   reset();
   up_new(&u, "alice", "", "a.txt", K_ALICE);
-  run(H_INIT, AFS_BC_UPLOAD, &u.id);
+  run(FB_H_INIT, AFS_BC_UPLOAD, &u.id);
   uploaded(&u, "alice", K_ALICE, 10, NULL);
-  run(H_COMPLETE, AFS_BC_UPLOAD, &u.id);
+  run(FB_H_COMPLETE, AFS_BC_UPLOAD, &u.id);
   const char *key = asset_str(&u, "path");
   char *k = afs_xstrdup(key);
   /* someone writes `deleted`: restored, nothing purged */
@@ -317,7 +304,7 @@ static void test_janitor(void) {
   fb_edit(&F, AFS_BC_ASSET, &u.id, set, NULL);
   bson_destroy(set);
   CHECK(!asset_sealed(&u));
-  CHECK(run(H_PURGE, AFS_BC_ASSET, &u.id) == AFS_DONE);
+  CHECK(run(FB_H_PURGE, AFS_BC_ASSET, &u.id) == AFS_DONE);
   CHECK_STREQ(asset_str(&u, "status"), "active");
   CHECK(asset_sealed(&u));
   CHECK(fb_has_obj(&F, k));
@@ -328,7 +315,7 @@ static void test_janitor(void) {
   set = BCON_NEW("status", "deleted", AFS_F_DELETED_BY, BCON_UTF8(other_mark));
   fb_edit(&F, AFS_BC_ASSET, &u.id, set, NULL);
   bson_destroy(set);
-  run(H_PURGE, AFS_BC_ASSET, &u.id);
+  run(FB_H_PURGE, AFS_BC_ASSET, &u.id);
   CHECK_STREQ(asset_str(&u, "status"), "active");
   CHECK(fb_has_obj(&F, k));
   free(k);
@@ -363,9 +350,9 @@ static bool answered(const bson_t *c, const char *status, const char *code) {
 
 static void complete_as_alice(struct up *u, const char *fp) {
   up_new(u, "alice", "", fp, K_ALICE);
-  run(H_INIT, AFS_BC_UPLOAD, &u->id);
+  run(FB_H_INIT, AFS_BC_UPLOAD, &u->id);
   uploaded(u, "alice", K_ALICE, 10, NULL);
-  run(H_COMPLETE, AFS_BC_UPLOAD, &u->id);
+  run(FB_H_COMPLETE, AFS_BC_UPLOAD, &u->id);
 }
 
 static void test_calls(void) {
@@ -383,7 +370,7 @@ static void test_calls(void) {
   CHECK_STREQ(asset_str(&a, "filePath"), "b.txt");
   CHECK_STREQ(asset_str(&b, "status"), "deleted");
   /* b's removal carries the broker's mark: the janitor purges it */
-  run(H_PURGE, AFS_BC_ASSET, &b.id);
+  run(FB_H_PURGE, AFS_BC_ASSET, &b.id);
   CHECK(fb_rec(&F, AFS_BC_ASSET, &b.id) == NULL);
   /* the same request again: a is not at a.txt any more */
   CHECK(answered(call(K_ALICE, "alice", "AssetfsRenameAsset", args), "error", "ESTALE"));
@@ -436,7 +423,7 @@ static void test_calls(void) {
   /* remove by alice: marked, then purged */
   args = BCON_NEW("0", BCON_UTF8(ida), "1", "b.txt", "2", "user_id=alice");
   CHECK(answered(call(K_ALICE, "alice", "CosyncRemoveAsset", args), "done", NULL));
-  run(H_PURGE, AFS_BC_ASSET, &a.id);
+  run(FB_H_PURGE, AFS_BC_ASSET, &a.id);
   CHECK(fb_rec(&F, AFS_BC_ASSET, &a.id) == NULL);
   bson_destroy(args);
 }
@@ -510,7 +497,7 @@ static void test_review_attacks(void) {
   bson_t *set = BCON_NEW("status", "initialized", "createdAt", BCON_DATE_TIME(1000));
   up_set(&a, set);
   bson_destroy(set);
-  run(H_STALE, AFS_BC_UPLOAD, &a.id);
+  run(FB_H_STALE, AFS_BC_UPLOAD, &a.id);
   CHECK(fb_has_obj(&F, key));
   set = BCON_NEW("status", "initialized"); /* createdAt as signed: still an asset of it */
   bson_t *old = bson_copy(fb_rec(&F, AFS_BC_UPLOAD, &a.id));
@@ -522,7 +509,7 @@ static void test_review_attacks(void) {
   up_set(&a, set);
   bson_destroy(set);
   bson_destroy(old);
-  run(H_STALE, AFS_BC_UPLOAD, &a.id);
+  run(FB_H_STALE, AFS_BC_UPLOAD, &a.id);
   CHECK(fb_has_obj(&F, key));
   /* An unsealed record naming alice's objects in its URLs */
   bson_oid_t o;
@@ -535,7 +522,7 @@ static void test_review_attacks(void) {
   bson_destroy(d);
   bson_value_t oid = {.value_type = BSON_TYPE_OID};
   bson_oid_copy(&o, &oid.value.v_oid);
-  run(H_STALE, AFS_BC_UPLOAD, &oid);
+  run(FB_H_STALE, AFS_BC_UPLOAD, &oid);
   CHECK(fb_has_obj(&F, key));
   free(key);
 
@@ -554,12 +541,12 @@ static void test_review_attacks(void) {
   reset();
   complete_as_alice(&a, "w.txt");
   up_new(&b, "alice", "", "w.txt", K_ALICE);
-  run(H_INIT, AFS_BC_UPLOAD, &b.id);
+  run(FB_H_INIT, AFS_BC_UPLOAD, &b.id);
   uploaded(&b, "alice", K_ALICE, 10, NULL);
   set = BCON_NEW("initializedAt", BCON_DATE_TIME(1));
   up_set(&b, set);
   bson_destroy(set);
-  run(H_COMPLETE, AFS_BC_UPLOAD, &b.id);
+  run(FB_H_COMPLETE, AFS_BC_UPLOAD, &b.id);
   CHECK_STREQ(asset_str(&b, "status"), "active");
   CHECK_STREQ(asset_str(&a, "status"), "deleted");
 
@@ -567,12 +554,12 @@ static void test_review_attacks(void) {
   reset();
   complete_as_alice(&a, "o.txt");
   up_new(&b, "alice", "", "o.txt", K_ALICE);
-  run(H_INIT, AFS_BC_UPLOAD, &b.id);
+  run(FB_H_INIT, AFS_BC_UPLOAD, &b.id);
   uploaded(&b, "alice", K_ALICE, 10, NULL);
   g_up = &b;
   g_change = BCON_NEW("abandoned", BCON_BOOL(true), "filePath", "elsewhere.txt");
   F.before = change_before_renew;
-  run(H_COMPLETE, AFS_BC_UPLOAD, &b.id);
+  run(FB_H_COMPLETE, AFS_BC_UPLOAD, &b.id);
   F.before = NULL;
   CHECK_STREQ(asset_str(&b, "status"), "active");
   CHECK_STREQ(asset_str(&b, "filePath"), "o.txt");
@@ -588,7 +575,7 @@ static void test_review_attacks(void) {
   set = BCON_NEW("status", "uploaded", "filePath", "o.txt", "abandoned", BCON_BOOL(false));
   up_set(&b, set);
   bson_destroy(set);
-  run(H_COMPLETE, AFS_BC_UPLOAD, &b.id);
+  run(FB_H_COMPLETE, AFS_BC_UPLOAD, &b.id);
   CHECK_STREQ(up_str(&b, "status"), "completed");
   CHECK_STREQ(asset_str(&b, "caption"), "kept");
 
@@ -599,7 +586,7 @@ static void test_review_attacks(void) {
                "http://127.0.0.1:9/b/mallory/x.png", "contentType", "text/html");
   fb_add(&F, AFS_BC_ASSET, d);
   bson_destroy(d);
-  run(H_INIT, AFS_BC_UPLOAD, &a.id);
+  run(FB_H_INIT, AFS_BC_UPLOAD, &a.id);
   CHECK(error_has(&a, "exists already")); /* refused at initialization already */
 }
 
@@ -609,21 +596,21 @@ static void test_clients_reload(void) {
   afs_auth_key *carol = make_key("carol", pub);
   reset();
   up_new(&u, "carol", "", "c.txt", carol);
-  run(H_INIT, AFS_BC_UPLOAD, &u.id);
+  run(FB_H_INIT, AFS_BC_UPLOAD, &u.id);
   CHECK(error_has(&u, "not a valid signature"));
   FILE *f = fopen(CLIENTS, "a");
   fprintf(f, "carol %s user_id=carol\n", pub);
   fclose(f);
   afs_authz_reload(&B, true);
   up_new(&u, "carol", "", "c2.txt", carol);
-  run(H_INIT, AFS_BC_UPLOAD, &u.id);
+  run(FB_H_INIT, AFS_BC_UPLOAD, &u.id);
   CHECK_STREQ(up_str(&u, "status"), "initialized");
   f = fopen(CLIENTS, "a"); /* a broken file is not applied */
   fputs("carol notakey user_id=carol\n", f);
   fclose(f);
   afs_authz_reload(&B, true);
   up_new(&u, "carol", "", "c3.txt", carol);
-  run(H_INIT, AFS_BC_UPLOAD, &u.id);
+  run(FB_H_INIT, AFS_BC_UPLOAD, &u.id);
   CHECK_STREQ(up_str(&u, "status"), "initialized");
   afs_auth_key_free(carol);
 }

@@ -76,37 +76,9 @@ static void up_set(struct up *u, const bson_t *set) {
 
 /* Runs a handler on the stored record as the dispatcher would: read once, claimed under
  * "tok" when claim is set (NULL token: read without a claim). */
-enum handler { H_INIT, H_COMPLETE, H_STALE, H_PURGE };
-static enum afs_outcome run(enum handler h, enum afs_bcoll coll, const bson_value_t *id,
+static enum afs_outcome run(enum fb_handler h, enum afs_bcoll coll, const bson_value_t *id,
                             bool claim) {
-  if (claim) {
-    bson_t *set =
-        BCON_NEW(AFS_F_LEASE_OWNER, "tok", AFS_F_LEASE_UNTIL, BCON_DATE_TIME(afs_now_ms() + 60000));
-    fb_edit(&F, coll, id, set, NULL);
-    bson_destroy(set);
-  }
-  bson_t *doc = bson_copy(fb_rec(&F, coll, id));
-  struct afs_record r;
-  afs_record_read(doc, &r);
-  const char *tok = claim ? "tok" : NULL;
-  enum afs_outcome out = AFS_DONE;
-  switch (h) {
-  case H_INIT:
-    out = afs_upload_init(&B, &ST, &r, tok);
-    break;
-  case H_COMPLETE:
-    out = afs_upload_complete(&B, &ST, &r, tok);
-    break;
-  case H_STALE:
-    out = afs_upload_stale(&B, &ST, &r, tok);
-    break;
-  case H_PURGE:
-    out = afs_asset_purge(&B, &ST, &r, tok);
-    break;
-  }
-  afs_record_done(&r);
-  bson_destroy(doc);
-  return out;
+  return fb_run(&F, &B, &ST, h, coll, id, claim);
 }
 
 /* The client's part after initialization: PUT the original (size bytes) and mark the
@@ -141,7 +113,7 @@ static void test_init(void) {
   reset();
   struct up u;
   up_new(&u, "trip/beach.jpg", NULL);
-  CHECK(run(H_INIT, AFS_BC_UPLOAD, &u.id, false) == AFS_DONE);
+  CHECK(run(FB_H_INIT, AFS_BC_UPLOAD, &u.id, false) == AFS_DONE);
   CHECK_STREQ(up_str(&u, "status"), "initialized");
   struct afs_keys k;
   first_keys(&u, "trip/beach.jpg", &k);
@@ -163,7 +135,7 @@ static void test_init(void) {
   up_set(&u, set);
   bson_destroy(set);
   fb_put(&F, k.key[AFS_PART_ORIGINAL], 10); /* its client had uploaded already */
-  CHECK(run(H_INIT, AFS_BC_UPLOAD, &u.id, true) == AFS_DONE);
+  CHECK(run(FB_H_INIT, AFS_BC_UPLOAD, &u.id, true) == AFS_DONE);
   CHECK_STREQ(up_str(&u, "path"), k.key[AFS_PART_ORIGINAL]);
   afs_keys_free(&k);
 }
@@ -185,7 +157,7 @@ static void test_init_refusals(void) {
     reset();
     struct up u;
     up_new(&u, "a.jpg", bad[i].json);
-    CHECK(run(H_INIT, AFS_BC_UPLOAD, &u.id, false) == AFS_DONE);
+    CHECK(run(FB_H_INIT, AFS_BC_UPLOAD, &u.id, false) == AFS_DONE);
     CHECK_STREQ(up_str(&u, "status"), "error");
     const char *why = up_str(&u, "error");
     if (!why || !strstr(why, bad[i].why))
@@ -206,7 +178,7 @@ static void test_init_refusals(void) {
                        "status", "pending");
   fb_add(&F, AFS_BC_UPLOAD, d);
   bson_destroy(d);
-  CHECK(run(H_INIT, AFS_BC_UPLOAD, &u.id, false) == AFS_DONE);
+  CHECK(run(FB_H_INIT, AFS_BC_UPLOAD, &u.id, false) == AFS_DONE);
   CHECK(strstr(up_str(&u, "error"), "ahead of the broker's clock"));
 }
 
@@ -221,7 +193,7 @@ static void test_init_taken_keys_and_outages(void) {
   struct afs_error err = {0};
   const char *orig = k.key[AFS_PART_ORIGINAL];
   CHECK(ST.ops->claims_take(ST.ctx, &other, &orig, 1, &err) == 1);
-  CHECK(run(H_INIT, AFS_BC_UPLOAD, &u.id, false) == AFS_DONE);
+  CHECK(run(FB_H_INIT, AFS_BC_UPLOAD, &u.id, false) == AFS_DONE);
   CHECK_STREQ(up_str(&u, "status"), "initialized");
   CHECK(strcmp(up_str(&u, "path"), orig) != 0 && has_claim(up_str(&u, "path"), &u.id));
   CHECK(has_claim(orig, &other)); /* theirs stays theirs */
@@ -237,7 +209,7 @@ static void test_init_taken_keys_and_outages(void) {
       BCON_NEW("_id", "old-asset", "path", BCON_UTF8(k.key[AFS_PART_ORIGINAL]), "status", "active");
   fb_add(&F, AFS_BC_ASSET, a);
   bson_destroy(a);
-  CHECK(run(H_INIT, AFS_BC_UPLOAD, &u.id, false) == AFS_DONE);
+  CHECK(run(FB_H_INIT, AFS_BC_UPLOAD, &u.id, false) == AFS_DONE);
   CHECK(strcmp(up_str(&u, "path"), k.key[AFS_PART_ORIGINAL]) != 0);
   CHECK(!has_claim(k.key[AFS_PART_ORIGINAL], &u.id)); /* the candidate's claims went back */
   afs_keys_free(&k);
@@ -248,7 +220,7 @@ static void test_init_taken_keys_and_outages(void) {
     reset();
     up_new(&u, "z.jpg", NULL);
     F.down[downs[i]] = true;
-    CHECK(run(H_INIT, AFS_BC_UPLOAD, &u.id, false) == AFS_RETRY);
+    CHECK(run(FB_H_INIT, AFS_BC_UPLOAD, &u.id, false) == AFS_RETRY);
     CHECK_STREQ(up_str(&u, "status"), "pending");
     CHECK(fb_leased(up_rec(&u)) && F.calls[FB_RELEASE] == 1);
     F.down[downs[i]] = false;
@@ -257,9 +229,9 @@ static void test_init_taken_keys_and_outages(void) {
 
 /* Initializes u, has its client upload `size` bytes and completes it under a lease. */
 static enum afs_outcome init_upload_complete(struct up *u, int64_t size) {
-  CHECK(run(H_INIT, AFS_BC_UPLOAD, &u->id, false) == AFS_DONE);
+  CHECK(run(FB_H_INIT, AFS_BC_UPLOAD, &u->id, false) == AFS_DONE);
   client_uploads(u, size);
-  return run(H_COMPLETE, AFS_BC_UPLOAD, &u->id, true);
+  return run(FB_H_COMPLETE, AFS_BC_UPLOAD, &u->id, true);
 }
 
 static void test_complete(void) {
@@ -287,11 +259,11 @@ static void test_complete(void) {
   /* The original never arrived: an error, its claims released, no asset. */
   reset();
   up_new(&u, "lost.jpg", NULL);
-  CHECK(run(H_INIT, AFS_BC_UPLOAD, &u.id, false) == AFS_DONE);
+  CHECK(run(FB_H_INIT, AFS_BC_UPLOAD, &u.id, false) == AFS_DONE);
   bson_t *set = BCON_NEW("status", "uploaded");
   up_set(&u, set);
   bson_destroy(set);
-  CHECK(run(H_COMPLETE, AFS_BC_UPLOAD, &u.id, true) == AFS_DONE);
+  CHECK(run(FB_H_COMPLETE, AFS_BC_UPLOAD, &u.id, true) == AFS_DONE);
   CHECK_STREQ(up_str(&u, "status"), "error");
   CHECK(strstr(up_str(&u, "error"), "the original was not uploaded"));
   CHECK(F.nclaims == 0 && fb_rec(&F, AFS_BC_ASSET, &u.id) == NULL);
@@ -306,13 +278,13 @@ static void test_complete(void) {
   /* Its path pointed at another user's object after initialization: refused. */
   reset();
   up_new(&u, "t.jpg", NULL);
-  CHECK(run(H_INIT, AFS_BC_UPLOAD, &u.id, false) == AFS_DONE);
+  CHECK(run(FB_H_INIT, AFS_BC_UPLOAD, &u.id, false) == AFS_DONE);
   client_uploads(&u, 3);
   fb_put(&F, "u2/secret.jpg", 99);
   set = BCON_NEW("path", "u2/secret.jpg");
   up_set(&u, set);
   bson_destroy(set);
-  CHECK(run(H_COMPLETE, AFS_BC_UPLOAD, &u.id, true) == AFS_DONE);
+  CHECK(run(FB_H_COMPLETE, AFS_BC_UPLOAD, &u.id, true) == AFS_DONE);
   CHECK(strstr(up_str(&u, "error"), "changed after the broker initialized"));
   CHECK(fb_has_obj(&F, "u2/secret.jpg") && fb_rec(&F, AFS_BC_ASSET, &u.id) == NULL);
 }
@@ -336,10 +308,10 @@ static void test_complete_races(void) {
   reset();
   up_new(&u, "r.jpg", NULL);
   F.down[FB_OBJ_HEAD] = false;
-  CHECK(run(H_INIT, AFS_BC_UPLOAD, &u.id, false) == AFS_DONE);
+  CHECK(run(FB_H_INIT, AFS_BC_UPLOAD, &u.id, false) == AFS_DONE);
   client_uploads(&u, 7);
   F.down[FB_OBJ_HEAD] = true;
-  CHECK(run(H_COMPLETE, AFS_BC_UPLOAD, &u.id, true) == AFS_RETRY);
+  CHECK(run(FB_H_COMPLETE, AFS_BC_UPLOAD, &u.id, true) == AFS_RETRY);
   CHECK_STREQ(up_str(&u, "status"), "uploaded");
   CHECK(up_str(&u, "leaseOwner") == NULL && fb_rec(&F, AFS_BC_ASSET, &u.id) == NULL);
   F.down[FB_OBJ_HEAD] = false;
@@ -347,25 +319,25 @@ static void test_complete_races(void) {
   /* The lease passed to another broker during the checks: nothing written. */
   reset();
   up_new(&u, "l.jpg", NULL);
-  CHECK(run(H_INIT, AFS_BC_UPLOAD, &u.id, false) == AFS_DONE);
+  CHECK(run(FB_H_INIT, AFS_BC_UPLOAD, &u.id, false) == AFS_DONE);
   client_uploads(&u, 7);
   g_hook_up = &u;
   g_hook_op = FB_RENEW;
   g_hook_set = BCON_NEW("leaseOwner", "another-broker");
   F.before = hook_set;
-  CHECK(run(H_COMPLETE, AFS_BC_UPLOAD, &u.id, true) == AFS_DONE);
+  CHECK(run(FB_H_COMPLETE, AFS_BC_UPLOAD, &u.id, true) == AFS_DONE);
   CHECK(fb_rec(&F, AFS_BC_ASSET, &u.id) == NULL && !strcmp(up_str(&u, "status"), "uploaded"));
 
   /* Renamed by its client while completing (after the asset was written): the asset
    * follows. */
   reset();
   up_new(&u, "old-name.jpg", NULL);
-  CHECK(run(H_INIT, AFS_BC_UPLOAD, &u.id, false) == AFS_DONE);
+  CHECK(run(FB_H_INIT, AFS_BC_UPLOAD, &u.id, false) == AFS_DONE);
   client_uploads(&u, 7);
   g_hook_op = FB_FINISH;
   g_hook_set = BCON_NEW("filePath", "new-name.jpg");
   F.before = hook_set;
-  CHECK(run(H_COMPLETE, AFS_BC_UPLOAD, &u.id, true) == AFS_DONE);
+  CHECK(run(FB_H_COMPLETE, AFS_BC_UPLOAD, &u.id, true) == AFS_DONE);
   bson_t *d;
   struct afs_record a = asset_of(&u, &d);
   CHECK_STREQ(a.file_path, "new-name.jpg");
@@ -376,12 +348,12 @@ static void test_complete_races(void) {
   /* Removed through its mount in flight (abandoned): its asset is made deleted. */
   reset();
   up_new(&u, "gone.jpg", NULL);
-  CHECK(run(H_INIT, AFS_BC_UPLOAD, &u.id, false) == AFS_DONE);
+  CHECK(run(FB_H_INIT, AFS_BC_UPLOAD, &u.id, false) == AFS_DONE);
   client_uploads(&u, 7);
   g_hook_op = FB_RENEW;
   g_hook_set = BCON_NEW("abandoned", BCON_BOOL(true));
   F.before = hook_set;
-  CHECK(run(H_COMPLETE, AFS_BC_UPLOAD, &u.id, true) == AFS_DONE);
+  CHECK(run(FB_H_COMPLETE, AFS_BC_UPLOAD, &u.id, true) == AFS_DONE);
   a = asset_of(&u, &d);
   CHECK_STREQ(a.status, "deleted");
   afs_record_done(&a);
@@ -391,12 +363,12 @@ static void test_complete_races(void) {
   /* Its asset was removed by its owner before a retry: not revived. */
   reset();
   up_new(&u, "kept.jpg", NULL);
-  CHECK(run(H_INIT, AFS_BC_UPLOAD, &u.id, false) == AFS_DONE);
+  CHECK(run(FB_H_INIT, AFS_BC_UPLOAD, &u.id, false) == AFS_DONE);
   client_uploads(&u, 7);
   bson_t *del = BCON_NEW("_id", BCON_OID(&u.oid), "status", "deleted");
   fb_add(&F, AFS_BC_ASSET, del);
   bson_destroy(del);
-  CHECK(run(H_COMPLETE, AFS_BC_UPLOAD, &u.id, true) == AFS_DONE);
+  CHECK(run(FB_H_COMPLETE, AFS_BC_UPLOAD, &u.id, true) == AFS_DONE);
   a = asset_of(&u, &d);
   CHECK_STREQ(a.status, "deleted");
   afs_record_done(&a);
@@ -429,14 +401,14 @@ static void test_versions(void) {
   reset();
   struct up early, late;
   up_new(&early, "v.jpg", NULL);
-  CHECK(run(H_INIT, AFS_BC_UPLOAD, &early.id, false) == AFS_DONE);
+  CHECK(run(FB_H_INIT, AFS_BC_UPLOAD, &early.id, false) == AFS_DONE);
   bson_t *back = BCON_NEW("initializedAt", BCON_DATE_TIME(afs_now_ms() - 60000));
   up_set(&early, back);
   bson_destroy(back);
   up_new(&late, "v.jpg", NULL);
   CHECK(init_upload_complete(&late, 2) == AFS_DONE);
   client_uploads(&early, 1);
-  CHECK(run(H_COMPLETE, AFS_BC_UPLOAD, &early.id, true) == AFS_DONE);
+  CHECK(run(FB_H_COMPLETE, AFS_BC_UPLOAD, &early.id, true) == AFS_DONE);
   bson_t *de, *dl;
   struct afs_record ae = asset_of(&early, &de), al = asset_of(&late, &dl);
   CHECK_STREQ(al.status, "active");
@@ -452,9 +424,9 @@ static void test_janitor(void) {
   reset();
   struct up u;
   up_new(&u, "s.jpg", NULL);
-  CHECK(run(H_INIT, AFS_BC_UPLOAD, &u.id, false) == AFS_DONE);
+  CHECK(run(FB_H_INIT, AFS_BC_UPLOAD, &u.id, false) == AFS_DONE);
   fb_put(&F, up_str(&u, "path"), 4);
-  CHECK(run(H_STALE, AFS_BC_UPLOAD, &u.id, true) == AFS_DONE);
+  CHECK(run(FB_H_STALE, AFS_BC_UPLOAD, &u.id, true) == AFS_DONE);
   CHECK_STREQ(up_str(&u, "status"), "error");
   CHECK(strstr(up_str(&u, "error"), "abandoned") && F.nobj == 0 && F.nclaims == 0);
 
@@ -468,10 +440,10 @@ static void test_janitor(void) {
   CHECK(ST.ops->asset_set(ST.ctx, &u.id, NULL, set, &matched, &err) && matched);
   bson_destroy(set);
   F.down[FB_OBJ_DELETE] = true; /* S3 away: retried, the record kept */
-  CHECK(run(H_PURGE, AFS_BC_ASSET, &u.id, true) == AFS_RETRY);
+  CHECK(run(FB_H_PURGE, AFS_BC_ASSET, &u.id, true) == AFS_RETRY);
   CHECK(fb_rec(&F, AFS_BC_ASSET, &u.id) != NULL && F.nobj == 1);
   F.down[FB_OBJ_DELETE] = false;
-  CHECK(run(H_PURGE, AFS_BC_ASSET, &u.id, true) == AFS_DONE);
+  CHECK(run(FB_H_PURGE, AFS_BC_ASSET, &u.id, true) == AFS_DONE);
   CHECK(fb_rec(&F, AFS_BC_ASSET, &u.id) == NULL && up_rec(&u) == NULL);
   CHECK(F.nobj == 0 && F.nclaims == 0);
 
@@ -485,7 +457,7 @@ static void test_janitor(void) {
   set = BCON_NEW("status", "deleted");
   CHECK(ST.ops->asset_set(ST.ctx, &u.id, NULL, set, &matched, &err) && matched);
   bson_destroy(set);
-  CHECK(run(H_PURGE, AFS_BC_ASSET, &u.id, true) == AFS_DONE);
+  CHECK(run(FB_H_PURGE, AFS_BC_ASSET, &u.id, true) == AFS_DONE);
   CHECK(F.nobj == 1 && fb_rec(&F, AFS_BC_ASSET, &u.id) == NULL);
 }
 
