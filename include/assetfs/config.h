@@ -29,7 +29,11 @@ struct afs_config {
   long call_keep_seconds;    /* answered (done/error) function calls older than this are
                                 deleted; default 86400, 0 = keep them */
   bool keep_versions;        /* superseded assets archived instead of deleted */
-  long max_object_size;      /* HEAD size limit; default 5 GiB */
+  long max_object_size;      /* HEAD size limit; default 5 TiB (S3's) */
+  long multipart_sweep_seconds; /* how often the janitor looks for orphaned multipart
+                                   uploads; default 600, 0 = never */
+  long multipart_grace_seconds; /* a multipart upload younger than this is never taken
+                                   for an orphan; default 3600 */
   char *log_level;           /* error|warn|info|debug; default info */
   /* Who asks (DESIGN.md §4): false = `auth=off`, every database writer is trusted (the
    * Cosync model); true = `auth=required`, the broker acts only on requests signed by a

@@ -70,6 +70,13 @@
 #define AFS_F_VERSION_AT "versionAt"         /* asset: its place among versions of a path */
 #define AFS_F_COMPLETED_AT "completedAt"     /* asset: broker clock, at completion */
 
+/* assetfs: multipart uploads (docs/internals/multipart.md). */
+#define AFS_F_MP_UPLOAD_ID "assetfsUploadId" /* upload: the S3 multipart upload id (broker) */
+#define AFS_F_MP_PARTS "assetfsParts"        /* upload: part i+1's ETag at [i] (client) */
+#define AFS_CALL_SIGN_PARTS "AssetfsSignParts"
+#define AFS_MP_MAX_PARTS 10000 /* S3's limit */
+#define AFS_MP_SIGN_BATCH 128  /* part URLs one AssetfsSignParts call returns at most */
+
 /* Function calls. */
 #define AFS_F_CALL_NAME "name"
 #define AFS_F_CALL_ARGS "args"

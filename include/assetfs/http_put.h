@@ -25,6 +25,7 @@ struct afs_put_opts {
   long connect_timeout_ms; /* default 10000 */
   long stall_seconds;      /* abort an attempt that moves no byte for this long; default 30 */
   int64_t deadline_ms;     /* CLOCK_MONOTONIC ms after which no new attempt starts; 0 = none */
+  int parallel;            /* afs_http_put_all: transfers at once; 0 = one per job (at most 8) */
 };
 
 struct afs_put_job {
@@ -32,6 +33,7 @@ struct afs_put_job {
   const char *path;         /* local file to send */
   const char *content_type; /* sent as Content-Type (it is part of what the broker signed) */
   const char *what;         /* "original", "small", … for messages */
+  int64_t offset, length;   /* length > 0: only these bytes of path (a multipart part) */
   /* results */
   bool ok;
   long http_status; /* last HTTP status, 0 if none */
@@ -44,8 +46,8 @@ void afs_put_opts_default(struct afs_put_opts *o);
 /* PUTs one file with retries. Fills job->ok/http_status/err; returns job->ok. */
 bool afs_http_put(struct afs_put_job *job, const struct afs_put_opts *opts);
 
-/* PUTs all jobs in parallel. Returns true if every job succeeded; otherwise err gets
- * the first failure (EKEYEXPIRED wins, so callers renew the URLs). */
+/* PUTs all jobs, opts->parallel at a time. Returns true if every job succeeded; otherwise
+ * err gets the first failure (EKEYEXPIRED wins, so callers renew the URLs). */
 bool afs_http_put_all(struct afs_put_job *jobs, int n, const struct afs_put_opts *opts,
                       struct afs_error *err);
 

@@ -84,6 +84,7 @@ enum afs_rf {
   AFS_RF_INITIALIZED_AT,
   AFS_RF_VERSION_AT,
   AFS_RF_ABANDONED,
+  AFS_RF_MP_UPLOAD_ID,
   AFS_RF_META, /* the first of the AFS_META_COUNT metadata fields */
   AFS_RF_READ_URL = AFS_RF_META + 9,
   AFS_RF_WRITE_URL = AFS_RF_READ_URL + AFS_PART_COUNT,
@@ -131,6 +132,7 @@ struct afs_record {
   struct afs_rec_number hours, size;
   struct afs_rec_date mtime, created, updated, expiration, initialized_at, version_at;
   bool abandoned;
+  const char *mp_upload_id; /* assetfsUploadId: a multipart upload the broker started */
   const char *meta[AFS_META_STRINGS];
   struct afs_rec_number meta_num[AFS_META_COUNT - AFS_META_STRINGS];
   const char *read_url[AFS_PART_COUNT], *write_url[AFS_PART_COUNT];

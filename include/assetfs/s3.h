@@ -101,6 +101,18 @@ bool afs_s3_multipart_complete(const struct afs_s3_client *c, const char *key,
                                const char *upload_id, const struct afs_s3_part *parts, size_t n,
                                char *etag_out, struct afs_error *err);
 
+struct afs_s3_mp_listed {
+  const char *key; /* decoded */
+  const char *upload_id;
+  int64_t initiated_ms; /* ms since the epoch; 0 when S3 did not say */
+};
+typedef bool (*afs_s3_mp_list_fn)(void *ud, const struct afs_s3_mp_listed *u);
+
+/* ListMultipartUploads of the bucket's uploads under PREFIX ("" or NULL: all), following
+ * the markers; fn as for afs_s3_list_objects. */
+bool afs_s3_multipart_list(const struct afs_s3_client *c, const char *prefix,
+                           afs_s3_mp_list_fn fn, void *ud, struct afs_error *err);
+
 /* AbortMultipartUpload. An upload that is already gone counts as aborted. */
 bool afs_s3_multipart_abort(const struct afs_s3_client *c, const char *key, const char *upload_id,
                             struct afs_error *err);

@@ -182,6 +182,24 @@ void afs_calls_purge(struct afs_broker *b, mongoc_client_t *c);
  * EOD, and again from the start after the last), restoring tampered ones from their
  * sealed copies; *from moves on. Failures are logged (the next round goes on). */
 void afs_assets_scrub(struct afs_broker *b, mongoc_client_t *c, bson_value_t *from, int n);
+
+/* multipart.c. AssetfsSignParts: the answer goes to result's `result`. */
+bool afs_mp_sign_call(struct afs_broker *b, struct afs_bstore *st, const bson_t *call,
+                      const char *caller, bson_t *result, struct afs_error *err);
+enum afs_mp_result {
+  AFS_MP_NONE,   /* not a multipart upload (or the client went back to one PUT) */
+  AFS_MP_DONE,   /* the parts are assembled at the key */
+  AFS_MP_RETRY,  /* S3 away: give the record back */
+  AFS_MP_FAILED, /* the parts cannot make the object: *why (the upload was aborted) */
+};
+/* Completion: assembles the parts rec lists at key (ids: the record's id for messages).
+ * etag (130 bytes): the assembled object's ETag ("" when S3 did not say). */
+enum afs_mp_result afs_mp_assemble(struct afs_bstore *st, const struct afs_record *rec,
+                                   const char *key, const char *ids, char *etag, char *why,
+                                   size_t why_len);
+/* The janitor: aborts multipart uploads older than multipart_grace_seconds that no upload
+ * record wants any more (gone, completed, refused, or using another one). */
+void afs_mp_sweep(struct afs_broker *b, mongoc_client_t *c);
 /* A CosyncFunctionCall (functions.c), through the record store (bstore.h). */
 enum afs_outcome afs_function_call(struct afs_broker *b, struct afs_bstore *st, const bson_t *doc,
                                    const char *token);

@@ -96,6 +96,19 @@ struct afs_bstore_ops {
                    struct afs_error *err);
   /* Deletes keys[0..n); missing objects count as deleted. */
   bool (*obj_delete)(void *ctx, const char *const *keys, size_t n, struct afs_error *err);
+
+  /* ---- multipart uploads (multipart.c) ---- */
+  /* $set of `set` on upload record `id` under `cond` (status_is and match only);
+   * *matched whether it applied. */
+  bool (*upload_set)(void *ctx, const bson_value_t *id, const struct afs_bcond *cond,
+                     const bson_t *set, bool *matched, struct afs_error *err);
+  /* CreateMultipartUpload, CompleteMultipartUpload, AbortMultipartUpload (s3.h). */
+  bool (*mp_create)(void *ctx, const char *key, const char *content_type, char **upload_id,
+                    struct afs_error *err);
+  bool (*mp_complete)(void *ctx, const char *key, const char *upload_id,
+                      const struct afs_s3_part *parts, size_t n, char *etag_out,
+                      struct afs_error *err);
+  bool (*mp_abort)(void *ctx, const char *key, const char *upload_id, struct afs_error *err);
 };
 
 struct afs_bstore {

@@ -107,9 +107,10 @@ static bool l_get(void *ctx, enum afs_bcoll coll, const bson_value_t *id, bool f
 
 /* ---- assets ---- */
 
-static bool a_set(void *ctx, const bson_value_t *id, const struct afs_bcond *cond,
-                  const bson_t *set, bool *matched, struct afs_error *err) {
-  mongoc_collection_t *c = coll_of(ctx, AFS_BC_ASSET);
+static bool set_where(void *ctx, enum afs_bcoll coll, const bson_value_t *id,
+                      const struct afs_bcond *cond, const bson_t *set, bool *matched,
+                      struct afs_error *err) {
+  mongoc_collection_t *c = coll_of(ctx, coll);
   bson_t q = BSON_INITIALIZER, upd = BSON_INITIALIZER, reply, ne;
   bson_append_value(&q, AFS_F_ID, 3, id);
   if (cond && cond->status_is)
@@ -129,12 +130,23 @@ static bool a_set(void *ctx, const bson_value_t *id, const struct afs_bcond *con
   bson_iter_t it;
   *matched = ok && bson_iter_init_find(&it, &reply, "matchedCount") && bson_iter_as_int64(&it) > 0;
   if (!ok)
-    afs_db_error(err, &berr, "MongoDB: updating an asset");
+    afs_db_error(err, &berr, coll == AFS_BC_ASSET ? "MongoDB: updating an asset"
+                                                  : "MongoDB: updating an upload record");
   bson_destroy(&reply);
   bson_destroy(&upd);
   bson_destroy(&q);
   mongoc_collection_destroy(c);
   return ok;
+}
+
+static bool a_set(void *ctx, const bson_value_t *id, const struct afs_bcond *cond,
+                  const bson_t *set, bool *matched, struct afs_error *err) {
+  return set_where(ctx, AFS_BC_ASSET, id, cond, set, matched, err);
+}
+
+static bool u_set(void *ctx, const bson_value_t *id, const struct afs_bcond *cond,
+                  const bson_t *set, bool *matched, struct afs_error *err) {
+  return set_where(ctx, AFS_BC_UPLOAD, id, cond, set, matched, err);
 }
 
 /* An upsert by _id that never matches a `deleted` asset, so a retry never revives one its
@@ -297,6 +309,24 @@ static bool o_delete(void *ctx, const char *const *keys, size_t n, struct afs_er
   return afs_s3_delete_objects(&st->b->s3c, keys, n, NULL, err);
 }
 
+static bool o_mp_create(void *ctx, const char *key, const char *content_type, char **upload_id,
+                        struct afs_error *err) {
+  struct afs_bstore *st = ctx;
+  return afs_s3_multipart_create(&st->b->s3c, key, content_type, upload_id, err);
+}
+
+static bool o_mp_complete(void *ctx, const char *key, const char *upload_id,
+                          const struct afs_s3_part *parts, size_t n, char *etag_out,
+                          struct afs_error *err) {
+  struct afs_bstore *st = ctx;
+  return afs_s3_multipart_complete(&st->b->s3c, key, upload_id, parts, n, etag_out, err);
+}
+
+static bool o_mp_abort(void *ctx, const char *key, const char *upload_id, struct afs_error *err) {
+  struct afs_bstore *st = ctx;
+  return afs_s3_multipart_abort(&st->b->s3c, key, upload_id, err);
+}
+
 static const struct afs_bstore_ops live_ops = {
     .finish = l_finish,
     .renew = l_renew,
@@ -312,6 +342,10 @@ static const struct afs_bstore_ops live_ops = {
     .claims_held = k_held,
     .obj_head = o_head,
     .obj_delete = o_delete,
+    .upload_set = u_set,
+    .mp_create = o_mp_create,
+    .mp_complete = o_mp_complete,
+    .mp_abort = o_mp_abort,
 };
 
 void afs_bstore_live(struct afs_bstore *st, struct afs_broker *b, mongoc_client_t *c) {

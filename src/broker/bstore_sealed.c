@@ -316,6 +316,23 @@ static bool s_obj_delete(void *ctx, const char *const *keys, size_t n, struct af
   return INNER(ctx)->ops->obj_delete(INNER(ctx)->ctx, keys, n, err);
 }
 
+static bool s_upload_set(void *ctx, const bson_value_t *id, const struct afs_bcond *cond,
+                         const bson_t *set, bool *matched, struct afs_error *err) {
+  return INNER(ctx)->ops->upload_set(INNER(ctx)->ctx, id, cond, set, matched, err);
+}
+static bool s_mp_create(void *ctx, const char *key, const char *content_type, char **upload_id,
+                        struct afs_error *err) {
+  return INNER(ctx)->ops->mp_create(INNER(ctx)->ctx, key, content_type, upload_id, err);
+}
+static bool s_mp_complete(void *ctx, const char *key, const char *upload_id,
+                          const struct afs_s3_part *parts, size_t n, char *etag_out,
+                          struct afs_error *err) {
+  return INNER(ctx)->ops->mp_complete(INNER(ctx)->ctx, key, upload_id, parts, n, etag_out, err);
+}
+static bool s_mp_abort(void *ctx, const char *key, const char *upload_id, struct afs_error *err) {
+  return INNER(ctx)->ops->mp_abort(INNER(ctx)->ctx, key, upload_id, err);
+}
+
 static const struct afs_bstore_ops sealed_ops = {
     .finish = s_finish,
     .renew = s_renew,
@@ -330,6 +347,10 @@ static const struct afs_bstore_ops sealed_ops = {
     .claims_release = s_claims_release,
     .claims_held = s_claims_held,
     .obj_head = s_obj_head,
+    .upload_set = s_upload_set,
+    .mp_create = s_mp_create,
+    .mp_complete = s_mp_complete,
+    .mp_abort = s_mp_abort,
     .obj_delete = s_obj_delete,
 };
 

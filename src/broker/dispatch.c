@@ -448,6 +448,7 @@ struct pacer {
   long purge_every_ms; /* answered calls: a quarter of call_keep_seconds (1 s..10 min) */
   long cold_ms;        /* quiet uploaded records and calls: at most this apart */
   int64_t next_stale, next_side, next_deleted, next_uploaded, next_call_purge, next_scrub;
+  int64_t next_mp_sweep;
   bson_value_t scrub_from; /* auth=required: the last asset whose seal was checked */
   int64_t last_claim, claim_cost, last_work;
   int64_t down_since, last_down_log;
@@ -472,6 +473,8 @@ static void pacer_init(struct pacer *p, const struct afs_broker *b) {
   p->purge_every_ms = clamp_ms(b->cfg.call_keep_seconds * 250L, 1000, 600000);
   p->cold_ms = b->poll_max_ms > COLD_MS ? b->poll_max_ms : COLD_MS;
   p->next_call_purge = afs_now_ms() + p->purge_every_ms / 4;
+  /* Not at start: a broker that starts while S3 is slow begins with the records. */
+  p->next_mp_sweep = afs_now_ms() + b->cfg.multipart_sweep_seconds * 1000L;
 }
 
 /* Whether source s is polled in this round (side_due: calls are due). */
@@ -613,6 +616,10 @@ static void dispatch_loop(struct ctx *x) {
     if (b->sign_key && afs_now_ms() >= p.next_scrub) {
       afs_assets_scrub(b, c, &p.scrub_from, SCRUB_BATCH); /* tampered assets restored */
       p.next_scrub = afs_now_ms() + SCRUB_EVERY_MS;
+    }
+    if (b->cfg.multipart_sweep_seconds > 0 && afs_now_ms() >= p.next_mp_sweep) {
+      afs_mp_sweep(b, c); /* orphaned multipart uploads aborted */
+      p.next_mp_sweep = afs_now_ms() + b->cfg.multipart_sweep_seconds * 1000L;
     }
     bool side_due = afs_now_ms() >= p.next_side;
     if (side_due)

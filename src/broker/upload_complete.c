@@ -69,6 +69,8 @@ struct completion {
   struct afs_record now_rec; /* ... as read */
   bool abandoned;            /* its client removed it in flight: the asset is made deleted */
   bool kept_deleted;         /* the asset was removed meanwhile: not revived, nothing superseded */
+  bool multipart;            /* the original was assembled from parts (multipart.c) */
+  char mp_etag[130];         /* ... and the ETag S3 gave the object */
   struct afs_version version;
   enum afs_outcome out;
 };
@@ -187,7 +189,10 @@ static bool not_done_before(struct completion *c) {
 static bool original_signed(struct completion *c) {
   if (!c->b->authz)
     return true;
-  const char *want = c->rec->etag, *got = c->head[AFS_PART_ORIGINAL].etag;
+  /* Multipart: the signed part list is what was assembled (S3 checked each part's ETag);
+   * the object must still be that assembly. */
+  const char *want = c->multipart ? c->mp_etag : c->rec->etag;
+  const char *got = c->head[AFS_PART_ORIGINAL].etag;
   size_t wl = want ? strlen(want) : 0;
   if (wl >= 2 && want[0] == '"' && want[wl - 1] == '"')
     want++, wl -= 2;
@@ -240,6 +245,23 @@ static bool read_fields(struct completion *c) {
   if (!c->target || !*c->target)
     return fail(c, "neither _partition nor assetPartition is set");
   return true;
+}
+
+/* A multipart upload: its parts become the original now (multipart.c). */
+static bool assemble(struct completion *c) {
+  char why[AFS_ERROR_MSG_MAX] = "";
+  switch (afs_mp_assemble(c->st, c->rec, c->path, c->ids, c->mp_etag, why, sizeof why)) {
+  case AFS_MP_NONE:
+    return true;
+  case AFS_MP_DONE:
+    c->multipart = true;
+    return true;
+  case AFS_MP_RETRY:
+    return retry(c);
+  case AFS_MP_FAILED:
+    break;
+  }
+  return fail(c, why);
 }
 
 /* HEADs every part: the original must be there and within the size limit; the read URL
@@ -466,7 +488,7 @@ enum afs_outcome afs_upload_complete(struct afs_broker *b, struct afs_bstore *st
   /* Each phase returns false when the record is done with (c.out says how). */
   int64_t t0 = afs_now_ms(), t_renew = 0, t_upsert = 0, t_sup = 0;
   if (!authorized(&c) || !not_done_before(&c) || !resolve_path(&c) || !read_fields(&c) ||
-      !check_parts(&c) || !original_signed(&c))
+      !assemble(&c) || !check_parts(&c) || !original_signed(&c))
     goto done;
   afs_broker_test_pause("complete_checked", &c.id);
   t_renew = afs_now_ms();

@@ -19,7 +19,9 @@ void afs_config_defaults(struct afs_config *c) {
   c->stale_upload_seconds = 86400;
   c->lease_seconds = 60;
   c->call_keep_seconds = 86400;
-  c->max_object_size = 5368709120L;
+  c->max_object_size = 5497558138880L; /* S3's limit for one object (multipart) */
+  c->multipart_sweep_seconds = 600;
+  c->multipart_grace_seconds = 3600;
   c->log_level = strdup("info");
 }
 
@@ -85,6 +87,8 @@ bool afs_config_set(struct afs_config *c, const char *key, const char *v, struct
       {"lease_seconds", &c->lease_seconds, 1, 86400},
       {"call_keep_seconds", &c->call_keep_seconds, 0, 365L * 86400},
       {"max_object_size", &c->max_object_size, 1, 5497558138880L},
+      {"multipart_sweep_seconds", &c->multipart_sweep_seconds, 0, 86400},
+      {"multipart_grace_seconds", &c->multipart_grace_seconds, 1, 7L * 86400},
   };
   for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++)
     if (!strcmp(key, nums[i].name)) {
@@ -125,6 +129,8 @@ bool afs_config_from_env(struct afs_config *c, struct afs_error *err) {
                                "keep_versions",
                                "s3_path_style",
                                "max_object_size",
+                               "multipart_sweep_seconds",
+                               "multipart_grace_seconds",
                                "auth",
                                "clients_file",
                                "signing_key_file"};

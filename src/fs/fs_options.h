@@ -33,6 +33,10 @@ struct afs_fs_options {
   int upload_workers;   /* parallel background uploads; default 4, with writeback
                          * AFS_WRITEBACK_WORKERS (most of a small file's upload is
                          * waiting for the broker, and a waiting worker costs nothing) */
+  long long multipart_threshold; /* files bigger than this go up in parts, streamed
+                                  * while written; 0 = never (one PUT, at most 5 GiB);
+                                  * default 64 MiB */
+  int multipart_parallel;         /* parts in flight per mount; default 4 */
   long long cache_max;  /* bytes of staged data; 0 = default: min(4 GiB, 25% of
                          * cache_dir's filesystem), set at mount */
   double attr_ttl, list_ttl;

@@ -17,6 +17,7 @@ struct raw {
   char *uid, *session_id, *partitions, *upload_partition, *expiration_hours, *cache_dir;
   char *close_timeout, *attr_ttl, *list_ttl, *cache_mb, *mongo_uri, *database, *log_level;
   char *upload_workers, *cache_max, *key_file, *broker_key;
+  char *multipart_threshold, *multipart_parallel;
   int ro, refuse_chmod, help, version, foreground, writeback, url_hosts_only;
   char **url_hosts; /* NULL-terminated */
   size_t nurl;
@@ -42,6 +43,8 @@ static const struct fuse_opt g_specs[] = {
     OPT("log_level=%s", log_level),
     OPT("upload_workers=%s", upload_workers),
     OPT("cache_max=%s", cache_max),
+    OPT("multipart_threshold=%s", multipart_threshold),
+    OPT("multipart_parallel=%s", multipart_parallel),
     OPT("key_file=%s", key_file),
     OPT("broker_key=%s", broker_key),
     {"refuse_chmod", offsetof(struct raw, refuse_chmod), 1},
@@ -275,6 +278,21 @@ bool afs_fs_options_parse(struct fuse_args *args, struct afs_fs_options *o, stru
     goto done;
   }
   o->upload_workers = (int)workers;
+  o->multipart_threshold = 64LL << 20;
+  if (r.multipart_threshold &&
+      (!parse_bytes(r.multipart_threshold, &o->multipart_threshold) ||
+       (o->multipart_threshold != 0 && o->multipart_threshold < (8LL << 20)) ||
+       o->multipart_threshold > (5LL << 30))) {
+    afs_error_set(err, EINVAL,
+                  "multipart_threshold must be 0 (never) or a size from 8M to 5G (e.g. 64M)");
+    goto done;
+  }
+  double mpp = 4;
+  if (r.multipart_parallel && !parse_double(r.multipart_parallel, 1, 64, &mpp)) {
+    afs_error_set(err, EINVAL, "multipart_parallel must be a number from 1 to 64");
+    goto done;
+  }
+  o->multipart_parallel = (int)mpp;
   if (r.cache_max && (!parse_bytes(r.cache_max, &o->cache_max) || o->cache_max < (1 << 20))) {
     afs_error_set(err, EINVAL, "cache_max must be a size of at least 1M (e.g. 512M, 4G)");
     goto done;
@@ -317,6 +335,8 @@ done:
   free(r.key_file);
   free(r.broker_key);
   free(r.cache_max);
+  free(r.multipart_threshold);
+  free(r.multipart_parallel);
   for (size_t i = 0; r.url_hosts && r.url_hosts[i]; i++)
     free(r.url_hosts[i]);
   free(r.url_hosts);
@@ -342,6 +362,8 @@ void afs_fs_options_help(void) {
          "    -o writeback             close() returns once the data is on local disk;\n"
          "                             uploads run in the background, fsync() waits\n"
          "    -o upload_workers=N      parallel background uploads [4; 16 with writeback]\n"
+         "    -o multipart_threshold=BYTES  bigger files go up in parts, while written [64M]\n"
+         "    -o multipart_parallel=N  parts in flight at once [4]\n"
          "    -o attr_ttl=S,list_ttl=S metadata cache lifetimes [1, 3]\n"
          "    -o cache_mb=MIB          memory budget of the process (read cache) [256]\n"
          "    -o refuse_chmod          chmod/chown fail with EPERM [ignored]\n"

@@ -28,6 +28,27 @@ void afs_put_opts_default(struct afs_put_opts *o) {
   o->connect_timeout_ms = 10000;
   o->stall_seconds = 30;
   o->deadline_ms = 0;
+  o->parallel = 0;
+}
+
+/* A part of the file: curl reads [offset, offset + length) and no further. */
+struct range_src {
+  FILE *f;
+  int64_t left;
+};
+
+static size_t read_range(char *buf, size_t size, size_t nitems, void *arg) {
+  struct range_src *r = arg;
+  size_t want = size * nitems;
+  if ((int64_t)want > r->left)
+    want = (size_t)r->left;
+  if (want == 0)
+    return 0;
+  size_t n = fread(buf, 1, want, r->f);
+  if (n == 0)
+    return CURL_READFUNC_ABORT; /* the staged file shrank under us: fail this attempt */
+  r->left -= (int64_t)n;
+  return n;
 }
 
 struct body {
@@ -74,7 +95,15 @@ static enum attempt_result put_once(struct afs_put_job *job, const struct afs_pu
                   strerror(errno));
     goto done;
   }
-  if (st.st_size > AFS_PUT_MAX_SIZE) {
+  struct range_src range = {f, job->length};
+  int64_t len = job->length > 0 ? job->length : st.st_size;
+  if (job->length > 0 && (job->offset < 0 || job->offset + job->length > st.st_size ||
+                          fseeko(f, (off_t)job->offset, SEEK_SET) != 0)) {
+    afs_error_set(&job->err, EIO, "%s: bytes %lld..%lld are not in %s (it changed)", job->what,
+                  (long long)job->offset, (long long)(job->offset + job->length), job->path);
+    goto done;
+  }
+  if (len > AFS_PUT_MAX_SIZE) {
     afs_error_set(&job->err, AFS_E_TOO_BIG, "%s: %lld bytes is over the 5 GiB single-PUT limit",
                   job->what, (long long)st.st_size);
     goto done;
@@ -97,8 +126,13 @@ static enum attempt_result put_once(struct afs_put_job *job, const struct afs_pu
   hdrs = curl_slist_append(hdrs, ct);
   hdrs = curl_slist_append(hdrs, "Expect:"); /* no 100-continue round trip */
   curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
-  curl_easy_setopt(c, CURLOPT_READDATA, f);
-  curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)st.st_size);
+  if (job->length > 0) {
+    curl_easy_setopt(c, CURLOPT_READFUNCTION, read_range);
+    curl_easy_setopt(c, CURLOPT_READDATA, &range);
+  } else {
+    curl_easy_setopt(c, CURLOPT_READDATA, f);
+  }
+  curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)len);
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
@@ -177,40 +211,44 @@ bool afs_http_put(struct afs_put_job *job, const struct afs_put_opts *opts) {
   }
 }
 
-struct put_thread {
-  pthread_t tid;
-  struct afs_put_job *job;
+/* Workers of one afs_http_put_all: each takes the next job until none is left. */
+struct put_pool {
+  struct afs_put_job *jobs;
+  int n;
+  int next; /* atomic */
   const struct afs_put_opts *opts;
-  bool started;
 };
 
-static void *put_thread_main(void *arg) {
-  struct put_thread *t = arg;
-  afs_http_put(t->job, t->opts);
-  return NULL;
+static void *put_worker(void *arg) {
+  struct put_pool *p = arg;
+  for (;;) {
+    int i = __atomic_fetch_add(&p->next, 1, __ATOMIC_RELAXED);
+    if (i >= p->n)
+      return NULL;
+    afs_http_put(&p->jobs[i], p->opts);
+  }
 }
 
 bool afs_http_put_all(struct afs_put_job *jobs, int n, const struct afs_put_opts *opts,
                       struct afs_error *err) {
-  struct put_thread th[8];
-  int i;
   put_global_init();
-  if (n > 8)
-    return afs_error_set(err, EINVAL, "too many parts (%d)", n);
-  /* The first part runs on the calling thread; the others get one thread each. */
-  for (i = 1; i < n; i++) {
-    th[i] = (struct put_thread){.job = &jobs[i], .opts = opts};
-    th[i].started = pthread_create(&th[i].tid, NULL, put_thread_main, &th[i]) == 0;
-    if (!th[i].started)
-      afs_http_put(&jobs[i], opts);
-  }
-  if (n > 0)
-    afs_http_put(&jobs[0], opts);
-  for (i = 1; i < n; i++)
-    if (th[i].started)
-      pthread_join(th[i].tid, NULL);
+  int width = opts && opts->parallel > 0 ? opts->parallel : n;
+  if (width > 64)
+    width = 64;
+  if (width > n)
+    width = n;
+  struct put_pool pool = {.jobs = jobs, .n = n, .next = 0, .opts = opts};
+  pthread_t th[64];
+  bool started[64] = {false};
+  /* The calling thread is one of the workers. */
+  for (int i = 1; i < width; i++)
+    started[i] = pthread_create(&th[i], NULL, put_worker, &pool) == 0;
+  put_worker(&pool);
+  for (int i = 1; i < width; i++)
+    if (started[i])
+      pthread_join(th[i], NULL);
   int first = -1;
-  for (i = 0; i < n; i++) {
+  for (int i = 0; i < n; i++) {
     if (jobs[i].ok)
       continue;
     if (first < 0 || jobs[i].err.code == AFS_E_URL_EXPIRED)

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "s3http.h"
 #include "s3xml.h"
@@ -379,5 +380,89 @@ bool afs_s3_multipart_abort(const struct afs_s3_client *c, const char *key, cons
   if (ok && r.status != 204 && r.status != 200 && r.status != 404)
     ok = afs_s3_status_error(&r, "AbortMultipartUpload", key, err);
   afs_s3_resp_free(&r);
+  return ok;
+}
+
+/* "2010-11-10T20:48:33.000Z" as ms since the epoch; 0 when it does not parse. */
+static int64_t iso_ms(const char *s) {
+  struct tm tm;
+  memset(&tm, 0, sizeof tm);
+  const char *end = s ? strptime(s, "%Y-%m-%dT%H:%M:%S", &tm) : NULL;
+  if (!end)
+    return 0;
+  int64_t ms = (int64_t)timegm(&tm) * 1000;
+  if (*end == '.')
+    ms += strtol(end + 1, NULL, 10) % 1000;
+  return ms;
+}
+
+/* One page of ListMultipartUploads; *more and the markers for the next. */
+static bool mp_list_page(const struct afs_s3_client *c, struct afs_xspan s, bool *more,
+                         char **key_marker, char **id_marker, afs_s3_mp_list_fn fn, void *ud,
+                         struct afs_error *err) {
+  struct afs_xspan o;
+  char *enc = afs_xml_get(s, "EncodingType"), *trunc = afs_xml_get(s, "IsTruncated");
+  bool url = enc && !strcmp(enc, "url"), ok = true, stop = false;
+  *more = trunc && !strcmp(trunc, "true");
+  free(enc);
+  free(trunc);
+  free(*key_marker);
+  free(*id_marker);
+  *key_marker = *more ? afs_xml_get(s, "NextKeyMarker") : NULL;
+  *id_marker = *more ? afs_xml_get(s, "NextUploadIdMarker") : NULL;
+  if (*more && (!*key_marker || !**key_marker)) {
+    *more = false;
+    return afs_error_set(err, EIO, "S3 ListMultipartUploads: truncated answer without a marker");
+  }
+  while (ok && afs_xml_next(&s, "Upload", &o)) {
+    char *k = afs_xml_get(o, "Key"), *id = afs_xml_get(o, "UploadId");
+    char *when = afs_xml_get(o, "Initiated");
+    char *key = k && url ? url_decode(k) : (k ? strdup(k) : NULL);
+    if (!key || !id || !*id) {
+      ok = afs_error_set(err, EIO, "S3 ListMultipartUploads: malformed <Upload>");
+    } else {
+      struct afs_s3_mp_listed u = {key, id, iso_ms(when)};
+      if (!fn(ud, &u))
+        stop = true;
+    }
+    free(k);
+    free(id);
+    free(when);
+    free(key);
+    if (stop)
+      break;
+  }
+  (void)c;
+  if (stop)
+    *more = false;
+  return ok;
+}
+
+bool afs_s3_multipart_list(const struct afs_s3_client *c, const char *prefix,
+                           afs_s3_mp_list_fn fn, void *ud, struct afs_error *err) {
+  char *key_marker = NULL, *id_marker = NULL;
+  bool ok = true, more = true;
+  while (ok && more) {
+    struct afs_sigv4_param p[5] = {{"uploads", ""}, {"encoding-type", "url"}};
+    size_t np = 2;
+    if (prefix && *prefix)
+      p[np++] = (struct afs_sigv4_param){"prefix", prefix};
+    if (key_marker)
+      p[np++] = (struct afs_sigv4_param){"key-marker", key_marker};
+    if (id_marker && *id_marker)
+      p[np++] = (struct afs_sigv4_param){"upload-id-marker", id_marker};
+    struct afs_s3_req req = {.method = "GET", .params = p, .nparams = np};
+    struct afs_s3_resp r;
+    ok = afs_s3_perform(c, &req, &r, err);
+    if (ok && r.status != 200)
+      ok = afs_s3_status_error(&r, "ListMultipartUploads", c->target.bucket, err);
+    if (ok) {
+      struct afs_xspan s = {r.body ? r.body : "", r.body ? r.body + r.len : ""};
+      ok = mp_list_page(c, s, &more, &key_marker, &id_marker, fn, ud, err);
+    }
+    afs_s3_resp_free(&r);
+  }
+  free(key_marker);
+  free(id_marker);
   return ok;
 }

@@ -18,7 +18,7 @@ UPLOAD = ("assetfs-upload-v1", "assetfsSig",
            "expirationHours", "contentType", "createdAt"])
 UPLOADED = ("assetfs-uploaded-v1", "assetfsUploadedSig",
             ["_id", "uid", "status", "size", "etag", "xRes", "yRes", "color", "duration",
-             "caption", "mtime"])
+             "caption", "mtime", "assetfsParts"])
 ABANDON = ("assetfs-abandon-v1", "assetfsAbandonSig", ["_id", "uid", "abandoned"])
 CALL = ("assetfs-call-v1", "assetfsSig",
         ["_id", "uid", "name", "args", "sessionId", "createdAt"])

@@ -14,6 +14,7 @@
 #include "fuse/ops_int.h"
 #include "fuse/status.h"
 #include "staging/journal.h"
+#include "staging/parts.h"
 #include "staging/wfile.h"
 #include "upload/upload.h"
 
@@ -191,6 +192,7 @@ again:
     if (trunc && ftruncate(wf->fd, 0) == 0) {
       afs_staging_account(fs->st, wf, 0, false);
       afs_wf_written(wf);
+      afs_upload_wrote(fs->up, wf, 0, -1);
     }
   } else if (k == AFS_NODE_ASSET) {
     if (!writable) {
@@ -285,6 +287,12 @@ static int reserve(struct afs_fs *fs, struct afs_wfile *wf, int64_t end) {
   }
 }
 
+/* The largest file a write or truncate may make: S3's object limit when big files go
+ * up in parts, its single-PUT limit otherwise. */
+static int64_t max_file_size(const struct afs_fs *fs) {
+  return fs->opt.multipart_threshold > 0 ? AFS_MP_MAX_FILE : AFS_PUT_MAX_SIZE;
+}
+
 int afs_op_write(const char *path, const char *buf, size_t size, off_t off,
                  struct fuse_file_info *fi) {
   (void)path;
@@ -296,9 +304,11 @@ int afs_op_write(const char *path, const char *buf, size_t size, off_t off,
     if (fstat(h->wf->fd, &s) == 0)
       off = s.st_size;
   }
-  if ((int64_t)off + (int64_t)size > AFS_PUT_MAX_SIZE) {
-    afs_err("write past 5 GiB refused (EFBIG): S3 takes at most 5 GiB in one PUT and "
-            "multipart uploads are not supported yet");
+  if ((int64_t)off + (int64_t)size > max_file_size(afs_fs_ctx())) {
+    afs_err("write past %s refused (EFBIG): %s", afs_fs_ctx()->opt.multipart_threshold ? "5 TiB" : "5 GiB",
+            afs_fs_ctx()->opt.multipart_threshold ? "S3 keeps at most 5 TiB in one object"
+                                                   : "S3 takes at most 5 GiB in one PUT "
+                                                     "(multipart_threshold=0)");
     return -AFS_E_TOO_BIG;
   }
   int rc = reserve(afs_fs_ctx(), h->wf, (int64_t)off + (int64_t)size);
@@ -313,6 +323,7 @@ int afs_op_write(const char *path, const char *buf, size_t size, off_t off,
   }
   afs_staging_account(afs_fs_ctx()->st, h->wf, (int64_t)off + n, true);
   afs_wf_written(h->wf);
+  afs_upload_wrote(afs_fs_ctx()->up, h->wf, (int64_t)off, (int64_t)n);
   return (int)n;
 }
 
@@ -420,7 +431,7 @@ int afs_op_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
   struct afs_fh *h = afs_fh_of(fi);
   if (fs->opt.ro)
     return -EROFS;
-  if (size > AFS_PUT_MAX_SIZE)
+  if (size > max_file_size(fs))
     return -AFS_E_TOO_BIG;
   if (h && h->wf) {
     int rc = reserve(fs, h->wf, size);
@@ -430,6 +441,7 @@ int afs_op_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
       return -errno;
     afs_staging_account(fs->st, h->wf, size, false);
     afs_wf_written(h->wf);
+    afs_upload_wrote(fs->up, h->wf, size, -1);
     return 0;
   }
   struct afs_fpath p;
@@ -451,6 +463,7 @@ int afs_op_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
     } else {
       afs_staging_account(fs->st, wf, size, false);
       afs_wf_written(wf);
+      afs_upload_wrote(fs->up, wf, size, -1);
       pthread_mutex_lock(&wf->mu);
       bool closed = wf->writers == 0;
       pthread_mutex_unlock(&wf->mu);

@@ -3,6 +3,7 @@
  * byte total that cache_max is checked against; and the directories made with mkdir that
  * hold no file yet. What lies on disk beside each file (its journal) and adopting what an
  * earlier mount left is staging_resume.c. */
+#include "staging/parts.h"
 #include "staging/staging_int.h"
 
 #include <dirent.h>
@@ -102,6 +103,7 @@ void afs_stg_wf_destroy(struct afs_staging *st, struct afs_wfile *wf) {
   free(wf->partition);
   free(wf->file_path);
   free(wf->caption);
+  afs_mp_free(wf->mp);
   free(wf);
 }
 

@@ -41,6 +41,8 @@ enum afs_wstate {
 
 const char *afs_wstate_name(enum afs_wstate s);
 
+struct afs_mp;
+
 struct afs_wfile {
   pthread_mutex_t jmu; /* journal writes (see the lock order above) */
   pthread_mutex_t mu;
@@ -80,6 +82,8 @@ struct afs_wfile {
   bool in_queue;              /* in the uploader's queue (under its q_mu, not mu) */
   bool resumed;               /* adopted from a journal: ask the record before uploading */
   int64_t acct_size;          /* bytes of it counted in the staging total */
+  struct afs_mp *mp;          /* its multipart parts (staging/parts.h), NULL until it is
+                               * big enough; the transfers are upload/multipart.c's */
   uint64_t name_seq;          /* bumped by every rename */
   uint64_t uploaded_name_seq; /* name_seq and mtime_ms when `uploaded` was set: the broker */
   int64_t uploaded_mtime;     /* copies both to the asset, so completion need not, unless

@@ -36,6 +36,8 @@ struct meta {
   double duration;
   bool has_dims, has_duration;
   char etag[130];                  /* the original's, as its PUT answered (signed with key_file) */
+  char (*mp_etags)[130];           /* multipart: part i+1's ETag at [i] (not owned) */
+  int mp_n;                        /* ... how many parts; 0: the original went in one PUT */
   char *part_file[AFS_PART_COUNT]; /* local files of cuts/preview (owned; deleted after) */
   const char *part_type[AFS_PART_COUNT];
 };
@@ -82,6 +84,12 @@ struct afs_upload_store_ops {
    * not atomic). Returns how many, -1 with *err on failure. */
   int (*asset_rename_dir)(void *ctx, const char *partition, const char *from_dir,
                           const char *to_dir, struct afs_error *err);
+  /* AssetfsSignParts: PUT URLs of parts first..first+count-1 of upload record id's
+   * multipart upload (the broker starts it at the first call). *upload_id and *urls
+   * (each, and the array) are the caller's to free; *n how many; *expires_s their
+   * lifetime. */
+  bool (*sign_parts)(void *ctx, const char *id, int first, int count, char **upload_id,
+                     char ***urls, int *n, long *expires_s, struct afs_error *err);
 };
 
 struct afs_upload_store {

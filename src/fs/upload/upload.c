@@ -21,8 +21,10 @@
 #include "assetfs/log.h"
 #include "assetfs/naming.h"
 #include "assetfs/video.h"
+#include "staging/parts.h"
 
 static void meta_cleanup(struct meta *m) {
+  free(m->mp_etags);
   for (int i = 0; i < AFS_PART_COUNT; i++) {
     if (i != AFS_PART_ORIGINAL && m->part_file[i])
       unlink(m->part_file[i]);
@@ -254,11 +256,11 @@ bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
     goto done;
   }
   m.size = a.st.st_size;
-  if (m.size > AFS_PUT_MAX_SIZE) {
-    afs_err("upload %s: %lld bytes is over the 5 GiB single-PUT limit of S3; not uploaded "
-            "(multipart uploads are not supported yet)",
-            staging, (long long)m.size);
-    afs_error_set(err, AFS_E_TOO_BIG, "file larger than 5 GiB");
+  bool multipart = up->opt->multipart_threshold > 0 && m.size > up->opt->multipart_threshold;
+  if (m.size > (multipart ? AFS_MP_MAX_FILE : AFS_PUT_MAX_SIZE)) {
+    afs_err("upload %s: %lld bytes is over S3's limit of %s; not uploaded", staging,
+            (long long)m.size, multipart ? "5 TiB for one object" : "5 GiB for one PUT");
+    afs_error_set(err, AFS_E_TOO_BIG, "file too large for S3");
     goto done;
   }
   if (a.need_record && !afs_upload_begin(up, wf, err))
@@ -287,7 +289,20 @@ bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
     goto done;
   }
   int64_t t15 = afs_monotonic_ms();
-  if (!put_parts(staging, content_type, &m, &rs, deadline_ms, err)) {
+  if (multipart) {
+    /* The cuts and the preview still go in one PUT each; the original in parts. */
+    char *orig = rs.write_url[AFS_PART_ORIGINAL];
+    rs.write_url[AFS_PART_ORIGINAL] = NULL;
+    bool pok = put_parts(staging, content_type, &m, &rs, deadline_ms, err) &&
+               afs_up_mp_finish(up, wf, id, staging, m.size, deadline_ms, &m, err);
+    rs.write_url[AFS_PART_ORIGINAL] = orig;
+    if (!pok) {
+      if (err->code == AFS_E_URL_EXPIRED || err->code == AFS_E_RECORD_GONE ||
+          err->code == ESTALE)
+        afs_wf_record_spent(wf);
+      goto done;
+    }
+  } else if (!put_parts(staging, content_type, &m, &rs, deadline_ms, err)) {
     if (err->code == AFS_E_URL_EXPIRED)
       afs_wf_record_spent(wf);
     goto done;

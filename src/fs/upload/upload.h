@@ -60,6 +60,10 @@ bool afs_upload_flush(struct afs_uploader *up, struct afs_wfile *wf, struct afs_
 
 /* Hands a dirty wf to the worker (release without flush, truncate of a closed file). */
 void afs_upload_queue(struct afs_uploader *up, struct afs_wfile *wf);
+/* wf's bytes [off, off + len) were written (len < 0: truncated to off). A file past
+ * multipart_threshold streams its finished parts now, and the writer may wait here
+ * while the uploads catch up (multipart.c). */
+void afs_upload_wrote(struct afs_uploader *up, struct afs_wfile *wf, int64_t off, int64_t len);
 
 /* The user removed wf: drops its pending record, or marks its asset deleted (now, or
  * once the broker completes it). False (with *err) when an upload in flight could not

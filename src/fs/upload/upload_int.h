@@ -50,7 +50,26 @@ struct afs_uploader {
   int64_t n_scans, n_scan_docs; /* of which session queries, and what they returned */
   int64_t c_next_ms;            /* upload_poll.c (its thread only): next query of the
                                  * session's uploaded records */
+  /* multipart.c: the stream workers and their queue of parts. s_mu protects s_q, s_head,
+   * s_n, s_cap and s_stop; a leaf lock (never held with a wf->mu). */
+  pthread_mutex_t s_mu;
+  pthread_cond_t s_cond;
+  struct stream_task *s_q;
+  size_t s_head, s_n, s_cap;
+  bool s_stop;
+  pthread_t *streams;
+  int n_streams;
 };
+
+/* multipart.c: the stream workers (none with write-back or multipart_threshold=0). */
+void afs_up_streams_start(struct afs_uploader *up);
+void afs_up_streams_stop(struct afs_uploader *up);
+/* Sends every part of record rec's multipart upload that the bucket does not hold as the
+ * file (path, size bytes) is now, and fills m->mp_etags/mp_n (the caller frees
+ * mp_etags). */
+bool afs_up_mp_finish(struct afs_uploader *up, struct afs_wfile *wf, const char *rec,
+                      const char *path, int64_t size, int64_t deadline_ms, struct meta *m,
+                      struct afs_error *err);
 
 /* upload_signed.c: with key_file, requests are signed (auth.h) and asset changes are
  * function calls the broker carries out. */
@@ -71,6 +90,9 @@ bool afs_up_call_rename(struct afs_uploader *up, const char *id, const char *fro
                         const char *replace, struct afs_error *err);
 bool afs_up_call_mtime(struct afs_uploader *up, const char *id, int64_t mtime_ms,
                        struct afs_error *err);
+/* AssetfsSignParts, as the MongoDB store's sign_parts (ctx: the uploader). */
+bool afs_up_call_sign_parts(void *ctx, const char *id, int first, int count, char **upload_id,
+                            char ***urls, int *n, long *expires_s, struct afs_error *err);
 
 /* Rename (signed_set_file_path) and removal at a path (signed_delete_matching) as a
  * signing mount does them: the store's set_file_path and asset_delete_at with a key. */

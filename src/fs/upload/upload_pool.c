@@ -210,6 +210,7 @@ static struct afs_uploader *uploader_new(struct afs_staging *st, struct afs_cata
     return NULL;
   }
   up->worker_started = true;
+  afs_up_streams_start(up);
   int n = opt->upload_workers > 0 ? opt->upload_workers : 4;
   up->pool = calloc(n, sizeof *up->pool);
   for (int i = 0; i < n; i++) {
@@ -297,6 +298,7 @@ void afs_uploader_free(struct afs_uploader *up, double timeout_s) {
   for (int i = 0; i < up->n_pool; i++)
     pthread_join(up->pool[i], NULL);
   free(up->pool);
+  afs_up_streams_stop(up);
   if (up->worker_started)
     pthread_join(up->worker, NULL);
   afs_up_queue_free(up);

@@ -239,6 +239,16 @@ static bool m_set_uploaded(void *ctx, const char *id, const struct meta *m, cons
     BSON_APPEND_DATE_TIME(&set, AFS_F_MTIME, mtime);
   if (m->etag[0])
     BSON_APPEND_UTF8(&set, AFS_F_ETAG, m->etag);
+  if (m->mp_n > 0) {
+    bson_t arr;
+    BSON_APPEND_ARRAY_BEGIN(&set, AFS_F_MP_PARTS, &arr);
+    for (int i = 0; i < m->mp_n; i++) {
+      char k[16];
+      snprintf(k, sizeof k, "%d", i);
+      BSON_APPEND_UTF8(&arr, k, m->mp_etags[i]);
+    }
+    bson_append_array_end(&set, &arr);
+  }
   bool ok = !afs_up_signed(up) || afs_up_sign_into(up, AFS_REQ_UPLOADED, &oid, &set, &set, err);
   BSON_APPEND_DATE_TIME(&set, AFS_F_UPDATED, afs_now_ms());
   BSON_APPEND_DOCUMENT(&update, "$set", &set);
@@ -562,4 +572,5 @@ const struct afs_upload_store_ops afs_upload_store_mongo = {
     .asset_delete_at = m_asset_delete_at,
     .asset_set_mtime = m_asset_set_mtime,
     .asset_rename_dir = m_asset_rename_dir,
+    .sign_parts = afs_up_call_sign_parts,
 };

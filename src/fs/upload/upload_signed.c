@@ -50,6 +50,51 @@ static bool call(struct afs_uploader *up, const char *name, const bson_t *args,
   return afs_call_run(&cl, name, args, CALL_TIMEOUT_S, NULL, err);
 }
 
+static const char *doc_str(const bson_t *doc, const char *field) {
+  bson_iter_t it;
+  return bson_iter_init_find(&it, doc, field) && BSON_ITER_HOLDS_UTF8(&it)
+             ? bson_iter_utf8(&it, NULL)
+             : NULL;
+}
+
+bool afs_up_call_sign_parts(void *ctx, const char *id, int first, int count, char **upload_id,
+                            char ***urls, int *n, long *expires_s, struct afs_error *err) {
+  struct afs_uploader *up = ctx;
+  struct afs_caller cl = {
+      .db = up->db, .key = up->opt->key, .uid = up->opt->uid, .session = up->opt->session_id};
+  bson_t *args = BCON_NEW("0", BCON_UTF8(id), "1", BCON_INT32(first), "2", BCON_INT32(count));
+  bson_t res = BSON_INITIALIZER, doc, arr;
+  bson_iter_t it, sub;
+  *upload_id = NULL;
+  *urls = NULL;
+  *n = 0;
+  __atomic_add_fetch(&up->n_commands, 2, __ATOMIC_RELAXED);
+  bool ok = afs_call_run(&cl, AFS_CALL_SIGN_PARTS, args, CALL_TIMEOUT_S, &res, err);
+  bson_destroy(args);
+  if (ok && !(bson_iter_init_find(&it, &res, AFS_F_CALL_RESULT) && BSON_ITER_HOLDS_DOCUMENT(&it)))
+    ok = afs_error_set(err, EIO, "AssetfsSignParts: the broker's answer has no result");
+  if (ok) {
+    uint32_t len;
+    const uint8_t *data;
+    bson_iter_document(&it, &len, &data);
+    ok = bson_init_static(&doc, data, len);
+  }
+  const char *uid = ok ? doc_str(&doc, "uploadId") : NULL;
+  if (ok && (!uid || !bson_iter_init_find(&it, &doc, "urls") || !BSON_ITER_HOLDS_ARRAY(&it) ||
+             !bson_iter_recurse(&it, &sub)))
+    ok = afs_error_set(err, EIO, "AssetfsSignParts: the broker's answer is malformed");
+  if (ok) {
+    *upload_id = afs_xstrdup(uid);
+    *urls = afs_xcalloc((size_t)count, sizeof **urls);
+    while (*n < count && bson_iter_next(&sub) && BSON_ITER_HOLDS_UTF8(&sub))
+      (*urls)[(*n)++] = afs_xstrdup(bson_iter_utf8(&sub, NULL));
+    *expires_s = bson_iter_init_find(&it, &doc, "expiresIn") ? bson_iter_as_int64(&it) : 3600;
+    (void)arr;
+  }
+  bson_destroy(&res);
+  return ok;
+}
+
 bool afs_up_call_remove(struct afs_uploader *up, const char *id, const char *partition,
                         const char *at, struct afs_error *err) {
   bson_t *args = BCON_NEW("0", BCON_UTF8(id));

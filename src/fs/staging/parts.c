@@ -1,0 +1,107 @@
+/* A staged file's multipart parts (parts.h): the part schedule and the table of what the
+ * bucket holds. Pure bookkeeping under wf->mu; the transfers are upload/multipart.c's. */
+#include "staging/parts.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "assetfs/alloc.h"
+
+int64_t afs_mp_part_size(int n) {
+  int tier = (n - 1) / AFS_MP_TIER;
+  return AFS_MP_BASE_PART << tier;
+}
+
+int64_t afs_mp_part_off(int n) {
+  int tier = (n - 1) / AFS_MP_TIER;
+  /* Every earlier tier t is AFS_MP_TIER parts of BASE << t: BASE * TIER * (2^tier - 1). */
+  int64_t before = AFS_MP_BASE_PART * AFS_MP_TIER * ((INT64_C(1) << tier) - 1);
+  return before + (int64_t)((n - 1) % AFS_MP_TIER) * afs_mp_part_size(n);
+}
+
+int afs_mp_part_at(int64_t off) {
+  int tier = 0;
+  int64_t tier_start = 0;
+  while (tier < 16 && off >= tier_start + AFS_MP_TIER * (AFS_MP_BASE_PART << tier)) {
+    tier_start += AFS_MP_TIER * (AFS_MP_BASE_PART << tier);
+    tier++;
+  }
+  return tier * AFS_MP_TIER + (int)((off - tier_start) / (AFS_MP_BASE_PART << tier)) + 1;
+}
+
+int afs_mp_part_count(int64_t size) {
+  return size <= 0 ? 1 : afs_mp_part_at(size - 1);
+}
+
+static void reset(struct afs_mp *mp, const char *rec) {
+  free(mp->upload_id);
+  mp->upload_id = NULL;
+  afs_mp_set_urls(mp, 0, NULL, 0, 0);
+  for (int i = 0; i < mp->cap; i++) {
+    mp->part[i].etag[0] = '\0';
+    mp->part[i].gen++;
+  }
+  snprintf(mp->rec, sizeof mp->rec, "%s", rec);
+}
+
+struct afs_mp *afs_mp_for(struct afs_mp **slot, const char *rec) {
+  if (!*slot) {
+    *slot = afs_xcalloc(1, sizeof **slot);
+    snprintf((*slot)->rec, sizeof (*slot)->rec, "%s", rec);
+  } else if (strcmp((*slot)->rec, rec)) {
+    reset(*slot, rec);
+  }
+  return *slot;
+}
+
+void afs_mp_free(struct afs_mp *mp) {
+  if (!mp)
+    return;
+  afs_mp_set_urls(mp, 0, NULL, 0, 0);
+  free(mp->upload_id);
+  free(mp->part);
+  free(mp);
+}
+
+struct afs_mp_part *afs_mp_part(struct afs_mp *mp, int n) {
+  if (n > mp->cap) {
+    int cap = mp->cap ? mp->cap : 64;
+    while (cap < n)
+      cap *= 2;
+    mp->part = afs_xrealloc(mp->part, (size_t)cap * sizeof *mp->part);
+    memset(mp->part + mp->cap, 0, (size_t)(cap - mp->cap) * sizeof *mp->part);
+    mp->cap = cap;
+  }
+  return &mp->part[n - 1];
+}
+
+void afs_mp_dirty(struct afs_mp *mp, int64_t off, int64_t len) {
+  int a = afs_mp_part_at(off);
+  int b = len < 0 ? mp->cap : afs_mp_part_at(off + (len > 0 ? len - 1 : 0));
+  for (int n = a; n <= b && n <= AFS_MP_MAX_PARTS; n++)
+    afs_mp_part(mp, n)->gen++;
+}
+
+bool afs_mp_clean(const struct afs_mp *mp, int n) {
+  if (n > mp->cap)
+    return false;
+  const struct afs_mp_part *p = &mp->part[n - 1];
+  return p->etag[0] && p->sent_gen == p->gen;
+}
+
+const char *afs_mp_url(const struct afs_mp *mp, int n, int64_t now_ms) {
+  if (n < mp->url_first || n >= mp->url_first + mp->n_url || now_ms >= mp->url_until_ms)
+    return NULL;
+  return mp->url[n - mp->url_first];
+}
+
+void afs_mp_set_urls(struct afs_mp *mp, int first, char **urls, int n, int64_t until_ms) {
+  for (int i = 0; i < mp->n_url; i++)
+    free(mp->url[i]);
+  free(mp->url);
+  mp->url = urls;
+  mp->url_first = first;
+  mp->n_url = n;
+  mp->url_until_ms = until_ms;
+}

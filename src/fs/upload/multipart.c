@@ -1,0 +1,422 @@
+/* Multipart uploads, the mount's half (docs/internals/multipart.md): a file bigger than
+ * multipart_threshold goes up in parts (staging/parts.h) through UploadPart URLs the
+ * broker signs on request (store sign_parts: AssetfsSignParts), never through one PUT.
+ *
+ * Streaming: while a file that has its record (default mode) is written past the
+ * threshold, every part the writer has finished is queued for the stream workers
+ * (multipart_parallel of them), so most of a sequentially written file is in the bucket
+ * by close(); a writer that outruns them waits (back-pressure), so close() has at most a
+ * few parts left to send. A part written again after it went up is sent again.
+ * Finishing (the pipeline, afs_up_mp_finish): every part not in the bucket as it is now
+ * goes up, multipart_parallel at once, and `uploaded` carries each part's ETag; the
+ * broker assembles exactly those.
+ *
+ * Locks: a file's parts table is under wf->mu; the stream queue under up->s_mu, a leaf
+ * (never held with wf->mu). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "assetfs/alloc.h"
+#include "assetfs/clock.h"
+#include "assetfs/http_put.h"
+#include "assetfs/log.h"
+#include "staging/parts.h"
+#include "upload/upload_int.h"
+
+/* How long a writer waits for the stream workers at most, each time it is held back. */
+#define BACKPRESSURE_MAX_MS 120000
+/* A signed batch is not used in its last minute: a transfer started then could outlive it. */
+#define URL_MARGIN_MS 60000
+
+static int parallel(const struct afs_uploader *up) {
+  return up->opt->multipart_parallel > 0 ? up->opt->multipart_parallel : 4;
+}
+
+/* ---- part URLs ---- */
+
+/* Part n's URL (caller frees) for record rec: from the signed batch, or a new batch of
+ * AFS_MP_SIGN_BATCH parts from n on. One sign call per file at a time. NULL with err. */
+static char *part_url(struct afs_uploader *up, struct afs_wfile *wf, const char *rec, int n,
+                      struct afs_error *err) {
+  char *url = NULL;
+  pthread_mutex_lock(&wf->mu);
+  for (;;) {
+    struct afs_mp *mp = wf->mp;
+    if (!mp || strcmp(mp->rec, rec)) {
+      pthread_mutex_unlock(&wf->mu);
+      afs_error_set(err, AFS_E_RECORD_GONE, "the file moved on to another upload record");
+      return NULL;
+    }
+    const char *u = afs_mp_url(mp, n, afs_monotonic_ms());
+    if (u) {
+      url = afs_xstrdup(u);
+      pthread_mutex_unlock(&wf->mu);
+      return url;
+    }
+    if (!mp->signing)
+      break;
+    afs_cond_timedwait_ms(&wf->cond, &wf->mu, 1000);
+  }
+  wf->mp->signing = true;
+  bool first = wf->mp->upload_id == NULL;
+  pthread_mutex_unlock(&wf->mu);
+
+  bool ok = true;
+  if (first) {
+    /* The broker starts the upload only once it initialized the record. */
+    struct record_state rs;
+    memset(&rs, 0, sizeof rs);
+    ok = afs_rec_wait_initialized(up, rec, afs_monotonic_ms() + 60000, &rs, err);
+    afs_rec_state_free(&rs);
+  }
+  char *upload_id = NULL, **urls = NULL;
+  int got = 0;
+  long expires_s = 0;
+  int count = AFS_MP_SIGN_BATCH;
+  if (n + count - 1 > AFS_MP_MAX_PARTS)
+    count = AFS_MP_MAX_PARTS - n + 1;
+  int64_t t0 = afs_monotonic_ms();
+  ok = ok && up->store.ops->sign_parts(up->store.ctx, rec, n, count, &upload_id, &urls, &got,
+                                       &expires_s, err);
+  if (ok && got == 0)
+    ok = afs_error_set(err, EIO, "the broker signed no part URL");
+
+  pthread_mutex_lock(&wf->mu);
+  struct afs_mp *mp = wf->mp;
+  mp->signing = false;
+  if (ok && !strcmp(mp->rec, rec)) {
+    free(mp->upload_id);
+    mp->upload_id = upload_id;
+    upload_id = NULL;
+    afs_mp_set_urls(mp, n, urls, got, t0 + expires_s * 1000 - URL_MARGIN_MS);
+    urls = NULL;
+    url = afs_xstrdup(mp->url[0]);
+  } else if (ok) {
+    afs_error_set(err, AFS_E_RECORD_GONE, "the file moved on to another upload record");
+  }
+  pthread_cond_broadcast(&wf->cond);
+  pthread_mutex_unlock(&wf->mu);
+  free(upload_id);
+  for (int i = 0; urls && i < got; i++)
+    free(urls[i]);
+  free(urls);
+  return url;
+}
+
+/* Forgets the signed batch (a URL expired early: the broker's clock, or a long stall). */
+static void drop_urls(struct afs_wfile *wf, const char *rec) {
+  pthread_mutex_lock(&wf->mu);
+  if (wf->mp && !strcmp(wf->mp->rec, rec))
+    afs_mp_set_urls(wf->mp, 0, NULL, 0, 0);
+  pthread_mutex_unlock(&wf->mu);
+}
+
+/* ---- streaming ---- */
+
+struct stream_task {
+  struct afs_wfile *wf; /* a reference of the queue's */
+  int n;
+};
+
+static void stream_push(struct afs_uploader *up, struct afs_wfile *wf, int n) {
+  afs_staging_ref(up->st, wf);
+  pthread_mutex_lock(&up->s_mu);
+  if (up->s_n == up->s_cap) {
+    size_t cap = up->s_cap ? up->s_cap * 2 : 64;
+    struct stream_task *q = afs_xcalloc(cap, sizeof *q);
+    for (size_t i = 0; i < up->s_n; i++)
+      q[i] = up->s_q[(up->s_head + i) % up->s_cap];
+    free(up->s_q);
+    up->s_q = q;
+    up->s_cap = cap;
+    up->s_head = 0;
+  }
+  up->s_q[(up->s_head + up->s_n) % up->s_cap] = (struct stream_task){wf, n};
+  up->s_n++;
+  pthread_cond_signal(&up->s_cond);
+  pthread_mutex_unlock(&up->s_mu);
+}
+
+/* One streamed part: sent if it is still needed as it is now. */
+static void stream_part(struct afs_uploader *up, struct afs_wfile *wf, int n) {
+  struct afs_error err = {0};
+  char rec[AFS_OID_HEX];
+  pthread_mutex_lock(&wf->mu);
+  struct afs_mp *mp = wf->mp;
+  struct afs_mp_part *p = mp ? afs_mp_part(mp, n) : NULL;
+  if (p && p->queued) {
+    p->queued = false;
+    mp->queued--;
+  }
+  if (!p || wf->unlinked || strcmp(mp->rec, wf->id) || p->inflight || afs_mp_clean(mp, n)) {
+    pthread_cond_broadcast(&wf->cond);
+    pthread_mutex_unlock(&wf->mu);
+    return;
+  }
+  p->inflight = true;
+  mp->inflight++;
+  uint64_t gen = p->gen;
+  memcpy(rec, mp->rec, sizeof rec);
+  char *path = afs_xstrdup(wf->staging_path);
+  pthread_mutex_unlock(&wf->mu);
+
+  struct afs_put_job job = {.path = path,
+                            .what = "part",
+                            .offset = afs_mp_part_off(n),
+                            .length = afs_mp_part_size(n)};
+  struct afs_put_opts po;
+  afs_put_opts_default(&po);
+  char *url = part_url(up, wf, rec, n, &err);
+  bool ok = false;
+  for (int attempt = 0; url && attempt < 2; attempt++) {
+    job.url = url;
+    ok = afs_http_put(&job, &po);
+    if (ok || job.err.code != AFS_E_URL_EXPIRED)
+      break;
+    drop_urls(wf, rec);
+    free(url);
+    url = part_url(up, wf, rec, n, &err);
+  }
+  if (!ok && url)
+    err = job.err;
+  free(url);
+  free(path);
+
+  pthread_mutex_lock(&wf->mu);
+  mp = wf->mp;
+  p = afs_mp_part(mp, n);
+  p->inflight = false;
+  mp->inflight--;
+  if (ok && !strcmp(mp->rec, rec) && p->gen == gen) {
+    memcpy(p->etag, job.etag, sizeof p->etag);
+    p->sent_gen = gen;
+  }
+  pthread_cond_broadcast(&wf->cond);
+  pthread_mutex_unlock(&wf->mu);
+  if (!ok)
+    afs_debug("streamed part %d of upload %s failed: %s (sent again at close)", n, rec,
+              err.msg);
+}
+
+static void *stream_main(void *arg) {
+  struct afs_uploader *up = arg;
+  pthread_mutex_lock(&up->s_mu);
+  for (;;) {
+    while (!up->s_stop && up->s_n == 0)
+      pthread_cond_wait(&up->s_cond, &up->s_mu);
+    if (up->s_stop)
+      break;
+    struct stream_task t = up->s_q[up->s_head];
+    up->s_head = (up->s_head + 1) % up->s_cap;
+    up->s_n--;
+    pthread_mutex_unlock(&up->s_mu);
+    stream_part(up, t.wf, t.n);
+    afs_staging_unref(up->st, t.wf);
+    pthread_mutex_lock(&up->s_mu);
+  }
+  pthread_mutex_unlock(&up->s_mu);
+  return NULL;
+}
+
+void afs_up_streams_start(struct afs_uploader *up) {
+  pthread_mutex_init(&up->s_mu, NULL);
+  pthread_cond_init(&up->s_cond, NULL);
+  if (up->opt->writeback || up->opt->multipart_threshold <= 0)
+    return; /* write-back files have no record while written: their parts go at upload */
+  int n = parallel(up);
+  up->streams = afs_xcalloc((size_t)n, sizeof *up->streams);
+  for (int i = 0; i < n; i++) {
+    if (pthread_create(&up->streams[up->n_streams], NULL, stream_main, up) != 0)
+      break;
+    up->n_streams++;
+  }
+}
+
+void afs_up_streams_stop(struct afs_uploader *up) {
+  pthread_mutex_lock(&up->s_mu);
+  up->s_stop = true;
+  pthread_cond_broadcast(&up->s_cond);
+  pthread_mutex_unlock(&up->s_mu);
+  for (int i = 0; i < up->n_streams; i++)
+    pthread_join(up->streams[i], NULL);
+  free(up->streams);
+  for (size_t i = 0; i < up->s_n; i++) {
+    struct stream_task t = up->s_q[(up->s_head + i) % up->s_cap];
+    pthread_mutex_lock(&t.wf->mu);
+    if (t.wf->mp && t.n <= t.wf->mp->cap && t.wf->mp->part[t.n - 1].queued) {
+      t.wf->mp->part[t.n - 1].queued = false;
+      t.wf->mp->queued--;
+    }
+    pthread_mutex_unlock(&t.wf->mu);
+    afs_staging_unref(up->st, t.wf);
+  }
+  free(up->s_q);
+  pthread_mutex_destroy(&up->s_mu);
+  pthread_cond_destroy(&up->s_cond);
+}
+
+void afs_upload_wrote(struct afs_uploader *up, struct afs_wfile *wf, int64_t off, int64_t len) {
+  long long threshold = up->opt->multipart_threshold;
+  int ready[64], n_ready = 0;
+  pthread_mutex_lock(&wf->mu);
+  bool big = threshold > 0 && (wf->mp || (len > 0 && off + len > threshold));
+  if (!big || !wf->id[0]) {
+    if (wf->mp)
+      afs_mp_dirty(wf->mp, off, len);
+    pthread_mutex_unlock(&wf->mu);
+    return;
+  }
+  struct afs_mp *mp = afs_mp_for(&wf->mp, wf->id);
+  afs_mp_dirty(mp, off, len);
+  if (len > 0 && up->n_streams > 0 && off + len > threshold) {
+    /* Every part the writer has finished (it ends at or before this write's end) and
+     * the bucket does not hold as it is now. */
+    int last = afs_mp_part_at(off + len) - 1;
+    for (int n = 1; n <= last && n_ready < 64; n++) {
+      struct afs_mp_part *p = afs_mp_part(mp, n);
+      if (p->queued || p->inflight || afs_mp_clean(mp, n))
+        continue;
+      p->queued = true;
+      mp->queued++;
+      ready[n_ready++] = n;
+    }
+  }
+  pthread_mutex_unlock(&wf->mu);
+  for (int i = 0; i < n_ready; i++)
+    stream_push(up, wf, ready[i]);
+  if (up->n_streams == 0)
+    return;
+  /* Back-pressure: a writer that outruns the uploads waits, so the parts left for close()
+   * stay few. */
+  int limit = 2 * parallel(up) + 2;
+  int64_t until = afs_monotonic_ms() + BACKPRESSURE_MAX_MS;
+  pthread_mutex_lock(&wf->mu);
+  while (wf->mp && wf->mp->queued + wf->mp->inflight > limit && afs_monotonic_ms() < until &&
+         !afs_upload_stopping(up))
+    afs_cond_timedwait_ms(&wf->cond, &wf->mu, 1000);
+  pthread_mutex_unlock(&wf->mu);
+}
+
+/* ---- finishing ---- */
+
+struct todo {
+  int n;
+  uint64_t gen;
+};
+
+/* Sends parts todo[0..k) (marked inflight by the caller) of rec, parallel() at a time. */
+static bool send_parts(struct afs_uploader *up, struct afs_wfile *wf, const char *rec,
+                       const char *path, int64_t size, struct todo *todo, int k,
+                       int64_t deadline_ms, struct afs_put_job *jobs, struct afs_error *err) {
+  bool ok = true;
+  for (int attempt = 0; attempt < 2; attempt++) {
+    int nj = 0;
+    ok = true;
+    for (int i = 0; i < k && ok; i++) {
+      int n = todo[i].n;
+      char *url = part_url(up, wf, rec, n, err);
+      if (!url) {
+        ok = false;
+        break;
+      }
+      int64_t off = afs_mp_part_off(n), plen = afs_mp_part_size(n);
+      if (off + plen > size)
+        plen = size - off;
+      free((char *)jobs[nj].url);
+      jobs[nj++] = (struct afs_put_job){
+          .url = url, .path = path, .what = "part", .offset = off, .length = plen};
+    }
+    if (!ok)
+      return false;
+    struct afs_put_opts po;
+    afs_put_opts_default(&po);
+    po.deadline_ms = deadline_ms;
+    po.parallel = parallel(up);
+    ok = afs_http_put_all(jobs, nj, &po, err);
+    if (ok || err->code != AFS_E_URL_EXPIRED)
+      break;
+    drop_urls(wf, rec);
+  }
+  return ok;
+}
+
+bool afs_up_mp_finish(struct afs_uploader *up, struct afs_wfile *wf, const char *rec,
+                      const char *path, int64_t size, int64_t deadline_ms, struct meta *m,
+                      struct afs_error *err) {
+  int count = afs_mp_part_count(size);
+  struct todo *todo = afs_xcalloc((size_t)count, sizeof *todo);
+  int k = 0;
+  bool ok = true;
+  pthread_mutex_lock(&wf->mu);
+  struct afs_mp *mp = afs_mp_for(&wf->mp, rec);
+  while (mp->inflight > 0 && afs_monotonic_ms() < deadline_ms)
+    afs_cond_timedwait_ms(&wf->cond, &wf->mu, 1000);
+  if (mp->inflight > 0) {
+    ok = afs_error_set(err, EAGAIN, "streamed parts still in flight");
+  } else {
+    for (int n = 1; n <= count; n++) {
+      struct afs_mp_part *p = afs_mp_part(mp, n);
+      /* The last part's length depends on the size: sent again unless it is whole. */
+      bool whole = afs_mp_part_off(n) + afs_mp_part_size(n) <= size;
+      if (afs_mp_clean(mp, n) && (whole || n < count))
+        continue;
+      p->inflight = true;
+      mp->inflight++;
+      todo[k++] = (struct todo){n, p->gen};
+    }
+  }
+  pthread_mutex_unlock(&wf->mu);
+  int sent = k;
+  /* In slices, so the URLs of one slice are fresh when it is sent. */
+  struct afs_put_job *jobs = afs_xcalloc(AFS_MP_SIGN_BATCH, sizeof *jobs);
+  for (int i = 0; ok && i < k; i += AFS_MP_SIGN_BATCH) {
+    int s = k - i < AFS_MP_SIGN_BATCH ? k - i : AFS_MP_SIGN_BATCH;
+    ok = send_parts(up, wf, rec, path, size, todo + i, s, deadline_ms, jobs, err);
+    pthread_mutex_lock(&wf->mu);
+    for (int j = 0; j < s; j++) {
+      struct afs_mp_part *p = afs_mp_part(wf->mp, todo[i + j].n);
+      if (jobs[j].ok && !strcmp(wf->mp->rec, rec)) {
+        memcpy(p->etag, jobs[j].etag, sizeof p->etag);
+        p->sent_gen = todo[i + j].gen;
+      }
+      p->inflight = false;
+      wf->mp->inflight--;
+      jobs[j].ok = false;
+    }
+    todo[i].n = -todo[i].n; /* this slice is settled */
+    pthread_cond_broadcast(&wf->cond);
+    pthread_mutex_unlock(&wf->mu);
+  }
+  /* Slices never sent give their parts back. */
+  pthread_mutex_lock(&wf->mu);
+  for (int i = 0; i < k; i += AFS_MP_SIGN_BATCH) {
+    if (todo[i].n < 0)
+      continue;
+    int s = k - i < AFS_MP_SIGN_BATCH ? k - i : AFS_MP_SIGN_BATCH;
+    for (int j = 0; j < s; j++) {
+      afs_mp_part(wf->mp, todo[i + j].n)->inflight = false;
+      wf->mp->inflight--;
+    }
+  }
+  if (ok) {
+    m->mp_etags = afs_xcalloc((size_t)count, sizeof *m->mp_etags);
+    m->mp_n = count;
+    for (int n = 1; n <= count && ok; n++) {
+      memcpy(m->mp_etags[n - 1], wf->mp->part[n - 1].etag, sizeof m->mp_etags[0]);
+      if (!m->mp_etags[n - 1][0])
+        ok = afs_error_set(err, EIO, "part %d has no ETag", n);
+    }
+  }
+  pthread_cond_broadcast(&wf->cond);
+  pthread_mutex_unlock(&wf->mu);
+  for (int j = 0; j < AFS_MP_SIGN_BATCH; j++)
+    free((char *)jobs[j].url);
+  free(jobs);
+  free(todo);
+  afs_debug("upload %s: %d part(s), %d sent at close, %d streamed before", rec, count, sent,
+            count - sent);
+  return ok;
+}

@@ -1,0 +1,192 @@
+"""Large files: multipart uploads through part URLs the broker signs (AssetfsSignParts),
+streamed while the file is written, assembled by the broker from the ETags the mount
+reports, and orphaned multipart uploads aborted by the janitor (issue 15).
+
+The 6 GiB case is the issue's: `cp` of a file over S3's single-PUT limit, read back by
+sha256 through the mount and through its URL."""
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+import requests
+
+from fs_write_util import active_asset, key_of, sha256_file, wait_asset, write_random
+from procs import wait_for
+
+MiB = 1 << 20
+PART = 8 * MiB
+
+
+def sha256_url(url):
+    h = hashlib.sha256()
+    with requests.get(url, stream=True, timeout=600) as r:
+        r.raise_for_status()
+        for chunk in r.iter_content(4 * MiB):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def head_etag(s3, bucket, url):
+    return s3.head_object(Bucket=bucket, Key=key_of(url, bucket))["ETag"].strip('"')
+
+
+def uploads_listed(s3, bucket):
+    return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+
+
+def upload_record(db, file_path):
+    return db.CosyncAssetUpload.find_one({"filePath": file_path}, sort=[("_id", -1)])
+
+
+def test_big_file_streams_in_parts_while_written(broker, start_mount, db, s3, bucket, tmp_path):
+    """cp of a 100 MiB file: parts go up while it is written (most before close), the
+    object is their assembly (ETag "-13"), and the bytes come back whole."""
+    m = start_mount("log_level=debug")
+    src = tmp_path / "src.bin"
+    write_random(src, 100 * MiB, seed=1)
+    subprocess.run(["cp", str(src), m.p("big.bin")], check=True, timeout=300)
+    a = wait_asset(db, "big.bin", timeout=120)
+    assert a["size"] == 100 * MiB
+    assert head_etag(s3, bucket, a["url"]).endswith("-13")
+    assert sha256_url(a["url"]) == sha256_file(src)
+    assert sha256_file(m.p("big.bin")) == sha256_file(src)
+    rec = upload_record(db, "big.bin")
+    assert rec["assetfsUploadId"] and len(rec["assetfsParts"]) == 13
+    line = [ln for ln in m.log().splitlines() if "streamed before" in ln][-1]
+    streamed = int(line.split(",")[-1].split()[0])
+    assert streamed >= 8, line  # most parts were in the bucket before close()
+    assert uploads_listed(s3, bucket) == []
+
+
+def test_rewrites_and_truncates_send_the_parts_again(broker, start_mount, db, s3, bucket,
+                                                      tmp_path):
+    """A part changed after it was streamed is sent again; a file truncated under the
+    threshold after parts went up is sent in one PUT and its multipart upload aborted."""
+    m = start_mount()
+    data = bytearray(os.urandom(80 * MiB))
+    with open(m.p("edit.bin"), "wb") as f:
+        f.write(data)
+        f.flush()
+        time.sleep(1)  # parts in flight or sent
+        f.seek(3 * MiB)
+        f.write(b"X" * 100)
+        f.seek(70 * MiB)
+        f.write(b"Y" * (2 * PART))  # across two parts
+    data[3 * MiB:3 * MiB + 100] = b"X" * 100
+    data[70 * MiB:70 * MiB + 2 * PART] = b"Y" * (2 * PART)
+    want = hashlib.sha256(data).hexdigest()
+    a = wait_asset(db, "edit.bin", timeout=120)
+    assert a["size"] == len(data)
+    assert sha256_url(a["url"]) == want
+
+    with open(m.p("shrink.bin"), "wb") as f:
+        f.write(os.urandom(40 * MiB))
+        f.flush()
+        time.sleep(1)
+        f.truncate(5 * MiB)
+        f.seek(0)
+        f.write(b"head")
+    a = wait_asset(db, "shrink.bin", timeout=120)
+    assert a["size"] == 5 * MiB
+    assert not head_etag(s3, bucket, a["url"]).count("-")  # one PUT
+    with open(m.p("shrink.bin"), "rb") as f:
+        assert f.read(4) == b"head"
+    wait_for(lambda: uploads_listed(s3, bucket) == [], 30, "the unused multipart upload aborted")
+
+
+def test_writeback_sends_big_files_in_parts(broker, start_mount, db, s3, bucket, tmp_path):
+    m = start_mount("writeback")
+    src = tmp_path / "wb.bin"
+    write_random(src, 70 * MiB, seed=3)
+    shutil.copyfile(src, m.p("wb.bin"))
+    a = wait_asset(db, "wb.bin", timeout=120)
+    assert head_etag(s3, bucket, a["url"]).endswith("-9")
+    assert sha256_url(a["url"]) == sha256_file(src)
+
+
+def test_part_urls_that_expire_are_signed_again(start_broker, start_mount, db, s3, bucket,
+                                                tmp_path):
+    """Part URLs valid for 2 s: most of a 60 MiB file's parts need a new batch, and a
+    part whose URL expired on the way is sent again with a new one."""
+    start_broker(env={"ASSETFS_WRITE_URL_SECONDS": "2"})
+    m = start_mount("multipart_parallel=2")
+    src = tmp_path / "exp.bin"
+    write_random(src, 60 * MiB, seed=4)
+    subprocess.run(["cp", str(src), m.p("exp.bin")], check=True, timeout=300)
+    a = wait_asset(db, "exp.bin", timeout=120)
+    assert sha256_url(a["url"]) == sha256_file(src)
+
+
+def test_orphaned_multipart_uploads_are_aborted(start_broker, start_mount, db, s3, bucket):
+    """A multipart upload no record wants is aborted by the janitor's sweep; one whose
+    file is still being written is kept."""
+    orphan = s3.create_multipart_upload(Bucket=bucket, Key="tester/orphan-1.bin")["UploadId"]
+    s3.upload_part(Bucket=bucket, Key="tester/orphan-1.bin", UploadId=orphan, PartNumber=1,
+                   Body=b"o" * MiB)
+    time.sleep(1.5)
+    b = start_broker(env={"ASSETFS_MULTIPART_SWEEP_SECONDS": "1",
+                          "ASSETFS_MULTIPART_GRACE_SECONDS": "1"})
+    m = start_mount("multipart_threshold=8M")
+    f = open(m.p("open.bin"), "wb")
+    try:
+        f.write(os.urandom(3 * PART + 1))
+        f.flush()
+        wait_for(lambda: (r := upload_record(db, "open.bin")) and r.get("assetfsUploadId"), 30,
+                 "the file's multipart upload")
+        wait_for(lambda: [u["UploadId"] for u in uploads_listed(s3, bucket)] ==
+                 [upload_record(db, "open.bin")["assetfsUploadId"]], 30,
+                 "the orphan aborted, the live upload kept")
+        time.sleep(2.5)  # two more sweeps: still kept
+        assert len(uploads_listed(s3, bucket)) == 1
+    finally:
+        f.close()
+    a = wait_asset(db, "open.bin", timeout=60)
+    assert a["size"] == 3 * PART + 1
+    assert "aborted orphaned multipart upload of tester/orphan-1.bin" in b.log()
+    assert uploads_listed(s3, bucket) == []
+
+
+def test_limits_are_efbig(broker, start_mount, db):
+    """Past 5 TiB (S3's object limit) writes are EFBIG; with multipart_threshold=0 the
+    single-PUT limit of 5 GiB applies as before."""
+    import errno
+    m = start_mount()
+    fd = os.open(m.p("huge.bin"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        with pytest.raises(OSError) as e:
+            os.pwrite(fd, b"x", 5 << 40)
+        assert e.value.errno == errno.EFBIG
+        with pytest.raises(OSError) as e:
+            os.ftruncate(fd, 6 << 40)
+        assert e.value.errno == errno.EFBIG
+        os.pwrite(fd, b"small", 0)
+    finally:
+        os.close(fd)
+    assert "5 TiB" in m.log()
+    wait_asset(db, "huge.bin")
+
+
+@pytest.mark.skipif(shutil.disk_usage("/tmp").free < 40 << 30, reason="needs 40 GiB free")
+def test_six_gib_file_with_cp(broker, start_mount, db, s3, bucket, tmp_path):
+    """The issue's case: a 6 GiB file (over the 5 GiB single-PUT limit) copied with cp,
+    read back by sha256 through the mount and through its URL."""
+    m = start_mount("cache_max=8G")
+    src = tmp_path / "six.bin"
+    size = 6 << 30
+    with open(src, "wb") as f:  # 6 GiB of a repeating 64 MiB random block: quick to make
+        block = os.urandom(64 * MiB)
+        for _ in range(size // len(block)):
+            f.write(block)
+    want = sha256_file(src)
+    t0 = time.monotonic()
+    subprocess.run(["cp", str(src), m.p("six.bin")], check=True, timeout=900)
+    a = wait_asset(db, "six.bin", timeout=300)
+    print(f"6 GiB durable in {time.monotonic() - t0:.1f} s")
+    os.unlink(src)
+    assert a["size"] == size
+    assert head_etag(s3, bucket, a["url"]).endswith("-768")
+    assert sha256_url(a["url"]) == want
+    assert sha256_file(m.p("six.bin")) == want
