@@ -21,20 +21,20 @@ struct afs_config {
   char *s3_bucket;
   char *s3_access_key;
   char *s3_secret_key;
-  bool s3_path_style;        /* default: true when an endpoint is set */
-  char *public_base_url;     /* base for unsigned public URLs; default: object URL */
-  long write_url_seconds;    /* lifetime of presigned PUT URLs; default 86400 */
-  long stale_upload_seconds; /* pending/initialized older than this -> error; default 86400 */
-  long lease_seconds;        /* how long a broker owns a record it works on; default 60 */
-  long call_keep_seconds;    /* answered (done/error) function calls older than this are
-                                deleted; default 86400, 0 = keep them */
-  bool keep_versions;        /* superseded assets archived instead of deleted */
-  long max_object_size;      /* HEAD size limit; default 5 TiB (S3's) */
+  bool s3_path_style;           /* default: true when an endpoint is set */
+  char *public_base_url;        /* base for unsigned public URLs; default: object URL */
+  long write_url_seconds;       /* lifetime of presigned PUT URLs; default 86400 */
+  long stale_upload_seconds;    /* pending/initialized older than this -> error; default 86400 */
+  long lease_seconds;           /* how long a broker owns a record it works on; default 60 */
+  long call_keep_seconds;       /* answered (done/error) function calls older than this are
+                                   deleted; default 86400, 0 = keep them */
+  bool keep_versions;           /* superseded assets archived instead of deleted */
+  long max_object_size;         /* HEAD size limit; default 5 TiB (S3's) */
   long multipart_sweep_seconds; /* how often the janitor looks for orphaned multipart
                                    uploads; default 600, 0 = never */
   long multipart_grace_seconds; /* a multipart upload younger than this is never taken
                                    for an orphan; default 3600 */
-  char *log_level;           /* error|warn|info|debug; default info */
+  char *log_level;              /* error|warn|info|debug; default info */
   /* Who asks (DESIGN.md §4): false = `auth=off`, every database writer is trusted (the
    * Cosync model); true = `auth=required`, the broker acts only on requests signed by a
    * key in clients_file, in the partitions it lists, and seals assets with

@@ -110,8 +110,8 @@ typedef bool (*afs_s3_mp_list_fn)(void *ud, const struct afs_s3_mp_listed *u);
 
 /* ListMultipartUploads of the bucket's uploads under PREFIX ("" or NULL: all), following
  * the markers; fn as for afs_s3_list_objects. */
-bool afs_s3_multipart_list(const struct afs_s3_client *c, const char *prefix,
-                           afs_s3_mp_list_fn fn, void *ud, struct afs_error *err);
+bool afs_s3_multipart_list(const struct afs_s3_client *c, const char *prefix, afs_s3_mp_list_fn fn,
+                           void *ud, struct afs_error *err);
 
 /* AbortMultipartUpload. An upload that is already gone counts as aborted. */
 bool afs_s3_multipart_abort(const struct afs_s3_client *c, const char *key, const char *upload_id,

@@ -16,9 +16,9 @@ struct req_kind {
 static const char *const upload_fields[] = {
     AFS_F_ID,      AFS_F_UID,   AFS_F_PARTITION,    AFS_F_ASSET_PARTITION, AFS_F_FILE_PATH,
     AFS_F_SESSION, AFS_F_HOURS, AFS_F_CONTENT_TYPE, AFS_F_CREATED,         NULL};
-static const char *const uploaded_fields[] = {AFS_F_ID,   AFS_F_UID,     AFS_F_STATUS, AFS_F_SIZE,
-                                              AFS_F_ETAG, "xRes",        "yRes",       "color",
-                                              "duration", AFS_F_CAPTION, AFS_F_MTIME,  AFS_F_MP_PARTS, NULL};
+static const char *const uploaded_fields[] = {
+    AFS_F_ID, AFS_F_UID,  AFS_F_STATUS,  AFS_F_SIZE,  AFS_F_ETAG,     "xRes", "yRes",
+    "color",  "duration", AFS_F_CAPTION, AFS_F_MTIME, AFS_F_MP_PARTS, NULL};
 static const char *const abandon_fields[] = {AFS_F_ID, AFS_F_UID, AFS_F_ABANDONED, NULL};
 static const char *const call_fields[] = {
     AFS_F_ID, AFS_F_UID, AFS_F_CALL_NAME, AFS_F_CALL_ARGS, AFS_F_SESSION, AFS_F_CREATED, NULL};

@@ -130,8 +130,9 @@ static bool set_where(void *ctx, enum afs_bcoll coll, const bson_value_t *id,
   bson_iter_t it;
   *matched = ok && bson_iter_init_find(&it, &reply, "matchedCount") && bson_iter_as_int64(&it) > 0;
   if (!ok)
-    afs_db_error(err, &berr, coll == AFS_BC_ASSET ? "MongoDB: updating an asset"
-                                                  : "MongoDB: updating an upload record");
+    afs_db_error(err, &berr,
+                 coll == AFS_BC_ASSET ? "MongoDB: updating an asset"
+                                      : "MongoDB: updating an upload record");
   bson_destroy(&reply);
   bson_destroy(&upd);
   bson_destroy(&q);

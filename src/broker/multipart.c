@@ -70,8 +70,7 @@ static bool read_args(const bson_t *call, bson_value_t *id, long *first, long *c
     bson_oid_init_from_string(&id->value.v_oid, s);
   }
   if (!bson_iter_next(&sub) || !arg_int(&sub, 1, AFS_MP_MAX_PARTS, first) ||
-      !bson_iter_next(&sub) || !arg_int(&sub, 1, AFS_MP_SIGN_BATCH, count) ||
-      bson_iter_next(&sub))
+      !bson_iter_next(&sub) || !arg_int(&sub, 1, AFS_MP_SIGN_BATCH, count) || bson_iter_next(&sub))
     return afs_error_set(err, EINVAL, "%s", usage);
   if (*first + *count - 1 > AFS_MP_MAX_PARTS)
     *count = AFS_MP_MAX_PARTS - *first + 1;
@@ -97,7 +96,9 @@ static bool load_upload(struct afs_broker *b, struct afs_bstore *st, const bson_
     return false;
   if (afs_upload_status_of(r->status) != AFS_US_INITIALIZED || r->abandoned)
     return afs_error_set(err, ESTALE, "the upload is %s, not initialized",
-                         r->abandoned ? "abandoned" : r->status ? r->status : "without status");
+                         r->abandoned ? "abandoned"
+                         : r->status  ? r->status
+                                      : "without status");
   if (afs_broker_record_path(r, &path) != 1 || !r->has_seal || !afs_broker_seal_ok(b, r))
     return afs_error_set(err, EINVAL, "the upload record has no key the broker set");
   return true;
@@ -367,9 +368,8 @@ void afs_mp_sweep(struct afs_broker *b, mongoc_client_t *c) {
   struct afs_bstore st;
   struct afs_error err = {0};
   afs_bstore_live(&st, b, c);
-  struct sweep s = {.b = b,
-                    .st = &st,
-                    .cutoff_ms = afs_now_ms() - b->cfg.multipart_grace_seconds * 1000L};
+  struct sweep s = {
+      .b = b, .st = &st, .cutoff_ms = afs_now_ms() - b->cfg.multipart_grace_seconds * 1000L};
   if (!afs_s3_multipart_list(&b->s3c, NULL, sweep_one, &s, &err))
     afs_transient("cannot list multipart uploads: %s; will retry", err.msg);
   else if (s.aborted || s.failed)

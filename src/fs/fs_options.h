@@ -27,18 +27,18 @@ struct afs_fs_options {
   double expiration_hours; /* default 24; 0 = public */
   char *cache_dir;         /* default $XDG_CACHE_HOME/assetfs or ~/.cache/assetfs */
   bool ro;
-  bool refuse_chmod;    /* chmod/chown fail with EPERM instead of being ignored */
-  double close_timeout; /* seconds close() may wait for the broker and retries; 30 */
-  bool writeback;       /* close() returns once staged data is durable; uploads queued */
-  int upload_workers;   /* parallel background uploads; default 4, with writeback
-                         * AFS_WRITEBACK_WORKERS (most of a small file's upload is
-                         * waiting for the broker, and a waiting worker costs nothing) */
+  bool refuse_chmod;             /* chmod/chown fail with EPERM instead of being ignored */
+  double close_timeout;          /* seconds close() may wait for the broker and retries; 30 */
+  bool writeback;                /* close() returns once staged data is durable; uploads queued */
+  int upload_workers;            /* parallel background uploads; default 4, with writeback
+                                  * AFS_WRITEBACK_WORKERS (most of a small file's upload is
+                                  * waiting for the broker, and a waiting worker costs nothing) */
   long long multipart_threshold; /* files bigger than this go up in parts, streamed
                                   * while written; 0 = never (one PUT, at most 5 GiB);
                                   * default 64 MiB */
-  int multipart_parallel;         /* parts in flight per mount; default 4 */
-  long long cache_max;  /* bytes of staged data; 0 = default: min(4 GiB, 25% of
-                         * cache_dir's filesystem), set at mount */
+  int multipart_parallel;        /* parts in flight per mount; default 4 */
+  long long cache_max;           /* bytes of staged data; 0 = default: min(4 GiB, 25% of
+                                  * cache_dir's filesystem), set at mount */
   double attr_ttl, list_ttl;
   long cache_mb;       /* read cache budget; default 256 */
   char **url_hosts;    /* NULL-terminated origins that URLs may also name, besides

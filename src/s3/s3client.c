@@ -438,8 +438,8 @@ static bool mp_list_page(const struct afs_s3_client *c, struct afs_xspan s, bool
   return ok;
 }
 
-bool afs_s3_multipart_list(const struct afs_s3_client *c, const char *prefix,
-                           afs_s3_mp_list_fn fn, void *ud, struct afs_error *err) {
+bool afs_s3_multipart_list(const struct afs_s3_client *c, const char *prefix, afs_s3_mp_list_fn fn,
+                           void *ud, struct afs_error *err) {
   char *key_marker = NULL, *id_marker = NULL;
   bool ok = true, more = true;
   while (ok && more) {

@@ -119,6 +119,34 @@ def test_signed_mount_end_to_end(auth, db, s3, bucket, start_mount, tmp_path):
     assert not bad and "refused" not in m.log() and "cannot update" not in m.log(), bad
 
 
+def test_signed_multipart_upload(auth, db, s3, bucket, start_mount):
+    """A big file from a signing mount goes up in parts the broker signs for its uid only
+    (the ETags it reports are covered by its `uploaded` signature)."""
+    m = start_mount(f"key_file={auth.tester.key_file}", "multipart_threshold=8M")
+    data = os.urandom(20 << 20)
+    with open(m.p("big.bin"), "wb") as f:
+        f.write(data)
+    a = wait_asset(db, "big.bin", timeout=60)
+    assert s3.head_object(Bucket=bucket, Key=key_of(a["url"], bucket))["ETag"].endswith('-3"')
+    with open(m.p("big.bin"), "rb") as f:
+        assert f.read() == data
+    up = db.CosyncAssetUpload.find_one({"_id": a["_id"]})
+    assert len(up["assetfsParts"]) == 3 and up["assetfsUploadedSig"]
+    # someone else may not have parts signed for tester's upload
+    fd = os.open(m.p("held.bin"), os.O_WRONLY | os.O_CREAT)
+    try:
+        os.write(fd, b"x" * (9 << 20))
+        rec = wait_for(lambda: db.CosyncAssetUpload.find_one(
+            {"filePath": "held.bin", "assetfsUploadId": {"$exists": True}}), 30, "its parts")
+        call = wait_status(db, signed_call(db, auth.mallory, "AssetfsSignParts",
+                                           [str(rec["_id"]), 1, 1]),
+                           ["done", "error"], coll="CosyncFunctionCall")
+        assert call["status"] == "error" and call["errorCode"] == "EPERM", call
+    finally:
+        os.close(fd)
+    assert wait_asset(db, "held.bin", timeout=60)["size"] == 9 << 20
+
+
 def test_refused_requests_change_nothing(auth, db, s3, bucket):
     victim = upload_as(db, auth.tester, "photo.txt", b"tester's bytes", content_type="text/plain")
     key = victim["path"]

@@ -97,7 +97,10 @@ def test_broker_down_then_up(start_broker, start_mount, db):
     assert http_get(a["url"]) == b"waiting for the broker"
 
 
-def test_over_5gib_is_efbig(mount, db):
+def test_over_5gib_is_efbig(broker, start_mount, db):
+    """With multipart uploads turned off (multipart_threshold=0) a file is one PUT: S3's
+    5 GiB limit for it is EFBIG (test_fs_multipart has the 5 TiB limit otherwise)."""
+    mount = start_mount("multipart_threshold=0")
     fd = os.open(mount.p("huge.bin"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         with pytest.raises(OSError) as e:

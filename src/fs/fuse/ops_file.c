@@ -305,10 +305,11 @@ int afs_op_write(const char *path, const char *buf, size_t size, off_t off,
       off = s.st_size;
   }
   if ((int64_t)off + (int64_t)size > max_file_size(afs_fs_ctx())) {
-    afs_err("write past %s refused (EFBIG): %s", afs_fs_ctx()->opt.multipart_threshold ? "5 TiB" : "5 GiB",
+    afs_err("write past %s refused (EFBIG): %s",
+            afs_fs_ctx()->opt.multipart_threshold ? "5 TiB" : "5 GiB",
             afs_fs_ctx()->opt.multipart_threshold ? "S3 keeps at most 5 TiB in one object"
-                                                   : "S3 takes at most 5 GiB in one PUT "
-                                                     "(multipart_threshold=0)");
+                                                  : "S3 takes at most 5 GiB in one PUT "
+                                                    "(multipart_threshold=0)");
     return -AFS_E_TOO_BIG;
   }
   int rc = reserve(afs_fs_ctx(), h->wf, (int64_t)off + (int64_t)size);

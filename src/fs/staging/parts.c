@@ -48,7 +48,7 @@ static void reset(struct afs_mp *mp, const char *rec) {
 struct afs_mp *afs_mp_for(struct afs_mp **slot, const char *rec) {
   if (!*slot) {
     *slot = afs_xcalloc(1, sizeof **slot);
-    snprintf((*slot)->rec, sizeof (*slot)->rec, "%s", rec);
+    snprintf((*slot)->rec, sizeof(*slot)->rec, "%s", rec);
   } else if (strcmp((*slot)->rec, rec)) {
     reset(*slot, rec);
   }

@@ -38,15 +38,15 @@ struct afs_mp_part {
 };
 
 struct afs_mp {
-  char rec[AFS_OID_HEX]; /* the upload record these parts belong to */
-  char *upload_id;       /* S3's, once the broker started the upload */
+  char rec[AFS_OID_HEX];    /* the upload record these parts belong to */
+  char *upload_id;          /* S3's, once the broker started the upload */
   struct afs_mp_part *part; /* part n at [n - 1] */
   int cap;
   char **url; /* the signed batch: part url_first + i at [i] */
   int url_first, n_url;
   int64_t url_until_ms; /* monotonic: the batch is not used past this */
-  int inflight, queued;  /* parts in transfer, waiting for a worker */
-  bool signing;          /* a sign call runs for this file */
+  int inflight, queued; /* parts in transfer, waiting for a worker */
+  bool signing;         /* a sign call runs for this file */
 };
 
 /* wf->mp for record rec: made, or reset when it belonged to another record. */

@@ -163,10 +163,8 @@ static void stream_part(struct afs_uploader *up, struct afs_wfile *wf, int n) {
   char *path = afs_xstrdup(wf->staging_path);
   pthread_mutex_unlock(&wf->mu);
 
-  struct afs_put_job job = {.path = path,
-                            .what = "part",
-                            .offset = afs_mp_part_off(n),
-                            .length = afs_mp_part_size(n)};
+  struct afs_put_job job = {
+      .path = path, .what = "part", .offset = afs_mp_part_off(n), .length = afs_mp_part_size(n)};
   struct afs_put_opts po;
   afs_put_opts_default(&po);
   char *url = part_url(up, wf, rec, n, &err);
@@ -197,8 +195,7 @@ static void stream_part(struct afs_uploader *up, struct afs_wfile *wf, int n) {
   pthread_cond_broadcast(&wf->cond);
   pthread_mutex_unlock(&wf->mu);
   if (!ok)
-    afs_debug("streamed part %d of upload %s failed: %s (sent again at close)", n, rec,
-              err.msg);
+    afs_debug("streamed part %d of upload %s failed: %s (sent again at close)", n, rec, err.msg);
 }
 
 static void *stream_main(void *arg) {

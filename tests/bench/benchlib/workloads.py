@@ -15,6 +15,7 @@ from .procs import OpFailed, read_status_kib, run_timed
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LIMIT = "limit (curl, presigned URL)"
+PLIMIT = "parallel limit (boto3 multipart, 8 MiB × 4)"
 LOCAL = "local file (reference)"
 
 
@@ -105,21 +106,44 @@ def _curl(bench, argv, timeout):
 
 
 # ---------------------------------------------------------------------------- 1 write
+def _parallel_put(bench, src, key, timeout):
+    """The parallel limit: boto3's multipart upload with assetfs's part size and its
+    default multipart_parallel, straight to S3 with the credentials."""
+    from boto3.s3.transfer import TransferConfig
+    cfg = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20,
+                         max_concurrency=4, use_threads=True)
+    t0 = time.perf_counter()
+    bench.s3.upload_file(src, bench.bucket, key, Config=cfg)
+    return time.perf_counter() - t0
+
+
 def w1_write(bench, targets):
-    mib = bench.args.size_mib
+    tables = [_w1_write(bench, targets, bench.args.size_mib, "1", all_targets=True)]
+    big = getattr(bench.args, "big_write_mib", 0)
+    if big and big != bench.args.size_mib:
+        # The big row: assetfs (both modes) against the two limits; the peers would take
+        # most of the bench's time budget at this size.
+        mine = [tg for tg in targets if tg.slug == "assetfs"]
+        tables.append(_w1_write(bench, mine, big, "1b", all_targets=False))
+    return tables
+
+
+def _w1_write(bench, targets, mib, wid, all_targets):
     size = mib << 20
     src, _ = bench.sources.big_source(mib)
-    t = Table("1", f"Copy a {mib} MiB file in (`cp`), until durable",
+    t = Table(wid, f"Copy a {mib} MiB file in (`cp`), until durable",
               [("durable", "until durable (s)", "s"), ("close", "close returned (s)", "s")],
               ["durable"], nbytes=size,
               notes=["until durable: assetfs = its CosyncAsset record is `active` (broker "
                      "completed the upload); peers = close returned AND the whole object is "
                      "in S3 (HEAD right after close; for s3fs and rclone (off) that is close "
                      "itself, rclone (writes) uploads after close, default --vfs-write-back 5s).",
-                     "limit = one `curl -T` PUT of the same file on a presigned URL.",
+                     "limit = one `curl -T` PUT of the same file on a presigned URL; "
+                     "parallel limit = boto3's multipart upload, 8 MiB parts, 4 at once "
+                     "(assetfs's defaults).",
                      "MiB/s is computed from the median of the first column."])
     tmo = bench.op_timeout(mib)
-    for run in range(bench.runs("1")):
+    for run in range(bench.runs("1") if all_targets else 1):
         for tg in targets:
             def one():
                 rel = f"w1/run{run}.bin"
@@ -144,7 +168,16 @@ def w1_write(bench, targets):
             t.add(LIMIT, durable=dt, close=dt)
             bench.delete_prefix(key)
         _attempt(t, LIMIT, lim)
-    return [t]
+
+        def plim():
+            key = f"limit/w1p-run{run}.bin"
+            dt = _parallel_put(bench, src, key, tmo)
+            if bench.s3.head_object(Bucket=bench.bucket, Key=key)["ContentLength"] != size:
+                raise OpFailed("multipart object has the wrong size")
+            t.add(PLIMIT, durable=dt, close=dt)
+            bench.delete_prefix(key)
+        _attempt(t, PLIMIT, plim)
+    return t
 
 
 def _durable(wait, close, t0, timeout):
