@@ -75,6 +75,11 @@ struct queue {
   /* claiming[i]: the unclaimed record worker i is claiming or working on (value_type EOD
    * when none), so the dispatcher does not queue it again meanwhile. */
   bson_value_t *claiming;
+  /* held[i]: the claimed record worker i works on (EOD when none). Its lease may run out
+   * while it works (a slow S3); claims leave it out meanwhile, so this broker never starts
+   * a second completion of a record it is still completing: another broker takes it over,
+   * and the first learns that at its renewal. Owned here. */
+  bson_value_t *held;
   /* The last RECENT_MAX candidates workers were done with, and when: a poll that started
    * before a record was finished can still return it, and claiming it again would only
    * cost a round trip (or, through a stale read, redo a finished transition). */
@@ -98,7 +103,7 @@ static bool q_has_locked(struct queue *q, const bson_value_t *id, int workers) {
       return true;
   }
   for (int w = 0; w < workers; w++)
-    if (afs_rec_id_equal(&q->claiming[w], id))
+    if (afs_rec_id_equal(&q->claiming[w], id) || afs_rec_id_equal(&q->held[w], id))
       return true;
   int64_t now = afs_now_ms();
   for (size_t i = 0; i < RECENT_MAX; i++)
@@ -192,6 +197,8 @@ static void *worker_main(void *arg) {
       q->claiming[slot] = it.id; /* owned by `it`; cleared before it is destroyed */
     else
       q->claiming[slot].value_type = BSON_TYPE_EOD;
+    if (it.doc && it.token[0])
+      afs_rec_id(it.doc, &q->held[slot]);
     pthread_mutex_unlock(&q->lock);
 
     if (!it.doc) {
@@ -249,6 +256,10 @@ static void *worker_main(void *arg) {
     /* Kept until now: a poll that started before the claim may still return the record
      * while it is being worked on. */
     q->claiming[slot].value_type = BSON_TYPE_EOD;
+    if (q->held[slot].value_type != BSON_TYPE_EOD) {
+      bson_value_destroy(&q->held[slot]);
+      q->held[slot].value_type = BSON_TYPE_EOD;
+    }
     if (it.id.value_type != BSON_TYPE_EOD) {
       size_t r = q->recent_next++ % RECENT_MAX;
       bson_value_destroy(&q->recent[r]);
@@ -294,6 +305,29 @@ static bson_t *source_filter(struct afs_broker *b, enum src s) {
   default:
     return bson_new();
   }
+}
+
+/* Adds _id: {$nin: [...]} with the records this broker's workers hold to claim filter f. */
+static void exclude_held(struct ctx *x, bson_t *f) {
+  bson_t nin, arr;
+  int n = 0;
+  pthread_mutex_lock(&x->q.lock);
+  for (int w = 0; w < x->b->workers; w++)
+    n += x->q.held[w].value_type != BSON_TYPE_EOD;
+  if (n > 0) {
+    BSON_APPEND_DOCUMENT_BEGIN(f, AFS_F_ID, &nin);
+    BSON_APPEND_ARRAY_BEGIN(&nin, "$nin", &arr);
+    for (int w = 0, i = 0; w < x->b->workers; w++) {
+      if (x->q.held[w].value_type == BSON_TYPE_EOD)
+        continue;
+      char k[16];
+      snprintf(k, sizeof k, "%d", i++);
+      bson_append_value(&arr, k, -1, &x->q.held[w]);
+    }
+    bson_append_array_end(&nin, &arr);
+    bson_append_document_end(f, &nin);
+  }
+  pthread_mutex_unlock(&x->q.lock);
 }
 
 /* Claims from one source; returns records queued, or -1 on a MongoDB error. */
@@ -379,7 +413,8 @@ static int claim_source(struct ctx *x, mongoc_client_t *c, enum src s, size_t ro
   }
   /* Single: one findAndModify that claims and reads the oldest record (an idle poll that
    * finds one costs no second round trip). Otherwise a batch claim: one query when there
-   * is nothing, two for up to `want`. */
+   * is nothing, two for up to `want`. Never a record a worker here still holds. */
+  exclude_held(x, f);
   bool ok =
       afs_lease_claim(coll, f, single ? 1 : (int)want, b->cfg.lease_seconds * 1000L, &batch, err);
   if (ok) {
@@ -652,6 +687,7 @@ int afs_broker_run(struct afs_broker *b) {
   q->cap = (size_t)b->workers + (size_t)b->batch;
   q->items = afs_xcalloc(q->cap, sizeof *q->items);
   q->claiming = afs_xcalloc((size_t)b->workers, sizeof *q->claiming); /* EOD: none */
+  q->held = afs_xcalloc((size_t)b->workers, sizeof *q->held);
   pthread_t *th = afs_xcalloc((size_t)b->workers, sizeof *th);
   int started = 0;
   for (; started < b->workers; started++)
@@ -671,6 +707,7 @@ int afs_broker_run(struct afs_broker *b) {
   free(th);
   free(q->items);
   free(q->claiming);
+  free(q->held);
   for (size_t i = 0; i < RECENT_MAX; i++)
     bson_value_destroy(&q->recent[i]);
   pthread_cond_destroy(&q->nonempty);

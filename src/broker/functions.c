@@ -262,7 +262,8 @@ static bool call_ids(const struct afs_call_rec *call, bson_value_t *ids, size_t 
 
 /* True for an error that is MongoDB's, not the call's: the call is tried again later. */
 static bool store_trouble(const struct afs_error *err) {
-  return (err->code == AFS_E_UNREACHABLE || err->code == EIO) && strstr(err->msg, "MongoDB");
+  return ((err->code == AFS_E_UNREACHABLE || err->code == EIO) && strstr(err->msg, "MongoDB")) ||
+         afs_s3_error_transient(err); /* AssetfsSignParts starts an upload in S3 */
 }
 
 /* CosyncRefreshAsset of a list: the refreshed assets, in order; missing or inactive ids

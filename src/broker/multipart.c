@@ -90,8 +90,9 @@ static bool load_upload(struct afs_broker *b, struct afs_bstore *st, const bson_
   afs_record_read(*doc, r);
   const char *path = NULL;
   if (!r->uid || !caller || strcmp(r->uid, caller))
-    return afs_error_set(err, EPERM, "permission denied: the upload is not uid '%s''s",
-                         caller ? caller : "(none)");
+    return afs_error_set(err, EPERM,
+                         "permission denied: uid '%s' may not send parts of an upload of uid '%s'",
+                         caller ? caller : "(none)", r->uid ? r->uid : "(none)");
   if (afs_authz_upload(b, st, r, false, err) != 1)
     return false;
   if (afs_upload_status_of(r->status) != AFS_US_INITIALIZED || r->abandoned)

@@ -92,3 +92,40 @@ class TcpProxy:
         self.closed = True
         self.cut()
         self.lsock.close()
+
+
+class FaultyHttpProxy(TcpProxy):
+    """An S3 endpoint that fails some requests: every `fail_every`-th new connection whose
+    request line contains `match` gets HTTP `fail_status` and is closed (curl opens a
+    connection per PUT attempt, so each failure is one failed attempt). Other requests
+    pass through unchanged. `url` is the endpoint to give the broker; `failed` counts."""
+
+    def __init__(self, endpoint, fail_every=3, fail_status=503, match=""):
+        hostport = endpoint.split("://", 1)[1].rstrip("/")
+        host, port = hostport.rsplit(":", 1)
+        super().__init__(host, int(port))
+        self.fail_every, self.fail_status, self.match = fail_every, fail_status, match
+        self.seen = self.failed = 0
+        self.started = set()  # ids of client sockets whose first request was looked at
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.start()
+
+    def _relay(self, a, b, d):
+        first = False
+        if not self.from_server(a):
+            with self.lock:
+                first = id(a) not in self.started
+                self.started.add(id(a))
+        if first:
+            line = d.split(b"\r\n", 1)[0].decode("latin-1")
+            if self.match in line:
+                with self.lock:
+                    self.seen += 1
+                    fail = self.seen % self.fail_every == 0
+                    if fail:
+                        self.failed += 1
+                if fail:
+                    a.sendall(f"HTTP/1.1 {self.fail_status} Slow Down\r\nContent-Length: 0\r\n"
+                              "Connection: close\r\n\r\n".encode())
+                    raise OSError("failed on purpose")
+        b.sendall(d)

@@ -79,6 +79,8 @@ def test_completion_after_lost_lease_does_not_revive_a_purged_asset(db, s3, buck
         time.sleep(1.0)  # room for a late upsert to land, if one were sent
         assert db.CosyncAsset.find_one({"_id": _id}) is None, "a purged asset came back"
         assert f"upload {_id} completed" not in slow.log()
-        assert "its lease ran out" in slow.log()
+        # One completion, no second claim of a record it still worked on (that made the
+        # two brokers race for every expiry: a CI flake where the quick one lost them all).
+        assert slow.log().count("its lease ran out") == 1, slow.log()
     finally:
         proxy.close()

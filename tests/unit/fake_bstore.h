@@ -36,6 +36,10 @@ enum fb_op {
   FB_CLAIMS_HELD,
   FB_OBJ_HEAD,
   FB_OBJ_DELETE,
+  FB_UPLOAD_SET,
+  FB_MP_CREATE,
+  FB_MP_COMPLETE,
+  FB_MP_ABORT,
   FB_OPS
 };
 
@@ -47,6 +51,15 @@ struct fb_claim {
 struct fb_object {
   char *key;
   int64_t size;
+  char etag[64]; /* "" : "etag-<size>" */
+};
+
+/* A multipart upload the broker started. */
+struct fb_mpu {
+  char *key, id[32];
+  bool aborted, completed;
+  size_t nparts;     /* of the Complete */
+  char etags[8][32]; /* the first ones it listed */
 };
 
 struct fake_bstore {
@@ -55,8 +68,12 @@ struct fake_bstore {
   int nclaims;
   struct fb_object obj[FB_MAX];
   int nobj;
-  bool down[FB_OPS]; /* this operation fails as an unreachable server would */
-  int calls[FB_OPS]; /* how often each ran */
+  struct fb_mpu mpu[8];
+  int nmpu;
+  int complete_fails; /* mp_complete fails with this code (ENOENT: NoSuchUpload, EIO: a bad
+                       * part, AFS_E_TRANSIENT) instead; 0: it assembles */
+  bool down[FB_OPS];  /* this operation fails as an unreachable server would */
+  int calls[FB_OPS];  /* how often each ran */
   void (*before)(struct fake_bstore *f, enum fb_op op); /* runs first in every operation */
   void *arg;                                            /* for `before` */
 };
@@ -67,7 +84,7 @@ static bool fb_enter(struct fake_bstore *f, enum fb_op op, struct afs_error *err
     f->before(f, op);
   if (!f->down[op])
     return true;
-  if (op == FB_OBJ_HEAD || op == FB_OBJ_DELETE)
+  if (op == FB_OBJ_HEAD || op == FB_OBJ_DELETE || op >= FB_MP_CREATE)
     afs_error_set(err, AFS_E_UNREACHABLE, "S3: connection refused (fake outage)");
   else
     afs_error_set(err, AFS_E_UNREACHABLE, "MongoDB: no suitable servers (fake outage)");
@@ -457,6 +474,7 @@ static inline void fb_put(struct fake_bstore *f, const char *key, int64_t size) 
     f->obj[i].key = afs_xstrdup(key);
   }
   f->obj[i].size = size;
+  f->obj[i].etag[0] = '\0';
 }
 
 static bool fb_obj_head(void *ctx, const char *key, struct afs_s3_object_info *info,
@@ -469,7 +487,10 @@ static bool fb_obj_head(void *ctx, const char *key, struct afs_s3_object_info *i
   if (i >= 0) {
     info->exists = true;
     info->size = f->obj[i].size;
-    snprintf(info->etag, sizeof info->etag, "etag-%lld", (long long)f->obj[i].size);
+    if (f->obj[i].etag[0])
+      snprintf(info->etag, sizeof info->etag, "%s", f->obj[i].etag);
+    else
+      snprintf(info->etag, sizeof info->etag, "etag-%lld", (long long)f->obj[i].size);
   }
   return true;
 }
@@ -488,6 +509,80 @@ static bool fb_obj_delete(void *ctx, const char *const *keys, size_t n, struct a
   return true;
 }
 
+/* ---- multipart ---- */
+
+static bool fb_upload_set(void *ctx, const bson_value_t *id, const struct afs_bcond *cond,
+                          const bson_t *set, bool *matched, struct afs_error *err) {
+  struct fake_bstore *f = ctx;
+  *matched = false;
+  if (!fb_enter(f, FB_UPLOAD_SET, err))
+    return false;
+  int i = fb_slot(f, AFS_BC_UPLOAD, id);
+  if (i < 0)
+    return true;
+  bson_t *d = f->rec[AFS_BC_UPLOAD][i];
+  if (cond && ((cond->status_is && !fb_str_is(d, AFS_F_STATUS, cond->status_is)) ||
+               (cond->match && !fb_matches(d, cond->match))))
+    return true;
+  f->rec[AFS_BC_UPLOAD][i] = fb_apply(d, set, NULL, NULL);
+  *matched = true;
+  return true;
+}
+
+static struct fb_mpu *fb_mpu_of(struct fake_bstore *f, const char *id) {
+  for (int i = 0; i < f->nmpu; i++)
+    if (!strcmp(f->mpu[i].id, id))
+      return &f->mpu[i];
+  return NULL;
+}
+
+static bool fb_mp_create(void *ctx, const char *key, const char *content_type, char **upload_id,
+                         struct afs_error *err) {
+  struct fake_bstore *f = ctx;
+  (void)content_type;
+  if (!fb_enter(f, FB_MP_CREATE, err))
+    return false;
+  struct fb_mpu *u = &f->mpu[f->nmpu++];
+  memset(u, 0, sizeof *u);
+  u->key = afs_xstrdup(key);
+  snprintf(u->id, sizeof u->id, "mpu-%d", f->nmpu);
+  *upload_id = afs_xstrdup(u->id);
+  return true;
+}
+
+static bool fb_mp_complete(void *ctx, const char *key, const char *upload_id,
+                           const struct afs_s3_part *parts, size_t n, char *etag_out,
+                           struct afs_error *err) {
+  struct fake_bstore *f = ctx;
+  if (!fb_enter(f, FB_MP_COMPLETE, err))
+    return false;
+  struct fb_mpu *u = fb_mpu_of(f, upload_id);
+  if (!u || u->aborted || u->completed || strcmp(u->key, key) || f->complete_fails == ENOENT)
+    return afs_error_set(err, ENOENT, "S3 CompleteMultipartUpload %s: HTTP 404 NoSuchUpload", key);
+  if (f->complete_fails)
+    return afs_error_set(err, f->complete_fails, "S3 CompleteMultipartUpload %s: HTTP %s", key,
+                         f->complete_fails == EIO ? "400 InvalidPart" : "503 SlowDown");
+  u->completed = true;
+  u->nparts = n;
+  for (size_t i = 0; i < n && i < 8; i++)
+    snprintf(u->etags[i], sizeof u->etags[i], "%s", parts[i].etag);
+  fb_put(f, key, (int64_t)n * 100);
+  snprintf(f->obj[fb_obj_of(f, key)].etag, sizeof f->obj[0].etag, "mp-%zu", n);
+  snprintf(etag_out, 130, "mp-%zu", n);
+  return true;
+}
+
+static bool fb_mp_abort(void *ctx, const char *key, const char *upload_id, struct afs_error *err) {
+  struct fake_bstore *f = ctx;
+  (void)key;
+  if (!fb_enter(f, FB_MP_ABORT, err))
+    return false;
+  struct fb_mpu *u = fb_mpu_of(f, upload_id);
+  if (u)
+    u->aborted = true;
+  return true;
+}
+
 static const struct afs_bstore_ops fake_bstore_ops = {
     .finish = fb_finish,
     .renew = fb_renew,
@@ -503,6 +598,10 @@ static const struct afs_bstore_ops fake_bstore_ops = {
     .claims_held = fb_claims_held,
     .obj_head = fb_obj_head,
     .obj_delete = fb_obj_delete,
+    .upload_set = fb_upload_set,
+    .mp_create = fb_mp_create,
+    .mp_complete = fb_mp_complete,
+    .mp_abort = fb_mp_abort,
 };
 
 /* A broker for handlers on the fake: settings as defaults, an S3 target that is never
@@ -583,6 +682,8 @@ static inline void fb_free(struct fake_bstore *f) {
   }
   for (int i = 0; i < f->nobj; i++)
     free(f->obj[i].key);
+  for (int i = 0; i < f->nmpu; i++)
+    free(f->mpu[i].key);
   memset(f, 0, sizeof *f);
 }
 

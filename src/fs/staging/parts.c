@@ -6,6 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <unistd.h>
+
 #include "assetfs/alloc.h"
 
 int64_t afs_mp_part_size(int n) {
@@ -43,6 +47,7 @@ static void reset(struct afs_mp *mp, const char *rec) {
     mp->part[i].gen++;
   }
   snprintf(mp->rec, sizeof mp->rec, "%s", rec);
+  mp->logged = false;
 }
 
 struct afs_mp *afs_mp_for(struct afs_mp **slot, const char *rec) {
@@ -104,4 +109,92 @@ void afs_mp_set_urls(struct afs_mp *mp, int first, char **urls, int n, int64_t u
   mp->url_first = first;
   mp->n_url = n;
   mp->url_until_ms = until_ms;
+}
+
+/* ---- the parts log ---- */
+
+static char *log_path(const char *staging_path) {
+  char *p;
+  afs_xasprintf(&p, "%s%s", staging_path, AFS_MP_LOG_SUFFIX);
+  return p;
+}
+
+void afs_mp_log_part(const char *staging_path, struct afs_mp *mp, int n, int64_t len,
+                     const char *etag) {
+  char *path = log_path(staging_path);
+  int flags = O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (mp->logged ? O_APPEND : O_TRUNC);
+  int fd = open(path, flags, 0600);
+  free(path);
+  if (fd < 0)
+    return;
+  char line[256];
+  int k = 0;
+  if (!mp->logged)
+    k = snprintf(line, sizeof line, "assetfs-parts 1 %s\n", mp->rec);
+  k += snprintf(line + k, sizeof line - (size_t)k, "%d %lld %s\n", n, (long long)len, etag);
+  if (k > 0 && k < (int)sizeof line && write(fd, line, (size_t)k) == k)
+    mp->logged = true;
+  close(fd);
+}
+
+/* The MD5 of [off, off + len) of fd, in hex, compared with etag (quotes and case aside). */
+static bool bytes_match(int fd, int64_t off, int64_t len, const char *etag, char *buf,
+                        size_t bufsz) {
+  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  bool ok = ctx && EVP_DigestInit_ex(ctx, EVP_md5(), NULL);
+  while (ok && len > 0) {
+    ssize_t r = pread(fd, buf, (size_t)(len < (int64_t)bufsz ? len : (int64_t)bufsz), off);
+    ok = r > 0 && EVP_DigestUpdate(ctx, buf, (size_t)r);
+    off += r > 0 ? r : 0;
+    len -= r > 0 ? r : 0;
+  }
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned mdlen = 0;
+  ok = ok && EVP_DigestFinal_ex(ctx, md, &mdlen) && mdlen == 16;
+  EVP_MD_CTX_free(ctx);
+  char hex[33];
+  for (unsigned i = 0; ok && i < 16; i++)
+    snprintf(hex + 2 * i, 3, "%02x", md[i]);
+  if (*etag == '"')
+    etag++;
+  return ok && !strncasecmp(hex, etag, 32) && (etag[32] == '\0' || etag[32] == '"');
+}
+
+int afs_mp_restore(const char *staging_path, const char *rec, int64_t size,
+                   struct afs_mp_logged **out) {
+  *out = NULL;
+  char *path = log_path(staging_path);
+  FILE *f = fopen(path, "re");
+  free(path);
+  if (!f)
+    return 0;
+  char line[256], head_rec[AFS_OID_HEX + 8];
+  int n = 0, cap = 0, fd = -1;
+  char *buf = NULL;
+  if (!fgets(line, sizeof line, f) || sscanf(line, "assetfs-parts 1 %32s", head_rec) != 1 ||
+      strcmp(head_rec, rec))
+    goto done;
+  fd = open(staging_path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  buf = afs_xmalloc(1 << 20);
+  while (fd >= 0 && fgets(line, sizeof line, f)) {
+    struct afs_mp_logged l;
+    long long len;
+    if (sscanf(line, "%d %lld %129s", &l.n, &len, l.etag) != 3 || l.n < 1 || l.n > AFS_MP_MAX_PARTS)
+      continue;
+    l.len = len;
+    int64_t off = afs_mp_part_off(l.n), want = afs_mp_part_size(l.n);
+    if (off + want > size)
+      want = size - off;
+    if (want <= 0 || l.len != want || !bytes_match(fd, off, want, l.etag, buf, 1 << 20))
+      continue;
+    if (n == cap)
+      *out = afs_xrealloc(*out, (size_t)(cap = cap ? cap * 2 : 64) * sizeof **out);
+    (*out)[n++] = l;
+  }
+done:
+  free(buf);
+  if (fd >= 0)
+    close(fd);
+  fclose(f);
+  return n;
 }

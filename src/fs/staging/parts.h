@@ -44,9 +44,12 @@ struct afs_mp {
   int cap;
   char **url; /* the signed batch: part url_first + i at [i] */
   int url_first, n_url;
-  int64_t url_until_ms; /* monotonic: the batch is not used past this */
-  int inflight, queued; /* parts in transfer, waiting for a worker */
-  bool signing;         /* a sign call runs for this file */
+  int64_t url_until_ms;       /* monotonic: the batch is not used past this */
+  int inflight, queued;       /* parts in transfer, waiting for a worker */
+  bool signing;               /* a sign call runs for this file */
+  bool logged;                /* the parts log names rec (afs_mp_log_part) */
+  int64_t stream_pause_until; /* monotonic: a streamed part failed; none queued till then */
+  bool making_record;         /* write-back: a writer is making the file's record (multipart.c) */
 };
 
 /* wf->mp for record rec: made, or reset when it belonged to another record. */
@@ -63,5 +66,28 @@ bool afs_mp_clean(const struct afs_mp *mp, int n);
 const char *afs_mp_url(const struct afs_mp *mp, int n, int64_t now_ms);
 /* Replaces the batch (takes urls and its strings). */
 void afs_mp_set_urls(struct afs_mp *mp, int first, char **urls, int n, int64_t until_ms);
+
+/* ---- the parts log: `<staging file>.parts` ----
+ * One line per part the bucket confirmed ("N LENGTH ETAG"), after a first line naming the
+ * record, appended as parts go up, so that a mount killed mid-way (or an attempt that
+ * failed) sends again only the parts missing: afs_mp_restore checks each logged part
+ * against the staged bytes (an S3 part's ETag is the MD5 of its bytes) and keeps those
+ * that still match. Not synced: a line lost in a crash only costs that part's resend. */
+#define AFS_MP_LOG_SUFFIX ".parts"
+/* Appends part n (len bytes, etag) of mp's record to the log of staging_path. Best
+ * effort. Call with wf->mu held (mp->logged). */
+void afs_mp_log_part(const char *staging_path, struct afs_mp *mp, int n, int64_t len,
+                     const char *etag);
+struct afs_mp_logged {
+  int n;
+  int64_t len;
+  char etag[130];
+};
+/* The parts the log of staging_path holds for record rec whose bytes in the staged file
+ * (size bytes) are still what was sent, and whose length is the part's length at that
+ * size: *out (caller frees), their count returned (0 when none or no log). Reads every
+ * logged part's bytes once, without any lock held. */
+int afs_mp_restore(const char *staging_path, const char *rec, int64_t size,
+                   struct afs_mp_logged **out);
 
 #endif

@@ -92,6 +92,10 @@ void afs_stg_wf_destroy(struct afs_staging *st, struct afs_wfile *wf) {
     unlink(j); /* first: a journal without its data is only cleaned up, never uploaded */
     free(j);
     unlink(wf->staging_path);
+    char *parts;
+    afs_xasprintf(&parts, "%s%s", wf->staging_path, AFS_MP_LOG_SUFFIX);
+    unlink(parts);
+    free(parts);
   }
   __atomic_sub_fetch(&st->bytes, wf->acct_size, __ATOMIC_RELAXED);
   if (wf->acct_size > 0)

@@ -2,6 +2,7 @@
  * its entry, and, at mount, adopting the files an earlier mount of the same session left
  * in the session folder (afs_staging_resume) so that their uploads resume instead of
  * being lost or made twice. */
+#include "staging/parts.h"
 #include "staging/staging_int.h"
 
 #include <dirent.h>
@@ -239,8 +240,12 @@ int afs_staging_resume(struct afs_staging *st) {
     for (size_t k = 0; k < n_left && !keep; k++)
       keep = !strcmp(left[k], others[i]);
     pthread_mutex_lock(&st->mu);
-    for (size_t k = 0; k < st->n_files && !keep; k++)
-      keep = !strcmp(st->files[k]->staging_path, path);
+    for (size_t k = 0; k < st->n_files && !keep; k++) {
+      /* a staged file's parts log (parts.h) stays with it */
+      size_t sl = strlen(st->files[k]->staging_path);
+      keep = !strncmp(st->files[k]->staging_path, path, sl) &&
+             (!path[sl] || !strcmp(path + sl, AFS_MP_LOG_SUFFIX));
+    }
     pthread_mutex_unlock(&st->mu);
     if (!keep)
       unlink(path);

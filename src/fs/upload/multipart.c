@@ -28,6 +28,11 @@
 
 /* How long a writer waits for the stream workers at most, each time it is held back. */
 #define BACKPRESSURE_MAX_MS 120000
+/* How long a file stops streaming after one of its parts failed. */
+#define STREAM_PAUSE_MS 30000
+/* Parts sent at close go in slices of this many: the parts log learns each slice as it
+ * settles, so a mount killed mid-way loses at most a slice (parts.h). */
+#define SLICE 32
 /* A signed batch is not used in its last minute: a transfer started then could outlive it. */
 #define URL_MARGIN_MS 60000
 
@@ -151,7 +156,8 @@ static void stream_part(struct afs_uploader *up, struct afs_wfile *wf, int n) {
     p->queued = false;
     mp->queued--;
   }
-  if (!p || wf->unlinked || strcmp(mp->rec, wf->id) || p->inflight || afs_mp_clean(mp, n)) {
+  if (!p || wf->unlinked || strcmp(mp->rec, wf->id) || p->inflight || afs_mp_clean(mp, n) ||
+      afs_monotonic_ms() < mp->stream_pause_until) {
     pthread_cond_broadcast(&wf->cond);
     pthread_mutex_unlock(&wf->mu);
     return;
@@ -191,6 +197,11 @@ static void stream_part(struct afs_uploader *up, struct afs_wfile *wf, int n) {
   if (ok && !strcmp(mp->rec, rec) && p->gen == gen) {
     memcpy(p->etag, job.etag, sizeof p->etag);
     p->sent_gen = gen;
+    afs_mp_log_part(wf->staging_path, mp, n, job.length, job.etag);
+  } else if (!ok) {
+    /* The broker or S3 is away: stop streaming this file for a while rather than hold
+     * its writer up part after part; close sends what is missing. */
+    mp->stream_pause_until = afs_monotonic_ms() + STREAM_PAUSE_MS;
   }
   pthread_cond_broadcast(&wf->cond);
   pthread_mutex_unlock(&wf->mu);
@@ -221,8 +232,8 @@ static void *stream_main(void *arg) {
 void afs_up_streams_start(struct afs_uploader *up) {
   pthread_mutex_init(&up->s_mu, NULL);
   pthread_cond_init(&up->s_cond, NULL);
-  if (up->opt->writeback || up->opt->multipart_threshold <= 0)
-    return; /* write-back files have no record while written: their parts go at upload */
+  if (up->opt->multipart_threshold <= 0)
+    return;
   int n = parallel(up);
   up->streams = afs_xcalloc((size_t)n, sizeof *up->streams);
   for (int i = 0; i < n; i++) {
@@ -255,12 +266,31 @@ void afs_up_streams_stop(struct afs_uploader *up) {
   pthread_cond_destroy(&up->s_cond);
 }
 
+/* Write-back: a file has no record while it is written (it gets one in a batch after
+ * close), but a big one takes its own as it passes the threshold, so that its parts can go
+ * while it is written. One writer makes it; the others go on meanwhile. */
+static void make_record(struct afs_uploader *up, struct afs_wfile *wf) {
+  struct afs_mp *mp = afs_mp_for(&wf->mp, "");
+  if (mp->making_record || up->n_streams == 0)
+    return;
+  mp->making_record = true;
+  pthread_mutex_unlock(&wf->mu);
+  struct afs_error err = {0};
+  if (!afs_upload_begin(up, wf, &err))
+    afs_debug("no record for streaming yet: %s (its parts go after close)", err.msg);
+  pthread_mutex_lock(&wf->mu);
+  wf->mp->making_record = false;
+}
+
 void afs_upload_wrote(struct afs_uploader *up, struct afs_wfile *wf, int64_t off, int64_t len) {
   long long threshold = up->opt->multipart_threshold;
   int ready[64], n_ready = 0;
   pthread_mutex_lock(&wf->mu);
   bool big = threshold > 0 && (wf->mp || (len > 0 && off + len > threshold));
-  if (!big || !wf->id[0]) {
+  if (big && !wf->id[0] && len > 0 && !wf->unlinked && !wf->busy)
+    make_record(up, wf);
+  /* A record past `initialized` takes no more parts: the next attempt makes a new one. */
+  if (!big || !wf->id[0] || wf->record_used) {
     if (wf->mp)
       afs_mp_dirty(wf->mp, off, len);
     pthread_mutex_unlock(&wf->mu);
@@ -268,7 +298,8 @@ void afs_upload_wrote(struct afs_uploader *up, struct afs_wfile *wf, int64_t off
   }
   struct afs_mp *mp = afs_mp_for(&wf->mp, wf->id);
   afs_mp_dirty(mp, off, len);
-  if (len > 0 && up->n_streams > 0 && off + len > threshold) {
+  bool paused = afs_monotonic_ms() < mp->stream_pause_until;
+  if (len > 0 && up->n_streams > 0 && off + len > threshold && !paused) {
     /* Every part the writer has finished (it ends at or before this write's end) and
      * the bucket does not hold as it is now. */
     int last = afs_mp_part_at(off + len) - 1;
@@ -284,7 +315,7 @@ void afs_upload_wrote(struct afs_uploader *up, struct afs_wfile *wf, int64_t off
   pthread_mutex_unlock(&wf->mu);
   for (int i = 0; i < n_ready; i++)
     stream_push(up, wf, ready[i]);
-  if (up->n_streams == 0)
+  if (up->n_streams == 0 || paused)
     return;
   /* Back-pressure: a writer that outruns the uploads waits, so the parts left for close()
    * stay few. */
@@ -292,7 +323,7 @@ void afs_upload_wrote(struct afs_uploader *up, struct afs_wfile *wf, int64_t off
   int64_t until = afs_monotonic_ms() + BACKPRESSURE_MAX_MS;
   pthread_mutex_lock(&wf->mu);
   while (wf->mp && wf->mp->queued + wf->mp->inflight > limit && afs_monotonic_ms() < until &&
-         !afs_upload_stopping(up))
+         afs_monotonic_ms() >= wf->mp->stream_pause_until && !afs_upload_stopping(up))
     afs_cond_timedwait_ms(&wf->cond, &wf->mu, 1000);
   pthread_mutex_unlock(&wf->mu);
 }
@@ -340,6 +371,35 @@ static bool send_parts(struct afs_uploader *up, struct afs_wfile *wf, const char
   return ok;
 }
 
+/* A file this mount has sent no part of yet (adopted from a killed mount, or after a
+ * failed attempt of an earlier mount) takes the parts its log shows in the bucket and
+ * still matching its bytes. */
+static void restore(struct afs_wfile *wf, const char *rec, const char *path, int64_t size) {
+  pthread_mutex_lock(&wf->mu);
+  bool fresh = !wf->mp || strcmp(wf->mp->rec, rec) || !wf->mp->logged;
+  pthread_mutex_unlock(&wf->mu);
+  if (!fresh)
+    return;
+  struct afs_mp_logged *l = NULL;
+  int n = afs_mp_restore(path, rec, size, &l);
+  if (n == 0)
+    return;
+  pthread_mutex_lock(&wf->mu);
+  struct afs_mp *mp = afs_mp_for(&wf->mp, rec);
+  for (int i = 0; i < n; i++) {
+    struct afs_mp_part *p = afs_mp_part(mp, l[i].n);
+    if (p->inflight || afs_mp_clean(mp, l[i].n))
+      continue;
+    memcpy(p->etag, l[i].etag, sizeof p->etag);
+    p->sent_gen = p->gen;
+  }
+  mp->logged = true; /* the log names rec: append to it */
+  pthread_mutex_unlock(&wf->mu);
+  afs_info("upload %s: %d of %d part(s) already in the bucket; sending the rest", rec, n,
+           afs_mp_part_count(size));
+  free(l);
+}
+
 bool afs_up_mp_finish(struct afs_uploader *up, struct afs_wfile *wf, const char *rec,
                       const char *path, int64_t size, int64_t deadline_ms, struct meta *m,
                       struct afs_error *err) {
@@ -347,6 +407,7 @@ bool afs_up_mp_finish(struct afs_uploader *up, struct afs_wfile *wf, const char 
   struct todo *todo = afs_xcalloc((size_t)count, sizeof *todo);
   int k = 0;
   bool ok = true;
+  restore(wf, rec, path, size);
   pthread_mutex_lock(&wf->mu);
   struct afs_mp *mp = afs_mp_for(&wf->mp, rec);
   while (mp->inflight > 0 && afs_monotonic_ms() < deadline_ms)
@@ -367,10 +428,10 @@ bool afs_up_mp_finish(struct afs_uploader *up, struct afs_wfile *wf, const char 
   }
   pthread_mutex_unlock(&wf->mu);
   int sent = k;
-  /* In slices, so the URLs of one slice are fresh when it is sent. */
-  struct afs_put_job *jobs = afs_xcalloc(AFS_MP_SIGN_BATCH, sizeof *jobs);
-  for (int i = 0; ok && i < k; i += AFS_MP_SIGN_BATCH) {
-    int s = k - i < AFS_MP_SIGN_BATCH ? k - i : AFS_MP_SIGN_BATCH;
+  /* In slices: the URLs of one are fresh when it is sent, and it is logged once done. */
+  struct afs_put_job *jobs = afs_xcalloc(SLICE, sizeof *jobs);
+  for (int i = 0; ok && i < k; i += SLICE) {
+    int s = k - i < SLICE ? k - i : SLICE;
     ok = send_parts(up, wf, rec, path, size, todo + i, s, deadline_ms, jobs, err);
     pthread_mutex_lock(&wf->mu);
     for (int j = 0; j < s; j++) {
@@ -378,6 +439,7 @@ bool afs_up_mp_finish(struct afs_uploader *up, struct afs_wfile *wf, const char 
       if (jobs[j].ok && !strcmp(wf->mp->rec, rec)) {
         memcpy(p->etag, jobs[j].etag, sizeof p->etag);
         p->sent_gen = todo[i + j].gen;
+        afs_mp_log_part(wf->staging_path, wf->mp, todo[i + j].n, jobs[j].length, jobs[j].etag);
       }
       p->inflight = false;
       wf->mp->inflight--;
@@ -389,10 +451,10 @@ bool afs_up_mp_finish(struct afs_uploader *up, struct afs_wfile *wf, const char 
   }
   /* Slices never sent give their parts back. */
   pthread_mutex_lock(&wf->mu);
-  for (int i = 0; i < k; i += AFS_MP_SIGN_BATCH) {
+  for (int i = 0; i < k; i += SLICE) {
     if (todo[i].n < 0)
       continue;
-    int s = k - i < AFS_MP_SIGN_BATCH ? k - i : AFS_MP_SIGN_BATCH;
+    int s = k - i < SLICE ? k - i : SLICE;
     for (int j = 0; j < s; j++) {
       afs_mp_part(wf->mp, todo[i + j].n)->inflight = false;
       wf->mp->inflight--;
@@ -409,7 +471,7 @@ bool afs_up_mp_finish(struct afs_uploader *up, struct afs_wfile *wf, const char 
   }
   pthread_cond_broadcast(&wf->cond);
   pthread_mutex_unlock(&wf->mu);
-  for (int j = 0; j < AFS_MP_SIGN_BATCH; j++)
+  for (int j = 0; j < SLICE; j++)
     free((char *)jobs[j].url);
   free(jobs);
   free(todo);

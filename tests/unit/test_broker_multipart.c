@@ -1,0 +1,214 @@
+/* Multipart uploads in the broker on the fake store (tests/unit/fake_bstore.h): the
+ * AssetfsSignParts call (who may ask, for which records, one upload id per record, the
+ * URLs), and completion (the parts assembled from the ETags the client reported, a bad
+ * part list, S3 refusing or away, a Complete done by a broker that stopped, a record that
+ * went back to one PUT). */
+#include <stdlib.h>
+
+#include "afs_test.h"
+#include "fake_bstore.h"
+
+static struct afs_broker B;
+static struct fake_bstore F;
+static struct afs_bstore ST;
+
+static bson_oid_t OID;
+static bson_value_t ID;
+
+/* An upload of u1's, initialized by the broker (its key, seal and URLs). */
+static void initialized_upload(void) {
+  fb_free(&F);
+  ST = fake_bstore(&F);
+  bson_oid_init(&OID, NULL);
+  ID = (bson_value_t){.value_type = BSON_TYPE_OID};
+  bson_oid_copy(&OID, &ID.value.v_oid);
+  bson_t *d =
+      BCON_NEW("_id", BCON_OID(&OID), "_partition", "user_id=u1", "uid", "u1", "sessionId", "s1",
+               "filePath", "big.mov", "contentType", "video/quicktime", "expirationHours",
+               BCON_DOUBLE(24), "status", "pending", "createdAt", BCON_DATE_TIME(afs_now_ms()));
+  fb_add(&F, AFS_BC_UPLOAD, d);
+  bson_destroy(d);
+  CHECK(fb_run(&F, &B, &ST, FB_H_INIT, AFS_BC_UPLOAD, &ID, false) == AFS_DONE);
+  CHECK(fb_str_is(fb_rec(&F, AFS_BC_UPLOAD, &ID), "status", "initialized"));
+}
+
+static const char *rec_str(const char *field) {
+  return fb_str(fb_rec(&F, AFS_BC_UPLOAD, &ID), field);
+}
+
+/* AssetfsSignParts [ID, first, count] as uid; the call as answered (caller destroys). */
+static bson_t *sign_parts(const char *uid, int first, int count) {
+  char hex[AFS_OID_HEX];
+  bson_oid_to_string(&OID, hex);
+  bson_t *d =
+      BCON_NEW("_id", "call-1", "name", AFS_CALL_SIGN_PARTS, "uid", BCON_UTF8(uid), "status",
+               "pending", "leaseOwner", "token", "leaseUntil", BCON_DATE_TIME(afs_now_ms() + 60000),
+               "args", "[", BCON_UTF8(hex), BCON_INT32(first), BCON_INT32(count), "]");
+  bson_value_t cid = {.value_type = BSON_TYPE_UTF8, .value.v_utf8 = {"call-1", 6}};
+  struct afs_error err = {0};
+  ST.ops->remove(ST.ctx, AFS_BC_CALL, &cid, NULL, &err);
+  fb_add(&F, AFS_BC_CALL, d);
+  afs_function_call(&B, &ST, d, "token");
+  bson_destroy(d);
+  return bson_copy(fb_rec(&F, AFS_BC_CALL, &cid));
+}
+
+static int32_t urls_in(const bson_t *call, const char *want_sub) {
+  bson_iter_t it, res, urls;
+  int32_t n = 0;
+  if (!bson_iter_init_find(&it, call, "result") || !bson_iter_recurse(&it, &res) ||
+      !bson_iter_find(&res, "urls") || !bson_iter_recurse(&res, &urls))
+    return -1;
+  while (bson_iter_next(&urls))
+    n += BSON_ITER_HOLDS_UTF8(&urls) && strstr(bson_iter_utf8(&urls, NULL), want_sub) != NULL;
+  return n;
+}
+
+static void test_sign_parts(void) {
+  initialized_upload();
+  bson_t *c = sign_parts("u1", 3, 5);
+  CHECK(fb_str_is(c, "status", "done"));
+  CHECK(F.nmpu == 1 && rec_str(AFS_F_MP_UPLOAD_ID) &&
+        !strcmp(rec_str(AFS_F_MP_UPLOAD_ID), "mpu-1"));
+  CHECK(urls_in(c, "uploadId=mpu-1") == 5 && urls_in(c, "partNumber=3&") == 1 &&
+        urls_in(c, "partNumber=7&") == 1 && urls_in(c, "X-Amz-Signature=") == 5);
+  bson_destroy(c);
+  /* the next batch: the same upload, none started again */
+  c = sign_parts("u1", 8, 200);
+  CHECK(fb_str_is(c, "status", "error") && strstr(fb_str(c, "error"), "count (1..128)"));
+  bson_destroy(c);
+  c = sign_parts("u1", 9999, 128); /* clipped at part 10000 */
+  CHECK(fb_str_is(c, "status", "done") && urls_in(c, "partNumber=") == 2 && F.nmpu == 1);
+  bson_destroy(c);
+  /* someone else's upload */
+  c = sign_parts("u2", 1, 1);
+  CHECK(fb_str_is(c, "status", "error") && fb_str_is(c, "errorCode", "EPERM"));
+  bson_destroy(c);
+  /* S3 away: retried later, nothing recorded */
+  initialized_upload();
+  F.down[FB_MP_CREATE] = true;
+  c = sign_parts("u1", 1, 1);
+  CHECK(fb_str_is(c, "status", "pending") && !rec_str(AFS_F_MP_UPLOAD_ID));
+  bson_destroy(c);
+  F.down[FB_MP_CREATE] = false;
+  /* a record that is past initialized, or abandoned */
+  bson_t *set = BCON_NEW("abandoned", BCON_BOOL(true));
+  fb_edit(&F, AFS_BC_UPLOAD, &ID, set, NULL);
+  bson_destroy(set);
+  c = sign_parts("u1", 1, 1);
+  CHECK(fb_str_is(c, "status", "error") && fb_str_is(c, "errorCode", "ESTALE") && F.nmpu == 0);
+  bson_destroy(c);
+  /* a tampered key (the seal no longer matches): nothing started for it */
+  initialized_upload();
+  set = BCON_NEW("path", "u2/their-1.mov");
+  fb_edit(&F, AFS_BC_UPLOAD, &ID, set, NULL);
+  bson_destroy(set);
+  c = sign_parts("u1", 1, 1);
+  CHECK(fb_str_is(c, "status", "error") && F.nmpu == 0);
+  bson_destroy(c);
+}
+
+/* The client's `uploaded` with n part ETags (n 0: none; bad: a list S3 cannot take). */
+static void client_uploaded(int n, bool bad) {
+  bson_t *set = BCON_NEW("status", "uploaded", "size", BCON_INT64(n * 100));
+  if (n > 0 || bad) {
+    bson_t arr;
+    BSON_APPEND_ARRAY_BEGIN(set, AFS_F_MP_PARTS, &arr);
+    for (int i = 0; i < n; i++) {
+      char k[8], e[16];
+      snprintf(k, sizeof k, "%d", i);
+      snprintf(e, sizeof e, "etag%d", i + 1);
+      BSON_APPEND_UTF8(&arr, k, e);
+    }
+    if (bad)
+      BSON_APPEND_INT32(&arr, "0", 7);
+    bson_append_array_end(set, &arr);
+  }
+  fb_edit(&F, AFS_BC_UPLOAD, &ID, set, NULL);
+  bson_destroy(set);
+}
+
+static enum afs_outcome complete(void) {
+  return fb_run(&F, &B, &ST, FB_H_COMPLETE, AFS_BC_UPLOAD, &ID, true);
+}
+
+static void test_complete(void) {
+  /* the parts the client reported become the original */
+  initialized_upload();
+  bson_destroy(sign_parts("u1", 1, 3));
+  char *key = afs_xstrdup(rec_str("path"));
+  client_uploaded(3, false);
+  CHECK(complete() == AFS_DONE);
+  CHECK(fb_str_is(fb_rec(&F, AFS_BC_UPLOAD, &ID), "status", "completed"));
+  CHECK(F.mpu[0].completed && F.mpu[0].nparts == 3 && !strcmp(F.mpu[0].etags[2], "etag3"));
+  CHECK(fb_has_obj(&F, key) && fb_rec(&F, AFS_BC_ASSET, &ID) != NULL);
+  free(key);
+
+  /* S3 away at the Complete: given back, tried again, done */
+  initialized_upload();
+  bson_destroy(sign_parts("u1", 1, 2));
+  client_uploaded(2, false);
+  F.complete_fails = AFS_E_TRANSIENT;
+  CHECK(complete() == AFS_RETRY && !F.mpu[0].aborted);
+  CHECK(fb_str_is(fb_rec(&F, AFS_BC_UPLOAD, &ID), "status", "uploaded"));
+  F.complete_fails = 0;
+  CHECK(complete() == AFS_DONE && F.mpu[0].completed);
+
+  /* a broker that completed it and stopped: the next finds the object and goes on */
+  initialized_upload();
+  bson_destroy(sign_parts("u1", 1, 2));
+  client_uploaded(2, false);
+  fb_put(&F, rec_str("path"), 200);
+  snprintf(F.obj[F.nobj - 1].etag, sizeof F.obj[0].etag, "abc-2");
+  F.mpu[0].completed = true;
+  CHECK(complete() == AFS_DONE);
+  CHECK(fb_str_is(fb_rec(&F, AFS_BC_UPLOAD, &ID), "status", "completed"));
+
+  /* ... but not an object that is not that assembly */
+  initialized_upload();
+  bson_destroy(sign_parts("u1", 1, 2));
+  client_uploaded(2, false);
+  F.complete_fails = ENOENT;
+  CHECK(complete() == AFS_DONE);
+  CHECK(fb_str_is(fb_rec(&F, AFS_BC_UPLOAD, &ID), "status", "error"));
+  CHECK(F.mpu[0].aborted);
+  F.complete_fails = 0;
+
+  /* parts S3 refuses (a wrong ETag): error with the reason, upload aborted */
+  initialized_upload();
+  bson_destroy(sign_parts("u1", 1, 2));
+  client_uploaded(2, false);
+  F.complete_fails = EIO;
+  CHECK(complete() == AFS_DONE);
+  const char *why = rec_str("error");
+  CHECK(why && strstr(why, "could not be assembled") && strstr(why, "InvalidPart"));
+  CHECK(F.mpu[0].aborted && fb_rec(&F, AFS_BC_ASSET, &ID) == NULL);
+  F.complete_fails = 0;
+
+  /* a part list that is not one */
+  initialized_upload();
+  bson_destroy(sign_parts("u1", 1, 2));
+  client_uploaded(0, true);
+  CHECK(complete() == AFS_DONE);
+  why = rec_str("error");
+  CHECK(why && strstr(why, "assetfsParts must be") && F.mpu[0].aborted);
+
+  /* started, then sent in one PUT after all (it shrank): the upload is aborted, the PUT
+   * object completes the record */
+  initialized_upload();
+  bson_destroy(sign_parts("u1", 1, 1));
+  fb_put(&F, rec_str("path"), 50);
+  client_uploaded(0, false);
+  CHECK(complete() == AFS_DONE);
+  CHECK(fb_str_is(fb_rec(&F, AFS_BC_UPLOAD, &ID), "status", "completed"));
+  CHECK(F.mpu[0].aborted && !F.mpu[0].completed);
+}
+
+int main(void) {
+  CHECK(fake_broker_init(&B));
+  test_sign_parts();
+  test_complete();
+  fb_free(&F);
+  afs_config_free(&B.cfg);
+  TEST_MAIN_END();
+}
