@@ -95,20 +95,27 @@ class TcpProxy:
 
 
 class FaultyHttpProxy(TcpProxy):
-    """An S3 endpoint that fails some requests: every `fail_every`-th new connection whose
-    request line contains `match` gets HTTP `fail_status` and is closed (curl opens a
-    connection per PUT attempt, so each failure is one failed attempt). Other requests
-    pass through unchanged. `url` is the endpoint to give the broker; `failed` counts."""
+    """An S3 endpoint that fails or slows some requests: every `fail_every`-th new
+    connection whose request line contains `match` gets HTTP `fail_status` and is closed
+    (curl opens a connection per PUT attempt, so each failure is one failed attempt), and
+    the others that match wait `delay_s` first. Other requests pass through unchanged.
+    `url` is the endpoint to give the broker; `failed` counts."""
 
-    def __init__(self, endpoint, fail_every=3, fail_status=503, match=""):
+    def __init__(self, endpoint, fail_every=3, fail_status=503, match="", delay_s=0.0):
         hostport = endpoint.split("://", 1)[1].rstrip("/")
         host, port = hostport.rsplit(":", 1)
         super().__init__(host, int(port))
         self.fail_every, self.fail_status, self.match = fail_every, fail_status, match
+        self.delay_s = delay_s  # matching requests wait this long first (a slow S3)
         self.seen = self.failed = 0
         self.started = set()  # ids of client sockets whose first request was looked at
         self.url = f"http://127.0.0.1:{self.port}"
         self.start()
+
+    def _pipe(self, a, b):
+        super()._pipe(a, b)
+        with self.lock:  # its id may be reused by a later connection
+            self.started.discard(id(a))
 
     def _relay(self, a, b, d):
         first = False
@@ -121,11 +128,14 @@ class FaultyHttpProxy(TcpProxy):
             if self.match in line:
                 with self.lock:
                     self.seen += 1
-                    fail = self.seen % self.fail_every == 0
+                    fail = self.fail_every > 0 and self.seen % self.fail_every == 0
                     if fail:
                         self.failed += 1
                 if fail:
                     a.sendall(f"HTTP/1.1 {self.fail_status} Slow Down\r\nContent-Length: 0\r\n"
                               "Connection: close\r\n\r\n".encode())
                     raise OSError("failed on purpose")
+                if self.delay_s:
+                    import time
+                    time.sleep(self.delay_s)
         b.sendall(d)

@@ -48,6 +48,7 @@ static void reset(struct afs_mp *mp, const char *rec) {
   }
   snprintf(mp->rec, sizeof mp->rec, "%s", rec);
   mp->logged = false;
+  mp->scan_from = 0;
 }
 
 struct afs_mp *afs_mp_for(struct afs_mp **slot, const char *rec) {
@@ -84,6 +85,8 @@ struct afs_mp_part *afs_mp_part(struct afs_mp *mp, int n) {
 void afs_mp_dirty(struct afs_mp *mp, int64_t off, int64_t len) {
   int a = afs_mp_part_at(off);
   int b = len < 0 ? mp->cap : afs_mp_part_at(off + (len > 0 ? len - 1 : 0));
+  if (len < 0 && mp->scan_from > a) /* truncated: written again from there, streamed again */
+    mp->scan_from = a;
   for (int n = a; n <= b && n <= AFS_MP_MAX_PARTS; n++)
     afs_mp_part(mp, n)->gen++;
 }

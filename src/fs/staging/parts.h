@@ -48,6 +48,7 @@ struct afs_mp {
   int inflight, queued;       /* parts in transfer, waiting for a worker */
   bool signing;               /* a sign call runs for this file */
   bool logged;                /* the parts log names rec (afs_mp_log_part) */
+  int scan_from;              /* streaming looks for finished parts from here on (0: 1) */
   int64_t stream_pause_until; /* monotonic: a streamed part failed; none queued till then */
   bool making_record;         /* write-back: a writer is making the file's record (multipart.c) */
 };

@@ -82,6 +82,8 @@ struct afs_wfile {
   bool in_queue;              /* in the uploader's queue (under its q_mu, not mu) */
   bool resumed;               /* adopted from a journal: ask the record before uploading */
   int64_t acct_size;          /* bytes of it counted in the staging total */
+  int64_t contig;             /* [0, contig) was written front to back (multipart.c:
+                               * what may be streamed) */
   struct afs_mp *mp;          /* its multipart parts (staging/parts.h), NULL until it is
                                * big enough; the transfers are upload/multipart.c's */
   uint64_t name_seq;          /* bumped by every rename */

@@ -286,6 +286,10 @@ void afs_upload_wrote(struct afs_uploader *up, struct afs_wfile *wf, int64_t off
   long long threshold = up->opt->multipart_threshold;
   int ready[64], n_ready = 0;
   pthread_mutex_lock(&wf->mu);
+  if (len < 0 && wf->contig > off)
+    wf->contig = off;
+  else if (len > 0 && off <= wf->contig && off + len > wf->contig)
+    wf->contig = off + len;
   bool big = threshold > 0 && (wf->mp || (len > 0 && off + len > threshold));
   if (big && !wf->id[0] && len > 0 && !wf->unlinked && !wf->busy)
     make_record(up, wf);
@@ -299,11 +303,13 @@ void afs_upload_wrote(struct afs_uploader *up, struct afs_wfile *wf, int64_t off
   struct afs_mp *mp = afs_mp_for(&wf->mp, wf->id);
   afs_mp_dirty(mp, off, len);
   bool paused = afs_monotonic_ms() < mp->stream_pause_until;
-  if (len > 0 && up->n_streams > 0 && off + len > threshold && !paused) {
-    /* Every part the writer has finished (it ends at or before this write's end) and
-     * the bucket does not hold as it is now. */
-    int last = afs_mp_part_at(off + len) - 1;
-    for (int n = 1; n <= last && n_ready < 64; n++) {
+  if (len > 0 && up->n_streams > 0 && wf->contig > threshold && !paused) {
+    /* Every part written front to back since (it ends within [0, contig)) that the
+     * bucket does not hold as it is now. Bytes written ahead of that (a hole to be filled
+     * later) are not sent yet, and a part rewritten behind the writer is not streamed
+     * again: close sends both. */
+    int last = afs_mp_part_at(wf->contig) - 1, n = mp->scan_from > 0 ? mp->scan_from : 1;
+    for (; n <= last && n_ready < 64; n++) {
       struct afs_mp_part *p = afs_mp_part(mp, n);
       if (p->queued || p->inflight || afs_mp_clean(mp, n))
         continue;
@@ -311,6 +317,7 @@ void afs_upload_wrote(struct afs_uploader *up, struct afs_wfile *wf, int64_t off
       mp->queued++;
       ready[n_ready++] = n;
     }
+    mp->scan_from = n;
   }
   pthread_mutex_unlock(&wf->mu);
   for (int i = 0; i < n_ready; i++)
