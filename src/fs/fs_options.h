@@ -36,7 +36,7 @@ struct afs_fs_options {
   long long multipart_threshold; /* files bigger than this go up in parts, streamed
                                   * while written; 0 = never (one PUT, at most 5 GiB);
                                   * default 64 MiB */
-  int multipart_parallel;        /* parts in flight per mount; default 4 */
+  int multipart_parallel;        /* parts in flight per mount; default 8 */
   long long cache_max;           /* bytes of staged data; 0 = default: min(4 GiB, 25% of
                                   * cache_dir's filesystem), set at mount */
   double attr_ttl, list_ttl;

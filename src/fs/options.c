@@ -287,7 +287,7 @@ bool afs_fs_options_parse(struct fuse_args *args, struct afs_fs_options *o, stru
                   "multipart_threshold must be 0 (never) or a size from 8M to 5G (e.g. 64M)");
     goto done;
   }
-  double mpp = 4;
+  double mpp = 8;
   if (r.multipart_parallel && !parse_double(r.multipart_parallel, 1, 64, &mpp)) {
     afs_error_set(err, EINVAL, "multipart_parallel must be a number from 1 to 64");
     goto done;
@@ -363,7 +363,7 @@ void afs_fs_options_help(void) {
          "                             uploads run in the background, fsync() waits\n"
          "    -o upload_workers=N      parallel background uploads [4; 16 with writeback]\n"
          "    -o multipart_threshold=BYTES  bigger files go up in parts, while written [64M]\n"
-         "    -o multipart_parallel=N  parts in flight at once [4]\n"
+         "    -o multipart_parallel=N  parts in flight at once [8]\n"
          "    -o attr_ttl=S,list_ttl=S metadata cache lifetimes [1, 3]\n"
          "    -o cache_mb=MIB          memory budget of the process (read cache) [256]\n"
          "    -o refuse_chmod          chmod/chown fail with EPERM [ignored]\n"

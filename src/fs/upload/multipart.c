@@ -37,7 +37,7 @@
 #define URL_MARGIN_MS 60000
 
 static int parallel(const struct afs_uploader *up) {
-  return up->opt->multipart_parallel > 0 ? up->opt->multipart_parallel : 4;
+  return up->opt->multipart_parallel > 0 ? up->opt->multipart_parallel : 8;
 }
 
 /* ---- part URLs ---- */

@@ -223,6 +223,12 @@ class Rclone(PeerTarget):
                       ignore_errors=True)
 
 
+def extra_opts():
+    """ASSETFS_BENCH_OPTS: more -o options for every assetfs mount (tuning experiments)."""
+    o = os.environ.get("ASSETFS_BENCH_OPTS", "")
+    return "," + o if o else ""
+
+
 class Assetfs(Target):
     slug = "assetfs"
     label = "assetfs"
@@ -245,7 +251,7 @@ class Assetfs(Target):
         cache = os.path.join(self.bench.dir, "cache", f"{self.slug}-{n}")
         os.makedirs(cache, exist_ok=True)
         return [os.path.join(self.bench.build_dir, "assetfs"), mnt, "-f",
-                "-o", f"cache_dir={cache},uid={UID}{self.opts}"]
+                "-o", f"cache_dir={cache},uid={UID}{self.opts}{extra_opts()}"]
 
     def ready(self, mnt):
         if not self.bench.ensure_broker():

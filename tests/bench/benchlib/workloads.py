@@ -15,7 +15,7 @@ from .procs import OpFailed, read_status_kib, run_timed
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LIMIT = "limit (curl, presigned URL)"
-PLIMIT = "parallel limit (boto3 multipart, 8 MiB × 4)"
+PLIMIT = "parallel limit (boto3 multipart, 8 MiB × 8)"
 LOCAL = "local file (reference)"
 
 
@@ -111,7 +111,7 @@ def _parallel_put(bench, src, key, timeout):
     default multipart_parallel, straight to S3 with the credentials."""
     from boto3.s3.transfer import TransferConfig
     cfg = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20,
-                         max_concurrency=4, use_threads=True)
+                         max_concurrency=8, use_threads=True)
     t0 = time.perf_counter()
     bench.s3.upload_file(src, bench.bucket, key, Config=cfg)
     return time.perf_counter() - t0
@@ -123,14 +123,14 @@ def w1_write(bench, targets):
     if big and big != bench.args.size_mib:
         # The big row: assetfs (both modes) against the two limits; the peers would take
         # most of the bench's time budget at this size.
-        mine = [tg for tg in targets if tg.slug == "assetfs"]
+        mine = [tg for tg in targets if tg.slug.startswith("assetfs")]
         tables.append(_w1_write(bench, mine, big, "1b", all_targets=False))
     return tables
 
 
 def _w1_write(bench, targets, mib, wid, all_targets):
     size = mib << 20
-    src, _ = bench.sources.big_source(mib)
+    src, _ = bench.sources.local_file(mib)
     t = Table(wid, f"Copy a {mib} MiB file in (`cp`), until durable",
               [("durable", "until durable (s)", "s"), ("close", "close returned (s)", "s")],
               ["durable"], nbytes=size,
@@ -139,7 +139,7 @@ def _w1_write(bench, targets, mib, wid, all_targets):
                      "in S3 (HEAD right after close; for s3fs and rclone (off) that is close "
                      "itself, rclone (writes) uploads after close, default --vfs-write-back 5s).",
                      "limit = one `curl -T` PUT of the same file on a presigned URL; "
-                     "parallel limit = boto3's multipart upload, 8 MiB parts, 4 at once "
+                     "parallel limit = boto3's multipart upload, 8 MiB parts, 8 at once "
                      "(assetfs's defaults).",
                      "MiB/s is computed from the median of the first column."])
     tmo = bench.op_timeout(mib)
