@@ -207,6 +207,11 @@ static void *worker_main(void *arg) {
       claim_candidate(x, c, &it);
       if (!it.doc)
         it.src = SRC_COUNT;
+      else if (it.token[0]) { /* claimed now: held like a record the dispatcher claimed */
+        pthread_mutex_lock(&q->lock);
+        afs_rec_id(it.doc, &q->held[slot]);
+        pthread_mutex_unlock(&q->lock);
+      }
     }
     int64_t t0 = afs_now_ms();
     /* A record that waited most of its lease in the queue may be taken over while we

@@ -12,7 +12,9 @@
  *   - a multipart upload whose record no longer wants it is aborted: at completion when
  *     the client went back to a single PUT, at failure, and by the janitor's sweep of
  *     ListMultipartUploads (afs_mp_sweep), so no orphaned parts cost money. */
+#include <ctype.h>
 #include <errno.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,7 +103,7 @@ static bool load_upload(struct afs_broker *b, struct afs_bstore *st, const bson_
                          : r->status  ? r->status
                                       : "without status");
   if (afs_broker_record_path(r, &path) != 1 || !r->has_seal || !afs_broker_seal_ok(b, r))
-    return afs_error_set(err, EINVAL, "the upload record has no key the broker set");
+    return afs_error_set(err, ESTALE, "the upload record has no key the broker set");
   return true;
 }
 
@@ -240,10 +242,46 @@ static void abort_quietly(struct afs_bstore *st, const char *ids, const char *ke
              key, e.msg);
 }
 
-/* An ETag of a multipart object: "<hex>-<parts>". */
-static bool multipart_etag(const char *etag, size_t nparts) {
-  const char *dash = etag ? strrchr(etag, '-') : NULL;
-  return dash && strtoul(dash + 1, NULL, 10) == nparts;
+/* S3's ETag of the assembly of parts: the MD5 of their MD5s, "-" and their count. false
+ * when a part's ETag is not an MD5 (SSE-KMS): then it cannot be told. */
+static bool assembly_etag(const struct afs_s3_part *parts, size_t n, char out[48]) {
+  EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+  bool ok = ctx && EVP_DigestInit_ex(ctx, EVP_md5(), NULL);
+  for (size_t i = 0; ok && i < n; i++) {
+    const char *e = parts[i].etag;
+    size_t l = strlen(e);
+    if (l >= 2 && e[0] == '"' && e[l - 1] == '"')
+      e++, l -= 2;
+    unsigned char md[16];
+    ok = l == 32;
+    for (int k = 0; ok && k < 16; k++) {
+      unsigned v;
+      ok = sscanf(e + 2 * k, "%2x", &v) == 1 && isxdigit((unsigned char)e[2 * k]) &&
+           isxdigit((unsigned char)e[2 * k + 1]);
+      md[k] = (unsigned char)v;
+    }
+    ok = ok && EVP_DigestUpdate(ctx, md, sizeof md);
+  }
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned len = 0;
+  ok = ok && EVP_DigestFinal_ex(ctx, md, &len) && len == 16;
+  EVP_MD_CTX_free(ctx);
+  for (int k = 0; ok && k < 16; k++)
+    snprintf(out + 2 * k, 3, "%02x", md[k]);
+  if (ok)
+    snprintf(out + 32, 16, "-%zu", n);
+  return ok;
+}
+
+/* The object at the key is the assembly of exactly these parts (a Complete that a broker
+ * made before it stopped): its ETag says so, or at least its part count when the parts'
+ * ETags are not MD5s. */
+static bool is_assembly_of(const char *etag, const struct afs_s3_part *parts, size_t n) {
+  char want[48];
+  if (assembly_etag(parts, n, want))
+    return !strcasecmp(etag, want);
+  const char *dash = strrchr(etag, '-');
+  return dash && strtoul(dash + 1, NULL, 10) == n;
 }
 
 enum afs_mp_result afs_mp_assemble(struct afs_bstore *st, const struct afs_record *rec,
@@ -276,7 +314,7 @@ enum afs_mp_result afs_mp_assemble(struct afs_bstore *st, const struct afs_recor
                     err.msg);
       res = AFS_MP_RETRY;
     } else if (err.code == ENOENT && st->ops->obj_head(st->ctx, key, &head, &e2) && head.exists &&
-               multipart_etag(head.etag, n)) {
+               is_assembly_of(head.etag, parts, n)) {
       /* Completed by a broker that stopped before it could finish the record. */
       snprintf(etag, 130, "%s", head.etag);
       afs_info("upload %s: multipart upload completed before; going on", ids);
@@ -296,7 +334,10 @@ enum afs_mp_result afs_mp_assemble(struct afs_bstore *st, const struct afs_recor
 
 /* ---- the janitor's sweep ---- */
 
-#define SWEEP_MAX 1000 /* uploads looked at per sweep; the rest wait for the next */
+/* Uploads judged per sweep (each costs two MongoDB reads, and the sweep runs on the
+ * dispatcher's thread); the rest wait for the next sweep, by which time those aborted are
+ * no longer listed. */
+#define SWEEP_MAX 1000
 
 struct sweep {
   struct afs_broker *b;
@@ -345,10 +386,10 @@ static int still_wanted(struct sweep *s, const char *key, const char *upload_id)
 
 static bool sweep_one(void *ud, const struct afs_s3_mp_listed *u) {
   struct sweep *s = ud;
+  if (u->initiated_ms == 0 || u->initiated_ms > s->cutoff_ms)
+    return true; /* young: not judged, not counted */
   if (++s->seen > SWEEP_MAX)
     return false;
-  if (u->initiated_ms == 0 || u->initiated_ms > s->cutoff_ms)
-    return true;
   int rc = still_wanted(s, u->key, u->upload_id);
   if (rc != 0) {
     s->kept++;

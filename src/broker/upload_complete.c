@@ -291,6 +291,10 @@ static bool check_parts(struct completion *c) {
     else if (p == AFS_PART_ORIGINAL && c->head[p].size > c->b->cfg.max_object_size)
       snprintf(why, sizeof why, "the object is %lld bytes, over the limit of %ld",
                (long long)c->head[p].size, c->b->cfg.max_object_size);
+    else if (p == AFS_PART_ORIGINAL && c->multipart && c->rec->size.has &&
+             (double)c->head[p].size != c->rec->size.v)
+      snprintf(why, sizeof why, "the parts make %lld bytes, the upload says %.0f",
+               (long long)c->head[p].size, c->rec->size.v);
     if (why[0]) {
       delete_leftovers(c);
       return fail(c, why);

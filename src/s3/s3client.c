@@ -409,6 +409,11 @@ static bool mp_list_page(const struct afs_s3_client *c, struct afs_xspan s, bool
   free(*key_marker);
   free(*id_marker);
   *key_marker = *more ? afs_xml_get(s, "NextKeyMarker") : NULL;
+  if (*key_marker && url) { /* encoded like the keys; sent back as the key it names */
+    char *k = url_decode(*key_marker);
+    free(*key_marker);
+    *key_marker = k;
+  }
   *id_marker = *more ? afs_xml_get(s, "NextUploadIdMarker") : NULL;
   if (*more && (!*key_marker || !**key_marker)) {
     *more = false;

@@ -3,6 +3,7 @@
  * URLs), and completion (the parts assembled from the ETags the client reported, a bad
  * part list, S3 refusing or away, a Complete done by a broker that stopped, a record that
  * went back to one PUT). */
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "afs_test.h"
@@ -173,6 +174,43 @@ static void test_complete(void) {
   CHECK(fb_str_is(fb_rec(&F, AFS_BC_UPLOAD, &ID), "status", "error"));
   CHECK(F.mpu[0].aborted);
   F.complete_fails = 0;
+
+  /* ... with MD5 part ETags, the object's ETag must be their assembly's */
+  initialized_upload();
+  bson_destroy(sign_parts("u1", 1, 1));
+  bson_t *set = BCON_NEW("status", "uploaded", "size", BCON_INT64(100), AFS_F_MP_PARTS, "[",
+                         "0123456789abcdef0123456789abcdef", "]");
+  fb_edit(&F, AFS_BC_UPLOAD, &ID, set, NULL);
+  bson_destroy(set);
+  fb_put(&F, rec_str("path"), 100);
+  snprintf(F.obj[F.nobj - 1].etag, sizeof F.obj[0].etag, "ffffffffffffffffffffffffffffffff-1");
+  F.mpu[0].completed = true;
+  CHECK(complete() == AFS_DONE);
+  CHECK(fb_str_is(fb_rec(&F, AFS_BC_UPLOAD, &ID), "status", "error"));
+  /* the MD5 of the part MD5s, "-1": the assembly's ETag, accepted */
+  initialized_upload();
+  bson_destroy(sign_parts("u1", 1, 1));
+  set = BCON_NEW("status", "uploaded", "size", BCON_INT64(100), AFS_F_MP_PARTS, "[",
+                 "0123456789abcdef0123456789abcdef", "]");
+  fb_edit(&F, AFS_BC_UPLOAD, &ID, set, NULL);
+  bson_destroy(set);
+  fb_put(&F, rec_str("path"), 100);
+  /* md5 of the 16 bytes 0123456789abcdef0123456789abcdef (md5sum(1)) */
+  const char *md5 = "4662bdea8654776d486072ff7074945e";
+  snprintf(F.obj[F.nobj - 1].etag, sizeof F.obj[0].etag, "%s-1", md5);
+  F.mpu[0].completed = true;
+  CHECK(complete() == AFS_DONE);
+  CHECK(fb_str_is(fb_rec(&F, AFS_BC_UPLOAD, &ID), "status", "completed"));
+
+  /* parts that make another size than the upload says */
+  initialized_upload();
+  bson_destroy(sign_parts("u1", 1, 2));
+  client_uploaded(2, false);
+  set = BCON_NEW("size", BCON_INT64(999));
+  fb_edit(&F, AFS_BC_UPLOAD, &ID, set, NULL);
+  bson_destroy(set);
+  CHECK(complete() == AFS_DONE);
+  CHECK(rec_str("error") && strstr(rec_str("error"), "the parts make 200 bytes"));
 
   /* parts S3 refuses (a wrong ETag): error with the reason, upload aborted */
   initialized_upload();

@@ -34,18 +34,22 @@ static void test_table(void) {
   const int64_t MiB = 1 << 20;
   struct afs_mp *mp = NULL;
   struct afs_mp *m = afs_mp_for(&mp, "aaaaaaaaaaaaaaaaaaaaaaaa");
-  CHECK(m == mp && !afs_mp_clean(m, 1));
+  CHECK(m == mp && !afs_mp_clean(m, 1, -1));
   afs_mp_dirty(m, 0, 20 * MiB); /* parts 1..3 */
   for (int n = 1; n <= 3; n++) {
     struct afs_mp_part *p = afs_mp_part(m, n);
     strcpy(p->etag, "e");
     p->sent_gen = p->gen;
+    p->sent_len = n < 3 ? 8 * MiB : 4 * MiB; /* 20 MiB: part 3 is short */
   }
-  CHECK(afs_mp_clean(m, 1) && afs_mp_clean(m, 3) && !afs_mp_clean(m, 4));
+  /* a short last part is clean only at the size it was sent for */
+  CHECK(afs_mp_clean(m, 3, 20 * MiB) && !afs_mp_clean(m, 3, 21 * MiB) && !afs_mp_clean(m, 3, -1));
+  CHECK(!afs_mp_clean(m, 3, 30 * MiB) && afs_mp_clean(m, 2, 30 * MiB));
+  CHECK(afs_mp_clean(m, 1, -1) && afs_mp_clean(m, 3, 20 * MiB) && !afs_mp_clean(m, 4, -1));
   afs_mp_dirty(m, 8 * MiB - 1, 2); /* the boundary of 1 and 2 */
-  CHECK(!afs_mp_clean(m, 1) && !afs_mp_clean(m, 2) && afs_mp_clean(m, 3));
+  CHECK(!afs_mp_clean(m, 1, -1) && !afs_mp_clean(m, 2, -1) && afs_mp_clean(m, 3, 20 * MiB));
   afs_mp_dirty(m, 17 * MiB, -1); /* truncated inside part 3 */
-  CHECK(!afs_mp_clean(m, 3));
+  CHECK(!afs_mp_clean(m, 3, 17 * MiB));
   /* URLs: a batch, then not past its time */
   char **urls = calloc(2, sizeof *urls);
   urls[0] = strdup("u5");
@@ -56,9 +60,9 @@ static void test_table(void) {
   m->upload_id = strdup("up");
   /* Another record: everything starts over. */
   afs_mp_part(m, 3)->sent_gen = afs_mp_part(m, 3)->gen;
-  CHECK(afs_mp_clean(m, 3));
+  CHECK(afs_mp_clean(m, 3, 20 * MiB));
   CHECK(afs_mp_for(&mp, "bbbbbbbbbbbbbbbbbbbbbbbb") == m);
-  CHECK(!afs_mp_clean(m, 3) && m->upload_id == NULL && afs_mp_url(m, 5, 0) == NULL);
+  CHECK(!afs_mp_clean(m, 3, 20 * MiB) && m->upload_id == NULL && afs_mp_url(m, 5, 0) == NULL);
   afs_mp_free(mp);
 }
 

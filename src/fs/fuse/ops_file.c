@@ -191,8 +191,8 @@ again:
   if (k == AFS_NODE_STAGED) {
     if (trunc && ftruncate(wf->fd, 0) == 0) {
       afs_staging_account(fs->st, wf, 0, false);
+      afs_upload_wrote(fs->up, wf, 0, -1); /* parts first: see afs_upload_wrote */
       afs_wf_written(wf);
-      afs_upload_wrote(fs->up, wf, 0, -1);
     }
   } else if (k == AFS_NODE_ASSET) {
     if (!writable) {
@@ -323,8 +323,8 @@ int afs_op_write(const char *path, const char *buf, size_t size, off_t off,
     return -errno;
   }
   afs_staging_account(afs_fs_ctx()->st, h->wf, (int64_t)off + n, true);
-  afs_wf_written(h->wf);
   afs_upload_wrote(afs_fs_ctx()->up, h->wf, (int64_t)off, (int64_t)n);
+  afs_wf_written(h->wf);
   return (int)n;
 }
 
@@ -441,8 +441,8 @@ int afs_op_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
     if (ftruncate(h->wf->fd, size) != 0)
       return -errno;
     afs_staging_account(fs->st, h->wf, size, false);
-    afs_wf_written(h->wf);
     afs_upload_wrote(fs->up, h->wf, size, -1);
+    afs_wf_written(h->wf);
     return 0;
   }
   struct afs_fpath p;
@@ -463,8 +463,8 @@ int afs_op_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
       rc = -errno;
     } else {
       afs_staging_account(fs->st, wf, size, false);
-      afs_wf_written(wf);
       afs_upload_wrote(fs->up, wf, size, -1);
+      afs_wf_written(wf);
       pthread_mutex_lock(&wf->mu);
       bool closed = wf->writers == 0;
       pthread_mutex_unlock(&wf->mu);

@@ -91,11 +91,19 @@ void afs_mp_dirty(struct afs_mp *mp, int64_t off, int64_t len) {
     afs_mp_part(mp, n)->gen++;
 }
 
-bool afs_mp_clean(const struct afs_mp *mp, int n) {
+int64_t afs_mp_part_len_at(int n, int64_t size) {
+  int64_t off = afs_mp_part_off(n), len = afs_mp_part_size(n);
+  if (off >= size)
+    return 0;
+  return off + len > size ? size - off : len;
+}
+
+bool afs_mp_clean(const struct afs_mp *mp, int n, int64_t size) {
   if (n > mp->cap)
     return false;
   const struct afs_mp_part *p = &mp->part[n - 1];
-  return p->etag[0] && p->sent_gen == p->gen;
+  int64_t want = size < 0 ? afs_mp_part_size(n) : afs_mp_part_len_at(n, size);
+  return p->etag[0] && p->sent_gen == p->gen && want > 0 && p->sent_len == want;
 }
 
 const char *afs_mp_url(const struct afs_mp *mp, int n, int64_t now_ms) {

@@ -32,6 +32,7 @@ int afs_mp_part_count(int64_t size);
 struct afs_mp_part {
   uint64_t gen;      /* bumped by every write into the part */
   uint64_t sent_gen; /* gen of the bytes the bucket holds (when etag[0]) */
+  int64_t sent_len;  /* how many bytes of the part the bucket holds */
   bool inflight;     /* a transfer of it runs */
   bool queued;       /* waiting for a stream worker */
   char etag[130];
@@ -46,6 +47,8 @@ struct afs_mp {
   int url_first, n_url;
   int64_t url_until_ms;       /* monotonic: the batch is not used past this */
   int inflight, queued;       /* parts in transfer, waiting for a worker */
+  int stream_inflight;        /* ... of the transfers, those of the stream workers */
+  int64_t record_retry_at;    /* write-back: no record making for streaming before this */
   bool signing;               /* a sign call runs for this file */
   bool logged;                /* the parts log names rec (afs_mp_log_part) */
   int scan_from;              /* streaming looks for finished parts from here on (0: 1) */
@@ -61,8 +64,11 @@ void afs_mp_free(struct afs_mp *mp);
 void afs_mp_dirty(struct afs_mp *mp, int64_t off, int64_t len);
 /* Part n, made if needed. */
 struct afs_mp_part *afs_mp_part(struct afs_mp *mp, int n);
-/* Part n is in the bucket as it is now. */
-bool afs_mp_clean(const struct afs_mp *mp, int n);
+/* Part n is in the bucket as it is now in a file of size bytes (size < 0: as a whole part,
+ * which is all streaming sends): same bytes, same length. */
+bool afs_mp_clean(const struct afs_mp *mp, int n, int64_t size);
+/* Part n's length in a file of size bytes (0 when the file ends before it). */
+int64_t afs_mp_part_len_at(int n, int64_t size);
 /* Part n's URL from the signed batch (NULL when it is not there or no longer fresh). */
 const char *afs_mp_url(const struct afs_mp *mp, int n, int64_t now_ms);
 /* Replaces the batch (takes urls and its strings). */

@@ -156,14 +156,16 @@ static void stream_part(struct afs_uploader *up, struct afs_wfile *wf, int n) {
     p->queued = false;
     mp->queued--;
   }
-  if (!p || wf->unlinked || strcmp(mp->rec, wf->id) || p->inflight || afs_mp_clean(mp, n) ||
-      afs_monotonic_ms() < mp->stream_pause_until) {
+  /* Not for a record already `uploaded` (its version is complete as sent). */
+  if (!p || wf->unlinked || wf->record_used || strcmp(mp->rec, wf->id) || p->inflight ||
+      afs_mp_clean(mp, n, -1) || afs_monotonic_ms() < mp->stream_pause_until) {
     pthread_cond_broadcast(&wf->cond);
     pthread_mutex_unlock(&wf->mu);
     return;
   }
   p->inflight = true;
   mp->inflight++;
+  mp->stream_inflight++;
   uint64_t gen = p->gen;
   memcpy(rec, mp->rec, sizeof rec);
   char *path = afs_xstrdup(wf->staging_path);
@@ -194,9 +196,11 @@ static void stream_part(struct afs_uploader *up, struct afs_wfile *wf, int n) {
   p = afs_mp_part(mp, n);
   p->inflight = false;
   mp->inflight--;
+  mp->stream_inflight--;
   if (ok && !strcmp(mp->rec, rec) && p->gen == gen) {
     memcpy(p->etag, job.etag, sizeof p->etag);
     p->sent_gen = gen;
+    p->sent_len = job.length;
     afs_mp_log_part(wf->staging_path, mp, n, job.length, job.etag);
   } else if (!ok) {
     /* The broker or S3 is away: stop streaming this file for a while rather than hold
@@ -270,16 +274,24 @@ void afs_up_streams_stop(struct afs_uploader *up) {
  * close), but a big one takes its own as it passes the threshold, so that its parts can go
  * while it is written. One writer makes it; the others go on meanwhile. */
 static void make_record(struct afs_uploader *up, struct afs_wfile *wf) {
+  /* Only while it is being written and no upload worker has it (its records are made in
+   * batches there). */
+  if (up->n_streams == 0 || wf->state != AFS_W_WRITING || wf->claimed || wf->busy || wf->unlinked)
+    return;
   struct afs_mp *mp = afs_mp_for(&wf->mp, "");
-  if (mp->making_record || up->n_streams == 0)
+  if (mp->making_record || afs_monotonic_ms() < mp->record_retry_at)
     return;
   mp->making_record = true;
   pthread_mutex_unlock(&wf->mu);
   struct afs_error err = {0};
-  if (!afs_upload_begin(up, wf, &err))
-    afs_debug("no record for streaming yet: %s (its parts go after close)", err.msg);
+  bool ok = afs_upload_begin(up, wf, &err);
   pthread_mutex_lock(&wf->mu);
   wf->mp->making_record = false;
+  if (!ok) {
+    /* MongoDB away: writes stay local (write-back); the record comes after close. */
+    wf->mp->record_retry_at = afs_monotonic_ms() + STREAM_PAUSE_MS;
+    afs_debug("no record for streaming yet: %s (its parts go after close)", err.msg);
+  }
 }
 
 void afs_upload_wrote(struct afs_uploader *up, struct afs_wfile *wf, int64_t off, int64_t len) {
@@ -291,7 +303,7 @@ void afs_upload_wrote(struct afs_uploader *up, struct afs_wfile *wf, int64_t off
   else if (len > 0 && off <= wf->contig && off + len > wf->contig)
     wf->contig = off + len;
   bool big = threshold > 0 && (wf->mp || (len > 0 && off + len > threshold));
-  if (big && !wf->id[0] && len > 0 && !wf->unlinked && !wf->busy)
+  if (big && !wf->id[0] && len > 0)
     make_record(up, wf);
   /* A record past `initialized` takes no more parts: the next attempt makes a new one. */
   if (!big || !wf->id[0] || wf->record_used) {
@@ -311,7 +323,7 @@ void afs_upload_wrote(struct afs_uploader *up, struct afs_wfile *wf, int64_t off
     int last = afs_mp_part_at(wf->contig) - 1, n = mp->scan_from > 0 ? mp->scan_from : 1;
     for (; n <= last && n_ready < 64; n++) {
       struct afs_mp_part *p = afs_mp_part(mp, n);
-      if (p->queued || p->inflight || afs_mp_clean(mp, n))
+      if (p->queued || p->inflight || afs_mp_clean(mp, n, -1))
         continue;
       p->queued = true;
       mp->queued++;
@@ -324,13 +336,16 @@ void afs_upload_wrote(struct afs_uploader *up, struct afs_wfile *wf, int64_t off
     stream_push(up, wf, ready[i]);
   if (up->n_streams == 0 || paused)
     return;
+  /* Only the stream workers' transfers hold a writer back, not an upload running at the
+   * same time (a close or fsync on another handle sends what is left itself). */
   /* Back-pressure: a writer that outruns the uploads waits, so the parts left for close()
    * stay few. */
   int limit = 2 * parallel(up) + 2;
   int64_t until = afs_monotonic_ms() + BACKPRESSURE_MAX_MS;
   pthread_mutex_lock(&wf->mu);
-  while (wf->mp && wf->mp->queued + wf->mp->inflight > limit && afs_monotonic_ms() < until &&
-         afs_monotonic_ms() >= wf->mp->stream_pause_until && !afs_upload_stopping(up))
+  while (wf->mp && wf->mp->queued + wf->mp->stream_inflight > limit && !wf->busy &&
+         afs_monotonic_ms() < until && afs_monotonic_ms() >= wf->mp->stream_pause_until &&
+         !afs_upload_stopping(up))
     afs_cond_timedwait_ms(&wf->cond, &wf->mu, 1000);
   pthread_mutex_unlock(&wf->mu);
 }
@@ -382,26 +397,40 @@ static bool send_parts(struct afs_uploader *up, struct afs_wfile *wf, const char
  * failed attempt of an earlier mount) takes the parts its log shows in the bucket and
  * still matching its bytes. */
 static void restore(struct afs_wfile *wf, const char *rec, const char *path, int64_t size) {
+  int count = afs_mp_part_count(size);
   pthread_mutex_lock(&wf->mu);
   bool fresh = !wf->mp || strcmp(wf->mp->rec, rec) || !wf->mp->logged;
+  uint64_t *gen = NULL;
+  if (fresh) {
+    /* The parts' generations before their bytes are read: a write meanwhile makes its
+     * part's check void. */
+    struct afs_mp *mp = afs_mp_for(&wf->mp, rec);
+    gen = afs_xcalloc((size_t)count + 1, sizeof *gen);
+    for (int i = 1; i <= count; i++)
+      gen[i] = afs_mp_part(mp, i)->gen;
+  }
   pthread_mutex_unlock(&wf->mu);
   if (!fresh)
     return;
   struct afs_mp_logged *l = NULL;
   int n = afs_mp_restore(path, rec, size, &l);
-  if (n == 0)
+  if (n == 0) {
+    free(gen);
     return;
+  }
   pthread_mutex_lock(&wf->mu);
   struct afs_mp *mp = afs_mp_for(&wf->mp, rec);
   for (int i = 0; i < n; i++) {
     struct afs_mp_part *p = afs_mp_part(mp, l[i].n);
-    if (p->inflight || afs_mp_clean(mp, l[i].n))
+    if (l[i].n > count || p->gen != gen[l[i].n] || p->inflight || afs_mp_clean(mp, l[i].n, size))
       continue;
     memcpy(p->etag, l[i].etag, sizeof p->etag);
     p->sent_gen = p->gen;
+    p->sent_len = l[i].len;
   }
   mp->logged = true; /* the log names rec: append to it */
   pthread_mutex_unlock(&wf->mu);
+  free(gen);
   afs_info("upload %s: %d of %d part(s) already in the bucket; sending the rest", rec, n,
            afs_mp_part_count(size));
   free(l);
@@ -424,9 +453,7 @@ bool afs_up_mp_finish(struct afs_uploader *up, struct afs_wfile *wf, const char 
   } else {
     for (int n = 1; n <= count; n++) {
       struct afs_mp_part *p = afs_mp_part(mp, n);
-      /* The last part's length depends on the size: sent again unless it is whole. */
-      bool whole = afs_mp_part_off(n) + afs_mp_part_size(n) <= size;
-      if (afs_mp_clean(mp, n) && (whole || n < count))
+      if (afs_mp_clean(mp, n, size)) /* same bytes, and the length the part has now */
         continue;
       p->inflight = true;
       mp->inflight++;
@@ -446,6 +473,7 @@ bool afs_up_mp_finish(struct afs_uploader *up, struct afs_wfile *wf, const char 
       if (jobs[j].ok && !strcmp(wf->mp->rec, rec)) {
         memcpy(p->etag, jobs[j].etag, sizeof p->etag);
         p->sent_gen = todo[i + j].gen;
+        p->sent_len = jobs[j].length;
         afs_mp_log_part(wf->staging_path, wf->mp, todo[i + j].n, jobs[j].length, jobs[j].etag);
       }
       p->inflight = false;

@@ -297,7 +297,8 @@ bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
                afs_up_mp_finish(up, wf, id, staging, m.size, deadline_ms, &m, err);
     rs.write_url[AFS_PART_ORIGINAL] = orig;
     if (!pok) {
-      if (err->code == AFS_E_URL_EXPIRED || err->code == AFS_E_RECORD_GONE || err->code == ESTALE)
+      /* An expired part URL is signed again on the same record: not spent. */
+      if (err->code == AFS_E_RECORD_GONE || err->code == ESTALE)
         afs_wf_record_spent(wf);
       goto done;
     }

@@ -62,7 +62,9 @@ bool afs_upload_flush(struct afs_uploader *up, struct afs_wfile *wf, struct afs_
 void afs_upload_queue(struct afs_uploader *up, struct afs_wfile *wf);
 /* wf's bytes [off, off + len) were written (len < 0: truncated to off). A file past
  * multipart_threshold streams its finished parts now, and the writer may wait here
- * while the uploads catch up (multipart.c). */
+ * while the uploads catch up (multipart.c). Call it before afs_wf_written: an upload
+ * attempt that starts in between then sees the file dirty or its parts changed, never
+ * clean parts with a clean file. */
 void afs_upload_wrote(struct afs_uploader *up, struct afs_wfile *wf, int64_t off, int64_t len);
 
 /* The user removed wf: drops its pending record, or marks its asset deleted (now, or
