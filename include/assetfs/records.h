@@ -29,6 +29,10 @@ bool afs_rec_str(const bson_t *doc, const char *field, size_t max, const char **
 bool afs_rec_str_req(const bson_t *doc, const char *field, size_t max, const char **out,
                      struct afs_error *err);
 
+/* The number at it (double, int32, int64) as a double: 1, 0 when it holds another type,
+ * -1 when it is not finite. The one reading of numbers in records. */
+int afs_rec_iter_num(const bson_iter_t *it, double *out);
+
 /* Number field (double, int32, int64): *present false when absent/null; false when
  * another type or not finite. */
 bool afs_rec_num(const bson_t *doc, const char *field, double *out, bool *present,

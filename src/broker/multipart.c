@@ -33,20 +33,7 @@
 
 static bool arg_int(const bson_iter_t *it, long lo, long hi, long *out) {
   double v;
-  switch (bson_iter_type(it)) {
-  case BSON_TYPE_INT32:
-    v = bson_iter_int32(it);
-    break;
-  case BSON_TYPE_INT64:
-    v = (double)bson_iter_int64(it);
-    break;
-  case BSON_TYPE_DOUBLE:
-    v = bson_iter_double(it);
-    break;
-  default:
-    return false;
-  }
-  if (!(v >= lo && v <= hi) || v != (double)(long)v)
+  if (afs_rec_iter_num(it, &v) != 1 || !(v >= lo && v <= hi) || v != (double)(long)v)
     return false;
   *out = (long)v;
   return true;

@@ -102,20 +102,10 @@ static enum why read_str(const bson_iter_t *it, size_t max, const char **out, ui
 
 static enum why read_num(const bson_iter_t *it, struct afs_rec_number *out) {
   double v;
-  switch (bson_iter_type(it)) {
-  case BSON_TYPE_DOUBLE:
-    v = bson_iter_double(it);
-    break;
-  case BSON_TYPE_INT32:
-    v = bson_iter_int32(it);
-    break;
-  case BSON_TYPE_INT64:
-    v = (double)bson_iter_int64(it);
-    break;
-  default:
+  int rc = afs_rec_iter_num(it, &v);
+  if (rc == 0)
     return WHY_NOT_NUM;
-  }
-  if (!isfinite(v))
+  if (rc < 0)
     return WHY_NOT_FINITE;
   out->has = true;
   out->v = v;

@@ -43,6 +43,23 @@ bool afs_rec_str_req(const bson_t *doc, const char *field, size_t max, const cha
   return true;
 }
 
+int afs_rec_iter_num(const bson_iter_t *it, double *out) {
+  switch (bson_iter_type(it)) {
+  case BSON_TYPE_DOUBLE:
+    *out = bson_iter_double(it);
+    break;
+  case BSON_TYPE_INT32:
+    *out = bson_iter_int32(it);
+    break;
+  case BSON_TYPE_INT64:
+    *out = (double)bson_iter_int64(it);
+    break;
+  default:
+    return 0;
+  }
+  return isfinite(*out) ? 1 : -1;
+}
+
 bool afs_rec_num(const bson_t *doc, const char *field, double *out, bool *present,
                  struct afs_error *err) {
   bson_iter_t it;
@@ -51,20 +68,10 @@ bool afs_rec_num(const bson_t *doc, const char *field, double *out, bool *presen
       bson_iter_type(&it) == BSON_TYPE_UNDEFINED)
     return true;
   double v;
-  switch (bson_iter_type(&it)) {
-  case BSON_TYPE_DOUBLE:
-    v = bson_iter_double(&it);
-    break;
-  case BSON_TYPE_INT32:
-    v = bson_iter_int32(&it);
-    break;
-  case BSON_TYPE_INT64:
-    v = (double)bson_iter_int64(&it);
-    break;
-  default:
+  int rc = afs_rec_iter_num(&it, &v);
+  if (rc == 0)
     return afs_error_set(err, EINVAL, "%s must be a number", field);
-  }
-  if (!isfinite(v))
+  if (rc < 0)
     return afs_error_set(err, EINVAL, "%s is not a finite number", field);
   *out = v;
   *present = true;

@@ -37,6 +37,16 @@ def uploads_listed(s3, bucket):
     return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
 
 
+def cp_whole(m, db, tmp_path, name, size, seed):
+    """cp of size random bytes into the mount; the asset's object has them all."""
+    src = tmp_path / name
+    write_random(src, size, seed=seed)
+    subprocess.run(["cp", str(src), m.p(name)], check=True, timeout=300)
+    a = wait_asset(db, name, timeout=120)
+    assert sha256_url(a["url"]) == sha256_file(src)
+    return a
+
+
 def upload_record(db, file_path):
     return db.CosyncAssetUpload.find_one({"filePath": file_path}, sort=[("_id", -1)])
 
@@ -113,11 +123,7 @@ def test_part_urls_that_expire_are_signed_again(start_broker, start_mount, db, s
     part whose URL expired on the way is sent again with a new one."""
     start_broker(env={"ASSETFS_WRITE_URL_SECONDS": "2"})
     m = start_mount("multipart_parallel=2")
-    src = tmp_path / "exp.bin"
-    write_random(src, 60 * MiB, seed=4)
-    subprocess.run(["cp", str(src), m.p("exp.bin")], check=True, timeout=300)
-    a = wait_asset(db, "exp.bin", timeout=120)
-    assert sha256_url(a["url"]) == sha256_file(src)
+    cp_whole(m, db, tmp_path, "exp.bin", 60 * MiB, seed=4)
 
 
 def test_orphaned_multipart_uploads_are_aborted(start_broker, start_mount, db, s3, bucket):
@@ -256,11 +262,7 @@ def test_s3_failing_some_parts_is_retried(start_broker, start_mount, db, s3, buc
     try:
         start_broker(env={"ASSETFS_S3_ENDPOINT": proxy.url})
         m = start_mount("multipart_threshold=8M")
-        src = tmp_path / "flaky.bin"
-        write_random(src, 80 * MiB, seed=9)
-        subprocess.run(["cp", str(src), m.p("flaky.bin")], check=True, timeout=300)
-        a = wait_asset(db, "flaky.bin", timeout=120)
-        assert sha256_url(a["url"]) == sha256_file(src)
+        cp_whole(m, db, tmp_path, "flaky.bin", 80 * MiB, seed=9)
         assert proxy.failed >= 2
     finally:
         proxy.close()

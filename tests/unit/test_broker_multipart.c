@@ -133,6 +133,30 @@ static enum afs_outcome complete(void) {
   return fb_run(&F, &B, &ST, FB_H_COMPLETE, AFS_BC_UPLOAD, &ID, true);
 }
 
+/* A completion whose Complete finds no upload (NoSuchUpload): a broker completed it and
+ * stopped. found_etag: the object then at the key (NULL: none). md5_part: the client
+ * reported one part with an MD5 ETag (else two others). */
+static bool completed_before(const char *found_etag, bool md5_part) {
+  initialized_upload();
+  bson_destroy(sign_parts("u1", 1, md5_part ? 1 : 2));
+  if (md5_part) {
+    bson_t *set = BCON_NEW("status", "uploaded", "size", BCON_INT64(100), AFS_F_MP_PARTS, "[",
+                           "0123456789abcdef0123456789abcdef", "]");
+    fb_edit(&F, AFS_BC_UPLOAD, &ID, set, NULL);
+    bson_destroy(set);
+  } else {
+    client_uploaded(2, false);
+  }
+  if (found_etag) {
+    fb_put(&F, rec_str("path"), md5_part ? 100 : 200);
+    snprintf(F.obj[F.nobj - 1].etag, sizeof F.obj[0].etag, "%s", found_etag);
+  }
+  F.complete_fails = ENOENT;
+  bool done = complete() == AFS_DONE;
+  F.complete_fails = 0;
+  return done;
+}
+
 static void test_complete(void) {
   /* the parts the client reported become the original */
   initialized_upload();
@@ -156,57 +180,23 @@ static void test_complete(void) {
   CHECK(complete() == AFS_DONE && F.mpu[0].completed);
 
   /* a broker that completed it and stopped: the next finds the object and goes on */
-  initialized_upload();
-  bson_destroy(sign_parts("u1", 1, 2));
-  client_uploaded(2, false);
-  fb_put(&F, rec_str("path"), 200);
-  snprintf(F.obj[F.nobj - 1].etag, sizeof F.obj[0].etag, "abc-2");
-  F.mpu[0].completed = true;
-  CHECK(complete() == AFS_DONE);
-  CHECK(fb_str_is(fb_rec(&F, AFS_BC_UPLOAD, &ID), "status", "completed"));
-
+  CHECK(completed_before("abc-2", false) &&
+        fb_str_is(fb_rec(&F, AFS_BC_UPLOAD, &ID), "status", "completed"));
   /* ... but not an object that is not that assembly */
-  initialized_upload();
-  bson_destroy(sign_parts("u1", 1, 2));
-  client_uploaded(2, false);
-  F.complete_fails = ENOENT;
-  CHECK(complete() == AFS_DONE);
+  CHECK(completed_before(NULL, false) && F.mpu[0].aborted);
   CHECK(fb_str_is(fb_rec(&F, AFS_BC_UPLOAD, &ID), "status", "error"));
-  CHECK(F.mpu[0].aborted);
-  F.complete_fails = 0;
-
-  /* ... with MD5 part ETags, the object's ETag must be their assembly's */
-  initialized_upload();
-  bson_destroy(sign_parts("u1", 1, 1));
-  bson_t *set = BCON_NEW("status", "uploaded", "size", BCON_INT64(100), AFS_F_MP_PARTS, "[",
-                         "0123456789abcdef0123456789abcdef", "]");
-  fb_edit(&F, AFS_BC_UPLOAD, &ID, set, NULL);
-  bson_destroy(set);
-  fb_put(&F, rec_str("path"), 100);
-  snprintf(F.obj[F.nobj - 1].etag, sizeof F.obj[0].etag, "ffffffffffffffffffffffffffffffff-1");
-  F.mpu[0].completed = true;
-  CHECK(complete() == AFS_DONE);
+  /* ... with MD5 part ETags, the object's ETag must be their assembly's: the MD5 of the
+   * part MD5s (of the 16 bytes 0123456789abcdef0123456789abcdef, by md5sum(1)), "-1" */
+  CHECK(completed_before("ffffffffffffffffffffffffffffffff-1", true));
   CHECK(fb_str_is(fb_rec(&F, AFS_BC_UPLOAD, &ID), "status", "error"));
-  /* the MD5 of the part MD5s, "-1": the assembly's ETag, accepted */
-  initialized_upload();
-  bson_destroy(sign_parts("u1", 1, 1));
-  set = BCON_NEW("status", "uploaded", "size", BCON_INT64(100), AFS_F_MP_PARTS, "[",
-                 "0123456789abcdef0123456789abcdef", "]");
-  fb_edit(&F, AFS_BC_UPLOAD, &ID, set, NULL);
-  bson_destroy(set);
-  fb_put(&F, rec_str("path"), 100);
-  /* md5 of the 16 bytes 0123456789abcdef0123456789abcdef (md5sum(1)) */
-  const char *md5 = "4662bdea8654776d486072ff7074945e";
-  snprintf(F.obj[F.nobj - 1].etag, sizeof F.obj[0].etag, "%s-1", md5);
-  F.mpu[0].completed = true;
-  CHECK(complete() == AFS_DONE);
+  CHECK(completed_before("4662bdea8654776d486072ff7074945e-1", true));
   CHECK(fb_str_is(fb_rec(&F, AFS_BC_UPLOAD, &ID), "status", "completed"));
 
   /* parts that make another size than the upload says */
   initialized_upload();
   bson_destroy(sign_parts("u1", 1, 2));
   client_uploaded(2, false);
-  set = BCON_NEW("size", BCON_INT64(999));
+  bson_t *set = BCON_NEW("size", BCON_INT64(999));
   fb_edit(&F, AFS_BC_UPLOAD, &ID, set, NULL);
   bson_destroy(set);
   CHECK(complete() == AFS_DONE);
