@@ -17,7 +17,8 @@ def test_help_and_version(build_dir):
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=10)
     assert out.returncode == 0
     for opt in ("uid=", "session_id=", "partitions=", "upload_partition=",
-                "expiration_hours=", "cache_dir=", "close_timeout=", "allow_other"):
+                "expiration_hours=", "cache_dir=", "close_timeout=", "allow_other",
+                "multipart_threshold=", "multipart_parallel="):
         assert opt in out.stdout + out.stderr, opt
     v = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10)
     assert v.returncode == 0 and v.stdout.startswith("assetfs ")
@@ -25,7 +26,10 @@ def test_help_and_version(build_dir):
 
 @pytest.mark.parametrize("opt,msg", [("expiration_hours=500", "expiration_hours"),
                                      ("close_timeout=abc", "close_timeout"),
-                                     ("cache_mb=1", "cache_mb")])
+                                     ("cache_mb=1", "cache_mb"),
+                                     ("multipart_threshold=1M", "multipart_threshold"),
+                                     ("multipart_threshold=6G", "multipart_threshold"),
+                                     ("multipart_parallel=0", "multipart_parallel")])
 def test_bad_options_fail_before_mounting(build_dir, fs_env, tmp_path, opt, msg):
     mnt = tmp_path / "m"
     mnt.mkdir()
