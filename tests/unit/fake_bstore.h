@@ -300,25 +300,31 @@ static bool fb_matches(const bson_t *d, const bson_t *match) {
   return true;
 }
 
-static bool fb_asset_set(void *ctx, const bson_value_t *id, const struct afs_bcond *cond,
-                         const bson_t *set, bool *matched, struct afs_error *err) {
-  struct fake_bstore *f = ctx;
+/* $set of `set` on record id of coll under cond, as the live store's set_where. */
+static bool fb_set_where(struct fake_bstore *f, enum fb_op op, enum afs_bcoll coll,
+                         const bson_value_t *id, const struct afs_bcond *cond, const bson_t *set,
+                         bool *matched, struct afs_error *err) {
   *matched = false;
-  if (!fb_enter(f, FB_ASSET_SET, err))
+  if (!fb_enter(f, op, err))
     return false;
-  int i = fb_slot(f, AFS_BC_ASSET, id);
+  int i = fb_slot(f, coll, id);
   if (i < 0)
     return true;
-  bson_t *d = f->rec[AFS_BC_ASSET][i];
+  bson_t *d = f->rec[coll][i];
   const char *status = fb_str(d, AFS_F_STATUS);
   if (cond && ((cond->status_is && !fb_str_is(d, AFS_F_STATUS, cond->status_is)) ||
                (cond->status_not && status && !strcmp(status, cond->status_not)) ||
                (cond->file_path_is && !fb_str_is(d, AFS_F_FILE_PATH, cond->file_path_is)) ||
                (cond->match && !fb_matches(d, cond->match))))
     return true;
-  f->rec[AFS_BC_ASSET][i] = fb_apply(d, set, NULL, NULL);
+  f->rec[coll][i] = fb_apply(d, set, NULL, NULL);
   *matched = true;
   return true;
+}
+
+static bool fb_asset_set(void *ctx, const bson_value_t *id, const struct afs_bcond *cond,
+                         const bson_t *set, bool *matched, struct afs_error *err) {
+  return fb_set_where(ctx, FB_ASSET_SET, AFS_BC_ASSET, id, cond, set, matched, err);
 }
 
 /* Adds a copy of doc to coll. */
@@ -513,20 +519,7 @@ static bool fb_obj_delete(void *ctx, const char *const *keys, size_t n, struct a
 
 static bool fb_upload_set(void *ctx, const bson_value_t *id, const struct afs_bcond *cond,
                           const bson_t *set, bool *matched, struct afs_error *err) {
-  struct fake_bstore *f = ctx;
-  *matched = false;
-  if (!fb_enter(f, FB_UPLOAD_SET, err))
-    return false;
-  int i = fb_slot(f, AFS_BC_UPLOAD, id);
-  if (i < 0)
-    return true;
-  bson_t *d = f->rec[AFS_BC_UPLOAD][i];
-  if (cond && ((cond->status_is && !fb_str_is(d, AFS_F_STATUS, cond->status_is)) ||
-               (cond->match && !fb_matches(d, cond->match))))
-    return true;
-  f->rec[AFS_BC_UPLOAD][i] = fb_apply(d, set, NULL, NULL);
-  *matched = true;
-  return true;
+  return fb_set_where(ctx, FB_UPLOAD_SET, AFS_BC_UPLOAD, id, cond, set, matched, err);
 }
 
 static struct fb_mpu *fb_mpu_of(struct fake_bstore *f, const char *id) {
