@@ -1,7 +1,8 @@
 /* A client's function calls (CosyncFunctionCall, functions.c in the broker): insert one,
  * signed when the client has a key (auth=required), and wait for the broker's answer.
  * The broker answers `done` with `result`, or `error` with `error` (for people) and
- * `errorCode` (an errno name: EPERM, EACCES, ENOENT, EEXIST, ESTALE, EINVAL, ...), which
+ * `errorCode` (an errno name: EPERM, EACCES, ENOENT, EEXIST, ESTALE, EINVAL, EXDEV (the
+ * asset to copy from is not there), ...), which
  * becomes err->code here so callers map it like any other failure. */
 #ifndef ASSETFS_CALLS_H
 #define ASSETFS_CALLS_H

@@ -76,6 +76,11 @@
 #define AFS_CALL_SIGN_PARTS "AssetfsSignParts"
 #define AFS_MP_MAX_PARTS 10000 /* S3's limit */
 #define AFS_MP_SIGN_BATCH 128  /* part URLs one AssetfsSignParts call returns at most */
+/* AssetfsCopyParts [uploadId, assetId, {part, offset, length}, ...]: parts of the
+ * upload copied by S3 from the original of an asset (an append or a small edit to a big
+ * asset sends only what changed). */
+#define AFS_CALL_COPY_PARTS "AssetfsCopyParts"
+#define AFS_MP_COPY_BATCH 16 /* parts one AssetfsCopyParts call copies at most */
 
 /* Function calls. */
 #define AFS_F_CALL_NAME "name"

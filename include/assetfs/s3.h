@@ -101,6 +101,13 @@ bool afs_s3_multipart_complete(const struct afs_s3_client *c, const char *key,
                                const char *upload_id, const struct afs_s3_part *parts, size_t n,
                                char *etag_out, struct afs_error *err);
 
+/* UploadPartCopy: part `number` of upload_id at key becomes bytes [off, off + len) of the
+ * object src_key in the same bucket, copied by S3 itself (nothing goes through the
+ * caller). etag_out (130 bytes) gets the part's ETag. */
+bool afs_s3_upload_part_copy(const struct afs_s3_client *c, const char *key, const char *upload_id,
+                             int number, const char *src_key, int64_t off, int64_t len,
+                             char *etag_out, struct afs_error *err);
+
 struct afs_s3_mp_listed {
   const char *key; /* decoded */
   const char *upload_id;

@@ -186,6 +186,9 @@ void afs_assets_scrub(struct afs_broker *b, mongoc_client_t *c, bson_value_t *fr
 /* multipart.c. AssetfsSignParts: the answer goes to result's `result`. */
 bool afs_mp_sign_call(struct afs_broker *b, struct afs_bstore *st, const bson_t *call,
                       const char *caller, bson_t *result, struct afs_error *err);
+/* AssetfsCopyParts: the parts' ETags go to result's `result`. */
+bool afs_mp_copy_call(struct afs_broker *b, struct afs_bstore *st, const bson_t *call,
+                      const char *caller, bson_t *result, struct afs_error *err);
 enum afs_mp_result {
   AFS_MP_NONE,   /* not a multipart upload (or the client went back to one PUT) */
   AFS_MP_DONE,   /* the parts are assembled at the key */

@@ -109,6 +109,10 @@ struct afs_bstore_ops {
                       const struct afs_s3_part *parts, size_t n, char *etag_out,
                       struct afs_error *err);
   bool (*mp_abort)(void *ctx, const char *key, const char *upload_id, struct afs_error *err);
+  /* UploadPartCopy of bytes [off, off + len) of src_key as part `number` (s3.h). */
+  bool (*mp_copy)(void *ctx, const char *key, const char *upload_id, int number,
+                  const char *src_key, int64_t off, int64_t len, char *etag_out,
+                  struct afs_error *err);
 };
 
 struct afs_bstore {

@@ -328,6 +328,14 @@ static bool o_mp_abort(void *ctx, const char *key, const char *upload_id, struct
   return afs_s3_multipart_abort(&st->b->s3c, key, upload_id, err);
 }
 
+static bool o_mp_copy(void *ctx, const char *key, const char *upload_id, int number,
+                      const char *src_key, int64_t off, int64_t len, char *etag_out,
+                      struct afs_error *err) {
+  struct afs_bstore *st = ctx;
+  return afs_s3_upload_part_copy(&st->b->s3c, key, upload_id, number, src_key, off, len, etag_out,
+                                 err);
+}
+
 static const struct afs_bstore_ops live_ops = {
     .finish = l_finish,
     .renew = l_renew,
@@ -347,6 +355,7 @@ static const struct afs_bstore_ops live_ops = {
     .mp_create = o_mp_create,
     .mp_complete = o_mp_complete,
     .mp_abort = o_mp_abort,
+    .mp_copy = o_mp_copy,
 };
 
 void afs_bstore_live(struct afs_bstore *st, struct afs_broker *b, mongoc_client_t *c) {

@@ -333,6 +333,13 @@ static bool s_mp_abort(void *ctx, const char *key, const char *upload_id, struct
   return INNER(ctx)->ops->mp_abort(INNER(ctx)->ctx, key, upload_id, err);
 }
 
+static bool s_mp_copy(void *ctx, const char *key, const char *upload_id, int number,
+                      const char *src_key, int64_t off, int64_t len, char *etag_out,
+                      struct afs_error *err) {
+  return INNER(ctx)->ops->mp_copy(INNER(ctx)->ctx, key, upload_id, number, src_key, off, len,
+                                  etag_out, err);
+}
+
 static const struct afs_bstore_ops sealed_ops = {
     .finish = s_finish,
     .renew = s_renew,
@@ -351,6 +358,7 @@ static const struct afs_bstore_ops sealed_ops = {
     .mp_create = s_mp_create,
     .mp_complete = s_mp_complete,
     .mp_abort = s_mp_abort,
+    .mp_copy = s_mp_copy,
     .obj_delete = s_obj_delete,
 };
 

@@ -361,6 +361,9 @@ enum afs_outcome afs_function_call(struct afs_broker *b, struct afs_bstore *st, 
            !strcmp(call.name, AFS_CALL_SIGN_PARTS))
     ok = afs_mp_sign_call(b, st, doc, call.uid, &set, &err);
   else if (call.name && !(call.bad & (AFS_CALL_BAD_NAME | AFS_CALL_BAD_UID)) &&
+           !strcmp(call.name, AFS_CALL_COPY_PARTS))
+    ok = afs_mp_copy_call(b, st, doc, call.uid, &set, &err);
+  else if (call.name && !(call.bad & (AFS_CALL_BAD_NAME | AFS_CALL_BAD_UID)) &&
            afs_asset_call_known(call.name))
     ok = afs_asset_call(b, st, doc, call.name, call.uid, &set, &err);
   else

@@ -5,6 +5,9 @@
  *     S3 multipart upload of an initialized upload record once (its id is kept on the
  *     record as assetfsUploadId) and answers with presigned UploadPart URLs for parts
  *     first..first+count-1, as the file grows;
+ *   - AssetfsCopyParts [uploadId, assetId, {part, offset, length}, ...]: parts that
+ *     are bytes of an asset's original the caller may read (an append to a big asset,
+ *     or a few parts of it rewritten) are copied by S3 (UploadPartCopy) instead of sent;
  *   - the client sets `uploaded` with assetfsParts (part i+1's ETag at [i]; signed with
  *     the change to `uploaded` under auth=required), and completion assembles exactly
  *     those parts (CompleteMultipartUpload checks each ETag), then checks the object as
@@ -183,6 +186,131 @@ done:
     bson_destroy(doc);
   }
   bson_value_destroy(&id);
+  return ok;
+}
+
+/* ---- AssetfsCopyParts ---- */
+
+struct copy_part {
+  long n;
+  int64_t off, len;
+};
+
+/* args: [upload record id, asset id, {part, offset, length}, ...] (flat: FerretDB keeps
+ * no arrays in arrays). */
+static bool read_copy_args(const bson_t *call, bson_value_t *id, bson_value_t *src,
+                           struct copy_part *parts, int *n, struct afs_error *err) {
+  bson_iter_t it, sub, one;
+  const char *usage = "AssetfsCopyParts takes [uploadId, assetId, {part, offset, length}, ...] "
+                      "with 1..16 parts";
+  *n = 0;
+  if (!bson_iter_init_find(&it, call, AFS_F_CALL_ARGS) || !BSON_ITER_HOLDS_ARRAY(&it) ||
+      !bson_iter_recurse(&it, &sub))
+    return afs_error_set(err, EINVAL, "%s", usage);
+  bson_value_t *ids[2] = {id, src};
+  for (int i = 0; i < 2; i++) {
+    if (!bson_iter_next(&sub))
+      return afs_error_set(err, EINVAL, "%s", usage);
+    uint32_t len = 0;
+    const char *s = BSON_ITER_HOLDS_UTF8(&sub) ? bson_iter_utf8(&sub, &len) : NULL;
+    ids[i]->value_type = BSON_TYPE_OID;
+    if (BSON_ITER_HOLDS_OID(&sub))
+      bson_oid_copy(bson_iter_oid(&sub), &ids[i]->value.v_oid);
+    else if (s && len == 24 && bson_oid_is_valid(s, 24))
+      bson_oid_init_from_string(&ids[i]->value.v_oid, s);
+    else
+      return afs_error_set(err, EINVAL, "%s", usage);
+  }
+  while (bson_iter_next(&sub)) {
+    static const char *const field[3] = {"part", "offset", "length"};
+    long v[3];
+    if (*n == AFS_MP_COPY_BATCH || !BSON_ITER_HOLDS_DOCUMENT(&sub))
+      return afs_error_set(err, EINVAL, "%s", usage);
+    for (int k = 0; k < 3; k++)
+      if (!bson_iter_recurse(&sub, &one) || !bson_iter_find(&one, field[k]) ||
+          !arg_int(&one, k == 1 ? 0 : 1, k == 0 ? AFS_MP_MAX_PARTS : 5L << 40, &v[k]))
+        return afs_error_set(err, EINVAL, "%s", usage);
+    if (v[2] > 5L << 30)
+      return afs_error_set(err, EINVAL, "%s (a part is at most 5 GiB)", usage);
+    parts[(*n)++] = (struct copy_part){v[0], v[1], v[2]};
+  }
+  return *n > 0 ? true : afs_error_set(err, EINVAL, "%s", usage);
+}
+
+/* The asset whose original the parts come from: active, in a partition the caller may
+ * use, with a key the broker set, and holding every range. *key: caller frees. */
+static bool copy_source(struct afs_broker *b, struct afs_bstore *st, const bson_value_t *src,
+                        const char *caller, const struct copy_part *parts, int n, char **key,
+                        struct afs_error *err) {
+  bson_t *doc = NULL;
+  struct afs_record a;
+  bool ok = false;
+  *key = NULL;
+  if (!afs_bstore_asset_get(b, st, src, &doc, err))
+    return false;
+  if (!doc)
+    return afs_error_set(err, EXDEV, "no asset with this _id to copy from");
+  afs_record_read(doc, &a);
+  if (!a.status || strcmp(a.status, AFS_ASSET_ACTIVE) || !a.path || !a.size.has) {
+    afs_error_set(err, EXDEV, "the asset to copy from is %s", a.status ? a.status : "not active");
+    goto done;
+  }
+  if (!afs_authz_may_change(b, caller, &a, err))
+    goto done;
+  for (int i = 0; i < n; i++)
+    if ((double)(parts[i].off + parts[i].len) > a.size.v) {
+      afs_error_set(err, EINVAL, "part %ld: bytes %lld..%lld are past the asset's %.0f bytes",
+                    parts[i].n, (long long)parts[i].off,
+                    (long long)(parts[i].off + parts[i].len - 1), a.size.v);
+      goto done;
+    }
+  *key = afs_xstrdup(a.path);
+  ok = true;
+done:
+  afs_record_done(&a);
+  bson_destroy(doc);
+  return ok;
+}
+
+bool afs_mp_copy_call(struct afs_broker *b, struct afs_bstore *st, const bson_t *call,
+                      const char *caller, bson_t *result, struct afs_error *err) {
+  bson_value_t id = {.value_type = BSON_TYPE_EOD}, src = {.value_type = BSON_TYPE_EOD};
+  struct copy_part parts[AFS_MP_COPY_BATCH];
+  int n = 0;
+  bson_t *doc = NULL;
+  struct afs_record r;
+  char *upload_id = NULL, *src_key = NULL;
+  bool ok = false;
+  memset(&r, 0, sizeof r);
+  if (!read_copy_args(call, &id, &src, parts, &n, err) ||
+      !load_upload(b, st, &id, caller, &doc, &r, err) ||
+      !copy_source(b, st, &src, caller, parts, n, &src_key, err) ||
+      !upload_id_of(st, &id, &r, &upload_id, err))
+    goto done;
+  bson_t res, etags;
+  BSON_APPEND_DOCUMENT_BEGIN(result, AFS_F_CALL_RESULT, &res);
+  BSON_APPEND_UTF8(&res, "uploadId", upload_id);
+  BSON_APPEND_ARRAY_BEGIN(&res, "etags", &etags);
+  ok = true;
+  for (int i = 0; ok && i < n; i++) {
+    char etag[130], ix[16];
+    ok = st->ops->mp_copy(st->ctx, r.path, upload_id, (int)parts[i].n, src_key, parts[i].off,
+                          parts[i].len, etag, err);
+    snprintf(ix, sizeof ix, "%d", i);
+    if (ok)
+      BSON_APPEND_UTF8(&etags, ix, etag);
+  }
+  bson_append_array_end(&res, &etags);
+  bson_append_document_end(result, &res);
+done:
+  free(upload_id);
+  free(src_key);
+  if (doc) {
+    afs_record_done(&r);
+    bson_destroy(doc);
+  }
+  bson_value_destroy(&id);
+  bson_value_destroy(&src);
   return ok;
 }
 

@@ -26,6 +26,7 @@
 #include "assetfs/strutil.h"
 #include "assetfs/test_pause.h"
 #include "fuse/ops_int.h"
+#include "staging/base.h"
 #include "upload/upload.h"
 
 #include <fuse_lowlevel.h> /* fuse_parse_cmdline; needs FUSE_USE_VERSION from fs.h */
@@ -86,6 +87,7 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
     fuse_exit(fuse_get_context()->fuse);
     return fs;
   }
+  afs_staging_set_fetch(fs->st, afs_fs_base_fetch, afs_fs_base_src_free, fs);
   afs_info("mounted %s (database %s, uid %s, upload partition %s, staging %s%s)",
            fs->opt.mountpoint, fs->opt.database, fs->opt.uid, fs->opt.upload_partition, staging_dir,
            fs->opt.writeback ? ", write-back" : "");

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "assetfs/alloc.h"
 #include "s3http.h"
 #include "s3xml.h"
 
@@ -364,6 +365,49 @@ bool afs_s3_multipart_complete(const struct afs_s3_client *c, const char *key,
   }
   afs_s3_resp_free(&r);
   free(body);
+  return ok;
+}
+
+bool afs_s3_upload_part_copy(const struct afs_s3_client *c, const char *key, const char *upload_id,
+                             int number, const char *src_key, int64_t off, int64_t len,
+                             char *etag_out, struct afs_error *err) {
+  etag_out[0] = '\0';
+  if (!need_key(key, err) || !need_key(src_key, err))
+    return false;
+  if (!upload_id || !*upload_id || number < 1 || number > 10000 || off < 0 || len < 1)
+    return afs_error_set(err, EINVAL, "UploadPartCopy needs an upload id, a part number "
+                                      "1..10000 and a byte range");
+  char num[16], range[64];
+  snprintf(num, sizeof num, "%d", number);
+  snprintf(range, sizeof range, "bytes=%lld-%lld", (long long)off, (long long)(off + len - 1));
+  char *enc = afs_s3_uri_encode(src_key, true);
+  char *source = NULL;
+  afs_xasprintf(&source, "/%s/%s", c->target.bucket, enc);
+  free(enc);
+  struct afs_sigv4_param p[] = {{"partNumber", num}, {"uploadId", upload_id}};
+  struct afs_sigv4_header h[] = {{"x-amz-copy-source", source},
+                                 {"x-amz-copy-source-range", range}};
+  struct afs_s3_req req = {.method = "PUT",
+                           .key = key,
+                           .params = p,
+                           .nparams = 2,
+                           .headers = h,
+                           .nheaders = 2,
+                           .error_in_200 = true};
+  struct afs_s3_resp r;
+  bool ok = afs_s3_perform(c, &req, &r, err);
+  if (ok && r.status != 200)
+    ok = afs_s3_status_error(&r, "UploadPartCopy", key, err);
+  if (ok) {
+    struct afs_xspan s = {r.body ? r.body : "", r.body ? r.body + r.len : ""};
+    char *et = afs_xml_get(s, "ETag");
+    afs_s3_copy_header_value(etag_out, 130, et ? et : "", et ? strlen(et) : 0);
+    free(et);
+    if (!etag_out[0])
+      ok = afs_error_set(err, EIO, "S3 UploadPartCopy %s: no ETag in answer", key);
+  }
+  afs_s3_resp_free(&r);
+  free(source);
   return ok;
 }
 

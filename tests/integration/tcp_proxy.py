@@ -99,7 +99,8 @@ class FaultyHttpProxy(TcpProxy):
     connection whose request line contains `match` gets HTTP `fail_status` and is closed
     (curl opens a connection per PUT attempt, so each failure is one failed attempt), and
     the others that match wait `delay_s` first. Other requests pass through unchanged.
-    `url` is the endpoint to give the broker; `failed` counts."""
+    `url` is the endpoint to give the broker; `failed` counts, and `bytes_down` counts
+    the bytes S3 sent back (answers and object bytes)."""
 
     def __init__(self, endpoint, fail_every=3, fail_status=503, match="", delay_s=0.0):
         hostport = endpoint.split("://", 1)[1].rstrip("/")
@@ -107,7 +108,7 @@ class FaultyHttpProxy(TcpProxy):
         super().__init__(host, int(port))
         self.fail_every, self.fail_status, self.match = fail_every, fail_status, match
         self.delay_s = delay_s  # matching requests wait this long first (a slow S3)
-        self.seen = self.failed = 0
+        self.seen = self.failed = self.bytes_down = 0
         self.started = set()  # ids of client sockets whose first request was looked at
         self.url = f"http://127.0.0.1:{self.port}"
         self.start()
@@ -119,7 +120,10 @@ class FaultyHttpProxy(TcpProxy):
 
     def _relay(self, a, b, d):
         first = False
-        if not self.from_server(a):
+        if self.from_server(a):
+            with self.lock:
+                self.bytes_down += len(d)
+        else:
             with self.lock:
                 first = id(a) not in self.started
                 self.started.add(id(a))

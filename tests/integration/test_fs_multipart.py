@@ -266,3 +266,125 @@ def test_s3_failing_some_parts_is_retried(start_broker, start_mount, db, s3, buc
         assert proxy.failed >= 2
     finally:
         proxy.close()
+
+
+def new_version(db, file_path, old_id, timeout=300):
+    """The active asset at file_path once it is no longer old_id."""
+    def done():
+        a = active_asset(db, file_path)
+        return a if a and a["_id"] != old_id else None
+    return wait_for(done, timeout, f"a new version of {file_path}")
+
+
+def random_file(path, size, seed):
+    """size bytes, every MiB different, without holding them in memory."""
+    rng = hashlib.sha256(str(seed).encode()).digest()
+    block = os.urandom(MiB)
+    with open(path, "wb") as f:
+        for i in range(0, size, MiB):
+            f.write((rng + i.to_bytes(8, "little") + block[40:])[:min(MiB, size - i)])
+
+
+def test_append_and_edit_big_asset_without_downloading_it(start_broker, start_mount, db, s3,
+                                                          bucket, stack, tmp_path):
+    """The issue's append case. A 2 GiB file (3 MiB past a part boundary) copied in and
+    appended to at once: its whole parts are not sent again but copied by S3 into the
+    new version (AssetfsCopyParts, UploadPartCopy). Then, on another mount that has no
+    copy of it, a 10-byte edit in the middle of that version fetches only the part it
+    touches, a read of an untouched part through the open file comes from the asset, and
+    an append there fetches only the last, partial part. Every version is whole (sha256
+    through its URL), and what S3 sent back while they were made stays under two parts'
+    worth each."""
+    from tcp_proxy import FaultyHttpProxy
+    proxy = FaultyHttpProxy(stack["ASSETFS_S3_ENDPOINT"], fail_every=0)
+    try:
+        start_broker(env={"ASSETFS_S3_ENDPOINT": proxy.url})
+        m = start_mount("log_level=debug")
+        size = 2 * 1024 * MiB + 3 * MiB
+        src = tmp_path / "disk.img"
+        random_file(src, size, seed=31)
+        subprocess.run(["cp", str(src), m.p("disk.img")], check=True, timeout=600)
+        old = wait_asset(db, "disk.img", timeout=300)
+
+        tail = os.urandom(5 * MiB + 17)
+        before = proxy.bytes_down
+        t0 = time.monotonic()
+        with open(m.p("disk.img"), "ab") as f:
+            opened_s = time.monotonic() - t0
+            f.write(tail)
+        with open(src, "ab") as f:
+            f.write(tail)
+        a = new_version(db, "disk.img", old["_id"])
+        fetched = proxy.bytes_down - before
+        assert fetched < 2 * PART, f"{fetched} bytes came back from S3 for an append"
+        line = [ln for ln in m.log().splitlines() if "copied by S3" in ln][-1]
+        assert " 256 copied by S3" in line, line
+        assert a["size"] == size + len(tail)
+        assert sha256_url(a["url"]) == sha256_file(src)
+        assert db.CosyncAsset.count_documents({"filePath": "disk.img", "status": "active"}) == 1
+
+        m2 = start_mount("log_level=debug")
+        edit_at = 1024 * MiB + 100
+        before = proxy.bytes_down
+        with open(m2.p("disk.img"), "r+b") as f:
+            f.seek(edit_at)
+            f.write(b"0123456789")
+            f.seek(8 * MiB)  # a part nobody wrote: read from the asset, not staged
+            far = f.read(MiB)
+        with open(src, "r+b") as f:
+            f.seek(edit_at)
+            f.write(b"0123456789")
+            f.seek(8 * MiB)
+            assert far == f.read(MiB)
+        b = new_version(db, "disk.img", a["_id"])
+        fetched = proxy.bytes_down - before
+        assert fetched < 2 * PART + 2 * MiB, f"{fetched} bytes came back for a 10-byte edit"
+        line = [ln for ln in m2.log().splitlines() if "copied by S3" in ln][-1]
+        assert " 257 copied by S3" in line, line  # all but the edited part
+        assert sha256_url(b["url"]) == sha256_file(src)
+
+        m3 = start_mount("log_level=debug")  # no copy of it either
+        before = proxy.bytes_down
+        with open(m3.p("disk.img"), "ab") as f:
+            f.write(tail)
+        with open(src, "ab") as f:
+            f.write(tail)
+        c = new_version(db, "disk.img", b["_id"])
+        fetched = proxy.bytes_down - before
+        assert fetched < 2 * PART, f"{fetched} bytes came back from S3 for an append"
+        assert sha256_url(c["url"]) == sha256_file(src)
+        print(f"append: open took {opened_s:.3f} s")
+    finally:
+        proxy.close()
+
+
+def test_writeback_append_to_big_asset_resumes_after_a_kill(start_broker, start_mount, db, s3,
+                                                            bucket, tmp_path):
+    """A write-back mount killed right after an append to a big asset was closed: the
+    next mount of the session sends it, copying the asset's parts it never fetched (its
+    .base sidecar says which bytes are the asset's), never a hole as zeros."""
+    import signal
+    from fs_fixtures import is_mounted
+    start_broker()
+    session = f"base-resume-{os.getpid()}-{time.monotonic_ns()}"
+    opts = ("writeback", f"session_id={session}", "multipart_threshold=16M", "log_level=debug")
+    m = start_mount(*opts)
+    size = 100 * MiB + 5
+    src = tmp_path / "log.bin"
+    random_file(src, size, seed=32)
+    subprocess.run(["cp", str(src), m.p("log.bin")], check=True, timeout=300)
+    old = wait_asset(db, "log.bin", timeout=120)
+    with open(m.p("log.bin"), "ab") as f:
+        f.write(b"appended line\n" * 1000)
+    with open(src, "ab") as f:
+        f.write(b"appended line\n" * 1000)
+    os.kill(m.proc.pid, signal.SIGKILL)
+    m.proc.wait(timeout=30)
+    subprocess.run(["fusermount3", "-uz", m.path], check=False, timeout=30)
+    assert not is_mounted(m.path)
+    m2 = start_mount(*opts, f"cache_dir={m.cache_dir}")
+    a = new_version(db, "log.bin", old["_id"], timeout=120)
+    assert sha256_url(a["url"]) == sha256_file(src)
+    if "resuming 1 file" in m2.log():  # else the killed mount had sent it already
+        line = [ln for ln in m2.log().splitlines() if "copied by S3" in ln][-1]
+        assert " 12 copied by S3" in line, line

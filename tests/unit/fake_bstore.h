@@ -40,6 +40,7 @@ enum fb_op {
   FB_MP_CREATE,
   FB_MP_COMPLETE,
   FB_MP_ABORT,
+  FB_MP_COPY,
   FB_OPS
 };
 
@@ -60,6 +61,9 @@ struct fb_mpu {
   bool aborted, completed;
   size_t nparts;     /* of the Complete */
   char etags[8][32]; /* the first ones it listed */
+  int ncopies;       /* UploadPartCopy calls */
+  char copy_src[64]; /* the last one's source key and range */
+  int64_t copy_off, copy_len;
 };
 
 struct fake_bstore {
@@ -576,6 +580,28 @@ static bool fb_mp_abort(void *ctx, const char *key, const char *upload_id, struc
   return true;
 }
 
+static bool fb_mp_copy(void *ctx, const char *key, const char *upload_id, int number,
+                       const char *src_key, int64_t off, int64_t len, char *etag_out,
+                       struct afs_error *err) {
+  struct fake_bstore *f = ctx;
+  if (!fb_enter(f, FB_MP_COPY, err))
+    return false;
+  struct fb_mpu *u = fb_mpu_of(f, upload_id);
+  if (!u || u->aborted || u->completed || strcmp(u->key, key))
+    return afs_error_set(err, ENOENT, "S3 UploadPartCopy %s: HTTP 404 NoSuchUpload", key);
+  int i = fb_obj_of(f, src_key);
+  if (i < 0)
+    return afs_error_set(err, ENOENT, "S3 UploadPartCopy %s: HTTP 404 NoSuchKey", key);
+  if (off + len > f->obj[i].size)
+    return afs_error_set(err, EIO, "S3 UploadPartCopy %s: HTTP 416 InvalidRange", key);
+  u->ncopies++;
+  snprintf(u->copy_src, sizeof u->copy_src, "%s", src_key);
+  u->copy_off = off;
+  u->copy_len = len;
+  snprintf(etag_out, 130, "copy-%d", number);
+  return true;
+}
+
 static const struct afs_bstore_ops fake_bstore_ops = {
     .finish = fb_finish,
     .renew = fb_renew,
@@ -595,6 +621,7 @@ static const struct afs_bstore_ops fake_bstore_ops = {
     .mp_create = fb_mp_create,
     .mp_complete = fb_mp_complete,
     .mp_abort = fb_mp_abort,
+    .mp_copy = fb_mp_copy,
 };
 
 /* A broker for handlers on the fake: settings as defaults, an S3 target that is never

@@ -91,18 +91,18 @@ static void test_log(void) {
   afs_mp_log_part(path, mp, 2, part, "0123456789abcdef0123456789abcdef"); /* changed since */
   afs_mp_log_part(path, mp, 3, 100, etag[2]);
   struct afs_mp_logged *l = NULL;
-  CHECK(afs_mp_restore(path, "cccccccccccccccccccccccc", size, &l) == 2);
+  CHECK(afs_mp_restore(path, "cccccccccccccccccccccccc", size, NULL, &l) == 2);
   CHECK(l && l[0].n == 1 && l[1].n == 3 && l[1].len == 100);
   free(l);
   /* the file grew: the old tail is no longer part 3 as it is now */
-  CHECK(afs_mp_restore(path, "cccccccccccccccccccccccc", size + 1, &l) == 1);
+  CHECK(afs_mp_restore(path, "cccccccccccccccccccccccc", size + 1, NULL, &l) == 1);
   free(l);
-  CHECK(afs_mp_restore(path, "dddddddddddddddddddddddd", size, &l) == 0);
+  CHECK(afs_mp_restore(path, "dddddddddddddddddddddddd", size, NULL, &l) == 0);
   /* a new record starts a new log */
   afs_mp_for(&mp, "dddddddddddddddddddddddd");
   afs_mp_log_part(path, mp, 2, part, etag[1]);
-  CHECK(afs_mp_restore(path, "cccccccccccccccccccccccc", size, &l) == 0);
-  CHECK(afs_mp_restore(path, "dddddddddddddddddddddddd", size, &l) == 1);
+  CHECK(afs_mp_restore(path, "cccccccccccccccccccccccc", size, NULL, &l) == 0);
+  CHECK(afs_mp_restore(path, "dddddddddddddddddddddddd", size, NULL, &l) == 1);
   free(l);
   afs_mp_free(mp);
   snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -13,6 +13,7 @@
 #include "assetfs/mime.h"
 #include "fuse/ops_int.h"
 #include "fuse/status.h"
+#include "staging/base.h"
 #include "staging/journal.h"
 #include "staging/parts.h"
 #include "staging/wfile.h"
@@ -50,14 +51,26 @@ static void fh_unlist(struct afs_fs *fs, struct afs_fh *h) {
 
 /* A new staged file at p with its pending record (default mode); *out has a reference.
  * The record is created before anything is visible, so a failure leaves nothing half
- * made. */
-static int new_staged(struct afs_fs *fs, const struct afs_fpath *p, struct afs_wfile **out) {
+ * made. from (may be NULL): the asset it begins as. A big one is the file's base
+ * (staging/base.h), set before the journal names the file; any other is copied in by
+ * the caller, which journals the file once it holds those bytes (a crash mid-copy must
+ * not resume a cut-short copy as the new version). */
+static int new_staged(struct afs_fs *fs, const struct afs_fpath *p, const struct afs_asset *from,
+                      struct afs_wfile **out) {
   struct afs_error e = {0};
   struct afs_wfile *replaced = NULL;
   struct afs_wfile *wf =
       afs_staging_create(fs->st, p->partition, p->rel, afs_mime_from_path(p->rel), &replaced, &e);
   if (!wf)
     return afs_fs_errno(&e);
+  if (from && afs_fs_may_base(fs, from) &&
+      !afs_base_attach(fs->st, wf, from->id, from->size, &e)) {
+    afs_err("cannot open %s/%s to change it: %s", p->partition, p->rel, e.msg);
+    afs_staging_remove(fs->st, wf);
+    afs_staging_unref(fs->st, wf);
+    afs_staging_unref(fs->st, replaced);
+    return afs_fs_errno(&e);
+  }
   /* Write-back: no database round trip on create; the upload worker makes the record
    * (the journal keeps the file meanwhile). */
   if (!fs->opt.writeback && !afs_upload_begin(fs->up, wf, &e)) {
@@ -68,7 +81,7 @@ static int new_staged(struct afs_fs *fs, const struct afs_fpath *p, struct afs_w
     return afs_fs_errno(&e);
   }
   struct afs_error je = {0};
-  if (!afs_staging_journal(fs->st, wf, false, &je))
+  if ((!from || wf->base) && !afs_staging_journal(fs->st, wf, false, &je))
     afs_warn("%s", je.msg); /* only resume after a crash needs it */
   if (replaced) {
     /* Overwritten before its upload finished: the old data will never be an asset
@@ -85,16 +98,36 @@ static int new_staged(struct afs_fs *fs, const struct afs_fpath *p, struct afs_w
   return 0;
 }
 
+/* A big asset opened to change it: a staged file based on it (staging/base.h), none of
+ * its bytes fetched yet. */
+static int base_on_asset(struct afs_fs *fs, const struct afs_fpath *p, const struct afs_asset *a,
+                         struct afs_wfile **out) {
+  struct afs_wfile *wf = NULL;
+  int rc = new_staged(fs, p, a, &wf);
+  if (rc)
+    return rc;
+  pthread_mutex_lock(&wf->mu);
+  wf->mtime_ms = a->mtime_ms;
+  wf->contig = a->size; /* appended parts stream as they are written */
+  pthread_mutex_unlock(&wf->mu);
+  afs_debug("%s/%s: based on asset %s (%lld bytes), nothing fetched", p->partition, p->rel, a->id,
+            (long long)a->size);
+  *out = wf;
+  return 0;
+}
+
 /* Copy-on-write: the asset's bytes into a new staged file (for O_RDWR, append, truncate
- * to a non-zero size). */
+ * to a non-zero size); a big asset's only as they are needed. */
 static int copy_asset_to_staging(struct afs_fs *fs, const struct afs_fpath *p,
                                  const struct afs_asset *a, struct afs_wfile **out) {
+  if (afs_fs_may_base(fs, a))
+    return base_on_asset(fs, p, a, out);
   struct afs_error e = {0};
   struct afs_reader *r = afs_reader_open_asset(fs->rc, fs->cat, a, &e);
   if (!r)
     return afs_fs_errno(&e);
   struct afs_wfile *wf = NULL;
-  int rc = new_staged(fs, p, &wf);
+  int rc = new_staged(fs, p, a, &wf);
   if (rc) {
     afs_reader_close(r);
     return rc;
@@ -128,6 +161,9 @@ static int copy_asset_to_staging(struct afs_fs *fs, const struct afs_fpath *p,
   pthread_mutex_lock(&wf->mu);
   wf->mtime_ms = a->mtime_ms;
   pthread_mutex_unlock(&wf->mu);
+  struct afs_error je = {0};
+  if (!afs_staging_journal(fs->st, wf, false, &je))
+    afs_warn("%s", je.msg); /* only resume after a crash needs it */
   *out = wf;
   return 0;
 }
@@ -144,7 +180,7 @@ int afs_op_create(const char *path, mode_t mode, struct fuse_file_info *fi) {
     rc = -EROFS;
   else if (p.depth < 2)
     rc = -EPERM;
-  else if (!(rc = afs_fs_check_name(&p)) && !(rc = new_staged(fs, &p, &wf))) {
+  else if (!(rc = afs_fs_check_name(&p)) && !(rc = new_staged(fs, &p, NULL, &wf))) {
     struct afs_fh *h = fh_new(wf, true);
     h->append = fi->flags & O_APPEND;
     fi->fh = (uintptr_t)h;
@@ -189,7 +225,11 @@ int afs_op_open(const char *path, struct fuse_file_info *fi) {
 again:
   k = afs_fs_resolve(fs, &p, &wf, &a);
   if (k == AFS_NODE_STAGED) {
-    if (trunc && ftruncate(wf->fd, 0) == 0) {
+    /* Its version completed: changes to it send only what changed (staging/base.h). */
+    if (writable && !trunc && fs->opt.multipart_threshold > 0 &&
+        !afs_base_from_completed(fs->st, wf, fs->opt.multipart_threshold, &e))
+      afs_warn("%s: %s", path, e.msg); /* then the next upload sends every part */
+    if (trunc && afs_base_cut(fs->st, wf, 0, &e) && ftruncate(wf->fd, 0) == 0) {
       afs_staging_account(fs->st, wf, 0, false);
       afs_upload_wrote(fs->up, wf, 0, -1); /* parts first: see afs_upload_wrote */
       afs_wf_written(wf);
@@ -213,7 +253,7 @@ again:
         return 0;
       }
     } else if (trunc) {
-      rc = new_staged(fs, &p, &wf);
+      rc = new_staged(fs, &p, NULL, &wf);
     } else {
       rc = copy_asset_to_staging(fs, &p, &a, &wf);
     }
@@ -252,6 +292,10 @@ int afs_op_read(const char *path, char *buf, size_t size, off_t off, struct fuse
     size_t n = h->text_len - (size_t)off < size ? h->text_len - (size_t)off : size;
     memcpy(buf, h->text + off, n);
     return (int)n;
+  }
+  if (h->wf && h->wf->base) {
+    ssize_t n = afs_base_pread(afs_fs_ctx()->st, h->wf, buf, size, off, &e);
+    return n < 0 ? afs_fs_errno(&e) : (int)n;
   }
   if (h->wf) {
     ssize_t n = pread(h->wf->fd, buf, size, off);
@@ -315,6 +359,10 @@ int afs_op_write(const char *path, const char *buf, size_t size, off_t off,
   int rc = reserve(afs_fs_ctx(), h->wf, (int64_t)off + (int64_t)size);
   if (rc)
     return rc;
+  struct afs_error e = {0};
+  if (h->wf->base && (!afs_base_fill(afs_fs_ctx()->st, h->wf, off, (int64_t)size, &e) ||
+                      !afs_base_wrote(afs_fs_ctx()->st, h->wf, off, (int64_t)size, &e)))
+    return afs_fs_errno(&e);
   ssize_t n = pwrite(h->wf->fd, buf, size, off);
   if (n < 0) {
     if (errno == ENOSPC || errno == EDQUOT)
@@ -438,6 +486,9 @@ int afs_op_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
     int rc = reserve(fs, h->wf, size);
     if (rc)
       return rc;
+    struct afs_error e = {0};
+    if (!afs_base_cut(fs->st, h->wf, size, &e))
+      return afs_fs_errno(&e);
     if (ftruncate(h->wf->fd, size) != 0)
       return -errno;
     afs_staging_account(fs->st, h->wf, size, false);
@@ -453,11 +504,14 @@ int afs_op_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
   struct afs_asset a;
   int k = p.depth < 2 ? AFS_NODE_DIR : afs_fs_resolve(fs, &p, &wf, &a);
   if (k == AFS_NODE_ASSET) {
-    rc = size == 0 ? new_staged(fs, &p, &wf) : copy_asset_to_staging(fs, &p, &a, &wf);
+    rc = size == 0 ? new_staged(fs, &p, NULL, &wf) : copy_asset_to_staging(fs, &p, &a, &wf);
     afs_asset_free(&a);
   } else if (k != AFS_NODE_STAGED) {
     rc = k < 0 ? k : k == AFS_NODE_DIR ? -EISDIR : -ENOENT;
   }
+  struct afs_error e = {0};
+  if (!rc && !afs_base_cut(fs->st, wf, size, &e))
+    rc = afs_fs_errno(&e);
   if (!rc) {
     if (ftruncate(wf->fd, size) != 0) {
       rc = -errno;

@@ -74,6 +74,13 @@ int afs_op_truncate(const char *path, off_t size, struct fuse_file_info *fi);
 int afs_op_unlink(const char *path);
 int afs_op_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi);
 
+/* based.c: big assets changed without downloading them (staging/base.h). */
+struct afs_base;
+bool afs_fs_may_base(const struct afs_fs *fs, const struct afs_asset *a);
+bool afs_fs_base_fetch(void *ctx, struct afs_base *b, char *buf, size_t len, int64_t off,
+                       struct afs_error *err);
+void afs_fs_base_src_free(void *src);
+
 /* Closes every file handle still open (at unmount). */
 void afs_fs_release_all(struct afs_fs *fs);
 

@@ -172,7 +172,7 @@ static bool bytes_match(int fd, int64_t off, int64_t len, const char *etag, char
 }
 
 int afs_mp_restore(const char *staging_path, const char *rec, int64_t size,
-                   struct afs_mp_logged **out) {
+                   const unsigned char *copied, struct afs_mp_logged **out) {
   *out = NULL;
   char *path = log_path(staging_path);
   FILE *f = fopen(path, "re");
@@ -196,7 +196,8 @@ int afs_mp_restore(const char *staging_path, const char *rec, int64_t size,
     int64_t off = afs_mp_part_off(l.n), want = afs_mp_part_size(l.n);
     if (off + want > size)
       want = size - off;
-    if (want <= 0 || l.len != want || !bytes_match(fd, off, want, l.etag, buf, 1 << 20))
+    if (want <= 0 || l.len != want ||
+        (!(copied && copied[l.n]) && !bytes_match(fd, off, want, l.etag, buf, 1 << 20)))
       continue;
     if (n == cap)
       *out = afs_xrealloc(*out, (size_t)(cap = cap ? cap * 2 : 64) * sizeof **out);

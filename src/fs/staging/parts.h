@@ -93,8 +93,9 @@ struct afs_mp_logged {
 /* The parts the log of staging_path holds for record rec whose bytes in the staged file
  * (size bytes) are still what was sent, and whose length is the part's length at that
  * size: *out (caller frees), their count returned (0 when none or no log). Reads every
- * logged part's bytes once, without any lock held. */
+ * logged part's bytes once, without any lock held. copied (may be NULL; [n] for part n)
+ * names parts copied from an asset (base.h): their length is checked, not their bytes. */
 int afs_mp_restore(const char *staging_path, const char *rec, int64_t size,
-                   struct afs_mp_logged **out);
+                   const unsigned char *copied, struct afs_mp_logged **out);
 
 #endif

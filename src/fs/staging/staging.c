@@ -48,6 +48,7 @@ struct afs_staging *afs_staging_new(const char *dir, struct afs_error *err) {
   st->dir = strdup(dir);
   pthread_mutex_init(&st->mu, NULL);
   pthread_mutex_init(&st->room_mu, NULL);
+  pthread_mutex_init(&st->fill_mu, NULL);
   afs_cond_init(&st->room_cv);
   /* New names must not collide with what an earlier mount left for resume. */
   DIR *d = opendir(dir);
@@ -96,10 +97,12 @@ void afs_stg_wf_destroy(struct afs_staging *st, struct afs_wfile *wf) {
     afs_xasprintf(&parts, "%s%s", wf->staging_path, AFS_MP_LOG_SUFFIX);
     unlink(parts);
     free(parts);
+    afs_base_log_remove(wf->staging_path);
   }
-  __atomic_sub_fetch(&st->bytes, wf->acct_size, __ATOMIC_RELAXED);
-  if (wf->acct_size > 0)
+  __atomic_sub_fetch(&st->bytes, wf->acct_size - wf->acct_absent, __ATOMIC_RELAXED);
+  if (wf->acct_size > wf->acct_absent)
     room_given_back(st);
+  afs_base_free(st, wf->base);
   pthread_mutex_destroy(&wf->jmu);
   pthread_mutex_destroy(&wf->mu);
   pthread_cond_destroy(&wf->cond);
@@ -144,6 +147,7 @@ void afs_staging_free(struct afs_staging *st) {
   rmdir(st->dir); /* only succeeds when empty: data that still needs uploading stays */
   pthread_mutex_destroy(&st->mu);
   pthread_mutex_destroy(&st->room_mu);
+  pthread_mutex_destroy(&st->fill_mu);
   pthread_cond_destroy(&st->room_cv);
   free(st->dir);
   free(st);
@@ -497,6 +501,18 @@ void afs_staging_account(struct afs_staging *st, struct afs_wfile *wf, int64_t s
   if (delta)
     __atomic_add_fetch(&st->bytes, delta, __ATOMIC_RELAXED);
   if (delta < 0)
+    room_given_back(st);
+}
+
+void afs_stg_absent_changed(struct afs_staging *st, struct afs_wfile *wf) {
+  pthread_mutex_lock(&wf->mu);
+  int64_t absent = afs_base_absent_bytes(wf->base);
+  int64_t delta = absent - wf->acct_absent;
+  wf->acct_absent = absent;
+  pthread_mutex_unlock(&wf->mu);
+  if (delta)
+    __atomic_sub_fetch(&st->bytes, delta, __ATOMIC_RELAXED);
+  if (delta > 0)
     room_given_back(st);
 }
 

@@ -81,7 +81,10 @@ struct afs_wfile {
   bool claimed;               /* an upload worker took it from the queue */
   bool in_queue;              /* in the uploader's queue (under its q_mu, not mu) */
   bool resumed;               /* adopted from a journal: ask the record before uploading */
-  int64_t acct_size;          /* bytes of it counted in the staging total */
+  int64_t acct_size;          /* its size as counted in the staging total */
+  int64_t acct_absent;        /* ... less these bytes, its base's absent ones */
+  struct afs_base *base;      /* the big asset it began as, without fetching it
+                               * (staging/base.h), or NULL */
   int64_t contig;             /* [0, contig) was written front to back (multipart.c:
                                * what may be streamed) */
   struct afs_mp *mp;          /* its multipart parts (staging/parts.h), NULL until it is

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "staging/base.h"
 #include "staging/staging.h"
 
 struct local_dir {
@@ -31,11 +32,18 @@ struct afs_staging {
   size_t n_ht, ht_entries;
   struct afs_dircount **dt;
   size_t n_dt, dt_entries;
-  int64_t bytes; /* atomic (__atomic builtins), not under mu: sum of every wf->acct_size */
+  int64_t bytes; /* atomic (__atomic builtins), not under mu: sum of every wf->acct_size
+                  * less its acct_absent */
   /* Back-pressure: writers waiting for cache_max room sleep on room_cv (monotonic) and
    * are woken whenever bytes go down. room_mu guards only the wait; leaf lock. */
   pthread_mutex_t room_mu;
   pthread_cond_t room_cv;
+  /* Based files (base.h): fills, cuts and every fetch of an asset's bytes, one at a time;
+   * taken before any wf->mu. */
+  pthread_mutex_t fill_mu;
+  afs_base_fetch_fn fetch;
+  void (*fetch_src_free)(void *src);
+  void *fetch_ctx;
 };
 
 /* A new entry (no file, fd -1, refs 0), its names copied and its locks initialised. */
@@ -43,6 +51,8 @@ struct afs_wfile *afs_stg_wf_new(const char *partition, const char *file_path);
 /* Closes and frees wf; deletes its journal, then its staging file (if staging_path is
  * still set) and takes its bytes off the total. Called once the last reference went. */
 void afs_stg_wf_destroy(struct afs_staging *st, struct afs_wfile *wf);
+/* wf->base's absent bytes changed: they leave (or come back to) the staging total. */
+void afs_stg_absent_changed(struct afs_staging *st, struct afs_wfile *wf);
 /* "<staging_path>.journal" (caller frees). */
 char *afs_stg_journal_path(const char *staging_path);
 

@@ -141,9 +141,21 @@ static bool adopt(struct afs_staging *st, const char *jname, bool *kept) {
     afs_journal_free(&j);
     goto done;
   }
+  /* A copy begun as a big asset holds holes where the asset's bytes are: without its
+   * sidecar they would go up as zeros. */
+  struct afs_base *base = afs_base_log_read(data, &e);
+  if (!base && e.code) {
+    close(fd);
+    afs_journal_free(&j);
+    *kept = !keep_unreadable(st, jpath, data, e.msg);
+    free(jpath);
+    free(data);
+    return false;
+  }
   struct afs_wfile *wf = afs_stg_wf_new(NULL, NULL);
   wf->fd = fd;
   fd = -1;
+  wf->base = base;
   wf->staging_path = data;
   data = NULL;
   wf->partition = j.partition;
@@ -167,6 +179,7 @@ static bool adopt(struct afs_staging *st, const char *jname, bool *kept) {
   }
   afs_journal_free(&j);
   afs_staging_account(st, wf, sb.st_size, false);
+  afs_stg_absent_changed(st, wf);
   pthread_mutex_lock(&st->mu);
   ssize_t i = afs_stg_find_locked(st, wf->partition, wf->file_path);
   struct afs_wfile *old = NULL;
@@ -241,10 +254,11 @@ int afs_staging_resume(struct afs_staging *st) {
       keep = !strcmp(left[k], others[i]);
     pthread_mutex_lock(&st->mu);
     for (size_t k = 0; k < st->n_files && !keep; k++) {
-      /* a staged file's parts log (parts.h) stays with it */
+      /* a staged file's parts log (parts.h) and base sidecar (base.h) stay with it */
       size_t sl = strlen(st->files[k]->staging_path);
       keep = !strncmp(st->files[k]->staging_path, path, sl) &&
-             (!path[sl] || !strcmp(path + sl, AFS_MP_LOG_SUFFIX));
+             (!path[sl] || !strcmp(path + sl, AFS_MP_LOG_SUFFIX) ||
+              !strcmp(path + sl, AFS_BASE_SUFFIX));
     }
     pthread_mutex_unlock(&st->mu);
     if (!keep)

@@ -18,11 +18,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "assetfs/alloc.h"
 #include "assetfs/clock.h"
 #include "assetfs/http_put.h"
 #include "assetfs/log.h"
+#include "staging/base.h"
 #include "staging/parts.h"
 #include "upload/upload_int.h"
 
@@ -33,6 +35,8 @@
 /* Parts sent at close go in slices of this many: the parts log learns each slice as it
  * settles, so a mount killed mid-way loses at most a slice (parts.h). */
 #define SLICE 32
+/* How long parts wait for the asset they are copied from to be active. */
+#define COPY_WAIT_MS 15000
 /* A signed batch is not used in its last minute: a transfer started then could outlive it. */
 #define URL_MARGIN_MS 60000
 
@@ -158,7 +162,8 @@ static void stream_part(struct afs_uploader *up, struct afs_wfile *wf, int n) {
   }
   /* Not for a record already `uploaded` (its version is complete as sent). */
   if (!p || wf->unlinked || wf->record_used || strcmp(mp->rec, wf->id) || p->inflight ||
-      afs_mp_clean(mp, n, -1) || afs_monotonic_ms() < mp->stream_pause_until) {
+      afs_mp_clean(mp, n, -1) || afs_base_same(wf->base, n) ||
+      afs_monotonic_ms() < mp->stream_pause_until) {
     pthread_cond_broadcast(&wf->cond);
     pthread_mutex_unlock(&wf->mu);
     return;
@@ -323,7 +328,9 @@ void afs_upload_wrote(struct afs_uploader *up, struct afs_wfile *wf, int64_t off
     int last = afs_mp_part_at(wf->contig) - 1, n = mp->scan_from > 0 ? mp->scan_from : 1;
     for (; n <= last && n_ready < 64; n++) {
       struct afs_mp_part *p = afs_mp_part(mp, n);
-      if (p->queued || p->inflight || afs_mp_clean(mp, n, -1))
+      /* A part that is still the bytes of the asset the file began as is copied or sent
+       * at close. */
+      if (p->queued || p->inflight || afs_mp_clean(mp, n, -1) || afs_base_same(wf->base, n))
         continue;
       p->queued = true;
       mp->queued++;
@@ -409,11 +416,20 @@ static void restore(struct afs_wfile *wf, const char *rec, const char *path, int
     for (int i = 1; i <= count; i++)
       gen[i] = afs_mp_part(mp, i)->gen;
   }
+  /* A part S3 copied from the asset the file began as has no staged bytes to check: the
+   * asset's bytes never change under its id. */
+  unsigned char *copied = NULL;
+  if (fresh && wf->base) {
+    copied = afs_xcalloc((size_t)count + 1, 1);
+    for (int i = 1; i <= count; i++)
+      copied[i] = afs_base_copyable(wf->base, i, size);
+  }
   pthread_mutex_unlock(&wf->mu);
   if (!fresh)
     return;
   struct afs_mp_logged *l = NULL;
-  int n = afs_mp_restore(path, rec, size, &l);
+  int n = afs_mp_restore(path, rec, size, copied, &l);
+  free(copied);
   if (n == 0) {
     free(gen);
     return;
@@ -436,29 +452,124 @@ static void restore(struct afs_wfile *wf, const char *rec, const char *path, int
   free(l);
 }
 
+/* A part holding both an asset's bytes and new ones (the last part of an append) is
+ * staged whole first: S3 copies only ranges of one object (base.h). */
+static bool stage_mixed(struct afs_uploader *up, struct afs_wfile *wf, int count, int64_t size,
+                        struct afs_error *err) {
+  for (int n = 1; n <= count; n++) {
+    pthread_mutex_lock(&wf->mu);
+    bool more = wf->base && n <= wf->base->nparts;
+    bool mixed = afs_base_absent(wf->base, n) && !afs_base_copyable(wf->base, n, size);
+    pthread_mutex_unlock(&wf->mu);
+    if (!more)
+      break;
+    if (mixed && !afs_base_fill(up->st, wf, afs_mp_part_off(n), 1, err))
+      return false;
+  }
+  return true;
+}
+
+/* Parts copy[0..k) (marked inflight by the caller) are wholly bytes of asset src: S3
+ * copies them (AssetfsCopyParts), AFS_MP_COPY_BATCH per call, each batch logged once
+ * done. Gives every part back. */
+static bool copy_parts(struct afs_uploader *up, struct afs_wfile *wf, const char *rec,
+                       const char *src, int64_t size, const struct todo *copy, int k,
+                       int64_t deadline_ms, struct afs_error *err) {
+  bool ok = true;
+  for (int i = 0; i < k; i += AFS_MP_COPY_BATCH) {
+    int s = k - i < AFS_MP_COPY_BATCH ? k - i : AFS_MP_COPY_BATCH;
+    int part[AFS_MP_COPY_BATCH];
+    int64_t off[AFS_MP_COPY_BATCH], len[AFS_MP_COPY_BATCH];
+    char etag[AFS_MP_COPY_BATCH][130];
+    for (int j = 0; j < s; j++) {
+      part[j] = copy[i + j].n;
+      off[j] = afs_mp_part_off(part[j]);
+      len[j] = afs_mp_part_len_at(part[j], size);
+    }
+    if (ok && afs_monotonic_ms() >= deadline_ms)
+      ok = afs_error_set(err, ETIMEDOUT, "the parts to copy took too long");
+    /* The asset may still be completing (a file appended to right after it was copied
+     * in): wait for it a little. */
+    for (int64_t until = afs_monotonic_ms() + COPY_WAIT_MS; ok;) {
+      ok = up->store.ops->copy_parts(up->store.ctx, rec, src, part, off, len, s, etag, err);
+      if (ok || err->code != EXDEV || afs_monotonic_ms() >= until || afs_upload_stopping(up))
+        break;
+      ok = true;
+      usleep(500000);
+    }
+    if (!ok && err->code == EXDEV) {
+      bool all = afs_base_no_copies(up->st, wf);
+      afs_warn("upload %s: cannot copy parts of asset %s (%s): %s", rec, src, err->msg,
+               all ? "they are sent instead" : "its bytes that this copy never fetched are lost");
+      err->code = all ? EAGAIN : AFS_E_BROKER_REFUSED;
+    }
+    pthread_mutex_lock(&wf->mu);
+    for (int j = 0; j < s; j++) {
+      struct afs_mp_part *p = afs_mp_part(wf->mp, part[j]);
+      if (ok && !strcmp(wf->mp->rec, rec)) {
+        memcpy(p->etag, etag[j], sizeof p->etag);
+        p->sent_gen = copy[i + j].gen;
+        p->sent_len = len[j];
+        afs_mp_log_part(wf->staging_path, wf->mp, part[j], len[j], etag[j]);
+      }
+      p->inflight = false;
+      wf->mp->inflight--;
+    }
+    pthread_cond_broadcast(&wf->cond);
+    pthread_mutex_unlock(&wf->mu);
+  }
+  return ok;
+}
+
 bool afs_up_mp_finish(struct afs_uploader *up, struct afs_wfile *wf, const char *rec,
                       const char *path, int64_t size, int64_t deadline_ms, struct meta *m,
                       struct afs_error *err) {
   int count = afs_mp_part_count(size);
+  if (!stage_mixed(up, wf, count, size, err))
+    return false;
   struct todo *todo = afs_xcalloc((size_t)count, sizeof *todo);
-  int k = 0;
+  struct todo *copy = NULL;
+  char src[AFS_OID_HEX] = "";
+  int k = 0, kc = 0;
   bool ok = true;
   restore(wf, rec, path, size);
   pthread_mutex_lock(&wf->mu);
   struct afs_mp *mp = afs_mp_for(&wf->mp, rec);
   while (mp->inflight > 0 && afs_monotonic_ms() < deadline_ms)
     afs_cond_timedwait_ms(&wf->cond, &wf->mu, 1000);
-  if (mp->inflight > 0) {
+  if (mp->inflight > 0)
     ok = afs_error_set(err, EAGAIN, "streamed parts still in flight");
-  } else {
-    for (int n = 1; n <= count; n++) {
-      struct afs_mp_part *p = afs_mp_part(mp, n);
-      if (afs_mp_clean(mp, n, size)) /* same bytes, and the length the part has now */
-        continue;
-      p->inflight = true;
-      mp->inflight++;
-      todo[k++] = (struct todo){n, p->gen};
-    }
+  /* First what S3 copies from the asset the file began as (base.h), then what is sent:
+   * a part that cannot be copied after all goes with the others. */
+  for (int n = 1; ok && wf->base && n <= count; n++) {
+    struct afs_mp_part *p = afs_mp_part(mp, n);
+    if (afs_mp_clean(mp, n, size) || !afs_base_copyable(wf->base, n, size))
+      continue;
+    p->inflight = true;
+    mp->inflight++;
+    if (!copy)
+      copy = afs_xcalloc((size_t)count, sizeof *copy);
+    copy[kc++] = (struct todo){n, p->gen};
+    memcpy(src, wf->base->id, sizeof src);
+  }
+  pthread_mutex_unlock(&wf->mu);
+  if (kc > 0 && !copy_parts(up, wf, rec, src, size, copy, kc, deadline_ms, err) &&
+      err->code != EAGAIN)
+    ok = false;
+  free(copy);
+  pthread_mutex_lock(&wf->mu);
+  mp = wf->mp;
+  while (ok && mp->inflight > 0 && afs_monotonic_ms() < deadline_ms) /* a stream started one */
+    afs_cond_timedwait_ms(&wf->cond, &wf->mu, 1000);
+  if (ok && mp->inflight > 0)
+    ok = afs_error_set(err, EAGAIN, "streamed parts still in flight");
+  for (int n = 1; ok && n <= count; n++) {
+    struct afs_mp_part *p = afs_mp_part(mp, n);
+    if (afs_mp_clean(mp, n, size)) /* same bytes, and the length the part has now */
+      continue;
+    p->inflight = true;
+    mp->inflight++;
+    todo[k++] = (struct todo){n, p->gen};
   }
   pthread_mutex_unlock(&wf->mu);
   int sent = k;
@@ -510,7 +621,7 @@ bool afs_up_mp_finish(struct afs_uploader *up, struct afs_wfile *wf, const char 
     free((char *)jobs[j].url);
   free(jobs);
   free(todo);
-  afs_debug("upload %s: %d part(s), %d sent at close, %d streamed before", rec, count, sent,
-            count - sent);
+  afs_debug("upload %s: %d part(s), %d sent at close, %d copied by S3, %d streamed before", rec,
+            count, sent, kc, count - sent - kc);
   return ok;
 }

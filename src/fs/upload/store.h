@@ -90,6 +90,12 @@ struct afs_upload_store_ops {
    * lifetime. */
   bool (*sign_parts)(void *ctx, const char *id, int first, int count, char **upload_id,
                      char ***urls, int *n, long *expires_s, struct afs_error *err);
+  /* AssetfsCopyParts: parts part[i] of record id's multipart upload become bytes
+   * [off[i], off[i] + len[i]) of asset src's original, copied by S3; etag[i] (130 bytes
+   * each) their ETags. n <= AFS_MP_COPY_BATCH. */
+  bool (*copy_parts)(void *ctx, const char *id, const char *src, const int *part,
+                     const int64_t *off, const int64_t *len, int n, char (*etag)[130],
+                     struct afs_error *err);
 };
 
 struct afs_upload_store {

@@ -21,6 +21,7 @@
 #include "assetfs/log.h"
 #include "assetfs/naming.h"
 #include "assetfs/video.h"
+#include "staging/base.h"
 #include "staging/parts.h"
 
 static void meta_cleanup(struct meta *m) {
@@ -263,6 +264,12 @@ bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
     afs_error_set(err, AFS_E_TOO_BIG, "file too large for S3");
     goto done;
   }
+  /* A file begun as a big asset (staging/base.h) sends the parts it never fetched as S3
+   * copies, which only a multipart upload can take; a single PUT, and cuts and previews
+   * made from the staged bytes, need those bytes here first. */
+  enum afs_kind kind = afs_content_kind(content_type);
+  if ((!multipart || kind != AFS_KIND_OTHER) && !afs_base_fill(up->st, wf, 0, -1, err))
+    goto done;
   if (a.need_record && !afs_upload_begin(up, wf, err))
     goto done;
   if (!afs_wf_record_of(wf, id)) {

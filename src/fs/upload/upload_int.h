@@ -93,6 +93,9 @@ bool afs_up_call_mtime(struct afs_uploader *up, const char *id, int64_t mtime_ms
 /* AssetfsSignParts, as the MongoDB store's sign_parts (ctx: the uploader). */
 bool afs_up_call_sign_parts(void *ctx, const char *id, int first, int count, char **upload_id,
                             char ***urls, int *n, long *expires_s, struct afs_error *err);
+bool afs_up_call_copy_parts(void *ctx, const char *id, const char *src, const int *part,
+                            const int64_t *off, const int64_t *len, int n, char (*etag)[130],
+                            struct afs_error *err);
 
 /* Rename (signed_set_file_path) and removal at a path (signed_delete_matching) as a
  * signing mount does them: the store's set_file_path and asset_delete_at with a key. */

@@ -14,6 +14,7 @@
 #include "assetfs/http_put.h" /* afs_monotonic_ms */
 #include "assetfs/image.h"
 #include "assetfs/log.h"
+#include "staging/base.h"
 
 /* wake: look at it at once (a new orphan); a kept one waits for its next poll time. */
 static void add_orphan(struct afs_uploader *up, struct afs_wfile *wf, bool wake) {
@@ -56,6 +57,9 @@ static void on_completed(struct afs_uploader *up, struct afs_wfile *wf, const ch
     return;
   }
   afs_staging_ref(up->st, wf);
+  /* The asset this version completed as holds every byte the file still reads from its
+   * old one (those parts were copied at the same offsets): read them there from now on. */
+  afs_base_moved(up->st, wf, id);
   afs_staging_names(up->st, wf, &partition, &file_path);
   if (renamed && !afs_asset_set_file_path(up, id, file_path, &err))
     afs_warn("cannot update filePath of %s: %s", id, err.msg);

@@ -573,4 +573,5 @@ const struct afs_upload_store_ops afs_upload_store_mongo = {
     .asset_set_mtime = m_asset_set_mtime,
     .asset_rename_dir = m_asset_rename_dir,
     .sign_parts = afs_up_call_sign_parts,
+    .copy_parts = afs_up_call_copy_parts,
 };

@@ -95,6 +95,48 @@ bool afs_up_call_sign_parts(void *ctx, const char *id, int first, int count, cha
   return ok;
 }
 
+bool afs_up_call_copy_parts(void *ctx, const char *id, const char *src, const int *part,
+                            const int64_t *off, const int64_t *len, int n, char (*etag)[130],
+                            struct afs_error *err) {
+  struct afs_uploader *up = ctx;
+  struct afs_caller cl = {
+      .db = up->db, .key = up->opt->key, .uid = up->opt->uid, .session = up->opt->session_id};
+  bson_t *args = BCON_NEW("0", BCON_UTF8(id), "1", BCON_UTF8(src));
+  bson_t one, res = BSON_INITIALIZER, doc;
+  bson_iter_t it, sub;
+  for (int i = 0; i < n; i++) {
+    char ix[16];
+    snprintf(ix, sizeof ix, "%d", i + 2);
+    BSON_APPEND_DOCUMENT_BEGIN(args, ix, &one);
+    BSON_APPEND_INT32(&one, "part", part[i]);
+    BSON_APPEND_INT64(&one, "offset", off[i]);
+    BSON_APPEND_INT64(&one, "length", len[i]);
+    bson_append_document_end(args, &one);
+  }
+  __atomic_add_fetch(&up->n_commands, 2, __ATOMIC_RELAXED);
+  bool ok = afs_call_run(&cl, AFS_CALL_COPY_PARTS, args, CALL_TIMEOUT_S, &res, err);
+  bson_destroy(args);
+  if (ok && !(bson_iter_init_find(&it, &res, AFS_F_CALL_RESULT) && BSON_ITER_HOLDS_DOCUMENT(&it)))
+    ok = afs_error_set(err, EIO, "AssetfsCopyParts: the broker's answer has no result");
+  if (ok) {
+    uint32_t dlen;
+    const uint8_t *data;
+    bson_iter_document(&it, &dlen, &data);
+    ok = bson_init_static(&doc, data, dlen);
+  }
+  if (ok && (!bson_iter_init_find(&it, &doc, "etags") || !BSON_ITER_HOLDS_ARRAY(&it) ||
+             !bson_iter_recurse(&it, &sub)))
+    ok = afs_error_set(err, EIO, "AssetfsCopyParts: the broker's answer is malformed");
+  for (int i = 0; ok && i < n; i++) {
+    if (!bson_iter_next(&sub) || !BSON_ITER_HOLDS_UTF8(&sub))
+      ok = afs_error_set(err, EIO, "AssetfsCopyParts: the broker answered %d ETag(s) of %d", i, n);
+    else
+      snprintf(etag[i], 130, "%s", bson_iter_utf8(&sub, NULL));
+  }
+  bson_destroy(&res);
+  return ok;
+}
+
 bool afs_up_call_remove(struct afs_uploader *up, const char *id, const char *partition,
                         const char *at, struct afs_error *err) {
   bson_t *args = BCON_NEW("0", BCON_UTF8(id));
