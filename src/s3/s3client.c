@@ -375,8 +375,9 @@ bool afs_s3_upload_part_copy(const struct afs_s3_client *c, const char *key, con
   if (!need_key(key, err) || !need_key(src_key, err))
     return false;
   if (!upload_id || !*upload_id || number < 1 || number > 10000 || off < 0 || len < 1)
-    return afs_error_set(err, EINVAL, "UploadPartCopy needs an upload id, a part number "
-                                      "1..10000 and a byte range");
+    return afs_error_set(err, EINVAL,
+                         "UploadPartCopy needs an upload id, a part number "
+                         "1..10000 and a byte range");
   char num[16], range[64];
   snprintf(num, sizeof num, "%d", number);
   snprintf(range, sizeof range, "bytes=%lld-%lld", (long long)off, (long long)(off + len - 1));
@@ -385,8 +386,7 @@ bool afs_s3_upload_part_copy(const struct afs_s3_client *c, const char *key, con
   afs_xasprintf(&source, "/%s/%s", c->target.bucket, enc);
   free(enc);
   struct afs_sigv4_param p[] = {{"partNumber", num}, {"uploadId", upload_id}};
-  struct afs_sigv4_header h[] = {{"x-amz-copy-source", source},
-                                 {"x-amz-copy-source-range", range}};
+  struct afs_sigv4_header h[] = {{"x-amz-copy-source", source}, {"x-amz-copy-source-range", range}};
   struct afs_s3_req req = {.method = "PUT",
                            .key = key,
                            .params = p,

@@ -13,10 +13,9 @@
 static const struct {
   int code;
   const char *name;
-} names[] = {{EPERM, "EPERM"},   {EACCES, "EACCES"}, {ENOENT, "ENOENT"},
-             {EEXIST, "EEXIST"}, {ESTALE, "ESTALE"}, {EINVAL, "EINVAL"},
-             {ENOSYS, "ENOSYS"}, {E2BIG, "E2BIG"},   {EIO, "EIO"},
-             {EXDEV, "EXDEV"}};
+} names[] = {{EPERM, "EPERM"},   {EACCES, "EACCES"}, {ENOENT, "ENOENT"}, {EEXIST, "EEXIST"},
+             {ESTALE, "ESTALE"}, {EINVAL, "EINVAL"}, {ENOSYS, "ENOSYS"}, {E2BIG, "E2BIG"},
+             {EIO, "EIO"},       {EXDEV, "EXDEV"}};
 
 const char *afs_errno_name(int code) {
   for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)

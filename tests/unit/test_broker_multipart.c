@@ -232,10 +232,90 @@ static void test_complete(void) {
   CHECK(F.mpu[0].aborted && !F.mpu[0].completed);
 }
 
+/* AssetfsCopyParts [ID, src, {part, offset, length} x n] as uid, part i at i * 8 MiB
+ * (length len each); the call as answered (caller destroys). */
+static bson_t *copy_parts(const char *uid, const bson_oid_t *src, int n, int64_t len) {
+  char hex[AFS_OID_HEX], shex[AFS_OID_HEX];
+  bson_oid_to_string(&OID, hex);
+  bson_oid_to_string(src, shex);
+  bson_t *d = BCON_NEW("_id", "call-2", "name", AFS_CALL_COPY_PARTS, "uid", BCON_UTF8(uid),
+                       "status", "pending", "leaseOwner", "token", "leaseUntil",
+                       BCON_DATE_TIME(afs_now_ms() + 60000));
+  bson_t args, one;
+  BSON_APPEND_ARRAY_BEGIN(d, "args", &args);
+  BSON_APPEND_UTF8(&args, "0", hex);
+  BSON_APPEND_UTF8(&args, "1", shex);
+  for (int i = 0; i < n; i++) {
+    char ix[16];
+    snprintf(ix, sizeof ix, "%d", i + 2);
+    BSON_APPEND_DOCUMENT_BEGIN(&args, ix, &one);
+    BSON_APPEND_INT32(&one, "part", i + 1);
+    BSON_APPEND_INT64(&one, "offset", (int64_t)i << 23);
+    BSON_APPEND_INT64(&one, "length", len);
+    bson_append_document_end(&args, &one);
+  }
+  bson_append_array_end(d, &args);
+  bson_value_t cid = {.value_type = BSON_TYPE_UTF8, .value.v_utf8 = {"call-2", 6}};
+  struct afs_error err = {0};
+  ST.ops->remove(ST.ctx, AFS_BC_CALL, &cid, NULL, &err);
+  fb_add(&F, AFS_BC_CALL, d);
+  afs_function_call(&B, &ST, d, "token");
+  bson_destroy(d);
+  return bson_copy(fb_rec(&F, AFS_BC_CALL, &cid));
+}
+
+/* An asset of u1's of size bytes (status as given), its original in the bucket. */
+static void add_asset(bson_oid_t *oid, const char *status, int64_t size) {
+  bson_oid_init(oid, NULL);
+  bson_t *d = BCON_NEW("_id", BCON_OID(oid), "_partition", "user_id=u1", "uid", "u1", "path",
+                       "user_id=u1/old.img", "status", BCON_UTF8(status), "size", BCON_INT64(size));
+  fb_add(&F, AFS_BC_ASSET, d);
+  bson_destroy(d);
+  fb_put(&F, "user_id=u1/old.img", size);
+}
+
+static void test_copy_parts(void) {
+  initialized_upload();
+  bson_oid_t src, archived, missing;
+  add_asset(&src, "active", 20LL << 20);
+  bson_t *c = copy_parts("u1", &src, 2, 8 << 20);
+  CHECK(fb_str_is(c, "status", "done"));
+  CHECK(F.nmpu == 1 && F.mpu[0].ncopies == 2 && !strcmp(F.mpu[0].copy_src, "user_id=u1/old.img"));
+  CHECK(F.mpu[0].copy_off == 8 << 20 && F.mpu[0].copy_len == 8 << 20);
+  bson_iter_t it, et;
+  CHECK(bson_iter_init(&it, c) && bson_iter_find_descendant(&it, "result.etags.1", &et) &&
+        !strcmp(bson_iter_utf8(&et, NULL), "copy-2"));
+  CHECK(rec_str(AFS_F_MP_UPLOAD_ID) && !strcmp(rec_str(AFS_F_MP_UPLOAD_ID), F.mpu[0].id));
+  bson_destroy(c);
+
+  /* Bytes past the asset's end, too many parts, someone else's upload. */
+  c = copy_parts("u1", &src, 3, 8 << 20);
+  CHECK(fb_str_is(c, "status", "error") && fb_str_is(c, "errorCode", "EINVAL"));
+  bson_destroy(c);
+  c = copy_parts("u1", &src, AFS_MP_COPY_BATCH + 1, 1 << 20);
+  CHECK(fb_str_is(c, "status", "error") && fb_str_is(c, "errorCode", "EINVAL"));
+  bson_destroy(c);
+  c = copy_parts("u2", &src, 1, 8 << 20);
+  CHECK(fb_str_is(c, "status", "error") && fb_str_is(c, "errorCode", "EPERM"));
+  bson_destroy(c);
+  /* A source that is not an active asset: EXDEV, which the mount tells apart from its
+   * own upload going stale. */
+  add_asset(&archived, "archived", 20LL << 20);
+  c = copy_parts("u1", &archived, 1, 8 << 20);
+  CHECK(fb_str_is(c, "status", "error") && fb_str_is(c, "errorCode", "EXDEV"));
+  bson_destroy(c);
+  bson_oid_init(&missing, NULL);
+  c = copy_parts("u1", &missing, 1, 8 << 20);
+  CHECK(fb_str_is(c, "status", "error") && fb_str_is(c, "errorCode", "EXDEV"));
+  bson_destroy(c);
+  CHECK(F.mpu[0].ncopies == 2);
+}
+
 int main(void) {
   CHECK(fake_broker_init(&B));
   test_sign_parts();
   test_complete();
+  test_copy_parts();
   fb_free(&F);
   afs_config_free(&B.cfg);
   TEST_MAIN_END();

@@ -1,9 +1,13 @@
-/* The multipart part schedule and the table of what the bucket holds (staging/parts.h). */
+/* The multipart part schedule and the table of what the bucket holds (staging/parts.h),
+ * and which parts of a file based on an asset are still the asset's (staging/base.h). */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "afs_test.h"
+#include "staging/base.h"
 #include "staging/parts.h"
 
 static void test_schedule(void) {
@@ -109,9 +113,70 @@ static void test_log(void) {
   CHECK(system(cmd) == 0);
 }
 
+static void test_base(void) {
+  const int64_t MiB = 1 << 20;
+  const char *A = "aaaaaaaaaaaaaaaaaaaaaaaa", *B = "bbbbbbbbbbbbbbbbbbbbbbbb";
+  struct afs_base *b = afs_base_new(A, 20 * MiB + 3, false);
+  CHECK(b->nparts == 3 && afs_base_absent(b, 1) && afs_base_absent(b, 3) && !afs_base_absent(b, 4));
+  CHECK(afs_base_absent_bytes(b) == 20 * MiB + 3);
+  /* The last part is copied with the asset's length; once appended to, it is not. */
+  CHECK(afs_base_copyable(b, 3, 20 * MiB + 3) && !afs_base_copyable(b, 3, 30 * MiB));
+  CHECK(afs_base_copyable(b, 1, 30 * MiB) && !afs_base_copyable(b, 4, 30 * MiB));
+  b->present[0] = 1; /* staged, not written: still copied */
+  CHECK(!afs_base_absent(b, 1) && afs_base_copyable(b, 1, 30 * MiB));
+  CHECK(afs_base_absent_bytes(b) == 12 * MiB + 3);
+  b->same[1] = 0; /* written: sent */
+  CHECK(!afs_base_same(b, 2) && !afs_base_copyable(b, 2, 30 * MiB) && !afs_base_absent(b, 2));
+  /* A cut: bytes past it are never the asset's again. */
+  b->size = 10 * MiB;
+  CHECK(!afs_base_absent(b, 3) && !afs_base_copyable(b, 3, 20 * MiB));
+  b->same[1] = 1;
+  CHECK(afs_base_copyable(b, 2, 10 * MiB) && !afs_base_copyable(b, 2, 12 * MiB));
+  afs_base_free(NULL, b);
+
+  /* The sidecar, as the changes append to it; a torn last line is left out. */
+  char dir[] = "/tmp/afs-base-XXXXXX";
+  CHECK(mkdtemp(dir) != NULL);
+  char path[128], side[160];
+  snprintf(path, sizeof path, "%s/1", dir);
+  snprintf(side, sizeof side, "%s%s", path, AFS_BASE_SUFFIX);
+  struct afs_error err = {0};
+  CHECK(afs_base_log_read(path, &err) == NULL && err.code == 0); /* none */
+  b = afs_base_new(A, 30 * MiB, false);
+  CHECK(afs_base_log_begin(path, b, &err));
+  afs_base_free(NULL, b);
+  FILE *f = fopen(side, "a");
+  fprintf(f, "p 1\np 2\nw 2\nc %lld\nb %s\np", (long long)(20 * MiB), B);
+  fclose(f);
+  b = afs_base_log_read(path, &err);
+  CHECK(b && !strcmp(b->id, B) && b->asset_size == 30 * MiB && b->size == 20 * MiB);
+  CHECK(b && b->present[0] && b->present[1] && !b->present[2] && b->same[0] && !b->same[1]);
+  afs_base_free(NULL, b);
+  f = fopen(side, "a");
+  fprintf(f, "\nx\n"); /* the asset cannot be copied from: staged parts are sent */
+  fclose(f);
+  b = afs_base_log_read(path, &err);
+  CHECK(b && !b->same[0] && !b->same[1] && afs_base_absent(b, 3)); /* only the asset has it */
+  afs_base_free(NULL, b);
+  /* Every part staged (a completed copy opened again). */
+  b = afs_base_new(A, 30 * MiB, true);
+  CHECK(afs_base_log_begin(path, b, &err));
+  afs_base_free(NULL, b);
+  b = afs_base_log_read(path, &err);
+  CHECK(b && b->present[3] && afs_base_absent_bytes(b) == 0 && afs_base_copyable(b, 2, 40 * MiB));
+  afs_base_free(NULL, b);
+  f = fopen(side, "w");
+  fprintf(f, "assetfs-base 2 %s 5 0\n", A);
+  fclose(f);
+  CHECK(afs_base_log_read(path, &err) == NULL && err.code == EINVAL);
+  afs_base_log_remove(path);
+  rmdir(dir);
+}
+
 int main(void) {
   test_schedule();
   test_table();
   test_log();
+  test_base();
   TEST_MAIN_END();
 }

@@ -63,8 +63,7 @@ static int new_staged(struct afs_fs *fs, const struct afs_fpath *p, const struct
       afs_staging_create(fs->st, p->partition, p->rel, afs_mime_from_path(p->rel), &replaced, &e);
   if (!wf)
     return afs_fs_errno(&e);
-  if (from && afs_fs_may_base(fs, from) &&
-      !afs_base_attach(fs->st, wf, from->id, from->size, &e)) {
+  if (from && afs_fs_may_base(fs, from) && !afs_base_attach(fs->st, wf, from->id, from->size, &e)) {
     afs_err("cannot open %s/%s to change it: %s", p->partition, p->rel, e.msg);
     afs_staging_remove(fs->st, wf);
     afs_staging_unref(fs->st, wf);

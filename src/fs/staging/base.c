@@ -71,8 +71,8 @@ static char *log_path(const char *staging_path) {
 static bool log_write(const char *staging_path, const char *line, bool first,
                       struct afs_error *err) {
   char *path = log_path(staging_path);
-  int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (first ? O_TRUNC : O_APPEND),
-                0600);
+  int fd =
+      open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (first ? O_TRUNC : O_APPEND), 0600);
   size_t len = strlen(line);
   bool ok = fd >= 0 && write(fd, line, len) == (ssize_t)len && fdatasync(fd) == 0;
   if (!ok)

@@ -21,8 +21,8 @@
  * The sidecar `<staging file>.base` keeps this across a crash: a first line naming the
  * asset, its size and whether every part is staged, then one line per change ("p N"
  * part N is staged, "w N" part N was written, "x" every staged part is to be sent, "c SIZE"
- * cut, "b ID" the asset the bytes are now in). Each line is synced before the staged bytes depend on it, so a resumed
- * file never sends a hole as data nor copies a part that was written.
+ * cut, "b ID" the asset the bytes are now in). Each line is synced before the staged bytes depend
+ * on it, so a resumed file never sends a hole as data nor copies a part that was written.
  *
  * struct afs_base hangs on its file (wf->base) and is protected by wf->mu; fills and cuts
  * are serialized by the staging table's fill lock (staging.c), taken before wf->mu; every
@@ -40,10 +40,10 @@
 #define AFS_BASE_SUFFIX ".base"
 
 struct afs_base {
-  char id[AFS_OID_HEX]; /* the asset whose original holds the absent bytes */
-  int64_t asset_size;   /* that original's size */
-  int64_t size;         /* [0, size) of an absent part is the asset's; cut by truncates */
-  int nparts;           /* parts of [0, asset_size) */
+  char id[AFS_OID_HEX];   /* the asset whose original holds the absent bytes */
+  int64_t asset_size;     /* that original's size */
+  int64_t size;           /* [0, size) of an absent part is the asset's; cut by truncates */
+  int nparts;             /* parts of [0, asset_size) */
   unsigned char *present; /* [n - 1]: part n is staged */
   unsigned char *same;    /* [n - 1]: part n was not written (it is the asset's bytes) */
   void *src;              /* the fetcher's open source (afs_staging_set_fetch), or NULL */
