@@ -33,7 +33,7 @@ char *afs_fs_status_text(struct afs_fs *fs) {
     enum afs_wstate s = all[i]->state;
     if ((int)s < N && !all[i]->unlinked) {
       counts[s]++;
-      bytes[s] += all[i]->acct_size;
+      bytes[s] += all[i]->acct_size - all[i]->acct_absent; /* staged bytes */
     }
     pthread_mutex_unlock(&all[i]->mu);
     afs_staging_unref(fs->st, all[i]);

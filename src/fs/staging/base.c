@@ -15,6 +15,9 @@
 #include "staging/parts.h"
 #include "staging/staging_int.h"
 
+/* A part is fetched this much at a time (parts reach 4 GiB in the last tiers). */
+#define FILL_CHUNK (8 << 20)
+
 /* ---- the table ---- */
 
 struct afs_base *afs_base_new(const char *id, int64_t size, bool staged) {
@@ -261,11 +264,18 @@ static bool fill_part(struct afs_staging *st, struct afs_wfile *wf, int n, char 
   if (!st->fetch)
     return afs_error_set(err, EIO, "no way to read the asset this file began as");
   /* fill_mu keeps cuts away, so the range stays the asset's while it is fetched. */
-  if (!st->fetch(st->fetch_ctx, b, buf, (size_t)len, off, err))
-    return false;
-  if (pwrite(wf->fd, buf, (size_t)len, off) != len || fdatasync(wf->fd) != 0)
-    return afs_error_set(err, errno ? errno : ENOSPC, "cannot stage a part of %s: %s",
-                         wf->staging_path, strerror(errno ? errno : ENOSPC));
+  for (int64_t at = off, step; at < off + len; at += step) {
+    step = off + len - at < FILL_CHUNK ? off + len - at : FILL_CHUNK;
+    if (!st->fetch(st->fetch_ctx, b, buf, (size_t)step, at, err))
+      return false;
+    errno = 0;
+    if (pwrite(wf->fd, buf, (size_t)step, at) != step)
+      return afs_error_set(err, errno ? errno : ENOSPC, "cannot stage a part of %s: %s",
+                           wf->staging_path, strerror(errno ? errno : ENOSPC));
+  }
+  if (fdatasync(wf->fd) != 0)
+    return afs_error_set(err, errno, "cannot stage a part of %s: %s", wf->staging_path,
+                         strerror(errno));
   char line[32];
   snprintf(line, sizeof line, "p %d\n", n);
   if (!log_write(wf->staging_path, line, false, err))
@@ -297,7 +307,7 @@ bool afs_base_fill(struct afs_staging *st, struct afs_wfile *wf, int64_t off, in
     if (!absent)
       continue;
     if (!buf)
-      buf = afs_xmalloc((size_t)afs_mp_part_size(last));
+      buf = afs_xmalloc(FILL_CHUNK);
     ok = fill_part(st, wf, n, buf, err);
     any = true;
   }

@@ -469,56 +469,125 @@ static bool stage_mixed(struct afs_uploader *up, struct afs_wfile *wf, int count
   return true;
 }
 
+/* Copies of parts by S3, several calls at once (each copies AFS_MP_COPY_BATCH parts). */
+struct copy_run {
+  struct afs_uploader *up;
+  struct afs_wfile *wf;
+  const char *rec, *src;
+  int64_t size, deadline_ms;
+  const struct todo *copy;
+  int k;
+  pthread_mutex_t mu; /* next, failed, err; a leaf */
+  int next;           /* the first part of the next batch to run */
+  bool failed;
+  struct afs_error err;
+};
+
+/* Batch copy[i..i+s): one call (waiting a little for an asset still being completed: a
+ * file appended to right after it was copied in), then settled under wf->mu. */
+static bool copy_batch(struct copy_run *r, int i, int s, struct afs_error *err) {
+  int part[AFS_MP_COPY_BATCH];
+  int64_t off[AFS_MP_COPY_BATCH], len[AFS_MP_COPY_BATCH];
+  char etag[AFS_MP_COPY_BATCH][130];
+  for (int j = 0; j < s; j++) {
+    part[j] = r->copy[i + j].n;
+    off[j] = afs_mp_part_off(part[j]);
+    len[j] = afs_mp_part_len_at(part[j], r->size);
+  }
+  bool ok = true;
+  for (int64_t until = afs_monotonic_ms() + COPY_WAIT_MS;;) {
+    if (afs_monotonic_ms() >= r->deadline_ms) {
+      ok = afs_error_set(err, ETIMEDOUT, "the parts to copy took too long");
+      break;
+    }
+    ok = r->up->store.ops->copy_parts(r->up->store.ctx, r->rec, r->src, part, off, len, s, etag,
+                                      err);
+    if (ok || err->code != EXDEV || afs_monotonic_ms() >= until || afs_upload_stopping(r->up))
+      break;
+    usleep(500000);
+  }
+  struct afs_wfile *wf = r->wf;
+  pthread_mutex_lock(&wf->mu);
+  for (int j = 0; j < s; j++) {
+    struct afs_mp_part *p = afs_mp_part(wf->mp, part[j]);
+    if (ok && !strcmp(wf->mp->rec, r->rec)) {
+      memcpy(p->etag, etag[j], sizeof p->etag);
+      p->sent_gen = r->copy[i + j].gen;
+      p->sent_len = len[j];
+      afs_mp_log_part(wf->staging_path, wf->mp, part[j], len[j], etag[j]);
+    }
+    p->inflight = false;
+    wf->mp->inflight--;
+  }
+  pthread_cond_broadcast(&wf->cond);
+  pthread_mutex_unlock(&wf->mu);
+  return ok;
+}
+
+static void *copy_main(void *arg) {
+  struct copy_run *r = arg;
+  for (;;) {
+    pthread_mutex_lock(&r->mu);
+    int i = r->next; /* after a failure, the rest is given back by copy_parts */
+    int s = r->failed ? 0 : r->k - i < AFS_MP_COPY_BATCH ? r->k - i : AFS_MP_COPY_BATCH;
+    r->next = i + s;
+    pthread_mutex_unlock(&r->mu);
+    if (s <= 0)
+      return NULL;
+    struct afs_error e = {0};
+    if (!copy_batch(r, i, s, &e)) {
+      pthread_mutex_lock(&r->mu);
+      if (!r->failed)
+        r->err = e;
+      r->failed = true;
+      pthread_mutex_unlock(&r->mu);
+    }
+  }
+}
+
 /* Parts copy[0..k) (marked inflight by the caller) are wholly bytes of asset src: S3
- * copies them (AssetfsCopyParts), AFS_MP_COPY_BATCH per call, each batch logged once
- * done. Gives every part back. */
+ * copies them (AssetfsCopyParts), parallel() calls at a time, each batch logged once
+ * done. Gives every part back. When the asset cannot be copied from (EXDEV), its staged
+ * parts are to be sent instead: err EAGAIN. */
 static bool copy_parts(struct afs_uploader *up, struct afs_wfile *wf, const char *rec,
                        const char *src, int64_t size, const struct todo *copy, int k,
                        int64_t deadline_ms, struct afs_error *err) {
-  bool ok = true;
-  for (int i = 0; i < k; i += AFS_MP_COPY_BATCH) {
-    int s = k - i < AFS_MP_COPY_BATCH ? k - i : AFS_MP_COPY_BATCH;
-    int part[AFS_MP_COPY_BATCH];
-    int64_t off[AFS_MP_COPY_BATCH], len[AFS_MP_COPY_BATCH];
-    char etag[AFS_MP_COPY_BATCH][130];
-    for (int j = 0; j < s; j++) {
-      part[j] = copy[i + j].n;
-      off[j] = afs_mp_part_off(part[j]);
-      len[j] = afs_mp_part_len_at(part[j], size);
-    }
-    if (ok && afs_monotonic_ms() >= deadline_ms)
-      ok = afs_error_set(err, ETIMEDOUT, "the parts to copy took too long");
-    /* The asset may still be completing (a file appended to right after it was copied
-     * in): wait for it a little. */
-    for (int64_t until = afs_monotonic_ms() + COPY_WAIT_MS; ok;) {
-      ok = up->store.ops->copy_parts(up->store.ctx, rec, src, part, off, len, s, etag, err);
-      if (ok || err->code != EXDEV || afs_monotonic_ms() >= until || afs_upload_stopping(up))
-        break;
-      ok = true;
-      usleep(500000);
-    }
-    if (!ok && err->code == EXDEV) {
-      bool all = afs_base_no_copies(up->st, wf);
-      afs_warn("upload %s: cannot copy parts of asset %s (%s): %s", rec, src, err->msg,
-               all ? "they are sent instead" : "its bytes that this copy never fetched are lost");
-      err->code = all ? EAGAIN : AFS_E_BROKER_REFUSED;
-    }
-    pthread_mutex_lock(&wf->mu);
-    for (int j = 0; j < s; j++) {
-      struct afs_mp_part *p = afs_mp_part(wf->mp, part[j]);
-      if (ok && !strcmp(wf->mp->rec, rec)) {
-        memcpy(p->etag, etag[j], sizeof p->etag);
-        p->sent_gen = copy[i + j].gen;
-        p->sent_len = len[j];
-        afs_mp_log_part(wf->staging_path, wf->mp, part[j], len[j], etag[j]);
-      }
-      p->inflight = false;
-      wf->mp->inflight--;
-    }
-    pthread_cond_broadcast(&wf->cond);
-    pthread_mutex_unlock(&wf->mu);
+  struct copy_run r = {.up = up,
+                       .wf = wf,
+                       .rec = rec,
+                       .src = src,
+                       .size = size,
+                       .deadline_ms = deadline_ms,
+                       .copy = copy,
+                       .k = k};
+  pthread_mutex_init(&r.mu, NULL);
+  int batches = (k + AFS_MP_COPY_BATCH - 1) / AFS_MP_COPY_BATCH;
+  int nt = parallel(up) < batches ? parallel(up) : batches, started = 0;
+  pthread_t th[64];
+  for (int t = 1; t < nt && t < 64; t++)
+    started += pthread_create(&th[started], NULL, copy_main, &r) == 0;
+  copy_main(&r);
+  for (int t = 0; t < started; t++)
+    pthread_join(th[t], NULL);
+  pthread_mutex_destroy(&r.mu);
+  /* Batches never run give their parts back. */
+  pthread_mutex_lock(&wf->mu);
+  for (int i = r.next; i < k; i++) {
+    afs_mp_part(wf->mp, copy[i].n)->inflight = false;
+    wf->mp->inflight--;
   }
-  return ok;
+  pthread_cond_broadcast(&wf->cond);
+  pthread_mutex_unlock(&wf->mu);
+  if (!r.failed)
+    return true;
+  *err = r.err;
+  if (err->code == EXDEV) {
+    bool all = afs_base_no_copies(up->st, wf);
+    afs_warn("upload %s: cannot copy parts of asset %s (%s): %s", rec, src, err->msg,
+             all ? "they are sent instead" : "its bytes that this copy never fetched are lost");
+    err->code = all ? EAGAIN : AFS_E_BROKER_REFUSED;
+  }
+  return false;
 }
 
 bool afs_up_mp_finish(struct afs_uploader *up, struct afs_wfile *wf, const char *rec,

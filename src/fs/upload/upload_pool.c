@@ -234,7 +234,7 @@ int64_t afs_upload_pending_bytes(struct afs_uploader *up, int *files) {
     enum afs_wstate s = all[i]->state;
     if (!all[i]->unlinked && (s == AFS_W_QUEUED || s == AFS_W_UPLOADING || s == AFS_W_RETRYING ||
                               (s == AFS_W_WRITING && all[i]->handles == 0))) {
-      bytes += all[i]->acct_size;
+      bytes += all[i]->acct_size - all[i]->acct_absent;
       cnt++;
     }
     pthread_mutex_unlock(&all[i]->mu);
