@@ -257,6 +257,12 @@ static bool copy_source(struct afs_broker *b, struct afs_bstore *st, const bson_
   }
   if (!afs_authz_may_change(b, caller, &a, err))
     goto done;
+  if (!afs_broker_path_trusted(b, &a)) {
+    /* Otherwise a client could point an asset at someone else's key and copy it. */
+    afs_error_set(err, AFS_E_UNTRUSTED,
+                  "the asset to copy from has a path the broker did not set; refusing");
+    goto done;
+  }
   for (int i = 0; i < n; i++)
     if ((double)(parts[i].off + parts[i].len) > a.size.v) {
       afs_error_set(err, EINVAL, "part %ld: bytes %lld..%lld are past the asset's %.0f bytes",

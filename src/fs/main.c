@@ -81,13 +81,18 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
   ro.budget_bytes = (size_t)fs->opt.cache_mb << 20;
   const char *staging_dir = fs->staging_dir;
   if (!(fs->cat = afs_catalog_new(&fs->db, &co, &e)) || !(fs->rc = afs_readcache_new(&ro, &e)) ||
-      !(fs->st = afs_staging_new(staging_dir, &e)) ||
-      !(fs->up = afs_uploader_new(fs->st, fs->cat, &fs->opt, &fs->db, &e))) {
+      !(fs->st = afs_staging_new(staging_dir, &e))) {
     afs_err("cannot start: %s", e.msg);
     fuse_exit(fuse_get_context()->fuse);
     return fs;
   }
+  /* Before the uploader resumes anything: a resumed file may read its asset. */
   afs_staging_set_fetch(fs->st, afs_fs_base_fetch, afs_fs_base_src_free, fs);
+  if (!(fs->up = afs_uploader_new(fs->st, fs->cat, &fs->opt, &fs->db, &e))) {
+    afs_err("cannot start: %s", e.msg);
+    fuse_exit(fuse_get_context()->fuse);
+    return fs;
+  }
   afs_info("mounted %s (database %s, uid %s, upload partition %s, staging %s%s)",
            fs->opt.mountpoint, fs->opt.database, fs->opt.uid, fs->opt.upload_partition, staging_dir,
            fs->opt.writeback ? ", write-back" : "");

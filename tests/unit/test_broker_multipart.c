@@ -264,14 +264,18 @@ static bson_t *copy_parts(const char *uid, const bson_oid_t *src, int n, int64_t
   return bson_copy(fb_rec(&F, AFS_BC_CALL, &cid));
 }
 
-/* An asset of u1's of size bytes (status as given), its original in the bucket. */
-static void add_asset(bson_oid_t *oid, const char *status, int64_t size) {
+/* An asset of u1's of size bytes (status as given), its original (at key) in the bucket. */
+static void add_asset_at(bson_oid_t *oid, const char *status, int64_t size, const char *key) {
   bson_oid_init(oid, NULL);
   bson_t *d = BCON_NEW("_id", BCON_OID(oid), "_partition", "user_id=u1", "uid", "u1", "path",
-                       "user_id=u1/old.img", "status", BCON_UTF8(status), "size", BCON_INT64(size));
+                       BCON_UTF8(key), "status", BCON_UTF8(status), "size", BCON_INT64(size));
   fb_add(&F, AFS_BC_ASSET, d);
   bson_destroy(d);
-  fb_put(&F, "user_id=u1/old.img", size);
+  fb_put(&F, key, size);
+}
+
+static void add_asset(bson_oid_t *oid, const char *status, int64_t size) {
+  add_asset_at(oid, status, size, "u1/old.img");
 }
 
 static void test_copy_parts(void) {
@@ -280,7 +284,7 @@ static void test_copy_parts(void) {
   add_asset(&src, "active", 20LL << 20);
   bson_t *c = copy_parts("u1", &src, 2, 8 << 20);
   CHECK(fb_str_is(c, "status", "done"));
-  CHECK(F.nmpu == 1 && F.mpu[0].ncopies == 2 && !strcmp(F.mpu[0].copy_src, "user_id=u1/old.img"));
+  CHECK(F.nmpu == 1 && F.mpu[0].ncopies == 2 && !strcmp(F.mpu[0].copy_src, "u1/old.img"));
   CHECK(F.mpu[0].copy_off == 8 << 20 && F.mpu[0].copy_len == 8 << 20);
   bson_iter_t it, et;
   CHECK(bson_iter_init(&it, c) && bson_iter_find_descendant(&it, "result.etags.1", &et) &&
@@ -307,6 +311,12 @@ static void test_copy_parts(void) {
   bson_oid_init(&missing, NULL);
   c = copy_parts("u1", &missing, 1, 8 << 20);
   CHECK(fb_str_is(c, "status", "error") && fb_str_is(c, "errorCode", "EXDEV"));
+  bson_destroy(c);
+  /* An asset pointed at a key of another uid's (not set by the broker): not copied. */
+  bson_oid_t foreign;
+  add_asset_at(&foreign, "active", 20LL << 20, "u2/secret.img");
+  c = copy_parts("u1", &foreign, 1, 8 << 20);
+  CHECK(fb_str_is(c, "status", "error") && fb_str_is(c, "errorCode", "EPERM"));
   bson_destroy(c);
   CHECK(F.mpu[0].ncopies == 2);
 }

@@ -146,10 +146,11 @@ static void test_base(void) {
   CHECK(afs_base_log_begin(path, b, &err));
   afs_base_free(NULL, b);
   FILE *f = fopen(side, "a");
-  fprintf(f, "p 1\np 2\nw 2\nc %lld\nb %s\np", (long long)(20 * MiB), B);
+  fprintf(f, "p 1\np 2\nw 2\nc %lld\nb %s\nu %s\nc 7", (long long)(20 * MiB), B, A);
   fclose(f);
   b = afs_base_log_read(path, &err);
   CHECK(b && !strcmp(b->id, B) && b->asset_size == 30 * MiB && b->size == 20 * MiB);
+  CHECK(b && !strcmp(b->next, A)); /* and the torn "c 7" said nothing */
   CHECK(b && b->present[0] && b->present[1] && !b->present[2] && b->same[0] && !b->same[1]);
   afs_base_free(NULL, b);
   f = fopen(side, "a");

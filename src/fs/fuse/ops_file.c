@@ -228,7 +228,7 @@ again:
     if (writable && !trunc && fs->opt.multipart_threshold > 0 &&
         !afs_base_from_completed(fs->st, wf, fs->opt.multipart_threshold, &e))
       afs_warn("%s: %s", path, e.msg); /* then the next upload sends every part */
-    if (trunc && afs_base_cut(fs->st, wf, 0, &e) && ftruncate(wf->fd, 0) == 0) {
+    if (trunc && afs_base_truncate(fs->st, wf, 0, &e)) {
       afs_staging_account(fs->st, wf, 0, false);
       afs_upload_wrote(fs->up, wf, 0, -1); /* parts first: see afs_upload_wrote */
       afs_wf_written(wf);
@@ -486,10 +486,8 @@ int afs_op_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
     if (rc)
       return rc;
     struct afs_error e = {0};
-    if (!afs_base_cut(fs->st, h->wf, size, &e))
+    if (!afs_base_truncate(fs->st, h->wf, size, &e))
       return afs_fs_errno(&e);
-    if (ftruncate(h->wf->fd, size) != 0)
-      return -errno;
     afs_staging_account(fs->st, h->wf, size, false);
     afs_upload_wrote(fs->up, h->wf, size, -1);
     afs_wf_written(h->wf);
@@ -509,11 +507,9 @@ int afs_op_truncate(const char *path, off_t size, struct fuse_file_info *fi) {
     rc = k < 0 ? k : k == AFS_NODE_DIR ? -EISDIR : -ENOENT;
   }
   struct afs_error e = {0};
-  if (!rc && !afs_base_cut(fs->st, wf, size, &e))
-    rc = afs_fs_errno(&e);
   if (!rc) {
-    if (ftruncate(wf->fd, size) != 0) {
-      rc = -errno;
+    if (!afs_base_truncate(fs->st, wf, size, &e)) {
+      rc = afs_fs_errno(&e);
     } else {
       afs_staging_account(fs->st, wf, size, false);
       afs_upload_wrote(fs->up, wf, size, -1);

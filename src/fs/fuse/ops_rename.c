@@ -12,6 +12,7 @@
 #include "assetfs/log.h"
 #include "fuse/ops_int.h"
 #include "fuse/retype.h"
+#include "staging/base.h"
 #include "upload/upload.h"
 
 /* What the target path holds is replaced: its staged file and its assets go, before
@@ -44,6 +45,12 @@ static int rename_file(struct afs_fs *fs, const struct afs_fpath *from, const st
   struct afs_error e = {0};
   char id[AFS_OID_HEX] = "";
   if (wf) {
+    /* The asset at the old name is removed below; what the file still reads from it
+     * (staging/base.h) is staged first. */
+    if (!afs_base_fill(fs->st, wf, 0, -1, &e)) {
+      afs_err("cannot rename %s/%s: %s", from->partition, from->rel, e.msg);
+      return afs_fs_errno(&e);
+    }
     pthread_mutex_lock(&wf->mu);
     memcpy(id, wf->id, sizeof id);
     pthread_mutex_unlock(&wf->mu);

@@ -114,6 +114,9 @@ struct afs_base *afs_base_log_read(const char *staging_path, struct afs_error *e
   }
   b = afs_base_new(id, v, staged == 1);
   while (fgets(line, sizeof line, f)) {
+    size_t ll = strlen(line);
+    if (ll == 0 || line[ll - 1] != '\n')
+      continue; /* cut short by a crash: what it said had not been relied on yet */
     if (sscanf(line, "p %lld", &v) == 1 && v >= 1 && v <= b->nparts)
       b->present[v - 1] = 1;
     else if (sscanf(line, "w %lld", &v) == 1 && v >= 1 && v <= b->nparts)
@@ -125,7 +128,8 @@ struct afs_base *afs_base_log_read(const char *staging_path, struct afs_error *e
       b->size = v;
     else if (sscanf(line, "b %32s", id) == 1 && strlen(id) == AFS_OID_HEX - 1)
       snprintf(b->id, sizeof b->id, "%s", id);
-    /* else: a line cut short by a crash; what it said had not been relied on yet */
+    else if (sscanf(line, "u %32s", id) == 1 && strlen(id) == AFS_OID_HEX - 1)
+      snprintf(b->next, sizeof b->next, "%s", id);
   }
 done:
   fclose(f);
@@ -170,8 +174,8 @@ bool afs_base_attach(struct afs_staging *st, struct afs_wfile *wf, const char *i
   pthread_mutex_lock(&wf->mu);
   wf->base = b;
   pthread_mutex_unlock(&wf->mu);
+  afs_stg_absent_changed(st, wf); /* first: the total never counts the absent bytes */
   afs_staging_account(st, wf, size, true);
-  afs_stg_absent_changed(st, wf);
   return true;
 }
 
@@ -192,8 +196,10 @@ bool afs_base_from_completed(struct afs_staging *st, struct afs_wfile *wf, int64
   if (fits) {
     struct afs_base *b = afs_base_new(id, sb.st_size, true);
     ok = afs_base_log_begin(wf->staging_path, b, err);
+    struct stat now;
     pthread_mutex_lock(&wf->mu);
-    if (ok && !wf->base && !wf->dirty) {
+    /* A truncate by path (no fill lock without a base) may have run meanwhile. */
+    if (ok && !wf->base && !wf->dirty && fstat(wf->fd, &now) == 0 && now.st_size == sb.st_size) {
       wf->base = b;
       b = NULL;
     }
@@ -211,10 +217,16 @@ bool afs_base_wrote(struct afs_staging *st, struct afs_wfile *wf, int64_t off, i
   pthread_mutex_unlock(&wf->mu);
   if (!b || len <= 0)
     return true;
-  int last = afs_mp_part_at(off + len - 1);
-  bool ok = true;
+  int first = afs_mp_part_at(off), last = afs_mp_part_at(off + len - 1);
+  bool any = false, ok = true;
+  pthread_mutex_lock(&wf->mu);
+  for (int n = first; !any && n <= last && n <= b->nparts; n++)
+    any = b->same[n - 1];
+  pthread_mutex_unlock(&wf->mu);
+  if (!any)
+    return true; /* the usual case: parts written before, or past the asset */
   pthread_mutex_lock(&st->fill_mu);
-  for (int n = afs_mp_part_at(off); ok && n <= last && n <= b->nparts; n++) {
+  for (int n = first; ok && n <= last && n <= b->nparts; n++) {
     pthread_mutex_lock(&wf->mu);
     bool same = b->same[n - 1];
     pthread_mutex_unlock(&wf->mu);
@@ -236,11 +248,12 @@ bool afs_base_wrote(struct afs_staging *st, struct afs_wfile *wf, int64_t off, i
 
 bool afs_base_no_copies(struct afs_staging *st, struct afs_wfile *wf) {
   struct afs_error err = {0};
-  bool all = true;
+  bool all = false; /* unless said on disk: a crash must not copy what is sent now */
   pthread_mutex_lock(&st->fill_mu);
   if (log_write(wf->staging_path, "x\n", false, &err)) {
     pthread_mutex_lock(&wf->mu);
     struct afs_base *b = wf->base;
+    all = true;
     for (int n = 1; b && n <= b->nparts; n++) {
       all = all && !afs_base_absent(b, n);
       b->same[n - 1] = b->same[n - 1] && !b->present[n - 1];
@@ -299,19 +312,20 @@ bool afs_base_fill(struct afs_staging *st, struct afs_wfile *wf, int64_t off, in
     last = afs_mp_part_at(off + len - 1);
   bool ok = true, any = false;
   char *buf = NULL;
-  pthread_mutex_lock(&st->fill_mu);
   for (int n = first; ok && n <= last; n++) {
+    /* One part at a time under the fill lock: others' reads and writes get in between. */
+    pthread_mutex_lock(&st->fill_mu);
     pthread_mutex_lock(&wf->mu);
     bool absent = wf->base == b && afs_base_absent(b, n);
     pthread_mutex_unlock(&wf->mu);
-    if (!absent)
-      continue;
-    if (!buf)
-      buf = afs_xmalloc(FILL_CHUNK);
-    ok = fill_part(st, wf, n, buf, err);
-    any = true;
+    if (absent) {
+      if (!buf)
+        buf = afs_xmalloc(FILL_CHUNK);
+      ok = fill_part(st, wf, n, buf, err);
+      any = true;
+    }
+    pthread_mutex_unlock(&st->fill_mu);
   }
-  pthread_mutex_unlock(&st->fill_mu);
   free(buf);
   if (any)
     afs_stg_absent_changed(st, wf);
@@ -359,26 +373,54 @@ ssize_t afs_base_pread(struct afs_staging *st, struct afs_wfile *wf, char *buf, 
   return (ssize_t)done;
 }
 
-bool afs_base_cut(struct afs_staging *st, struct afs_wfile *wf, int64_t size,
-                  struct afs_error *err) {
+bool afs_base_truncate(struct afs_staging *st, struct afs_wfile *wf, int64_t size,
+                       struct afs_error *err) {
   pthread_mutex_lock(&wf->mu);
-  bool cuts = wf->base && size < wf->base->size;
+  bool based = wf->base != NULL;
   pthread_mutex_unlock(&wf->mu);
-  if (!cuts)
-    return true;
+  if (!based) {
+    if (ftruncate(wf->fd, size) == 0)
+      return true;
+    return afs_error_set(err, errno, "cannot truncate %s: %s", wf->staging_path, strerror(errno));
+  }
+  /* The file first, then the line: a crash between them leaves a file shorter than the
+   * sidecar says, which resume reads as the cut (never the other way round). */
   pthread_mutex_lock(&st->fill_mu);
-  char line[48];
-  snprintf(line, sizeof line, "c %lld\n", (long long)size);
-  bool ok = log_write(wf->staging_path, line, false, err);
-  if (ok) {
-    pthread_mutex_lock(&wf->mu);
-    if (wf->base && size < wf->base->size)
-      wf->base->size = size;
-    pthread_mutex_unlock(&wf->mu);
+  bool ok = ftruncate(wf->fd, size) == 0;
+  if (!ok)
+    afs_error_set(err, errno, "cannot truncate %s: %s", wf->staging_path, strerror(errno));
+  pthread_mutex_lock(&wf->mu);
+  bool cuts = ok && size < wf->base->size;
+  if (cuts)
+    wf->base->size = size;
+  pthread_mutex_unlock(&wf->mu);
+  if (cuts) {
+    char line[48];
+    snprintf(line, sizeof line, "c %lld\n", (long long)size);
+    ok = log_write(wf->staging_path, line, false, err);
   }
   pthread_mutex_unlock(&st->fill_mu);
   afs_stg_absent_changed(st, wf);
   return ok;
+}
+
+void afs_base_uploaded(struct afs_staging *st, struct afs_wfile *wf, const char *id) {
+  pthread_mutex_lock(&st->fill_mu);
+  pthread_mutex_lock(&wf->mu);
+  struct afs_base *b = wf->base;
+  bool news = b && strcmp(b->next, id) && strcmp(b->id, id);
+  pthread_mutex_unlock(&wf->mu);
+  char line[48];
+  struct afs_error err = {0};
+  snprintf(line, sizeof line, "u %s\n", id);
+  if (news && log_write(wf->staging_path, line, false, &err)) {
+    pthread_mutex_lock(&wf->mu);
+    snprintf(b->next, sizeof b->next, "%s", id);
+    pthread_mutex_unlock(&wf->mu);
+  } else if (news) {
+    afs_warn("%s", err.msg);
+  }
+  pthread_mutex_unlock(&st->fill_mu);
 }
 
 void afs_base_moved(struct afs_staging *st, struct afs_wfile *wf, const char *id) {
@@ -394,6 +436,8 @@ void afs_base_moved(struct afs_staging *st, struct afs_wfile *wf, const char *id
     if (log_write(wf->staging_path, line, false, &err)) {
       pthread_mutex_lock(&wf->mu);
       snprintf(b->id, sizeof b->id, "%s", id);
+      if (!strcmp(b->next, id))
+        b->next[0] = '\0';
       void *src = b->src;
       b->src = NULL;
       pthread_mutex_unlock(&wf->mu);

@@ -21,7 +21,7 @@
  * The sidecar `<staging file>.base` keeps this across a crash: a first line naming the
  * asset, its size and whether every part is staged, then one line per change ("p N"
  * part N is staged, "w N" part N was written, "x" every staged part is to be sent, "c SIZE"
- * cut, "b ID" the asset the bytes are now in). Each line is synced before the staged bytes depend
+ * cut, "b ID" the asset the bytes are now in, "u ID" a version uploaded since). Each line is synced before the staged bytes depend
  * on it, so a resumed file never sends a hole as data nor copies a part that was written.
  *
  * struct afs_base hangs on its file (wf->base) and is protected by wf->mu; fills and cuts
@@ -46,6 +46,9 @@ struct afs_base {
   int nparts;             /* parts of [0, asset_size) */
   unsigned char *present; /* [n - 1]: part n is staged */
   unsigned char *same;    /* [n - 1]: part n was not written (it is the asset's bytes) */
+  char next[AFS_OID_HEX]; /* a version uploaded from this file since (its record, to be
+                           * its asset): it holds every part absent now, at the same
+                           * offsets, so copies may come from it once it is active */
   void *src;              /* the fetcher's open source (afs_staging_set_fetch), or NULL */
 };
 
@@ -102,9 +105,11 @@ bool afs_base_no_copies(struct afs_staging *st, struct afs_wfile *wf);
 /* pread of the file as the user sees it: absent bytes come from the asset. */
 ssize_t afs_base_pread(struct afs_staging *st, struct afs_wfile *wf, char *buf, size_t size,
                        int64_t off, struct afs_error *err);
-/* The file is being truncated to size (call before the ftruncate). */
-bool afs_base_cut(struct afs_staging *st, struct afs_wfile *wf, int64_t size,
-                  struct afs_error *err);
+/* ftruncate of the staged file to size, cutting the asset's bytes there (any file). */
+bool afs_base_truncate(struct afs_staging *st, struct afs_wfile *wf, int64_t size,
+                       struct afs_error *err);
+/* A version of the file went up as record id (`uploaded`): it becomes b->next. */
+void afs_base_uploaded(struct afs_staging *st, struct afs_wfile *wf, const char *id);
 /* The upload of the file completed as asset id: the absent bytes are that asset's now
  * (the old one may go). */
 void afs_base_moved(struct afs_staging *st, struct afs_wfile *wf, const char *id);

@@ -497,6 +497,10 @@ void afs_staging_account(struct afs_staging *st, struct afs_wfile *wf, int64_t s
   pthread_mutex_lock(&wf->mu);
   int64_t delta = grow_only && size <= wf->acct_size ? 0 : size - wf->acct_size;
   wf->acct_size += delta;
+  /* Absent bytes (base.h) past a new, smaller size are gone with it. */
+  int64_t over = wf->acct_absent > wf->acct_size ? wf->acct_absent - wf->acct_size : 0;
+  wf->acct_absent -= over;
+  delta += over;
   pthread_mutex_unlock(&wf->mu);
   if (delta)
     __atomic_add_fetch(&st->bytes, delta, __ATOMIC_RELAXED);

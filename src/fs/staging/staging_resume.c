@@ -147,11 +147,18 @@ static bool adopt(struct afs_staging *st, const char *jname, bool *kept) {
   if (!base && e.code) {
     close(fd);
     afs_journal_free(&j);
-    *kept = !keep_unreadable(st, jpath, data, e.msg);
+    char why[700];
+    snprintf(why, sizeof why,
+             "%s; the copy is INCOMPLETE: it holds zeros where the asset it began as "
+             "had bytes it never fetched, so copying it back would write those zeros",
+             e.msg);
+    *kept = !keep_unreadable(st, jpath, data, why);
     free(jpath);
     free(data);
     return false;
   }
+  if (base && base->size > sb.st_size)
+    base->size = sb.st_size; /* a truncate whose line the crash lost */
   struct afs_wfile *wf = afs_stg_wf_new(NULL, NULL);
   wf->fd = fd;
   fd = -1;

@@ -473,7 +473,9 @@ static bool stage_mixed(struct afs_uploader *up, struct afs_wfile *wf, int count
 struct copy_run {
   struct afs_uploader *up;
   struct afs_wfile *wf;
-  const char *rec, *src;
+  const char *rec;
+  char src[AFS_OID_HEX]; /* the asset copied from (under mu) */
+  char alt[AFS_OID_HEX]; /* a later version holding the same parts (base.h `next`), or "" */
   int64_t size, deadline_ms;
   const struct todo *copy;
   int k;
@@ -495,16 +497,30 @@ static bool copy_batch(struct copy_run *r, int i, int s, struct afs_error *err) 
     len[j] = afs_mp_part_len_at(part[j], r->size);
   }
   bool ok = true;
+  char src[AFS_OID_HEX];
+  const struct afs_upload_store_ops *ops = r->up->store.ops;
   for (int64_t until = afs_monotonic_ms() + COPY_WAIT_MS;;) {
     if (afs_monotonic_ms() >= r->deadline_ms) {
       ok = afs_error_set(err, ETIMEDOUT, "the parts to copy took too long");
       break;
     }
-    ok = r->up->store.ops->copy_parts(r->up->store.ctx, r->rec, r->src, part, off, len, s, etag,
-                                      err);
+    pthread_mutex_lock(&r->mu);
+    memcpy(src, r->src, sizeof src);
+    pthread_mutex_unlock(&r->mu);
+    ok = ops->copy_parts(r->up->store.ctx, r->rec, src, part, off, len, s, etag, err);
+    if (!ok && err->code == EXDEV && r->alt[0] && strcmp(r->alt, src)) {
+      /* The asset went (superseded by a version this file uploaded since): that version
+       * holds the same bytes. */
+      ok = ops->copy_parts(r->up->store.ctx, r->rec, r->alt, part, off, len, s, etag, err);
+      if (ok) {
+        pthread_mutex_lock(&r->mu);
+        memcpy(r->src, r->alt, sizeof r->src);
+        pthread_mutex_unlock(&r->mu);
+      }
+    }
     if (ok || err->code != EXDEV || afs_monotonic_ms() >= until || afs_upload_stopping(r->up))
       break;
-    usleep(500000);
+    usleep(500000); /* an asset still being completed */
   }
   struct afs_wfile *wf = r->wf;
   pthread_mutex_lock(&wf->mu);
@@ -550,16 +566,17 @@ static void *copy_main(void *arg) {
  * done. Gives every part back. When the asset cannot be copied from (EXDEV), its staged
  * parts are to be sent instead: err EAGAIN. */
 static bool copy_parts(struct afs_uploader *up, struct afs_wfile *wf, const char *rec,
-                       const char *src, int64_t size, const struct todo *copy, int k,
-                       int64_t deadline_ms, struct afs_error *err) {
+                       const char *src, const char *alt, int64_t size, const struct todo *copy,
+                       int k, int64_t deadline_ms, struct afs_error *err) {
   struct copy_run r = {.up = up,
                        .wf = wf,
                        .rec = rec,
-                       .src = src,
                        .size = size,
                        .deadline_ms = deadline_ms,
                        .copy = copy,
                        .k = k};
+  snprintf(r.src, sizeof r.src, "%s", src);
+  snprintf(r.alt, sizeof r.alt, "%s", alt);
   pthread_mutex_init(&r.mu, NULL);
   int batches = (k + AFS_MP_COPY_BATCH - 1) / AFS_MP_COPY_BATCH;
   int nt = parallel(up) < batches ? parallel(up) : batches, started = 0;
@@ -578,13 +595,20 @@ static bool copy_parts(struct afs_uploader *up, struct afs_wfile *wf, const char
   }
   pthread_cond_broadcast(&wf->cond);
   pthread_mutex_unlock(&wf->mu);
+  if (strcmp(r.src, src))
+    afs_base_moved(up->st, wf, r.src);
   if (!r.failed)
     return true;
   *err = r.err;
-  if (err->code == EXDEV) {
-    bool all = afs_base_no_copies(up->st, wf);
-    afs_warn("upload %s: cannot copy parts of asset %s (%s): %s", rec, src, err->msg,
-             all ? "they are sent instead" : "its bytes that this copy never fetched are lost");
+  if (err->code == EXDEV || err->code == ENOSYS) {
+    /* The asset cannot be copied from (gone, or a broker without AssetfsCopyParts):
+     * fetch what is not staged while it can be read, then send every part. */
+    struct afs_error fe = {0};
+    bool fetched = afs_base_fill(up->st, wf, 0, -1, &fe);
+    bool all = fetched && afs_base_no_copies(up->st, wf);
+    afs_warn("upload %s: cannot copy parts of asset %s (%s): %s%s", rec, r.src, err->msg,
+             all ? "they are sent instead" : "bytes of it this copy never fetched are lost: ",
+             all ? "" : fe.msg);
     err->code = all ? EAGAIN : AFS_E_BROKER_REFUSED;
   }
   return false;
@@ -598,7 +622,7 @@ bool afs_up_mp_finish(struct afs_uploader *up, struct afs_wfile *wf, const char 
     return false;
   struct todo *todo = afs_xcalloc((size_t)count, sizeof *todo);
   struct todo *copy = NULL;
-  char src[AFS_OID_HEX] = "";
+  char src[AFS_OID_HEX] = "", alt[AFS_OID_HEX] = "";
   int k = 0, kc = 0;
   bool ok = true;
   restore(wf, rec, path, size);
@@ -620,9 +644,10 @@ bool afs_up_mp_finish(struct afs_uploader *up, struct afs_wfile *wf, const char 
       copy = afs_xcalloc((size_t)count, sizeof *copy);
     copy[kc++] = (struct todo){n, p->gen};
     memcpy(src, wf->base->id, sizeof src);
+    memcpy(alt, wf->base->next, sizeof alt);
   }
   pthread_mutex_unlock(&wf->mu);
-  if (kc > 0 && !copy_parts(up, wf, rec, src, size, copy, kc, deadline_ms, err) &&
+  if (kc > 0 && !copy_parts(up, wf, rec, src, alt, size, copy, kc, deadline_ms, err) &&
       err->code != EAGAIN)
     ok = false;
   free(copy);
@@ -636,6 +661,11 @@ bool afs_up_mp_finish(struct afs_uploader *up, struct afs_wfile *wf, const char 
     struct afs_mp_part *p = afs_mp_part(mp, n);
     if (afs_mp_clean(mp, n, size)) /* same bytes, and the length the part has now */
       continue;
+    if (afs_base_absent(wf->base, n)) { /* never a hole sent as data */
+      ok = afs_error_set(err, EIO, "part %d of the file is still bytes of asset %s, not staged", n,
+                         wf->base->id);
+      break;
+    }
     p->inflight = true;
     mp->inflight++;
     todo[k++] = (struct todo){n, p->gen};

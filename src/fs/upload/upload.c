@@ -321,6 +321,7 @@ bool afs_up_run_pipeline(struct afs_uploader *up, struct afs_wfile *wf, int64_t 
     goto done;
   }
   afs_wf_uploaded_with(wf, a.name_seq, a.mtime_ms);
+  afs_base_uploaded(up->st, wf, id); /* its copies may come from this version next */
   afs_debug("upload %s: parts %lld ms, broker %lld ms, PUT %lld ms, record %lld ms", id,
             (long long)(t1 - t0), (long long)(t15 - t1), (long long)(t2 - t15),
             (long long)(afs_monotonic_ms() - t2));
