@@ -31,6 +31,8 @@ struct afs_fs {
   gid_t group;
   char *staging_dir; /* <cache_dir>/session-<hash of session_id>: survives the process */
   int lock_fd;       /* flock'd <staging_dir>/lock: one live mount per session */
+  int log_fd;        /* -o log_file=, opened before daemonising (a relative path and its
+                      * errors mean what they say at the command line); -1 = none */
   /* Open handles, so that unmount can close those whose RELEASE never came (the kernel
    * may drop queued releases when the connection goes). fh_mu protects the list only;
    * it is a leaf lock. */

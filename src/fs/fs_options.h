@@ -45,6 +45,7 @@ struct afs_fs_options {
                         * the broker's published ones (endpoints.h); NULL = none */
   bool url_hosts_only; /* only url_hosts: the broker's record is not read */
   char *log_level;
+  char *log_file; /* log lines appended here; NULL: stderr with -f, syslog when daemonised */
   struct evp_pkey_st *key; /* key_file: the client's key (auth.h); NULL = requests unsigned */
   uint8_t broker_pub[32];  /* broker_key: assets must carry this key's seal */
   bool has_broker_pub;

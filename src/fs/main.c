@@ -93,9 +93,9 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
     fuse_exit(fuse_get_context()->fuse);
     return fs;
   }
-  afs_info("mounted %s (database %s, uid %s, upload partition %s, staging %s%s)",
-           fs->opt.mountpoint, fs->opt.database, fs->opt.uid, fs->opt.upload_partition, staging_dir,
-           fs->opt.writeback ? ", write-back" : "");
+  afs_info("mounted %s (pid %d, database %s, uid %s, upload partition %s, staging %s%s)",
+           fs->opt.mountpoint, (int)getpid(), fs->opt.database, fs->opt.uid,
+           fs->opt.upload_partition, staging_dir, fs->opt.writeback ? ", write-back" : "");
   return fs;
 }
 
@@ -243,6 +243,11 @@ static int run_fuse(struct fuse_args *args, const struct fuse_cmdline_opts *copt
     goto out_destroy;
   if (fuse_daemonize(copts->foreground) != 0)
     goto out_unmount;
+  /* Where log lines go from here on: a daemon's stderr is /dev/null. */
+  if (fs->log_fd >= 0)
+    dup2(fs->log_fd, STDERR_FILENO);
+  else if (!copts->foreground)
+    afs_log_init("assetfs", afs_log_get_level(), true);
   struct fuse_session *se = fuse_get_session(f);
   if (fuse_set_signal_handlers(se) != 0)
     goto out_unmount;
@@ -271,6 +276,7 @@ int main(int argc, char *argv[]) {
   struct fuse_cmdline_opts copts;
   memset(&copts, 0, sizeof copts);
   fs->lock_fd = -1;
+  fs->log_fd = -1;
   afs_log_init("assetfs", AFS_LOG_INFO, false);
   if (!afs_fs_options_parse(&args, &fs->opt, &e)) {
     fprintf(stderr, "assetfs: %s\n", e.msg);
@@ -306,6 +312,12 @@ int main(int argc, char *argv[]) {
   enum afs_log_level lvl;
   if (afs_log_parse_level(fs->opt.log_level, &lvl))
     afs_log_init("assetfs", lvl, false);
+  if (fs->opt.log_file &&
+      (fs->log_fd = open(fs->opt.log_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
+                         0600)) < 0) {
+    fprintf(stderr, "assetfs: cannot open log_file %s: %s\n", fs->opt.log_file, strerror(errno));
+    goto done;
+  }
   fs->owner = getuid();
   pthread_mutex_init(&fs->fh_mu, NULL);
   fs->group = getgid();
@@ -357,6 +369,8 @@ done:
     afs_db_close(&fs->db);
   if (fs->lock_fd >= 0)
     close(fs->lock_fd);
+  if (fs->log_fd >= 0)
+    close(fs->log_fd);
   free(fs->staging_dir);
   afs_fs_options_free(&fs->opt);
   free(copts.mountpoint);

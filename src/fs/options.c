@@ -16,7 +16,7 @@
 struct raw {
   char *uid, *session_id, *partitions, *upload_partition, *expiration_hours, *cache_dir;
   char *close_timeout, *attr_ttl, *list_ttl, *cache_mb, *mongo_uri, *database, *log_level;
-  char *upload_workers, *cache_max, *key_file, *broker_key;
+  char *upload_workers, *cache_max, *key_file, *broker_key, *log_file;
   char *multipart_threshold, *multipart_parallel;
   int ro, refuse_chmod, help, version, foreground, writeback, url_hosts_only;
   char **url_hosts; /* NULL-terminated */
@@ -41,6 +41,7 @@ static const struct fuse_opt g_specs[] = {
     OPT("mongo_uri=%s", mongo_uri),
     OPT("database=%s", database),
     OPT("log_level=%s", log_level),
+    OPT("log_file=%s", log_file),
     OPT("upload_workers=%s", upload_workers),
     OPT("cache_max=%s", cache_max),
     OPT("multipart_threshold=%s", multipart_threshold),
@@ -316,6 +317,7 @@ bool afs_fs_options_parse(struct fuse_args *args, struct afs_fs_options *o, stru
   }
   o->cache_dir = r.cache_dir ? strdup(r.cache_dir) : default_cache_dir();
   o->log_level = strdup(r.log_level ? r.log_level : "info");
+  o->log_file = r.log_file ? strdup(r.log_file) : NULL;
   ok = true;
 done:
   free(r.uid);
@@ -331,6 +333,7 @@ done:
   free(r.mongo_uri);
   free(r.database);
   free(r.log_level);
+  free(r.log_file);
   free(r.upload_workers);
   free(r.key_file);
   free(r.broker_key);
@@ -378,6 +381,7 @@ void afs_fs_options_help(void) {
          "    -o mongo_uri=URI         [$ASSETFS_MONGO_URI]\n"
          "    -o database=NAME         [$ASSETFS_DATABASE]\n"
          "    -o log_level=LEVEL       error, warn, info or debug [info]\n"
+         "    -o log_file=PATH         append log lines to PATH [stderr with -f, else syslog]\n"
          "    -o ro                    read-only mount\n"
          "    -f                       stay in the foreground\n"
          "    -V, --version            print the version\n"
@@ -393,6 +397,7 @@ void afs_fs_options_free(struct afs_fs_options *o) {
   free(o->upload_partition);
   free(o->cache_dir);
   free(o->log_level);
+  free(o->log_file);
   afs_auth_key_free(o->key);
   if (o->partitions)
     for (char **p = o->partitions; *p; p++)

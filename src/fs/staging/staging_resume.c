@@ -42,8 +42,12 @@ bool afs_staging_journal(struct afs_staging *st, struct afs_wfile *wf, bool dura
   int fd = wf->fd;
   j.content_type = strdup(wf->content_type);
   j.caption = wf->caption ? strdup(wf->caption) : NULL;
-  memcpy(j.id, wf->id, sizeof j.id);
   j.uploaded = wf->state == AFS_W_UPLOADED || wf->state == AFS_W_COMPLETED;
+  /* A record that went past `initialized` holds an earlier version: bytes written since
+   * (a file rewritten while its last version sat completed in the cache) must not be
+   * resumed as that record's, which is done already; the next mount makes a new one. */
+  if (!wf->record_used || j.uploaded)
+    memcpy(j.id, wf->id, sizeof j.id);
   j.mtime_ms = wf->mtime_ms;
   pthread_mutex_unlock(&wf->mu);
   if (gone) {
