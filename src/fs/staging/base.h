@@ -19,10 +19,11 @@
  * sends the new bytes, not the whole file again.
  *
  * The sidecar `<staging file>.base` keeps this across a crash: a first line naming the
- * asset, its size and whether every part is staged, then one line per change ("p N"
- * part N is staged, "w N" part N was written, "x" every staged part is to be sent, "c SIZE"
- * cut, "b ID" the asset the bytes are now in, "u ID" a version uploaded since). Each line is synced before the staged bytes depend
- * on it, so a resumed file never sends a hole as data nor copies a part that was written.
+ * asset, its size and whether every part is staged, then one line per change: "p N"
+ * part N is staged, "w N" part N was written, "x" every staged part is to be sent,
+ * "c SIZE" cut, "b ID" the asset the bytes are now in, "u ID" a version uploaded since.
+ * Each line is synced before the staged bytes depend on it, so a resumed file never
+ * sends a hole as data nor copies a part that was written.
  *
  * struct afs_base hangs on its file (wf->base) and is protected by wf->mu; fills and cuts
  * are serialized by the staging table's fill lock (staging.c), taken before wf->mu; every
