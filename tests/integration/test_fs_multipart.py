@@ -388,3 +388,87 @@ def test_writeback_append_to_big_asset_resumes_after_a_kill(start_broker, start_
     if "resuming 1 file" in m2.log():  # else the killed mount had sent it already
         line = [ln for ln in m2.log().splitlines() if "copied by S3" in ln][-1]
         assert " 12 copied by S3" in line, line
+
+
+def staged_bytes(cache_dir):
+    """Bytes the cache folder's files hold on disk (holes are free)."""
+    total = 0
+    for root, _, files in os.walk(cache_dir):
+        for f in files:
+            try:
+                total += os.stat(os.path.join(root, f)).st_blocks * 512
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def test_file_bigger_than_cache_max_is_written_front_to_back(broker, start_mount, db, tmp_path):
+    """cache_max=48M and a 300 MiB file: parts the bucket holds give their staged bytes
+    back while it is written, so the cache folder never holds much more than cache_max
+    and the write does not fail with ENOSPC. While the file is still open, writing into
+    or reading a part given back is EIO (and loses nothing); once it is closed, reads wait
+    for the upload to complete and come from the asset, whole."""
+    import errno
+    import threading
+    m = start_mount("multipart_threshold=16M", "cache_max=48M", "log_level=debug")
+    data = os.urandom(300 * MiB)
+    peak = [0]
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            peak[0] = max(peak[0], staged_bytes(m.cache_dir))
+            time.sleep(0.05)
+    t = threading.Thread(target=watch)
+    t.start()
+    try:
+        with open(m.p("huge.bin"), "wb", buffering=0) as f:
+            for i in range(0, len(data), 4 * MiB):
+                f.write(data[i:i + 4 * MiB])
+                if i == 200 * MiB:
+                    f.seek(24 * MiB)  # part 4, given back by now
+                    with pytest.raises(OSError) as e:
+                        f.write(b"x" * 100)
+                    assert e.value.errno == errno.EIO
+                    with open(m.p("huge.bin"), "rb") as r:
+                        r.seek(24 * MiB)
+                        with pytest.raises(OSError) as e:
+                            r.read(4096)
+                        assert e.value.errno == errno.EIO
+                    f.seek(i + 4 * MiB)
+    finally:
+        stop.set()
+        t.join()
+    assert peak[0] < 80 * MiB, f"the cache held {peak[0]} bytes"
+    assert "gave back" in m.log()
+    want = hashlib.sha256(data).hexdigest()
+    with open(m.p("huge.bin"), "rb") as f:  # waits for the asset, then reads it
+        assert hashlib.sha256(f.read()).hexdigest() == want
+    a = wait_asset(db, "huge.bin", timeout=120)
+    assert sha256_url(a["url"]) == want
+
+
+def test_writeback_kill_after_parts_were_given_back(start_broker, start_mount, db, tmp_path):
+    """A write-back mount with a small cache_max killed while a big file goes up: the
+    parts it gave back are only in the bucket, and the parts log says so; the next mount
+    of the session completes the upload without them, and the object is whole."""
+    import signal
+    from fs_fixtures import is_mounted
+    start_broker()
+    session = f"give-back-{os.getpid()}-{time.monotonic_ns()}"
+    opts = ("writeback", f"session_id={session}", "multipart_threshold=16M", "cache_max=48M",
+            "log_level=debug", "multipart_parallel=2")
+    m = start_mount(*opts)
+    data = os.urandom(200 * MiB)
+    with open(m.p("wb.bin"), "wb") as f:
+        for i in range(0, len(data), 4 * MiB):
+            f.write(data[i:i + 4 * MiB])
+    os.kill(m.proc.pid, signal.SIGKILL)
+    m.proc.wait(timeout=30)
+    subprocess.run(["fusermount3", "-uz", m.path], check=False, timeout=30)
+    assert not is_mounted(m.path)
+    assert "gave back" in m.log()
+    m2 = start_mount(*opts, f"cache_dir={m.cache_dir}")
+    a = wait_asset(db, "wb.bin", timeout=120)
+    assert sha256_url(a["url"]) == hashlib.sha256(data).hexdigest()
+    assert "resuming 1 file" in m2.log()
