@@ -114,52 +114,6 @@ static void test_log(void) {
   CHECK(system(cmd) == 0);
 }
 
-/* Parts given back to stay within cache_max: where they are, cuts, and the log's word. */
-static void test_released(void) {
-  const int64_t MiB = 1 << 20;
-  const char *R = "rrrrrrrrrrrrrrrrrrrrrrrr";
-  struct afs_mp *mp = NULL;
-  afs_mp_for(&mp, R);
-  for (int n = 2; n <= 3; n++) {
-    afs_mp_part(mp, n)->released = true;
-    mp->released_bytes += 8 * MiB;
-  }
-  CHECK(!afs_mp_released_in(mp, 0, 8 * MiB) && afs_mp_released_in(mp, 8 * MiB, 1));
-  CHECK(afs_mp_released_in(mp, 0, -1) && !afs_mp_released_in(mp, 24 * MiB, 100));
-  CHECK(!afs_mp_release_cut(mp, 20 * MiB) && mp->released_bytes == 16 * MiB); /* inside 3 */
-  CHECK(afs_mp_release_cut(mp, 16 * MiB) && mp->released_bytes == 8 * MiB);   /* 3 goes */
-  CHECK(!afs_mp_part(mp, 3)->released && afs_mp_part(mp, 2)->released);
-  afs_mp_free(mp);
-
-  /* The log: a released part is taken on its word (its bytes here are a hole). */
-  char dir[] = "/tmp/afs-rel-XXXXXX";
-  CHECK(mkdtemp(dir) != NULL);
-  char path[128];
-  snprintf(path, sizeof path, "%s/1", dir);
-  FILE *f = fopen(path, "w");
-  for (int i = 0; i < 24; i++)
-    fputc(0, f), fseek(f, MiB - 1, SEEK_CUR); /* 24 MiB of zeros, sparse */
-  fclose(f);
-  mp = NULL;
-  afs_mp_for(&mp, R);
-  afs_mp_log_part(path, mp, 2, 8 * MiB, "0123456789abcdef0123456789abcdef");
-  CHECK(afs_mp_log_released(path, mp, 2));
-  afs_mp_free(mp);
-  mp = NULL;
-  CHECK(afs_mp_load_released(path, R, &mp) == 8 * MiB && mp && afs_mp_part(mp, 2)->released);
-  afs_mp_free(mp);
-  struct afs_mp_logged *l = NULL;
-  CHECK(afs_mp_restore(path, R, 24 * MiB, NULL, &l) == 1 && l[0].n == 2 && l[0].released);
-  free(l);
-  mp = NULL;
-  CHECK(afs_mp_load_released(path, "ssssssssssssssssssssssss", &mp) == 0 && !mp);
-  char side[160];
-  snprintf(side, sizeof side, "%s%s", path, AFS_MP_LOG_SUFFIX);
-  unlink(side);
-  unlink(path);
-  rmdir(dir);
-}
-
 static void test_base(void) {
   const int64_t MiB = 1 << 20;
   const char *A = "aaaaaaaaaaaaaaaaaaaaaaaa", *B = "bbbbbbbbbbbbbbbbbbbbbbbb";
@@ -227,7 +181,6 @@ int main(void) {
   test_schedule();
   test_table();
   test_log();
-  test_released();
   test_base();
   TEST_MAIN_END();
 }

@@ -279,26 +279,6 @@ again:
   return rc;
 }
 
-int afs_fs_wait_given_back(struct afs_fs *fs, struct afs_wfile *wf, const char *path, int64_t off,
-                           int64_t len) {
-  int64_t until = afs_monotonic_ms() + (int64_t)(fs->opt.close_timeout * 1000);
-  int rc = 0;
-  pthread_mutex_lock(&wf->mu);
-  while (!wf->base && afs_mp_released_in(wf->mp, off, len)) {
-    if (wf->writers > 0 || wf->unlinked || afs_monotonic_ms() >= until) {
-      rc = -EIO;
-      break;
-    }
-    afs_cond_timedwait_ms(&wf->cond, &wf->mu, 1000);
-  }
-  pthread_mutex_unlock(&wf->mu);
-  if (rc)
-    afs_err("%s: bytes %lld..%lld were given back from the cache to stay within cache_max; "
-            "they are readable once the file is closed and its upload completes (EIO)",
-            path, (long long)off, (long long)(len < 0 ? -1 : off + len - 1));
-  return rc;
-}
-
 int afs_op_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
   (void)path;
   struct afs_fh *h = afs_fh_of(fi);
@@ -311,11 +291,6 @@ int afs_op_read(const char *path, char *buf, size_t size, off_t off, struct fuse
     size_t n = h->text_len - (size_t)off < size ? h->text_len - (size_t)off : size;
     memcpy(buf, h->text + off, n);
     return (int)n;
-  }
-  if (h->wf && h->wf->mp && h->wf->mp->released_bytes > 0) {
-    int rc = afs_fs_wait_given_back(afs_fs_ctx(), h->wf, path, off, (int64_t)size);
-    if (rc)
-      return rc;
   }
   if (h->wf && h->wf->base) {
     ssize_t n = afs_base_pread(afs_fs_ctx()->st, h->wf, buf, size, off, &e);
@@ -342,15 +317,6 @@ static int reserve(struct afs_fs *fs, struct afs_wfile *wf, int64_t end) {
   double wait_s = fs->opt.close_timeout < 10 ? fs->opt.close_timeout : 10;
   int64_t deadline = afs_monotonic_ms() + (int64_t)(wait_s * 1000);
   for (;;) {
-    /* Parts of big files the bucket holds already give their room back first; while
-     * that goes on, the writer is not out of room. */
-    int64_t over = afs_staging_bytes(fs->st) + grow - fs->opt.cache_max;
-    if (over <= 0)
-      return 0;
-    if (afs_upload_release(fs->up, over) > 0) {
-      deadline = afs_monotonic_ms() + (int64_t)(wait_s * 1000);
-      continue;
-    }
     afs_upload_need_room(fs->up);
     long left = (long)(deadline - afs_monotonic_ms());
     if (left > 0 && afs_staging_wait_room(fs->st, grow, fs->opt.cache_max, left < 200 ? left : 200))
@@ -393,15 +359,6 @@ int afs_op_write(const char *path, const char *buf, size_t size, off_t off,
   if (rc)
     return rc;
   struct afs_error e = {0};
-  pthread_mutex_lock(&h->wf->mu);
-  bool given_back = !h->wf->base && afs_mp_released_in(h->wf->mp, off, (int64_t)size);
-  pthread_mutex_unlock(&h->wf->mu);
-  if (given_back) {
-    afs_err("write into %s refused (EIO): that part was given back from the cache to stay "
-            "within cache_max (files bigger than it are written front to back)",
-            path);
-    return -EIO;
-  }
   if (h->wf->base && (!afs_base_fill(afs_fs_ctx()->st, h->wf, off, (int64_t)size, &e) ||
                       !afs_base_wrote(afs_fs_ctx()->st, h->wf, off, (int64_t)size, &e)))
     return afs_fs_errno(&e);

@@ -81,12 +81,6 @@ bool afs_fs_base_fetch(void *ctx, struct afs_base *b, char *buf, size_t len, int
                        struct afs_error *err);
 void afs_fs_base_src_free(void *src);
 
-/* ops_file.c: waits (up to close_timeout) for parts of wf in [off, off + len) that were
- * given back from the cache (staging/parts.h `released`) to be readable again, which they
- * are once its upload completed; -EIO at once while wf is open for writing. */
-int afs_fs_wait_given_back(struct afs_fs *fs, struct afs_wfile *wf, const char *path, int64_t off,
-                           int64_t len);
-
 /* Closes every file handle still open (at unmount). */
 void afs_fs_release_all(struct afs_fs *fs);
 

@@ -10,7 +10,6 @@
 #include "assetfs/naming.h"
 #include "fuse/ops_int.h"
 #include "fuse/retype.h"
-#include "staging/parts.h"
 #include "staging/wfile.h"
 #include "upload/upload.h"
 #include "upload/upload_int.h" /* afs_rec_delete_unused */
@@ -20,16 +19,6 @@ static int retype_staged(struct afs_fs *fs, const char *partition, const char *r
                          struct afs_wfile *wf, const char *ct, bool *restage_asset) {
   struct afs_error e = {0};
   *restage_asset = false;
-  /* Uploading it again as its new type needs every byte: parts given back from the
-   * cache (staging/parts.h) are readable again once the upload under way completes. */
-  pthread_mutex_lock(&wf->mu);
-  bool wait = afs_mp_released_in(wf->mp, 0, -1) && !wf->base &&
-              afs_content_kind(ct) != afs_content_kind(wf->content_type) &&
-              (wf->busy || wf->state == AFS_W_UPLOADING || wf->state == AFS_W_UPLOADED ||
-               wf->state == AFS_W_COMPLETED);
-  pthread_mutex_unlock(&wf->mu);
-  if (wait && afs_fs_wait_given_back(fs, wf, rel, 0, -1) != 0)
-    return -EBUSY;
   struct afs_wf_retype rt;
   afs_wf_retyped(wf, ct, &rt);
   if (!rt.changed)

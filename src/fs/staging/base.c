@@ -87,24 +87,10 @@ static bool log_write(const char *staging_path, const char *line, bool first,
 }
 
 bool afs_base_log_begin(const char *staging_path, const struct afs_base *b, struct afs_error *err) {
-  bool all = b->nparts > 0, none = true;
-  for (int n = 0; n < b->nparts; n++) {
-    all = all && b->present[n];
-    none = none && !b->present[n];
-  }
-  char *text = NULL;
-  size_t len = 0;
-  FILE *f = open_memstream(&text, &len);
-  if (!f)
-    return afs_error_set(err, ENOMEM, "out of memory");
-  fprintf(f, "assetfs-base 1 %s %lld %d\n", b->id, (long long)b->asset_size, all);
-  for (int n = 1; !all && !none && n <= b->nparts; n++)
-    if (b->present[n - 1])
-      fprintf(f, "p %d\n", n);
-  fclose(f);
-  bool ok = log_write(staging_path, text, true, err);
-  free(text);
-  return ok;
+  char line[128];
+  snprintf(line, sizeof line, "assetfs-base 1 %s %lld %d\n", b->id, (long long)b->asset_size,
+           b->nparts > 0 && b->present[0]);
+  return log_write(staging_path, line, true, err);
 }
 
 struct afs_base *afs_base_log_read(const char *staging_path, struct afs_error *err) {
@@ -193,49 +179,6 @@ bool afs_base_attach(struct afs_staging *st, struct afs_wfile *wf, const char *i
   return true;
 }
 
-/* A base on wf's own version, asset id of size bytes (wf->mu held): every part staged
- * except those given back to stay within cache_max (parts.h), which the asset holds. */
-static struct afs_base *own_base(struct afs_wfile *wf, const char *id, int64_t size) {
-  struct afs_base *b = afs_base_new(id, size, true);
-  for (int n = 1; wf->mp && n <= b->nparts && n <= wf->mp->cap; n++)
-    if (wf->mp->part[n - 1].released)
-      b->present[n - 1] = 0;
-  return b;
-}
-
-/* Installs b as wf's base (wf->mu held): parts given back are its absent parts now. */
-static void install_own(struct afs_wfile *wf, struct afs_base *b) {
-  wf->base = b;
-  for (int n = 1; wf->mp && n <= wf->mp->cap; n++)
-    wf->mp->part[n - 1].released = false;
-  if (wf->mp)
-    wf->mp->released_bytes = 0;
-  pthread_cond_broadcast(&wf->cond); /* readers waiting for parts given back */
-}
-
-bool afs_base_on_completion(struct afs_staging *st, struct afs_wfile *wf, const char *id,
-                            struct afs_error *err) {
-  struct stat sb;
-  pthread_mutex_lock(&st->fill_mu);
-  pthread_mutex_lock(&wf->mu);
-  bool needs = !wf->base && wf->mp && wf->mp->released_bytes > 0 && fstat(wf->fd, &sb) == 0;
-  struct afs_base *b = needs ? own_base(wf, id, sb.st_size) : NULL;
-  pthread_mutex_unlock(&wf->mu);
-  bool ok = !b || afs_base_log_begin(wf->staging_path, b, err);
-  if (b && ok) {
-    pthread_mutex_lock(&wf->mu);
-    if (!wf->base) {
-      install_own(wf, b);
-      b = NULL;
-    }
-    pthread_mutex_unlock(&wf->mu);
-  }
-  afs_base_free(st, b);
-  pthread_mutex_unlock(&st->fill_mu);
-  afs_stg_absent_changed(st, wf);
-  return ok;
-}
-
 bool afs_base_from_completed(struct afs_staging *st, struct afs_wfile *wf, int64_t min_size,
                              struct afs_error *err) {
   struct stat sb;
@@ -251,15 +194,13 @@ bool afs_base_from_completed(struct afs_staging *st, struct afs_wfile *wf, int64
   pthread_mutex_unlock(&wf->mu);
   bool ok = true;
   if (fits) {
-    pthread_mutex_lock(&wf->mu);
-    struct afs_base *b = own_base(wf, id, sb.st_size);
-    pthread_mutex_unlock(&wf->mu);
+    struct afs_base *b = afs_base_new(id, sb.st_size, true);
     ok = afs_base_log_begin(wf->staging_path, b, err);
     struct stat now;
     pthread_mutex_lock(&wf->mu);
     /* A truncate by path (no fill lock without a base) may have run meanwhile. */
     if (ok && !wf->base && !wf->dirty && fstat(wf->fd, &now) == 0 && now.st_size == sb.st_size) {
-      install_own(wf, b);
+      wf->base = b;
       b = NULL;
     }
     pthread_mutex_unlock(&wf->mu);
@@ -436,16 +377,7 @@ bool afs_base_truncate(struct afs_staging *st, struct afs_wfile *wf, int64_t siz
                        struct afs_error *err) {
   pthread_mutex_lock(&wf->mu);
   bool based = wf->base != NULL;
-  /* Parts given back (parts.h) past the cut go with it; one the cut falls inside would
-   * need bytes that are only in the bucket. */
-  bool cut_ok = afs_mp_release_cut(wf->mp, size);
   pthread_mutex_unlock(&wf->mu);
-  if (!cut_ok)
-    return afs_error_set(err, EIO,
-                         "cannot truncate %s there: that part was given back from the cache "
-                         "(cache_max) and is readable again once the upload completes",
-                         wf->staging_path);
-  afs_stg_absent_changed(st, wf);
   if (!based) {
     if (ftruncate(wf->fd, size) == 0)
       return true;

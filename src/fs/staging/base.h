@@ -88,10 +88,6 @@ void afs_staging_set_fetch(struct afs_staging *st, afs_base_fetch_fn fn, void (*
 /* Wf becomes based on asset id of size bytes (its staged file is made that size, sparse). */
 bool afs_base_attach(struct afs_staging *st, struct afs_wfile *wf, const char *id, int64_t size,
                      struct afs_error *err);
-/* Wf's upload completed as asset id: parts of it given back to stay within cache_max
- * (parts.h `released`) become absent parts of a base on that asset, readable again. */
-bool afs_base_on_completion(struct afs_staging *st, struct afs_wfile *wf, const char *id,
-                            struct afs_error *err);
 /* A staged copy whose upload is done (uploaded or completed as its asset) and that is
  * opened to be written (no writer has it): based on that asset, every part staged, when
  * it is over min_size bytes. */

@@ -106,30 +106,6 @@ bool afs_mp_clean(const struct afs_mp *mp, int n, int64_t size) {
   return p->etag[0] && p->sent_gen == p->gen && want > 0 && p->sent_len == want;
 }
 
-bool afs_mp_released_in(const struct afs_mp *mp, int64_t off, int64_t len) {
-  if (!mp || mp->released_bytes == 0 || len == 0)
-    return false;
-  int last = len < 0 ? mp->cap : afs_mp_part_at(off + len - 1);
-  for (int n = afs_mp_part_at(off); n <= last && n <= mp->cap; n++)
-    if (mp->part[n - 1].released)
-      return true;
-  return false;
-}
-
-bool afs_mp_release_cut(struct afs_mp *mp, int64_t size) {
-  if (!mp || mp->released_bytes == 0)
-    return true;
-  int at = afs_mp_part_at(size);
-  if (at <= mp->cap && mp->part[at - 1].released && afs_mp_part_off(at) < size)
-    return false;
-  for (int n = at; n <= mp->cap; n++)
-    if (mp->part[n - 1].released) {
-      mp->part[n - 1].released = false;
-      mp->released_bytes -= afs_mp_part_size(n);
-    }
-  return true;
-}
-
 const char *afs_mp_url(const struct afs_mp *mp, int n, int64_t now_ms) {
   if (n < mp->url_first || n >= mp->url_first + mp->n_url || now_ms >= mp->url_until_ms)
     return NULL;
@@ -172,48 +148,6 @@ void afs_mp_log_part(const char *staging_path, struct afs_mp *mp, int n, int64_t
   close(fd);
 }
 
-bool afs_mp_log_released(const char *staging_path, struct afs_mp *mp, int n) {
-  if (!mp->logged)
-    return false; /* the log does not name the record: nothing to say it by */
-  char *path = log_path(staging_path);
-  int fd = open(path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
-  free(path);
-  char line[32];
-  int k = snprintf(line, sizeof line, "r %d\n", n);
-  bool ok = fd >= 0 && write(fd, line, (size_t)k) == k && fdatasync(fd) == 0;
-  if (fd >= 0)
-    close(fd);
-  return ok;
-}
-
-int64_t afs_mp_load_released(const char *staging_path, const char *rec, struct afs_mp **slot) {
-  char *path = log_path(staging_path);
-  FILE *f = fopen(path, "re");
-  free(path);
-  if (!f)
-    return 0;
-  char line[256], head_rec[AFS_OID_HEX + 8];
-  int64_t bytes = 0;
-  int n;
-  if (fgets(line, sizeof line, f) && sscanf(line, "assetfs-parts 1 %32s", head_rec) == 1 &&
-      !strcmp(head_rec, rec)) {
-    while (fgets(line, sizeof line, f)) {
-      size_t ll = strlen(line);
-      if (ll == 0 || line[ll - 1] != '\n' || sscanf(line, "r %d", &n) != 1 || n < 1 ||
-          n > AFS_MP_MAX_PARTS)
-        continue;
-      struct afs_mp_part *p = afs_mp_part(afs_mp_for(slot, rec), n);
-      if (!p->released) {
-        p->released = true;
-        (*slot)->released_bytes += afs_mp_part_size(n);
-        bytes += afs_mp_part_size(n);
-      }
-    }
-  }
-  fclose(f);
-  return bytes;
-}
-
 /* The MD5 of [off, off + len) of fd, in hex, compared with etag (quotes and case aside). */
 static bool bytes_match(int fd, int64_t off, int64_t len, const char *etag, char *buf,
                         size_t bufsz) {
@@ -246,23 +180,11 @@ int afs_mp_restore(const char *staging_path, const char *rec, int64_t size,
   if (!f)
     return 0;
   char line[256], head_rec[AFS_OID_HEX + 8];
-  int n = 0, cap = 0, fd = -1, r;
+  int n = 0, cap = 0, fd = -1;
   char *buf = NULL;
-  unsigned char *released = NULL;
   if (!fgets(line, sizeof line, f) || sscanf(line, "assetfs-parts 1 %32s", head_rec) != 1 ||
       strcmp(head_rec, rec))
     goto done;
-  /* Parts whose staged bytes were given back ("r N", synced after their own line): the
-   * log's word is all there is of them. */
-  released = afs_xcalloc(AFS_MP_MAX_PARTS + 1, 1);
-  long body = ftell(f);
-  while (fgets(line, sizeof line, f)) {
-    size_t ll = strlen(line);
-    if (ll > 0 && line[ll - 1] == '\n' && sscanf(line, "r %d", &r) == 1 && r >= 1 &&
-        r <= AFS_MP_MAX_PARTS)
-      released[r] = 1;
-  }
-  fseek(f, body, SEEK_SET);
   fd = open(staging_path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   buf = afs_xmalloc(1 << 20);
   while (fd >= 0 && fgets(line, sizeof line, f)) {
@@ -271,13 +193,11 @@ int afs_mp_restore(const char *staging_path, const char *rec, int64_t size,
     if (sscanf(line, "%d %lld %129s", &l.n, &len, l.etag) != 3 || l.n < 1 || l.n > AFS_MP_MAX_PARTS)
       continue;
     l.len = len;
-    l.released = released[l.n];
     int64_t off = afs_mp_part_off(l.n), want = afs_mp_part_size(l.n);
     if (off + want > size)
       want = size - off;
     if (want <= 0 || l.len != want ||
-        (!(copied && copied[l.n]) && !l.released &&
-         !bytes_match(fd, off, want, l.etag, buf, 1 << 20)))
+        (!(copied && copied[l.n]) && !bytes_match(fd, off, want, l.etag, buf, 1 << 20)))
       continue;
     if (n == cap)
       *out = afs_xrealloc(*out, (size_t)(cap = cap ? cap * 2 : 64) * sizeof **out);
@@ -285,7 +205,6 @@ int afs_mp_restore(const char *staging_path, const char *rec, int64_t size,
   }
 done:
   free(buf);
-  free(released);
   if (fd >= 0)
     close(fd);
   fclose(f);

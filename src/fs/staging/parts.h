@@ -35,8 +35,6 @@ struct afs_mp_part {
   int64_t sent_len;  /* how many bytes of the part the bucket holds */
   bool inflight;     /* a transfer of it runs */
   bool queued;       /* waiting for a stream worker */
-  bool released;     /* its staged bytes were given back to stay within cache_max: the
-                      * bucket's part is the only copy until the upload completes */
   char etag[130];
 };
 
@@ -56,7 +54,6 @@ struct afs_mp {
   int scan_from;              /* streaming looks for finished parts from here on (0: 1) */
   int64_t stream_pause_until; /* monotonic: a streamed part failed; none queued till then */
   bool making_record;         /* write-back: a writer is making the file's record (multipart.c) */
-  int64_t released_bytes;     /* staged bytes given back (parts `released`) */
 };
 
 /* wf->mp for record rec: made, or reset when it belonged to another record. */
@@ -72,11 +69,6 @@ struct afs_mp_part *afs_mp_part(struct afs_mp *mp, int n);
 bool afs_mp_clean(const struct afs_mp *mp, int n, int64_t size);
 /* Part n's length in a file of size bytes (0 when the file ends before it). */
 int64_t afs_mp_part_len_at(int n, int64_t size);
-/* A released part lies in [off, off + len) (len < 0: to the end). */
-bool afs_mp_released_in(const struct afs_mp *mp, int64_t off, int64_t len);
-/* The file is cut at size: released parts past it are gone (no longer counted). False,
- * changing nothing, when size falls inside a released part (its bytes are not here). */
-bool afs_mp_release_cut(struct afs_mp *mp, int64_t size);
 /* Part n's URL from the signed batch (NULL when it is not there or no longer fresh). */
 const char *afs_mp_url(const struct afs_mp *mp, int n, int64_t now_ms);
 /* Replaces the batch (takes urls and its strings). */
@@ -97,14 +89,7 @@ struct afs_mp_logged {
   int n;
   int64_t len;
   char etag[130];
-  bool released; /* its staged bytes were given back ("r N"): taken on the log's word */
 };
-/* Appends "r N" (part n's staged bytes are about to be given back) and syncs the log:
- * from then on the log is the part's only record. Call with wf->mu held. */
-bool afs_mp_log_released(const char *staging_path, struct afs_mp *mp, int n);
-/* Marks in *slot (made for rec if needed) the parts the log of staging_path says were
- * released for record rec; returns their bytes (0: none, or no log for rec). */
-int64_t afs_mp_load_released(const char *staging_path, const char *rec, struct afs_mp **slot);
 /* The parts the log of staging_path holds for record rec whose bytes in the staged file
  * (size bytes) are still what was sent, and whose length is the part's length at that
  * size: *out (caller frees), their count returned (0 when none or no log). Reads every

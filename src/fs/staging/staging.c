@@ -508,14 +508,9 @@ void afs_staging_account(struct afs_staging *st, struct afs_wfile *wf, int64_t s
     room_given_back(st);
 }
 
-void afs_staging_absent_changed(struct afs_staging *st, struct afs_wfile *wf) {
-  afs_stg_absent_changed(st, wf);
-}
-
 void afs_stg_absent_changed(struct afs_staging *st, struct afs_wfile *wf) {
   pthread_mutex_lock(&wf->mu);
-  /* Parts given back become a base's absent parts once the upload completes. */
-  int64_t absent = wf->base ? afs_base_absent_bytes(wf->base) : wf->mp ? wf->mp->released_bytes : 0;
+  int64_t absent = afs_base_absent_bytes(wf->base);
   int64_t delta = absent - wf->acct_absent;
   wf->acct_absent = absent;
   pthread_mutex_unlock(&wf->mu);

@@ -167,9 +167,6 @@ int64_t afs_staging_bytes(struct afs_staging *st);
  * have more to do between waits, e.g. ask the uploader to look for completions). true
  * if it fits now. */
 bool afs_staging_wait_room(struct afs_staging *st, int64_t grow, int64_t max, long slice_ms);
-/* The bytes of wf that are not staged changed (staging/base.h absent parts, parts
- * given back): they leave (or come back to) the total. */
-void afs_staging_absent_changed(struct afs_staging *st, struct afs_wfile *wf);
 /* wf's staged size is now size (grow_only: at least size). */
 void afs_staging_account(struct afs_staging *st, struct afs_wfile *wf, int64_t size,
                          bool grow_only);

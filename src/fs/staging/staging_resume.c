@@ -189,9 +189,6 @@ static bool adopt(struct afs_staging *st, const char *jname, bool *kept) {
     wf->resumed = true; /* its record may be further on than the journal knows */
   }
   afs_journal_free(&j);
-  /* Parts given back to stay within cache_max hold holes here: the log says which. */
-  if (wf->id[0] && !wf->base)
-    afs_mp_load_released(wf->staging_path, wf->id, &wf->mp);
   afs_staging_account(st, wf, sb.st_size, false);
   afs_stg_absent_changed(st, wf);
   pthread_mutex_lock(&st->mu);

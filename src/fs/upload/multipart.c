@@ -14,7 +14,6 @@
  * Locks: a file's parts table is under wf->mu; the stream queue under up->s_mu, a leaf
  * (never held with wf->mu). */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +24,6 @@
 #include "assetfs/clock.h"
 #include "assetfs/http_put.h"
 #include "assetfs/log.h"
-#include "assetfs/naming.h"
 #include "staging/base.h"
 #include "staging/parts.h"
 #include "upload/upload_int.h"
@@ -359,61 +357,6 @@ void afs_upload_wrote(struct afs_uploader *up, struct afs_wfile *wf, int64_t off
   pthread_mutex_unlock(&wf->mu);
 }
 
-/* ---- giving staged bytes back ---- */
-
-/* Releases wf's parts that the bucket holds as they are, up to want bytes; with wf->mu
- * held. Never part 1 (containers rewrite their header there at the end), never a part
- * not yet behind the front-to-back writer, never media (cuts and previews read the
- * staged file) nor a file begun as an asset. */
-static int64_t release_parts(struct afs_wfile *wf, int64_t want) {
-  struct afs_mp *mp = wf->mp;
-  if (!mp || wf->unlinked || wf->record_used || wf->base || strcmp(mp->rec, wf->id) ||
-      !mp->logged || afs_content_kind(wf->content_type) != AFS_KIND_OTHER)
-    return 0;
-  int64_t freed = 0;
-  int last = afs_mp_part_at(wf->contig) - 1;
-  for (int n = 2; n <= last && n <= mp->cap && freed < want; n++) {
-    struct afs_mp_part *p = &mp->part[n - 1];
-    if (p->released || p->inflight || !afs_mp_clean(mp, n, -1))
-      continue;
-    int64_t off = afs_mp_part_off(n), len = afs_mp_part_size(n);
-    /* The log first (synced): a crash after the hole must find the part's ETag there. */
-    if (!afs_mp_log_released(wf->staging_path, mp, n))
-      break;
-    if (fallocate(wf->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) != 0) {
-      afs_warn("cannot give back part %d of %s: %s", n, wf->staging_path, strerror(errno));
-      break;
-    }
-    p->released = true;
-    mp->released_bytes += len;
-    freed += len;
-  }
-  return freed;
-}
-
-int64_t afs_upload_release(struct afs_uploader *up, int64_t want) {
-  struct afs_wfile **all;
-  int n = afs_staging_snapshot(up->st, &all);
-  int64_t freed = 0;
-  for (int i = 0; i < n; i++) {
-    int64_t f = 0;
-    if (freed < want) {
-      pthread_mutex_lock(&all[i]->mu);
-      f = release_parts(all[i], want - freed);
-      pthread_mutex_unlock(&all[i]->mu);
-    }
-    if (f > 0) {
-      afs_staging_absent_changed(up->st, all[i]);
-      afs_debug("gave back %lld staged bytes of %s (its parts are in the bucket)", (long long)f,
-                all[i]->staging_path);
-    }
-    freed += f;
-    afs_staging_unref(up->st, all[i]);
-  }
-  free(all);
-  return freed;
-}
-
 /* ---- finishing ---- */
 
 struct todo {
@@ -718,13 +661,6 @@ bool afs_up_mp_finish(struct afs_uploader *up, struct afs_wfile *wf, const char 
     struct afs_mp_part *p = afs_mp_part(mp, n);
     if (afs_mp_clean(mp, n, size)) /* same bytes, and the length the part has now */
       continue;
-    if (n <= mp->cap && mp->part[n - 1].released) {
-      ok = afs_error_set(err, AFS_E_BROKER_REFUSED,
-                         "part %d was given back from the cache to stay within cache_max and "
-                         "the upload it belonged to is gone: the file cannot be sent whole",
-                         n);
-      break;
-    }
     if (afs_base_absent(wf->base, n)) { /* never a hole sent as data */
       ok = afs_error_set(err, EIO, "part %d of the file is still bytes of asset %s, not staged", n,
                          wf->base->id);

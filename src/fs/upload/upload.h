@@ -97,13 +97,6 @@ int afs_asset_rename_dir(struct afs_uploader *up, const char *partition, const c
 /* A write waits for room in cache_max: completed files leave staging, so look for
  * completions now rather than at the next poll. */
 void afs_upload_need_room(struct afs_uploader *up);
-/* Gives back staged bytes of big files being written whose parts the bucket holds as
- * they are (their streamed parts), until `want` bytes are free or none is left: a file
- * bigger than cache_max can still be written front to back. The parts log keeps what a
- * released part was; the bytes come back readable once the upload completes (reads
- * wait for it, or fail with EIO while the file is still open for writing). Returns the
- * bytes given back. */
-int64_t afs_upload_release(struct afs_uploader *up, int64_t want);
 
 /* Uploads in flight or waiting for retry (for unmount and tests). */
 int afs_upload_busy_count(struct afs_uploader *up);

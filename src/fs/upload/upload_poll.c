@@ -59,8 +59,6 @@ static void on_completed(struct afs_uploader *up, struct afs_wfile *wf, const ch
   afs_staging_ref(up->st, wf);
   /* The asset this version completed as holds every byte the file still reads from its
    * old one (those parts were copied at the same offsets): read them there from now on. */
-  if (!afs_base_on_completion(up->st, wf, id, &err)) /* parts given back: readable again */
-    afs_warn("%s", err.msg);
   afs_base_moved(up->st, wf, id);
   afs_staging_names(up->st, wf, &partition, &file_path);
   if (renamed && !afs_asset_set_file_path(up, id, file_path, &err))
