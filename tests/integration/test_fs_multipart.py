@@ -276,6 +276,18 @@ def new_version(db, file_path, old_id, timeout=300):
     return wait_for(done, timeout, f"a new version of {file_path}")
 
 
+def append_both(path, src, tail):
+    """Appends tail to the file in the mount and to its local copy; returns how long the
+    mount took to open it."""
+    t0 = time.monotonic()
+    with open(path, "ab") as f:
+        opened_s = time.monotonic() - t0
+        f.write(tail)
+    with open(src, "ab") as f:
+        f.write(tail)
+    return opened_s
+
+
 def random_file(path, size, seed):
     """size bytes, every MiB different, without holding them in memory."""
     rng = hashlib.sha256(str(seed).encode()).digest()
@@ -308,12 +320,7 @@ def test_append_and_edit_big_asset_without_downloading_it(start_broker, start_mo
 
         tail = os.urandom(5 * MiB + 17)
         before = proxy.bytes_down
-        t0 = time.monotonic()
-        with open(m.p("disk.img"), "ab") as f:
-            opened_s = time.monotonic() - t0
-            f.write(tail)
-        with open(src, "ab") as f:
-            f.write(tail)
+        opened_s = append_both(m.p("disk.img"), src, tail)
         a = new_version(db, "disk.img", old["_id"])
         fetched = proxy.bytes_down - before
         assert fetched < 2 * PART, f"{fetched} bytes came back from S3 for an append"
@@ -345,10 +352,7 @@ def test_append_and_edit_big_asset_without_downloading_it(start_broker, start_mo
 
         m3 = start_mount("log_level=debug")  # no copy of it either
         before = proxy.bytes_down
-        with open(m3.p("disk.img"), "ab") as f:
-            f.write(tail)
-        with open(src, "ab") as f:
-            f.write(tail)
+        append_both(m3.p("disk.img"), src, tail)
         c = new_version(db, "disk.img", b["_id"])
         fetched = proxy.bytes_down - before
         assert fetched < 2 * PART, f"{fetched} bytes came back from S3 for an append"
@@ -374,10 +378,7 @@ def test_writeback_append_to_big_asset_resumes_after_a_kill(start_broker, start_
     random_file(src, size, seed=32)
     subprocess.run(["cp", str(src), m.p("log.bin")], check=True, timeout=300)
     old = wait_asset(db, "log.bin", timeout=120)
-    with open(m.p("log.bin"), "ab") as f:
-        f.write(b"appended line\n" * 1000)
-    with open(src, "ab") as f:
-        f.write(b"appended line\n" * 1000)
+    append_both(m.p("log.bin"), src, b"appended line\n" * 1000)
     os.kill(m.proc.pid, signal.SIGKILL)
     m.proc.wait(timeout=30)
     subprocess.run(["fusermount3", "-uz", m.path], check=False, timeout=30)

@@ -37,6 +37,19 @@ static const char *rec_str(const char *field) {
   return fb_str(fb_rec(&F, AFS_BC_UPLOAD, &ID), field);
 }
 
+/* Runs call document d (its _id the string cid) on the broker; the call as answered
+ * (caller destroys). Destroys d. */
+static bson_t *answered(bson_t *d, const char *cid_str) {
+  bson_value_t cid = {.value_type = BSON_TYPE_UTF8,
+                      .value.v_utf8 = {(char *)cid_str, (uint32_t)strlen(cid_str)}};
+  struct afs_error err = {0};
+  ST.ops->remove(ST.ctx, AFS_BC_CALL, &cid, NULL, &err);
+  fb_add(&F, AFS_BC_CALL, d);
+  afs_function_call(&B, &ST, d, "token");
+  bson_destroy(d);
+  return bson_copy(fb_rec(&F, AFS_BC_CALL, &cid));
+}
+
 /* AssetfsSignParts [ID, first, count] as uid; the call as answered (caller destroys). */
 static bson_t *sign_parts(const char *uid, int first, int count) {
   char hex[AFS_OID_HEX];
@@ -45,13 +58,7 @@ static bson_t *sign_parts(const char *uid, int first, int count) {
       BCON_NEW("_id", "call-1", "name", AFS_CALL_SIGN_PARTS, "uid", BCON_UTF8(uid), "status",
                "pending", "leaseOwner", "token", "leaseUntil", BCON_DATE_TIME(afs_now_ms() + 60000),
                "args", "[", BCON_UTF8(hex), BCON_INT32(first), BCON_INT32(count), "]");
-  bson_value_t cid = {.value_type = BSON_TYPE_UTF8, .value.v_utf8 = {"call-1", 6}};
-  struct afs_error err = {0};
-  ST.ops->remove(ST.ctx, AFS_BC_CALL, &cid, NULL, &err);
-  fb_add(&F, AFS_BC_CALL, d);
-  afs_function_call(&B, &ST, d, "token");
-  bson_destroy(d);
-  return bson_copy(fb_rec(&F, AFS_BC_CALL, &cid));
+  return answered(d, "call-1");
 }
 
 static int32_t urls_in(const bson_t *call, const char *want_sub) {
@@ -255,13 +262,7 @@ static bson_t *copy_parts(const char *uid, const bson_oid_t *src, int n, int64_t
     bson_append_document_end(&args, &one);
   }
   bson_append_array_end(d, &args);
-  bson_value_t cid = {.value_type = BSON_TYPE_UTF8, .value.v_utf8 = {"call-2", 6}};
-  struct afs_error err = {0};
-  ST.ops->remove(ST.ctx, AFS_BC_CALL, &cid, NULL, &err);
-  fb_add(&F, AFS_BC_CALL, d);
-  afs_function_call(&B, &ST, d, "token");
-  bson_destroy(d);
-  return bson_copy(fb_rec(&F, AFS_BC_CALL, &cid));
+  return answered(d, "call-2");
 }
 
 /* An asset of u1's of size bytes (status as given), its original (at key) in the bucket. */
