@@ -28,6 +28,11 @@ void afs_db_global_init(void);
  * in server logs. */
 bool afs_db_open(struct afs_db *db, const char *uri, const char *dbname, const char *appname,
                  struct afs_error *err);
+/* afs_db_open, and socket_timeout_ms (> 0) bounds how long one operation waits on a
+ * server that stopped answering, unless the URI sets socketTimeoutMS itself (libmongoc's
+ * own default is 5 minutes). */
+bool afs_db_open_bounded(struct afs_db *db, const char *uri, const char *dbname,
+                         const char *appname, int32_t socket_timeout_ms, struct afs_error *err);
 void afs_db_close(struct afs_db *db);
 
 /* Round trip to the server: false with err if it cannot be reached. */

@@ -29,6 +29,8 @@ struct afs_fs_options {
   bool ro;
   bool refuse_chmod;             /* chmod/chown fail with EPERM instead of being ignored */
   double close_timeout;          /* seconds close() may wait for the broker and retries; 30 */
+  double db_timeout;             /* seconds one MongoDB operation may wait on a silent server
+                                  * (socketTimeoutMS unless the URI sets it); 30 */
   bool writeback;                /* close() returns once staged data is durable; uploads queued */
   int upload_workers;            /* parallel background uploads; default 4, with writeback
                                   * AFS_WRITEBACK_WORKERS (most of a small file's upload is

@@ -328,7 +328,10 @@ int main(int argc, char *argv[]) {
     fprintf(stderr, "assetfs: %s\n", e.msg);
     goto done;
   }
-  if (!afs_db_open(&fs->db, fs->opt.mongo_uri, fs->opt.database, "assetfs", &e)) {
+  /* FUSE threads wait on MongoDB: a server that stops answering fails their operations
+   * after db_timeout instead of libmongoc's 5 minutes. */
+  if (!afs_db_open_bounded(&fs->db, fs->opt.mongo_uri, fs->opt.database, "assetfs",
+                           (int32_t)(fs->opt.db_timeout * 1000), &e)) {
     fprintf(stderr, "assetfs: %s\n", e.msg);
     goto done;
   }

@@ -15,7 +15,8 @@
 /* Raw strings as fuse_opt_parse fills them; converted in afs_fs_options_parse. */
 struct raw {
   char *uid, *session_id, *partitions, *upload_partition, *expiration_hours, *cache_dir;
-  char *close_timeout, *attr_ttl, *list_ttl, *cache_mb, *mongo_uri, *database, *log_level;
+  char *close_timeout, *db_timeout, *attr_ttl, *list_ttl, *cache_mb, *mongo_uri, *database,
+      *log_level;
   char *upload_workers, *cache_max, *key_file, *broker_key, *log_file;
   char *multipart_threshold, *multipart_parallel;
   int ro, refuse_chmod, help, version, foreground, writeback, url_hosts_only;
@@ -35,6 +36,7 @@ static const struct fuse_opt g_specs[] = {
     OPT("expiration_hours=%s", expiration_hours),
     OPT("cache_dir=%s", cache_dir),
     OPT("close_timeout=%s", close_timeout),
+    OPT("db_timeout=%s", db_timeout),
     OPT("attr_ttl=%s", attr_ttl),
     OPT("list_ttl=%s", list_ttl),
     OPT("cache_mb=%s", cache_mb),
@@ -259,6 +261,11 @@ bool afs_fs_options_parse(struct fuse_args *args, struct afs_fs_options *o, stru
     afs_error_set(err, EINVAL, "close_timeout must be a number of seconds (0.1 to 86400)");
     goto done;
   }
+  o->db_timeout = 30;
+  if (r.db_timeout && !parse_double(r.db_timeout, 1, 3600, &o->db_timeout)) {
+    afs_error_set(err, EINVAL, "db_timeout must be a number of seconds (1 to 3600)");
+    goto done;
+  }
   o->attr_ttl = 1;
   o->list_ttl = 3;
   if ((r.attr_ttl && !parse_double(r.attr_ttl, 0, 3600, &o->attr_ttl)) ||
@@ -327,6 +334,7 @@ done:
   free(r.expiration_hours);
   free(r.cache_dir);
   free(r.close_timeout);
+  free(r.db_timeout);
   free(r.attr_ttl);
   free(r.list_ttl);
   free(r.cache_mb);
@@ -380,6 +388,8 @@ void afs_fs_options_help(void) {
          "                             whose seal it made (auth=required)\n"
          "    -o mongo_uri=URI         [$ASSETFS_MONGO_URI]\n"
          "    -o database=NAME         [$ASSETFS_DATABASE]\n"
+         "    -o db_timeout=SECONDS    a MongoDB operation waits this long on a server that\n"
+         "                             stopped answering, then fails (EIO) [30]\n"
          "    -o log_level=LEVEL       error, warn, info or debug [info]\n"
          "    -o log_file=PATH         append log lines to PATH [stderr with -f, else syslog]\n"
          "    -o ro                    read-only mount\n"

@@ -18,6 +18,11 @@ void afs_db_global_init(void) {
 
 bool afs_db_open(struct afs_db *db, const char *uri_str, const char *dbname, const char *appname,
                  struct afs_error *err) {
+  return afs_db_open_bounded(db, uri_str, dbname, appname, 0, err);
+}
+
+bool afs_db_open_bounded(struct afs_db *db, const char *uri_str, const char *dbname,
+                         const char *appname, int32_t socket_timeout_ms, struct afs_error *err) {
   bson_error_t berr;
   mongoc_uri_t *uri = NULL;
   memset(db, 0, sizeof *db);
@@ -32,6 +37,8 @@ bool afs_db_open(struct afs_db *db, const char *uri_str, const char *dbname, con
     afs_log_add_secret(pw);
   if (appname)
     mongoc_uri_set_appname(uri, appname);
+  if (socket_timeout_ms > 0 && !mongoc_uri_has_option(uri, MONGOC_URI_SOCKETTIMEOUTMS))
+    mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, socket_timeout_ms);
   db->pool = mongoc_client_pool_new(uri);
   mongoc_uri_destroy(uri);
   if (!db->pool)

@@ -10,6 +10,7 @@ Bytes pass through unchanged, so SigV4 URLs signed for the proxy's host:port sta
 """
 import socket
 import threading
+import time
 
 
 class TcpProxy:
@@ -21,6 +22,7 @@ class TcpProxy:
         self.port = self.lsock.getsockname()[1]
         self.lsock.listen(128)
         self.down = False
+        self.stalled = False  # connections stay open but nothing is relayed (a hung server)
         self.closed = False
         self.conns = set()
         self.lock = threading.Lock()
@@ -52,7 +54,12 @@ class TcpProxy:
 
     def _relay(self, a, b, d):
         """Sends chunk d, read from a, on to b. Subclasses delay or record here."""
+        self._hold()
         b.sendall(d)
+
+    def _hold(self):
+        while self.stalled and not self.closed:
+            time.sleep(0.05)
 
     def from_server(self, sock):
         return sock.getpeername()[1] == self.target[1]

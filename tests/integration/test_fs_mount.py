@@ -29,7 +29,8 @@ def test_help_and_version(build_dir):
                                      ("cache_mb=1", "cache_mb"),
                                      ("multipart_threshold=1M", "multipart_threshold"),
                                      ("multipart_threshold=6G", "multipart_threshold"),
-                                     ("multipart_parallel=0", "multipart_parallel")])
+                                     ("multipart_parallel=0", "multipart_parallel"),
+                                     ("db_timeout=0", "db_timeout")])
 def test_bad_options_fail_before_mounting(build_dir, fs_env, tmp_path, opt, msg):
     mnt = tmp_path / "m"
     mnt.mkdir()
@@ -111,3 +112,34 @@ def test_read_only_and_refuse_chmod(broker, start_mount, db):
         with pytest.raises(OSError) as e:
             op()
         assert e.value.errno == errno.EROFS
+
+
+def test_mongodb_that_stops_answering_fails_operations_in_db_timeout(broker, start_mount, stack,
+                                                                      tmp_path):
+    """A MongoDB that keeps its connections but stops answering (a hung server, a
+    half-dead network path) fails the operations waiting on it after db_timeout (EIO),
+    instead of holding FUSE threads for libmongoc's 5 minutes; once it answers again, so
+    does the mount."""
+    import time
+    from tcp_proxy import TcpProxy
+    hostport = stack["ASSETFS_MONGO_URI"].split("://", 1)[1].split("/", 1)[0]
+    host, port = hostport.rsplit(":", 1)
+    proxy = TcpProxy(host, int(port)).start()
+    try:
+        uri = stack["ASSETFS_MONGO_URI"].replace(hostport, f"127.0.0.1:{proxy.port}")
+        m = start_mount("db_timeout=2", "attr_ttl=0", "list_ttl=0",
+                        env={"ASSETFS_MONGO_URI": uri})
+        os.listdir(m.p())
+        proxy.stalled = True
+        t0 = time.monotonic()
+        with pytest.raises(OSError) as e:
+            os.stat(m.p("not-there-1.bin"))
+        took = time.monotonic() - t0
+        assert e.value.errno in (errno.EIO, errno.ETIMEDOUT), e.value
+        assert took < 20, f"a stat waited {took:.1f} s on a silent MongoDB"
+        print(f"stat on a silent MongoDB failed after {took:.1f} s")
+        proxy.stalled = False
+        wait_for(lambda: os.listdir(m.p()) is not None, 30, "the mount to answer again")
+    finally:
+        proxy.stalled = False
+        proxy.close()
